@@ -1,0 +1,601 @@
+// swissbox-init: the first process of every sandbox. Serves the runner protocol
+// (common/runner_protocol.h) on fd 0/1: runs commands in their own process groups with
+// timeouts and output caps, reaps every zombie, and reads/writes files inside the sandbox.
+// Single-threaded poll loop; nothing here may block on one command while others run.
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "common/runner_protocol.h"
+#include "common/unique_fd.h"
+
+namespace {
+
+using json = nlohmann::json;
+using swissbox::unique_fd;
+using Clock = std::chrono::steady_clock;
+
+constexpr size_t kReadChunk = 64 * 1024;
+constexpr size_t kDefaultCap = 1 << 20;
+constexpr size_t kMaxCap = 16 << 20;
+constexpr auto kDrainGrace = std::chrono::milliseconds(100);
+constexpr const char* kWorkspace = "/workspace";
+
+int g_out_fd = STDOUT_FILENO;
+
+void send(const json& header, std::string_view payload = {}) {
+  if (g_out_fd < 0) return;
+  std::string buf = swissbox::proto::encode(header, payload);
+  size_t off = 0;
+  while (off < buf.size()) {
+    ssize_t n = write(g_out_fd, buf.data() + off, buf.size() - off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) {
+      pollfd p{g_out_fd, POLLOUT, 0};
+      poll(&p, 1, -1);
+      continue;
+    }
+    if (n <= 0) {  // the agent went away: keep running, drop events until it returns
+      g_out_fd = -1;
+      return;
+    }
+    off += n;
+  }
+}
+
+json error_json(int err, const std::string& what) {
+  return {{"errno", err}, {"message", what + ": " + std::strerror(err)}};
+}
+
+void send_result(uint64_t id, json fields = json::object()) {
+  fields["ev"] = "result";
+  fields["id"] = id;
+  fields["ok"] = true;
+  send(fields);
+}
+
+void send_error(uint64_t id, int err, const std::string& what) {
+  send({{"ev", "result"}, {"id", id}, {"ok", false}, {"error", error_json(err, what)}});
+}
+
+// Relative paths are relative to /workspace. Everything resolves inside the sandbox's own
+// filesystem, so neither ".." nor symlinks can leave it.
+std::string resolve(const std::string& path) {
+  if (!path.empty() && path[0] == '/') return path;
+  return std::string(kWorkspace) + "/" + path;
+}
+
+void set_nonblock(int fd) { fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK); }
+
+struct Command {
+  uint64_t id = 0;
+  pid_t pid = -1;
+  unique_fd in, out, err;
+  std::string pending_in;
+  bool in_eof = false;
+  size_t cap = kDefaultCap;
+  size_t sent[2] = {0, 0};
+  bool truncated = false;
+  bool background = false;
+  bool timed_out = false;
+  bool exited = false;
+  int status = 0;
+  rusage usage{};
+  Clock::time_point start;
+  Clock::time_point deadline = Clock::time_point::max();
+  Clock::time_point finalize_by = Clock::time_point::max();
+};
+
+class Runner {
+ public:
+  Runner() {
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &mask, nullptr);
+    sigchld_.reset(signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
+    signal(SIGPIPE, SIG_IGN);
+    // Orphans of our commands come to us even when we are not PID 1 (tests on the host).
+    prctl(PR_SET_CHILD_SUBREAPER, 1);
+    set_nonblock(STDIN_FILENO);
+  }
+
+  int run() {
+    send({{"ev", "hello"}, {"pid", getpid()}, {"version", 1}});
+    char buf[kReadChunk];
+    for (;;) {
+      std::vector<pollfd> fds;
+      std::vector<std::pair<Command*, int>> owners;  // stream 0/1 = out/err, 2 = stdin
+      if (!control_eof_) fds.push_back({STDIN_FILENO, POLLIN, 0}), owners.push_back({nullptr, 0});
+      fds.push_back({sigchld_.get(), POLLIN, 0});
+      owners.push_back({nullptr, 1});
+      for (auto& [id, c] : commands_) {
+        if (c.out) fds.push_back({c.out.get(), POLLIN, 0}), owners.push_back({&c, 0});
+        if (c.err) fds.push_back({c.err.get(), POLLIN, 0}), owners.push_back({&c, 1});
+        if (c.in && !c.pending_in.empty()) {
+          fds.push_back({c.in.get(), POLLOUT, 0}), owners.push_back({&c, 2});
+        }
+      }
+      int n = poll(fds.data(), fds.size(), next_timeout_ms());
+      if (n < 0 && errno != EINTR) return 1;
+      for (size_t i = 0; n > 0 && i < fds.size(); ++i) {
+        if (fds[i].revents == 0) continue;
+        auto [cmd, stream] = owners[i];
+        if (cmd == nullptr && fds[i].fd == STDIN_FILENO) {
+          read_control(buf);
+        } else if (cmd == nullptr) {
+          reap();
+        } else if (stream == 2) {
+          flush_stdin(*cmd);
+        } else {
+          read_output(*cmd, stream, buf);
+        }
+      }
+      tick();
+    }
+  }
+
+ private:
+  void read_control(char* buf) {
+    for (;;) {
+      ssize_t r = read(STDIN_FILENO, buf, kReadChunk);
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0) return;  // EAGAIN
+      if (r == 0) {
+        // The agent closed its end. In a sandbox (PID 1) running commands go on and the
+        // sandbox waits for the agent; anywhere else (tests on the host) that is the end.
+        control_eof_ = true;
+        if (getpid() != 1) {
+          for (auto& [cid, c] : commands_) kill(-c.pid, SIGKILL);
+          _exit(0);
+        }
+        return;
+      }
+      decoder_.feed(buf, r);
+      while (auto frame = decoder_.next()) handle(*frame);
+      if (!decoder_.error().empty()) {
+        send({{"ev", "fatal"}, {"message", decoder_.error()}});
+        control_eof_ = true;
+        return;
+      }
+    }
+  }
+
+  void handle(swissbox::proto::Frame& f) {
+    const json& h = f.header;
+    uint64_t id = h.value("id", uint64_t{0});
+    std::string op = h.value("op", "");
+    try {
+      if (op == "ping") return send_result(id, {{"pid", getpid()}});
+      if (op == "exec") return start_exec(id, h, std::move(f.payload));
+      if (op == "stdin") return feed_stdin(id, h, std::move(f.payload));
+      if (op == "signal") return signal_command(id, h.value("signal", SIGTERM));
+      if (op == "read_file") return read_file(id, h);
+      if (op == "write_file") return write_file(id, h, f.payload);
+      if (op == "list") return list_dir(id, h);
+      if (op == "stat") return stat_path(id, h);
+      if (op == "delete") return delete_path(id, h);
+      send_error(id, EINVAL, "unknown op '" + op + "'");
+    } catch (const json::exception& e) {
+      send_error(id, EINVAL, std::string("bad request: ") + e.what());
+    }
+  }
+
+  void start_exec(uint64_t id, const json& h, std::string stdin_data) {
+    if (commands_.count(id)) return send_error(id, EEXIST, "exec id in use");
+    std::vector<std::string> argv = h.at("argv").get<std::vector<std::string>>();
+    if (argv.empty()) return send_error(id, EINVAL, "exec: empty argv");
+    std::vector<std::string> env;
+    json env_obj = h.value("env", json::object());
+    for (auto& [k, v] : env_obj.items()) env.push_back(k + "=" + v.get<std::string>());
+    std::string cwd = resolve(h.value("cwd", std::string(kWorkspace)));
+
+    int pin[2], pout[2], perr[2];
+    if (pipe2(pin, O_CLOEXEC) || pipe2(pout, O_CLOEXEC) || pipe2(perr, O_CLOEXEC)) {
+      return send_error(id, errno, "exec: pipe");
+    }
+    Command c;
+    c.id = id;
+    c.in.reset(pin[1]);
+    c.out.reset(pout[0]);
+    c.err.reset(perr[0]);
+    unique_fd child_in(pin[0]), child_out(pout[1]), child_err(perr[1]);
+    c.cap = std::min<size_t>(h.value("output_cap", kDefaultCap), kMaxCap);
+    c.background = h.value("background", false);
+    c.start = Clock::now();
+    int64_t timeout_ms = h.value("timeout_ms", int64_t{0});
+    if (timeout_ms > 0) c.deadline = c.start + std::chrono::milliseconds(timeout_ms);
+
+    // posix_spawn (clone with CLONE_VM|CLONE_VFORK) instead of fork: inside gVisor a fork
+    // copies the runner's address space and costs tens of ms on systrap; vfork does not.
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, child_in.get(), 0);
+    posix_spawn_file_actions_adddup2(&fa, child_out.get(), 1);
+    posix_spawn_file_actions_adddup2(&fa, child_err.get(), 2);
+    posix_spawn_file_actions_addchdir_np(&fa, cwd.c_str());
+    posix_spawnattr_t attr;
+    posix_spawnattr_init(&attr);
+    sigset_t none, pipe_only;
+    sigemptyset(&none);
+    sigemptyset(&pipe_only);
+    sigaddset(&pipe_only, SIGPIPE);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setsigdefault(&attr, &pipe_only);
+    posix_spawnattr_setpgroup(&attr, 0);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
+                                        POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_USEVFORK);
+    std::vector<char*> av, ev;
+    for (auto& a : argv) av.push_back(a.data());
+    av.push_back(nullptr);
+    for (auto& e : env) ev.push_back(e.data());
+    ev.push_back(nullptr);
+    // posix_spawnp searches the runner's PATH: make it the command's own, as a shell would.
+    const char* path_env = "/usr/local/bin:/usr/bin:/bin";
+    for (auto& e : env) {
+      if (e.rfind("PATH=", 0) == 0) path_env = e.c_str() + 5;
+    }
+    setenv("PATH", path_env, 1);
+    pid_t pid = -1;
+    int err = posix_spawnp(&pid, av[0], &fa, &attr, av.data(), ev.data());
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&attr);
+    if (err != 0) {
+      // Answer like a shell: 127 for a missing command, 126 otherwise, reason on stderr.
+      std::string what = err == ENOENT && access(cwd.c_str(), X_OK) != 0 ? "cwd " + cwd : argv[0];
+      std::string msg = "swissbox-init: " + what + ": " + std::strerror(err) + "\n";
+      send({{"ev", "stderr"}, {"id", id}}, msg);
+      send({{"ev", "exit"}, {"id", id}, {"exit_code", err == ENOENT ? 127 : 126}, {"signal", 0},
+            {"duration_ms", 0.0}, {"cpu_ms", 0.0}, {"max_rss_kb", 0}, {"timed_out", false},
+            {"truncated", false}});
+      return;
+    }
+    c.pid = pid;
+    set_nonblock(c.in.get());
+    set_nonblock(c.out.get());
+    set_nonblock(c.err.get());
+    c.pending_in = std::move(stdin_data);
+    c.in_eof = h.value("stdin_eof", true);
+    auto& stored = commands_[id] = std::move(c);
+    flush_stdin(stored);
+  }
+
+  void feed_stdin(uint64_t id, const json& h, std::string data) {
+    auto it = commands_.find(id);
+    if (it == commands_.end() || !it->second.in) return;
+    it->second.pending_in += data;
+    if (h.value("eof", false)) it->second.in_eof = true;
+    flush_stdin(it->second);
+  }
+
+  void flush_stdin(Command& c) {
+    while (!c.pending_in.empty() && c.in) {
+      ssize_t w = write(c.in.get(), c.pending_in.data(), c.pending_in.size());
+      if (w < 0 && errno == EINTR) continue;
+      if (w < 0 && errno == EAGAIN) return;
+      if (w < 0) {  // the command closed its stdin
+        c.pending_in.clear();
+        c.in.reset();
+        return;
+      }
+      c.pending_in.erase(0, w);
+    }
+    if (c.pending_in.empty() && c.in_eof) c.in.reset();
+  }
+
+  void signal_command(uint64_t id, int sig) {
+    auto it = commands_.find(id);
+    if (it != commands_.end() && !it->second.exited) kill(-it->second.pid, sig);
+  }
+
+  void read_output(Command& c, int stream, char* buf) {
+    unique_fd& fd = stream == 0 ? c.out : c.err;
+    for (;;) {
+      ssize_t r = read(fd.get(), buf, kReadChunk);
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0 && errno == EAGAIN) return;
+      if (r <= 0) {
+        fd.reset();
+        return;
+      }
+      // Past the cap the bytes are drained and dropped, so the command never blocks on a
+      // full pipe and the agent never buffers more than the cap.
+      size_t room = c.cap - std::min(c.cap, c.sent[stream]);
+      size_t n = std::min(room, static_cast<size_t>(r));
+      if (n < static_cast<size_t>(r)) c.truncated = true;
+      if (n > 0) {
+        c.sent[stream] += n;
+        send({{"ev", stream == 0 ? "stdout" : "stderr"}, {"id", c.id}}, std::string_view(buf, n));
+      }
+    }
+  }
+
+  void reap() {
+    signalfd_siginfo si;
+    while (read(sigchld_.get(), &si, sizeof(si)) > 0) {
+    }
+    for (;;) {
+      int status = 0;
+      rusage ru{};
+      pid_t pid = wait4(-1, &status, WNOHANG, &ru);
+      if (pid <= 0) return;
+      for (auto& [id, c] : commands_) {
+        if (c.pid != pid) continue;
+        c.exited = true;
+        c.status = status;
+        c.usage = ru;
+        on_leader_exit(c);
+      }
+    }
+  }
+
+  void on_leader_exit(Command& c) {
+    if (!c.background) {
+      kill(-c.pid, SIGKILL);
+      kill_strays();
+    }
+    c.in.reset();
+    c.finalize_by = Clock::now() + kDrainGrace;
+  }
+
+  // Processes that left their command's group (setsid, setpgid) and were re-parented to us
+  // are killed when a foreground command ends, unless they belong to a running command or a
+  // background one.
+  void kill_strays() {
+    std::set<pid_t> protect;
+    for (auto& [id, c] : commands_) {
+      if (!c.exited || c.background) protect.insert(c.pid);
+    }
+    for (int round = 0; round < 3; ++round) {
+      bool killed = false;
+      DIR* d = opendir("/proc");
+      if (!d) return;
+      while (dirent* e = readdir(d)) {
+        pid_t pid = atoi(e->d_name);
+        if (pid <= 1 || pid == getpid()) continue;
+        pid_t ppid = 0, pgrp = 0, sid = 0;
+        if (!read_stat(pid, &ppid, &pgrp, &sid)) continue;
+        if (ppid != getpid() || protect.count(pgrp) || protect.count(sid)) continue;
+        bool is_leader = false;
+        for (auto& [id, c] : commands_) is_leader |= (c.pid == pid);
+        if (is_leader) continue;
+        kill(pid, SIGKILL);
+        killed = true;
+      }
+      closedir(d);
+      if (!killed) return;
+      usleep(2000);
+      reap_strays();
+    }
+  }
+
+  static bool read_stat(pid_t pid, pid_t* ppid, pid_t* pgrp, pid_t* sid) {
+    char path[64], buf[512];
+    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+    unique_fd fd(open(path, O_RDONLY | O_CLOEXEC));
+    if (!fd) return false;
+    ssize_t n = read(fd.get(), buf, sizeof(buf) - 1);
+    if (n <= 0) return false;
+    buf[n] = 0;
+    const char* p = strrchr(buf, ')');  // comm may contain spaces
+    if (!p) return false;
+    char state;
+    return sscanf(p + 1, " %c %d %d %d", &state, ppid, pgrp, sid) == 4;
+  }
+
+  void reap_strays() {
+    for (;;) {
+      int status;
+      pid_t pid = waitpid(-1, &status, WNOHANG);
+      if (pid <= 0) return;
+      for (auto& [id, c] : commands_) {
+        if (c.pid == pid) c.exited = true, c.status = status;
+      }
+    }
+  }
+
+  void tick() {
+    auto now = Clock::now();
+    std::vector<uint64_t> done;
+    for (auto& [id, c] : commands_) {
+      if (!c.exited && now >= c.deadline) {
+        c.timed_out = true;
+        kill(-c.pid, SIGKILL);
+        c.deadline = Clock::time_point::max();
+      }
+      if (c.exited && ((!c.out && !c.err) || now >= c.finalize_by)) done.push_back(id);
+    }
+    for (uint64_t id : done) finish(commands_.at(id)), commands_.erase(id);
+  }
+
+  void finish(Command& c) {
+    auto dur = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - c.start);
+    auto tv_ms = [](const timeval& tv) { return tv.tv_sec * 1000.0 + tv.tv_usec / 1000.0; };
+    json ev = {{"ev", "exit"},
+               {"id", c.id},
+               {"exit_code", WIFEXITED(c.status) ? WEXITSTATUS(c.status) : -1},
+               {"signal", WIFSIGNALED(c.status) ? WTERMSIG(c.status) : 0},
+               {"duration_ms", dur.count() / 1000.0},
+               {"cpu_ms", tv_ms(c.usage.ru_utime) + tv_ms(c.usage.ru_stime)},
+               {"max_rss_kb", c.usage.ru_maxrss},
+               {"timed_out", c.timed_out},
+               {"truncated", c.truncated}};
+    send(ev);
+  }
+
+  int next_timeout_ms() const {
+    auto now = Clock::now();
+    auto next = Clock::time_point::max();
+    for (auto& [id, c] : commands_) next = std::min({next, c.deadline, c.finalize_by});
+    if (next == Clock::time_point::max()) return -1;
+    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(next - now).count() + 1;
+    return static_cast<int>(std::max<int64_t>(0, ms));
+  }
+
+  // ---- files --------------------------------------------------------------------------
+
+  void read_file(uint64_t id, const json& h) {
+    std::string path = resolve(h.at("path").get<std::string>());
+    uint64_t max = h.value("max_bytes", uint64_t{64} << 20);
+    unique_fd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
+    if (!fd) return send_error(id, errno, "open " + path);
+    struct stat st;
+    if (fstat(fd.get(), &st) != 0) return send_error(id, errno, "stat " + path);
+    if (S_ISDIR(st.st_mode)) return send_error(id, EISDIR, path);
+    if (!S_ISREG(st.st_mode)) return send_error(id, EINVAL, path + " is not a regular file");
+    if (static_cast<uint64_t>(st.st_size) > max) return send_error(id, EFBIG, path);
+    std::string buf(256 * 1024, '\0');
+    uint64_t total = 0;
+    for (;;) {
+      ssize_t r = read(fd.get(), buf.data(), buf.size());
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0) return send_error(id, errno, "read " + path);
+      if (r == 0) break;
+      total += r;
+      if (total > max) return send_error(id, EFBIG, path);
+      send({{"ev", "data"}, {"id", id}}, std::string_view(buf.data(), r));
+    }
+    send_result(id, {{"size", total}});
+  }
+
+  static int make_parents(const std::string& path) {
+    for (size_t pos = 1; (pos = path.find('/', pos)) != std::string::npos; ++pos) {
+      std::string dir = path.substr(0, pos);
+      if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) return errno;
+    }
+    return 0;
+  }
+
+  void write_file(uint64_t id, const json& h, const std::string& data) {
+    std::string path = resolve(h.at("path").get<std::string>());
+    bool append = h.value("append", false);
+    if (!append) {
+      if (int err = make_parents(path)) return send_error(id, err, "mkdir for " + path);
+    }
+    int flags = O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW | (append ? O_APPEND : O_TRUNC);
+    unique_fd fd(open(path.c_str(), flags, h.value("mode", 0644)));
+    if (!fd) {
+      failed_writes_.insert(id);
+      return send_error(id, errno, "open " + path);
+    }
+    if (append && failed_writes_.count(id)) return;  // the error was already sent
+    size_t off = 0;
+    while (off < data.size()) {
+      ssize_t w = write(fd.get(), data.data() + off, data.size() - off);
+      if (w < 0 && errno == EINTR) continue;
+      if (w < 0) {
+        failed_writes_.insert(id);
+        return send_error(id, errno, "write " + path);
+      }
+      off += w;
+    }
+    if (h.value("last", true)) {
+      if (failed_writes_.erase(id) == 0) send_result(id);
+    }
+  }
+
+  static const char* type_name(mode_t m) {
+    if (S_ISREG(m)) return "file";
+    if (S_ISDIR(m)) return "dir";
+    if (S_ISLNK(m)) return "symlink";
+    return "other";
+  }
+
+  static json entry_json(const std::string& name, const struct stat& st) {
+    return {{"name", name},
+            {"type", type_name(st.st_mode)},
+            {"size", static_cast<uint64_t>(st.st_size)},
+            {"mode", st.st_mode & 07777},
+            {"mtime", static_cast<int64_t>(st.st_mtime)}};
+  }
+
+  void list_dir(uint64_t id, const json& h) {
+    std::string path = resolve(h.value("path", std::string(".")));
+    DIR* d = opendir(path.c_str());
+    if (!d) return send_error(id, errno, "opendir " + path);
+    json entries = json::array();
+    while (dirent* e = readdir(d)) {
+      std::string name = e->d_name;
+      if (name == "." || name == "..") continue;
+      struct stat st;
+      if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+      entries.push_back(entry_json(name, st));
+      if (entries.size() >= 10000) break;
+    }
+    closedir(d);
+    send_result(id, {{"entries", std::move(entries)}});
+  }
+
+  void stat_path(uint64_t id, const json& h) {
+    std::string path = resolve(h.at("path").get<std::string>());
+    struct stat st;
+    if (lstat(path.c_str(), &st) != 0) return send_error(id, errno, "stat " + path);
+    send_result(id, entry_json(path, st));
+  }
+
+  static int remove_tree(const std::string& path) {
+    struct stat st;
+    if (lstat(path.c_str(), &st) != 0) return errno;
+    if (S_ISDIR(st.st_mode)) {
+      DIR* d = opendir(path.c_str());
+      if (!d) return errno;
+      std::vector<std::string> names;
+      while (dirent* e = readdir(d)) {
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) names.push_back(e->d_name);
+      }
+      closedir(d);
+      for (auto& n : names) {
+        if (int err = remove_tree(path + "/" + n)) return err;
+      }
+      return rmdir(path.c_str()) == 0 ? 0 : errno;
+    }
+    return unlink(path.c_str()) == 0 ? 0 : errno;
+  }
+
+  void delete_path(uint64_t id, const json& h) {
+    std::string path = resolve(h.at("path").get<std::string>());
+    if (path == kWorkspace || path == "/workspace/" || path == "/") {
+      return send_error(id, EBUSY, "refusing to delete " + path);
+    }
+    int err = 0;
+    if (h.value("recursive", false)) {
+      err = remove_tree(path);
+    } else {
+      struct stat st;
+      if (lstat(path.c_str(), &st) != 0) err = errno;
+      else if (S_ISDIR(st.st_mode)) err = rmdir(path.c_str()) == 0 ? 0 : errno;
+      else err = unlink(path.c_str()) == 0 ? 0 : errno;
+    }
+    if (err) return send_error(id, err, "delete " + path);
+    send_result(id);
+  }
+
+  unique_fd sigchld_;
+  bool control_eof_ = false;
+  swissbox::proto::Decoder decoder_;
+  std::map<uint64_t, Command> commands_;
+  std::set<uint64_t> failed_writes_;
+};
+
+}  // namespace
+
+int main() {
+  Runner runner;
+  return runner.run();
+}

@@ -1,0 +1,159 @@
+#include "common/process.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstring>
+
+#include "common/unique_fd.h"
+
+namespace swissbox {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+Result<std::array<unique_fd, 2>> make_pipe() {
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) != 0) return sys_error("pipe2");
+  return std::array<unique_fd, 2>{unique_fd(fds[0]), unique_fd(fds[1])};
+}
+
+[[noreturn]] void child_fail(int report_fd, int err) {
+  [[maybe_unused]] ssize_t n = write(report_fd, &err, sizeof(err));
+  _exit(127);
+}
+
+}  // namespace
+
+Result<ProcessResult> run_process(const ProcessOptions& opts) {
+  if (opts.argv.empty() || opts.argv[0].empty() || opts.argv[0][0] != '/') {
+    return make_error(Code::kInternal, "run_process: argv[0] must be an absolute path");
+  }
+  std::vector<char*> argv;
+  for (const auto& a : opts.argv) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  std::vector<std::string> env_storage = opts.env;
+  if (env_storage.empty()) env_storage.push_back("PATH=/usr/sbin:/usr/bin:/sbin:/bin");
+  std::vector<char*> envp;
+  for (auto& e : env_storage) envp.push_back(e.data());
+  envp.push_back(nullptr);
+
+  unique_fd null_fd(open("/dev/null", O_RDWR | O_CLOEXEC));
+  if (!null_fd) return sys_error("open /dev/null");
+  auto out_pipe = make_pipe();
+  auto err_pipe = make_pipe();
+  auto report_pipe = make_pipe();  // carries the errno of a failed exec
+  if (!out_pipe) return out_pipe.error();
+  if (!err_pipe) return err_pipe.error();
+  if (!report_pipe) return report_pipe.error();
+
+  int in_fd = opts.stdin_fd >= 0 ? opts.stdin_fd : null_fd.get();
+  int o_fd = opts.stdout_fd >= 0 ? opts.stdout_fd : (*out_pipe)[1].get();
+  int e_fd = opts.stderr_fd >= 0 ? opts.stderr_fd : (*err_pipe)[1].get();
+  int rep_fd = (*report_pipe)[1].get();
+
+  auto start = Clock::now();
+  pid_t pid = fork();
+  if (pid < 0) return sys_error("fork " + opts.argv[0]);
+  if (pid == 0) {
+    // Only async-signal-safe calls from here on: the parent may be multi-threaded.
+    sigset_t all;
+    sigemptyset(&all);
+    sigprocmask(SIG_SETMASK, &all, nullptr);
+    setpgid(0, 0);  // own group, so a timeout kill reaches grandchildren too
+    // Move the report fd out of the way of 0-2 before the dup2s.
+    int rep = fcntl(rep_fd, F_DUPFD_CLOEXEC, 3);
+    int fds[3] = {fcntl(in_fd, F_DUPFD, 3), fcntl(o_fd, F_DUPFD, 3), fcntl(e_fd, F_DUPFD, 3)};
+    for (int i = 0; i < 3; ++i) {
+      if (fds[i] < 0 || dup2(fds[i], i) < 0) child_fail(rep, errno);
+    }
+    for (int i = 0; i < 3; ++i) close(fds[i]);
+    // Everything else the agent holds stays behind (close_range leaves rep: it is CLOEXEC).
+    if (rep > 3) close_range(3, rep - 1, 0);
+    close_range(rep + 1, ~0U, 0);
+    if (opts.pre_exec) {
+      int err = opts.pre_exec();
+      if (err != 0) child_fail(rep, err);
+    }
+    execve(argv[0], argv.data(), envp.data());
+    child_fail(rep, errno);
+  }
+
+  (*out_pipe)[1].reset();
+  (*err_pipe)[1].reset();
+  (*report_pipe)[1].reset();
+
+  int exec_errno = 0;
+  ssize_t got = read((*report_pipe)[0].get(), &exec_errno, sizeof(exec_errno));
+  ProcessResult res;
+  bool failed_exec = got == sizeof(exec_errno);
+
+  auto deadline = start + opts.timeout;
+  std::array<pollfd, 2> pfds{pollfd{(*out_pipe)[0].get(), POLLIN, 0},
+                             pollfd{(*err_pipe)[0].get(), POLLIN, 0}};
+  std::string* sinks[2] = {&res.out, &res.err};
+  int open_count = 2;
+  char buf[16384];
+  while (open_count > 0 && !failed_exec) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    if (left.count() <= 0) {
+      res.timed_out = true;
+      break;
+    }
+    int n = poll(pfds.data(), pfds.size(), static_cast<int>(left.count()));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) break;
+    for (size_t i = 0; i < pfds.size(); ++i) {
+      if (pfds[i].fd < 0 || pfds[i].revents == 0) continue;
+      ssize_t r = read(pfds[i].fd, buf, sizeof(buf));
+      if (r <= 0) {
+        pfds[i].fd = -1;
+        --open_count;
+        continue;
+      }
+      size_t room = opts.capture_cap - std::min(opts.capture_cap, sinks[i]->size());
+      sinks[i]->append(buf, std::min(room, static_cast<size_t>(r)));
+    }
+  }
+  if (res.timed_out) kill(-pid, SIGKILL), kill(pid, SIGKILL);
+
+  // The pipes may have closed while the process lives on (it closed its stdio): wait for it
+  // within the same deadline.
+  int status = 0;
+  for (;;) {
+    pid_t w = waitpid(pid, &status, res.timed_out ? 0 : WNOHANG);
+    if (w == pid) break;
+    if (w < 0 && errno != EINTR) break;
+    if (w == 0) {
+      if (Clock::now() >= deadline) {
+        res.timed_out = true;
+        kill(-pid, SIGKILL);
+        kill(pid, SIGKILL);
+      } else {
+        usleep(1000);
+      }
+    }
+  }
+  res.elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
+  if (failed_exec) return sys_error("exec " + opts.argv[0], exec_errno);
+  if (WIFEXITED(status)) res.exit_code = WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) res.signal = WTERMSIG(status);
+  return res;
+}
+
+std::string describe_failure(const ProcessOptions& opts, const ProcessResult& r) {
+  std::string what = opts.argv.size() > 1 ? opts.argv[0] + " " + opts.argv[1] : opts.argv[0];
+  std::string how = r.timed_out ? "timed out after " + std::to_string(r.elapsed.count()) + " ms"
+                    : r.signal  ? "killed by signal " + std::to_string(r.signal)
+                                : "exited " + std::to_string(r.exit_code);
+  std::string tail = r.err.empty() ? r.out : r.err;
+  while (!tail.empty() && (tail.back() == '\n' || tail.back() == ' ')) tail.pop_back();
+  if (tail.size() > 600) tail = "…" + tail.substr(tail.size() - 600);
+  return what + " " + how + (tail.empty() ? "" : ": " + tail);
+}
+
+}  // namespace swissbox

@@ -1,0 +1,44 @@
+// Child processes: spawn with explicit stdio, capped output capture and a timeout; the child
+// never inherits any descriptor beyond 0-2 and is always killed and reaped.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "common/error.h"
+
+namespace swissbox {
+
+struct ProcessOptions {
+  std::vector<std::string> argv;  // argv[0] must be an absolute path
+  std::vector<std::string> env;   // "K=V"; empty = a minimal PATH only
+  int stdin_fd = -1;              // -1: /dev/null
+  int stdout_fd = -1;             // -1: captured into ProcessResult::out
+  int stderr_fd = -1;             // -1: captured into ProcessResult::err
+  std::chrono::milliseconds timeout{30000};
+  size_t capture_cap = 1 << 20;
+  // Runs in the child after fork, before exec (async-signal-safe work only); a non-zero
+  // return aborts the exec and is reported as the child's errno.
+  int (*pre_exec)() = nullptr;
+};
+
+struct ProcessResult {
+  int exit_code = -1;  // -1 when killed by a signal
+  int signal = 0;
+  bool timed_out = false;
+  std::string out;
+  std::string err;
+  std::chrono::milliseconds elapsed{0};
+};
+
+// Runs to completion (blocking). Fails only when the process could not be started.
+Result<ProcessResult> run_process(const ProcessOptions& opts);
+
+// "argv[0] exited 1: <stderr tail>" for error messages.
+std::string describe_failure(const ProcessOptions& opts, const ProcessResult& r);
+
+}  // namespace swissbox

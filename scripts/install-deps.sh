@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Installs what swissbox needs to build, test and run, from Debian 12 packages only.
+# Idempotent: does nothing but a quick dpkg check when everything is present.
+set -euo pipefail
+
+if [[ $(id -u) -ne 0 ]]; then
+  echo "install-deps: run as root (apt-get and runsc need it)" >&2
+  exit 1
+fi
+
+build_pkgs=(cmake ninja-build g++ pkg-config libboost-dev nlohmann-json3-dev libfmt-dev
+            libseccomp-dev libcap-dev libnl-3-dev libnl-route-3-dev
+            libgtest-dev libgmock-dev libbenchmark-dev)
+# Sandbox languages: the default rootfs binds the host's /usr, so the interpreters and the
+# TypeScript transpiler the sandboxes use come from here.
+run_pkgs=(python3 bash coreutils procps)
+
+missing=()
+for p in "${build_pkgs[@]}" "${run_pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+command -v node >/dev/null || missing+=(nodejs)
+dpkg-query -W -f='${Status}' node-typescript 2>/dev/null | grep -q "install ok installed" ||
+  missing+=(node-typescript)
+
+# runsc: prefer bookworm-backports (20240729, systrap) over bookworm (20221219). Enable the
+# suite by adding it to the existing Debian source entry; never name a mirror host.
+need_runsc=0
+command -v runsc >/dev/null || need_runsc=1
+src=/etc/apt/sources.list.d/debian.sources
+if [[ $need_runsc -eq 1 && -f $src ]] && ! grep -q bookworm-backports "$src"; then
+  sed -i '0,/^Suites: bookworm bookworm-updates$/s//Suites: bookworm bookworm-updates bookworm-backports/' "$src"
+fi
+if [[ $need_runsc -eq 1 && ! -f $src ]] && ! grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/; then
+  # Classic one-line format: copy the main entry's mirror, change only the suite.
+  line=$(grep -E '^deb [^ ]+ bookworm main' /etc/apt/sources.list | head -1 || true)
+  [[ -n $line ]] && echo "${line/ bookworm / bookworm-backports }" >/etc/apt/sources.list.d/bookworm-backports.list
+fi
+
+if [[ ${#missing[@]} -gt 0 || $need_runsc -eq 1 ]]; then
+  export DEBIAN_FRONTEND=noninteractive
+  echo "install-deps: installing ${missing[*]} ${need_runsc:+runsc}"
+  apt-get update -q
+  [[ ${#missing[@]} -gt 0 ]] && apt-get install -y -q --no-install-recommends "${missing[@]}"
+  if [[ $need_runsc -eq 1 ]]; then
+    apt-get install -y -q -t bookworm-backports runsc || apt-get install -y -q runsc
+  fi
+fi
+echo "install-deps: ok (runsc $(runsc --version 2>/dev/null | head -1 | awk '{print $3}'))"
