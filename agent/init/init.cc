@@ -485,29 +485,30 @@ class Runner {
   void write_file(uint64_t id, const json& h, const std::string& data) {
     std::string path = resolve(h.at("path").get<std::string>());
     bool append = h.value("append", false);
+    bool last = h.value("last", true);
+    // A write that failed already got its error; its remaining chunks are dropped.
+    if (append && failed_writes_.count(id)) {
+      if (last) failed_writes_.erase(id);
+      return;
+    }
+    auto fail = [&](int err, const std::string& what) {
+      if (!last) failed_writes_.insert(id);
+      send_error(id, err, what);
+    };
     if (!append) {
-      if (int err = make_parents(path)) return send_error(id, err, "mkdir for " + path);
+      if (int err = make_parents(path)) return fail(err, "mkdir for " + path);
     }
     int flags = O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW | (append ? O_APPEND : O_TRUNC);
     unique_fd fd(open(path.c_str(), flags, h.value("mode", 0644)));
-    if (!fd) {
-      failed_writes_.insert(id);
-      return send_error(id, errno, "open " + path);
-    }
-    if (append && failed_writes_.count(id)) return;  // the error was already sent
+    if (!fd) return fail(errno, "open " + path);
     size_t off = 0;
     while (off < data.size()) {
       ssize_t w = write(fd.get(), data.data() + off, data.size() - off);
       if (w < 0 && errno == EINTR) continue;
-      if (w < 0) {
-        failed_writes_.insert(id);
-        return send_error(id, errno, "write " + path);
-      }
+      if (w < 0) return fail(errno, "write " + path);
       off += w;
     }
-    if (h.value("last", true)) {
-      if (failed_writes_.erase(id) == 0) send_result(id);
-    }
+    if (last) send_result(id);
   }
 
   static const char* type_name(mode_t m) {

@@ -1,0 +1,46 @@
+// The agent's HTTP API (DESIGN.md table): routing, authentication to a tenant, request
+// validation and the JSON answers. Served on TCP and on the root-only unix socket.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include "agent/sandbox_manager.h"
+#include "common/http_server.h"
+#include "common/metrics.h"
+
+namespace swissbox {
+
+struct ApiOptions {
+  std::string region = "dev";
+  std::map<std::string, std::string> tokens;  // bearer token → tenant; empty = no auth
+  size_t max_json_body = 16 << 20;
+};
+
+class AgentApi {
+ public:
+  AgentApi(SandboxManager& mgr, Metrics& metrics, ApiOptions opts);
+  void handle(http::Request&& req, std::shared_ptr<http::Responder> res);
+
+ private:
+  struct Call;
+  void route(Call& c);
+  void sandbox_route(Call& c, const std::string& id, const std::string& rest);
+  void create_sandbox(Call& c);
+  void exec(Call& c, std::shared_ptr<Sandbox> sb, bool code);
+  void files(Call& c, std::shared_ptr<Sandbox> sb, bool list);
+  void execute_oneshot(Call& c);
+  void node_info(Call& c);
+  void warmpool(Call& c, const std::string& tmpl);
+
+  SandboxManager& mgr_;
+  Metrics& metrics_;
+  ApiOptions opts_;
+};
+
+// Nesting deeper than max_depth is refused before the JSON parser sees it (the parser
+// recurses per level).
+bool json_depth_ok(std::string_view text, int max_depth);
+
+}  // namespace swissbox

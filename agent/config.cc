@@ -1,0 +1,157 @@
+#include "agent/config.h"
+
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include "agent/sandbox_spec.h"
+#include "common/fs.h"
+
+namespace swissbox {
+
+using json = nlohmann::json;
+
+namespace {
+
+Error invalid(const std::string& m) { return make_error(Code::kInvalidArgument, m); }
+
+Status parse_pool_entry(const std::string& entry, std::map<std::string, int>* pool) {
+  auto eq = entry.find('=');
+  if (eq == std::string::npos) return invalid("--pool wants TEMPLATE=N, got '" + entry + "'");
+  std::string tmpl = entry.substr(0, eq);
+  if (!builtin_templates().count(tmpl)) return invalid("--pool: unknown template '" + tmpl + "'");
+  char* end = nullptr;
+  long n = strtol(entry.c_str() + eq + 1, &end, 10);
+  if (*end != '\0' || n < 0 || n > 1000) return invalid("--pool: bad count in '" + entry + "'");
+  (*pool)[tmpl] = static_cast<int>(n);
+  return ok_status();
+}
+
+// Applies one key (flag name without dashes, or JSON key with '-' or '_').
+Status apply(AgentConfig& c, std::string key, const std::string& value) {
+  for (char& ch : key) {
+    if (ch == '_') ch = '-';
+  }
+  if (key == "listen") c.listen = value;
+  else if (key == "socket") c.socket = value;
+  else if (key == "state-dir") c.state_dir = value;
+  else if (key == "runsc") c.runsc = value;
+  else if (key == "runsc-root") c.runsc_root = value;
+  else if (key == "rootfs") c.rootfs = value;
+  else if (key == "platform") c.platform = value;
+  else if (key == "cgroup-parent") c.cgroup_parent = value;
+  else if (key == "node-name") c.node_name = value;
+  else if (key == "region") c.region = value;
+  else if (key == "token-file") c.token_file = value;
+  else if (key == "log-level") c.log_level = value;
+  else if (key == "init") c.init_path = value;
+  else if (key == "pool") return parse_pool_entry(value, &c.pool);
+  else if (key == "max-sandboxes") {
+    char* end = nullptr;
+    long n = strtol(value.c_str(), &end, 10);
+    if (*end != '\0' || n < 1 || n > 10000) return invalid("--max-sandboxes must be 1..10000");
+    c.max_sandboxes = static_cast<int>(n);
+  } else {
+    return invalid("unknown option --" + key);
+  }
+  return ok_status();
+}
+
+Status apply_file(AgentConfig& c, const std::string& path) {
+  auto text = fs::read_file(path, 1 << 20);
+  if (!text) return text.error();
+  json j = json::parse(*text, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return invalid("config " + path + " is not a JSON object");
+  for (auto& [k, v] : j.items()) {
+    if (k == "pool" && v.is_object()) {
+      for (auto& [t, n] : v.items()) {
+        if (!n.is_number_integer()) return invalid("config pool." + t + " must be an integer");
+        if (auto st = parse_pool_entry(t + "=" + std::to_string(n.get<int>()), &c.pool); !st) return st;
+      }
+      continue;
+    }
+    std::string value = v.is_string() ? v.get<std::string>() : v.dump();
+    if (auto st = apply(c, k, value); !st) return invalid("config " + path + ": " + st.error().message);
+  }
+  return ok_status();
+}
+
+}  // namespace
+
+std::string agent_usage() {
+  return "usage: swissbox-agent [--config FILE] [--listen HOST:PORT] [--socket PATH]\n"
+         "         [--state-dir DIR] [--runsc PATH] [--runsc-root DIR] [--rootfs DIR|host]\n"
+         "         [--pool TEMPLATE=N]... [--platform ptrace|systrap] [--cgroup-parent PATH]\n"
+         "         [--node-name NAME] [--region ZONE] [--token-file FILE] [--log-level L]\n"
+         "         [--max-sandboxes N] [--init PATH]\n";
+}
+
+Result<AgentConfig> parse_agent_config(const std::vector<std::string>& args) {
+  AgentConfig c;
+  std::vector<std::pair<std::string, std::string>> flags;
+  bool pool_from_flags = false;
+  for (size_t i = 0; i < args.size(); ++i) {
+    std::string a = args[i];
+    if (a.rfind("--", 0) != 0) return invalid("unexpected argument '" + a + "'");
+    std::string key = a.substr(2), value;
+    auto eq = key.find('=');
+    if (eq != std::string::npos) {
+      value = key.substr(eq + 1);
+      key = key.substr(0, eq);
+    } else {
+      if (i + 1 >= args.size()) return invalid("--" + key + " needs a value");
+      value = args[++i];
+    }
+    if (key == "config") {
+      if (auto st = apply_file(c, value); !st) return st.error();
+      continue;
+    }
+    if (key == "pool") pool_from_flags = true;
+    flags.emplace_back(key, value);
+  }
+  // --pool on the command line replaces the pool of the defaults and the file.
+  if (pool_from_flags) c.pool.clear();
+  for (const auto& [k, v] : flags) {
+    if (auto st = apply(c, k, v); !st) return st.error();
+  }
+  if (c.platform != "ptrace" && c.platform != "systrap" && c.platform != "kvm") {
+    return invalid("--platform must be ptrace, systrap or kvm");
+  }
+  if (c.node_name.empty()) {
+    char host[256] = {};
+    gethostname(host, sizeof(host) - 1);
+    c.node_name = host;
+  }
+  if (!c.token_file.empty()) {
+    if (auto t = load_tokens(c.token_file); !t) return t.error();
+  } else if (!c.listen.empty() && !is_loopback_listen(c.listen)) {
+    return invalid("--listen " + c.listen + " is not loopback: set --token-file to serve beyond this host");
+  }
+  for (const auto& d : {c.state_dir, c.runsc_root}) {
+    if (d.empty() || d[0] != '/') return invalid("state and runsc directories must be absolute paths");
+  }
+  return c;
+}
+
+Result<std::map<std::string, std::string>> load_tokens(const std::string& path) {
+  auto text = fs::read_file(path, 1 << 20);
+  if (!text) return text.error();
+  json j = json::parse(*text, nullptr, false);
+  if (j.is_discarded() || !j.is_object() || j.empty()) {
+    return invalid("token file " + path + " must be a non-empty JSON object {\"token\": \"tenant\"}");
+  }
+  std::map<std::string, std::string> out;
+  for (auto& [k, v] : j.items()) {
+    if (!v.is_string() || k.size() < 16) return invalid("token file " + path + ": tokens need 16+ characters and a tenant string");
+    out[k] = v.get<std::string>();
+  }
+  return out;
+}
+
+bool is_loopback_listen(const std::string& host_port) {
+  auto colon = host_port.rfind(':');
+  std::string host = host_port.substr(0, colon);
+  return host.rfind("127.", 0) == 0 || host == "::1" || host == "[::1]" || host == "localhost";
+}
+
+}  // namespace swissbox

@@ -1,0 +1,38 @@
+// The agent's configuration: command-line flags (DESIGN.md "Command lines") over an
+// optional JSON file with the same keys; validated once, before anything starts.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "common/error.h"
+
+namespace swissbox {
+
+struct AgentConfig {
+  std::string listen = "127.0.0.1:7700";
+  std::string socket = "/run/swissbox/agent.sock";
+  std::string state_dir = "/var/lib/swissbox";
+  std::string runsc = "/usr/bin/runsc";
+  std::string runsc_root = "/run/swissbox/runsc";
+  std::string rootfs = "host";
+  std::map<std::string, int> pool = {{"default", 2}};
+  std::string platform = "ptrace";
+  std::string cgroup_parent;
+  std::string node_name;
+  std::string region = "dev";
+  std::string token_file;
+  std::string log_level = "info";
+  std::string init_path;  // swissbox-init; default: next to the agent binary
+  int max_sandboxes = 32;
+};
+
+// argv excludes the program name. Flags win over the --config file.
+Result<AgentConfig> parse_agent_config(const std::vector<std::string>& args);
+// Token file: a JSON object {"<token>": "<tenant>", …}.
+Result<std::map<std::string, std::string>> load_tokens(const std::string& path);
+bool is_loopback_listen(const std::string& host_port);
+std::string agent_usage();
+
+}  // namespace swissbox

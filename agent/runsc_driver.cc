@@ -1,0 +1,326 @@
+#include "agent/runsc_driver.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+
+#include <nlohmann/json.hpp>
+
+#include "common/fs.h"
+#include "common/log.h"
+#include "common/process.h"
+
+namespace swissbox {
+
+using json = nlohmann::json;
+
+namespace {
+
+constexpr const char* kSupportMount = "/.swissbox";
+
+// Runs a TypeScript file with the transpiler of the sandbox image, inside the Node process
+// that runs the result: no tsc process, no host-side transpiling.
+constexpr const char* kTsRunner = R"js('use strict';
+// swissbox: transpile a TypeScript file in-process and run it as CommonJS.
+const fs = require('fs'), path = require('path'), Module = require('module');
+let ts;
+for (const c of ['/usr/share/nodejs/typescript', '/usr/lib/node_modules/typescript',
+                 '/usr/local/lib/node_modules/typescript']) {
+  try { ts = require(c); break; } catch (e) {}
+}
+if (!ts) {
+  process.stderr.write('swissbox: this sandbox image has no TypeScript transpiler\n');
+  process.exit(2);
+}
+const file = path.resolve(process.argv[2]);
+const out = ts.transpileModule(fs.readFileSync(file, 'utf8'), {
+  fileName: file, reportDiagnostics: true,
+  compilerOptions: {module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2020,
+                    esModuleInterop: true}});
+if (out.diagnostics && out.diagnostics.length) {
+  for (const d of out.diagnostics) {
+    const msg = ts.flattenDiagnosticMessageText(d.messageText, '\n');
+    const pos = d.file && d.start !== undefined ? d.file.getLineAndCharacterOfPosition(d.start) : null;
+    process.stderr.write(`${file}${pos ? `:${pos.line + 1}:${pos.character + 1}` : ''} - error TS${d.code}: ${msg}\n`);
+  }
+  process.exit(1);
+}
+process.argv.splice(1, 1);
+const m = new Module(file, null);
+m.filename = file;
+m.paths = Module._nodeModulePaths(path.dirname(file));
+m._compile(out.outputText, file);
+)js";
+
+std::string generated_etc_passwd() {
+  return "root:x:0:0:root:/root:/usr/sbin/nologin\n"
+         "sandbox:x:1000:1000:sandbox:/workspace:/bin/bash\n"
+         "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n";
+}
+
+std::string generated_etc_group() { return "root:x:0:\nsandbox:x:1000:\nnogroup:x:65534:\n"; }
+
+Status write_if_changed(const std::string& path, std::string_view data, mode_t mode) {
+  auto cur = fs::read_file(path);
+  if (cur.ok() && *cur == data) return ok_status();
+  return fs::write_file_atomic(path, data, mode);
+}
+
+Status copy_file(const std::string& from, const std::string& to, mode_t mode) {
+  auto data = fs::read_file(from, 64 << 20);
+  if (!data) return data.error();
+  return write_if_changed(to, *data, mode);
+}
+
+}  // namespace
+
+Result<RootfsLayout> prepare_host_rootfs(const std::string& state_dir) {
+  RootfsLayout layout;
+  layout.root = state_dir + "/rootfs-host";
+  for (const char* d : {"", "/usr", "/etc", "/etc/alternatives", "/tmp", "/workspace", "/proc",
+                        "/dev", "/sys", kSupportMount}) {
+    if (auto st = fs::make_dirs(layout.root + d); !st) return st.error();
+  }
+  layout.binds.push_back({"/usr", "/usr", true});
+  // Merged-/usr hosts have /bin -> usr/bin etc.: mirror the symlinks; bind real directories.
+  for (const char* d : {"/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"}) {
+    struct stat st;
+    if (lstat(d, &st) != 0) continue;
+    std::string target = layout.root + d;
+    if (S_ISLNK(st.st_mode)) {
+      char link[256];
+      ssize_t n = readlink(d, link, sizeof(link) - 1);
+      if (n <= 0) continue;
+      link[n] = 0;
+      unlink(target.c_str());
+      rmdir(target.c_str());
+      if (symlink(link, target.c_str()) != 0) return sys_error("symlink " + target);
+    } else if (S_ISDIR(st.st_mode)) {
+      if (auto s = fs::make_dirs(target); !s) return s.error();
+      layout.binds.push_back({d, d, true});
+    }
+  }
+  if (fs::exists("/etc/alternatives")) {
+    layout.binds.push_back({"/etc/alternatives", "/etc/alternatives", true});
+  }
+  const std::string etc = layout.root + "/etc";
+  struct Gen {
+    const char* name;
+    std::string data;
+  };
+  for (const Gen& g : {Gen{"passwd", generated_etc_passwd()}, Gen{"group", generated_etc_group()},
+                       Gen{"hosts", "127.0.0.1 localhost\n::1 localhost\n"},
+                       Gen{"hostname", "sandbox\n"}, Gen{"resolv.conf", ""},
+                       Gen{"nsswitch.conf", "passwd: files\ngroup: files\nhosts: files dns\n"}}) {
+    if (auto st = write_if_changed(etc + "/" + g.name, g.data, 0644); !st) return st.error();
+  }
+  // Without the loader cache, libraries under /usr/lib/<triplet> are not found.
+  if (fs::exists("/etc/ld.so.cache")) {
+    if (auto st = copy_file("/etc/ld.so.cache", etc + "/ld.so.cache", 0644); !st) return st.error();
+  }
+  return layout;
+}
+
+Result<RootfsLayout> prepare_dir_rootfs(const std::string& dir) {
+  for (const char* d : {"/usr/bin", "/workspace", "/tmp", kSupportMount}) {
+    if (!fs::exists(dir + d)) {
+      return make_error(Code::kInvalidArgument,
+                        "rootfs " + dir + " lacks " + d + " (build it with installer/)");
+    }
+  }
+  return RootfsLayout{dir, {}};
+}
+
+json make_oci_config(const SandboxSpec& spec, const RootfsLayout& rootfs,
+                     const std::string& workspace_dir, const std::string& /*init_path*/,
+                     const std::string& support_dir) {
+  json mounts = json::array({
+      {{"destination", "/proc"}, {"type", "proc"}, {"source", "proc"}},
+      {{"destination", "/dev"}, {"type", "tmpfs"}, {"source", "tmpfs"},
+       {"options", {"nosuid", "strictatime", "mode=755", "size=65536k"}}},
+      {{"destination", "/tmp"}, {"type", "tmpfs"}, {"source", "tmpfs"},
+       {"options", {"nosuid", "nodev", "mode=1777"}}},
+  });
+  for (const BindMount& b : rootfs.binds) {
+    mounts.push_back({{"destination", b.destination},
+                      {"type", "bind"},
+                      {"source", b.source},
+                      {"options", {"rbind", b.read_only ? "ro" : "rw", "nosuid", "nodev"}}});
+  }
+  mounts.push_back({{"destination", "/workspace"},
+                    {"type", "bind"},
+                    {"source", workspace_dir},
+                    {"options", {"rbind", "rw", "nosuid", "nodev"}}});
+  mounts.push_back({{"destination", kSupportMount},
+                    {"type", "bind"},
+                    {"source", support_dir},
+                    {"options", {"rbind", "ro", "nosuid", "nodev"}}});
+  json caps = json::array();
+  return {
+      {"ociVersion", "1.0.2"},
+      {"hostname", spec.hostname},
+      {"root", {{"path", rootfs.root}, {"readonly", true}}},
+      {"process",
+       {{"terminal", false},
+        {"user", {{"uid", spec.uid}, {"gid", spec.gid}}},
+        {"args", {std::string(kSupportMount) + "/init"}},
+        {"env", spec.env},
+        {"cwd", "/workspace"},
+        {"noNewPrivileges", true},
+        {"capabilities",
+         {{"bounding", caps}, {"effective", caps}, {"permitted", caps}, {"inheritable", caps},
+          {"ambient", caps}}},
+        {"rlimits", {{{"type", "RLIMIT_NOFILE"}, {"hard", 4096}, {"soft", 4096}}}}}},
+      {"mounts", mounts},
+      {"linux",
+       {{"namespaces",
+         {{{"type", "pid"}}, {{"type", "ipc"}}, {{"type", "uts"}}, {{"type", "mount"}},
+          {{"type", "network"}}}}}},
+  };
+}
+
+Result<std::unique_ptr<RunscDriver>> RunscDriver::create(RunscOptions opts) {
+  std::unique_ptr<RunscDriver> d(new RunscDriver(std::move(opts)));
+  ProcessOptions v;
+  v.argv = {d->opts_.runsc, "--version"};
+  v.timeout = std::chrono::seconds(10);
+  auto r = run_process(v);
+  if (!r) return Error{Code::kUnavailable, r.error().sys_errno, "runsc not usable at " + d->opts_.runsc};
+  if (r->exit_code != 0) return make_error(Code::kUnavailable, describe_failure(v, *r));
+  auto pos = r->out.find("version ");
+  d->version_ = pos == std::string::npos ? "unknown" : r->out.substr(pos + 8, r->out.find('\n') - pos - 8);
+  if (d->opts_.platform != "ptrace" && d->opts_.platform != "systrap" && d->opts_.platform != "kvm") {
+    return make_error(Code::kInvalidArgument, "unknown platform " + d->opts_.platform);
+  }
+  for (const auto& dir : {d->opts_.root_dir, d->opts_.state_dir + "/sandboxes"}) {
+    if (auto st = fs::make_dirs(dir, 0711); !st) return st.error();
+  }
+  auto layout = d->opts_.rootfs == "host" ? prepare_host_rootfs(d->opts_.state_dir)
+                                          : prepare_dir_rootfs(d->opts_.rootfs);
+  if (!layout) return layout.error();
+  d->rootfs_ = std::move(*layout);
+  // The runner and its helpers are copied next to the state, bound read-only into every
+  // sandbox: the agent binary's own directory may not be visible to runsc's gofer.
+  d->support_dir_ = d->opts_.state_dir + "/support";
+  if (auto st = fs::make_dirs(d->support_dir_); !st) return st.error();
+  if (auto st = copy_file(d->opts_.init_path, d->support_dir_ + "/init", 0755); !st) {
+    return Error{Code::kUnavailable, st.error().sys_errno,
+                 "install swissbox-init from " + d->opts_.init_path + ": " + st.error().message};
+  }
+  if (auto st = write_if_changed(d->support_dir_ + "/tsrun.js", kTsRunner, 0644); !st) return st.error();
+  return d;
+}
+
+std::vector<std::string> RunscDriver::command(std::initializer_list<std::string> args) const {
+  // The global flags are the same for every call on every sandbox of this agent.
+  std::vector<std::string> argv = {opts_.runsc,   "--root",    opts_.root_dir, "--platform",
+                                   opts_.platform, "--network", "none",         "--overlay2",
+                                   "none"};
+  argv.insert(argv.end(), args);
+  return argv;
+}
+
+std::string RunscDriver::sandbox_dir(const std::string& id) const {
+  return opts_.state_dir + "/sandboxes/" + id;
+}
+
+Result<RunnerPipes> RunscDriver::start(const SandboxSpec& spec) {
+  const std::string dir = sandbox_dir(spec.id);
+  const std::string workspace = dir + "/workspace";
+  const std::string bundle = dir + "/bundle";
+  auto fail = [&](Error e) -> Result<RunnerPipes> {
+    // Best effort: the start error is what the caller needs to see.
+    (void)destroy(spec.id);
+    return e;
+  };
+  if (auto st = fs::make_dirs(workspace, 0755); !st) return fail(st.error());
+  if (auto st = fs::make_dirs(bundle, 0700); !st) return fail(st.error());
+  if (chown(workspace.c_str(), spec.uid, spec.gid) != 0) return fail(sys_error("chown " + workspace));
+  json config = make_oci_config(spec, rootfs_, workspace, opts_.init_path, support_dir_);
+  if (auto st = fs::write_file_atomic(bundle + "/config.json", config.dump(2)); !st) {
+    return fail(st.error());
+  }
+
+  int to[2], from[2];
+  if (pipe2(to, O_CLOEXEC) != 0) return fail(sys_error("pipe2"));
+  unique_fd to_r(to[0]), to_w(to[1]);
+  if (pipe2(from, O_CLOEXEC) != 0) return fail(sys_error("pipe2"));
+  unique_fd from_r(from[0]), from_w(from[1]);
+  // The runner's stderr (and runsc's own complaints during create) go to a file the agent
+  // owns: never the agent's stdio, which would tie the sandbox to the agent's lifetime.
+  const std::string log_path = dir + "/runner.log";
+  unique_fd log_fd(open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
+  if (!log_fd) return fail(sys_error("open " + log_path));
+
+  ProcessOptions create;
+  create.argv = command({"create", "--bundle", bundle, spec.id});
+  create.stdin_fd = to_r.get();
+  create.stdout_fd = from_w.get();
+  create.stderr_fd = log_fd.get();
+  create.timeout = opts_.command_timeout;
+  auto r = run_process(create);
+  if (!r) return fail(r.error());
+  if (r->exit_code != 0) {
+    auto log = fs::read_file(log_path);
+    r->err = log.ok() ? *log : "";
+    return fail(make_error(Code::kUnavailable, describe_failure(create, *r)));
+  }
+  to_r.reset();
+  from_w.reset();
+  log_fd.reset();
+
+  ProcessOptions start;
+  start.argv = command({"start", spec.id});
+  start.timeout = opts_.command_timeout;
+  r = run_process(start);
+  if (!r) return fail(r.error());
+  if (r->exit_code != 0) return fail(make_error(Code::kUnavailable, describe_failure(start, *r)));
+  return RunnerPipes{std::move(to_w), std::move(from_r)};
+}
+
+Status RunscDriver::destroy(const std::string& id) {
+  ProcessOptions del;
+  del.argv = command({"delete", "--force", id});
+  del.timeout = opts_.command_timeout;
+  auto r = run_process(del);
+  bool gone = r.ok() && (r->exit_code == 0 || r->err.find("does not exist") != std::string::npos ||
+                         r->err.find("not found") != std::string::npos);
+  if (auto st = fs::remove_tree(sandbox_dir(id)); !st) return st.error();
+  if (!r) return r.error();
+  if (!gone) return make_error(Code::kInternal, describe_failure(del, *r));
+  return ok_status();
+}
+
+Result<std::vector<std::string>> RunscDriver::list() {
+  ProcessOptions ls;
+  ls.argv = command({"list", "--quiet"});
+  ls.timeout = opts_.command_timeout;
+  auto r = run_process(ls);
+  if (!r) return r.error();
+  if (r->exit_code != 0) return make_error(Code::kUnavailable, describe_failure(ls, *r));
+  std::vector<std::string> ids;
+  size_t pos = 0;
+  while (pos < r->out.size()) {
+    size_t nl = r->out.find('\n', pos);
+    std::string line = r->out.substr(pos, nl - pos);
+    if (!line.empty()) ids.push_back(line);
+    if (nl == std::string::npos) break;
+    pos = nl + 1;
+  }
+  // Directories of sandboxes runsc no longer knows (a crash between steps) count too.
+  if (DIR* d = opendir((opts_.state_dir + "/sandboxes").c_str())) {
+    while (dirent* e = readdir(d)) {
+      std::string name = e->d_name;
+      if (valid_sandbox_id(name) && std::find(ids.begin(), ids.end(), name) == ids.end()) {
+        ids.push_back(name);
+      }
+    }
+    closedir(d);
+  }
+  return ids;
+}
+
+}  // namespace swissbox

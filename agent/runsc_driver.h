@@ -1,0 +1,73 @@
+// RunscDriver runs each sandbox as a gVisor container: it writes the OCI bundle from the
+// typed spec, hands runsc create the runner's pipes as stdio, and keeps every runsc call of
+// a sandbox on the same global flags. Root filesystems come from HostRootfs.
+#pragma once
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "agent/runtime.h"
+
+namespace swissbox {
+
+struct RunscOptions {
+  std::string runsc = "/usr/bin/runsc";
+  std::string root_dir = "/run/swissbox/runsc";     // runsc --root
+  std::string state_dir = "/var/lib/swissbox";      // sandboxes/<id>/ live here
+  std::string rootfs = "host";                      // "host" or a directory
+  std::string init_path;                            // swissbox-init on the host
+  std::string platform = "ptrace";
+  std::chrono::milliseconds command_timeout{30000};
+};
+
+// One bind mount of the sandbox's root.
+struct BindMount {
+  std::string source, destination;
+  bool read_only = true;
+};
+
+// The read-only root every sandbox shares: a directory plus the binds that fill it.
+struct RootfsLayout {
+  std::string root;
+  std::vector<BindMount> binds;
+};
+
+// Builds <state>/rootfs-host: mount points, symlinks mirroring the host's merged /usr, and
+// a small generated /etc. Only /usr, /bin, /sbin, /lib*, /etc/alternatives and
+// ld.so.cache of the host are visible inside; never /home, /root, /var, /run or secrets.
+Result<RootfsLayout> prepare_host_rootfs(const std::string& state_dir);
+// A prepared rootfs directory (installer/): checked for the mount points the bundle needs.
+Result<RootfsLayout> prepare_dir_rootfs(const std::string& dir);
+
+// The OCI config.json for one sandbox (pure: unit-tested without runsc).
+nlohmann::json make_oci_config(const SandboxSpec& spec, const RootfsLayout& rootfs,
+                               const std::string& workspace_dir, const std::string& init_path,
+                               const std::string& support_dir);
+
+class RunscDriver : public SandboxRuntime {
+ public:
+  // Checks runsc, prepares the rootfs and the support files; fails with the reason.
+  static Result<std::unique_ptr<RunscDriver>> create(RunscOptions opts);
+
+  Result<RunnerPipes> start(const SandboxSpec& spec) override;
+  Status destroy(const std::string& id) override;
+  Result<std::vector<std::string>> list() override;
+  std::string name() const override { return "runsc"; }
+  std::string version() const override { return version_; }
+  std::string platform() const override { return opts_.platform; }
+
+ private:
+  explicit RunscDriver(RunscOptions opts) : opts_(std::move(opts)) {}
+  std::vector<std::string> command(std::initializer_list<std::string> args) const;
+  std::string sandbox_dir(const std::string& id) const;
+
+  RunscOptions opts_;
+  RootfsLayout rootfs_;
+  std::string support_dir_;
+  std::string version_;
+};
+
+}  // namespace swissbox

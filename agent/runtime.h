@@ -1,0 +1,35 @@
+// The seam between the sandbox manager and the thing that runs sandboxes. The product uses
+// RunscDriver; unit tests use a runtime that starts swissbox-init as a plain host process.
+// Every method blocks: callers run them on the worker pool, never on the I/O thread.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "agent/sandbox_spec.h"
+#include "common/error.h"
+#include "common/unique_fd.h"
+
+namespace swissbox {
+
+// The agent's ends of the runner's stdio pipes.
+struct RunnerPipes {
+  unique_fd to_runner;
+  unique_fd from_runner;
+};
+
+class SandboxRuntime {
+ public:
+  virtual ~SandboxRuntime() = default;
+  // Creates and starts the sandbox with swissbox-init as its first process.
+  virtual Result<RunnerPipes> start(const SandboxSpec& spec) = 0;
+  // Kills and removes the sandbox and everything made for it. Idempotent.
+  virtual Status destroy(const std::string& id) = 0;
+  // Ids of every sandbox this runtime holds (for start-up garbage collection).
+  virtual Result<std::vector<std::string>> list() = 0;
+  virtual std::string name() const = 0;      // "runsc"
+  virtual std::string version() const = 0;   // "0.0~20240729.0"
+  virtual std::string platform() const = 0;  // "ptrace"
+};
+
+}  // namespace swissbox

@@ -1,0 +1,413 @@
+#include "agent/sandbox_manager.h"
+
+#include <random>
+
+#include <boost/asio/post.hpp>
+#include <fmt/format.h>
+
+#include "common/log.h"
+
+namespace swissbox {
+
+namespace asio = boost::asio;
+using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+std::string_view state_name(SandboxState s) {
+  switch (s) {
+    case SandboxState::kWarm: return "warm";
+    case SandboxState::kActive: return "active";
+    case SandboxState::kFailed: return "failed";
+  }
+  return "unknown";
+}
+
+json Sandbox::to_json(const std::string& node) const {
+  auto created = std::chrono::duration_cast<std::chrono::milliseconds>(created_at.time_since_epoch());
+  json j = {{"id", id},
+            {"node", node},
+            {"template", template_name},
+            {"state", state_name(state)},
+            {"limits",
+             {{"cpu", limits.cpu}, {"memory_mb", limits.memory_mb}, {"disk_mb", limits.disk_mb}}},
+            {"created_at", created.count() / 1000.0},
+            {"timeout_s", timeout.count()},
+            {"warm", from_pool},
+            {"metadata", metadata},
+            {"metrics", {{"exec_count", exec_count}, {"last_exit_code", last_exit_code}}}};
+  if (!failure.empty()) j["failure"] = failure;
+  return j;
+}
+
+SandboxManager::SandboxManager(asio::io_context& ioc, asio::thread_pool& workers,
+                               SandboxRuntime& runtime, ManagerOptions opts, Metrics& metrics)
+    : ioc_(ioc), workers_(workers), runtime_(runtime), opts_(std::move(opts)), metrics_(metrics),
+      tick_timer_(ioc) {
+  using T = Metrics::Type;
+  metrics_.describe("swissbox_sandboxes", T::kGauge, "Sandboxes on this node by state.");
+  metrics_.describe("swissbox_pool_target", T::kGauge, "Warm pool target per template.");
+  metrics_.describe("swissbox_pool_ready", T::kGauge, "Warm sandboxes ready to claim.");
+  metrics_.describe("swissbox_pool_starting", T::kGauge, "Warm sandboxes being started.");
+  metrics_.describe("swissbox_claims_total", T::kCounter, "Sandbox creations, warm or cold.");
+  metrics_.describe("swissbox_sandbox_starts_total", T::kCounter, "runsc sandbox starts by result.");
+  metrics_.describe("swissbox_sandbox_start_seconds_total", T::kCounter,
+                    "Time spent starting sandboxes (create + start + runner ready).");
+  metrics_.describe("swissbox_sandbox_failures_total", T::kCounter,
+                    "Sandboxes lost while warm or active, by state.");
+  metrics_.describe("swissbox_sandbox_destroys_total", T::kCounter, "Sandbox removals by result.");
+  metrics_.describe("swissbox_gc_removed_total", T::kCounter,
+                    "Leftover sandboxes of an earlier run removed at start.");
+}
+
+SandboxManager::~SandboxManager() = default;
+
+std::string SandboxManager::new_id() {
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  std::string node;
+  for (char c : opts_.node_name) {
+    char l = static_cast<char>(tolower(static_cast<unsigned char>(c)));
+    node.push_back((l >= 'a' && l <= 'z') || (l >= '0' && l <= '9') ? l : '-');
+  }
+  if (node.empty()) node = "node";
+  return fmt::format("sbx-{}-{:012x}", node.substr(0, 40), rng() & 0xffffffffffffULL);
+}
+
+void SandboxManager::start(std::function<void(Status)> done) {
+  asio::post(workers_, [this, done = std::move(done)] {
+    // No sandbox survives an agent restart yet: whatever the runtime still holds from an
+    // earlier run is garbage. Remove it all before serving, so nothing leaks.
+    auto ids = runtime_.list();
+    if (!ids) {
+      asio::post(ioc_, [done, e = ids.error()] { done(e); });
+      return;
+    }
+    for (const auto& id : *ids) {
+      auto st = runtime_.destroy(id);
+      log::info("gc removed leftover sandbox", {{"sandbox", id}, {"ok", st.ok()}});
+      metrics_.add("swissbox_gc_removed_total");
+    }
+    asio::post(ioc_, [this, done] {
+      next_health_ = Clock::now() + opts_.health_interval;
+      refill();
+      tick();
+      done(ok_status());
+    });
+  });
+}
+
+int SandboxManager::total_sandboxes() const {
+  int live = 0;
+  for (const auto& [id, sb] : sandboxes_) live += sb->state != SandboxState::kFailed;
+  return live + starting_total_;
+}
+
+void SandboxManager::refill() {
+  if (stopping_) return;
+  for (const auto& [tmpl, target] : opts_.pool_targets) {
+    while (static_cast<int>(ready_[tmpl].size()) + starting_[tmpl] < target &&
+           starting_total_ < opts_.refill_concurrency && total_sandboxes() < opts_.max_sandboxes) {
+      start_one(tmpl, [this, tmpl = tmpl](Result<SandboxPtr> r) {
+        if (!r) {
+          log::warn("warm sandbox failed to start", {{"template", tmpl}, {"error", r.error().to_string()}});
+          // Back off a little so a broken runtime does not spin.
+          auto t = std::make_shared<asio::steady_timer>(ioc_, std::chrono::seconds(2));
+          t->async_wait([this, t](boost::system::error_code) { refill(); });
+          return;
+        }
+        ready_[tmpl].push_back(*r);
+        update_gauges();
+        refill();
+      });
+    }
+  }
+  update_gauges();
+}
+
+void SandboxManager::start_one(const std::string& tmpl, std::function<void(Result<SandboxPtr>)> ready) {
+  auto sb = std::make_shared<Sandbox>();
+  sb->id = new_id();
+  sb->template_name = tmpl;
+  sb->limits = builtin_templates().at(tmpl).limits;
+  SandboxSpec spec;
+  spec.id = sb->id;
+  spec.hostname = "sandbox";
+  spec.env = {"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/workspace", "LANG=C.UTF-8"};
+  ++starting_[tmpl];
+  ++starting_total_;
+  auto t0 = Clock::now();
+  asio::post(workers_, [this, sb, spec, ready = std::move(ready), t0]() mutable {
+    auto pipes = runtime_.start(spec);
+    asio::post(ioc_, [this, sb, ready = std::move(ready), t0, pipes = std::move(pipes)]() mutable {
+      auto finish = [this, sb, t0](bool ok) {
+        --starting_[sb->template_name];
+        --starting_total_;
+        metrics_.add("swissbox_sandbox_starts_total", Metrics::labels({{"result", ok ? "ok" : "error"}}));
+        std::chrono::duration<double> d = Clock::now() - t0;
+        metrics_.add("swissbox_sandbox_start_seconds_total", {}, d.count());
+      };
+      if (!pipes) {
+        finish(false);
+        return ready(pipes.error());
+      }
+      sb->channel = std::make_shared<RunnerChannel>(ioc_, std::move(pipes->to_runner),
+                                                    std::move(pipes->from_runner));
+      sb->channel->start([this, id = sb->id](const std::string& why) { on_lost(id, why); });
+      // Ready means the runner answers; a sandbox that does not within the deadline is
+      // destroyed rather than handed out.
+      auto timer = std::make_shared<asio::steady_timer>(ioc_, opts_.ready_timeout);
+      auto answered = std::make_shared<bool>(false);
+      auto done = [this, sb, ready, finish, timer, answered, t0](std::string err) mutable {
+        if (*answered) return;
+        *answered = true;
+        timer->cancel();
+        finish(err.empty());
+        if (!err.empty() || stopping_) {
+          sb->channel->close("not ready");
+          destroy_later(sb->id, err.empty() ? "agent stopping" : err);
+          return ready(make_error(Code::kUnavailable, err.empty() ? "agent stopping" : err));
+        }
+        sb->created_at = std::chrono::system_clock::now();
+        sb->last_used = Clock::now();
+        sandboxes_[sb->id] = sb;
+        log::info("sandbox ready", {{"sandbox", sb->id}, {"template", sb->template_name},
+                                    {"ms", std::chrono::duration<double, std::milli>(Clock::now() - t0).count()}});
+        ready(sb);
+      };
+      timer->async_wait([done](boost::system::error_code ec) mutable {
+        if (!ec) done("runner did not answer within the start deadline");
+      });
+      sb->channel->call({{"op", "ping"}}, {}, [done](const proto::Frame& f) mutable {
+        done(f.header.value("ev", "") == "result" ? "" : f.header.value("message", "runner lost"));
+        return true;
+      });
+    });
+  });
+}
+
+void SandboxManager::create(const CreateRequest& req, std::string tenant, json metadata, CreateFn fn) {
+  if (stopping_) return fn(make_error(Code::kUnavailable, "the agent is shutting down"), false);
+  auto claim = [this, req, tenant, metadata](SandboxPtr sb, bool warm) {
+    sb->state = SandboxState::kActive;
+    sb->tenant = tenant;
+    sb->limits = req.limits;
+    sb->env = req.env;
+    sb->timeout = req.timeout;
+    sb->metadata = metadata.is_object() ? metadata : json::object();
+    sb->from_pool = warm;
+    sb->created_at = std::chrono::system_clock::now();
+    sb->last_used = Clock::now();
+    metrics_.add("swissbox_claims_total", Metrics::labels({{"template", req.template_name},
+                                                           {"warm", warm ? "true" : "false"}}));
+    log::info("sandbox claimed", {{"sandbox", sb->id}, {"tenant", tenant}, {"warm", warm}});
+    update_gauges();
+  };
+  auto& pool = ready_[req.template_name];
+  while (!pool.empty()) {
+    SandboxPtr sb = pool.back();
+    pool.pop_back();
+    if (!sb->channel->alive()) continue;  // lost meanwhile; on_lost cleans it up
+    claim(sb, true);
+    refill();
+    return fn(sb, true);
+  }
+  if (total_sandboxes() >= opts_.max_sandboxes) {
+    return fn(make_error(Code::kResourceExhausted,
+                         fmt::format("node {} is at its limit of {} sandboxes", opts_.node_name,
+                                     opts_.max_sandboxes)),
+              false);
+  }
+  // Cold start: the same path as a refill, claimed as soon as the runner answers.
+  start_one(req.template_name, [this, claim, fn](Result<SandboxPtr> r) {
+    if (!r) return fn(r.error(), false);
+    claim(*r, false);
+    fn(*r, false);
+  });
+  refill();
+}
+
+SandboxManager::SandboxPtr SandboxManager::find(const std::string& id) const {
+  auto it = sandboxes_.find(id);
+  return it == sandboxes_.end() ? nullptr : it->second;
+}
+
+std::vector<SandboxManager::SandboxPtr> SandboxManager::list(const std::string& tenant) const {
+  std::vector<SandboxPtr> out;
+  for (const auto& [id, sb] : sandboxes_) {
+    if (sb->state == SandboxState::kWarm) continue;
+    if (tenant.empty() || sb->tenant == tenant) out.push_back(sb);
+  }
+  return out;
+}
+
+void SandboxManager::touch(Sandbox& sb, int delta) {
+  sb.busy += delta;
+  sb.last_used = Clock::now();
+}
+
+Status SandboxManager::remove(const std::string& id, const std::string& why) {
+  auto it = sandboxes_.find(id);
+  if (it == sandboxes_.end()) return make_error(Code::kNotFound, "sandbox " + id + " not found");
+  SandboxPtr sb = it->second;
+  sandboxes_.erase(it);
+  auto& pool = ready_[sb->template_name];
+  std::erase(pool, sb);
+  bool failed = sb->state == SandboxState::kFailed;
+  if (sb->channel) sb->channel->close("sandbox deleted");
+  // A failed sandbox was already destroyed when it failed.
+  if (!failed) destroy_later(id, why);
+  update_gauges();
+  refill();
+  return ok_status();
+}
+
+void SandboxManager::retire(const std::string& id, const std::string& why) {
+  // Internal removals: the sandbox may already be gone, which is fine.
+  (void)remove(id, why);
+}
+
+void SandboxManager::on_lost(const std::string& id, const std::string& reason) {
+  auto sb = find(id);
+  if (!sb) return;  // deleted by us
+  metrics_.add("swissbox_sandbox_failures_total", Metrics::labels({{"state", state_name(sb->state)}}));
+  log::warn("sandbox lost", {{"sandbox", id}, {"state", state_name(sb->state)}, {"reason", reason}});
+  if (sb->state == SandboxState::kWarm) {
+    retire(id, "lost while warm: " + reason);
+    return;
+  }
+  sb->state = SandboxState::kFailed;
+  sb->failure = reason;
+  sb->last_used = Clock::now();
+  destroy_later(id, reason);
+  update_gauges();
+}
+
+void SandboxManager::destroy_later(const std::string& id, const std::string& why) {
+  destroying_.insert(id);
+  asio::post(workers_, [this, id, why] {
+    auto st = runtime_.destroy(id);
+    if (!st) log::error("sandbox destroy failed", {{"sandbox", id}, {"error", st.error().to_string()}});
+    else log::info("sandbox destroyed", {{"sandbox", id}, {"why", why}});
+    metrics_.add("swissbox_sandbox_destroys_total", Metrics::labels({{"result", st.ok() ? "ok" : "error"}}));
+    asio::post(ioc_, [this, id] {
+      destroying_.erase(id);
+      if (destroying_.empty() && starting_total_ == 0 && on_all_destroyed_) {
+        std::exchange(on_all_destroyed_, nullptr)();
+      }
+    });
+  });
+}
+
+void SandboxManager::tick() {
+  if (stopping_) return;
+  auto now = Clock::now();
+  std::vector<std::string> expired, forgotten;
+  for (const auto& [id, sb] : sandboxes_) {
+    if (sb->state == SandboxState::kActive && sb->busy == 0 && now - sb->last_used > sb->timeout) {
+      expired.push_back(id);
+    }
+    if (sb->state == SandboxState::kFailed && now - sb->last_used > opts_.failed_retention) {
+      forgotten.push_back(id);
+    }
+  }
+  for (const auto& id : expired) {
+    log::info("sandbox expired", {{"sandbox", id}});
+    retire(id, "idle timeout");
+  }
+  for (const auto& id : forgotten) retire(id, "failed record retention over");
+  if (now >= next_health_) {
+    next_health_ = now + opts_.health_interval;
+    health_check();
+  }
+  tick_timer_.expires_after(std::chrono::seconds(1));
+  tick_timer_.async_wait([this](boost::system::error_code ec) {
+    if (!ec) tick();
+  });
+}
+
+void SandboxManager::health_check() {
+  for (auto& [tmpl, pool] : ready_) {
+    for (const SandboxPtr& sb : pool) {
+      auto answered = std::make_shared<bool>(false);
+      auto timer = std::make_shared<asio::steady_timer>(ioc_, std::chrono::seconds(5));
+      timer->async_wait([this, sb, answered](boost::system::error_code ec) {
+        if (ec || *answered) return;
+        log::warn("warm sandbox failed its health check", {{"sandbox", sb->id}});
+        if (find(sb->id)) retire(sb->id, "health check timed out");
+      });
+      sb->channel->call({{"op", "ping"}}, {}, [answered, timer](const proto::Frame&) {
+        *answered = true;
+        timer->cancel();
+        return true;
+      });
+    }
+  }
+}
+
+void SandboxManager::shutdown(std::function<void()> done) {
+  stopping_ = true;
+  tick_timer_.cancel();
+  std::vector<std::string> ids;
+  for (const auto& [id, sb] : sandboxes_) ids.push_back(id);
+  for (const auto& id : ids) retire(id, "agent shutdown");
+  if (destroying_.empty() && starting_total_ == 0) return done();
+  on_all_destroyed_ = std::move(done);
+}
+
+std::map<std::string, PoolStatus> SandboxManager::pool_status() const {
+  std::map<std::string, PoolStatus> out;
+  for (const auto& [name, t] : builtin_templates()) {
+    PoolStatus& p = out[name];
+    auto tgt = opts_.pool_targets.find(name);
+    p.target = tgt == opts_.pool_targets.end() ? 0 : tgt->second;
+    auto r = ready_.find(name);
+    p.ready = r == ready_.end() ? 0 : static_cast<int>(r->second.size());
+    auto s = starting_.find(name);
+    p.starting = s == starting_.end() ? 0 : s->second;
+  }
+  for (const auto& [id, sb] : sandboxes_) {
+    if (sb->state == SandboxState::kActive) out[sb->template_name].active++;
+  }
+  return out;
+}
+
+Status SandboxManager::set_pool_target(const std::string& tmpl, int target) {
+  if (!builtin_templates().count(tmpl)) return make_error(Code::kNotFound, "unknown template '" + tmpl + "'");
+  if (target < 0 || target > opts_.max_sandboxes) {
+    return make_error(Code::kInvalidArgument,
+                      fmt::format("target must be between 0 and {}", opts_.max_sandboxes));
+  }
+  opts_.pool_targets[tmpl] = target;
+  // Shrinking retires the surplus warm sandboxes.
+  auto& pool = ready_[tmpl];
+  while (static_cast<int>(pool.size()) > target) retire(pool.front()->id, "pool target lowered");
+  refill();
+  return ok_status();
+}
+
+bool SandboxManager::pools_warm() const {
+  for (const auto& [tmpl, target] : opts_.pool_targets) {
+    auto r = ready_.find(tmpl);
+    if (target > 0 && (r == ready_.end() || r->second.empty())) return false;
+  }
+  return true;
+}
+
+int SandboxManager::active_count() const {
+  int n = 0;
+  for (const auto& [id, sb] : sandboxes_) n += sb->state == SandboxState::kActive;
+  return n;
+}
+
+void SandboxManager::update_gauges() {
+  std::map<std::string_view, int> by_state{{"warm", 0}, {"active", 0}, {"failed", 0}};
+  for (const auto& [id, sb] : sandboxes_) by_state[state_name(sb->state)]++;
+  for (const auto& [s, n] : by_state) metrics_.set("swissbox_sandboxes", Metrics::labels({{"state", s}}), n);
+  for (const auto& [name, p] : pool_status()) {
+    auto l = Metrics::labels({{"template", name}});
+    metrics_.set("swissbox_pool_target", l, p.target);
+    metrics_.set("swissbox_pool_ready", l, p.ready);
+    metrics_.set("swissbox_pool_starting", l, p.starting);
+  }
+}
+
+}  // namespace swissbox

@@ -1,0 +1,126 @@
+// SandboxManager owns every sandbox of the node: the warm pools (refilled in the background
+// with bounded concurrency, health-checked), claims (no runsc call: pop, record, answer),
+// cold starts when a pool is empty, idle expiry, and deletion (runsc work in the
+// background). All state lives on the I/O thread; runtime calls run on the worker pool.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <nlohmann/json.hpp>
+
+#include "agent/runner_channel.h"
+#include "agent/runtime.h"
+#include "agent/sandbox_spec.h"
+#include "common/metrics.h"
+
+namespace swissbox {
+
+enum class SandboxState { kWarm, kActive, kFailed };
+std::string_view state_name(SandboxState s);
+
+struct Sandbox {
+  std::string id;
+  std::string template_name;
+  std::string tenant;
+  SandboxState state = SandboxState::kWarm;
+  Limits limits;
+  std::map<std::string, std::string> env;
+  nlohmann::json metadata = nlohmann::json::object();
+  std::chrono::seconds timeout{900};
+  std::chrono::system_clock::time_point created_at;
+  std::chrono::steady_clock::time_point last_used;
+  bool from_pool = false;
+  std::string failure;
+  uint64_t exec_count = 0;
+  int last_exit_code = 0;
+  int busy = 0;  // requests in flight; an idle sandbox may expire, a busy one never
+  std::shared_ptr<RunnerChannel> channel;
+
+  nlohmann::json to_json(const std::string& node) const;
+};
+
+struct ManagerOptions {
+  std::string node_name = "node";
+  std::map<std::string, int> pool_targets = {{"default", 2}};
+  int max_sandboxes = 32;
+  int refill_concurrency = 2;
+  std::chrono::milliseconds ready_timeout{15000};
+  std::chrono::seconds health_interval{10};
+  std::chrono::seconds failed_retention{600};
+};
+
+struct PoolStatus {
+  int target = 0, ready = 0, starting = 0, active = 0;
+};
+
+class SandboxManager {
+ public:
+  using SandboxPtr = std::shared_ptr<Sandbox>;
+  using CreateFn = std::function<void(Result<SandboxPtr>, bool warm)>;
+
+  SandboxManager(boost::asio::io_context& ioc, boost::asio::thread_pool& workers,
+                 SandboxRuntime& runtime, ManagerOptions opts, Metrics& metrics);
+  ~SandboxManager();
+
+  // Removes every sandbox the runtime holds from an earlier run, then fills the pools.
+  // done(error) once the clean-up is over.
+  void start(std::function<void(Status)> done);
+  // Stops refilling and destroys every sandbox; done() when all are gone.
+  void shutdown(std::function<void()> done);
+
+  void create(const CreateRequest& req, std::string tenant, nlohmann::json metadata, CreateFn fn);
+  // nullptr when unknown.
+  SandboxPtr find(const std::string& id) const;
+  std::vector<SandboxPtr> list(const std::string& tenant) const;  // empty tenant = all
+  // Forgets the sandbox now; the runtime clean-up runs in the background.
+  Status remove(const std::string& id, const std::string& why);
+
+  std::map<std::string, PoolStatus> pool_status() const;
+  Status set_pool_target(const std::string& template_name, int target);
+  bool pools_warm() const;
+  int active_count() const;
+  int capacity() const { return opts_.max_sandboxes; }
+  const std::string& node_name() const { return opts_.node_name; }
+  SandboxRuntime& runtime() { return runtime_; }
+  // Marks a request in flight on the sandbox (no expiry meanwhile) and refreshes last_used.
+  void touch(Sandbox& sb, int delta);
+
+ private:
+  std::string new_id();
+  int total_sandboxes() const;
+  void refill();
+  // Starts one sandbox of the template; ready(sandbox) runs once its runner answers.
+  void start_one(const std::string& template_name, std::function<void(Result<SandboxPtr>)> ready);
+  void on_lost(const std::string& id, const std::string& reason);
+  void retire(const std::string& id, const std::string& why);
+  void destroy_later(const std::string& id, const std::string& why);
+  void tick();
+  void health_check();
+  void update_gauges();
+
+  boost::asio::io_context& ioc_;
+  boost::asio::thread_pool& workers_;
+  SandboxRuntime& runtime_;
+  ManagerOptions opts_;
+  Metrics& metrics_;
+  std::map<std::string, SandboxPtr> sandboxes_;
+  std::map<std::string, std::vector<SandboxPtr>> ready_;  // per template, LIFO
+  std::map<std::string, int> starting_;
+  std::set<std::string> destroying_;
+  int starting_total_ = 0;
+  bool stopping_ = false;
+  std::function<void()> on_all_destroyed_;
+  boost::asio::steady_timer tick_timer_;
+  std::chrono::steady_clock::time_point next_health_;
+};
+
+}  // namespace swissbox

@@ -1,0 +1,302 @@
+#include "agent/sandbox_ops.h"
+
+#include <atomic>
+
+#include <fmt/format.h>
+
+#include "common/runner_protocol.h"
+
+namespace swissbox {
+
+using json = nlohmann::json;
+
+namespace {
+
+Error invalid(const std::string& m) { return make_error(Code::kInvalidArgument, m); }
+
+// A lost runner means the sandbox itself died under the request.
+Error lost_error(const Sandbox& sb, const proto::Frame& f) {
+  return make_error(Code::kConflict, fmt::format("sandbox {} failed: {}", sb.id,
+                                                 f.header.value("message", "runner lost")));
+}
+
+// Maps a runner-side errno to the API's codes.
+Error runner_error(const json& err) {
+  int e = err.value("errno", 0);
+  std::string msg = err.value("message", "runner error");
+  Code code = Code::kInvalidArgument;
+  if (e == ENOENT) code = Code::kNotFound;
+  if (e == EFBIG) code = Code::kTooLarge;
+  if (e == EEXIST || e == EBUSY || e == ENOTEMPTY) code = Code::kConflict;
+  if (e == ENOSPC || e == EDQUOT) code = Code::kResourceExhausted;
+  return make_error(code, msg);
+}
+
+Status parse_common(const json& body, ExecRequest* req) {
+  if (auto it = body.find("stdin"); it != body.end() && !it->is_null()) {
+    if (!it->is_string()) return invalid("stdin must be a string");
+    req->stdin_data = it->get<std::string>();
+  }
+  if (auto it = body.find("env"); it != body.end() && !it->is_null()) {
+    if (!it->is_object()) return invalid("env must be an object of strings");
+    for (auto& [k, v] : it->items()) {
+      if (!valid_env_name(k)) return invalid("env name '" + k + "' is not valid");
+      if (!v.is_string()) return invalid("env value of " + k + " must be a string");
+      req->env[k] = v.get<std::string>();
+    }
+  }
+  if (auto it = body.find("cwd"); it != body.end() && !it->is_null()) {
+    if (!it->is_string() || it->get<std::string>().empty()) return invalid("cwd must be a non-empty string");
+    req->cwd = it->get<std::string>();
+    if (req->cwd.find('\0') != std::string::npos) return invalid("cwd contains a NUL byte");
+  }
+  if (auto it = body.find("timeout_ms"); it != body.end() && !it->is_null()) {
+    if (!it->is_number_integer() || it->get<int64_t>() <= 0 || it->get<int64_t>() > kMaxExecTimeoutMs) {
+      return invalid(fmt::format("timeout_ms must be an integer between 1 and {}", kMaxExecTimeoutMs));
+    }
+    req->timeout_ms = it->get<int64_t>();
+  }
+  if (auto it = body.find("max_output_bytes"); it != body.end() && !it->is_null()) {
+    if (!it->is_number_integer() || it->get<int64_t>() <= 0 ||
+        it->get<int64_t>() > static_cast<int64_t>(kMaxOutputCap)) {
+      return invalid(fmt::format("max_output_bytes must be between 1 and {}", kMaxOutputCap));
+    }
+    req->output_cap = it->get<size_t>();
+  }
+  if (auto it = body.find("background"); it != body.end() && !it->is_null()) {
+    if (!it->is_boolean()) return invalid("background must be a boolean");
+    req->background = it->get<bool>();
+  }
+  return ok_status();
+}
+
+}  // namespace
+
+json ExecOutcome::to_json(bool with_output) const {
+  json j = {{"exit_code", exit_code},   {"duration_ms", duration_ms}, {"cpu_ms", cpu_ms},
+            {"max_rss_kb", max_rss_kb}, {"timed_out", timed_out},    {"oom_killed", oom_killed},
+            {"truncated", truncated}};
+  if (signal) j["signal"] = signal;
+  if (with_output) {
+    j["stdout"] = out;
+    j["stderr"] = err;
+  }
+  return j;
+}
+
+Result<ExecRequest> parse_exec_request(const json& body) {
+  if (!body.is_object()) return invalid("request body must be a JSON object");
+  ExecRequest req;
+  auto it = body.find("command");
+  if (it == body.end() || it->is_null()) return invalid("command is required");
+  if (it->is_string()) {
+    if (it->get<std::string>().empty()) return invalid("command must not be empty");
+    req.argv = {"/bin/bash", "-c", it->get<std::string>()};
+  } else if (it->is_array()) {
+    if (it->empty()) return invalid("command must not be empty");
+    if (it->size() > 4096) return invalid("command has more than 4096 arguments");
+    for (const auto& a : *it) {
+      if (!a.is_string()) return invalid("command array must hold strings only");
+      req.argv.push_back(a.get<std::string>());
+    }
+    if (req.argv[0].empty()) return invalid("command[0] must not be empty");
+  } else {
+    return invalid("command must be an array of strings or a shell string");
+  }
+  for (const auto& a : req.argv) {
+    if (a.find('\0') != std::string::npos) return invalid("command contains a NUL byte");
+  }
+  if (auto st = parse_common(body, &req); !st) return st.error();
+  return req;
+}
+
+const std::vector<std::string>& supported_languages() {
+  static const std::vector<std::string> kLangs = {"python", "bash", "javascript", "typescript"};
+  return kLangs;
+}
+
+Result<ExecRequest> parse_code_request(const json& body) {
+  if (!body.is_object()) return invalid("request body must be a JSON object");
+  auto lang_it = body.find("language");
+  if (lang_it == body.end() || !lang_it->is_string()) return invalid("language is required (python, bash, javascript, typescript)");
+  auto code_it = body.find("code");
+  if (code_it == body.end() || !code_it->is_string()) return invalid("code is required and must be a string");
+  ExecRequest req;
+  std::string lang = lang_it->get<std::string>();
+  static std::atomic<uint64_t> seq{0};
+  std::string base = fmt::format("/tmp/.swissbox-code-{}", ++seq);
+  if (lang == "python" || lang == "python3") {
+    req.code_path = base + ".py";
+    req.argv = {"python3", req.code_path};
+  } else if (lang == "bash" || lang == "shell") {
+    req.code_path = base + ".sh";
+    req.argv = {"bash", req.code_path};
+  } else if (lang == "javascript" || lang == "node") {
+    req.code_path = base + ".js";
+    req.argv = {"node", req.code_path};
+  } else if (lang == "typescript") {
+    req.code_path = base + ".ts";
+    req.argv = {"node", "/.swissbox/tsrun.js", req.code_path};
+  } else {
+    return invalid("unknown language '" + lang + "' (python, bash, javascript, typescript)");
+  }
+  req.code = code_it->get<std::string>();
+  if (req.code.size() > kMaxFileBytes) return make_error(Code::kTooLarge, "code is larger than 64 MiB");
+  if (auto st = parse_common(body, &req); !st) return st.error();
+  return req;
+}
+
+Status validate_sandbox_path(const std::string& path) {
+  if (path.empty()) return invalid("path is required");
+  if (path.size() > 4096) return invalid("path is longer than 4096 bytes");
+  if (path.find('\0') != std::string::npos) return invalid("path contains a NUL byte");
+  return ok_status();
+}
+
+namespace {
+
+void start_command(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, ExecRequest req,
+                   OutputFn on_output, ExecDoneFn done) {
+  json env = {{"PATH", "/usr/local/bin:/usr/bin:/bin"}, {"HOME", "/workspace"},
+              {"LANG", "C.UTF-8"}, {"USER", "sandbox"}};
+  for (const auto& [k, v] : sb->env) env[k] = v;
+  for (const auto& [k, v] : req.env) env[k] = v;
+  size_t first = std::min(req.stdin_data.size(), static_cast<size_t>(proto::kMaxPayload));
+  bool more_stdin = first < req.stdin_data.size();
+  json header = {{"op", "exec"},         {"argv", req.argv},
+                 {"env", env},           {"cwd", req.cwd},
+                 {"timeout_ms", req.timeout_ms}, {"output_cap", req.output_cap},
+                 {"background", req.background}, {"stdin_eof", !more_stdin}};
+  auto outcome = std::make_shared<ExecOutcome>();
+  mgr.touch(*sb, +1);
+  uint64_t id = sb->channel->call(
+      header, std::string_view(req.stdin_data).substr(0, first),
+      [&mgr, sb, outcome, on_output, done, cap = req.output_cap](const proto::Frame& f) {
+        std::string ev = f.header.value("ev", "");
+        if (ev == "stdout" || ev == "stderr") {
+          bool is_err = ev == "stderr";
+          if (on_output) {
+            on_output(is_err, f.payload);
+          } else {
+            std::string& sink = is_err ? outcome->err : outcome->out;
+            size_t room = cap - std::min(cap, sink.size());
+            sink.append(f.payload, 0, room);
+            if (room < f.payload.size()) outcome->truncated = true;
+          }
+          return false;
+        }
+        mgr.touch(*sb, -1);
+        if (ev == "exit") {
+          const json& h = f.header;
+          outcome->exit_code = h.value("exit_code", -1);
+          outcome->signal = h.value("signal", 0);
+          outcome->duration_ms = h.value("duration_ms", 0.0);
+          outcome->cpu_ms = h.value("cpu_ms", 0.0);
+          outcome->max_rss_kb = h.value("max_rss_kb", int64_t{0});
+          outcome->timed_out = h.value("timed_out", false);
+          outcome->truncated = outcome->truncated || h.value("truncated", false);
+          sb->exec_count++;
+          sb->last_exit_code = outcome->exit_code;
+          done(std::move(*outcome));
+        } else if (ev == "lost") {
+          done(lost_error(*sb, f));
+        } else {
+          done(runner_error(f.header.value("error", json::object())));
+        }
+        return true;
+      });
+  // Stdin beyond one frame follows in frames of its own.
+  for (size_t off = first; off < req.stdin_data.size(); off += proto::kMaxPayload) {
+    size_t n = std::min(req.stdin_data.size() - off, static_cast<size_t>(proto::kMaxPayload));
+    sb->channel->notify({{"op", "stdin"}, {"id", id}, {"eof", off + n >= req.stdin_data.size()}},
+                        std::string_view(req.stdin_data).substr(off, n));
+  }
+}
+
+}  // namespace
+
+void run_exec(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, ExecRequest req, OutputFn on_output,
+              ExecDoneFn done) {
+  if (req.code_path.empty()) return start_command(mgr, std::move(sb), std::move(req), on_output, done);
+  std::string path = req.code_path;
+  std::string code = std::move(req.code);
+  write_file(mgr, sb, path, std::move(code),
+             [&mgr, sb, req = std::move(req), on_output, done](Status st) mutable {
+               if (!st) return done(st.error());
+               std::string path = req.code_path;
+               start_command(mgr, sb, std::move(req), on_output,
+                             [&mgr, sb, path, done](Result<ExecOutcome> r) {
+                               // The code file goes with the run; failures here do not matter.
+                               if (sb->channel->alive()) {
+                                 sb->channel->call({{"op", "delete"}, {"path", path}}, {},
+                                                   [](const proto::Frame&) { return true; });
+                               }
+                               done(std::move(r));
+                             });
+             });
+}
+
+void read_file(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string path,
+               std::function<void(Result<std::string>)> done) {
+  auto data = std::make_shared<std::string>();
+  mgr.touch(*sb, +1);
+  sb->channel->call({{"op", "read_file"}, {"path", path}, {"max_bytes", kMaxFileBytes}}, {},
+                    [&mgr, sb, data, done](const proto::Frame& f) {
+                      std::string ev = f.header.value("ev", "");
+                      if (ev == "data") {
+                        data->append(f.payload);
+                        return false;
+                      }
+                      mgr.touch(*sb, -1);
+                      if (ev == "lost") {
+                        done(lost_error(*sb, f));
+                      } else if (!f.header.value("ok", false)) {
+                        done(runner_error(f.header.value("error", json::object())));
+                      } else {
+                        done(std::move(*data));
+                      }
+                      return true;
+                    });
+}
+
+void write_file(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string path, std::string data,
+                std::function<void(Status)> done) {
+  mgr.touch(*sb, +1);
+  size_t off = 0;
+  uint64_t id = 0;
+  // The first frame creates (truncates) the file; further frames append under the same id.
+  do {
+    size_t n = std::min(data.size() - off, static_cast<size_t>(proto::kMaxPayload));
+    bool last = off + n >= data.size();
+    json h = {{"op", "write_file"}, {"path", path}, {"append", off > 0}, {"last", last}};
+    std::string_view chunk = std::string_view(data).substr(off, n);
+    if (off == 0) {
+      id = sb->channel->call(h, chunk, [&mgr, sb, done](const proto::Frame& f) {
+        mgr.touch(*sb, -1);
+        std::string ev = f.header.value("ev", "");
+        if (ev == "lost") done(lost_error(*sb, f));
+        else if (!f.header.value("ok", false)) done(runner_error(f.header.value("error", json::object())));
+        else done(ok_status());
+        return true;
+      });
+    } else {
+      h["id"] = id;
+      sb->channel->notify(h, chunk);
+    }
+    off += n;
+  } while (off < data.size());
+}
+
+void file_op(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, json request,
+             std::function<void(Result<json>)> done) {
+  mgr.touch(*sb, +1);
+  sb->channel->call(std::move(request), {}, [&mgr, sb, done](const proto::Frame& f) {
+    mgr.touch(*sb, -1);
+    if (f.header.value("ev", "") == "lost") done(lost_error(*sb, f));
+    else if (!f.header.value("ok", false)) done(runner_error(f.header.value("error", json::object())));
+    else done(f.header);
+    return true;
+  });
+}
+
+}  // namespace swissbox

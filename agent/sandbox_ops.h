@@ -1,0 +1,76 @@
+// What runs inside a sandbox through its runner: commands, language runs and file access.
+// Requests are parsed and validated here (the API edge), then sent over the sandbox's
+// RunnerChannel. Callbacks run on the I/O thread.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "agent/sandbox_manager.h"
+#include "common/error.h"
+
+namespace swissbox {
+
+constexpr size_t kDefaultOutputCap = 1 << 20;
+constexpr size_t kMaxOutputCap = 16 << 20;
+constexpr int64_t kDefaultExecTimeoutMs = 60000;
+constexpr int64_t kMaxExecTimeoutMs = 3600 * 1000;
+constexpr size_t kMaxFileBytes = 64 << 20;
+
+struct ExecRequest {
+  std::vector<std::string> argv;
+  std::string stdin_data;
+  std::map<std::string, std::string> env;
+  std::string cwd = "/workspace";
+  int64_t timeout_ms = kDefaultExecTimeoutMs;
+  size_t output_cap = kDefaultOutputCap;
+  bool background = false;
+  // Language runs: the code is written to this path first, then argv runs.
+  std::string code_path;
+  std::string code;
+};
+
+struct ExecOutcome {
+  int exit_code = -1;
+  int signal = 0;
+  double duration_ms = 0;
+  double cpu_ms = 0;
+  int64_t max_rss_kb = 0;
+  bool timed_out = false;
+  bool truncated = false;
+  bool oom_killed = false;
+  std::string out, err;
+  nlohmann::json to_json(bool with_output) const;
+};
+
+// POST …/exec body: {command: [argv] | "shell string", stdin, env, cwd, timeout_ms,
+// max_output_bytes, background}.
+Result<ExecRequest> parse_exec_request(const nlohmann::json& body);
+// POST …/code body: {language: python|bash|javascript|typescript, code, stdin, env, cwd,
+// timeout_ms, max_output_bytes}.
+Result<ExecRequest> parse_code_request(const nlohmann::json& body);
+// The languages /code and /v1/execute accept.
+const std::vector<std::string>& supported_languages();
+
+using OutputFn = std::function<void(bool is_stderr, std::string_view data)>;
+using ExecDoneFn = std::function<void(Result<ExecOutcome>)>;
+
+// Runs the request; with on_output set, output is streamed there instead of collected.
+void run_exec(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, ExecRequest req,
+              OutputFn on_output, ExecDoneFn done);
+
+// Files: paths are resolved inside the sandbox by the runner (relative = under /workspace).
+void read_file(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string path,
+               std::function<void(Result<std::string>)> done);
+void write_file(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string path,
+                std::string data, std::function<void(Status)> done);
+void file_op(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, nlohmann::json request,
+             std::function<void(Result<nlohmann::json>)> done);
+Status validate_sandbox_path(const std::string& path);
+
+}  // namespace swissbox

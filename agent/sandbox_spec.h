@@ -1,0 +1,67 @@
+// Typed descriptions of a sandbox: templates (presets of limits), the limits a request may
+// set, and the spec the runtime turns into an OCI bundle. Validated once, at the API edge.
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "common/error.h"
+
+namespace swissbox {
+
+enum class NetworkMode { kNone };
+
+struct Limits {
+  double cpu = 2;         // CPUs
+  int64_t memory_mb = 512;
+  int64_t disk_mb = 10240;
+  int64_t pids = 512;
+};
+
+struct Template {
+  std::string name;
+  Limits limits;
+  NetworkMode network = NetworkMode::kNone;
+};
+
+// default / lightweight / heavy / browser, as DESIGN.md lists them.
+const std::map<std::string, Template>& builtin_templates();
+
+// The node's per-sandbox ceiling; a request may lower or raise limits up to it.
+struct LimitBounds {
+  double max_cpu = 4;
+  int64_t max_memory_mb = 4096;
+  int64_t max_disk_mb = 20480;
+};
+
+struct CreateRequest {
+  std::string template_name = "default";
+  Limits limits;
+  std::map<std::string, std::string> env;
+  std::chrono::seconds timeout{900};  // idle expiry
+  nlohmann::json* metadata = nullptr;  // not owned; copied by the manager
+};
+
+// Parses and validates POST /v1/sandboxes; unknown template, wrong types, negative or
+// too-large limits are kInvalidArgument with the field named.
+Result<CreateRequest> parse_create_request(const nlohmann::json& body, const LimitBounds& bounds,
+                                           nlohmann::json* metadata_out);
+
+// What the runtime needs to start one sandbox.
+struct SandboxSpec {
+  std::string id;
+  std::string hostname;
+  std::vector<std::string> env;  // "K=V" for the runner itself
+  uint32_t uid = 1000;
+  uint32_t gid = 1000;
+};
+
+bool valid_sandbox_id(std::string_view id);
+bool valid_env_name(std::string_view name);
+
+}  // namespace swissbox

@@ -1,0 +1,97 @@
+#include "common/fs.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <vector>
+
+#include "common/unique_fd.h"
+
+namespace swissbox::fs {
+
+Status make_dirs(const std::string& path, mode_t mode) {
+  std::string cur;
+  size_t pos = 0;
+  while (pos != std::string::npos) {
+    pos = path.find('/', pos + 1);
+    cur = path.substr(0, pos);
+    if (cur.empty()) continue;
+    if (mkdir(cur.c_str(), mode) != 0 && errno != EEXIST) return sys_error("mkdir " + cur);
+  }
+  return ok_status();
+}
+
+Status write_file_atomic(const std::string& path, std::string_view data, mode_t mode) {
+  std::string tmp = path + ".tmp";
+  unique_fd fd(open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode));
+  if (!fd) return sys_error("open " + tmp);
+  size_t off = 0;
+  while (off < data.size()) {
+    ssize_t n = write(fd.get(), data.data() + off, data.size() - off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return sys_error("write " + tmp);
+    off += n;
+  }
+  if (fsync(fd.get()) != 0) return sys_error("fsync " + tmp);
+  fd.reset();
+  if (rename(tmp.c_str(), path.c_str()) != 0) return sys_error("rename " + tmp);
+  return ok_status();
+}
+
+Result<std::string> read_file(const std::string& path, size_t max_bytes) {
+  unique_fd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return sys_error("open " + path);
+  std::string out;
+  char buf[65536];
+  for (;;) {
+    ssize_t n = read(fd.get(), buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return sys_error("read " + path);
+    if (n == 0) break;
+    if (out.size() + n > max_bytes) return make_error(Code::kTooLarge, path + " is too large");
+    out.append(buf, n);
+  }
+  return out;
+}
+
+namespace {
+
+int remove_at(int parent, const char* name, dev_t dev) {
+  struct stat st;
+  if (fstatat(parent, name, &st, AT_SYMLINK_NOFOLLOW) != 0) return errno == ENOENT ? 0 : errno;
+  if (!S_ISDIR(st.st_mode)) return unlinkat(parent, name, 0) == 0 ? 0 : errno;
+  if (st.st_dev != dev) return EXDEV;  // a mount point: never delete into another filesystem
+  unique_fd dir(openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!dir) return errno;
+  DIR* d = fdopendir(dup(dir.get()));
+  if (!d) return errno;
+  std::vector<std::string> names;
+  while (dirent* e = readdir(d)) {
+    if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) names.push_back(e->d_name);
+  }
+  closedir(d);
+  for (const auto& n : names) {
+    if (int err = remove_at(dir.get(), n.c_str(), dev)) return err;
+  }
+  return unlinkat(parent, name, AT_REMOVEDIR) == 0 ? 0 : errno;
+}
+
+}  // namespace
+
+Status remove_tree(const std::string& path) {
+  if (path.empty() || path == "/") return make_error(Code::kInternal, "refusing to remove " + path);
+  struct stat st;
+  if (lstat(path.c_str(), &st) != 0) return errno == ENOENT ? ok_status() : sys_error("stat " + path);
+  if (int err = remove_at(AT_FDCWD, path.c_str(), st.st_dev)) return sys_error("remove " + path, err);
+  return ok_status();
+}
+
+bool exists(const std::string& path) {
+  struct stat st;
+  return lstat(path.c_str(), &st) == 0;
+}
+
+}  // namespace swissbox::fs

@@ -1,0 +1,404 @@
+#include "common/http_server.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <deque>
+#include <optional>
+#include <random>
+
+#include <boost/asio/bind_executor.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/basic_stream.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/read.hpp>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "common/log.h"
+
+namespace swissbox::http {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = beast::http;
+using generic = asio::generic::stream_protocol;
+using Stream = beast::basic_stream<generic>;
+
+namespace {
+
+std::string new_request_id() {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  return fmt::format("{:016x}", rng());
+}
+
+bool valid_request_id(std::string_view id) {
+  if (id.empty() || id.size() > 64) return false;
+  for (char c : id) {
+    if (!isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.') return false;
+  }
+  return true;
+}
+
+std::string_view reason(unsigned status) {
+  return bhttp::obsolete_reason(static_cast<bhttp::status>(status));
+}
+
+}  // namespace
+
+// One connection: reads requests one at a time, writes answers from a queue.
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(Server& server, generic::socket socket, bool is_unix)
+      : server_(server), stream_(std::move(socket)), is_unix_(is_unix) {}
+
+  void start() { asio::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->read(); }); }
+
+  // Thread-safe: queue bytes; `last` ends the current response.
+  void write(std::string head, std::string body, bool last, bool close_after) {
+    asio::post(stream_.get_executor(), [self = shared_from_this(), head = std::move(head),
+                                         body = std::move(body), last, close_after]() mutable {
+      if (self->closed_) return;
+      self->queue_.push_back({std::move(head), std::move(body), last, close_after});
+      if (self->queue_.size() == 1) self->flush();
+    });
+  }
+
+  void drain() {
+    asio::post(stream_.get_executor(), [self = shared_from_this()] {
+      if (!self->busy_) self->close();
+    });
+  }
+
+  bool is_unix() const { return is_unix_; }
+  bool alive() const { return !closed_; }
+
+ private:
+  struct Out {
+    std::string head, body;
+    bool last, close_after;
+  };
+
+  void read() {
+    if (server_.draining()) return close();
+    parser_.emplace();
+    parser_->header_limit(server_.options().header_limit);
+    parser_->body_limit(server_.options().body_limit);
+    stream_.expires_after(first_request_ ? server_.options().read_timeout
+                                         : server_.options().idle_timeout);
+    busy_ = false;
+    bhttp::async_read(stream_, buffer_, *parser_,
+                      [self = shared_from_this()](beast::error_code ec, size_t) {
+                        self->on_read(ec);
+                      });
+  }
+
+  void on_read(beast::error_code ec) {
+    if (ec == bhttp::error::body_limit || ec == bhttp::error::header_limit) {
+      busy_ = true;
+      auto res = std::make_shared<Responder>(shared_from_this(), new_request_id(), false, 11);
+      res->send_error(make_error(Code::kTooLarge, ec == bhttp::error::body_limit
+                                                      ? "request body exceeds the limit"
+                                                      : "request headers exceed the limit"));
+      return;
+    }
+    if (ec) {
+      // Timeouts, resets and EOF end the connection; a malformed request gets a 400 first.
+      if (ec.category() == bhttp::make_error_code(bhttp::error::bad_method).category() &&
+          ec != bhttp::error::end_of_stream) {
+        busy_ = true;
+        auto res = std::make_shared<Responder>(shared_from_this(), new_request_id(), false, 11);
+        res->send_error(make_error(Code::kInvalidArgument, "malformed HTTP request: " + ec.message()));
+        return;
+      }
+      return close();
+    }
+    first_request_ = false;
+    busy_ = true;
+    stream_.expires_never();
+    Request req = parser_->release();
+    auto it = req.find("X-Request-Id");
+    std::string rid = it != req.end() && valid_request_id(it->value()) ? std::string(it->value())
+                                                                      : new_request_id();
+    auto res = std::make_shared<Responder>(shared_from_this(), std::move(rid),
+                                           req.keep_alive() && !server_.draining(), req.version());
+    server_.handler()(std::move(req), std::move(res));
+  }
+
+  void flush() {
+    if (queue_.empty() || closed_) return;
+    Out& o = queue_.front();
+    std::array<asio::const_buffer, 2> bufs{asio::buffer(o.head), asio::buffer(o.body)};
+    // A slow reader gets the read timeout for every write as well.
+    stream_.expires_after(server_.options().read_timeout);
+    asio::async_write(stream_, bufs, [self = shared_from_this()](beast::error_code ec, size_t) {
+      if (ec) return self->close();
+      Out done = std::move(self->queue_.front());
+      self->queue_.pop_front();
+      if (done.last) {
+        self->stream_.expires_never();
+        if (done.close_after) return self->close();
+        self->read();
+        return;
+      }
+      self->flush();
+    });
+  }
+
+  void close() {
+    if (closed_) return;
+    closed_ = true;
+    queue_.clear();
+    beast::error_code ec;
+    stream_.socket().shutdown(generic::socket::shutdown_both, ec);
+    stream_.close();
+    server_.remove_session(this);
+  }
+
+  Server& server_;
+  Stream stream_;
+  bool is_unix_;
+  beast::flat_buffer buffer_;
+  std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
+  std::deque<Out> queue_;
+  bool first_request_ = true;
+  bool busy_ = false;
+  bool closed_ = false;
+};
+
+// ---- Responder -------------------------------------------------------------------------
+
+Responder::Responder(std::shared_ptr<Session> session, std::string request_id, bool keep_alive,
+                     unsigned version)
+    : session_(std::move(session)),
+      request_id_(std::move(request_id)),
+      keep_alive_(keep_alive),
+      version_(version) {}
+
+Responder::~Responder() {
+  if (!answered_) {
+    log::error("request dropped without an answer", {{"request_id", request_id_}});
+    send_error(make_error(Code::kInternal, "the request was not answered"));
+  }
+}
+
+bool Responder::peer_is_unix() const { return session_->is_unix(); }
+bool Responder::client_alive() const { return session_->alive(); }
+
+std::string Responder::head(unsigned status, std::string_view content_type, const Headers& extra,
+                            bool chunked, size_t length) const {
+  std::string h = fmt::format("HTTP/{}.{} {} {}\r\nServer: swissbox\r\nX-Request-Id: {}\r\n",
+                              version_ / 10, version_ % 10, status, reason(status), request_id_);
+  if (!content_type.empty()) h += fmt::format("Content-Type: {}\r\n", content_type);
+  for (const auto& [k, v] : extra) h += fmt::format("{}: {}\r\n", k, v);
+  if (chunked) {
+    h += "Transfer-Encoding: chunked\r\nCache-Control: no-cache\r\n";
+  } else {
+    h += fmt::format("Content-Length: {}\r\n", length);
+  }
+  if (!keep_alive_) h += "Connection: close\r\n";
+  h += "\r\n";
+  return h;
+}
+
+void Responder::send(unsigned status, std::string body, std::string_view content_type,
+                     const Headers& extra) {
+  if (answered_.exchange(true)) return;
+  std::string h = head(status, content_type, extra, false, body.size());
+  session_->write(std::move(h), std::move(body), true, !keep_alive_);
+}
+
+void Responder::send_json(unsigned status, const nlohmann::json& body, const Headers& extra) {
+  // Output of untrusted code need not be UTF-8: replace, never throw on the I/O thread.
+  send(status, body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n",
+       "application/json", extra);
+}
+
+void Responder::send_error(const Error& error, const Headers& extra) {
+  nlohmann::json body = {
+      {"error", {{"code", code_name(error.code)}, {"message", error.to_string()}}}};
+  send_json(http_status(error.code), body, extra);
+}
+
+void Responder::start_stream(unsigned status, std::string_view content_type) {
+  if (answered_.exchange(true)) return;
+  session_->write(head(status, content_type, {}, true, 0), {}, false, false);
+}
+
+void Responder::write_chunk(std::string data) {
+  if (data.empty()) return;
+  std::string h = fmt::format("{:x}\r\n", data.size());
+  data += "\r\n";
+  session_->write(std::move(h), std::move(data), false, false);
+}
+
+void Responder::end_stream() { session_->write("0\r\n\r\n", {}, true, !keep_alive_); }
+
+// ---- Server ----------------------------------------------------------------------------
+
+struct Server::Listener {
+  explicit Listener(asio::io_context& ioc) : acceptor(ioc) {}
+  asio::basic_socket_acceptor<generic> acceptor;
+  bool is_unix = false;
+};
+
+Server::Server(asio::io_context& ioc, ServerOptions opts, Handler handler)
+    : ioc_(ioc), opts_(opts), handler_(std::move(handler)) {}
+
+Server::~Server() {
+  for (const auto& p : unix_paths_) ::unlink(p.c_str());
+}
+
+Status Server::listen_tcp(const std::string& host_port) {
+  auto colon = host_port.rfind(':');
+  if (colon == std::string::npos) {
+    return make_error(Code::kInvalidArgument, "listen address must be HOST:PORT: " + host_port);
+  }
+  boost::system::error_code ec;
+  auto addr = asio::ip::make_address(host_port.substr(0, colon), ec);
+  if (ec) return make_error(Code::kInvalidArgument, "bad listen host in " + host_port);
+  int port = atoi(host_port.c_str() + colon + 1);
+  asio::ip::tcp::endpoint ep(addr, static_cast<uint16_t>(port));
+  auto l = std::make_shared<Listener>(ioc_);
+  generic::endpoint gep(ep);
+  l->acceptor.open(gep.protocol(), ec);
+  if (!ec) l->acceptor.set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) l->acceptor.bind(gep, ec);
+  if (!ec) l->acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) return Error{Code::kUnavailable, ec.value(), "listen on " + host_port};
+  // Read the chosen port back through the native handle: generic endpoints hide it.
+  sockaddr_storage ss{};
+  socklen_t len = sizeof(ss);
+  getsockname(l->acceptor.native_handle(), reinterpret_cast<sockaddr*>(&ss), &len);
+  tcp_port_ = ntohs(ss.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port
+                                             : reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+  listeners_.push_back(l);
+  accept(l);
+  return ok_status();
+}
+
+Status Server::listen_unix(const std::string& path) {
+  ::unlink(path.c_str());
+  auto l = std::make_shared<Listener>(ioc_);
+  l->is_unix = true;
+  boost::system::error_code ec;
+  generic::endpoint gep(asio::local::stream_protocol::endpoint{path});
+  l->acceptor.open(gep.protocol(), ec);
+  // The socket is created with the umask applied; 0177 keeps it root-only from the start.
+  mode_t old = ::umask(0177);
+  if (!ec) l->acceptor.bind(gep, ec);
+  ::umask(old);
+  if (!ec) l->acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) return Error{Code::kUnavailable, ec.value(), "listen on unix socket " + path};
+  unix_paths_.push_back(path);
+  listeners_.push_back(l);
+  accept(l);
+  return ok_status();
+}
+
+void Server::accept(std::shared_ptr<Listener> l) {
+  l->acceptor.async_accept(asio::make_strand(ioc_),
+                           [this, l](boost::system::error_code ec, generic::socket sock) {
+                             if (ec) {
+                               if (ec != asio::error::operation_aborted && !draining_) accept(l);
+                               return;
+                             }
+                             if (draining_) return;
+                             if (!l->is_unix) {
+                               sock.set_option(asio::ip::tcp::no_delay(true), ec);
+                             }
+                             auto s = std::make_shared<Session>(*this, std::move(sock), l->is_unix);
+                             add_session(s);
+                             s->start();
+                             accept(l);
+                           });
+}
+
+void Server::add_session(const std::shared_ptr<Session>& s) {
+  asio::post(ioc_, [this, w = std::weak_ptr<Session>(s)] { sessions_.insert(w); });
+}
+
+void Server::remove_session(Session* s) {
+  asio::post(ioc_, [this, s] {
+    for (auto it = sessions_.begin(); it != sessions_.end();) {
+      auto p = it->lock();
+      if (!p || p.get() == s) {
+        it = sessions_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    check_drained();
+  });
+}
+
+void Server::drain(std::chrono::milliseconds grace, std::function<void()> done) {
+  asio::post(ioc_, [this, grace, done = std::move(done)]() mutable {
+    draining_ = true;
+    drained_ = std::move(done);
+    for (auto& l : listeners_) {
+      boost::system::error_code ec;
+      l->acceptor.close(ec);
+    }
+    for (const auto& p : unix_paths_) ::unlink(p.c_str());
+    unix_paths_.clear();
+    for (auto& w : sessions_) {
+      if (auto s = w.lock()) s->drain();
+    }
+    drain_timer_ = std::make_unique<asio::steady_timer>(ioc_, grace);
+    drain_timer_->async_wait([this](boost::system::error_code ec) {
+      if (ec) return;
+      if (auto d = std::exchange(drained_, nullptr)) d();
+    });
+    check_drained();
+  });
+}
+
+void Server::check_drained() {
+  if (!draining_ || !drained_) return;
+  for (auto& w : sessions_) {
+    if (!w.expired()) return;
+  }
+  if (drain_timer_) drain_timer_->cancel();
+  std::exchange(drained_, nullptr)();
+}
+
+std::string percent_decode(std::string_view s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '%' && i + 2 < s.size() && isxdigit(static_cast<unsigned char>(s[i + 1])) &&
+        isxdigit(static_cast<unsigned char>(s[i + 2]))) {
+      out.push_back(static_cast<char>(std::stoi(std::string(s.substr(i + 1, 2)), nullptr, 16)));
+      i += 2;
+    } else if (s[i] == '+') {
+      out.push_back(' ');
+    } else {
+      out.push_back(s[i]);
+    }
+  }
+  return out;
+}
+
+std::vector<std::pair<std::string, std::string>> parse_query(std::string_view q) {
+  std::vector<std::pair<std::string, std::string>> out;
+  while (!q.empty()) {
+    auto amp = q.find('&');
+    std::string_view part = q.substr(0, amp);
+    auto eq = part.find('=');
+    if (!part.empty()) {
+      out.emplace_back(percent_decode(part.substr(0, eq)),
+                       eq == std::string_view::npos ? "" : percent_decode(part.substr(eq + 1)));
+    }
+    if (amp == std::string_view::npos) break;
+    q.remove_prefix(amp + 1);
+  }
+  return out;
+}
+
+}  // namespace swissbox::http

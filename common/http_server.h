@@ -1,0 +1,115 @@
+// HTTP/1.1 server on Boost.Beast for TCP and unix sockets: keep-alive, header and body
+// limits, read timeouts, X-Request-Id on every response, chunked streaming (SSE), and a
+// graceful drain. One io_context thread runs it; Responder methods may be called from any
+// thread (they post to the connection's strand).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <boost/asio/generic/stream_protocol.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <boost/beast/http/message.hpp>
+#include <nlohmann/json_fwd.hpp>
+
+#include "common/error.h"
+
+namespace swissbox::http {
+
+using Request = boost::beast::http::request<boost::beast::http::string_body>;
+using Headers = std::vector<std::pair<std::string, std::string>>;
+
+struct ServerOptions {
+  uint32_t header_limit = 16 * 1024;
+  uint64_t body_limit = 64ull << 20;
+  std::chrono::milliseconds read_timeout{30000};  // a whole request must arrive within this
+  std::chrono::milliseconds idle_timeout{75000};  // keep-alive connection without a request
+};
+
+class Session;
+
+// The answer to one request. Exactly one of send*() or a start_stream()…end_stream() run;
+// dropping the last reference without answering sends a 500 so a client never hangs.
+class Responder : public std::enable_shared_from_this<Responder> {
+ public:
+  Responder(std::shared_ptr<Session> session, std::string request_id, bool keep_alive,
+            unsigned version);
+  ~Responder();
+
+  const std::string& request_id() const { return request_id_; }
+  bool peer_is_unix() const;
+
+  void send(unsigned status, std::string body, std::string_view content_type,
+            const Headers& extra = {});
+  void send_json(unsigned status, const nlohmann::json& body, const Headers& extra = {});
+  void send_error(const Error& error, const Headers& extra = {});
+
+  void start_stream(unsigned status, std::string_view content_type);
+  void write_chunk(std::string data);
+  void end_stream();
+  // False once the client has gone away (a stream can stop producing).
+  bool client_alive() const;
+
+ private:
+  std::string head(unsigned status, std::string_view content_type, const Headers& extra,
+                   bool chunked, size_t length) const;
+  std::shared_ptr<Session> session_;
+  std::string request_id_;
+  bool keep_alive_;
+  unsigned version_;
+  std::atomic<bool> answered_{false};
+};
+
+using Handler = std::function<void(Request&& req, std::shared_ptr<Responder> res)>;
+
+class Server {
+ public:
+  Server(boost::asio::io_context& ioc, ServerOptions opts, Handler handler);
+  ~Server();
+
+  // "HOST:PORT" (port 0 picks one; see tcp_port()).
+  Status listen_tcp(const std::string& host_port);
+  // Replaces a stale socket file; the socket is made mode 0600 (root-only).
+  Status listen_unix(const std::string& path);
+  uint16_t tcp_port() const { return tcp_port_; }
+
+  // Stops accepting, closes idle connections, lets in-flight requests finish, then calls
+  // done (at the latest after `grace`).
+  void drain(std::chrono::milliseconds grace, std::function<void()> done);
+
+  // Internal: sessions register themselves.
+  void add_session(const std::shared_ptr<Session>& s);
+  void remove_session(Session* s);
+  const ServerOptions& options() const { return opts_; }
+  const Handler& handler() const { return handler_; }
+  bool draining() const { return draining_; }
+
+ private:
+  struct Listener;
+  void accept(std::shared_ptr<Listener> l);
+  void check_drained();
+
+  boost::asio::io_context& ioc_;
+  ServerOptions opts_;
+  Handler handler_;
+  std::vector<std::shared_ptr<Listener>> listeners_;
+  std::set<std::weak_ptr<Session>, std::owner_less<std::weak_ptr<Session>>> sessions_;
+  std::vector<std::string> unix_paths_;
+  uint16_t tcp_port_ = 0;
+  bool draining_ = false;
+  std::function<void()> drained_;
+  std::unique_ptr<boost::asio::steady_timer> drain_timer_;
+};
+
+// Splits "a=b&c=d" (percent-decoded).
+std::vector<std::pair<std::string, std::string>> parse_query(std::string_view q);
+std::string percent_decode(std::string_view s);
+
+}  // namespace swissbox::http

@@ -1,0 +1,35 @@
+// A small Prometheus registry: counters and gauges with labels, rendered in the text
+// exposition format. Thread-safe; label sets are rendered once by the caller's labels().
+#pragma once
+
+#include <initializer_list>
+#include <map>
+#include <mutex>
+#include <string>
+#include <utility>
+
+namespace swissbox {
+
+class Metrics {
+ public:
+  enum class Type { kCounter, kGauge };
+  void describe(const std::string& name, Type type, std::string help);
+  void add(const std::string& name, const std::string& labels = {}, double v = 1);
+  void set(const std::string& name, const std::string& labels, double v);
+  double get(const std::string& name, const std::string& labels = {}) const;
+  std::string render() const;
+
+  // {k="v",…} with values escaped as the format requires.
+  static std::string labels(std::initializer_list<std::pair<std::string_view, std::string_view>> kv);
+
+ private:
+  struct Family {
+    Type type = Type::kCounter;
+    std::string help;
+    std::map<std::string, double> series;
+  };
+  mutable std::mutex mu_;
+  std::map<std::string, Family> families_;
+};
+
+}  // namespace swissbox
