@@ -27,6 +27,7 @@ json Sandbox::to_json(const std::string& node) const {
   json j = {{"id", id},
             {"node", node},
             {"template", template_name},
+            {"tenant", tenant},
             {"state", state_name(state)},
             {"limits",
              {{"cpu", limits.cpu}, {"memory_mb", limits.memory_mb}, {"disk_mb", limits.disk_mb}}},

@@ -164,9 +164,10 @@ void start_command(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, ExecRequest
   size_t first = std::min(req.stdin_data.size(), static_cast<size_t>(proto::kMaxPayload));
   bool more_stdin = first < req.stdin_data.size();
   json header = {{"op", "exec"},         {"argv", req.argv},
-                 {"env", env},           {"cwd", req.cwd},
+                 {"env", env},
                  {"timeout_ms", req.timeout_ms}, {"output_cap", req.output_cap},
                  {"background", req.background}, {"stdin_eof", !more_stdin}};
+  if (!req.cwd.empty()) header["cwd"] = req.cwd;
   auto outcome = std::make_shared<ExecOutcome>();
   mgr.touch(*sb, +1);
   uint64_t id = sb->channel->call(

@@ -26,7 +26,7 @@ struct ExecRequest {
   std::vector<std::string> argv;
   std::string stdin_data;
   std::map<std::string, std::string> env;
-  std::string cwd = "/workspace";
+  std::string cwd;  // empty: the sandbox's /workspace
   int64_t timeout_ms = kDefaultExecTimeoutMs;
   size_t output_cap = kDefaultOutputCap;
   bool background = false;

@@ -3,6 +3,8 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 
+#include <limits>
+
 #include <boost/asio/connect.hpp>
 #include <boost/asio/generic/stream_protocol.hpp>
 #include <boost/asio/io_context.hpp>
@@ -107,7 +109,7 @@ Result<ClientResponse> Client::stream(std::string_view method, std::string_view 
       return Error{Code::kUnavailable, ec.value(), "send request to " + target_};
     }
     bhttp::response_parser<bhttp::buffer_body> parser;
-    parser.body_limit(boost::none);
+    parser.body_limit(std::numeric_limits<std::uint64_t>::max());  // callers cap what they keep
     bhttp::read_header(conn_->sock, conn_->buf, parser, ec);
     if (ec) {
       conn_.reset();

@@ -35,7 +35,8 @@ constexpr size_t kReadChunk = 64 * 1024;
 constexpr size_t kDefaultCap = 1 << 20;
 constexpr size_t kMaxCap = 16 << 20;
 constexpr auto kDrainGrace = std::chrono::milliseconds(100);
-constexpr const char* kWorkspace = "/workspace";
+// /workspace in a sandbox; SWISSBOX_WORKSPACE moves it (tests run the runner on the host).
+std::string g_workspace = "/workspace";
 
 int g_out_fd = STDOUT_FILENO;
 
@@ -78,7 +79,7 @@ void send_error(uint64_t id, int err, const std::string& what) {
 // filesystem, so neither ".." nor symlinks can leave it.
 std::string resolve(const std::string& path) {
   if (!path.empty() && path[0] == '/') return path;
-  return std::string(kWorkspace) + "/" + path;
+  return g_workspace + "/" + path;
 }
 
 void set_nonblock(int fd) { fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK); }
@@ -204,7 +205,7 @@ class Runner {
     std::vector<std::string> env;
     json env_obj = h.value("env", json::object());
     for (auto& [k, v] : env_obj.items()) env.push_back(k + "=" + v.get<std::string>());
-    std::string cwd = resolve(h.value("cwd", std::string(kWorkspace)));
+    std::string cwd = resolve(h.value("cwd", g_workspace));
 
     int pin[2], pout[2], perr[2];
     if (pipe2(pin, O_CLOEXEC) || pipe2(pout, O_CLOEXEC) || pipe2(perr, O_CLOEXEC)) {
@@ -571,7 +572,7 @@ class Runner {
 
   void delete_path(uint64_t id, const json& h) {
     std::string path = resolve(h.at("path").get<std::string>());
-    if (path == kWorkspace || path == "/workspace/" || path == "/") {
+    if (path == g_workspace || path == g_workspace + "/" || path == "/") {
       return send_error(id, EBUSY, "refusing to delete " + path);
     }
     int err = 0;
@@ -597,6 +598,7 @@ class Runner {
 }  // namespace
 
 int main() {
+  if (const char* ws = getenv("SWISSBOX_WORKSPACE"); ws && ws[0] == '/') g_workspace = ws;
   Runner runner;
   return runner.run();
 }

@@ -1,0 +1,236 @@
+// swissboxctl: the on-call engineer's CLI. Talks to the agent over its root-only unix
+// socket (no token needed), so it works while the scheduler is down.
+#include <unistd.h>
+
+#include <cstdio>
+#include <ctime>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "common/fs.h"
+#include "common/http_client.h"
+
+using json = nlohmann::json;
+using swissbox::http::Client;
+using swissbox::http::ClientResponse;
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: swissboxctl [--socket PATH | --target HOST:PORT] [--json] COMMAND\n"
+    "  ls                          list sandboxes\n"
+    "  inspect ID                  show one sandbox\n"
+    "  create [--template T]       claim a sandbox, print its id\n"
+    "  exec ID -- CMD...           run a command, stream its output, exit with its code\n"
+    "  run --lang L FILE|-         one-shot run of a file (python, bash, javascript, typescript)\n"
+    "  cp SRC DST                  copy a file in or out: one side is ID:PATH\n"
+    "  rm ID                       delete a sandbox\n"
+    "  pool [TEMPLATE=N]           show the warm pools, or set a target\n";
+
+struct Ctl {
+  std::string target = "unix:/run/swissbox/agent.sock";
+  bool as_json = false;
+
+  Client client() const { return Client(target, std::chrono::minutes(65)); }
+
+  [[noreturn]] static void die(const std::string& msg, int code = 1) {
+    fprintf(stderr, "swissboxctl: %s\n", msg.c_str());
+    exit(code);
+  }
+
+  // Fails with the API's error message for non-2xx answers.
+  ClientResponse call(std::string_view method, const std::string& path, std::string body = {}) const {
+    auto c = client();
+    auto r = c.request(method, path, std::move(body), {{"Content-Type", "application/json"}});
+    if (!r) die(r.error().to_string() + " (is the agent running? --socket/--target)");
+    if (r->status >= 300) {
+      json j = json::parse(r->body, nullptr, false);
+      std::string msg = j.is_object() && j.contains("error") ? j["error"].value("message", r->body) : r->body;
+      die(fmt::format("{} (HTTP {})", msg, r->status));
+    }
+    return *r;
+  }
+
+  static std::string age(double created) {
+    long s = static_cast<long>(time(nullptr) - created);
+    if (s < 120) return fmt::format("{}s", s);
+    if (s < 7200) return fmt::format("{}m", s / 60);
+    return fmt::format("{}h", s / 3600);
+  }
+
+  int ls() const {
+    json j = json::parse(call("GET", "/v1/sandboxes").body);
+    if (as_json) return puts(j.dump(2).c_str()), 0;
+    printf("%-32s %-12s %-8s %-10s %6s %6s\n", "ID", "TEMPLATE", "STATE", "TENANT", "AGE", "EXECS");
+    for (const auto& s : j["sandboxes"]) {
+      printf("%-32s %-12s %-8s %-10s %6s %6lu\n", s.value("id", "").c_str(), s.value("template", "").c_str(),
+             s.value("state", "").c_str(), s.value("tenant", "-").c_str(), age(s.value("created_at", 0.0)).c_str(),
+             static_cast<unsigned long>(s["metrics"].value("exec_count", 0)));
+    }
+    return 0;
+  }
+
+  int inspect(const std::string& id) const {
+    puts(json::parse(call("GET", "/v1/sandboxes/" + id).body).dump(2).c_str());
+    return 0;
+  }
+
+  int create(const std::string& tmpl) const {
+    json j = json::parse(call("POST", "/v1/sandboxes", json{{"template", tmpl}}.dump()).body);
+    if (as_json) return puts(j.dump(2).c_str()), 0;
+    printf("%s\n", j.value("id", "").c_str());
+    return 0;
+  }
+
+  // Streams an SSE exec: stdout/stderr events to our stdout/stderr; the exit code of the
+  // command becomes ours (128+signal when killed, 124 on timeout like timeout(1)).
+  int stream_exec(const std::string& path, const json& body) const {
+    auto c = client();
+    std::string buf;
+    int code = 1;
+    bool got_exit = false;
+    auto on_data = [&](std::string_view d) {
+      buf.append(d);
+      size_t end;
+      while ((end = buf.find("\n\n")) != std::string::npos) {
+        std::string ev = buf.substr(0, end);
+        buf.erase(0, end + 2);
+        std::string name, data;
+        size_t pos = 0;
+        while (pos < ev.size()) {
+          size_t nl = ev.find('\n', pos);
+          std::string line = ev.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos);
+          if (line.rfind("event: ", 0) == 0) name = line.substr(7);
+          if (line.rfind("data: ", 0) == 0) data += line.substr(6);
+          if (nl == std::string::npos) break;
+          pos = nl + 1;
+        }
+        json j = json::parse(data, nullptr, false);
+        if (j.is_discarded()) continue;
+        if (name == "stdout" || name == "stderr") {
+          std::string s = j.value("data", "");
+          fwrite(s.data(), 1, s.size(), name == "stdout" ? stdout : stderr);
+          fflush(name == "stdout" ? stdout : stderr);
+        } else if (name == "exit") {
+          got_exit = true;
+          code = j.value("exit_code", 1);
+          if (j.value("timed_out", false)) code = 124;
+          else if (j.value("signal", 0)) code = 128 + j.value("signal", 0);
+          if (j.value("truncated", false)) fprintf(stderr, "swissboxctl: output truncated at the cap\n");
+          if (as_json) fprintf(stderr, "%s\n", j.dump().c_str());
+        } else if (name == "error") {
+          fprintf(stderr, "swissboxctl: %s\n", j.value("message", data).c_str());
+        }
+      }
+    };
+    auto r = c.stream("POST", path, body.dump(), {{"Accept", "text/event-stream"}, {"Content-Type", "application/json"}},
+                      on_data);
+    if (!r) die(r.error().to_string());
+    if (r->status >= 300) die(fmt::format("HTTP {}", r->status));
+    if (!got_exit) return 1;
+    return code;
+  }
+
+  int run(const std::string& lang, const std::string& file) const {
+    std::string code;
+    if (file == "-") {
+      code.assign(std::istreambuf_iterator<char>(std::cin), {});
+    } else {
+      auto r = swissbox::fs::read_file(file, 64 << 20);
+      if (!r) die(r.error().to_string());
+      code = *r;
+    }
+    return stream_exec("/v1/execute", {{"language", lang}, {"code", code}});
+  }
+
+  int cp(const std::string& src, const std::string& dst) const {
+    auto split = [](const std::string& s, std::string* id, std::string* path) {
+      auto colon = s.find(':');
+      if (colon == std::string::npos || s.rfind("sbx-", 0) != 0) return false;
+      *id = s.substr(0, colon);
+      *path = s.substr(colon + 1);
+      return true;
+    };
+    std::string id, path;
+    if (split(src, &id, &path)) {
+      auto r = call("GET", "/v1/sandboxes/" + id + "/files?path=" + url_encode(path));
+      if (dst == "-") return fwrite(r.body.data(), 1, r.body.size(), stdout) == r.body.size() ? 0 : 1;
+      auto st = swissbox::fs::write_file_atomic(dst, r.body);
+      if (!st) die(st.error().to_string());
+      return 0;
+    }
+    if (!split(dst, &id, &path)) die("cp: one side must be ID:PATH");
+    auto data = swissbox::fs::read_file(src, 64 << 20);
+    if (!data) die(data.error().to_string());
+    call("PUT", "/v1/sandboxes/" + id + "/files?path=" + url_encode(path), *data);
+    return 0;
+  }
+
+  int pool(const std::string& arg) const {
+    if (!arg.empty()) {
+      auto eq = arg.find('=');
+      if (eq == std::string::npos) die("pool wants TEMPLATE=N");
+      call("PUT", "/v1/warmpool/" + arg.substr(0, eq), json{{"target", atoi(arg.c_str() + eq + 1)}}.dump());
+    }
+    json j = json::parse(call("GET", "/v1/warmpool").body);
+    if (as_json) return puts(j.dump(2).c_str()), 0;
+    printf("%-12s %6s %6s %8s %6s\n", "TEMPLATE", "TARGET", "READY", "STARTING", "ACTIVE");
+    for (auto& [name, p] : j["templates"].items()) {
+      printf("%-12s %6d %6d %8d %6d\n", name.c_str(), p.value("target", 0), p.value("ready", 0),
+             p.value("starting", 0), p.value("active", 0));
+    }
+    return 0;
+  }
+
+  static std::string url_encode(const std::string& s) {
+    std::string out;
+    for (unsigned char c : s) {
+      if (isalnum(c) || c == '/' || c == '.' || c == '-' || c == '_' || c == '~') out.push_back(c);
+      else out += fmt::format("%{:02X}", c);
+    }
+    return out;
+  }
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Ctl ctl;
+  std::vector<std::string> args(argv + 1, argv + argc);
+  size_t i = 0;
+  for (; i < args.size() && args[i].rfind("--", 0) == 0; ++i) {
+    if (args[i] == "--json") ctl.as_json = true;
+    else if (args[i] == "--socket" && i + 1 < args.size()) ctl.target = "unix:" + args[++i];
+    else if (args[i] == "--target" && i + 1 < args.size()) ctl.target = args[++i];
+    else if (args[i] == "--help") return fputs(kUsage, stdout), 0;
+    else return fputs(kUsage, stderr), 2;
+  }
+  if (i >= args.size()) return fputs(kUsage, stderr), 2;
+  std::string cmd = args[i++];
+  std::vector<std::string> rest(args.begin() + i, args.end());
+  if (cmd == "ls") return ctl.ls();
+  if (cmd == "inspect" && rest.size() == 1) return ctl.inspect(rest[0]);
+  if (cmd == "create") {
+    std::string tmpl = "default";
+    if (rest.size() == 2 && rest[0] == "--template") tmpl = rest[1];
+    else if (!rest.empty()) return fputs(kUsage, stderr), 2;
+    return ctl.create(tmpl);
+  }
+  if (cmd == "exec" && rest.size() >= 3 && rest[1] == "--") {
+    json argv_json(std::vector<std::string>(rest.begin() + 2, rest.end()));
+    return ctl.stream_exec("/v1/sandboxes/" + rest[0] + "/exec", {{"command", argv_json}});
+  }
+  if (cmd == "run" && rest.size() == 3 && rest[0] == "--lang") return ctl.run(rest[1], rest[2]);
+  if (cmd == "cp" && rest.size() == 2) return ctl.cp(rest[0], rest[1]);
+  if (cmd == "rm" && rest.size() == 1) {
+    ctl.call("DELETE", "/v1/sandboxes/" + rest[0]);
+    return 0;
+  }
+  if (cmd == "pool" && rest.size() <= 1) return ctl.pool(rest.empty() ? "" : rest[0]);
+  fputs(kUsage, stderr);
+  return 2;
+}

@@ -1,0 +1,102 @@
+// A SandboxRuntime for unit tests: each "sandbox" is swissbox-init started as a plain host
+// process with its own temp workspace. It exercises the real runner, channel, manager and
+// API without root or runsc; it is never used by the product.
+#pragma once
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <string>
+
+#include "agent/runtime.h"
+#include "common/fs.h"
+
+namespace swissbox::testing {
+
+class HostRuntime : public SandboxRuntime {
+ public:
+  HostRuntime(std::string init_path, std::string root) : init_(std::move(init_path)), root_(std::move(root)) {}
+  ~HostRuntime() override {
+    std::lock_guard lock(mu_);
+    for (auto& [id, pid] : pids_) {
+      kill(pid, SIGKILL);
+      waitpid(pid, nullptr, 0);
+    }
+  }
+
+  Result<RunnerPipes> start(const SandboxSpec& spec) override {
+    starts++;
+    if (fail_next > 0) {
+      fail_next--;
+      return make_error(Code::kUnavailable, "injected start failure");
+    }
+    std::string ws = root_ + "/" + spec.id;
+    if (auto st = fs::make_dirs(ws); !st) return st.error();
+    int to[2], from[2];
+    if (pipe2(to, O_CLOEXEC) != 0 || pipe2(from, O_CLOEXEC) != 0) return sys_error("pipe2");
+    pid_t pid = fork();
+    if (pid == 0) {
+      dup2(to[0], 0);
+      dup2(from[1], 1);
+      std::string env_ws = "SWISSBOX_WORKSPACE=" + ws;
+      char* envp[] = {env_ws.data(), const_cast<char*>("PATH=/usr/bin:/bin"), nullptr};
+      char* argv[] = {const_cast<char*>(init_.c_str()), nullptr};
+      execve(argv[0], argv, envp);
+      _exit(127);
+    }
+    close(to[0]);
+    close(from[1]);
+    std::lock_guard lock(mu_);
+    pids_[spec.id] = pid;
+    return RunnerPipes{unique_fd(to[1]), unique_fd(from[0])};
+  }
+
+  Status destroy(const std::string& id) override {
+    destroys++;
+    pid_t pid = -1;
+    {
+      std::lock_guard lock(mu_);
+      auto it = pids_.find(id);
+      if (it != pids_.end()) pid = it->second, pids_.erase(it);
+    }
+    if (pid > 0) {
+      kill(pid, SIGKILL);
+      waitpid(pid, nullptr, 0);
+    }
+    return fs::remove_tree(root_ + "/" + id);
+  }
+
+  // Simulates a sandbox dying (the runner killed from outside).
+  void kill_sandbox(const std::string& id) {
+    std::lock_guard lock(mu_);
+    if (auto it = pids_.find(id); it != pids_.end()) kill(it->second, SIGKILL);
+  }
+
+  Result<std::vector<std::string>> list() override {
+    std::lock_guard lock(mu_);
+    std::vector<std::string> ids;
+    for (auto& [id, pid] : pids_) ids.push_back(id);
+    return ids;
+  }
+  size_t live() {
+    std::lock_guard lock(mu_);
+    return pids_.size();
+  }
+  std::string name() const override { return "host-test"; }
+  std::string version() const override { return "test"; }
+  std::string platform() const override { return "none"; }
+
+  std::atomic<int> starts{0}, destroys{0}, fail_next{0};
+
+ private:
+  std::string init_, root_;
+  std::mutex mu_;
+  std::map<std::string, pid_t> pids_;
+};
+
+}  // namespace swissbox::testing

@@ -1,0 +1,299 @@
+// The agent's HTTP API end to end with the real runner, channel and manager, on a runtime
+// that starts swissbox-init as a host process (no root, no runsc).
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <future>
+#include <thread>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <nlohmann/json.hpp>
+
+#include "agent/api.h"
+#include "agent/sandbox_manager.h"
+#include "common/http_client.h"
+#include "common/http_server.h"
+#include "support/host_runtime.h"
+
+namespace swissbox {
+namespace {
+
+using json = nlohmann::json;
+using namespace std::chrono_literals;
+
+template <typename Pred>
+bool wait_until(Pred pred, std::chrono::milliseconds limit = 5s) {
+  auto end = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < end) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(10ms);
+  }
+  return pred();
+}
+
+class AgentApiTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/swissbox-api-test-XXXXXX";
+    root_ = mkdtemp(tmpl);
+    runtime_ = std::make_unique<testing::HostRuntime>(SWISSBOX_INIT_PATH, root_);
+  }
+
+  void Start(std::map<std::string, int> pool, int max_sandboxes = 8) {
+    ManagerOptions mo;
+    mo.node_name = "unit";
+    mo.pool_targets = std::move(pool);
+    mo.max_sandboxes = max_sandboxes;
+    mo.health_interval = 1s;
+    mgr_ = std::make_unique<SandboxManager>(ioc_, workers_, *runtime_, mo, metrics_);
+    api_ = std::make_unique<AgentApi>(*mgr_, metrics_, ApiOptions{});
+    http::ServerOptions so;
+    so.body_limit = 1 << 20;
+    server_ = std::make_unique<http::Server>(ioc_, so, [this](http::Request&& r, std::shared_ptr<http::Responder> res) {
+      api_->handle(std::move(r), std::move(res));
+    });
+    ASSERT_TRUE(server_->listen_tcp("127.0.0.1:0").ok());
+    std::promise<Status> started;
+    mgr_->start([&](Status st) { started.set_value(st); });
+    io_thread_ = std::thread([this] { ioc_.run(); });
+    ASSERT_TRUE(started.get_future().get().ok());
+    client_ = std::make_unique<http::Client>("127.0.0.1:" + std::to_string(server_->tcp_port()));
+  }
+
+  void TearDown() override {
+    if (mgr_) {
+      std::promise<void> done;
+      boost::asio::post(ioc_, [&] { mgr_->shutdown([&] { done.set_value(); }); });
+      done.get_future().wait_for(10s);
+      ioc_.stop();
+      io_thread_.join();
+    }
+    workers_.join();
+    runtime_.reset();
+    (void)fs::remove_tree(root_);
+  }
+
+  std::pair<unsigned, json> Call(std::string_view method, const std::string& path, const std::string& body = {}) {
+    auto r = client_->request(method, path, body);
+    EXPECT_TRUE(r.ok()) << (r.ok() ? "" : r.error().to_string());
+    if (!r.ok()) return {0, {}};
+    json j = json::parse(r->body, nullptr, false);
+    return {r->status, j};
+  }
+
+  int Ready(const std::string& tmpl = "default") {
+    return Call("GET", "/v1/warmpool").second["templates"][tmpl].value("ready", -1);
+  }
+
+  std::string root_;
+  boost::asio::io_context ioc_;
+  boost::asio::thread_pool workers_{2};
+  Metrics metrics_;
+  std::unique_ptr<testing::HostRuntime> runtime_;
+  std::unique_ptr<SandboxManager> mgr_;
+  std::unique_ptr<AgentApi> api_;
+  std::unique_ptr<http::Server> server_;
+  std::unique_ptr<http::Client> client_;
+  std::thread io_thread_;
+};
+
+TEST_F(AgentApiTest, PoolFillsAndClaimStartsNoSandbox) {
+  Start({{"default", 2}});
+  ASSERT_TRUE(wait_until([&] { return Ready() == 2; }));
+  int starts_before = runtime_->starts;
+  auto [status, body] = Call("POST", "/v1/sandboxes", R"({"template":"default","memory_mb":256})");
+  ASSERT_EQ(status, 201u) << body;
+  EXPECT_EQ(body["state"], "active");
+  EXPECT_EQ(body["warm"], true);
+  EXPECT_EQ(body["limits"]["memory_mb"], 256);
+  EXPECT_EQ(body["node"], "unit");
+  EXPECT_EQ(body["id"].get<std::string>().rfind("sbx-unit-", 0), 0u);
+  // The claim itself started nothing; the refill that follows starts one replacement.
+  EXPECT_TRUE(wait_until([&] { return Ready() == 2; }));
+  EXPECT_EQ(runtime_->starts, starts_before + 1);
+  EXPECT_EQ(metrics_.get("swissbox_claims_total", Metrics::labels({{"template", "default"}, {"warm", "true"}})), 1);
+}
+
+TEST_F(AgentApiTest, EmptyPoolFallsBackToColdStart) {
+  Start({});
+  auto [status, body] = Call("POST", "/v1/sandboxes", "{}");
+  ASSERT_EQ(status, 201u) << body;
+  EXPECT_EQ(body["warm"], false);
+  EXPECT_EQ(metrics_.get("swissbox_claims_total", Metrics::labels({{"template", "default"}, {"warm", "false"}})), 1);
+}
+
+TEST_F(AgentApiTest, ExecKeepsSessionStateAndAppliesCwdEnv) {
+  Start({{"default", 1}});
+  auto [s, sb] = Call("POST", "/v1/sandboxes", R"({"env":{"GREETING":"hello"}})");
+  ASSERT_EQ(s, 201u);
+  std::string id = sb["id"];
+  auto [s1, r1] = Call("POST", "/v1/sandboxes/" + id + "/exec",
+                       R"({"command":"mkdir -p sub && echo $GREETING $EXTRA > sub/f.txt","env":{"EXTRA":"world"}})");
+  ASSERT_EQ(s1, 200u) << r1;
+  EXPECT_EQ(r1["exit_code"], 0);
+  auto [s2, r2] = Call("POST", "/v1/sandboxes/" + id + "/exec", R"({"command":["cat","f.txt"],"cwd":"sub"})");
+  ASSERT_EQ(s2, 200u) << r2;
+  EXPECT_EQ(r2["stdout"], "hello world\n");
+  auto file = client_->request("GET", "/v1/sandboxes/" + id + "/files?path=sub/f.txt");
+  ASSERT_TRUE(file.ok());
+  EXPECT_EQ(file->status, 200u);
+  EXPECT_EQ(file->body, "hello world\n");
+  auto [s3, list] = Call("GET", "/v1/sandboxes/" + id + "/files/list?path=sub");
+  ASSERT_EQ(s3, 200u);
+  ASSERT_EQ(list["entries"].size(), 1u);
+  EXPECT_EQ(list["entries"][0]["name"], "f.txt");
+  EXPECT_EQ(list["entries"][0]["size"], 12);
+  auto put = client_->request("PUT", "/v1/sandboxes/" + id + "/files?path=up/data.bin", std::string("\x00\x01\xff", 3));
+  ASSERT_TRUE(put.ok());
+  EXPECT_EQ(put->status, 200u) << put->body;
+  auto [s4, r4] = Call("POST", "/v1/sandboxes/" + id + "/exec", R"({"command":"wc -c < up/data.bin"})");
+  EXPECT_EQ(r4["stdout"], "3\n");
+  auto del = client_->request("DELETE", "/v1/sandboxes/" + id + "/files?path=up/data.bin");
+  ASSERT_TRUE(del.ok());
+  EXPECT_EQ(del->status, 204u);
+  auto missing = Call("GET", "/v1/sandboxes/" + id + "/files/list?path=nope");
+  EXPECT_EQ(missing.first, 404u);
+  EXPECT_EQ(missing.second["error"]["code"], "not_found");
+}
+
+TEST_F(AgentApiTest, TimeoutTruncationAndExitCodes) {
+  Start({{"default", 1}});
+  std::string id = Call("POST", "/v1/sandboxes", "{}").second["id"];
+  auto t0 = std::chrono::steady_clock::now();
+  auto [s1, r1] = Call("POST", "/v1/sandboxes/" + id + "/exec", R"({"command":["sleep","30"],"timeout_ms":300})");
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 1500ms);
+  EXPECT_EQ(r1["timed_out"], true);
+  auto [s2, r2] = Call("POST", "/v1/sandboxes/" + id + "/exec",
+                       R"({"command":"head -c 3000000 /dev/zero | tr '\\0' y","max_output_bytes":100000})");
+  EXPECT_EQ(r2["truncated"], true);
+  EXPECT_EQ(r2["stdout"].get<std::string>().size(), 100000u);
+  auto [s3, r3] = Call("POST", "/v1/sandboxes/" + id + "/exec", R"({"command":"echo oops >&2; exit 7"})");
+  EXPECT_EQ(r3["exit_code"], 7);
+  EXPECT_EQ(r3["stderr"], "oops\n");
+  auto [s4, r4] = Call("POST", "/v1/sandboxes/" + id + "/exec", R"({"command":["no-such-binary-here"]})");
+  EXPECT_EQ(r4["exit_code"], 127);
+}
+
+TEST_F(AgentApiTest, BadRequestsGetTheErrorShapeAndChangeNothing) {
+  Start({{"default", 1}});
+  ASSERT_TRUE(wait_until([&] { return Ready() == 1; }));
+  std::string id = Call("POST", "/v1/sandboxes", "{}").second["id"];
+  struct Case {
+    std::string method, path, body;
+    unsigned status;
+    std::string code;
+  };
+  std::string deep(1000, '[');
+  std::vector<Case> cases = {
+      {"POST", "/v1/sandboxes", "{not json", 400, "invalid_argument"},
+      {"POST", "/v1/sandboxes", R"({"template":"nope"})", 400, "invalid_argument"},
+      {"POST", "/v1/sandboxes", R"({"memory_mb":-5})", 400, "invalid_argument"},
+      {"POST", "/v1/sandboxes", R"({"cpu":"two"})", 400, "invalid_argument"},
+      {"POST", "/v1/sandboxes", R"([1,2])", 400, "invalid_argument"},
+      {"POST", "/v1/sandboxes", deep, 400, "invalid_argument"},
+      {"POST", "/v1/sandboxes", R"({"network":"host"})", 400, "invalid_argument"},
+      {"GET", "/v1/sandboxes/../../etc/passwd", "", 400, "invalid_argument"},
+      {"GET", "/v1/sandboxes/sbx-unit-000000000000", "", 404, "not_found"},
+      {"POST", "/v1/sandboxes/" + id + "/exec", R"({})", 400, "invalid_argument"},
+      {"POST", "/v1/sandboxes/" + id + "/exec", R"({"command":[]})", 400, "invalid_argument"},
+      {"POST", "/v1/sandboxes/" + id + "/exec", R"({"command":[1]})", 400, "invalid_argument"},
+      {"POST", "/v1/sandboxes/" + id + "/exec", R"({"command":"true","timeout_ms":-1})", 400, "invalid_argument"},
+      {"POST", "/v1/sandboxes/" + id + "/code", R"({"language":"cobol","code":"x"})", 400, "invalid_argument"},
+      {"POST", "/v1/sandboxes/" + id + "/code", R"({"language":"python"})", 400, "invalid_argument"},
+      {"POST", "/v1/execute", R"({"language":"brainfuck","code":"+"})", 400, "invalid_argument"},
+      {"POST", "/v1/sandboxes", std::string(2 << 20, ' '), 413, "too_large"},
+      {"GET", "/v1/nothing-here", "", 404, "not_found"},
+      {"PUT", "/v1/warmpool/default", R"({"target":-1})", 400, "invalid_argument"},
+      {"PUT", "/v1/warmpool/unknown", R"({"target":1})", 404, "not_found"},
+  };
+  for (const auto& c : cases) {
+    auto r = client_->request(c.method, c.path, c.body);
+    ASSERT_TRUE(r.ok()) << c.path;
+    EXPECT_EQ(r->status, c.status) << c.method << " " << c.path << " " << c.body.substr(0, 60) << " → " << r->body;
+    json j = json::parse(r->body, nullptr, false);
+    EXPECT_EQ(j["error"]["code"], c.code) << r->body;
+    EXPECT_FALSE(j["error"]["message"].get<std::string>().empty());
+    EXPECT_FALSE(r->header("X-Request-Id").empty());
+  }
+  // Nothing changed: still one active sandbox, the pool as it was.
+  EXPECT_EQ(Call("GET", "/v1/sandboxes").second["sandboxes"].size(), 1u);
+  EXPECT_TRUE(wait_until([&] { return Ready() == 1; }));
+}
+
+TEST_F(AgentApiTest, DeleteDestroysAndOneShotCleansUp) {
+  Start({{"default", 1}});
+  std::string id = Call("POST", "/v1/sandboxes", "{}").second["id"];
+  auto del = client_->request("DELETE", "/v1/sandboxes/" + id);
+  ASSERT_TRUE(del.ok());
+  EXPECT_EQ(del->status, 204u);
+  EXPECT_EQ(Call("GET", "/v1/sandboxes/" + id).first, 404u);
+  EXPECT_EQ(Call("DELETE", "/v1/sandboxes/" + id).first, 404u);
+  auto [s, r] = Call("POST", "/v1/execute", R"({"command":"cat in.txt","files":{"in.txt":"from file"}})");
+  ASSERT_EQ(s, 200u) << r;
+  EXPECT_EQ(r["stdout"], "from file");
+  EXPECT_EQ(Call("GET", "/v1/sandboxes").second["sandboxes"].size(), 0u);
+  // Only the warm pool's sandbox remains once the background destroys ran.
+  EXPECT_TRUE(wait_until([&] { return runtime_->live() == 1; }));
+}
+
+TEST_F(AgentApiTest, SandboxThatDiesIsFailedAndAnswers409) {
+  Start({{"default", 1}});
+  std::string id = Call("POST", "/v1/sandboxes", "{}").second["id"];
+  runtime_->kill_sandbox(id);
+  ASSERT_TRUE(wait_until([&] { return Call("GET", "/v1/sandboxes/" + id).second["state"] == "failed"; }));
+  auto [s, r] = Call("POST", "/v1/sandboxes/" + id + "/exec", R"({"command":"true"})");
+  EXPECT_EQ(s, 409u);
+  EXPECT_NE(r["error"]["message"].get<std::string>().find("failed"), std::string::npos);
+}
+
+TEST_F(AgentApiTest, BrokenRuntimeIsRetriedAndPoolRecovers) {
+  runtime_->fail_next = 1;
+  Start({{"default", 1}});
+  EXPECT_TRUE(wait_until([&] { return Ready() == 1; }, 8s));
+  EXPECT_GE(runtime_->starts, 2);
+}
+
+TEST_F(AgentApiTest, CapacityLimitAnswers429WithRetryAfter) {
+  Start({}, /*max_sandboxes=*/1);
+  ASSERT_EQ(Call("POST", "/v1/sandboxes", "{}").first, 201u);
+  auto r = client_->request("POST", "/v1/sandboxes", "{}");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->status, 429u);
+  EXPECT_EQ(r->header("Retry-After"), "2");
+}
+
+TEST_F(AgentApiTest, ConcurrentExecsOnOneSandbox) {
+  Start({{"default", 1}});
+  std::string id = Call("POST", "/v1/sandboxes", "{}").second["id"];
+  std::string target = "127.0.0.1:" + std::to_string(server_->tcp_port());
+  std::vector<std::future<std::string>> futs;
+  for (int i = 0; i < 20; ++i) {
+    futs.push_back(std::async(std::launch::async, [&, i] {
+      http::Client c(target);
+      auto r = c.request("POST", "/v1/sandboxes/" + id + "/exec",
+                         json{{"command", {"echo", std::to_string(i)}}}.dump());
+      return r.ok() ? json::parse(r->body).value("stdout", "") : std::string("error");
+    }));
+  }
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(futs[i].get(), std::to_string(i) + "\n");
+}
+
+TEST_F(AgentApiTest, SseStreamsOutputThenExit) {
+  Start({{"default", 1}});
+  std::string id = Call("POST", "/v1/sandboxes", "{}").second["id"];
+  std::string all;
+  auto r = client_->stream("POST", "/v1/sandboxes/" + id + "/exec", R"({"command":"echo a; echo b >&2; exit 4"})",
+                           {{"Accept", "text/event-stream"}}, [&](std::string_view d) { all.append(d); });
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->header("Content-Type"), "text/event-stream");
+  EXPECT_NE(all.find("event: stdout\ndata: {\"data\":\"a\\n\"}"), std::string::npos) << all;
+  EXPECT_NE(all.find("event: stderr\ndata: {\"data\":\"b\\n\"}"), std::string::npos) << all;
+  EXPECT_NE(all.find("event: exit\ndata: {"), std::string::npos) << all;
+  EXPECT_NE(all.find("\"exit_code\":4"), std::string::npos) << all;
+}
+
+}  // namespace
+}  // namespace swissbox

@@ -1,0 +1,157 @@
+// The Beast server and the blocking client against each other on loopback and a unix socket.
+#include <gtest/gtest.h>
+
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <boost/asio/io_context.hpp>
+#include <thread>
+
+#include "common/http_client.h"
+#include "common/http_server.h"
+
+namespace swissbox::http {
+namespace {
+
+using namespace std::chrono_literals;
+
+class HttpTest : public ::testing::Test {
+ protected:
+  void Start(ServerOptions opts = {}) {
+    server_ = std::make_unique<Server>(ioc_, opts, [this](Request&& req, std::shared_ptr<Responder> res) {
+      ++requests_;
+      std::string target(req.target());
+      if (target == "/stream") {
+        res->start_stream(200, "text/event-stream");
+        for (int i = 0; i < 3; ++i) res->write_chunk("data: " + std::to_string(i) + "\n\n");
+        res->end_stream();
+      } else if (target == "/drop") {
+        // Never answered explicitly: the Responder's destructor must answer 500.
+      } else {
+        res->send(200, std::string(req.method_string()) + " " + target + " " + req.body(), "text/plain");
+      }
+    });
+    ASSERT_TRUE(server_->listen_tcp("127.0.0.1:0").ok());
+    sock_ = "/tmp/swissbox-http-test-" + std::to_string(getpid()) + ".sock";
+    ASSERT_TRUE(server_->listen_unix(sock_).ok());
+    thread_ = std::thread([this] { ioc_.run(); });
+  }
+  void TearDown() override {
+    ioc_.stop();
+    if (thread_.joinable()) thread_.join();
+  }
+  std::string tcp() const { return "127.0.0.1:" + std::to_string(server_->tcp_port()); }
+
+  boost::asio::io_context ioc_;
+  std::unique_ptr<Server> server_;
+  std::thread thread_;
+  std::string sock_;
+  std::atomic<int> requests_{0};
+};
+
+TEST_F(HttpTest, AnswersOverTcpAndUnixWithRequestIds) {
+  Start();
+  Client tcp_client(tcp());
+  auto r = tcp_client.request("POST", "/x", "body", {{"X-Request-Id", "abc-123"}});
+  ASSERT_TRUE(r.ok()) << r.error().to_string();
+  EXPECT_EQ(r->status, 200u);
+  EXPECT_EQ(r->body, "POST /x body");
+  EXPECT_EQ(r->header("X-Request-Id"), "abc-123");
+  // A second request reuses the keep-alive connection; an invalid id is replaced.
+  auto r2 = tcp_client.request("GET", "/y", "", {{"X-Request-Id", "bad id with spaces"}});
+  ASSERT_TRUE(r2.ok());
+  EXPECT_EQ(r2->header("X-Request-Id").size(), 16u);
+  Client unix_client("unix:" + sock_);
+  auto r3 = unix_client.request("GET", "/z");
+  ASSERT_TRUE(r3.ok()) << r3.error().to_string();
+  EXPECT_EQ(r3->body, "GET /z ");
+}
+
+TEST_F(HttpTest, UnixSocketIsRootOnly) {
+  Start();
+  struct stat st;
+  ASSERT_EQ(stat(sock_.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600);
+}
+
+TEST_F(HttpTest, BodyOverLimitIs413AndMalformedIs400) {
+  ServerOptions o;
+  o.body_limit = 1000;
+  Start(o);
+  Client c(tcp());
+  auto r = c.request("POST", "/big", std::string(5000, 'x'));
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->status, 413u);
+  EXPECT_NE(r->body.find("\"too_large\""), std::string::npos);
+
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(server_->tcp_port());
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  std::string junk = "NOT-HTTP garbage\r\n\r\n";
+  ASSERT_EQ(write(fd, junk.data(), junk.size()), static_cast<ssize_t>(junk.size()));
+  char buf[512] = {};
+  ssize_t n = read(fd, buf, sizeof(buf) - 1);
+  close(fd);
+  ASSERT_GT(n, 0);
+  EXPECT_EQ(std::string(buf).rfind("HTTP/1.1 400", 0), 0u) << buf;
+}
+
+TEST_F(HttpTest, SlowClientIsDisconnected) {
+  ServerOptions o;
+  o.read_timeout = 300ms;
+  Start(o);
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(server_->tcp_port());
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  std::string partial = "POST / HTTP/1.1\r\nContent-Length: 10\r\n";
+  ASSERT_GT(write(fd, partial.data(), partial.size()), 0);
+  auto t0 = std::chrono::steady_clock::now();
+  char buf[64];
+  ssize_t n = read(fd, buf, sizeof(buf));  // EOF once the server gives up
+  close(fd);
+  EXPECT_EQ(n, 0);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 3s);
+  EXPECT_EQ(requests_, 0);
+}
+
+TEST_F(HttpTest, StreamsChunksAndAnswersDroppedRequests) {
+  Start();
+  Client c(tcp());
+  std::string got;
+  auto r = c.stream("GET", "/stream", "", {}, [&](std::string_view d) { got.append(d); });
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(got, "data: 0\n\ndata: 1\n\ndata: 2\n\n");
+  auto d = c.request("GET", "/drop");
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->status, 500u);
+}
+
+TEST_F(HttpTest, DrainClosesListenersAndFinishes) {
+  Start();
+  Client c(tcp());
+  ASSERT_TRUE(c.request("GET", "/a").ok());
+  std::atomic<bool> drained{false};
+  server_->drain(2s, [&] { drained = true; });
+  for (int i = 0; i < 200 && !drained; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_TRUE(drained);
+  Client fresh(tcp());
+  EXPECT_FALSE(fresh.request("GET", "/b").ok());
+}
+
+TEST(QueryString, DecodesPercentAndPlus) {
+  auto q = parse_query("path=a%2Fb+c&x=&flag");
+  ASSERT_EQ(q.size(), 3u);
+  EXPECT_EQ(q[0].second, "a/b c");
+  EXPECT_EQ(q[1].first, "x");
+  EXPECT_EQ(q[2].first, "flag");
+}
+
+}  // namespace
+}  // namespace swissbox::http

@@ -1,0 +1,92 @@
+// Validation at the API edge: create, exec and code requests, ids, JSON nesting.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "agent/api.h"
+#include "agent/sandbox_ops.h"
+#include "agent/sandbox_spec.h"
+
+namespace swissbox {
+namespace {
+
+using json = nlohmann::json;
+
+TEST(CreateRequest, TemplateDefaultsAndOverrides) {
+  json meta;
+  auto r = parse_create_request(json{{"template", "lightweight"}, {"memory_mb", 300}, {"metadata", {{"k", "v"}}}},
+                                LimitBounds{}, &meta);
+  ASSERT_TRUE(r.ok()) << r.error().to_string();
+  EXPECT_EQ(r->limits.cpu, 1);
+  EXPECT_EQ(r->limits.memory_mb, 300);
+  EXPECT_EQ(r->limits.disk_mb, 5120);
+  EXPECT_EQ(meta["k"], "v");
+  auto d = parse_create_request(json::object(), LimitBounds{}, nullptr);
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->template_name, "default");
+  EXPECT_EQ(d->limits.memory_mb, 512);
+}
+
+TEST(CreateRequest, RejectsOutOfBoundsAndWrongTypes) {
+  for (const json& body : {json{{"template", "x"}}, json{{"memory_mb", -1}}, json{{"memory_mb", 1 << 30}},
+                           json{{"cpu", "2"}}, json{{"cpu", 0}}, json{{"env", {{"1BAD", "x"}}}},
+                           json{{"env", {{"OK", 1}}}}, json{{"timeout_s", 0}}, json{{"network", "egress"}},
+                           json{{"metadata", "str"}}, json::array()}) {
+    auto r = parse_create_request(body, LimitBounds{}, nullptr);
+    EXPECT_FALSE(r.ok()) << body;
+    if (!r.ok()) {
+      EXPECT_EQ(r.error().code, Code::kInvalidArgument);
+    }
+  }
+}
+
+TEST(ExecRequest, ShellStringAndArgv) {
+  auto s = parse_exec_request(json{{"command", "echo hi | wc -c"}});
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(s->argv, (std::vector<std::string>{"/bin/bash", "-c", "echo hi | wc -c"}));
+  auto a = parse_exec_request(json{{"command", {"ls", "-l"}}, {"timeout_ms", 500}, {"background", true},
+                                   {"max_output_bytes", 10}});
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->argv.size(), 2u);
+  EXPECT_EQ(a->timeout_ms, 500);
+  EXPECT_TRUE(a->background);
+  EXPECT_EQ(a->output_cap, 10u);
+}
+
+TEST(ExecRequest, RejectsMalformed) {
+  for (const json& body : {json::object(), json{{"command", ""}}, json{{"command", json::array()}},
+                           json{{"command", {1, 2}}}, json{{"command", 5}}, json{{"command", "x"}, {"timeout_ms", 0}},
+                           json{{"command", "x"}, {"timeout_ms", "1"}}, json{{"command", "x"}, {"max_output_bytes", 1 << 30}},
+                           json{{"command", "x"}, {"cwd", ""}}, json{{"command", "x"}, {"stdin", 1}}}) {
+    EXPECT_FALSE(parse_exec_request(body).ok()) << body;
+  }
+}
+
+TEST(CodeRequest, LanguagesMapToInterpreters) {
+  auto py = parse_code_request(json{{"language", "python"}, {"code", "print(1)"}});
+  ASSERT_TRUE(py.ok());
+  EXPECT_EQ(py->argv[0], "python3");
+  EXPECT_EQ(py->argv[1], py->code_path);
+  auto ts = parse_code_request(json{{"language", "typescript"}, {"code", "let x: number = 1"}});
+  ASSERT_TRUE(ts.ok());
+  EXPECT_EQ(ts->argv[1], "/.swissbox/tsrun.js");
+  EXPECT_FALSE(parse_code_request(json{{"language", "cobol"}, {"code", "x"}}).ok());
+  EXPECT_FALSE(parse_code_request(json{{"language", "python"}}).ok());
+}
+
+TEST(SandboxId, OnlyWellFormedIdsPass) {
+  EXPECT_TRUE(valid_sandbox_id("sbx-node-1-0123456789ab"));
+  EXPECT_FALSE(valid_sandbox_id("sbx-../../etc"));
+  EXPECT_FALSE(valid_sandbox_id("abc"));
+  EXPECT_FALSE(valid_sandbox_id("sbx-UPPER"));
+  EXPECT_FALSE(valid_sandbox_id(std::string("sbx-a\0b", 7)));
+}
+
+TEST(JsonDepth, CountsOnlyStructureOutsideStrings) {
+  EXPECT_TRUE(json_depth_ok(R"({"a":[[["[[[[[[[[[[[[[[[[[[[["]]]})", 4));
+  EXPECT_FALSE(json_depth_ok(std::string(100, '['), 32));
+  EXPECT_TRUE(json_depth_ok(std::string(32, '[') + std::string(32, ']'), 32));
+}
+
+}  // namespace
+}  // namespace swissbox
