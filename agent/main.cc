@@ -5,6 +5,7 @@
 
 #include <filesystem>
 
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/thread_pool.hpp>
@@ -69,6 +70,9 @@ int main(int argc, char** argv) {
                               {"rootfs", ro.rootfs}, {"state_dir", ro.state_dir}});
 
   boost::asio::io_context ioc(1);
+  // Runtime calls finish on the worker pool and post back: the I/O loop must not run out of
+  // work (and return) while one is in flight. The guard goes when shutdown is complete.
+  auto work = boost::asio::make_work_guard(ioc);
   boost::asio::thread_pool workers(4);
   Metrics metrics;
   ManagerOptions mo;
@@ -117,6 +121,7 @@ int main(int argc, char** argv) {
     server.drain(std::chrono::seconds(10), [&] {
       manager.shutdown([&] {
         log::info("stopped");
+        work.reset();
         ioc.stop();
       });
     });

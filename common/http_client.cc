@@ -103,7 +103,9 @@ Result<ClientResponse> Client::stream(std::string_view method, std::string_view 
     req.prepare_payload();
     boost::system::error_code ec;
     bhttp::write(conn_->sock, req, ec);
-    if (ec) {
+    // A server may answer early and close (413 on a huge body): read that answer anyway.
+    bool early_close = ec == asio::error::broken_pipe || ec == asio::error::connection_reset;
+    if (ec && !early_close) {
       conn_.reset();
       if (reused) continue;
       return Error{Code::kUnavailable, ec.value(), "send request to " + target_};
@@ -113,7 +115,7 @@ Result<ClientResponse> Client::stream(std::string_view method, std::string_view 
     bhttp::read_header(conn_->sock, conn_->buf, parser, ec);
     if (ec) {
       conn_.reset();
-      if (reused && ec == bhttp::error::end_of_stream) continue;
+      if (reused && !early_close && ec == bhttp::error::end_of_stream) continue;
       return Error{ec == asio::error::would_block ? Code::kDeadlineExceeded : Code::kUnavailable,
                    ec.value(), "read response from " + target_ + ": " + ec.message()};
     }

@@ -1,1 +1,319 @@
-// placeholder replaced below
+// The behaviour issue #3 promises, through a real swissbox-agent on real runsc: one agent
+// per suite with its own state dir, runsc root, socket and port. Needs root and runsc.
+#include <gtest/gtest.h>
+
+#include <dirent.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <future>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "common/fs.h"
+#include "common/http_client.h"
+#include "common/process.h"
+
+namespace swissbox {
+namespace {
+
+using json = nlohmann::json;
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+std::string find_runsc() {
+  for (const char* p : {"/usr/bin/runsc", "/usr/local/bin/runsc", "/usr/sbin/runsc"}) {
+    if (access(p, X_OK) == 0) return p;
+  }
+  return {};
+}
+
+int free_port() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+  socklen_t len = sizeof(a);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+long rss_kb(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
+  }
+  return -1;
+}
+
+// Host processes whose command line names the sandbox (runsc sandbox, gofer, …).
+int processes_mentioning(const std::string& id) {
+  int n = 0;
+  DIR* d = opendir("/proc");
+  while (dirent* e = readdir(d)) {
+    if (!isdigit(e->d_name[0])) continue;
+    auto cmd = fs::read_file(std::string("/proc/") + e->d_name + "/cmdline");
+    if (cmd.ok() && cmd->find(id) != std::string::npos) ++n;
+  }
+  closedir(d);
+  return n;
+}
+
+class AgentRunsc : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (geteuid() != 0) {
+      skip_ = "needs root (runsc)";
+      return;
+    }
+    runsc_ = find_runsc();
+    if (runsc_.empty()) {
+      skip_ = "runsc is not installed (scripts/install-deps.sh installs it)";
+      return;
+    }
+    char tmpl[] = "/tmp/swissbox-it-XXXXXX";
+    dir_ = mkdtemp(tmpl);
+    port_ = free_port();
+    pid_ = fork();
+    if (pid_ == 0) {
+      std::string log = dir_ + "/agent.log";
+      freopen(log.c_str(), "w", stderr);
+      std::string bin = std::string(SWISSBOX_BIN_DIR) + "/swissbox-agent";
+      std::string listen = "127.0.0.1:" + std::to_string(port_);
+      std::string state = dir_ + "/state", root = dir_ + "/runsc", sock = dir_ + "/agent.sock";
+      execl(bin.c_str(), bin.c_str(), "--listen", listen.c_str(), "--socket", sock.c_str(), "--state-dir",
+            state.c_str(), "--runsc-root", root.c_str(), "--runsc", runsc_.c_str(), "--pool", "default=2",
+            "--node-name", "it", "--max-sandboxes", "48", nullptr);
+      _exit(127);
+    }
+    http::Client c(tcp(), 2s);
+    auto deadline = Clock::now() + 60s;
+    while (Clock::now() < deadline) {
+      auto r = c.request("GET", "/readyz");
+      if (r.ok() && r->status == 200) return;
+      std::this_thread::sleep_for(100ms);
+    }
+    skip_ = "agent did not become ready; see " + dir_ + "/agent.log";
+  }
+
+  static void TearDownTestSuite() {
+    if (pid_ <= 0) return;
+    kill(pid_, SIGTERM);
+    int status = 0;
+    for (int i = 0; i < 600 && waitpid(pid_, &status, WNOHANG) == 0; ++i) std::this_thread::sleep_for(100ms);
+    if (waitpid(pid_, &status, WNOHANG) == 0) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, &status, 0);
+      ADD_FAILURE() << "agent did not stop within 60 s of SIGTERM";
+    }
+    // A stopped agent leaves no sandbox behind.
+    ProcessOptions ls;
+    ls.argv = {runsc_, "--root", dir_ + "/runsc", "list", "--quiet"};
+    auto r = run_process(ls);
+    EXPECT_TRUE(r.ok() && r->out.empty()) << (r.ok() ? r->out : r.error().to_string());
+    EXPECT_EQ(processes_mentioning(dir_ + "/runsc"), 0);
+    if (!::testing::Test::HasFailure()) (void)fs::remove_tree(dir_);
+    pid_ = -1;
+  }
+
+  void SetUp() override {
+    if (!skip_.empty()) GTEST_SKIP() << skip_;
+  }
+
+  static std::string tcp() { return "127.0.0.1:" + std::to_string(port_); }
+
+  static json post(const std::string& path, const json& body, unsigned want = 200) {
+    http::Client c(tcp());
+    auto r = c.request("POST", path, body.dump());
+    EXPECT_TRUE(r.ok()) << (r.ok() ? "" : r.error().to_string());
+    if (!r.ok()) return {};
+    EXPECT_EQ(r->status, want) << path << " " << body.dump().substr(0, 200) << " → " << r->body;
+    return json::parse(r->body, nullptr, false);
+  }
+
+  static std::string create() { return post("/v1/sandboxes", json::object(), 201).value("id", ""); }
+  static json exec(const std::string& id, const json& body) { return post("/v1/sandboxes/" + id + "/exec", body); }
+
+  static inline std::string skip_, dir_, runsc_;
+  static inline int port_ = 0;
+  static inline pid_t pid_ = -1;
+};
+
+TEST_F(AgentRunsc, OneShotRunsEveryLanguage) {
+  std::vector<std::pair<std::string, std::string>> programs = {
+      {"python", "print(6*7)"},
+      {"bash", "echo $((6*7))"},
+      {"javascript", "console.log(6*7)"},
+      {"typescript", "const x: number = 6*7; console.log(x)"},
+  };
+  for (const auto& [lang, code] : programs) {
+    json r = post("/v1/execute", {{"language", lang}, {"code", code}});
+    EXPECT_EQ(r["exit_code"], 0) << lang << ": " << r;
+    EXPECT_EQ(r["stdout"], "42\n") << lang << ": " << r;
+  }
+  json bad = post("/v1/execute", {{"language", "python"}, {"code", "print(("}});
+  EXPECT_NE(bad["exit_code"], 0);
+  EXPECT_NE(bad["stderr"].get<std::string>().find("SyntaxError"), std::string::npos);
+  json bad_ts = post("/v1/execute", {{"language", "typescript"}, {"code", "const x: number = ;"}});
+  EXPECT_NE(bad_ts["exit_code"], 0);
+  EXPECT_FALSE(bad_ts["stderr"].get<std::string>().empty());
+}
+
+TEST_F(AgentRunsc, SessionKeepsFilesCwdAndEnv) {
+  std::string id = create();
+  EXPECT_EQ(exec(id, {{"command", "mkdir -p d && echo $V > d/f"}, {"env", {{"V", "kept"}}}})["exit_code"], 0);
+  EXPECT_EQ(exec(id, {{"command", {"cat", "f"}}, {"cwd", "d"}})["stdout"], "kept\n");
+  http::Client c(tcp());
+  auto f = c.request("GET", "/v1/sandboxes/" + id + "/files?path=d/f");
+  ASSERT_TRUE(f.ok());
+  EXPECT_EQ(f->body, "kept\n");
+  auto put = c.request("PUT", "/v1/sandboxes/" + id + "/files?path=up.txt", "uploaded");
+  ASSERT_TRUE(put.ok());
+  EXPECT_EQ(put->status, 200u);
+  EXPECT_EQ(exec(id, {{"command", "cat /workspace/up.txt"}})["stdout"], "uploaded");
+  auto list = c.request("GET", "/v1/sandboxes/" + id + "/files/list?path=.");
+  ASSERT_TRUE(list.ok());
+  EXPECT_NE(list->body.find("\"up.txt\""), std::string::npos);
+}
+
+TEST_F(AgentRunsc, SandboxSeesOnlyItsOwnRootAsNonRoot) {
+  std::string id = create();
+  json r = exec(id, {{"command", "id -u; ls -d /home /root /var /run 2>&1; touch /usr/x 2>&1; cat /proc/net/dev | tail -n +3 | cut -d: -f1"}});
+  std::string out = r["stdout"];
+  EXPECT_EQ(out.substr(0, 5), "1000\n") << out;
+  for (const char* d : {"/home", "/root", "/var", "/run"}) {
+    EXPECT_NE(out.find(std::string("ls: cannot access '") + d), std::string::npos) << out;
+  }
+  EXPECT_TRUE(out.find("Read-only file system") != std::string::npos ||
+              out.find("Permission denied") != std::string::npos)
+      << out;
+  EXPECT_EQ(out.substr(out.rfind(':') + 1).find("eth"), std::string::npos) << out;
+}
+
+TEST_F(AgentRunsc, TimeoutKillsTheCommandAndWhatItStarted) {
+  std::string id = create();
+  auto t0 = Clock::now();
+  json r = exec(id, {{"command", "sleep 30 & sleep 30"}, {"timeout_ms", 500}});
+  EXPECT_LT(Clock::now() - t0, 1500ms);
+  EXPECT_EQ(r["timed_out"], true);
+  std::string ps = exec(id, {{"command", {"ps", "-eo", "comm"}}})["stdout"];
+  EXPECT_EQ(ps.find("sleep"), std::string::npos) << ps;
+}
+
+TEST_F(AgentRunsc, BackgroundProcessesDieWithTheirCommandUnlessAsked) {
+  std::string id = create();
+  EXPECT_EQ(exec(id, {{"command", "setsid sleep 300 & sleep 300 & echo started"}})["stdout"], "started\n");
+  std::string ps = exec(id, {{"command", {"ps", "-eo", "comm"}}})["stdout"];
+  EXPECT_EQ(ps.find("sleep"), std::string::npos) << ps;
+  exec(id, {{"command", "sleep 300 >/dev/null 2>&1 &"}, {"background", true}});
+  ps = exec(id, {{"command", {"ps", "-eo", "comm"}}})["stdout"];
+  EXPECT_NE(ps.find("sleep"), std::string::npos) << ps;
+}
+
+TEST_F(AgentRunsc, EndlessOutputIsTruncatedAndAgentMemoryStaysFlat) {
+  std::string id = create();
+  long before = rss_kb(pid_);
+  for (int i = 0; i < 3; ++i) {
+    json r = exec(id, {{"command", "timeout 2 yes"}});
+    EXPECT_EQ(r["truncated"], true);
+    EXPECT_LE(r["stdout"].get<std::string>().size(), 1u << 20);
+    EXPECT_GT(r["stdout"].get<std::string>().size(), 0u);
+  }
+  json capped = exec(id, {{"command", "timeout 1 yes"}, {"max_output_bytes", 1000}});
+  EXPECT_EQ(capped["stdout"].get<std::string>().size(), 1000u);
+  long after = rss_kb(pid_);
+  EXPECT_LT(after - before, 64 * 1024) << "agent RSS grew from " << before << " kB to " << after << " kB";
+}
+
+TEST_F(AgentRunsc, TwentyConcurrentExecsAndOneShots) {
+  std::string id = create();
+  std::vector<std::future<std::string>> execs, shots;
+  for (int i = 0; i < 20; ++i) {
+    execs.push_back(std::async(std::launch::async, [&, i] {
+      return exec(id, {{"command", {"echo", std::to_string(i)}}}).value("stdout", "error");
+    }));
+    shots.push_back(std::async(std::launch::async, [i] {
+      return post("/v1/execute", {{"language", "python"}, {"code", "print(" + std::to_string(i) + "*2)"}})
+          .value("stdout", "error");
+    }));
+  }
+  for (int i = 0; i < 20; ++i) {
+    EXPECT_EQ(execs[i].get(), std::to_string(i) + "\n");
+    EXPECT_EQ(shots[i].get(), std::to_string(i * 2) + "\n");
+  }
+}
+
+TEST_F(AgentRunsc, DeleteAnswersAtOnceAndLeavesNothing) {
+  std::string id = create();
+  exec(id, {{"command", "echo data > f"}});
+  http::Client c(tcp());
+  auto t0 = Clock::now();
+  auto del = c.request("DELETE", "/v1/sandboxes/" + id);
+  auto took = Clock::now() - t0;
+  ASSERT_TRUE(del.ok());
+  EXPECT_EQ(del->status, 204u);
+  EXPECT_LT(took, 300ms);
+  auto gone = [&] {
+    ProcessOptions ls;
+    ls.argv = {runsc_, "--root", dir_ + "/runsc", "list", "--quiet"};
+    auto r = run_process(ls);
+    return r.ok() && r->out.find(id) == std::string::npos && !fs::exists(dir_ + "/state/sandboxes/" + id) &&
+           processes_mentioning(id) == 0;
+  };
+  auto deadline = Clock::now() + 20s;
+  while (!gone() && Clock::now() < deadline) std::this_thread::sleep_for(200ms);
+  EXPECT_TRUE(gone());
+  EXPECT_EQ(c.request("GET", "/v1/sandboxes/" + id)->status, 404u);
+}
+
+TEST_F(AgentRunsc, MalformedRequestsGetErrorsOverTheRealAgent) {
+  http::Client c(tcp());
+  auto r = c.request("POST", "/v1/sandboxes", "{\"template\":");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->status, 400u);
+  EXPECT_NE(r->body.find("\"invalid_argument\""), std::string::npos);
+  r = c.request("POST", "/v1/execute", R"({"language":"klingon","code":"x"})");
+  EXPECT_EQ(r->status, 400u);
+  r = c.request("GET", "/v1/sandboxes/sbx-it-ffffffffffff");
+  EXPECT_EQ(r->status, 404u);
+  r = c.request("POST", "/v1/sandboxes", std::string(100 << 20, 'x'));
+  ASSERT_TRUE(r.ok()) << r.error().to_string();
+  EXPECT_EQ(r->status, 413u);
+}
+
+TEST_F(AgentRunsc, SwissboxctlOverTheUnixSocket) {
+  std::string ctl = std::string(SWISSBOX_BIN_DIR) + "/swissboxctl";
+  std::string sock = dir_ + "/agent.sock";
+  ProcessOptions create_cmd;
+  create_cmd.argv = {ctl, "--socket", sock, "create"};
+  auto created = run_process(create_cmd);
+  ASSERT_TRUE(created.ok());
+  ASSERT_EQ(created->exit_code, 0) << created->err;
+  std::string id = created->out.substr(0, created->out.find('\n'));
+  ProcessOptions exec_cmd;
+  exec_cmd.argv = {ctl, "--socket", sock, "exec", id, "--", "sh", "-c", "echo out; exit 5"};
+  auto r = run_process(exec_cmd);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->exit_code, 5);
+  EXPECT_EQ(r->out, "out\n");
+  ProcessOptions ls_cmd;
+  ls_cmd.argv = {ctl, "--socket", sock, "ls"};
+  auto ls = run_process(ls_cmd);
+  ASSERT_TRUE(ls.ok());
+  EXPECT_NE(ls->out.find(id), std::string::npos);
+  ProcessOptions rm_cmd;
+  rm_cmd.argv = {ctl, "--socket", sock, "rm", id};
+  EXPECT_EQ(run_process(rm_cmd)->exit_code, 0);
+}
+
+}  // namespace
+}  // namespace swissbox
