@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds everything, and runs the whole test suite with CTest:
+# unit tests (no root), integration tests on real runsc (skipped with a reason without
+# root or runsc), then the unit tests again under ASan + UBSan.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-deps.sh
+jobs=$(nproc)
+
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBUILD_TESTING=ON
+cmake --build build -j "$jobs"
+ctest --test-dir build --output-on-failure -j 1 --timeout 300
+
+cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DBUILD_TESTING=ON -DSWISSBOX_SANITIZE=ON
+cmake --build build-asan -j "$jobs" --target swissbox_unit_tests
+ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+  ctest --test-dir build-asan --output-on-failure -L unit -j "$jobs" --timeout 300
+echo "test.sh: all tests passed"
