@@ -60,7 +60,7 @@ SandboxManager::SandboxManager(asio::io_context& ioc, asio::thread_pool& workers
                     "Leftover sandboxes of an earlier run removed at start.");
 }
 
-SandboxManager::~SandboxManager() = default;
+SandboxManager::~SandboxManager() { destroy_workers_.join(); }
 
 std::string SandboxManager::new_id() {
   static thread_local std::mt19937_64 rng{std::random_device{}()};
@@ -284,7 +284,7 @@ void SandboxManager::on_lost(const std::string& id, const std::string& reason) {
 
 void SandboxManager::destroy_later(const std::string& id, const std::string& why) {
   destroying_.insert(id);
-  asio::post(workers_, [this, id, why] {
+  asio::post(destroy_workers_, [this, id, why] {
     auto st = runtime_.destroy(id);
     if (!st) log::error("sandbox destroy failed", {{"sandbox", id}, {"error", st.error().to_string()}});
     else log::info("sandbox destroyed", {{"sandbox", id}, {"why", why}});

@@ -149,16 +149,20 @@ json call(swissbox::http::Client& c, std::string_view method, const std::string&
   return r->body.empty() ? json::object() : json::parse(r->body, nullptr, false);
 }
 
+// Lets the pool refill between iterations: warm scenarios measure a claim from a warm pool.
+void wait_for_warm(swissbox::http::Client& c) {
+  for (int w = 0; w < 100; ++w) {
+    json p = call(c, "GET", "/v1/warmpool", nullptr, 200);
+    if (!p.is_null() && p["templates"]["default"].value("ready", 0) > 0) return;
+    usleep(50000);
+  }
+}
+
 Stats bench_warm(const Options& o) {
   swissbox::http::Client c(o.target);
   Stats s;
   for (int i = 0; i < o.iterations; ++i) {
-    // Let the pool refill between iterations: this measures a claim from a warm pool.
-    for (int w = 0; w < 100; ++w) {
-      json p = call(c, "GET", "/v1/warmpool", nullptr, 200);
-      if (!p.is_null() && p["templates"]["default"].value("ready", 0) > 0) break;
-      usleep(50000);
-    }
+    wait_for_warm(c);
     auto t0 = Clock::now();
     json sb = call(c, "POST", "/v1/sandboxes", json::object(), 201);
     json r = sb.is_null() ? json() : call(c, "POST", "/v1/sandboxes/" + sb.value("id", "") + "/exec", {{"command", {"echo", "hi"}}}, 200);
@@ -200,12 +204,12 @@ Stats bench_oneshot(const Options& o) {
   swissbox::http::Client c(o.target);
   Stats s;
   for (int i = 0; i < o.iterations; ++i) {
+    wait_for_warm(c);
     auto t0 = Clock::now();
     json r = call(c, "POST", "/v1/execute", {{"language", o.lang}, {"code", it->second.first}}, 200);
     double ms = since_ms(t0);
     (!r.is_null() && r.value("stdout", "") == it->second.second) ? s.ms.push_back(ms) : void(s.errors++);
     progress("oneshot", i + 1, o.iterations);
-    usleep(100000);  // the pool refills between one-shots, as between real tasks
   }
   return s;
 }
