@@ -351,6 +351,7 @@ void AgentApi::node_info(Call& c) {
                          {"runtime", {{"name", rt.name()}, {"version", rt.version()}, {"platform", rt.platform()}}},
                          {"capacity", {{"max_sandboxes", mgr_.capacity()}}},
                          {"active", mgr_.active_count()},
+                         {"deleting", mgr_.deleting_count()},
                          {"warm", warm},
                          {"languages", supported_languages()},
                          {"draining", false}});

@@ -43,7 +43,8 @@ json Sandbox::to_json(const std::string& node) const {
 SandboxManager::SandboxManager(asio::io_context& ioc, asio::thread_pool& workers,
                                SandboxRuntime& runtime, ManagerOptions opts, Metrics& metrics)
     : ioc_(ioc), workers_(workers), runtime_(runtime), opts_(std::move(opts)), metrics_(metrics),
-      tick_timer_(ioc) {
+      tick_timer_(ioc),
+      refill_timer_(ioc) {
   using T = Metrics::Type;
   metrics_.describe("swissbox_sandboxes", T::kGauge, "Sandboxes on this node by state.");
   metrics_.describe("swissbox_pool_target", T::kGauge, "Warm pool target per template.");
@@ -124,6 +125,16 @@ void SandboxManager::refill() {
   update_gauges();
 }
 
+void SandboxManager::refill_later() {
+  if (refill_pending_) return;
+  refill_pending_ = true;
+  refill_timer_.expires_after(opts_.refill_delay);
+  refill_timer_.async_wait([this](boost::system::error_code ec) {
+    refill_pending_ = false;
+    if (!ec) refill();
+  });
+}
+
 void SandboxManager::start_one(const std::string& tmpl, std::function<void(Result<SandboxPtr>)> ready) {
   auto sb = std::make_shared<Sandbox>();
   sb->id = new_id();
@@ -177,8 +188,28 @@ void SandboxManager::start_one(const std::string& tmpl, std::function<void(Resul
       timer->async_wait([done](boost::system::error_code ec) mutable {
         if (!ec) done("runner did not answer within the start deadline");
       });
-      sb->channel->call({{"op", "ping"}}, {}, [done](const proto::Frame& f) mutable {
-        done(f.header.value("ev", "") == "result" ? "" : f.header.value("message", "runner lost"));
+      // Ready = the runner answered and ran the warm-up command: each sandbox has its own
+      // page cache, and without it the claimer's first command pays for loading the loader,
+      // libc and the shell through the gofer.
+      std::vector<std::string> warmup = opts_.warmup_argv;
+      sb->channel->call({{"op", "ping"}}, {}, [sb, done, warmup](const proto::Frame& f) mutable {
+        if (f.header.value("ev", "") != "result") {
+          done(f.header.value("message", "runner lost"));
+          return true;
+        }
+        if (warmup.empty()) {
+          done("");
+          return true;
+        }
+        sb->channel->call({{"op", "exec"}, {"argv", warmup}, {"timeout_ms", 10000},
+                           {"env", {{"PATH", "/usr/local/bin:/usr/bin:/bin"}}}},
+                          {}, [done](const proto::Frame& e) mutable {
+                            std::string ev = e.header.value("ev", "");
+                            if (ev == "stdout" || ev == "stderr") return false;
+                            // A failing warm-up only means a cold cache, not a broken sandbox.
+                            done(ev == "lost" ? e.header.value("message", "runner lost") : "");
+                            return true;
+                          });
         return true;
       });
     });
@@ -208,7 +239,7 @@ void SandboxManager::create(const CreateRequest& req, std::string tenant, json m
     pool.pop_back();
     if (!sb->channel->alive()) continue;  // lost meanwhile; on_lost cleans it up
     claim(sb, true);
-    refill();
+    refill_later();
     return fn(sb, true);
   }
   if (total_sandboxes() >= opts_.max_sandboxes) {
@@ -347,6 +378,7 @@ void SandboxManager::health_check() {
 void SandboxManager::shutdown(std::function<void()> done) {
   stopping_ = true;
   tick_timer_.cancel();
+  refill_timer_.cancel();
   std::vector<std::string> ids;
   for (const auto& [id, sb] : sandboxes_) ids.push_back(id);
   for (const auto& id : ids) retire(id, "agent shutdown");

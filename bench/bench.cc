@@ -149,11 +149,17 @@ json call(swissbox::http::Client& c, std::string_view method, const std::string&
   return r->body.empty() ? json::object() : json::parse(r->body, nullptr, false);
 }
 
-// Lets the pool refill between iterations: warm scenarios measure a claim from a warm pool.
+// Lets the pool refill completely and earlier deletes finish between iterations: warm
+// scenarios measure one claim on a node whose pool is full and idle (no runsc start or
+// delete competing for the CPU).
 void wait_for_warm(swissbox::http::Client& c) {
-  for (int w = 0; w < 100; ++w) {
+  for (int w = 0; w < 400; ++w) {
     json p = call(c, "GET", "/v1/warmpool", nullptr, 200);
-    if (!p.is_null() && p["templates"]["default"].value("ready", 0) > 0) return;
+    json n = call(c, "GET", "/v1/node", nullptr, 200);
+    if (!p.is_null() && !n.is_null() && n.value("deleting", 0) == 0) {
+      const json& d = p["templates"]["default"];
+      if (d.value("ready", 0) > 0 && d.value("ready", 0) >= d.value("target", 0) && d.value("starting", 0) == 0) return;
+    }
     usleep(50000);
   }
 }
@@ -178,6 +184,7 @@ Stats bench_warm(const Options& o) {
 Stats bench_exec(const Options& o) {
   swissbox::http::Client c(o.target);
   Stats s;
+  wait_for_warm(c);
   json sb = call(c, "POST", "/v1/sandboxes", json::object(), 201);
   if (sb.is_null()) die("cannot create a sandbox on " + o.target);
   std::string path = "/v1/sandboxes/" + sb.value("id", "") + "/exec";

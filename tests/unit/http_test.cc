@@ -42,6 +42,19 @@ class HttpTest : public ::testing::Test {
     if (thread_.joinable()) thread_.join();
   }
   std::string tcp() const { return "127.0.0.1:" + std::to_string(server_->tcp_port()); }
+  // A plain TCP connection, for bytes no HTTP client would send.
+  int ConnectRaw() const {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(server_->tcp_port());
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+      close(fd);
+      return -1;
+    }
+    return fd;
+  }
 
   boost::asio::io_context ioc_;
   std::unique_ptr<Server> server_;
@@ -85,12 +98,8 @@ TEST_F(HttpTest, BodyOverLimitIs413AndMalformedIs400) {
   EXPECT_EQ(r->status, 413u);
   EXPECT_NE(r->body.find("\"too_large\""), std::string::npos);
 
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(server_->tcp_port());
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  int fd = ConnectRaw();
+  ASSERT_GE(fd, 0);
   std::string junk = "NOT-HTTP garbage\r\n\r\n";
   ASSERT_EQ(write(fd, junk.data(), junk.size()), static_cast<ssize_t>(junk.size()));
   char buf[512] = {};
@@ -104,12 +113,8 @@ TEST_F(HttpTest, SlowClientIsDisconnected) {
   ServerOptions o;
   o.read_timeout = 300ms;
   Start(o);
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(server_->tcp_port());
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  int fd = ConnectRaw();
+  ASSERT_GE(fd, 0);
   std::string partial = "POST / HTTP/1.1\r\nContent-Length: 10\r\n";
   ASSERT_GT(write(fd, partial.data(), partial.size()), 0);
   auto t0 = std::chrono::steady_clock::now();
