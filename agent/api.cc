@@ -1,6 +1,7 @@
 #include "agent/api.h"
 
 #include <fmt/format.h>
+
 #include <nlohmann/json.hpp>
 
 #include "agent/sandbox_ops.h"
@@ -26,12 +27,16 @@ bool json_depth_ok(std::string_view text, int max_depth) {
   bool in_string = false, escaped = false;
   for (char c : text) {
     if (in_string) {
-      if (escaped) escaped = false;
-      else if (c == '\\') escaped = true;
-      else if (c == '"') in_string = false;
+      if (escaped)
+        escaped = false;
+      else if (c == '\\')
+        escaped = true;
+      else if (c == '"')
+        in_string = false;
       continue;
     }
-    if (c == '"') in_string = true;
+    if (c == '"')
+      in_string = true;
     else if (c == '[' || c == '{') {
       if (++depth > max_depth) return false;
     } else if (c == ']' || c == '}') {
@@ -47,8 +52,8 @@ struct AgentApi::Call {
   std::shared_ptr<http::Responder> res;
   std::string path;
   std::vector<std::pair<std::string, std::string>> query;
-  std::string tenant;       // owner of new sandboxes
-  bool operator_ = false;   // unix socket: sees every tenant
+  std::string tenant;      // owner of new sandboxes
+  bool operator_ = false;  // unix socket: sees every tenant
   std::string param(std::string_view k) const {
     for (const auto& [key, v] : query) {
       if (key == k) return v;
@@ -66,24 +71,31 @@ struct AgentApi::Call {
     return it != req.end() && it->value().find("text/event-stream") != std::string_view::npos;
   }
   void fail(const Error& e) const {
-    if (e.code == Code::kInternal) log::error("request failed", {{"request_id", res->request_id()}, {"error", e.to_string()}});
+    if (e.code == Code::kInternal)
+      log::error("request failed", {{"request_id", res->request_id()}, {"error", e.to_string()}});
     res->send_error(e);
   }
   Result<json> body_json(size_t limit) const {
-    if (req.body().size() > limit) return make_error(Code::kTooLarge, "JSON body larger than the limit");
+    if (req.body().size() > limit)
+      return make_error(Code::kTooLarge, "JSON body larger than the limit");
     if (req.body().empty()) return json::object();
-    if (!json_depth_ok(req.body(), 32)) return make_error(Code::kInvalidArgument, "JSON nested deeper than 32 levels");
+    if (!json_depth_ok(req.body(), 32))
+      return make_error(Code::kInvalidArgument, "JSON nested deeper than 32 levels");
     json j = json::parse(req.body(), nullptr, false);
-    if (j.is_discarded()) return make_error(Code::kInvalidArgument, "request body is not valid JSON");
-    if (!j.is_object()) return make_error(Code::kInvalidArgument, "request body must be a JSON object");
+    if (j.is_discarded())
+      return make_error(Code::kInvalidArgument, "request body is not valid JSON");
+    if (!j.is_object())
+      return make_error(Code::kInvalidArgument, "request body must be a JSON object");
     return j;
   }
 };
 
 AgentApi::AgentApi(SandboxManager& mgr, Metrics& metrics, ApiOptions opts)
     : mgr_(mgr), metrics_(metrics), opts_(std::move(opts)) {
-  metrics_.describe("swissbox_http_requests_total", Metrics::Type::kCounter, "HTTP requests by method.");
-  metrics_.describe("swissbox_exec_total", Metrics::Type::kCounter, "Commands run, by kind and outcome.");
+  metrics_.describe("swissbox_http_requests_total", Metrics::Type::kCounter,
+                    "HTTP requests by method.");
+  metrics_.describe("swissbox_exec_total", Metrics::Type::kCounter,
+                    "Commands run, by kind and outcome.");
 }
 
 void AgentApi::handle(http::Request&& req, std::shared_ptr<http::Responder> res) {
@@ -103,9 +115,11 @@ void AgentApi::handle(http::Request&& req, std::shared_ptr<http::Responder> res)
   } else if (!opts_.tokens.empty() && c->path != "/healthz" && c->path != "/readyz") {
     auto it = c->req.find(bhttp::field::authorization);
     std::string_view auth = it == c->req.end() ? std::string_view{} : it->value();
-    auto tok = auth.rfind("Bearer ", 0) == 0 ? opts_.tokens.find(std::string(auth.substr(7))) : opts_.tokens.end();
+    auto tok = auth.rfind("Bearer ", 0) == 0 ? opts_.tokens.find(std::string(auth.substr(7)))
+                                             : opts_.tokens.end();
     if (tok == opts_.tokens.end()) {
-      return c->fail(make_error(Code::kUnauthenticated, "a valid 'Authorization: Bearer <token>' is required"));
+      return c->fail(make_error(Code::kUnauthenticated,
+                                "a valid 'Authorization: Bearer <token>' is required"));
     }
     c->tenant = tok->second;
   } else {
@@ -122,12 +136,15 @@ void AgentApi::route(Call& c) {
   const auto m = c.req.method();
   const std::string& p = c.path;
   auto method_not_allowed = [&] {
-    c.fail(make_error(Code::kInvalidArgument, fmt::format("method {} not allowed on {}", std::string(c.req.method_string()), p)));
+    c.fail(make_error(Code::kInvalidArgument, fmt::format("method {} not allowed on {}",
+                                                          std::string(c.req.method_string()), p)));
   };
   if (p == "/healthz") return c.res->send_json(200, {{"status", "ok"}});
   if (p == "/readyz") {
     bool warm = mgr_.pools_warm();
-    return c.res->send_json(warm ? 200 : 503, {{"ready", warm}, {"reason", warm ? "pools warm" : "warm pools are filling"}});
+    return c.res->send_json(
+        warm ? 200 : 503,
+        {{"ready", warm}, {"reason", warm ? "pools warm" : "warm pools are filling"}});
   }
   if (p == "/metrics") return c.res->send(200, metrics_.render(), "text/plain; version=0.0.4");
   if (p == "/v1/node") return node_info(c);
@@ -141,7 +158,8 @@ void AgentApi::route(Call& c) {
     if (m == bhttp::verb::post) return create_sandbox(c);
     if (m != bhttp::verb::get) return method_not_allowed();
     json items = json::array();
-    for (const auto& sb : mgr_.list(c.operator_ ? "" : c.tenant)) items.push_back(sb->to_json(mgr_.node_name()));
+    for (const auto& sb : mgr_.list(c.operator_ ? "" : c.tenant))
+      items.push_back(sb->to_json(mgr_.node_name()));
     return c.res->send_json(200, {{"sandboxes", items}});
   }
   if (p.rfind("/v1/sandboxes/", 0) == 0) {
@@ -155,7 +173,8 @@ void AgentApi::route(Call& c) {
 
 void AgentApi::sandbox_route(Call& c, const std::string& id, const std::string& rest) {
   if (!valid_sandbox_id(id)) {
-    return c.fail(make_error(Code::kInvalidArgument, "'" + id + "' is not a sandbox id (sbx-<node>-<hex>)"));
+    return c.fail(
+        make_error(Code::kInvalidArgument, "'" + id + "' is not a sandbox id (sbx-<node>-<hex>)"));
   }
   auto sb = mgr_.find(id);
   // Another tenant's sandbox does not exist for this caller.
@@ -178,7 +197,8 @@ void AgentApi::sandbox_route(Call& c, const std::string& id, const std::string& 
   if (rest == "/code" && m == bhttp::verb::post) return exec(c, sb, true);
   if (rest == "/files") return files(c, sb, false);
   if (rest == "/files/list" && m == bhttp::verb::get) return files(c, sb, true);
-  c.fail(make_error(Code::kNotFound, "no route for " + std::string(c.req.method_string()) + " " + c.path));
+  c.fail(make_error(Code::kNotFound,
+                    "no route for " + std::string(c.req.method_string()) + " " + c.path));
 }
 
 void AgentApi::create_sandbox(Call& c) {
@@ -209,8 +229,11 @@ struct SseExec {
   }
   static ExecDoneFn done(std::shared_ptr<http::Responder> res, std::function<void()> after = {}) {
     return [res, after](Result<ExecOutcome> r) {
-      if (r) res->write_chunk(sse_event("exit", r->to_json(false)));
-      else res->write_chunk(sse_event("error", {{"code", code_name(r.error().code)}, {"message", r.error().to_string()}}));
+      if (r)
+        res->write_chunk(sse_event("exit", r->to_json(false)));
+      else
+        res->write_chunk(sse_event(
+            "error", {{"code", code_name(r.error().code)}, {"message", r.error().to_string()}}));
       res->end_stream();
       if (after) after();
     };
@@ -233,10 +256,11 @@ void AgentApi::exec(Call& c, std::shared_ptr<Sandbox> sb, bool code) {
   if (c.wants_sse()) {
     res->start_stream(200, "text/event-stream");
     auto done = SseExec::done(res);
-    return run_exec(mgr_, sb, std::move(*req), SseExec::output(res), [done, count](Result<ExecOutcome> r) {
-      count(r);
-      done(std::move(r));
-    });
+    return run_exec(mgr_, sb, std::move(*req), SseExec::output(res),
+                    [done, count](Result<ExecOutcome> r) {
+                      count(r);
+                      done(std::move(r));
+                    });
   }
   run_exec(mgr_, sb, std::move(*req), nullptr, [res, count](Result<ExecOutcome> r) {
     count(r);
@@ -262,7 +286,8 @@ void AgentApi::files(Call& c, std::shared_ptr<Sandbox> sb, bool list) {
     });
   }
   if (m == bhttp::verb::put) {
-    if (c.req.body().size() > kMaxFileBytes) return c.fail(make_error(Code::kTooLarge, "file larger than 64 MiB"));
+    if (c.req.body().size() > kMaxFileBytes)
+      return c.fail(make_error(Code::kTooLarge, "file larger than 64 MiB"));
     return write_file(mgr_, sb, path, std::move(c.req.body()), [res, path](Status st) {
       if (!st) return res->send_error(st.error());
       res->send_json(200, {{"path", path}, {"ok", true}});
@@ -282,16 +307,20 @@ void AgentApi::files(Call& c, std::shared_ptr<Sandbox> sb, bool list) {
 void AgentApi::execute_oneshot(Call& c) {
   auto body = c.body_json(opts_.max_json_body);
   if (!body) return c.fail(body.error());
-  Result<ExecRequest> req = body->contains("language") ? parse_code_request(*body) : parse_exec_request(*body);
+  Result<ExecRequest> req =
+      body->contains("language") ? parse_code_request(*body) : parse_exec_request(*body);
   if (!req) return c.fail(req.error());
   json create_body = {{"template", body->value("template", json("default"))}};
   auto create = parse_create_request(create_body, LimitBounds{}, nullptr);
   if (!create) return c.fail(create.error());
   std::vector<std::pair<std::string, std::string>> files;
   if (auto it = body->find("files"); it != body->end() && !it->is_null()) {
-    if (!it->is_object()) return c.fail(make_error(Code::kInvalidArgument, "files must be an object {path: content}"));
+    if (!it->is_object())
+      return c.fail(make_error(Code::kInvalidArgument, "files must be an object {path: content}"));
     for (auto& [k, v] : it->items()) {
-      if (!v.is_string()) return c.fail(make_error(Code::kInvalidArgument, "content of file " + k + " must be a string"));
+      if (!v.is_string())
+        return c.fail(
+            make_error(Code::kInvalidArgument, "content of file " + k + " must be a string"));
       if (auto st = validate_sandbox_path(k); !st) return c.fail(st.error());
       files.emplace_back(k, v.get<std::string>());
     }
@@ -303,7 +332,8 @@ void AgentApi::execute_oneshot(Call& c) {
                   Result<std::shared_ptr<Sandbox>> sb, bool) mutable {
                 if (!sb) {
                   http::Headers h;
-                  if (sb.error().code == Code::kResourceExhausted) h.push_back({"Retry-After", "2"});
+                  if (sb.error().code == Code::kResourceExhausted)
+                    h.push_back({"Retry-After", "2"});
                   return res->send_error(sb.error(), h);
                 }
                 auto box = *sb;
@@ -312,13 +342,15 @@ void AgentApi::execute_oneshot(Call& c) {
                 auto run = [this, res, sse, box, cleanup, req = std::move(req)]() mutable {
                   if (sse) {
                     res->start_stream(200, "text/event-stream");
-                    return run_exec(mgr_, box, std::move(req), SseExec::output(res), SseExec::done(res, cleanup));
+                    return run_exec(mgr_, box, std::move(req), SseExec::output(res),
+                                    SseExec::done(res, cleanup));
                   }
-                  run_exec(mgr_, box, std::move(req), nullptr, [res, cleanup](Result<ExecOutcome> r) {
-                    cleanup();
-                    if (!r) return res->send_error(r.error());
-                    res->send_json(200, r->to_json(true));
-                  });
+                  run_exec(mgr_, box, std::move(req), nullptr,
+                           [res, cleanup](Result<ExecOutcome> r) {
+                             cleanup();
+                             if (!r) return res->send_error(r.error());
+                             res->send_json(200, r->to_json(true));
+                           });
                 };
                 // Files first, one after another, then the run.
                 auto step = std::make_shared<std::function<void(size_t)>>();
@@ -329,14 +361,15 @@ void AgentApi::execute_oneshot(Call& c) {
                     *step = nullptr;  // break the self-reference
                     return r();
                   }
-                  write_file(mgr_, box, files[i].first, files[i].second, [step, i, res, cleanup](Status st) {
-                    if (!st) {
-                      cleanup();
-                      *step = nullptr;
-                      return res->send_error(st.error());
-                    }
-                    (*step)(i + 1);
-                  });
+                  write_file(mgr_, box, files[i].first, files[i].second,
+                             [step, i, res, cleanup](Status st) {
+                               if (!st) {
+                                 cleanup();
+                                 *step = nullptr;
+                                 return res->send_error(st.error());
+                               }
+                               (*step)(i + 1);
+                             });
                 };
                 (*step)(0);
               });
@@ -346,28 +379,33 @@ void AgentApi::node_info(Call& c) {
   json warm = json::object();
   for (const auto& [name, p] : mgr_.pool_status()) warm[name] = p.ready;
   auto& rt = mgr_.runtime();
-  c.res->send_json(200, {{"node", mgr_.node_name()},
-                         {"region", opts_.region},
-                         {"runtime", {{"name", rt.name()}, {"version", rt.version()}, {"platform", rt.platform()}}},
-                         {"capacity", {{"max_sandboxes", mgr_.capacity()}}},
-                         {"active", mgr_.active_count()},
-                         {"deleting", mgr_.deleting_count()},
-                         {"warm", warm},
-                         {"languages", supported_languages()},
-                         {"draining", false}});
+  c.res->send_json(
+      200,
+      {{"node", mgr_.node_name()},
+       {"region", opts_.region},
+       {"runtime", {{"name", rt.name()}, {"version", rt.version()}, {"platform", rt.platform()}}},
+       {"capacity", {{"max_sandboxes", mgr_.capacity()}}},
+       {"active", mgr_.active_count()},
+       {"deleting", mgr_.deleting_count()},
+       {"warm", warm},
+       {"languages", supported_languages()},
+       {"draining", false}});
 }
 
 void AgentApi::warmpool(Call& c, const std::string& tmpl) {
   const auto m = c.req.method();
   if (tmpl.empty()) {
-    if (m != bhttp::verb::get) return c.fail(make_error(Code::kInvalidArgument, "use GET on /v1/warmpool"));
+    if (m != bhttp::verb::get)
+      return c.fail(make_error(Code::kInvalidArgument, "use GET on /v1/warmpool"));
     json out = json::object();
     for (const auto& [name, p] : mgr_.pool_status()) {
-      out[name] = {{"target", p.target}, {"ready", p.ready}, {"starting", p.starting}, {"active", p.active}};
+      out[name] = {
+          {"target", p.target}, {"ready", p.ready}, {"starting", p.starting}, {"active", p.active}};
     }
     return c.res->send_json(200, {{"templates", out}});
   }
-  if (m != bhttp::verb::put) return c.fail(make_error(Code::kInvalidArgument, "use PUT on /v1/warmpool/{template}"));
+  if (m != bhttp::verb::put)
+    return c.fail(make_error(Code::kInvalidArgument, "use PUT on /v1/warmpool/{template}"));
   auto body = c.body_json(opts_.max_json_body);
   if (!body) return c.fail(body.error());
   auto it = body->find("target");
@@ -376,7 +414,9 @@ void AgentApi::warmpool(Call& c, const std::string& tmpl) {
   }
   if (auto st = mgr_.set_pool_target(tmpl, it->get<int>()); !st) return c.fail(st.error());
   auto p = mgr_.pool_status()[tmpl];
-  c.res->send_json(200, {{"template", tmpl}, {"target", p.target}, {"ready", p.ready}, {"starting", p.starting}});
+  c.res->send_json(
+      200,
+      {{"template", tmpl}, {"target", p.target}, {"ready", p.ready}, {"starting", p.starting}});
 }
 
 }  // namespace swissbox

@@ -32,20 +32,34 @@ Status apply(AgentConfig& c, std::string key, const std::string& value) {
   for (char& ch : key) {
     if (ch == '_') ch = '-';
   }
-  if (key == "listen") c.listen = value;
-  else if (key == "socket") c.socket = value;
-  else if (key == "state-dir") c.state_dir = value;
-  else if (key == "runsc") c.runsc = value;
-  else if (key == "runsc-root") c.runsc_root = value;
-  else if (key == "rootfs") c.rootfs = value;
-  else if (key == "platform") c.platform = value;
-  else if (key == "cgroup-parent") c.cgroup_parent = value;
-  else if (key == "node-name") c.node_name = value;
-  else if (key == "region") c.region = value;
-  else if (key == "token-file") c.token_file = value;
-  else if (key == "log-level") c.log_level = value;
-  else if (key == "init") c.init_path = value;
-  else if (key == "pool") return parse_pool_entry(value, &c.pool);
+  if (key == "listen")
+    c.listen = value;
+  else if (key == "socket")
+    c.socket = value;
+  else if (key == "state-dir")
+    c.state_dir = value;
+  else if (key == "runsc")
+    c.runsc = value;
+  else if (key == "runsc-root")
+    c.runsc_root = value;
+  else if (key == "rootfs")
+    c.rootfs = value;
+  else if (key == "platform")
+    c.platform = value;
+  else if (key == "cgroup-parent")
+    c.cgroup_parent = value;
+  else if (key == "node-name")
+    c.node_name = value;
+  else if (key == "region")
+    c.region = value;
+  else if (key == "token-file")
+    c.token_file = value;
+  else if (key == "log-level")
+    c.log_level = value;
+  else if (key == "init")
+    c.init_path = value;
+  else if (key == "pool")
+    return parse_pool_entry(value, &c.pool);
   else if (key == "max-sandboxes") {
     char* end = nullptr;
     long n = strtol(value.c_str(), &end, 10);
@@ -61,17 +75,20 @@ Status apply_file(AgentConfig& c, const std::string& path) {
   auto text = fs::read_file(path, 1 << 20);
   if (!text) return text.error();
   json j = json::parse(*text, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) return invalid("config " + path + " is not a JSON object");
+  if (j.is_discarded() || !j.is_object())
+    return invalid("config " + path + " is not a JSON object");
   for (auto& [k, v] : j.items()) {
     if (k == "pool" && v.is_object()) {
       for (auto& [t, n] : v.items()) {
         if (!n.is_number_integer()) return invalid("config pool." + t + " must be an integer");
-        if (auto st = parse_pool_entry(t + "=" + std::to_string(n.get<int>()), &c.pool); !st) return st;
+        if (auto st = parse_pool_entry(t + "=" + std::to_string(n.get<int>()), &c.pool); !st)
+          return st;
       }
       continue;
     }
     std::string value = v.is_string() ? v.get<std::string>() : v.dump();
-    if (auto st = apply(c, k, value); !st) return invalid("config " + path + ": " + st.error().message);
+    if (auto st = apply(c, k, value); !st)
+      return invalid("config " + path + ": " + st.error().message);
   }
   return ok_status();
 }
@@ -125,10 +142,12 @@ Result<AgentConfig> parse_agent_config(const std::vector<std::string>& args) {
   if (!c.token_file.empty()) {
     if (auto t = load_tokens(c.token_file); !t) return t.error();
   } else if (!c.listen.empty() && !is_loopback_listen(c.listen)) {
-    return invalid("--listen " + c.listen + " is not loopback: set --token-file to serve beyond this host");
+    return invalid("--listen " + c.listen +
+                   " is not loopback: set --token-file to serve beyond this host");
   }
   for (const auto& d : {c.state_dir, c.runsc_root}) {
-    if (d.empty() || d[0] != '/') return invalid("state and runsc directories must be absolute paths");
+    if (d.empty() || d[0] != '/')
+      return invalid("state and runsc directories must be absolute paths");
   }
   return c;
 }
@@ -138,11 +157,13 @@ Result<std::map<std::string, std::string>> load_tokens(const std::string& path) 
   if (!text) return text.error();
   json j = json::parse(*text, nullptr, false);
   if (j.is_discarded() || !j.is_object() || j.empty()) {
-    return invalid("token file " + path + " must be a non-empty JSON object {\"token\": \"tenant\"}");
+    return invalid("token file " + path +
+                   " must be a non-empty JSON object {\"token\": \"tenant\"}");
   }
   std::map<std::string, std::string> out;
   for (auto& [k, v] : j.items()) {
-    if (!v.is_string() || k.size() < 16) return invalid("token file " + path + ": tokens need 16+ characters and a tenant string");
+    if (!v.is_string() || k.size() < 16)
+      return invalid("token file " + path + ": tokens need 16+ characters and a tenant string");
     out[k] = v.get<std::string>();
   }
   return out;

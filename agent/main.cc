@@ -3,12 +3,11 @@
 #include <limits.h>
 #include <unistd.h>
 
-#include <filesystem>
-
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/thread_pool.hpp>
+#include <filesystem>
 
 #include "agent/api.h"
 #include "agent/config.h"
@@ -42,7 +41,8 @@ int main(int argc, char** argv) {
   }
   auto cfg = parse_agent_config(args);
   if (!cfg) {
-    fprintf(stderr, "swissbox-agent: %s\n%s", cfg.error().to_string().c_str(), agent_usage().c_str());
+    fprintf(stderr, "swissbox-agent: %s\n%s", cfg.error().to_string().c_str(),
+            agent_usage().c_str());
     return 2;
   }
   log::Level level;
@@ -66,8 +66,10 @@ int main(int argc, char** argv) {
     log::error("runtime not usable", {{"error", driver.error().to_string()}});
     return 1;
   }
-  log::info("runtime ready", {{"runsc", (*driver)->version()}, {"platform", ro.platform},
-                              {"rootfs", ro.rootfs}, {"state_dir", ro.state_dir}});
+  log::info("runtime ready", {{"runsc", (*driver)->version()},
+                              {"platform", ro.platform},
+                              {"rootfs", ro.rootfs},
+                              {"state_dir", ro.state_dir}});
 
   boost::asio::io_context ioc(1);
   // Runtime calls finish on the worker pool and post back: the I/O loop must not run out of
@@ -110,8 +112,10 @@ int main(int argc, char** argv) {
         return ioc.stop();
       }
     }
-    log::info("agent serving", {{"listen", cfg->listen}, {"socket", cfg->socket},
-                                {"node", cfg->node_name}, {"port", static_cast<int>(server.tcp_port())}});
+    log::info("agent serving", {{"listen", cfg->listen},
+                                {"socket", cfg->socket},
+                                {"node", cfg->node_name},
+                                {"port", static_cast<int>(server.tcp_port())}});
   });
 
   boost::asio::signal_set signals(ioc, SIGINT, SIGTERM);

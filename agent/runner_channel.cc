@@ -24,40 +24,44 @@ void RunnerChannel::start(std::function<void(const std::string&)> on_lost) {
 }
 
 void RunnerChannel::read() {
-  in_.async_read_some(asio::buffer(buf_), [self = shared_from_this()](
-                                              boost::system::error_code ec, size_t n) {
-    if (!self->alive_) return;
-    if (ec) {
-      self->fail(ec == asio::error::eof ? "the sandbox's runner exited"
-                                        : "runner read failed: " + ec.message());
-      return;
-    }
-    self->decoder_.feed(self->buf_.data(), n);
-    while (auto frame = self->decoder_.next()) {
-      uint64_t id = frame->header.value("id", uint64_t{0});
-      auto it = self->handlers_.find(id);
-      if (it == self->handlers_.end()) continue;  // hello, or a late event of a finished request
-      // The handler is out of the map while it runs: it may make new calls or close the
-      // channel (a one-shot deletes its sandbox on exit) without seeing itself twice.
-      EventFn fn = std::move(it->second);
-      self->handlers_.erase(it);
-      bool done = fn(*frame);
-      if (!done && self->alive_) self->handlers_[id] = std::move(fn);
-      if (!done && !self->alive_) {
-        fn(proto::Frame{{{"ev", "lost"}, {"id", id}, {"message", "the sandbox's runner is gone"}}, {}});
-      }
-      if (!self->alive_) return;
-    }
-    if (!self->decoder_.error().empty()) return self->fail("runner protocol error: " + self->decoder_.error());
-    self->read();
-  });
+  in_.async_read_some(
+      asio::buffer(buf_), [self = shared_from_this()](boost::system::error_code ec, size_t n) {
+        if (!self->alive_) return;
+        if (ec) {
+          self->fail(ec == asio::error::eof ? "the sandbox's runner exited"
+                                            : "runner read failed: " + ec.message());
+          return;
+        }
+        self->decoder_.feed(self->buf_.data(), n);
+        while (auto frame = self->decoder_.next()) {
+          uint64_t id = frame->header.value("id", uint64_t{0});
+          auto it = self->handlers_.find(id);
+          if (it == self->handlers_.end())
+            continue;  // hello, or a late event of a finished request
+          // The handler is out of the map while it runs: it may make new calls or close the
+          // channel (a one-shot deletes its sandbox on exit) without seeing itself twice.
+          EventFn fn = std::move(it->second);
+          self->handlers_.erase(it);
+          bool done = fn(*frame);
+          if (!done && self->alive_) self->handlers_[id] = std::move(fn);
+          if (!done && !self->alive_) {
+            fn(proto::Frame{
+                {{"ev", "lost"}, {"id", id}, {"message", "the sandbox's runner is gone"}}, {}});
+          }
+          if (!self->alive_) return;
+        }
+        if (!self->decoder_.error().empty())
+          return self->fail("runner protocol error: " + self->decoder_.error());
+        self->read();
+      });
 }
 
 uint64_t RunnerChannel::call(json header, std::string_view payload, EventFn fn) {
   uint64_t id = next_id_++;
   header["id"] = id;
   if (!alive_) {
-    proto::Frame lost{{{"ev", "lost"}, {"id", id}, {"message", "the sandbox's runner is gone"}}, {}};
+    proto::Frame lost{{{"ev", "lost"}, {"id", id}, {"message", "the sandbox's runner is gone"}},
+                      {}};
     fn(lost);
     return id;
   }

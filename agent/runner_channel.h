@@ -2,14 +2,13 @@
 // I/O thread, requests multiplexed by id. Must be used from the io_context's thread only.
 #pragma once
 
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
 #include <deque>
 #include <functional>
 #include <map>
 #include <memory>
 #include <string>
-
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/posix/stream_descriptor.hpp>
 
 #include "common/runner_protocol.h"
 #include "common/unique_fd.h"

@@ -6,7 +6,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-
 #include <nlohmann/json.hpp>
 
 #include "common/fs.h"
@@ -139,9 +138,13 @@ json make_oci_config(const SandboxSpec& spec, const RootfsLayout& rootfs,
                      const std::string& support_dir) {
   json mounts = json::array({
       {{"destination", "/proc"}, {"type", "proc"}, {"source", "proc"}},
-      {{"destination", "/dev"}, {"type", "tmpfs"}, {"source", "tmpfs"},
+      {{"destination", "/dev"},
+       {"type", "tmpfs"},
+       {"source", "tmpfs"},
        {"options", {"nosuid", "strictatime", "mode=755", "size=65536k"}}},
-      {{"destination", "/tmp"}, {"type", "tmpfs"}, {"source", "tmpfs"},
+      {{"destination", "/tmp"},
+       {"type", "tmpfs"},
+       {"source", "tmpfs"},
        {"options", {"nosuid", "nodev", "mode=1777"}}},
   });
   for (const BindMount& b : rootfs.binds) {
@@ -171,13 +174,19 @@ json make_oci_config(const SandboxSpec& spec, const RootfsLayout& rootfs,
         {"cwd", "/workspace"},
         {"noNewPrivileges", true},
         {"capabilities",
-         {{"bounding", caps}, {"effective", caps}, {"permitted", caps}, {"inheritable", caps},
+         {{"bounding", caps},
+          {"effective", caps},
+          {"permitted", caps},
+          {"inheritable", caps},
           {"ambient", caps}}},
         {"rlimits", {{{"type", "RLIMIT_NOFILE"}, {"hard", 4096}, {"soft", 4096}}}}}},
       {"mounts", mounts},
       {"linux",
        {{"namespaces",
-         {{{"type", "pid"}}, {{"type", "ipc"}}, {{"type", "uts"}}, {{"type", "mount"}},
+         {{{"type", "pid"}},
+          {{"type", "ipc"}},
+          {{"type", "uts"}},
+          {{"type", "mount"}},
           {{"type", "network"}}}}}},
   };
 }
@@ -188,11 +197,14 @@ Result<std::unique_ptr<RunscDriver>> RunscDriver::create(RunscOptions opts) {
   v.argv = {d->opts_.runsc, "--version"};
   v.timeout = std::chrono::seconds(10);
   auto r = run_process(v);
-  if (!r) return Error{Code::kUnavailable, r.error().sys_errno, "runsc not usable at " + d->opts_.runsc};
+  if (!r)
+    return Error{Code::kUnavailable, r.error().sys_errno, "runsc not usable at " + d->opts_.runsc};
   if (r->exit_code != 0) return make_error(Code::kUnavailable, describe_failure(v, *r));
   auto pos = r->out.find("version ");
-  d->version_ = pos == std::string::npos ? "unknown" : r->out.substr(pos + 8, r->out.find('\n') - pos - 8);
-  if (d->opts_.platform != "ptrace" && d->opts_.platform != "systrap" && d->opts_.platform != "kvm") {
+  d->version_ =
+      pos == std::string::npos ? "unknown" : r->out.substr(pos + 8, r->out.find('\n') - pos - 8);
+  if (d->opts_.platform != "ptrace" && d->opts_.platform != "systrap" &&
+      d->opts_.platform != "kvm") {
     return make_error(Code::kInvalidArgument, "unknown platform " + d->opts_.platform);
   }
   for (const auto& dir : {d->opts_.root_dir, d->opts_.state_dir + "/sandboxes"}) {
@@ -210,15 +222,16 @@ Result<std::unique_ptr<RunscDriver>> RunscDriver::create(RunscOptions opts) {
     return Error{Code::kUnavailable, st.error().sys_errno,
                  "install swissbox-init from " + d->opts_.init_path + ": " + st.error().message};
   }
-  if (auto st = write_if_changed(d->support_dir_ + "/tsrun.js", kTsRunner, 0644); !st) return st.error();
+  if (auto st = write_if_changed(d->support_dir_ + "/tsrun.js", kTsRunner, 0644); !st)
+    return st.error();
   return d;
 }
 
 std::vector<std::string> RunscDriver::command(std::initializer_list<std::string> args) const {
   // The global flags are the same for every call on every sandbox of this agent.
-  std::vector<std::string> argv = {opts_.runsc,   "--root",    opts_.root_dir, "--platform",
-                                   opts_.platform, "--network", "none",         "--overlay2",
-                                   "none"};
+  std::vector<std::string> argv = {opts_.runsc,  "--root",       opts_.root_dir,
+                                   "--platform", opts_.platform, "--network",
+                                   "none",       "--overlay2",   "none"};
   argv.insert(argv.end(), args);
   return argv;
 }
@@ -238,7 +251,8 @@ Result<RunnerPipes> RunscDriver::start(const SandboxSpec& spec) {
   };
   if (auto st = fs::make_dirs(workspace, 0755); !st) return fail(st.error());
   if (auto st = fs::make_dirs(bundle, 0700); !st) return fail(st.error());
-  if (chown(workspace.c_str(), spec.uid, spec.gid) != 0) return fail(sys_error("chown " + workspace));
+  if (chown(workspace.c_str(), spec.uid, spec.gid) != 0)
+    return fail(sys_error("chown " + workspace));
   json config = make_oci_config(spec, rootfs_, workspace, opts_.init_path, support_dir_);
   if (auto st = fs::write_file_atomic(bundle + "/config.json", config.dump(2)); !st) {
     return fail(st.error());

@@ -4,10 +4,9 @@
 #pragma once
 
 #include <chrono>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json_fwd.hpp>
 
 #include "agent/runtime.h"
 
@@ -15,10 +14,10 @@ namespace swissbox {
 
 struct RunscOptions {
   std::string runsc = "/usr/bin/runsc";
-  std::string root_dir = "/run/swissbox/runsc";     // runsc --root
-  std::string state_dir = "/var/lib/swissbox";      // sandboxes/<id>/ live here
-  std::string rootfs = "host";                      // "host" or a directory
-  std::string init_path;                            // swissbox-init on the host
+  std::string root_dir = "/run/swissbox/runsc";  // runsc --root
+  std::string state_dir = "/var/lib/swissbox";   // sandboxes/<id>/ live here
+  std::string rootfs = "host";                   // "host" or a directory
+  std::string init_path;                         // swissbox-init on the host
   std::string platform = "ptrace";
   std::chrono::milliseconds command_timeout{30000};
 };

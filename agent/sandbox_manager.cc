@@ -1,9 +1,9 @@
 #include "agent/sandbox_manager.h"
 
-#include <random>
+#include <fmt/format.h>
 
 #include <boost/asio/post.hpp>
-#include <fmt/format.h>
+#include <random>
 
 #include "common/log.h"
 
@@ -15,15 +15,19 @@ using Clock = std::chrono::steady_clock;
 
 std::string_view state_name(SandboxState s) {
   switch (s) {
-    case SandboxState::kWarm: return "warm";
-    case SandboxState::kActive: return "active";
-    case SandboxState::kFailed: return "failed";
+    case SandboxState::kWarm:
+      return "warm";
+    case SandboxState::kActive:
+      return "active";
+    case SandboxState::kFailed:
+      return "failed";
   }
   return "unknown";
 }
 
 json Sandbox::to_json(const std::string& node) const {
-  auto created = std::chrono::duration_cast<std::chrono::milliseconds>(created_at.time_since_epoch());
+  auto created =
+      std::chrono::duration_cast<std::chrono::milliseconds>(created_at.time_since_epoch());
   json j = {{"id", id},
             {"node", node},
             {"template", template_name},
@@ -42,7 +46,11 @@ json Sandbox::to_json(const std::string& node) const {
 
 SandboxManager::SandboxManager(asio::io_context& ioc, asio::thread_pool& workers,
                                SandboxRuntime& runtime, ManagerOptions opts, Metrics& metrics)
-    : ioc_(ioc), workers_(workers), runtime_(runtime), opts_(std::move(opts)), metrics_(metrics),
+    : ioc_(ioc),
+      workers_(workers),
+      runtime_(runtime),
+      opts_(std::move(opts)),
+      metrics_(metrics),
       tick_timer_(ioc),
       refill_timer_(ioc) {
   using T = Metrics::Type;
@@ -51,7 +59,8 @@ SandboxManager::SandboxManager(asio::io_context& ioc, asio::thread_pool& workers
   metrics_.describe("swissbox_pool_ready", T::kGauge, "Warm sandboxes ready to claim.");
   metrics_.describe("swissbox_pool_starting", T::kGauge, "Warm sandboxes being started.");
   metrics_.describe("swissbox_claims_total", T::kCounter, "Sandbox creations, warm or cold.");
-  metrics_.describe("swissbox_sandbox_starts_total", T::kCounter, "runsc sandbox starts by result.");
+  metrics_.describe("swissbox_sandbox_starts_total", T::kCounter,
+                    "runsc sandbox starts by result.");
   metrics_.describe("swissbox_sandbox_start_seconds_total", T::kCounter,
                     "Time spent starting sandboxes (create + start + runner ready).");
   metrics_.describe("swissbox_sandbox_failures_total", T::kCounter,
@@ -110,7 +119,8 @@ void SandboxManager::refill() {
            starting_total_ < opts_.refill_concurrency && total_sandboxes() < opts_.max_sandboxes) {
       start_one(tmpl, [this, tmpl = tmpl](Result<SandboxPtr> r) {
         if (!r) {
-          log::warn("warm sandbox failed to start", {{"template", tmpl}, {"error", r.error().to_string()}});
+          log::warn("warm sandbox failed to start",
+                    {{"template", tmpl}, {"error", r.error().to_string()}});
           // Back off a little so a broken runtime does not spin.
           auto t = std::make_shared<asio::steady_timer>(ioc_, std::chrono::seconds(2));
           t->async_wait([this, t](boost::system::error_code) { refill(); });
@@ -135,7 +145,8 @@ void SandboxManager::refill_later() {
   });
 }
 
-void SandboxManager::start_one(const std::string& tmpl, std::function<void(Result<SandboxPtr>)> ready) {
+void SandboxManager::start_one(const std::string& tmpl,
+                               std::function<void(Result<SandboxPtr>)> ready) {
   auto sb = std::make_shared<Sandbox>();
   sb->id = new_id();
   sb->template_name = tmpl;
@@ -153,7 +164,8 @@ void SandboxManager::start_one(const std::string& tmpl, std::function<void(Resul
       auto finish = [this, sb, t0](bool ok) {
         --starting_[sb->template_name];
         --starting_total_;
-        metrics_.add("swissbox_sandbox_starts_total", Metrics::labels({{"result", ok ? "ok" : "error"}}));
+        metrics_.add("swissbox_sandbox_starts_total",
+                     Metrics::labels({{"result", ok ? "ok" : "error"}}));
         std::chrono::duration<double> d = Clock::now() - t0;
         metrics_.add("swissbox_sandbox_start_seconds_total", {}, d.count());
       };
@@ -181,8 +193,10 @@ void SandboxManager::start_one(const std::string& tmpl, std::function<void(Resul
         sb->created_at = std::chrono::system_clock::now();
         sb->last_used = Clock::now();
         sandboxes_[sb->id] = sb;
-        log::info("sandbox ready", {{"sandbox", sb->id}, {"template", sb->template_name},
-                                    {"ms", std::chrono::duration<double, std::milli>(Clock::now() - t0).count()}});
+        log::info("sandbox ready",
+                  {{"sandbox", sb->id},
+                   {"template", sb->template_name},
+                   {"ms", std::chrono::duration<double, std::milli>(Clock::now() - t0).count()}});
         ready(sb);
       };
       timer->async_wait([done](boost::system::error_code ec) mutable {
@@ -201,7 +215,9 @@ void SandboxManager::start_one(const std::string& tmpl, std::function<void(Resul
           done("");
           return true;
         }
-        sb->channel->call({{"op", "exec"}, {"argv", warmup}, {"timeout_ms", 10000},
+        sb->channel->call({{"op", "exec"},
+                           {"argv", warmup},
+                           {"timeout_ms", 10000},
                            {"env", {{"PATH", "/usr/local/bin:/usr/bin:/bin"}}}},
                           {}, [done](const proto::Frame& e) mutable {
                             std::string ev = e.header.value("ev", "");
@@ -216,7 +232,8 @@ void SandboxManager::start_one(const std::string& tmpl, std::function<void(Resul
   });
 }
 
-void SandboxManager::create(const CreateRequest& req, std::string tenant, json metadata, CreateFn fn) {
+void SandboxManager::create(const CreateRequest& req, std::string tenant, json metadata,
+                            CreateFn fn) {
   if (stopping_) return fn(make_error(Code::kUnavailable, "the agent is shutting down"), false);
   auto claim = [this, req, tenant, metadata](SandboxPtr sb, bool warm) {
     sb->state = SandboxState::kActive;
@@ -243,10 +260,10 @@ void SandboxManager::create(const CreateRequest& req, std::string tenant, json m
     return fn(sb, true);
   }
   if (total_sandboxes() >= opts_.max_sandboxes) {
-    return fn(make_error(Code::kResourceExhausted,
-                         fmt::format("node {} is at its limit of {} sandboxes", opts_.node_name,
-                                     opts_.max_sandboxes)),
-              false);
+    return fn(
+        make_error(Code::kResourceExhausted, fmt::format("node {} is at its limit of {} sandboxes",
+                                                         opts_.node_name, opts_.max_sandboxes)),
+        false);
   }
   // Cold start: the same path as a refill, claimed as soon as the runner answers.
   start_one(req.template_name, [this, claim, fn](Result<SandboxPtr> r) {
@@ -300,8 +317,10 @@ void SandboxManager::retire(const std::string& id, const std::string& why) {
 void SandboxManager::on_lost(const std::string& id, const std::string& reason) {
   auto sb = find(id);
   if (!sb) return;  // deleted by us
-  metrics_.add("swissbox_sandbox_failures_total", Metrics::labels({{"state", state_name(sb->state)}}));
-  log::warn("sandbox lost", {{"sandbox", id}, {"state", state_name(sb->state)}, {"reason", reason}});
+  metrics_.add("swissbox_sandbox_failures_total",
+               Metrics::labels({{"state", state_name(sb->state)}}));
+  log::warn("sandbox lost",
+            {{"sandbox", id}, {"state", state_name(sb->state)}, {"reason", reason}});
   if (sb->state == SandboxState::kWarm) {
     retire(id, "lost while warm: " + reason);
     return;
@@ -317,9 +336,12 @@ void SandboxManager::destroy_later(const std::string& id, const std::string& why
   destroying_.insert(id);
   asio::post(destroy_workers_, [this, id, why] {
     auto st = runtime_.destroy(id);
-    if (!st) log::error("sandbox destroy failed", {{"sandbox", id}, {"error", st.error().to_string()}});
-    else log::info("sandbox destroyed", {{"sandbox", id}, {"why", why}});
-    metrics_.add("swissbox_sandbox_destroys_total", Metrics::labels({{"result", st.ok() ? "ok" : "error"}}));
+    if (!st)
+      log::error("sandbox destroy failed", {{"sandbox", id}, {"error", st.error().to_string()}});
+    else
+      log::info("sandbox destroyed", {{"sandbox", id}, {"why", why}});
+    metrics_.add("swissbox_sandbox_destroys_total",
+                 Metrics::labels({{"result", st.ok() ? "ok" : "error"}}));
     asio::post(ioc_, [this, id] {
       destroying_.erase(id);
       if (destroying_.empty() && starting_total_ == 0 && on_all_destroyed_) {
@@ -404,7 +426,8 @@ std::map<std::string, PoolStatus> SandboxManager::pool_status() const {
 }
 
 Status SandboxManager::set_pool_target(const std::string& tmpl, int target) {
-  if (!builtin_templates().count(tmpl)) return make_error(Code::kNotFound, "unknown template '" + tmpl + "'");
+  if (!builtin_templates().count(tmpl))
+    return make_error(Code::kNotFound, "unknown template '" + tmpl + "'");
   if (target < 0 || target > opts_.max_sandboxes) {
     return make_error(Code::kInvalidArgument,
                       fmt::format("target must be between 0 and {}", opts_.max_sandboxes));
@@ -434,7 +457,8 @@ int SandboxManager::active_count() const {
 void SandboxManager::update_gauges() {
   std::map<std::string_view, int> by_state{{"warm", 0}, {"active", 0}, {"failed", 0}};
   for (const auto& [id, sb] : sandboxes_) by_state[state_name(sb->state)]++;
-  for (const auto& [s, n] : by_state) metrics_.set("swissbox_sandboxes", Metrics::labels({{"state", s}}), n);
+  for (const auto& [s, n] : by_state)
+    metrics_.set("swissbox_sandboxes", Metrics::labels({{"state", s}}), n);
   for (const auto& [name, p] : pool_status()) {
     auto l = Metrics::labels({{"template", name}});
     metrics_.set("swissbox_pool_target", l, p.target);

@@ -4,18 +4,17 @@
 // background). All state lives on the I/O thread; runtime calls run on the worker pool.
 #pragma once
 
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <chrono>
 #include <functional>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <string>
 #include <vector>
-
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/steady_timer.hpp>
-#include <boost/asio/thread_pool.hpp>
-#include <nlohmann/json.hpp>
 
 #include "agent/runner_channel.h"
 #include "agent/runtime.h"

@@ -1,8 +1,8 @@
 #include "agent/sandbox_ops.h"
 
-#include <atomic>
-
 #include <fmt/format.h>
+
+#include <atomic>
 
 #include "common/runner_protocol.h"
 
@@ -46,13 +46,16 @@ Status parse_common(const json& body, ExecRequest* req) {
     }
   }
   if (auto it = body.find("cwd"); it != body.end() && !it->is_null()) {
-    if (!it->is_string() || it->get<std::string>().empty()) return invalid("cwd must be a non-empty string");
+    if (!it->is_string() || it->get<std::string>().empty())
+      return invalid("cwd must be a non-empty string");
     req->cwd = it->get<std::string>();
     if (req->cwd.find('\0') != std::string::npos) return invalid("cwd contains a NUL byte");
   }
   if (auto it = body.find("timeout_ms"); it != body.end() && !it->is_null()) {
-    if (!it->is_number_integer() || it->get<int64_t>() <= 0 || it->get<int64_t>() > kMaxExecTimeoutMs) {
-      return invalid(fmt::format("timeout_ms must be an integer between 1 and {}", kMaxExecTimeoutMs));
+    if (!it->is_number_integer() || it->get<int64_t>() <= 0 ||
+        it->get<int64_t>() > kMaxExecTimeoutMs) {
+      return invalid(
+          fmt::format("timeout_ms must be an integer between 1 and {}", kMaxExecTimeoutMs));
     }
     req->timeout_ms = it->get<int64_t>();
   }
@@ -74,7 +77,7 @@ Status parse_common(const json& body, ExecRequest* req) {
 
 json ExecOutcome::to_json(bool with_output) const {
   json j = {{"exit_code", exit_code},   {"duration_ms", duration_ms}, {"cpu_ms", cpu_ms},
-            {"max_rss_kb", max_rss_kb}, {"timed_out", timed_out},    {"oom_killed", oom_killed},
+            {"max_rss_kb", max_rss_kb}, {"timed_out", timed_out},     {"oom_killed", oom_killed},
             {"truncated", truncated}};
   if (signal) j["signal"] = signal;
   if (with_output) {
@@ -118,9 +121,11 @@ const std::vector<std::string>& supported_languages() {
 Result<ExecRequest> parse_code_request(const json& body) {
   if (!body.is_object()) return invalid("request body must be a JSON object");
   auto lang_it = body.find("language");
-  if (lang_it == body.end() || !lang_it->is_string()) return invalid("language is required (python, bash, javascript, typescript)");
+  if (lang_it == body.end() || !lang_it->is_string())
+    return invalid("language is required (python, bash, javascript, typescript)");
   auto code_it = body.find("code");
-  if (code_it == body.end() || !code_it->is_string()) return invalid("code is required and must be a string");
+  if (code_it == body.end() || !code_it->is_string())
+    return invalid("code is required and must be a string");
   ExecRequest req;
   std::string lang = lang_it->get<std::string>();
   static std::atomic<uint64_t> seq{0};
@@ -141,7 +146,8 @@ Result<ExecRequest> parse_code_request(const json& body) {
     return invalid("unknown language '" + lang + "' (python, bash, javascript, typescript)");
   }
   req.code = code_it->get<std::string>();
-  if (req.code.size() > kMaxFileBytes) return make_error(Code::kTooLarge, "code is larger than 64 MiB");
+  if (req.code.size() > kMaxFileBytes)
+    return make_error(Code::kTooLarge, "code is larger than 64 MiB");
   if (auto st = parse_common(body, &req); !st) return st.error();
   return req;
 }
@@ -157,16 +163,21 @@ namespace {
 
 void start_command(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, ExecRequest req,
                    OutputFn on_output, ExecDoneFn done) {
-  json env = {{"PATH", "/usr/local/bin:/usr/bin:/bin"}, {"HOME", "/workspace"},
-              {"LANG", "C.UTF-8"}, {"USER", "sandbox"}};
+  json env = {{"PATH", "/usr/local/bin:/usr/bin:/bin"},
+              {"HOME", "/workspace"},
+              {"LANG", "C.UTF-8"},
+              {"USER", "sandbox"}};
   for (const auto& [k, v] : sb->env) env[k] = v;
   for (const auto& [k, v] : req.env) env[k] = v;
   size_t first = std::min(req.stdin_data.size(), static_cast<size_t>(proto::kMaxPayload));
   bool more_stdin = first < req.stdin_data.size();
-  json header = {{"op", "exec"},         {"argv", req.argv},
+  json header = {{"op", "exec"},
+                 {"argv", req.argv},
                  {"env", env},
-                 {"timeout_ms", req.timeout_ms}, {"output_cap", req.output_cap},
-                 {"background", req.background}, {"stdin_eof", !more_stdin}};
+                 {"timeout_ms", req.timeout_ms},
+                 {"output_cap", req.output_cap},
+                 {"background", req.background},
+                 {"stdin_eof", !more_stdin}};
   if (!req.cwd.empty()) header["cwd"] = req.cwd;
   auto outcome = std::make_shared<ExecOutcome>();
   mgr.touch(*sb, +1);
@@ -218,7 +229,8 @@ void start_command(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, ExecRequest
 
 void run_exec(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, ExecRequest req, OutputFn on_output,
               ExecDoneFn done) {
-  if (req.code_path.empty()) return start_command(mgr, std::move(sb), std::move(req), on_output, done);
+  if (req.code_path.empty())
+    return start_command(mgr, std::move(sb), std::move(req), on_output, done);
   std::string path = req.code_path;
   std::string code = std::move(req.code);
   write_file(mgr, sb, path, std::move(code),
@@ -260,8 +272,8 @@ void read_file(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string pat
                     });
 }
 
-void write_file(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string path, std::string data,
-                std::function<void(Status)> done) {
+void write_file(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string path,
+                std::string data, std::function<void(Status)> done) {
   mgr.touch(*sb, +1);
   size_t off = 0;
   uint64_t id = 0;
@@ -275,9 +287,12 @@ void write_file(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string pa
       id = sb->channel->call(h, chunk, [&mgr, sb, done](const proto::Frame& f) {
         mgr.touch(*sb, -1);
         std::string ev = f.header.value("ev", "");
-        if (ev == "lost") done(lost_error(*sb, f));
-        else if (!f.header.value("ok", false)) done(runner_error(f.header.value("error", json::object())));
-        else done(ok_status());
+        if (ev == "lost")
+          done(lost_error(*sb, f));
+        else if (!f.header.value("ok", false))
+          done(runner_error(f.header.value("error", json::object())));
+        else
+          done(ok_status());
         return true;
       });
     } else {
@@ -293,9 +308,12 @@ void file_op(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, json request,
   mgr.touch(*sb, +1);
   sb->channel->call(std::move(request), {}, [&mgr, sb, done](const proto::Frame& f) {
     mgr.touch(*sb, -1);
-    if (f.header.value("ev", "") == "lost") done(lost_error(*sb, f));
-    else if (!f.header.value("ok", false)) done(runner_error(f.header.value("error", json::object())));
-    else done(f.header);
+    if (f.header.value("ev", "") == "lost")
+      done(lost_error(*sb, f));
+    else if (!f.header.value("ok", false))
+      done(runner_error(f.header.value("error", json::object())));
+    else
+      done(f.header);
     return true;
   });
 }

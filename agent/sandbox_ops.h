@@ -6,10 +6,9 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "agent/sandbox_manager.h"
 #include "common/error.h"
@@ -61,8 +60,8 @@ using OutputFn = std::function<void(bool is_stderr, std::string_view data)>;
 using ExecDoneFn = std::function<void(Result<ExecOutcome>)>;
 
 // Runs the request; with on_output set, output is streamed there instead of collected.
-void run_exec(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, ExecRequest req,
-              OutputFn on_output, ExecDoneFn done);
+void run_exec(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, ExecRequest req, OutputFn on_output,
+              ExecDoneFn done);
 
 // Files: paths are resolved inside the sandbox by the runner (relative = under /workspace).
 void read_file(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string path,

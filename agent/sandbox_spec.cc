@@ -66,19 +66,26 @@ Result<CreateRequest> parse_create_request(const json& body, const LimitBounds& 
                    "' (known: default, lightweight, heavy, browser)");
   }
   req.limits = tmpl->second.limits;
-  if (auto st = read_number(body, "cpu", 0.1, bounds.max_cpu, &req.limits.cpu); !st) return st.error();
-  if (auto st = read_number<int64_t>(body, "memory_mb", 64, bounds.max_memory_mb, &req.limits.memory_mb); !st) {
+  if (auto st = read_number(body, "cpu", 0.1, bounds.max_cpu, &req.limits.cpu); !st)
+    return st.error();
+  if (auto st =
+          read_number<int64_t>(body, "memory_mb", 64, bounds.max_memory_mb, &req.limits.memory_mb);
+      !st) {
     return st.error();
   }
-  if (auto st = read_number<int64_t>(body, "disk_mb", 16, bounds.max_disk_mb, &req.limits.disk_mb); !st) {
+  if (auto st = read_number<int64_t>(body, "disk_mb", 16, bounds.max_disk_mb, &req.limits.disk_mb);
+      !st) {
     return st.error();
   }
   int64_t timeout_s = req.timeout.count();
-  if (auto st = read_number<int64_t>(body, "timeout_s", 1, 7 * 24 * 3600, &timeout_s); !st) return st.error();
+  if (auto st = read_number<int64_t>(body, "timeout_s", 1, 7 * 24 * 3600, &timeout_s); !st)
+    return st.error();
   req.timeout = std::chrono::seconds(timeout_s);
   if (auto it = body.find("network"); it != body.end() && !it->is_null()) {
     if (!it->is_string()) return invalid("network must be a string");
-    if (*it != "none") return invalid("network '" + it->get<std::string>() + "' is not offered on this node (only 'none')");
+    if (*it != "none")
+      return invalid("network '" + it->get<std::string>() +
+                     "' is not offered on this node (only 'none')");
   }
   if (auto it = body.find("env"); it != body.end() && !it->is_null()) {
     if (!it->is_object()) return invalid("env must be an object of strings");

@@ -4,11 +4,10 @@
 
 #include <chrono>
 #include <map>
+#include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json_fwd.hpp>
 
 #include "common/error.h"
 
@@ -17,7 +16,7 @@ namespace swissbox {
 enum class NetworkMode { kNone };
 
 struct Limits {
-  double cpu = 2;         // CPUs
+  double cpu = 2;  // CPUs
   int64_t memory_mb = 512;
   int64_t disk_mb = 10240;
   int64_t pids = 512;
@@ -43,7 +42,7 @@ struct CreateRequest {
   std::string template_name = "default";
   Limits limits;
   std::map<std::string, std::string> env;
-  std::chrono::seconds timeout{900};  // idle expiry
+  std::chrono::seconds timeout{900};   // idle expiry
   nlohmann::json* metadata = nullptr;  // not owned; copied by the manager
 };
 

@@ -6,17 +6,16 @@
 //   oneshot     POST /v1/execute with --lang python|bash|javascript|typescript
 // Prints p50/p90/p99/max per scenario and the ratios to cold / runsc-exec; --json FILE too.
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <fmt/format.h>
-#include <nlohmann/json.hpp>
 
 #include "common/fs.h"
 #include "common/http_client.h"
@@ -80,16 +79,29 @@ class CliBaseline {
     for (const char* l : {"bin", "lib", "lib64", "sbin"}) {
       symlink((std::string("usr/") + l).c_str(), (rootfs + "/" + l).c_str());
     }
-    json config = {
-        {"ociVersion", "1.0.2"},
-        {"root", {{"path", "rootfs"}, {"readonly", true}}},
-        {"process", {{"args", {"/bin/sleep", "infinity"}}, {"cwd", "/"}, {"env", {"PATH=/usr/bin:/bin"}},
+    json config = {{"ociVersion", "1.0.2"},
+                   {"root", {{"path", "rootfs"}, {"readonly", true}}},
+                   {"process",
+                    {{"args", {"/bin/sleep", "infinity"}},
+                     {"cwd", "/"},
+                     {"env", {"PATH=/usr/bin:/bin"}},
                      {"user", {{"uid", 1000}, {"gid", 1000}}}}},
-        {"mounts", {{{"destination", "/proc"}, {"type", "proc"}, {"source", "proc"}},
-                    {{"destination", "/tmp"}, {"type", "tmpfs"}, {"source", "tmpfs"}},
-                    {{"destination", "/usr"}, {"type", "bind"}, {"source", "/usr"}, {"options", {"rbind", "ro"}}}}},
-        {"linux", {{"namespaces", {{{"type", "pid"}}, {{"type", "mount"}}, {{"type", "network"}}, {{"type", "ipc"}}, {{"type", "uts"}}}}}}};
-    if (!swissbox::fs::write_file_atomic(dir_ + "/bundle/config.json", config.dump())) die("write bundle");
+                   {"mounts",
+                    {{{"destination", "/proc"}, {"type", "proc"}, {"source", "proc"}},
+                     {{"destination", "/tmp"}, {"type", "tmpfs"}, {"source", "tmpfs"}},
+                     {{"destination", "/usr"},
+                      {"type", "bind"},
+                      {"source", "/usr"},
+                      {"options", {"rbind", "ro"}}}}},
+                   {"linux",
+                    {{"namespaces",
+                      {{{"type", "pid"}},
+                       {{"type", "mount"}},
+                       {{"type", "network"}},
+                       {{"type", "ipc"}},
+                       {{"type", "uts"}}}}}}};
+    if (!swissbox::fs::write_file_atomic(dir_ + "/bundle/config.json", config.dump()))
+      die("write bundle");
   }
   ~CliBaseline() { (void)swissbox::fs::remove_tree(dir_); }
 
@@ -99,7 +111,8 @@ class CliBaseline {
     ProcessOptions p;
     swissbox::unique_fd null_fd(open("/dev/null", O_RDWR | O_CLOEXEC));
     if (detach_stdio) p.stdin_fd = p.stdout_fd = p.stderr_fd = null_fd.get();
-    p.argv = {o_.runsc, "--root", dir_ + "/root", "--platform", o_.platform, "--network", "none", "--overlay2", "none"};
+    p.argv = {o_.runsc,    "--root", dir_ + "/root", "--platform", o_.platform,
+              "--network", "none",   "--overlay2",   "none"};
     p.argv.insert(p.argv.end(), args);
     p.timeout = std::chrono::seconds(30);
     auto r = run_process(p);
@@ -132,7 +145,8 @@ Stats bench_runsc_exec(const Options& o) {
   CliBaseline cli(o);
   Stats s;
   std::string id = fmt::format("bench-exec-{}", getpid());
-  if (!cli.run({"create", "--bundle", cli.bundle(), id}, true) || !cli.run({"start", id})) die("runsc start failed");
+  if (!cli.run({"create", "--bundle", cli.bundle(), id}, true) || !cli.run({"start", id}))
+    die("runsc start failed");
   for (int i = 0; i < o.iterations; ++i) {
     auto t0 = Clock::now();
     bool ok = cli.run({"exec", id, "/bin/echo", "hi"});
@@ -143,7 +157,8 @@ Stats bench_runsc_exec(const Options& o) {
   return s;
 }
 
-json call(swissbox::http::Client& c, std::string_view method, const std::string& path, const json& body, unsigned want) {
+json call(swissbox::http::Client& c, std::string_view method, const std::string& path,
+          const json& body, unsigned want) {
   auto r = c.request(method, path, body.is_null() ? "" : body.dump());
   if (!r || r->status != want) return nullptr;
   return r->body.empty() ? json::object() : json::parse(r->body, nullptr, false);
@@ -158,7 +173,9 @@ void wait_for_warm(swissbox::http::Client& c) {
     json n = call(c, "GET", "/v1/node", nullptr, 200);
     if (!p.is_null() && !n.is_null() && n.value("deleting", 0) == 0) {
       const json& d = p["templates"]["default"];
-      if (d.value("ready", 0) > 0 && d.value("ready", 0) >= d.value("target", 0) && d.value("starting", 0) == 0) return;
+      if (d.value("ready", 0) > 0 && d.value("ready", 0) >= d.value("target", 0) &&
+          d.value("starting", 0) == 0)
+        return;
     }
     usleep(50000);
   }
@@ -171,7 +188,9 @@ Stats bench_warm(const Options& o) {
     wait_for_warm(c);
     auto t0 = Clock::now();
     json sb = call(c, "POST", "/v1/sandboxes", json::object(), 201);
-    json r = sb.is_null() ? json() : call(c, "POST", "/v1/sandboxes/" + sb.value("id", "") + "/exec", {{"command", {"echo", "hi"}}}, 200);
+    json r = sb.is_null() ? json()
+                          : call(c, "POST", "/v1/sandboxes/" + sb.value("id", "") + "/exec",
+                                 {{"command", {"echo", "hi"}}}, 200);
     double ms = since_ms(t0);
     bool ok = !r.is_null() && r.value("stdout", "") == "hi\n";
     if (!sb.is_null()) call(c, "DELETE", "/v1/sandboxes/" + sb.value("id", ""), nullptr, 204);
@@ -213,9 +232,11 @@ Stats bench_oneshot(const Options& o) {
   for (int i = 0; i < o.iterations; ++i) {
     wait_for_warm(c);
     auto t0 = Clock::now();
-    json r = call(c, "POST", "/v1/execute", {{"language", o.lang}, {"code", it->second.first}}, 200);
+    json r =
+        call(c, "POST", "/v1/execute", {{"language", o.lang}, {"code", it->second.first}}, 200);
     double ms = since_ms(t0);
-    (!r.is_null() && r.value("stdout", "") == it->second.second) ? s.ms.push_back(ms) : void(s.errors++);
+    (!r.is_null() && r.value("stdout", "") == it->second.second) ? s.ms.push_back(ms)
+                                                                 : void(s.errors++);
     progress("oneshot", i + 1, o.iterations);
   }
   return s;
@@ -231,43 +252,61 @@ int main(int argc, char** argv) {
       if (i + 1 >= argc) die(a + " needs a value");
       return argv[++i];
     };
-    if (a == "--target") o.target = next();
-    else if (a == "--iterations") o.iterations = std::max(1, atoi(next().c_str()));
-    else if (a == "--runsc") o.runsc = next();
-    else if (a == "--platform") o.platform = next();
-    else if (a == "--lang") o.lang = next();
-    else if (a == "--json") o.json_out = next();
+    if (a == "--target")
+      o.target = next();
+    else if (a == "--iterations")
+      o.iterations = std::max(1, atoi(next().c_str()));
+    else if (a == "--runsc")
+      o.runsc = next();
+    else if (a == "--platform")
+      o.platform = next();
+    else if (a == "--lang")
+      o.lang = next();
+    else if (a == "--json")
+      o.json_out = next();
     else if (a == "--help") {
-      puts("usage: swissbox-bench SCENARIO... [--target HOST:PORT] [--iterations N] [--lang L]\n"
-           "                      [--platform ptrace|systrap] [--runsc PATH] [--json FILE]\n"
-           "scenarios: cold runsc-exec warm exec oneshot");
+      puts(
+          "usage: swissbox-bench SCENARIO... [--target HOST:PORT] [--iterations N] [--lang L]\n"
+          "                      [--platform ptrace|systrap] [--runsc PATH] [--json FILE]\n"
+          "scenarios: cold runsc-exec warm exec oneshot");
       return 0;
-    } else if (a.rfind("--", 0) == 0) die("unknown option " + a);
-    else o.scenarios.push_back(a);
+    } else if (a.rfind("--", 0) == 0)
+      die("unknown option " + a);
+    else
+      o.scenarios.push_back(a);
   }
   if (o.scenarios.empty()) o.scenarios = {"cold", "runsc-exec", "warm", "exec"};
   std::map<std::string, Stats> results;
   for (const auto& sc : o.scenarios) {
-    if (sc == "cold") results[sc] = bench_cold(o);
-    else if (sc == "runsc-exec") results[sc] = bench_runsc_exec(o);
-    else if (sc == "warm") results[sc] = bench_warm(o);
-    else if (sc == "exec") results[sc] = bench_exec(o);
-    else if (sc == "oneshot") results[sc + "-" + o.lang] = bench_oneshot(o);
-    else die("unknown scenario " + sc);
+    if (sc == "cold")
+      results[sc] = bench_cold(o);
+    else if (sc == "runsc-exec")
+      results[sc] = bench_runsc_exec(o);
+    else if (sc == "warm")
+      results[sc] = bench_warm(o);
+    else if (sc == "exec")
+      results[sc] = bench_exec(o);
+    else if (sc == "oneshot")
+      results[sc + "-" + o.lang] = bench_oneshot(o);
+    else
+      die("unknown scenario " + sc);
   }
   json out = json::object();
-  printf("| scenario | n | errors | p50 ms | p90 ms | p99 ms | max ms | vs baseline |\n|---|---|---|---|---|---|---|---|\n");
+  printf(
+      "| scenario | n | errors | p50 ms | p90 ms | p99 ms | max ms | vs baseline "
+      "|\n|---|---|---|---|---|---|---|---|\n");
   for (const auto& [name, s] : results) {
     std::string ratio;
     std::string base = name == "exec" ? "runsc-exec" : "cold";
     if (name != base && results.count(base) && s.pct(50) > 0) {
       ratio = fmt::format("{:.1f}x faster than {} p50", results[base].pct(50) / s.pct(50), base);
     }
-    printf("| %s | %zu | %d | %.1f | %.1f | %.1f | %.1f | %s |\n", name.c_str(), s.ms.size(), s.errors, s.pct(50),
-           s.pct(90), s.pct(99), s.pct(100), ratio.c_str());
-    out[name] = {{"n", s.ms.size()}, {"errors", s.errors}, {"p50_ms", s.pct(50)}, {"p90_ms", s.pct(90)},
-                 {"p99_ms", s.pct(99)}, {"max_ms", s.pct(100)}};
+    printf("| %s | %zu | %d | %.1f | %.1f | %.1f | %.1f | %s |\n", name.c_str(), s.ms.size(),
+           s.errors, s.pct(50), s.pct(90), s.pct(99), s.pct(100), ratio.c_str());
+    out[name] = {{"n", s.ms.size()},    {"errors", s.errors},  {"p50_ms", s.pct(50)},
+                 {"p90_ms", s.pct(90)}, {"p99_ms", s.pct(99)}, {"max_ms", s.pct(100)}};
   }
-  if (!o.json_out.empty() && !swissbox::fs::write_file_atomic(o.json_out, out.dump(2))) die("write " + o.json_out);
+  if (!o.json_out.empty() && !swissbox::fs::write_file_atomic(o.json_out, out.dump(2)))
+    die("write " + o.json_out);
   return 0;
 }

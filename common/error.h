@@ -35,14 +35,16 @@ struct Error {
   std::string to_string() const;
 };
 
-inline Error make_error(Code code, std::string message) { return Error{code, 0, std::move(message)}; }
+inline Error make_error(Code code, std::string message) {
+  return Error{code, 0, std::move(message)};
+}
 // Captures the current errno; call right after the failing syscall.
 Error sys_error(std::string context, int err = errno);
 
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT: implicit by design
+  Result(T value) : v_(std::move(value)) {}      // NOLINT: implicit by design
   Result(Error error) : v_(std::move(error)) {}  // NOLINT
 
   bool ok() const { return v_.index() == 0; }

@@ -84,8 +84,10 @@ int remove_at(int parent, const char* name, dev_t dev) {
 Status remove_tree(const std::string& path) {
   if (path.empty() || path == "/") return make_error(Code::kInternal, "refusing to remove " + path);
   struct stat st;
-  if (lstat(path.c_str(), &st) != 0) return errno == ENOENT ? ok_status() : sys_error("stat " + path);
-  if (int err = remove_at(AT_FDCWD, path.c_str(), st.st_dev)) return sys_error("remove " + path, err);
+  if (lstat(path.c_str(), &st) != 0)
+    return errno == ENOENT ? ok_status() : sys_error("stat " + path);
+  if (int err = remove_at(AT_FDCWD, path.c_str(), st.st_dev))
+    return sys_error("remove " + path, err);
   return ok_status();
 }
 

@@ -1,8 +1,9 @@
 // Small filesystem helpers with errors as values.
 #pragma once
 
-#include <string>
 #include <sys/types.h>
+
+#include <string>
 
 #include "common/error.h"
 

@@ -3,8 +3,6 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 
-#include <limits>
-
 #include <boost/asio/connect.hpp>
 #include <boost/asio/generic/stream_protocol.hpp>
 #include <boost/asio/io_context.hpp>
@@ -16,6 +14,7 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
+#include <limits>
 
 namespace swissbox::http {
 
@@ -53,7 +52,8 @@ Status Client::connect() {
     conn_->sock.connect(ep, ec);
   } else {
     auto colon = target_.rfind(':');
-    if (colon == std::string::npos) return make_error(Code::kInvalidArgument, "bad target " + target_);
+    if (colon == std::string::npos)
+      return make_error(Code::kInvalidArgument, "bad target " + target_);
     asio::ip::tcp::resolver resolver(conn_->ioc);
     auto results = resolver.resolve(target_.substr(0, colon), target_.substr(colon + 1), ec);
     if (!ec) {
@@ -132,7 +132,8 @@ Result<ClientResponse> Client::stream(std::string_view method, std::string_view 
       if (ec == bhttp::error::need_buffer) ec = {};
       if (ec) {
         conn_.reset();
-        return Error{Code::kUnavailable, ec.value(), "read body from " + target_ + ": " + ec.message()};
+        return Error{Code::kUnavailable, ec.value(),
+                     "read body from " + target_ + ": " + ec.message()};
       }
       size_t n = sizeof(chunk) - parser.get().body().size;
       if (n > 0) on_data(std::string_view(chunk, n));

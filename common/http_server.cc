@@ -1,11 +1,8 @@
 #include "common/http_server.h"
 
+#include <fmt/format.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-#include <deque>
-#include <optional>
-#include <random>
 
 #include <boost/asio/bind_executor.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -18,8 +15,10 @@
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/read.hpp>
-#include <fmt/format.h>
+#include <deque>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <random>
 
 #include "common/log.h"
 
@@ -58,12 +57,14 @@ class Session : public std::enable_shared_from_this<Session> {
   Session(Server& server, generic::socket socket, bool is_unix)
       : server_(server), stream_(std::move(socket)), is_unix_(is_unix) {}
 
-  void start() { asio::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->read(); }); }
+  void start() {
+    asio::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->read(); });
+  }
 
   // Thread-safe: queue bytes; `last` ends the current response.
   void write(std::string head, std::string body, bool last, bool close_after) {
     asio::post(stream_.get_executor(), [self = shared_from_this(), head = std::move(head),
-                                         body = std::move(body), last, close_after]() mutable {
+                                        body = std::move(body), last, close_after]() mutable {
       if (self->closed_) return;
       self->queue_.push_back({std::move(head), std::move(body), last, close_after});
       if (self->queue_.size() == 1) self->flush();
@@ -93,10 +94,9 @@ class Session : public std::enable_shared_from_this<Session> {
     stream_.expires_after(first_request_ ? server_.options().read_timeout
                                          : server_.options().idle_timeout);
     busy_ = false;
-    bhttp::async_read(stream_, buffer_, *parser_,
-                      [self = shared_from_this()](beast::error_code ec, size_t) {
-                        self->on_read(ec);
-                      });
+    bhttp::async_read(
+        stream_, buffer_, *parser_,
+        [self = shared_from_this()](beast::error_code ec, size_t) { self->on_read(ec); });
   }
 
   void on_read(beast::error_code ec) {
@@ -114,7 +114,8 @@ class Session : public std::enable_shared_from_this<Session> {
           ec != bhttp::error::end_of_stream) {
         busy_ = true;
         auto res = std::make_shared<Responder>(shared_from_this(), new_request_id(), false, 11);
-        res->send_error(make_error(Code::kInvalidArgument, "malformed HTTP request: " + ec.message()));
+        res->send_error(
+            make_error(Code::kInvalidArgument, "malformed HTTP request: " + ec.message()));
         return;
       }
       return close();
@@ -125,7 +126,7 @@ class Session : public std::enable_shared_from_this<Session> {
     Request req = parser_->release();
     auto it = req.find("X-Request-Id");
     std::string rid = it != req.end() && valid_request_id(it->value()) ? std::string(it->value())
-                                                                      : new_request_id();
+                                                                       : new_request_id();
     auto res = std::make_shared<Responder>(shared_from_this(), std::move(rid),
                                            req.keep_alive() && !server_.draining(), req.version());
     server_.handler()(std::move(req), std::move(res));

@@ -40,7 +40,8 @@ std::string Metrics::render() const {
   return out;
 }
 
-std::string Metrics::labels(std::initializer_list<std::pair<std::string_view, std::string_view>> kv) {
+std::string Metrics::labels(
+    std::initializer_list<std::pair<std::string_view, std::string_view>> kv) {
   std::string out = "{";
   for (const auto& [k, v] : kv) {
     if (out.size() > 1) out += ',';

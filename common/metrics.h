@@ -20,7 +20,8 @@ class Metrics {
   std::string render() const;
 
   // {k="v",…} with values escaped as the format requires.
-  static std::string labels(std::initializer_list<std::pair<std::string_view, std::string_view>> kv);
+  static std::string labels(
+      std::initializer_list<std::pair<std::string_view, std::string_view>> kv);
 
  private:
   struct Family {

@@ -1,15 +1,14 @@
 // swissboxctl: the on-call engineer's CLI. Talks to the agent over its root-only unix
 // socket (no token needed), so it works while the scheduler is down.
+#include <fmt/format.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <ctime>
 #include <iostream>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <fmt/format.h>
-#include <nlohmann/json.hpp>
 
 #include "common/fs.h"
 #include "common/http_client.h"
@@ -43,13 +42,15 @@ struct Ctl {
   }
 
   // Fails with the API's error message for non-2xx answers.
-  ClientResponse call(std::string_view method, const std::string& path, std::string body = {}) const {
+  ClientResponse call(std::string_view method, const std::string& path,
+                      std::string body = {}) const {
     auto c = client();
     auto r = c.request(method, path, std::move(body), {{"Content-Type", "application/json"}});
     if (!r) die(r.error().to_string() + " (is the agent running? --socket/--target)");
     if (r->status >= 300) {
       json j = json::parse(r->body, nullptr, false);
-      std::string msg = j.is_object() && j.contains("error") ? j["error"].value("message", r->body) : r->body;
+      std::string msg =
+          j.is_object() && j.contains("error") ? j["error"].value("message", r->body) : r->body;
       die(fmt::format("{} (HTTP {})", msg, r->status));
     }
     return *r;
@@ -67,8 +68,9 @@ struct Ctl {
     if (as_json) return puts(j.dump(2).c_str()), 0;
     printf("%-32s %-12s %-8s %-10s %6s %6s\n", "ID", "TEMPLATE", "STATE", "TENANT", "AGE", "EXECS");
     for (const auto& s : j["sandboxes"]) {
-      printf("%-32s %-12s %-8s %-10s %6s %6lu\n", s.value("id", "").c_str(), s.value("template", "").c_str(),
-             s.value("state", "").c_str(), s.value("tenant", "-").c_str(), age(s.value("created_at", 0.0)).c_str(),
+      printf("%-32s %-12s %-8s %-10s %6s %6lu\n", s.value("id", "").c_str(),
+             s.value("template", "").c_str(), s.value("state", "").c_str(),
+             s.value("tenant", "-").c_str(), age(s.value("created_at", 0.0)).c_str(),
              static_cast<unsigned long>(s["metrics"].value("exec_count", 0)));
     }
     return 0;
@@ -118,17 +120,21 @@ struct Ctl {
         } else if (name == "exit") {
           got_exit = true;
           code = j.value("exit_code", 1);
-          if (j.value("timed_out", false)) code = 124;
-          else if (j.value("signal", 0)) code = 128 + j.value("signal", 0);
-          if (j.value("truncated", false)) fprintf(stderr, "swissboxctl: output truncated at the cap\n");
+          if (j.value("timed_out", false))
+            code = 124;
+          else if (j.value("signal", 0))
+            code = 128 + j.value("signal", 0);
+          if (j.value("truncated", false))
+            fprintf(stderr, "swissboxctl: output truncated at the cap\n");
           if (as_json) fprintf(stderr, "%s\n", j.dump().c_str());
         } else if (name == "error") {
           fprintf(stderr, "swissboxctl: %s\n", j.value("message", data).c_str());
         }
       }
     };
-    auto r = c.stream("POST", path, body.dump(), {{"Accept", "text/event-stream"}, {"Content-Type", "application/json"}},
-                      on_data);
+    auto r =
+        c.stream("POST", path, body.dump(),
+                 {{"Accept", "text/event-stream"}, {"Content-Type", "application/json"}}, on_data);
     if (!r) die(r.error().to_string());
     if (r->status >= 300) die(fmt::format("HTTP {}", r->status));
     if (!got_exit) return 1;
@@ -158,7 +164,8 @@ struct Ctl {
     std::string id, path;
     if (split(src, &id, &path)) {
       auto r = call("GET", "/v1/sandboxes/" + id + "/files?path=" + url_encode(path));
-      if (dst == "-") return fwrite(r.body.data(), 1, r.body.size(), stdout) == r.body.size() ? 0 : 1;
+      if (dst == "-")
+        return fwrite(r.body.data(), 1, r.body.size(), stdout) == r.body.size() ? 0 : 1;
       auto st = swissbox::fs::write_file_atomic(dst, r.body);
       if (!st) die(st.error().to_string());
       return 0;
@@ -174,7 +181,8 @@ struct Ctl {
     if (!arg.empty()) {
       auto eq = arg.find('=');
       if (eq == std::string::npos) die("pool wants TEMPLATE=N");
-      call("PUT", "/v1/warmpool/" + arg.substr(0, eq), json{{"target", atoi(arg.c_str() + eq + 1)}}.dump());
+      call("PUT", "/v1/warmpool/" + arg.substr(0, eq),
+           json{{"target", atoi(arg.c_str() + eq + 1)}}.dump());
     }
     json j = json::parse(call("GET", "/v1/warmpool").body);
     if (as_json) return puts(j.dump(2).c_str()), 0;
@@ -189,8 +197,10 @@ struct Ctl {
   static std::string url_encode(const std::string& s) {
     std::string out;
     for (unsigned char c : s) {
-      if (isalnum(c) || c == '/' || c == '.' || c == '-' || c == '_' || c == '~') out.push_back(c);
-      else out += fmt::format("%{:02X}", c);
+      if (isalnum(c) || c == '/' || c == '.' || c == '-' || c == '_' || c == '~')
+        out.push_back(c);
+      else
+        out += fmt::format("%{:02X}", c);
     }
     return out;
   }
@@ -203,11 +213,16 @@ int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   size_t i = 0;
   for (; i < args.size() && args[i].rfind("--", 0) == 0; ++i) {
-    if (args[i] == "--json") ctl.as_json = true;
-    else if (args[i] == "--socket" && i + 1 < args.size()) ctl.target = "unix:" + args[++i];
-    else if (args[i] == "--target" && i + 1 < args.size()) ctl.target = args[++i];
-    else if (args[i] == "--help") return fputs(kUsage, stdout), 0;
-    else return fputs(kUsage, stderr), 2;
+    if (args[i] == "--json")
+      ctl.as_json = true;
+    else if (args[i] == "--socket" && i + 1 < args.size())
+      ctl.target = "unix:" + args[++i];
+    else if (args[i] == "--target" && i + 1 < args.size())
+      ctl.target = args[++i];
+    else if (args[i] == "--help")
+      return fputs(kUsage, stdout), 0;
+    else
+      return fputs(kUsage, stderr), 2;
   }
   if (i >= args.size()) return fputs(kUsage, stderr), 2;
   std::string cmd = args[i++];
@@ -216,8 +231,10 @@ int main(int argc, char** argv) {
   if (cmd == "inspect" && rest.size() == 1) return ctl.inspect(rest[0]);
   if (cmd == "create") {
     std::string tmpl = "default";
-    if (rest.size() == 2 && rest[0] == "--template") tmpl = rest[1];
-    else if (!rest.empty()) return fputs(kUsage, stderr), 2;
+    if (rest.size() == 2 && rest[0] == "--template")
+      tmpl = rest[1];
+    else if (!rest.empty())
+      return fputs(kUsage, stderr), 2;
     return ctl.create(tmpl);
   }
   if (cmd == "exec" && rest.size() >= 3 && rest[1] == "--") {

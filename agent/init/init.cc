@@ -262,8 +262,14 @@ class Runner {
       std::string what = err == ENOENT && access(cwd.c_str(), X_OK) != 0 ? "cwd " + cwd : argv[0];
       std::string msg = "swissbox-init: " + what + ": " + std::strerror(err) + "\n";
       send({{"ev", "stderr"}, {"id", id}}, msg);
-      send({{"ev", "exit"}, {"id", id}, {"exit_code", err == ENOENT ? 127 : 126}, {"signal", 0},
-            {"duration_ms", 0.0}, {"cpu_ms", 0.0}, {"max_rss_kb", 0}, {"timed_out", false},
+      send({{"ev", "exit"},
+            {"id", id},
+            {"exit_code", err == ENOENT ? 127 : 126},
+            {"signal", 0},
+            {"duration_ms", 0.0},
+            {"cpu_ms", 0.0},
+            {"max_rss_kb", 0},
+            {"timed_out", false},
             {"truncated", false}});
       return;
     }
@@ -580,9 +586,12 @@ class Runner {
       err = remove_tree(path);
     } else {
       struct stat st;
-      if (lstat(path.c_str(), &st) != 0) err = errno;
-      else if (S_ISDIR(st.st_mode)) err = rmdir(path.c_str()) == 0 ? 0 : errno;
-      else err = unlink(path.c_str()) == 0 ? 0 : errno;
+      if (lstat(path.c_str(), &st) != 0)
+        err = errno;
+      else if (S_ISDIR(st.st_mode))
+        err = rmdir(path.c_str()) == 0 ? 0 : errno;
+      else
+        err = unlink(path.c_str()) == 0 ? 0 : errno;
     }
     if (err) return send_error(id, err, "delete " + path);
     send_result(id);

@@ -1,8 +1,7 @@
 // The behaviour issue #3 promises, through a real swissbox-agent on real runsc: one agent
 // per suite with its own state dir, runsc root, socket and port. Needs root and runsc.
-#include <gtest/gtest.h>
-
 #include <dirent.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -12,9 +11,8 @@
 #include <chrono>
 #include <fstream>
 #include <future>
-#include <thread>
-
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "common/fs.h"
 #include "common/http_client.h"
@@ -90,9 +88,9 @@ class AgentRunsc : public ::testing::Test {
       std::string bin = std::string(SWISSBOX_BIN_DIR) + "/swissbox-agent";
       std::string listen = "127.0.0.1:" + std::to_string(port_);
       std::string state = dir_ + "/state", root = dir_ + "/runsc", sock = dir_ + "/agent.sock";
-      execl(bin.c_str(), bin.c_str(), "--listen", listen.c_str(), "--socket", sock.c_str(), "--state-dir",
-            state.c_str(), "--runsc-root", root.c_str(), "--runsc", runsc_.c_str(), "--pool", "default=2",
-            "--node-name", "it", "--max-sandboxes", "48", nullptr);
+      execl(bin.c_str(), bin.c_str(), "--listen", listen.c_str(), "--socket", sock.c_str(),
+            "--state-dir", state.c_str(), "--runsc-root", root.c_str(), "--runsc", runsc_.c_str(),
+            "--pool", "default=2", "--node-name", "it", "--max-sandboxes", "48", nullptr);
       _exit(127);
     }
     http::Client c(tcp(), 2s);
@@ -109,7 +107,8 @@ class AgentRunsc : public ::testing::Test {
     if (pid_ <= 0) return;
     kill(pid_, SIGTERM);
     int status = 0;
-    for (int i = 0; i < 600 && waitpid(pid_, &status, WNOHANG) == 0; ++i) std::this_thread::sleep_for(100ms);
+    for (int i = 0; i < 600 && waitpid(pid_, &status, WNOHANG) == 0; ++i)
+      std::this_thread::sleep_for(100ms);
     if (waitpid(pid_, &status, WNOHANG) == 0) {
       kill(pid_, SIGKILL);
       waitpid(pid_, &status, 0);
@@ -141,7 +140,9 @@ class AgentRunsc : public ::testing::Test {
   }
 
   static std::string create() { return post("/v1/sandboxes", json::object(), 201).value("id", ""); }
-  static json exec(const std::string& id, const json& body) { return post("/v1/sandboxes/" + id + "/exec", body); }
+  static json exec(const std::string& id, const json& body) {
+    return post("/v1/sandboxes/" + id + "/exec", body);
+  }
 
   static inline std::string skip_, dir_, runsc_;
   static inline int port_ = 0;
@@ -170,7 +171,9 @@ TEST_F(AgentRunsc, OneShotRunsEveryLanguage) {
 
 TEST_F(AgentRunsc, SessionKeepsFilesCwdAndEnv) {
   std::string id = create();
-  EXPECT_EQ(exec(id, {{"command", "mkdir -p d && echo $V > d/f"}, {"env", {{"V", "kept"}}}})["exit_code"], 0);
+  EXPECT_EQ(
+      exec(id, {{"command", "mkdir -p d && echo $V > d/f"}, {"env", {{"V", "kept"}}}})["exit_code"],
+      0);
   EXPECT_EQ(exec(id, {{"command", {"cat", "f"}}, {"cwd", "d"}})["stdout"], "kept\n");
   http::Client c(tcp());
   auto f = c.request("GET", "/v1/sandboxes/" + id + "/files?path=d/f");
@@ -187,7 +190,9 @@ TEST_F(AgentRunsc, SessionKeepsFilesCwdAndEnv) {
 
 TEST_F(AgentRunsc, SandboxSeesOnlyItsOwnRootAsNonRoot) {
   std::string id = create();
-  json r = exec(id, {{"command", "id -u; ls -d /home /root /var /run 2>&1; touch /usr/x 2>&1; cat /proc/net/dev | tail -n +3 | cut -d: -f1"}});
+  json r = exec(id, {{"command",
+                      "id -u; ls -d /home /root /var /run 2>&1; touch /usr/x 2>&1; cat "
+                      "/proc/net/dev | tail -n +3 | cut -d: -f1"}});
   std::string out = r["stdout"];
   EXPECT_EQ(out.substr(0, 5), "1000\n") << out;
   for (const char* d : {"/home", "/root", "/var", "/run"}) {
@@ -211,7 +216,8 @@ TEST_F(AgentRunsc, TimeoutKillsTheCommandAndWhatItStarted) {
 
 TEST_F(AgentRunsc, BackgroundProcessesDieWithTheirCommandUnlessAsked) {
   std::string id = create();
-  EXPECT_EQ(exec(id, {{"command", "setsid sleep 300 & sleep 300 & echo started"}})["stdout"], "started\n");
+  EXPECT_EQ(exec(id, {{"command", "setsid sleep 300 & sleep 300 & echo started"}})["stdout"],
+            "started\n");
   std::string ps = exec(id, {{"command", {"ps", "-eo", "comm"}}})["stdout"];
   EXPECT_EQ(ps.find("sleep"), std::string::npos) << ps;
   exec(id, {{"command", "sleep 300 >/dev/null 2>&1 &"}, {"background", true}});
@@ -231,7 +237,8 @@ TEST_F(AgentRunsc, EndlessOutputIsTruncatedAndAgentMemoryStaysFlat) {
   json capped = exec(id, {{"command", "timeout 1 yes"}, {"max_output_bytes", 1000}});
   EXPECT_EQ(capped["stdout"].get<std::string>().size(), 1000u);
   long after = rss_kb(pid_);
-  EXPECT_LT(after - before, 64 * 1024) << "agent RSS grew from " << before << " kB to " << after << " kB";
+  EXPECT_LT(after - before, 64 * 1024)
+      << "agent RSS grew from " << before << " kB to " << after << " kB";
 }
 
 TEST_F(AgentRunsc, TwentyConcurrentExecsAndOneShots) {
@@ -242,7 +249,8 @@ TEST_F(AgentRunsc, TwentyConcurrentExecsAndOneShots) {
       return exec(id, {{"command", {"echo", std::to_string(i)}}}).value("stdout", "error");
     }));
     shots.push_back(std::async(std::launch::async, [i] {
-      return post("/v1/execute", {{"language", "python"}, {"code", "print(" + std::to_string(i) + "*2)"}})
+      return post("/v1/execute",
+                  {{"language", "python"}, {"code", "print(" + std::to_string(i) + "*2)"}})
           .value("stdout", "error");
     }));
   }
@@ -266,8 +274,8 @@ TEST_F(AgentRunsc, DeleteAnswersAtOnceAndLeavesNothing) {
     ProcessOptions ls;
     ls.argv = {runsc_, "--root", dir_ + "/runsc", "list", "--quiet"};
     auto r = run_process(ls);
-    return r.ok() && r->out.find(id) == std::string::npos && !fs::exists(dir_ + "/state/sandboxes/" + id) &&
-           processes_mentioning(id) == 0;
+    return r.ok() && r->out.find(id) == std::string::npos &&
+           !fs::exists(dir_ + "/state/sandboxes/" + id) && processes_mentioning(id) == 0;
   };
   auto deadline = Clock::now() + 20s;
   while (!gone() && Clock::now() < deadline) std::this_thread::sleep_for(200ms);

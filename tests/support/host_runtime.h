@@ -20,7 +20,8 @@ namespace swissbox::testing {
 
 class HostRuntime : public SandboxRuntime {
  public:
-  HostRuntime(std::string init_path, std::string root) : init_(std::move(init_path)), root_(std::move(root)) {}
+  HostRuntime(std::string init_path, std::string root)
+      : init_(std::move(init_path)), root_(std::move(root)) {}
   ~HostRuntime() override {
     std::lock_guard lock(mu_);
     for (auto& [id, pid] : pids_) {

@@ -2,15 +2,14 @@
 // that starts swissbox-init as a host process (no root, no runsc).
 #include <gtest/gtest.h>
 
-#include <chrono>
-#include <cstdlib>
-#include <future>
-#include <thread>
-
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/thread_pool.hpp>
+#include <chrono>
+#include <cstdlib>
+#include <future>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "agent/api.h"
 #include "agent/sandbox_manager.h"
@@ -52,9 +51,10 @@ class AgentApiTest : public ::testing::Test {
     api_ = std::make_unique<AgentApi>(*mgr_, metrics_, ApiOptions{});
     http::ServerOptions so;
     so.body_limit = 1 << 20;
-    server_ = std::make_unique<http::Server>(ioc_, so, [this](http::Request&& r, std::shared_ptr<http::Responder> res) {
-      api_->handle(std::move(r), std::move(res));
-    });
+    server_ = std::make_unique<http::Server>(
+        ioc_, so, [this](http::Request&& r, std::shared_ptr<http::Responder> res) {
+          api_->handle(std::move(r), std::move(res));
+        });
     ASSERT_TRUE(server_->listen_tcp("127.0.0.1:0").ok());
     std::promise<Status> started;
     mgr_->start([&](Status st) { started.set_value(st); });
@@ -76,7 +76,8 @@ class AgentApiTest : public ::testing::Test {
     (void)fs::remove_tree(root_);
   }
 
-  std::pair<unsigned, json> Call(std::string_view method, const std::string& path, const std::string& body = {}) {
+  std::pair<unsigned, json> Call(std::string_view method, const std::string& path,
+                                 const std::string& body = {}) {
     auto r = client_->request(method, path, body);
     EXPECT_TRUE(r.ok()) << (r.ok() ? "" : r.error().to_string());
     if (!r.ok()) return {0, {}};
@@ -114,7 +115,9 @@ TEST_F(AgentApiTest, PoolFillsAndClaimStartsNoSandbox) {
   // The claim itself started nothing; the refill that follows starts one replacement.
   EXPECT_TRUE(wait_until([&] { return Ready() == 2; }));
   EXPECT_EQ(runtime_->starts, starts_before + 1);
-  EXPECT_EQ(metrics_.get("swissbox_claims_total", Metrics::labels({{"template", "default"}, {"warm", "true"}})), 1);
+  EXPECT_EQ(metrics_.get("swissbox_claims_total",
+                         Metrics::labels({{"template", "default"}, {"warm", "true"}})),
+            1);
 }
 
 TEST_F(AgentApiTest, EmptyPoolFallsBackToColdStart) {
@@ -122,7 +125,9 @@ TEST_F(AgentApiTest, EmptyPoolFallsBackToColdStart) {
   auto [status, body] = Call("POST", "/v1/sandboxes", "{}");
   ASSERT_EQ(status, 201u) << body;
   EXPECT_EQ(body["warm"], false);
-  EXPECT_EQ(metrics_.get("swissbox_claims_total", Metrics::labels({{"template", "default"}, {"warm", "false"}})), 1);
+  EXPECT_EQ(metrics_.get("swissbox_claims_total",
+                         Metrics::labels({{"template", "default"}, {"warm", "false"}})),
+            1);
 }
 
 TEST_F(AgentApiTest, ExecKeepsSessionStateAndAppliesCwdEnv) {
@@ -130,11 +135,13 @@ TEST_F(AgentApiTest, ExecKeepsSessionStateAndAppliesCwdEnv) {
   auto [s, sb] = Call("POST", "/v1/sandboxes", R"({"env":{"GREETING":"hello"}})");
   ASSERT_EQ(s, 201u);
   std::string id = sb["id"];
-  auto [s1, r1] = Call("POST", "/v1/sandboxes/" + id + "/exec",
-                       R"({"command":"mkdir -p sub && echo $GREETING $EXTRA > sub/f.txt","env":{"EXTRA":"world"}})");
+  auto [s1, r1] = Call(
+      "POST", "/v1/sandboxes/" + id + "/exec",
+      R"({"command":"mkdir -p sub && echo $GREETING $EXTRA > sub/f.txt","env":{"EXTRA":"world"}})");
   ASSERT_EQ(s1, 200u) << r1;
   EXPECT_EQ(r1["exit_code"], 0);
-  auto [s2, r2] = Call("POST", "/v1/sandboxes/" + id + "/exec", R"({"command":["cat","f.txt"],"cwd":"sub"})");
+  auto [s2, r2] =
+      Call("POST", "/v1/sandboxes/" + id + "/exec", R"({"command":["cat","f.txt"],"cwd":"sub"})");
   ASSERT_EQ(s2, 200u) << r2;
   EXPECT_EQ(r2["stdout"], "hello world\n");
   auto file = client_->request("GET", "/v1/sandboxes/" + id + "/files?path=sub/f.txt");
@@ -146,10 +153,12 @@ TEST_F(AgentApiTest, ExecKeepsSessionStateAndAppliesCwdEnv) {
   ASSERT_EQ(list["entries"].size(), 1u);
   EXPECT_EQ(list["entries"][0]["name"], "f.txt");
   EXPECT_EQ(list["entries"][0]["size"], 12);
-  auto put = client_->request("PUT", "/v1/sandboxes/" + id + "/files?path=up/data.bin", std::string("\x00\x01\xff", 3));
+  auto put = client_->request("PUT", "/v1/sandboxes/" + id + "/files?path=up/data.bin",
+                              std::string("\x00\x01\xff", 3));
   ASSERT_TRUE(put.ok());
   EXPECT_EQ(put->status, 200u) << put->body;
-  auto [s4, r4] = Call("POST", "/v1/sandboxes/" + id + "/exec", R"({"command":"wc -c < up/data.bin"})");
+  auto [s4, r4] =
+      Call("POST", "/v1/sandboxes/" + id + "/exec", R"({"command":"wc -c < up/data.bin"})");
   EXPECT_EQ(r4["stdout"], "3\n");
   auto del = client_->request("DELETE", "/v1/sandboxes/" + id + "/files?path=up/data.bin");
   ASSERT_TRUE(del.ok());
@@ -163,17 +172,21 @@ TEST_F(AgentApiTest, TimeoutTruncationAndExitCodes) {
   Start({{"default", 1}});
   std::string id = Call("POST", "/v1/sandboxes", "{}").second["id"];
   auto t0 = std::chrono::steady_clock::now();
-  auto [s1, r1] = Call("POST", "/v1/sandboxes/" + id + "/exec", R"({"command":["sleep","30"],"timeout_ms":300})");
+  auto [s1, r1] = Call("POST", "/v1/sandboxes/" + id + "/exec",
+                       R"({"command":["sleep","30"],"timeout_ms":300})");
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 1500ms);
   EXPECT_EQ(r1["timed_out"], true);
-  auto [s2, r2] = Call("POST", "/v1/sandboxes/" + id + "/exec",
-                       R"({"command":"head -c 3000000 /dev/zero | tr '\\0' y","max_output_bytes":100000})");
+  auto [s2, r2] =
+      Call("POST", "/v1/sandboxes/" + id + "/exec",
+           R"({"command":"head -c 3000000 /dev/zero | tr '\\0' y","max_output_bytes":100000})");
   EXPECT_EQ(r2["truncated"], true);
   EXPECT_EQ(r2["stdout"].get<std::string>().size(), 100000u);
-  auto [s3, r3] = Call("POST", "/v1/sandboxes/" + id + "/exec", R"({"command":"echo oops >&2; exit 7"})");
+  auto [s3, r3] =
+      Call("POST", "/v1/sandboxes/" + id + "/exec", R"({"command":"echo oops >&2; exit 7"})");
   EXPECT_EQ(r3["exit_code"], 7);
   EXPECT_EQ(r3["stderr"], "oops\n");
-  auto [s4, r4] = Call("POST", "/v1/sandboxes/" + id + "/exec", R"({"command":["no-such-binary-here"]})");
+  auto [s4, r4] =
+      Call("POST", "/v1/sandboxes/" + id + "/exec", R"({"command":["no-such-binary-here"]})");
   EXPECT_EQ(r4["exit_code"], 127);
 }
 
@@ -200,9 +213,12 @@ TEST_F(AgentApiTest, BadRequestsGetTheErrorShapeAndChangeNothing) {
       {"POST", "/v1/sandboxes/" + id + "/exec", R"({})", 400, "invalid_argument"},
       {"POST", "/v1/sandboxes/" + id + "/exec", R"({"command":[]})", 400, "invalid_argument"},
       {"POST", "/v1/sandboxes/" + id + "/exec", R"({"command":[1]})", 400, "invalid_argument"},
-      {"POST", "/v1/sandboxes/" + id + "/exec", R"({"command":"true","timeout_ms":-1})", 400, "invalid_argument"},
-      {"POST", "/v1/sandboxes/" + id + "/code", R"({"language":"cobol","code":"x"})", 400, "invalid_argument"},
-      {"POST", "/v1/sandboxes/" + id + "/code", R"({"language":"python"})", 400, "invalid_argument"},
+      {"POST", "/v1/sandboxes/" + id + "/exec", R"({"command":"true","timeout_ms":-1})", 400,
+       "invalid_argument"},
+      {"POST", "/v1/sandboxes/" + id + "/code", R"({"language":"cobol","code":"x"})", 400,
+       "invalid_argument"},
+      {"POST", "/v1/sandboxes/" + id + "/code", R"({"language":"python"})", 400,
+       "invalid_argument"},
       {"POST", "/v1/execute", R"({"language":"brainfuck","code":"+"})", 400, "invalid_argument"},
       {"POST", "/v1/sandboxes", std::string(2 << 20, ' '), 413, "too_large"},
       {"GET", "/v1/nothing-here", "", 404, "not_found"},
@@ -212,7 +228,8 @@ TEST_F(AgentApiTest, BadRequestsGetTheErrorShapeAndChangeNothing) {
   for (const auto& c : cases) {
     auto r = client_->request(c.method, c.path, c.body);
     ASSERT_TRUE(r.ok()) << c.path;
-    EXPECT_EQ(r->status, c.status) << c.method << " " << c.path << " " << c.body.substr(0, 60) << " → " << r->body;
+    EXPECT_EQ(r->status, c.status)
+        << c.method << " " << c.path << " " << c.body.substr(0, 60) << " → " << r->body;
     json j = json::parse(r->body, nullptr, false);
     EXPECT_EQ(j["error"]["code"], c.code) << r->body;
     EXPECT_FALSE(j["error"]["message"].get<std::string>().empty());
@@ -231,7 +248,8 @@ TEST_F(AgentApiTest, DeleteDestroysAndOneShotCleansUp) {
   EXPECT_EQ(del->status, 204u);
   EXPECT_EQ(Call("GET", "/v1/sandboxes/" + id).first, 404u);
   EXPECT_EQ(Call("DELETE", "/v1/sandboxes/" + id).first, 404u);
-  auto [s, r] = Call("POST", "/v1/execute", R"({"command":"cat in.txt","files":{"in.txt":"from file"}})");
+  auto [s, r] =
+      Call("POST", "/v1/execute", R"({"command":"cat in.txt","files":{"in.txt":"from file"}})");
   ASSERT_EQ(s, 200u) << r;
   EXPECT_EQ(r["stdout"], "from file");
   EXPECT_EQ(Call("GET", "/v1/sandboxes").second["sandboxes"].size(), 0u);
@@ -243,7 +261,8 @@ TEST_F(AgentApiTest, SandboxThatDiesIsFailedAndAnswers409) {
   Start({{"default", 1}});
   std::string id = Call("POST", "/v1/sandboxes", "{}").second["id"];
   runtime_->kill_sandbox(id);
-  ASSERT_TRUE(wait_until([&] { return Call("GET", "/v1/sandboxes/" + id).second["state"] == "failed"; }));
+  ASSERT_TRUE(
+      wait_until([&] { return Call("GET", "/v1/sandboxes/" + id).second["state"] == "failed"; }));
   auto [s, r] = Call("POST", "/v1/sandboxes/" + id + "/exec", R"({"command":"true"})");
   EXPECT_EQ(s, 409u);
   EXPECT_NE(r["error"]["message"].get<std::string>().find("failed"), std::string::npos);
@@ -285,8 +304,9 @@ TEST_F(AgentApiTest, SseStreamsOutputThenExit) {
   Start({{"default", 1}});
   std::string id = Call("POST", "/v1/sandboxes", "{}").second["id"];
   std::string all;
-  auto r = client_->stream("POST", "/v1/sandboxes/" + id + "/exec", R"({"command":"echo a; echo b >&2; exit 4"})",
-                           {{"Accept", "text/event-stream"}}, [&](std::string_view d) { all.append(d); });
+  auto r = client_->stream(
+      "POST", "/v1/sandboxes/" + id + "/exec", R"({"command":"echo a; echo b >&2; exit 4"})",
+      {{"Accept", "text/event-stream"}}, [&](std::string_view d) { all.append(d); });
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->header("Content-Type"), "text/event-stream");
   EXPECT_NE(all.find("event: stdout\ndata: {\"data\":\"a\\n\"}"), std::string::npos) << all;

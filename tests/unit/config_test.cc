@@ -1,8 +1,8 @@
-#include <gtest/gtest.h>
+#include "agent/config.h"
 
+#include <gtest/gtest.h>
 #include <unistd.h>
 
-#include "agent/config.h"
 #include "common/fs.h"
 
 namespace swissbox {
@@ -24,8 +24,11 @@ TEST(AgentConfig, FlagsOverrideTheFileAndPoolFlagsReplace) {
   int fd = mkstemp(path);
   ASSERT_GE(fd, 0);
   close(fd);
-  ASSERT_TRUE(fs::write_file_atomic(path, R"({"listen":"127.0.0.1:9000","pool":{"heavy":3},"region":"ch-gva-2"})").ok());
-  auto c = parse_agent_config({"--config", path, "--listen=127.0.0.1:9001", "--pool", "lightweight=4"});
+  ASSERT_TRUE(fs::write_file_atomic(
+                  path, R"({"listen":"127.0.0.1:9000","pool":{"heavy":3},"region":"ch-gva-2"})")
+                  .ok());
+  auto c =
+      parse_agent_config({"--config", path, "--listen=127.0.0.1:9001", "--pool", "lightweight=4"});
   unlink(path);
   ASSERT_TRUE(c.ok()) << c.error().to_string();
   EXPECT_EQ(c->listen, "127.0.0.1:9001");
@@ -34,10 +37,14 @@ TEST(AgentConfig, FlagsOverrideTheFileAndPoolFlagsReplace) {
 }
 
 TEST(AgentConfig, RejectsBadInputWithAReason) {
-  for (const std::vector<std::string>& args :
-       {std::vector<std::string>{"--bogus", "1"}, {"--pool", "nope=1"}, {"--pool", "default=x"},
-        {"--platform", "vmware"}, {"--listen", "0.0.0.0:7700"}, {"--state-dir", "relative"},
-        {"--listen"}, {"--token-file", "/nonexistent/tokens.json"}}) {
+  for (const std::vector<std::string>& args : {std::vector<std::string>{"--bogus", "1"},
+                                               {"--pool", "nope=1"},
+                                               {"--pool", "default=x"},
+                                               {"--platform", "vmware"},
+                                               {"--listen", "0.0.0.0:7700"},
+                                               {"--state-dir", "relative"},
+                                               {"--listen"},
+                                               {"--token-file", "/nonexistent/tokens.json"}}) {
     auto c = parse_agent_config(args);
     EXPECT_FALSE(c.ok()) << args[0];
     if (!c.ok()) {

@@ -1,6 +1,5 @@
 // The Beast server and the blocking client against each other on loopback and a unix socket.
 #include <gtest/gtest.h>
-
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -19,19 +18,21 @@ using namespace std::chrono_literals;
 class HttpTest : public ::testing::Test {
  protected:
   void Start(ServerOptions opts = {}) {
-    server_ = std::make_unique<Server>(ioc_, opts, [this](Request&& req, std::shared_ptr<Responder> res) {
-      ++requests_;
-      std::string target(req.target());
-      if (target == "/stream") {
-        res->start_stream(200, "text/event-stream");
-        for (int i = 0; i < 3; ++i) res->write_chunk("data: " + std::to_string(i) + "\n\n");
-        res->end_stream();
-      } else if (target == "/drop") {
-        // Never answered explicitly: the Responder's destructor must answer 500.
-      } else {
-        res->send(200, std::string(req.method_string()) + " " + target + " " + req.body(), "text/plain");
-      }
-    });
+    server_ =
+        std::make_unique<Server>(ioc_, opts, [this](Request&& req, std::shared_ptr<Responder> res) {
+          ++requests_;
+          std::string target(req.target());
+          if (target == "/stream") {
+            res->start_stream(200, "text/event-stream");
+            for (int i = 0; i < 3; ++i) res->write_chunk("data: " + std::to_string(i) + "\n\n");
+            res->end_stream();
+          } else if (target == "/drop") {
+            // Never answered explicitly: the Responder's destructor must answer 500.
+          } else {
+            res->send(200, std::string(req.method_string()) + " " + target + " " + req.body(),
+                      "text/plain");
+          }
+        });
     ASSERT_TRUE(server_->listen_tcp("127.0.0.1:0").ok());
     sock_ = "/tmp/swissbox-http-test-" + std::to_string(getpid()) + ".sock";
     ASSERT_TRUE(server_->listen_unix(sock_).ok());

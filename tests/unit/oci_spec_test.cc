@@ -1,6 +1,5 @@
 // The OCI bundle and the host rootfs: what a sandbox can and cannot see.
 #include <gtest/gtest.h>
-
 #include <stdlib.h>
 #include <sys/stat.h>
 

@@ -1,6 +1,6 @@
-#include <gtest/gtest.h>
-
 #include "common/process.h"
+
+#include <gtest/gtest.h>
 
 namespace swissbox {
 namespace {

@@ -14,8 +14,9 @@ using json = nlohmann::json;
 
 TEST(CreateRequest, TemplateDefaultsAndOverrides) {
   json meta;
-  auto r = parse_create_request(json{{"template", "lightweight"}, {"memory_mb", 300}, {"metadata", {{"k", "v"}}}},
-                                LimitBounds{}, &meta);
+  auto r = parse_create_request(
+      json{{"template", "lightweight"}, {"memory_mb", 300}, {"metadata", {{"k", "v"}}}},
+      LimitBounds{}, &meta);
   ASSERT_TRUE(r.ok()) << r.error().to_string();
   EXPECT_EQ(r->limits.cpu, 1);
   EXPECT_EQ(r->limits.memory_mb, 300);
@@ -28,10 +29,11 @@ TEST(CreateRequest, TemplateDefaultsAndOverrides) {
 }
 
 TEST(CreateRequest, RejectsOutOfBoundsAndWrongTypes) {
-  for (const json& body : {json{{"template", "x"}}, json{{"memory_mb", -1}}, json{{"memory_mb", 1 << 30}},
-                           json{{"cpu", "2"}}, json{{"cpu", 0}}, json{{"env", {{"1BAD", "x"}}}},
-                           json{{"env", {{"OK", 1}}}}, json{{"timeout_s", 0}}, json{{"network", "egress"}},
-                           json{{"metadata", "str"}}, json::array()}) {
+  for (const json& body :
+       {json{{"template", "x"}}, json{{"memory_mb", -1}}, json{{"memory_mb", 1 << 30}},
+        json{{"cpu", "2"}}, json{{"cpu", 0}}, json{{"env", {{"1BAD", "x"}}}},
+        json{{"env", {{"OK", 1}}}}, json{{"timeout_s", 0}}, json{{"network", "egress"}},
+        json{{"metadata", "str"}}, json::array()}) {
     auto r = parse_create_request(body, LimitBounds{}, nullptr);
     EXPECT_FALSE(r.ok()) << body;
     if (!r.ok()) {
@@ -44,7 +46,9 @@ TEST(ExecRequest, ShellStringAndArgv) {
   auto s = parse_exec_request(json{{"command", "echo hi | wc -c"}});
   ASSERT_TRUE(s.ok());
   EXPECT_EQ(s->argv, (std::vector<std::string>{"/bin/bash", "-c", "echo hi | wc -c"}));
-  auto a = parse_exec_request(json{{"command", {"ls", "-l"}}, {"timeout_ms", 500}, {"background", true},
+  auto a = parse_exec_request(json{{"command", {"ls", "-l"}},
+                                   {"timeout_ms", 500},
+                                   {"background", true},
                                    {"max_output_bytes", 10}});
   ASSERT_TRUE(a.ok());
   EXPECT_EQ(a->argv.size(), 2u);
@@ -54,10 +58,12 @@ TEST(ExecRequest, ShellStringAndArgv) {
 }
 
 TEST(ExecRequest, RejectsMalformed) {
-  for (const json& body : {json::object(), json{{"command", ""}}, json{{"command", json::array()}},
-                           json{{"command", {1, 2}}}, json{{"command", 5}}, json{{"command", "x"}, {"timeout_ms", 0}},
-                           json{{"command", "x"}, {"timeout_ms", "1"}}, json{{"command", "x"}, {"max_output_bytes", 1 << 30}},
-                           json{{"command", "x"}, {"cwd", ""}}, json{{"command", "x"}, {"stdin", 1}}}) {
+  for (const json& body :
+       {json::object(), json{{"command", ""}}, json{{"command", json::array()}},
+        json{{"command", {1, 2}}}, json{{"command", 5}}, json{{"command", "x"}, {"timeout_ms", 0}},
+        json{{"command", "x"}, {"timeout_ms", "1"}},
+        json{{"command", "x"}, {"max_output_bytes", 1 << 30}}, json{{"command", "x"}, {"cwd", ""}},
+        json{{"command", "x"}, {"stdin", 1}}}) {
     EXPECT_FALSE(parse_exec_request(body).ok()) << body;
   }
 }
