@@ -41,6 +41,7 @@ TEST(AgentConfig, RejectsBadInputWithAReason) {
                                                {"--pool", "nope=1"},
                                                {"--pool", "default=x"},
                                                {"--platform", "vmware"},
+                                               {"--cgroup-parent", "/sys/fs/cgroup/x"},
                                                {"--listen", "0.0.0.0:7700"},
                                                {"--state-dir", "relative"},
                                                {"--listen"},
