@@ -58,6 +58,10 @@ struct ManagerOptions {
   // A claim's replacement starts this much later: a runsc start takes both cores of a small
   // node for ≈ 200 ms, and the claimer's first command should not compete with it.
   std::chrono::milliseconds refill_delay{100};
+  // The agent's own guard above a command's timeout, and the deadline of a file request:
+  // past them a request answers deadline_exceeded even if the runner never does.
+  std::chrono::milliseconds exec_grace{10000};
+  std::chrono::milliseconds file_op_deadline{60000};
   // Run once in every new sandbox before it counts as ready (empty: none).
   std::vector<std::string> warmup_argv = {"/bin/bash", "-c", "/bin/true"};
 };
@@ -96,6 +100,8 @@ class SandboxManager {
   int capacity() const { return opts_.max_sandboxes; }
   const std::string& node_name() const { return opts_.node_name; }
   SandboxRuntime& runtime() { return runtime_; }
+  boost::asio::io_context& io() { return ioc_; }
+  const ManagerOptions& options() const { return opts_; }
   // Marks a request in flight on the sandbox (no expiry meanwhile) and refreshes last_used.
   void touch(Sandbox& sb, int delta);
 

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <atomic>
+#include <boost/asio/steady_timer.hpp>
 
 #include "common/runner_protocol.h"
 
@@ -161,6 +162,44 @@ Status validate_sandbox_path(const std::string& path) {
 
 namespace {
 
+// The outcome of a request's final frame: a lost runner, a runner-side error, or success.
+Status frame_status(const Sandbox& sb, const proto::Frame& f) {
+  if (f.header.value("ev", "") == "lost") return lost_error(sb, f);
+  if (!f.header.value("ok", false)) return runner_error(f.header.value("error", json::object()));
+  return ok_status();
+}
+
+// Wraps a request's completion: it runs exactly once, either with the runner's answer or,
+// when none came within `limit` (a frozen sandbox), with deadline_exceeded. While it is
+// pending the sandbox counts as busy and cannot expire.
+template <typename T>
+std::function<void(T)> settle_once(SandboxManager& mgr, const std::shared_ptr<Sandbox>& sb,
+                                   std::chrono::milliseconds limit, std::string what,
+                                   std::function<void(T)> done) {
+  struct State {
+    explicit State(boost::asio::io_context& ioc) : timer(ioc) {}
+    boost::asio::steady_timer timer;
+    bool settled = false;
+  };
+  auto state = std::make_shared<State>(mgr.io());
+  mgr.touch(*sb, +1);
+  std::function<void(T)> finish = [&mgr, sb, state, done](T value) {
+    if (state->settled) return;
+    state->settled = true;
+    state->timer.cancel();
+    mgr.touch(*sb, -1);
+    done(std::move(value));
+  };
+  state->timer.expires_after(limit);
+  state->timer.async_wait([finish, what, limit, id = sb->id](boost::system::error_code ec) {
+    if (ec) return;
+    finish(make_error(
+        Code::kDeadlineExceeded,
+        fmt::format("{} in sandbox {} got no answer within {} ms", what, id, limit.count())));
+  });
+  return finish;
+}
+
 void start_command(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, ExecRequest req,
                    OutputFn on_output, ExecDoneFn done) {
   json env = {{"PATH", "/usr/local/bin:/usr/bin:/bin"},
@@ -180,10 +219,12 @@ void start_command(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, ExecRequest
                  {"stdin_eof", !more_stdin}};
   if (!req.cwd.empty()) header["cwd"] = req.cwd;
   auto outcome = std::make_shared<ExecOutcome>();
-  mgr.touch(*sb, +1);
+  auto finish = settle_once<Result<ExecOutcome>>(
+      mgr, sb, std::chrono::milliseconds(req.timeout_ms) + mgr.options().exec_grace, "exec",
+      std::move(done));
   uint64_t id = sb->channel->call(
       header, std::string_view(req.stdin_data).substr(0, first),
-      [&mgr, sb, outcome, on_output, done, cap = req.output_cap](const proto::Frame& f) {
+      [sb, outcome, on_output, finish, cap = req.output_cap](const proto::Frame& f) {
         std::string ev = f.header.value("ev", "");
         if (ev == "stdout" || ev == "stderr") {
           bool is_err = ev == "stderr";
@@ -197,24 +238,22 @@ void start_command(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, ExecRequest
           }
           return false;
         }
-        mgr.touch(*sb, -1);
-        if (ev == "exit") {
-          const json& h = f.header;
-          outcome->exit_code = h.value("exit_code", -1);
-          outcome->signal = h.value("signal", 0);
-          outcome->duration_ms = h.value("duration_ms", 0.0);
-          outcome->cpu_ms = h.value("cpu_ms", 0.0);
-          outcome->max_rss_kb = h.value("max_rss_kb", int64_t{0});
-          outcome->timed_out = h.value("timed_out", false);
-          outcome->truncated = outcome->truncated || h.value("truncated", false);
-          sb->exec_count++;
-          sb->last_exit_code = outcome->exit_code;
-          done(std::move(*outcome));
-        } else if (ev == "lost") {
-          done(lost_error(*sb, f));
-        } else {
-          done(runner_error(f.header.value("error", json::object())));
+        if (ev != "exit") {
+          Status st = frame_status(*sb, f);
+          finish(st ? make_error(Code::kInternal, "runner answered exec with " + ev) : st.error());
+          return true;
         }
+        const json& h = f.header;
+        outcome->exit_code = h.value("exit_code", -1);
+        outcome->signal = h.value("signal", 0);
+        outcome->duration_ms = h.value("duration_ms", 0.0);
+        outcome->cpu_ms = h.value("cpu_ms", 0.0);
+        outcome->max_rss_kb = h.value("max_rss_kb", int64_t{0});
+        outcome->timed_out = h.value("timed_out", false);
+        outcome->truncated = outcome->truncated || h.value("truncated", false);
+        sb->exec_count++;
+        sb->last_exit_code = outcome->exit_code;
+        finish(std::move(*outcome));
         return true;
       });
   // Stdin beyond one frame follows in frames of its own.
@@ -229,8 +268,9 @@ void start_command(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, ExecRequest
 
 void run_exec(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, ExecRequest req, OutputFn on_output,
               ExecDoneFn done) {
-  if (req.code_path.empty())
+  if (req.code_path.empty()) {
     return start_command(mgr, std::move(sb), std::move(req), on_output, done);
+  }
   std::string path = req.code_path;
   std::string code = std::move(req.code);
   write_file(mgr, sb, path, std::move(code),
@@ -238,7 +278,7 @@ void run_exec(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, ExecRequest req,
                if (!st) return done(st.error());
                std::string path = req.code_path;
                start_command(mgr, sb, std::move(req), on_output,
-                             [&mgr, sb, path, done](Result<ExecOutcome> r) {
+                             [sb, path, done](Result<ExecOutcome> r) {
                                // The code file goes with the run; failures here do not matter.
                                if (sb->channel->alive()) {
                                  sb->channel->call({{"op", "delete"}, {"path", path}}, {},
@@ -252,29 +292,24 @@ void run_exec(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, ExecRequest req,
 void read_file(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string path,
                std::function<void(Result<std::string>)> done) {
   auto data = std::make_shared<std::string>();
-  mgr.touch(*sb, +1);
+  auto finish = settle_once<Result<std::string>>(mgr, sb, mgr.options().file_op_deadline,
+                                                 "read " + path, std::move(done));
   sb->channel->call({{"op", "read_file"}, {"path", path}, {"max_bytes", kMaxFileBytes}}, {},
-                    [&mgr, sb, data, done](const proto::Frame& f) {
-                      std::string ev = f.header.value("ev", "");
-                      if (ev == "data") {
+                    [sb, data, finish](const proto::Frame& f) {
+                      if (f.header.value("ev", "") == "data") {
                         data->append(f.payload);
                         return false;
                       }
-                      mgr.touch(*sb, -1);
-                      if (ev == "lost") {
-                        done(lost_error(*sb, f));
-                      } else if (!f.header.value("ok", false)) {
-                        done(runner_error(f.header.value("error", json::object())));
-                      } else {
-                        done(std::move(*data));
-                      }
+                      Status st = frame_status(*sb, f);
+                      finish(st ? Result<std::string>(std::move(*data)) : st.error());
                       return true;
                     });
 }
 
 void write_file(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string path,
                 std::string data, std::function<void(Status)> done) {
-  mgr.touch(*sb, +1);
+  auto finish = settle_once<Status>(mgr, sb, mgr.options().file_op_deadline, "write " + path,
+                                    std::move(done));
   size_t off = 0;
   uint64_t id = 0;
   // The first frame creates (truncates) the file; further frames append under the same id.
@@ -284,15 +319,8 @@ void write_file(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string pa
     json h = {{"op", "write_file"}, {"path", path}, {"append", off > 0}, {"last", last}};
     std::string_view chunk = std::string_view(data).substr(off, n);
     if (off == 0) {
-      id = sb->channel->call(h, chunk, [&mgr, sb, done](const proto::Frame& f) {
-        mgr.touch(*sb, -1);
-        std::string ev = f.header.value("ev", "");
-        if (ev == "lost")
-          done(lost_error(*sb, f));
-        else if (!f.header.value("ok", false))
-          done(runner_error(f.header.value("error", json::object())));
-        else
-          done(ok_status());
+      id = sb->channel->call(h, chunk, [sb, finish](const proto::Frame& f) {
+        finish(frame_status(*sb, f));
         return true;
       });
     } else {
@@ -305,15 +333,12 @@ void write_file(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string pa
 
 void file_op(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, json request,
              std::function<void(Result<json>)> done) {
-  mgr.touch(*sb, +1);
-  sb->channel->call(std::move(request), {}, [&mgr, sb, done](const proto::Frame& f) {
-    mgr.touch(*sb, -1);
-    if (f.header.value("ev", "") == "lost")
-      done(lost_error(*sb, f));
-    else if (!f.header.value("ok", false))
-      done(runner_error(f.header.value("error", json::object())));
-    else
-      done(f.header);
+  std::string what = request.value("op", "file op");
+  auto finish =
+      settle_once<Result<json>>(mgr, sb, mgr.options().file_op_deadline, what, std::move(done));
+  sb->channel->call(std::move(request), {}, [sb, finish](const proto::Frame& f) {
+    Status st = frame_status(*sb, f);
+    finish(st ? Result<json>(f.header) : st.error());
     return true;
   });
 }

@@ -78,6 +78,12 @@ class HostRuntime : public SandboxRuntime {
     if (auto it = pids_.find(id); it != pids_.end()) kill(it->second, SIGKILL);
   }
 
+  // Simulates a frozen sandbox: the runner stops answering but its pipes stay open.
+  void freeze_sandbox(const std::string& id) {
+    std::lock_guard lock(mu_);
+    if (auto it = pids_.find(id); it != pids_.end()) kill(it->second, SIGSTOP);
+  }
+
   Result<std::vector<std::string>> list() override {
     std::lock_guard lock(mu_);
     std::vector<std::string> ids;

@@ -47,6 +47,8 @@ class AgentApiTest : public ::testing::Test {
     mo.pool_targets = std::move(pool);
     mo.max_sandboxes = max_sandboxes;
     mo.health_interval = 1s;
+    mo.exec_grace = 300ms;
+    mo.file_op_deadline = 300ms;
     mgr_ = std::make_unique<SandboxManager>(ioc_, workers_, *runtime_, mo, metrics_);
     api_ = std::make_unique<AgentApi>(*mgr_, metrics_, ApiOptions{});
     http::ServerOptions so;
@@ -266,6 +268,22 @@ TEST_F(AgentApiTest, SandboxThatDiesIsFailedAndAnswers409) {
   auto [s, r] = Call("POST", "/v1/sandboxes/" + id + "/exec", R"({"command":"true"})");
   EXPECT_EQ(s, 409u);
   EXPECT_NE(r["error"]["message"].get<std::string>().find("failed"), std::string::npos);
+}
+
+TEST_F(AgentApiTest, FrozenSandboxAnswersDeadlineExceeded) {
+  Start({{"default", 1}});
+  std::string id = Call("POST", "/v1/sandboxes", "{}").second["id"];
+  runtime_->freeze_sandbox(id);
+  auto t0 = std::chrono::steady_clock::now();
+  auto [s1, r1] =
+      Call("POST", "/v1/sandboxes/" + id + "/exec", R"({"command":"true","timeout_ms":100})");
+  EXPECT_EQ(s1, 504u) << r1;
+  EXPECT_EQ(r1["error"]["code"], "deadline_exceeded");
+  auto [s2, r2] = Call("GET", "/v1/sandboxes/" + id + "/files/list?path=.");
+  EXPECT_EQ(s2, 504u) << r2;
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 3s);
+  // Deleting a frozen sandbox still works.
+  EXPECT_EQ(client_->request("DELETE", "/v1/sandboxes/" + id)->status, 204u);
 }
 
 TEST_F(AgentApiTest, BrokenRuntimeIsRetriedAndPoolRecovers) {
