@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <boost/asio/post.hpp>
 #include <nlohmann/json.hpp>
 
 #include "agent/sandbox_ops.h"
@@ -242,6 +243,13 @@ struct SseExec {
 
 }  // namespace
 
+void AgentApi::watch_client(const std::shared_ptr<http::Responder>& res,
+                            const std::shared_ptr<ExecHandle>& handle) {
+  // A client that hangs up (or leaves an SSE stream) takes its command with it.
+  res->on_client_gone(
+      [this, handle] { boost::asio::post(mgr_.io(), [handle] { handle->cancel(); }); });
+}
+
 void AgentApi::exec(Call& c, std::shared_ptr<Sandbox> sb, bool code) {
   auto body = c.body_json(opts_.max_json_body);
   if (!body) return c.fail(body.error());
@@ -256,17 +264,20 @@ void AgentApi::exec(Call& c, std::shared_ptr<Sandbox> sb, bool code) {
   if (c.wants_sse()) {
     res->start_stream(200, "text/event-stream");
     auto done = SseExec::done(res);
-    return run_exec(mgr_, sb, std::move(*req), SseExec::output(res),
-                    [done, count](Result<ExecOutcome> r) {
-                      count(r);
-                      done(std::move(r));
-                    });
+    auto handle = run_exec(mgr_, sb, std::move(*req), SseExec::output(res),
+                           [done, count](Result<ExecOutcome> r) {
+                             count(r);
+                             done(std::move(r));
+                           });
+    watch_client(res, handle);
+    return;
   }
-  run_exec(mgr_, sb, std::move(*req), nullptr, [res, count](Result<ExecOutcome> r) {
+  auto handle = run_exec(mgr_, sb, std::move(*req), nullptr, [res, count](Result<ExecOutcome> r) {
     count(r);
     if (!r) return res->send_error(r.error());
     res->send_json(200, r->to_json(true));
   });
+  watch_client(res, handle);
 }
 
 void AgentApi::files(Call& c, std::shared_ptr<Sandbox> sb, bool list) {
@@ -342,15 +353,18 @@ void AgentApi::execute_oneshot(Call& c) {
                 auto run = [this, res, sse, box, cleanup, req = std::move(req)]() mutable {
                   if (sse) {
                     res->start_stream(200, "text/event-stream");
-                    return run_exec(mgr_, box, std::move(req), SseExec::output(res),
-                                    SseExec::done(res, cleanup));
+                    auto handle = run_exec(mgr_, box, std::move(req), SseExec::output(res),
+                                           SseExec::done(res, cleanup));
+                    watch_client(res, handle);
+                    return;
                   }
-                  run_exec(mgr_, box, std::move(req), nullptr,
-                           [res, cleanup](Result<ExecOutcome> r) {
-                             cleanup();
-                             if (!r) return res->send_error(r.error());
-                             res->send_json(200, r->to_json(true));
-                           });
+                  auto handle = run_exec(mgr_, box, std::move(req), nullptr,
+                                         [res, cleanup](Result<ExecOutcome> r) {
+                                           cleanup();
+                                           if (!r) return res->send_error(r.error());
+                                           res->send_json(200, r->to_json(true));
+                                         });
+                  watch_client(res, handle);
                 };
                 // Files first, one after another, then the run.
                 auto step = std::make_shared<std::function<void(size_t)>>();

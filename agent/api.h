@@ -29,6 +29,8 @@ class AgentApi {
   void sandbox_route(Call& c, const std::string& id, const std::string& rest);
   void create_sandbox(Call& c);
   void exec(Call& c, std::shared_ptr<Sandbox> sb, bool code);
+  void watch_client(const std::shared_ptr<http::Responder>& res,
+                    const std::shared_ptr<struct ExecHandle>& handle);
   void files(Call& c, std::shared_ptr<Sandbox> sb, bool list);
   void execute_oneshot(Call& c);
   void node_info(Call& c);

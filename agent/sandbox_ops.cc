@@ -1,6 +1,7 @@
 #include "agent/sandbox_ops.h"
 
 #include <fmt/format.h>
+#include <signal.h>
 
 #include <atomic>
 #include <boost/asio/steady_timer.hpp>
@@ -201,7 +202,10 @@ std::function<void(T)> settle_once(SandboxManager& mgr, const std::shared_ptr<Sa
 }
 
 void start_command(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, ExecRequest req,
-                   OutputFn on_output, ExecDoneFn done) {
+                   OutputFn on_output, ExecDoneFn done, std::shared_ptr<ExecHandle> handle) {
+  if (handle->cancelled) {
+    return done(make_error(Code::kInvalidArgument, "exec cancelled by the client"));
+  }
   json env = {{"PATH", "/usr/local/bin:/usr/bin:/bin"},
               {"HOME", "/workspace"},
               {"LANG", "C.UTF-8"},
@@ -256,6 +260,8 @@ void start_command(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, ExecRequest
         finish(std::move(*outcome));
         return true;
       });
+  handle->channel = sb->channel;
+  handle->id = id;
   // Stdin beyond one frame follows in frames of its own.
   for (size_t off = first; off < req.stdin_data.size(); off += proto::kMaxPayload) {
     size_t n = std::min(req.stdin_data.size() - off, static_cast<size_t>(proto::kMaxPayload));
@@ -266,27 +272,38 @@ void start_command(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, ExecRequest
 
 }  // namespace
 
-void run_exec(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, ExecRequest req, OutputFn on_output,
-              ExecDoneFn done) {
+void ExecHandle::cancel() {
+  cancelled = true;
+  auto ch = channel.lock();
+  if (ch && id != 0) ch->notify({{"op", "signal"}, {"id", id}, {"signal", SIGKILL}});
+}
+
+std::shared_ptr<ExecHandle> run_exec(SandboxManager& mgr, std::shared_ptr<Sandbox> sb,
+                                     ExecRequest req, OutputFn on_output, ExecDoneFn done) {
+  auto handle = std::make_shared<ExecHandle>();
   if (req.code_path.empty()) {
-    return start_command(mgr, std::move(sb), std::move(req), on_output, done);
+    start_command(mgr, std::move(sb), std::move(req), on_output, done, handle);
+    return handle;
   }
   std::string path = req.code_path;
   std::string code = std::move(req.code);
   write_file(mgr, sb, path, std::move(code),
-             [&mgr, sb, req = std::move(req), on_output, done](Status st) mutable {
+             [&mgr, sb, req = std::move(req), on_output, done, handle](Status st) mutable {
                if (!st) return done(st.error());
                std::string path = req.code_path;
-               start_command(mgr, sb, std::move(req), on_output,
-                             [sb, path, done](Result<ExecOutcome> r) {
-                               // The code file goes with the run; failures here do not matter.
-                               if (sb->channel->alive()) {
-                                 sb->channel->call({{"op", "delete"}, {"path", path}}, {},
-                                                   [](const proto::Frame&) { return true; });
-                               }
-                               done(std::move(r));
-                             });
+               start_command(
+                   mgr, sb, std::move(req), on_output,
+                   [sb, path, done](Result<ExecOutcome> r) {
+                     // The code file goes with the run; failures here do not matter.
+                     if (sb->channel->alive()) {
+                       sb->channel->call({{"op", "delete"}, {"path", path}}, {},
+                                         [](const proto::Frame&) { return true; });
+                     }
+                     done(std::move(r));
+                   },
+                   handle);
              });
+  return handle;
 }
 
 void read_file(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string path,

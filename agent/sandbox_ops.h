@@ -59,9 +59,19 @@ const std::vector<std::string>& supported_languages();
 using OutputFn = std::function<void(bool is_stderr, std::string_view data)>;
 using ExecDoneFn = std::function<void(Result<ExecOutcome>)>;
 
+// Stops a running exec (SIGKILL to its process group), e.g. when its SSE client leaves.
+// Use on the I/O thread only.
+struct ExecHandle {
+  void cancel();
+  // Set once the command has been sent to the runner.
+  std::weak_ptr<RunnerChannel> channel;
+  uint64_t id = 0;
+  bool cancelled = false;
+};
+
 // Runs the request; with on_output set, output is streamed there instead of collected.
-void run_exec(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, ExecRequest req, OutputFn on_output,
-              ExecDoneFn done);
+std::shared_ptr<ExecHandle> run_exec(SandboxManager& mgr, std::shared_ptr<Sandbox> sb,
+                                     ExecRequest req, OutputFn on_output, ExecDoneFn done);
 
 // Files: paths are resolved inside the sandbox by the runner (relative = under /workspace).
 void read_file(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string path,

@@ -1,6 +1,7 @@
 #include "common/http_server.h"
 
 #include <fmt/format.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -80,6 +81,14 @@ class Session : public std::enable_shared_from_this<Session> {
   bool is_unix() const { return is_unix_; }
   bool alive() const { return !closed_; }
 
+  // Runs fn (on the strand) if the client goes away before the current answer is complete.
+  void on_client_gone(std::function<void()> fn) {
+    asio::post(stream_.get_executor(), [self = shared_from_this(), fn = std::move(fn)]() mutable {
+      if (self->closed_) return fn();
+      self->on_gone_ = std::move(fn);
+    });
+  }
+
  private:
   struct Out {
     std::string head, body;
@@ -129,7 +138,26 @@ class Session : public std::enable_shared_from_this<Session> {
                                                                        : new_request_id();
     auto res = std::make_shared<Responder>(shared_from_this(), std::move(rid),
                                            req.keep_alive() && !server_.draining(), req.version());
+    watch_peer();
     server_.handler()(std::move(req), std::move(res));
+  }
+
+  // While a request is being answered nothing reads the socket, so a client that hangs up
+  // would go unnoticed until the answer is written (never, for a silent command). Waiting for
+  // readability and peeking tells EOF (gone) from pipelined bytes (left for the next read).
+  void watch_peer() {
+    stream_.socket().async_wait(
+        generic::socket::wait_read, [self = shared_from_this()](beast::error_code ec) {
+          if (ec || self->closed_ || !self->busy_) return;
+          char c;
+          ssize_t n =
+              ::recv(self->stream_.socket().native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+          if (n == 0) return self->close();
+          if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+            return self->watch_peer();
+          }
+          if (n < 0) self->close();
+        });
   }
 
   void flush() {
@@ -143,6 +171,7 @@ class Session : public std::enable_shared_from_this<Session> {
       Out done = std::move(self->queue_.front());
       self->queue_.pop_front();
       if (done.last) {
+        self->on_gone_ = nullptr;  // answered in full: nothing to cancel any more
         self->stream_.expires_never();
         if (done.close_after) return self->close();
         self->read();
@@ -156,6 +185,7 @@ class Session : public std::enable_shared_from_this<Session> {
     if (closed_) return;
     closed_ = true;
     queue_.clear();
+    if (auto gone = std::exchange(on_gone_, nullptr)) gone();
     beast::error_code ec;
     stream_.socket().shutdown(generic::socket::shutdown_both, ec);
     stream_.close();
@@ -168,6 +198,7 @@ class Session : public std::enable_shared_from_this<Session> {
   beast::flat_buffer buffer_;
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
   std::deque<Out> queue_;
+  std::function<void()> on_gone_;
   bool first_request_ = true;
   bool busy_ = false;
   bool closed_ = false;
@@ -191,6 +222,9 @@ Responder::~Responder() {
 
 bool Responder::peer_is_unix() const { return session_->is_unix(); }
 bool Responder::client_alive() const { return session_->alive(); }
+void Responder::on_client_gone(std::function<void()> fn) {
+  session_->on_client_gone(std::move(fn));
+}
 
 std::string Responder::head(unsigned status, std::string_view content_type, const Headers& extra,
                             bool chunked, size_t length) const {

@@ -55,6 +55,9 @@ class Responder : public std::enable_shared_from_this<Responder> {
   void end_stream();
   // False once the client has gone away (a stream can stop producing).
   bool client_alive() const;
+  // fn runs once if the connection closes before this answer is complete (a client leaving
+  // an SSE stream); it runs on the connection's strand.
+  void on_client_gone(std::function<void()> fn);
 
  private:
   std::string head(unsigned status, std::string_view content_type, const Headers& extra,

@@ -1,12 +1,16 @@
 // The agent's HTTP API end to end with the real runner, channel and manager, on a runtime
 // that starts swissbox-init as a host process (no root, no runsc).
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <future>
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -316,6 +320,50 @@ TEST_F(AgentApiTest, ConcurrentExecsOnOneSandbox) {
     }));
   }
   for (int i = 0; i < 20; ++i) EXPECT_EQ(futs[i].get(), std::to_string(i) + "\n");
+}
+
+// Host processes whose command line is exactly argv (NUL-separated, as in /proc).
+int CountProcesses(const std::string& cmdline) {
+  int n = 0;
+  for (const auto& e : std::filesystem::directory_iterator("/proc")) {
+    auto c = fs::read_file(e.path().string() + "/cmdline");
+    if (c.ok() && *c == cmdline) ++n;
+  }
+  return n;
+}
+
+TEST_F(AgentApiTest, LeavingAnSseStreamKillsTheCommand) {
+  Start({{"default", 1}});
+  std::string id = Call("POST", "/v1/sandboxes", "{}").second["id"];
+  std::string body = R"({"command":"echo started; exec sleep 31.5"})";
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(server_->tcp_port());
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  std::string req = "POST /v1/sandboxes/" + id +
+                    "/exec HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n" +
+                    "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+  ASSERT_EQ(write(fd, req.data(), req.size()), static_cast<ssize_t>(req.size()));
+  std::string got;
+  char buf[4096];
+  while (got.find("started") == std::string::npos) {
+    ssize_t n = read(fd, buf, sizeof(buf));
+    ASSERT_GT(n, 0);
+    got.append(buf, n);
+  }
+  const std::string sleeper = std::string(
+      "sleep\0"
+      "31.5\0",
+      11);
+  ASSERT_TRUE(wait_until([&] { return CountProcesses(sleeper) == 1; }));
+  close(fd);
+  EXPECT_TRUE(wait_until([&] { return CountProcesses(sleeper) == 0; }, 3s));
+  // The sandbox itself goes on serving.
+  EXPECT_EQ(Call("POST", "/v1/sandboxes/" + id + "/exec", R"({"command":["echo","ok"]})")
+                .second["stdout"],
+            "ok\n");
 }
 
 TEST_F(AgentApiTest, SseStreamsOutputThenExit) {
