@@ -172,6 +172,7 @@ void SandboxManager::start_one(const std::string& tmpl,
                      Metrics::labels({{"result", ok ? "ok" : "error"}}));
         std::chrono::duration<double> d = Clock::now() - t0;
         metrics_.add("swissbox_sandbox_start_seconds_total", {}, d.count());
+        check_all_destroyed();
       };
       if (!pipes) {
         finish(false);
@@ -188,12 +189,15 @@ void SandboxManager::start_one(const std::string& tmpl,
         if (*answered) return;
         *answered = true;
         timer->cancel();
-        finish(err.empty());
         if (!err.empty() || stopping_) {
           sb->channel->close("not ready");
+          // Queued before finish(): a shutdown waiting for the last start must also wait
+          // for this destroy.
           destroy_later(sb->id, err.empty() ? "agent stopping" : err);
+          finish(err.empty());
           return ready(make_error(Code::kUnavailable, err.empty() ? "agent stopping" : err));
         }
+        finish(true);
         sb->created_at = std::chrono::system_clock::now();
         sb->last_used = Clock::now();
         sandboxes_[sb->id] = sb;
@@ -348,11 +352,16 @@ void SandboxManager::destroy_later(const std::string& id, const std::string& why
                  Metrics::labels({{"result", st.ok() ? "ok" : "error"}}));
     asio::post(ioc_, [this, id] {
       destroying_.erase(id);
-      if (destroying_.empty() && starting_total_ == 0 && on_all_destroyed_) {
-        std::exchange(on_all_destroyed_, nullptr)();
-      }
+      check_all_destroyed();
     });
   });
+}
+
+void SandboxManager::check_all_destroyed() {
+  // Shutdown is over when no start is in flight and no destroy is pending.
+  if (destroying_.empty() && starting_total_ == 0 && on_all_destroyed_) {
+    std::exchange(on_all_destroyed_, nullptr)();
+  }
 }
 
 void SandboxManager::tick() {

@@ -115,6 +115,7 @@ class SandboxManager {
   void on_lost(const std::string& id, const std::string& reason);
   void retire(const std::string& id, const std::string& why);
   void destroy_later(const std::string& id, const std::string& why);
+  void check_all_destroyed();
   void tick();
   void health_check();
   void update_gauges();
