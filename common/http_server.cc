@@ -138,6 +138,7 @@ class Session : public std::enable_shared_from_this<Session> {
                                                                        : new_request_id();
     auto res = std::make_shared<Responder>(shared_from_this(), std::move(rid),
                                            req.keep_alive() && !server_.draining(), req.version());
+    res->set_request_line(std::string(req.method_string()) + " " + std::string(req.target()));
     watch_peer();
     server_.handler()(std::move(req), std::move(res));
   }
@@ -242,9 +243,29 @@ std::string Responder::head(unsigned status, std::string_view content_type, cons
   return h;
 }
 
+void Responder::log_answer(unsigned status, std::string_view error) const {
+  double ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start_).count();
+  log::Level level = status >= 500 ? log::Level::kWarn : log::Level::kInfo;
+  int code = static_cast<int>(status);
+  if (error.empty()) {
+    log::write(level, "http",
+               {{"request_id", request_id_}, {"req", request_line_}, {"status", code}, {"ms", ms}});
+  } else {
+    log::write(level, "http",
+               {{"request_id", request_id_},
+                {"req", request_line_},
+                {"status", code},
+                {"ms", ms},
+                {"error", error}});
+  }
+}
+
 void Responder::send(unsigned status, std::string body, std::string_view content_type,
                      const Headers& extra) {
   if (answered_.exchange(true)) return;
+  // Error bodies carry their message; keep it in the access log line too.
+  log_answer(status, status >= 400 ? std::string_view(body).substr(0, 300) : std::string_view());
   std::string h = head(status, content_type, extra, false, body.size());
   session_->write(std::move(h), std::move(body), true, !keep_alive_);
 }
@@ -263,6 +284,7 @@ void Responder::send_error(const Error& error, const Headers& extra) {
 
 void Responder::start_stream(unsigned status, std::string_view content_type) {
   if (answered_.exchange(true)) return;
+  log_answer(status, {});
   session_->write(head(status, content_type, {}, true, 0), {}, false, false);
 }
 

@@ -43,6 +43,8 @@ class Responder : public std::enable_shared_from_this<Responder> {
   ~Responder();
 
   const std::string& request_id() const { return request_id_; }
+  // "METHOD target", for the access log line written when the answer starts.
+  void set_request_line(std::string line) { request_line_ = std::move(line); }
   bool peer_is_unix() const;
 
   void send(unsigned status, std::string body, std::string_view content_type,
@@ -62,8 +64,12 @@ class Responder : public std::enable_shared_from_this<Responder> {
  private:
   std::string head(unsigned status, std::string_view content_type, const Headers& extra,
                    bool chunked, size_t length) const;
+  void log_answer(unsigned status, std::string_view error) const;
+
   std::shared_ptr<Session> session_;
   std::string request_id_;
+  std::string request_line_ = "-";
+  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
   bool keep_alive_;
   unsigned version_;
   std::atomic<bool> answered_{false};
