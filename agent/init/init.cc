@@ -1,7 +1,8 @@
 // swissbox-init: the first process of every sandbox. Serves the runner protocol
 // (common/runner_protocol.h) on fd 0/1: runs commands in their own process groups with
 // timeouts and output caps, reaps every zombie, and reads/writes files inside the sandbox.
-// Single-threaded poll loop; nothing here may block on one command while others run.
+// Single-threaded poll loop: no command may block another; only a write to the agent may
+// wait, and the agent always reads.
 #include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
