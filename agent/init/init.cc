@@ -365,11 +365,14 @@ class Runner {
   // Processes that left their command's group (setsid, setpgid) and were re-parented to us
   // are killed when a foreground command ends, unless they belong to a running command or a
   // background one.
+  // Process groups of background commands stay protected after their leader is gone, as
+  // long as some process of the group lives.
   void kill_strays() {
-    std::set<pid_t> protect;
+    std::set<pid_t> protect = background_groups_;
     for (auto& [id, c] : commands_) {
       if (!c.exited || c.background) protect.insert(c.pid);
     }
+    std::set<pid_t> live_groups;
     for (int round = 0; round < 3; ++round) {
       bool killed = false;
       DIR* d = opendir("/proc");
@@ -379,6 +382,7 @@ class Runner {
         if (pid <= 1 || pid == getpid()) continue;
         pid_t ppid = 0, pgrp = 0, sid = 0;
         if (!read_stat(pid, &ppid, &pgrp, &sid)) continue;
+        live_groups.insert(pgrp);
         if (ppid != getpid() || protect.count(pgrp) || protect.count(sid)) continue;
         bool is_leader = false;
         for (auto& [id, c] : commands_) is_leader |= (c.pid == pid);
@@ -387,10 +391,11 @@ class Runner {
         killed = true;
       }
       closedir(d);
-      if (!killed) return;
+      if (!killed) break;
       usleep(2000);
       reap_strays();
     }
+    std::erase_if(background_groups_, [&](pid_t g) { return !live_groups.count(g); });
   }
 
   static bool read_stat(pid_t pid, pid_t* ppid, pid_t* pgrp, pid_t* sid) {
@@ -433,6 +438,7 @@ class Runner {
   }
 
   void finish(Command& c) {
+    if (c.background) background_groups_.insert(c.pid);
     auto dur = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - c.start);
     auto tv_ms = [](const timeval& tv) { return tv.tv_sec * 1000.0 + tv.tv_usec / 1000.0; };
     json ev = {{"ev", "exit"},
@@ -603,6 +609,7 @@ class Runner {
   swissbox::proto::Decoder decoder_;
   std::map<uint64_t, Command> commands_;
   std::set<uint64_t> failed_writes_;
+  std::set<pid_t> background_groups_;
 };
 
 }  // namespace

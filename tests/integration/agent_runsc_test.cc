@@ -221,6 +221,8 @@ TEST_F(AgentRunsc, BackgroundProcessesDieWithTheirCommandUnlessAsked) {
   std::string ps = exec(id, {{"command", {"ps", "-eo", "comm"}}})["stdout"];
   EXPECT_EQ(ps.find("sleep"), std::string::npos) << ps;
   exec(id, {{"command", "sleep 300 >/dev/null 2>&1 &"}, {"background", true}});
+  // It outlives later foreground commands too.
+  exec(id, {{"command", "true"}});
   ps = exec(id, {{"command", {"ps", "-eo", "comm"}}})["stdout"];
   EXPECT_NE(ps.find("sleep"), std::string::npos) << ps;
 }

@@ -366,6 +366,27 @@ TEST_F(AgentApiTest, LeavingAnSseStreamKillsTheCommand) {
             "ok\n");
 }
 
+TEST_F(AgentApiTest, BackgroundCommandsOutliveLaterCommandsOthersDoNot) {
+  Start({{"default", 1}});
+  std::string id = Call("POST", "/v1/sandboxes", "{}").second["id"];
+  const std::string kept = std::string(
+      "sleep\0"
+      "300.25\0",
+      13);
+  const std::string stray = std::string(
+      "sleep\0"
+      "300.75\0",
+      13);
+  Call("POST", "/v1/sandboxes/" + id + "/exec",
+       R"({"command":"sleep 300.25 >/dev/null 2>&1 &","background":true})");
+  Call("POST", "/v1/sandboxes/" + id + "/exec", R"({"command":"sleep 300.75 >/dev/null 2>&1 &"})");
+  Call("POST", "/v1/sandboxes/" + id + "/exec", R"({"command":["true"]})");
+  EXPECT_EQ(CountProcesses(kept), 1);
+  EXPECT_TRUE(wait_until([&] { return CountProcesses(stray) == 0; }));
+  Call("POST", "/v1/sandboxes/" + id + "/exec", R"({"command":["pkill","-f","sleep 300.25"]})");
+  EXPECT_TRUE(wait_until([&] { return CountProcesses(kept) == 0; }));
+}
+
 TEST_F(AgentApiTest, SseStreamsOutputThenExit) {
   Start({{"default", 1}});
   std::string id = Call("POST", "/v1/sandboxes", "{}").second["id"];
