@@ -347,10 +347,11 @@ Status Server::listen_unix(const std::string& path) {
   boost::system::error_code ec;
   generic::endpoint gep(asio::local::stream_protocol::endpoint{path});
   l->acceptor.open(gep.protocol(), ec);
-  // The socket is created with the umask applied; 0177 keeps it root-only from the start.
-  mode_t old = ::umask(0177);
+  // Root-only before anyone can connect: nobody can connect before listen(), so the mode is
+  // set in between. (Not via umask: it is process-wide, and a worker thread creating a
+  // sandbox's workspace meanwhile would get a directory its uid cannot enter.)
   if (!ec) l->acceptor.bind(gep, ec);
-  ::umask(old);
+  if (!ec && ::chmod(path.c_str(), 0600) != 0) ec.assign(errno, boost::system::system_category());
   if (!ec) l->acceptor.listen(asio::socket_base::max_listen_connections, ec);
   if (ec) return Error{Code::kUnavailable, ec.value(), "listen on unix socket " + path};
   unix_paths_.push_back(path);

@@ -260,7 +260,7 @@ class Runner {
     posix_spawnattr_destroy(&attr);
     if (err != 0) {
       // Answer like a shell: 127 for a missing command, 126 otherwise, reason on stderr.
-      std::string what = err == ENOENT && access(cwd.c_str(), X_OK) != 0 ? "cwd " + cwd : argv[0];
+      std::string what = access(cwd.c_str(), X_OK) != 0 ? "cwd " + cwd : argv[0];
       std::string msg = "swissbox-init: " + what + ": " + std::strerror(err) + "\n";
       send({{"ev", "stderr"}, {"id", id}}, msg);
       send({{"ev", "exit"},
