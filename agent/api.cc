@@ -210,11 +210,7 @@ void AgentApi::create_sandbox(Call& c) {
   if (!req) return c.fail(req.error());
   auto res = c.res;
   mgr_.create(*req, c.tenant, metadata, [this, res](Result<std::shared_ptr<Sandbox>> sb, bool) {
-    if (!sb) {
-      http::Headers h;
-      if (sb.error().code == Code::kResourceExhausted) h.push_back({"Retry-After", "2"});
-      return res->send_error(sb.error(), h);
-    }
+    if (!sb) return res->send_error(sb.error());
     res->send_json(201, (*sb)->to_json(mgr_.node_name()));
   });
 }
@@ -341,12 +337,7 @@ void AgentApi::execute_oneshot(Call& c) {
   mgr_.create(*create, c.tenant, json::object(),
               [this, res, sse, req = std::move(*req), files = std::move(files)](
                   Result<std::shared_ptr<Sandbox>> sb, bool) mutable {
-                if (!sb) {
-                  http::Headers h;
-                  if (sb.error().code == Code::kResourceExhausted)
-                    h.push_back({"Retry-After", "2"});
-                  return res->send_error(sb.error(), h);
-                }
+                if (!sb) return res->send_error(sb.error());
                 auto box = *sb;
                 // The client may have deleted it meanwhile: nothing left to do then.
                 auto cleanup = [this, id = box->id] { (void)mgr_.remove(id, "one-shot finished"); };

@@ -9,6 +9,17 @@ namespace swissbox {
 namespace asio = boost::asio;
 using json = nlohmann::json;
 
+namespace {
+
+// The event every open request gets when the runner goes away.
+proto::Frame lost_frame(uint64_t id, const std::string& reason) {
+  return proto::Frame{{{"ev", "lost"}, {"id", id}, {"message", reason}}, {}};
+}
+
+constexpr const char* kRunnerGone = "the sandbox's runner is gone";
+
+}  // namespace
+
 RunnerChannel::RunnerChannel(asio::io_context& ioc, unique_fd to_runner, unique_fd from_runner)
     : out_(ioc, to_runner.release()), in_(ioc, from_runner.release()) {}
 
@@ -45,8 +56,7 @@ void RunnerChannel::read() {
           bool done = fn(*frame);
           if (!done && self->alive_) self->handlers_[id] = std::move(fn);
           if (!done && !self->alive_) {
-            fn(proto::Frame{
-                {{"ev", "lost"}, {"id", id}, {"message", "the sandbox's runner is gone"}}, {}});
+            fn(lost_frame(id, kRunnerGone));
           }
           if (!self->alive_) return;
         }
@@ -60,9 +70,7 @@ uint64_t RunnerChannel::call(json header, std::string_view payload, EventFn fn) 
   uint64_t id = next_id_++;
   header["id"] = id;
   if (!alive_) {
-    proto::Frame lost{{{"ev", "lost"}, {"id", id}, {"message", "the sandbox's runner is gone"}},
-                      {}};
-    fn(lost);
+    fn(lost_frame(id, kRunnerGone));
     return id;
   }
   handlers_[id] = std::move(fn);
@@ -94,8 +102,7 @@ void RunnerChannel::fail(const std::string& reason) {
   auto handlers = std::move(handlers_);
   handlers_.clear();
   for (auto& [id, fn] : handlers) {
-    proto::Frame lost{{{"ev", "lost"}, {"id", id}, {"message", reason}}, {}};
-    fn(lost);
+    fn(lost_frame(id, reason));
   }
   boost::system::error_code ec;
   out_.close(ec);

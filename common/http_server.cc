@@ -279,7 +279,12 @@ void Responder::send_json(unsigned status, const nlohmann::json& body, const Hea
 void Responder::send_error(const Error& error, const Headers& extra) {
   nlohmann::json body = {
       {"error", {{"code", code_name(error.code)}, {"message", error.to_string()}}}};
-  send_json(http_status(error.code), body, extra);
+  // Every 429 tells the client when to come back (DESIGN.md error shape).
+  Headers headers = extra;
+  bool has_retry = false;
+  for (const auto& [k, v] : headers) has_retry |= beast::iequals(k, "Retry-After");
+  if (error.code == Code::kResourceExhausted && !has_retry) headers.push_back({"Retry-After", "2"});
+  send_json(http_status(error.code), body, headers);
 }
 
 void Responder::start_stream(unsigned status, std::string_view content_type) {
