@@ -189,6 +189,7 @@ void SandboxManager::start_one(const std::string& tmpl,
         if (*answered) return;
         *answered = true;
         timer->cancel();
+        unready_.erase(sb->id);
         if (!err.empty() || stopping_) {
           sb->channel->close("not ready");
           // Queued before finish(): a shutdown waiting for the last start must also wait
@@ -210,6 +211,7 @@ void SandboxManager::start_one(const std::string& tmpl,
       timer->async_wait([done](boost::system::error_code ec) mutable {
         if (!ec) done("runner did not answer within the start deadline");
       });
+      unready_[sb->id] = sb;
       // Ready = the runner answered and ran the warm-up command: each sandbox has its own
       // page cache, and without it the claimer's first command pays for loading the loader,
       // libc and the shell through the gofer.
@@ -417,6 +419,9 @@ void SandboxManager::shutdown(std::function<void()> done) {
   std::vector<std::string> ids;
   for (const auto& [id, sb] : sandboxes_) ids.push_back(id);
   for (const auto& id : ids) retire(id, "agent shutdown");
+  // Closing fails the readiness call, whose handler queues the destroy.
+  auto unready = unready_;
+  for (const auto& [id, sb] : unready) sb->channel->close("agent stopping");
   if (destroying_.empty() && starting_total_ == 0) return done();
   on_all_destroyed_ = std::move(done);
 }

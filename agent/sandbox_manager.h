@@ -132,6 +132,9 @@ class SandboxManager {
   std::map<std::string, SandboxPtr> sandboxes_;
   std::map<std::string, std::vector<SandboxPtr>> ready_;  // per template, LIFO
   std::map<std::string, int> starting_;
+  // Sandboxes whose runner is up but not yet ready; shutdown closes their channels rather
+  // than waiting out the start deadline.
+  std::map<std::string, SandboxPtr> unready_;
   std::set<std::string> destroying_;
   int starting_total_ = 0;
   bool stopping_ = false;

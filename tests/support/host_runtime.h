@@ -40,13 +40,15 @@ class HostRuntime : public SandboxRuntime {
     if (auto st = fs::make_dirs(ws); !st) return st.error();
     int to[2], from[2];
     if (pipe2(to, O_CLOEXEC) != 0 || pipe2(from, O_CLOEXEC) != 0) return sys_error("pipe2");
+    // Everything the child needs is built before fork(): the test process has other threads,
+    // and a malloc in the child can deadlock on an allocator lock one of them held.
+    std::string env_ws = "SWISSBOX_WORKSPACE=" + ws;
+    char* envp[] = {env_ws.data(), const_cast<char*>("PATH=/usr/bin:/bin"), nullptr};
+    char* argv[] = {const_cast<char*>(init_.c_str()), nullptr};
     pid_t pid = fork();
     if (pid == 0) {
       dup2(to[0], 0);
       dup2(from[1], 1);
-      std::string env_ws = "SWISSBOX_WORKSPACE=" + ws;
-      char* envp[] = {env_ws.data(), const_cast<char*>("PATH=/usr/bin:/bin"), nullptr};
-      char* argv[] = {const_cast<char*>(init_.c_str()), nullptr};
       execve(argv[0], argv, envp);
       _exit(127);
     }
