@@ -158,7 +158,7 @@ void SandboxManager::start_one(const std::string& tmpl,
   SandboxSpec spec;
   spec.id = sb->id;
   spec.hostname = "sandbox";
-  spec.env = {"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/workspace", "LANG=C.UTF-8"};
+  for (const auto& [k, v] : base_environment()) spec.env.push_back(k + "=" + v);
   ++starting_[tmpl];
   ++starting_total_;
   auto t0 = Clock::now();
@@ -228,7 +228,7 @@ void SandboxManager::start_one(const std::string& tmpl,
         sb->channel->call({{"op", "exec"},
                            {"argv", warmup},
                            {"timeout_ms", 10000},
-                           {"env", {{"PATH", "/usr/local/bin:/usr/bin:/bin"}}}},
+                           {"env", base_environment()}},
                           {}, [done](const proto::Frame& e) mutable {
                             std::string ev = e.header.value("ev", "");
                             if (ev == "stdout" || ev == "stderr") return false;

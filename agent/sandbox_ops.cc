@@ -206,10 +206,7 @@ void start_command(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, ExecRequest
   if (handle->cancelled) {
     return done(make_error(Code::kInvalidArgument, "exec cancelled by the client"));
   }
-  json env = {{"PATH", "/usr/local/bin:/usr/bin:/bin"},
-              {"HOME", "/workspace"},
-              {"LANG", "C.UTF-8"},
-              {"USER", "sandbox"}};
+  json env = base_environment();
   for (const auto& [k, v] : sb->env) env[k] = v;
   for (const auto& [k, v] : req.env) env[k] = v;
   size_t first = std::min(req.stdin_data.size(), static_cast<size_t>(proto::kMaxPayload));

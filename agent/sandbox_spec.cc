@@ -16,6 +16,16 @@ const std::map<std::string, Template>& builtin_templates() {
   return kTemplates;
 }
 
+const std::map<std::string, std::string>& base_environment() {
+  static const std::map<std::string, std::string> env = {
+      {"PATH", "/usr/local/bin:/usr/bin:/bin"},
+      {"HOME", "/workspace"},
+      {"LC_CTYPE", "C.UTF-8"},
+      {"USER", "sandbox"},
+  };
+  return env;
+}
+
 bool valid_sandbox_id(std::string_view id) {
   if (id.size() < 5 || id.size() > 128 || id.substr(0, 4) != "sbx-") return false;
   for (char c : id) {

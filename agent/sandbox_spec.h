@@ -60,6 +60,12 @@ struct SandboxSpec {
   uint32_t gid = 1000;
 };
 
+// The environment every process in a sandbox starts from; the sandbox's and the request's
+// env are laid over it. Only LC_CTYPE is UTF-8: LANG=C.UTF-8 would make every process that
+// calls setlocale() load all 13 locale files through the gofer, measured at ≈ 3.5 ms per
+// process under gVisor-ptrace, while LC_CTYPE alone gives the same UTF-8 text handling.
+const std::map<std::string, std::string>& base_environment();
+
 bool valid_sandbox_id(std::string_view id);
 bool valid_env_name(std::string_view name);
 
