@@ -7,7 +7,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
@@ -23,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "agent/init/spawner.h"
 #include "common/runner_protocol.h"
 #include "common/unique_fd.h"
 
@@ -120,6 +120,7 @@ class Runner {
 
   int run() {
     send({{"ev", "hello"}, {"pid", getpid()}, {"version", 1}});
+    spawner_.prepare();
     char buf[kReadChunk];
     for (;;) {
       std::vector<pollfd> fds;
@@ -203,64 +204,25 @@ class Runner {
     if (commands_.count(id)) return send_error(id, EEXIST, "exec id in use");
     std::vector<std::string> argv = h.at("argv").get<std::vector<std::string>>();
     if (argv.empty()) return send_error(id, EINVAL, "exec: empty argv");
+    std::string argv0 = argv[0];
     std::vector<std::string> env;
     json env_obj = h.value("env", json::object());
     for (auto& [k, v] : env_obj.items()) env.push_back(k + "=" + v.get<std::string>());
     std::string cwd = resolve(h.value("cwd", g_workspace));
 
-    int pin[2], pout[2], perr[2];
-    if (pipe2(pin, O_CLOEXEC) || pipe2(pout, O_CLOEXEC) || pipe2(perr, O_CLOEXEC)) {
-      return send_error(id, errno, "exec: pipe");
-    }
     Command c;
     c.id = id;
-    c.in.reset(pin[1]);
-    c.out.reset(pout[0]);
-    c.err.reset(perr[0]);
-    unique_fd child_in(pin[0]), child_out(pout[1]), child_err(perr[1]);
     c.cap = std::min<size_t>(h.value("output_cap", kDefaultCap), kMaxCap);
     c.background = h.value("background", false);
     c.start = Clock::now();
     int64_t timeout_ms = h.value("timeout_ms", int64_t{0});
     if (timeout_ms > 0) c.deadline = c.start + std::chrono::milliseconds(timeout_ms);
 
-    // posix_spawn (clone with CLONE_VM|CLONE_VFORK) instead of fork: inside gVisor a fork
-    // copies the runner's address space and costs tens of ms on systrap; vfork does not.
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, child_in.get(), 0);
-    posix_spawn_file_actions_adddup2(&fa, child_out.get(), 1);
-    posix_spawn_file_actions_adddup2(&fa, child_err.get(), 2);
-    posix_spawn_file_actions_addchdir_np(&fa, cwd.c_str());
-    posix_spawnattr_t attr;
-    posix_spawnattr_init(&attr);
-    sigset_t none, pipe_only;
-    sigemptyset(&none);
-    sigemptyset(&pipe_only);
-    sigaddset(&pipe_only, SIGPIPE);
-    posix_spawnattr_setsigmask(&attr, &none);
-    posix_spawnattr_setsigdefault(&attr, &pipe_only);
-    posix_spawnattr_setpgroup(&attr, 0);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
-                                        POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_USEVFORK);
-    std::vector<char*> av, ev;
-    for (auto& a : argv) av.push_back(a.data());
-    av.push_back(nullptr);
-    for (auto& e : env) ev.push_back(e.data());
-    ev.push_back(nullptr);
-    // posix_spawnp searches the runner's PATH: make it the command's own, as a shell would.
-    const char* path_env = "/usr/local/bin:/usr/bin:/bin";
-    for (auto& e : env) {
-      if (e.rfind("PATH=", 0) == 0) path_env = e.c_str() + 5;
-    }
-    setenv("PATH", path_env, 1);
-    pid_t pid = -1;
-    int err = posix_spawnp(&pid, av[0], &fa, &attr, av.data(), ev.data());
-    posix_spawn_file_actions_destroy(&fa);
-    posix_spawnattr_destroy(&attr);
+    swissbox::init::Launched proc;
+    int err = spawner_.launch({std::move(argv), std::move(env), cwd}, &proc);
     if (err != 0) {
       // Answer like a shell: 127 for a missing command, 126 otherwise, reason on stderr.
-      std::string what = access(cwd.c_str(), X_OK) != 0 ? "cwd " + cwd : argv[0];
+      std::string what = access(cwd.c_str(), X_OK) != 0 ? "cwd " + cwd : argv0;
       std::string msg = "swissbox-init: " + what + ": " + std::strerror(err) + "\n";
       send({{"ev", "stderr"}, {"id", id}}, msg);
       send({{"ev", "exit"},
@@ -274,7 +236,10 @@ class Runner {
             {"truncated", false}});
       return;
     }
-    c.pid = pid;
+    c.pid = proc.pid;
+    c.in = std::move(proc.in);
+    c.out = std::move(proc.out);
+    c.err = std::move(proc.err);
     set_nonblock(c.in.get());
     set_nonblock(c.out.get());
     set_nonblock(c.err.get());
@@ -282,6 +247,7 @@ class Runner {
     c.in_eof = h.value("stdin_eof", true);
     auto& stored = commands_[id] = std::move(c);
     flush_stdin(stored);
+    spawner_.prepare();  // while the command loads, not on the next one's path
   }
 
   void feed_stdin(uint64_t id, const json& h, std::string data) {
@@ -343,6 +309,7 @@ class Runner {
       rusage ru{};
       pid_t pid = wait4(-1, &status, WNOHANG, &ru);
       if (pid <= 0) return;
+      spawner_.on_reaped(pid);
       for (auto& [id, c] : commands_) {
         if (c.pid != pid) continue;
         c.exited = true;
@@ -362,40 +329,45 @@ class Runner {
     c.finalize_by = Clock::now() + kDrainGrace;
   }
 
-  // Processes that left their command's group (setsid, setpgid) and were re-parented to us
-  // are killed when a foreground command ends, unless they belong to a running command or a
-  // background one.
-  // Process groups of background commands stay protected after their leader is gone, as
-  // long as some process of the group lives.
+  // Processes that left their command's group (setsid, setpgid) end up as children of the
+  // runner once their parent dies; they are killed when a foreground command ends, unless
+  // they belong to a running command, a background one, or are the spare. Process groups of
+  // background commands stay protected after their leader is gone, as long as some process
+  // of the group lives.
   void kill_strays() {
     std::set<pid_t> protect = background_groups_;
     for (auto& [id, c] : commands_) {
       if (!c.exited || c.background) protect.insert(c.pid);
     }
-    std::set<pid_t> live_groups;
     for (int round = 0; round < 3; ++round) {
       bool killed = false;
-      DIR* d = opendir("/proc");
-      if (!d) return;
-      while (dirent* e = readdir(d)) {
-        pid_t pid = atoi(e->d_name);
-        if (pid <= 1 || pid == getpid()) continue;
+      for (pid_t pid : children()) {
+        // The spare may not have made its own group yet.
+        if (pid == spawner_.spare_pid() || protect.count(pid)) continue;
         pid_t ppid = 0, pgrp = 0, sid = 0;
         if (!read_stat(pid, &ppid, &pgrp, &sid)) continue;
-        live_groups.insert(pgrp);
-        if (ppid != getpid() || protect.count(pgrp) || protect.count(sid)) continue;
-        bool is_leader = false;
-        for (auto& [id, c] : commands_) is_leader |= (c.pid == pid);
-        if (is_leader) continue;
+        if (protect.count(pgrp) || protect.count(sid)) continue;
         kill(pid, SIGKILL);
         killed = true;
       }
-      closedir(d);
       if (!killed) break;
       usleep(2000);
       reap_strays();
     }
-    std::erase_if(background_groups_, [&](pid_t g) { return !live_groups.count(g); });
+    std::erase_if(background_groups_, [](pid_t g) { return kill(-g, 0) != 0 && errno == ESRCH; });
+  }
+
+  // The runner's own children: one read instead of a stat of every process in /proc.
+  static std::vector<pid_t> children() {
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/self/task/%d/children", static_cast<int>(gettid()));
+    std::vector<pid_t> out;
+    FILE* f = fopen(path, "re");
+    if (!f) return out;
+    int pid;
+    while (fscanf(f, "%d", &pid) == 1) out.push_back(pid);
+    fclose(f);
+    return out;
   }
 
   static bool read_stat(pid_t pid, pid_t* ppid, pid_t* pgrp, pid_t* sid) {
@@ -417,6 +389,7 @@ class Runner {
       int status;
       pid_t pid = waitpid(-1, &status, WNOHANG);
       if (pid <= 0) return;
+      spawner_.on_reaped(pid);
       for (auto& [id, c] : commands_) {
         if (c.pid == pid) c.exited = true, c.status = status;
       }
@@ -605,6 +578,7 @@ class Runner {
   }
 
   unique_fd sigchld_;
+  swissbox::init::Spawner spawner_;
   bool control_eof_ = false;
   swissbox::proto::Decoder decoder_;
   std::map<uint64_t, Command> commands_;

@@ -1,0 +1,234 @@
+#include "agent/init/spawner.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+
+namespace swissbox::init {
+
+namespace {
+
+constexpr size_t kStackSize = 256 * 1024;
+// gVisor answers EINVAL to close_range(…, ~0U): it reads the bound as a signed int.
+constexpr unsigned kLastFd = 0x7fffffff;
+// A spare that neither execs nor fails within this time (stopped by a command's
+// `kill -STOP -1`, say) is killed and the command started the slow way.
+constexpr int kSpareAnswerMs = 2000;
+
+// The spare's fds as created by the runner; copied into the spare's own table by clone().
+enum { kIn, kOut, kErr, kWake, kReport, kFdCount };
+
+struct Setup {
+  int fds[kFdCount];
+  // Written by the runner just before it wakes the spare, then only read by the spare.
+  char* const* argv = nullptr;
+  char* const* envp = nullptr;
+  const char* cwd = nullptr;
+};
+
+// The spare: a child sharing the runner's memory (CLONE_VM) but with its own fd table.
+// Until woken it runs beside the runner, so it makes raw system calls only (errno is the
+// runner's, written only on failure) and touches nothing but its own stack and setup.
+// Once woken the runner is blocked reading the report pipe, as a vfork parent would be.
+int spare_main(void* arg) {
+  const Setup& s = *static_cast<const Setup*>(arg);
+  long wake = syscall(SYS_fcntl, s.fds[kWake], F_DUPFD_CLOEXEC, 5);
+  long report = syscall(SYS_fcntl, s.fds[kReport], F_DUPFD_CLOEXEC, 5);
+  if (wake < 0 || report < 0) syscall(SYS_exit, 127);
+  for (int i = 0; i < 3; ++i) syscall(SYS_dup3, s.fds[i], i, 0);  // stdio without CLOEXEC
+  syscall(SYS_dup3, wake, 3, O_CLOEXEC);
+  syscall(SYS_dup3, report, 4, O_CLOEXEC);
+  // Nothing else of the runner's: a copy of another command's stdin pipe would keep that
+  // command from ever seeing EOF.
+  syscall(SYS_close_range, 5, kLastFd, 0);
+  syscall(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+  syscall(SYS_setpgid, 0, 0);
+  char go = 0;
+  if (syscall(SYS_read, 3, &go, 1) != 1) syscall(SYS_exit, 0);
+
+  prctl(PR_SET_PDEATHSIG, 0);  // from here on the process belongs to its command
+  signal(SIGPIPE, SIG_DFL);    // the runner ignores it; a command must not inherit that
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, nullptr);
+  if (chdir(s.cwd) == 0) execvpe(s.argv[0], s.argv, s.envp);
+  int err = errno;
+  syscall(SYS_write, 4, &err, sizeof err);
+  syscall(SYS_exit, 127);
+  return 127;
+}
+
+// Pipe ends: [0] read, [1] write; both close-on-exec.
+bool make_pipe(unique_fd (&p)[2]) {
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) != 0) return false;
+  p[0].reset(fds[0]);
+  p[1].reset(fds[1]);
+  return true;
+}
+
+}  // namespace
+
+struct Spawner::Spare {
+  pid_t pid = -1;
+  Launched io;
+  unique_fd wake, report;
+  void* stack = nullptr;
+  Setup setup{};
+  ~Spare() {
+    if (stack) munmap(stack, kStackSize);
+  }
+};
+
+Spawner::Spawner() = default;
+
+Spawner::~Spawner() {
+  if (spare_) kill(spare_->pid, SIGKILL);
+}
+
+pid_t Spawner::spare_pid() const { return spare_ ? spare_->pid : -1; }
+
+void Spawner::on_reaped(pid_t pid) {
+  if (spare_ && spare_->pid == pid) spare_.reset();
+  std::erase_if(dying_, [pid](const std::unique_ptr<Spare>& s) { return s->pid == pid; });
+}
+
+void Spawner::prepare() {
+  if (spare_) return;
+  auto s = std::make_unique<Spare>();
+  unique_fd in[2], out[2], err[2], wake[2], report[2];
+  if (!make_pipe(in) || !make_pipe(out) || !make_pipe(err) || !make_pipe(wake) ||
+      !make_pipe(report)) {
+    return;  // no spare: the next launch uses posix_spawn
+  }
+  void* stack = mmap(nullptr, kStackSize, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+  if (stack == MAP_FAILED) return;
+  s->stack = stack;
+  s->setup.fds[kIn] = in[0].get();
+  s->setup.fds[kOut] = out[1].get();
+  s->setup.fds[kErr] = err[1].get();
+  s->setup.fds[kWake] = wake[0].get();
+  s->setup.fds[kReport] = report[1].get();
+  pid_t pid = clone(spare_main, static_cast<char*>(stack) + kStackSize, CLONE_VM | SIGCHLD,
+                    &s->setup);
+  if (pid < 0) return;
+  // The spare holds its own copies of the child ends; the runner's close at scope exit.
+  s->pid = pid;
+  s->io.pid = pid;
+  s->io.in = std::move(in[1]);
+  s->io.out = std::move(out[0]);
+  s->io.err = std::move(err[0]);
+  s->wake = std::move(wake[1]);
+  s->report = std::move(report[0]);
+  spare_ = std::move(s);
+}
+
+int Spawner::launch(const LaunchRequest& req, Launched* out) {
+  std::vector<char*> argv, envp;
+  for (const auto& a : req.argv) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  for (const auto& e : req.env) envp.push_back(const_cast<char*>(e.c_str()));
+  envp.push_back(nullptr);
+  // execvpe and posix_spawnp search the runner's PATH: make it the command's, as a shell
+  // would.
+  const char* path = "/usr/local/bin:/usr/bin:/bin";
+  for (const auto& e : req.env) {
+    if (e.rfind("PATH=", 0) == 0) path = e.c_str() + 5;
+  }
+  setenv("PATH", path, 1);
+  if (spare_) {
+    int err = launch_spare(argv.data(), envp.data(), req.cwd.c_str(), out);
+    if (err != ECHILD) return err;
+  }
+  return launch_posix_spawn(argv.data(), envp.data(), req.cwd.c_str(), out);
+}
+
+// ECHILD: the spare was gone; the caller starts the command another way.
+int Spawner::launch_spare(char* const* argv, char* const* envp, const char* cwd,
+                          Launched* out) {
+  std::unique_ptr<Spare> s = std::move(spare_);
+  // Killed but not yet reaped (a command ran `kill -9 -1`): its pipes would read as a
+  // successful exec.
+  siginfo_t info{};
+  if (waitid(P_PID, s->pid, &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == s->pid) {
+    dying_.push_back(std::move(s));
+    return ECHILD;
+  }
+  s->setup.argv = argv;
+  s->setup.envp = envp;
+  s->setup.cwd = cwd;
+  char go = 1;
+  if (write(s->wake.get(), &go, 1) != 1) {
+    dying_.push_back(std::move(s));
+    return ECHILD;
+  }
+  s->wake.reset();
+  pollfd p{s->report.get(), POLLIN, 0};
+  int ready;
+  do ready = poll(&p, 1, kSpareAnswerMs);
+  while (ready < 0 && errno == EINTR);
+  if (ready <= 0) {
+    kill(s->pid, SIGKILL);
+    dying_.push_back(std::move(s));
+    return ECHILD;
+  }
+  int err = 0;
+  ssize_t n;
+  do n = read(s->report.get(), &err, sizeof err);
+  while (n < 0 && errno == EINTR);
+  if (n == sizeof err) {
+    dying_.push_back(std::move(s));  // it exits now; its stack goes when it is reaped
+    return err;
+  }
+  // EOF: the exec closed the report pipe and the spare's memory is its own now (or it
+  // died on the way, and the reaper reports how).
+  *out = std::move(s->io);
+  return 0;
+}
+
+int Spawner::launch_posix_spawn(char* const* argv, char* const* envp, const char* cwd,
+                                Launched* out) {
+  unique_fd in[2], o[2], e[2];
+  if (!make_pipe(in) || !make_pipe(o) || !make_pipe(e)) return errno;
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, in[0].get(), 0);
+  posix_spawn_file_actions_adddup2(&fa, o[1].get(), 1);
+  posix_spawn_file_actions_adddup2(&fa, e[1].get(), 2);
+  posix_spawn_file_actions_addchdir_np(&fa, cwd);
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  sigset_t none, pipe_only;
+  sigemptyset(&none);
+  sigemptyset(&pipe_only);
+  sigaddset(&pipe_only, SIGPIPE);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setsigdefault(&attr, &pipe_only);
+  posix_spawnattr_setpgroup(&attr, 0);
+  // USEVFORK: a fork would copy the runner's address space.
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
+                                      POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_USEVFORK);
+  pid_t pid = -1;
+  int err = posix_spawnp(&pid, argv[0], &fa, &attr, argv, envp);
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&attr);
+  if (err != 0) return err;
+  out->pid = pid;
+  out->in = std::move(in[1]);
+  out->out = std::move(o[0]);
+  out->err = std::move(e[0]);
+  return 0;
+}
+
+}  // namespace swissbox::init
