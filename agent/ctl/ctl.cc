@@ -227,7 +227,17 @@ int main(int argc, char** argv) {
   if (i >= args.size()) return fputs(kUsage, stderr), 2;
   std::string cmd = args[i++];
   std::vector<std::string> rest(args.begin() + i, args.end());
-  if (cmd == "ls") return ctl.ls();
+  // --json may also follow the command (`swissboxctl ls --json`), but never inside the
+  // command line given to exec after `--`.
+  for (auto it = rest.begin(); it != rest.end() && *it != "--";) {
+    if (*it == "--json") {
+      ctl.as_json = true;
+      it = rest.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  if (cmd == "ls" && rest.empty()) return ctl.ls();
   if (cmd == "inspect" && rest.size() == 1) return ctl.inspect(rest[0]);
   if (cmd == "create") {
     std::string tmpl = "default";

@@ -323,6 +323,12 @@ TEST_F(AgentRunsc, SwissboxctlOverTheUnixSocket) {
   auto ls = run_process(ls_cmd);
   ASSERT_TRUE(ls.ok());
   EXPECT_NE(ls->out.find(id), std::string::npos);
+  ls_cmd.argv = {ctl, "--socket", sock, "ls", "--json"};  // the flag after the command
+  ls = run_process(ls_cmd);
+  ASSERT_TRUE(ls.ok());
+  json listed = json::parse(ls->out, nullptr, false);
+  ASSERT_TRUE(listed.is_object()) << ls->out;
+  EXPECT_EQ(listed["sandboxes"][0].value("id", ""), id);
   ProcessOptions rm_cmd;
   rm_cmd.argv = {ctl, "--socket", sock, "rm", id};
   EXPECT_EQ(run_process(rm_cmd)->exit_code, 0);
