@@ -1,0 +1,202 @@
+// Both cgroup drivers on temp trees shaped like /sys/fs/cgroup, and the v1 driver on the
+// real hierarchy when this host has one and we are root.
+#include "agent/cgroups.h"
+
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+
+#include "common/fs.h"
+
+namespace swissbox {
+namespace {
+
+std::string slurp(const std::string& path) {
+  auto r = fs::read_file(path);
+  return r ? *r : "<missing>";
+}
+
+class TempTree : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/swissbox-cg-XXXXXX";
+    root_ = mkdtemp(tmpl);
+  }
+  void TearDown() override { (void)fs::remove_tree(root_); }
+
+  void put(const std::string& rel, const std::string& text) {
+    std::string path = root_ + "/" + rel;
+    ASSERT_TRUE(fs::make_dirs(path.substr(0, path.rfind('/'))).ok());
+    std::ofstream(path) << text;
+  }
+  std::string get(const std::string& rel) {
+    return slurp(root_ + "/" + rel);
+  }
+  CgroupOptions opts(const std::string& parent = "") {
+    return {root_, parent, root_ + "/proc-self-cgroup"};
+  }
+
+  std::string root_;
+};
+
+TEST_F(TempTree, V2DefaultParentIsBelowOwnCgroupWithControllersEnabledOnTheWay) {
+  put("cgroup.controllers", "cpuset cpu io memory pids");
+  put("proc-self-cgroup", "0::/system.slice/agent.service\n");
+  auto cg = open_cgroups(opts());
+  ASSERT_TRUE(cg.ok()) << cg.error().to_string();
+  EXPECT_EQ((*cg)->version(), "v2");
+  EXPECT_EQ((*cg)->parent(), "/system.slice/agent.service/sandboxes");
+  EXPECT_EQ((*cg)->oci_path("sbx-1"), "/system.slice/agent.service/sandboxes/sbx-1");
+  for (std::string d : {"", "/system.slice", "/system.slice/agent.service",
+                        "/system.slice/agent.service/sandboxes"}) {
+    EXPECT_EQ(get(d + "/cgroup.subtree_control"), "+cpu +memory +pids") << d;
+  }
+}
+
+TEST_F(TempTree, V2OnlyAddsMissingControllers) {
+  put("cgroup.controllers", "cpu memory pids");
+  put("cgroup.subtree_control", "cpu memory pids");
+  put("swissbox/cgroup.subtree_control", "memory");
+  ASSERT_TRUE(open_cgroups(opts("/swissbox")).ok());
+  EXPECT_EQ(get("cgroup.subtree_control"), "cpu memory pids");  // untouched
+  EXPECT_EQ(get("swissbox/cgroup.subtree_control"), "+cpu +pids");
+}
+
+TEST_F(TempTree, V2LimitsUsageAndRemoval) {
+  put("cgroup.controllers", "cpu memory pids");
+  auto cg = open_cgroups(opts("/swissbox/"));  // a trailing slash is dropped
+  ASSERT_TRUE(cg.ok()) << cg.error().to_string();
+  put("swissbox/sbx-1/memory.swap.max", "max");  // only written when the kernel has it
+  ASSERT_TRUE((*cg)->create("sbx-1", {1.5, 256 << 20, 128}).ok());
+  EXPECT_EQ(get("swissbox/sbx-1/cpu.max"), "150000 100000");
+  EXPECT_EQ(get("swissbox/sbx-1/memory.max"), "268435456");
+  EXPECT_EQ(get("swissbox/sbx-1/memory.swap.max"), "0");
+  EXPECT_EQ(get("swissbox/sbx-1/pids.max"), "128");
+  // Claim-time change, then no limits at all.
+  ASSERT_TRUE((*cg)->set_limits("sbx-1", {0, 0, 0}).ok());
+  EXPECT_EQ(get("swissbox/sbx-1/cpu.max"), "max 100000");
+  EXPECT_EQ(get("swissbox/sbx-1/memory.max"), "max");
+  EXPECT_EQ(get("swissbox/sbx-1/pids.max"), "max");
+
+  put("swissbox/sbx-1/memory.current", "1048576\n");
+  put("swissbox/sbx-1/memory.peak", "4194304\n");
+  put("swissbox/sbx-1/pids.current", "31\n");
+  put("swissbox/sbx-1/cpu.stat", "usage_usec 2500000\nuser_usec 2000000\n");
+  put("swissbox/sbx-1/memory.events", "low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\n");
+  auto u = (*cg)->usage("sbx-1");
+  ASSERT_TRUE(u.ok()) << u.error().to_string();
+  EXPECT_EQ(u->memory_bytes, 1 << 20);
+  EXPECT_EQ(u->memory_peak_bytes, 4 << 20);
+  EXPECT_EQ(u->pids, 31);
+  EXPECT_DOUBLE_EQ(u->cpu_seconds, 2.5);
+  EXPECT_EQ(u->oom_kills, 1);
+
+  auto kids = (*cg)->children();
+  ASSERT_TRUE(kids.ok());
+  EXPECT_EQ(*kids, std::vector<std::string>{"sbx-1"});
+  ASSERT_TRUE((*cg)->remove("sbx-1").ok());
+  EXPECT_FALSE(fs::exists(root_ + "/swissbox/sbx-1"));
+  EXPECT_TRUE((*cg)->remove("sbx-1").ok());  // idempotent
+  EXPECT_FALSE((*cg)->usage("sbx-1").ok());
+}
+
+TEST_F(TempTree, V1UsesEveryControllerHierarchy) {
+  for (std::string c : {"cpu", "cpuacct", "memory", "pids"}) put(c + "/tasks", "");
+  put("proc-self-cgroup",
+      "4:memory:/process_api/abc\n2:cpuacct:/\n1:cpu:/\n8:pids:/\n0::/\n");
+  auto cg = open_cgroups(opts());
+  ASSERT_TRUE(cg.ok()) << cg.error().to_string();
+  EXPECT_EQ((*cg)->version(), "v1");
+  EXPECT_EQ((*cg)->parent(), "/process_api/abc/sandboxes");  // below the memory cgroup
+  put("memory/process_api/abc/sandboxes/sbx-2/memory.memsw.limit_in_bytes", "-1");
+  ASSERT_TRUE((*cg)->create("sbx-2", {0.5, 512 << 20, 64}).ok());
+  std::string p = "/process_api/abc/sandboxes/sbx-2";
+  EXPECT_EQ(get("cpu" + p + "/cpu.cfs_period_us"), "100000");
+  EXPECT_EQ(get("cpu" + p + "/cpu.cfs_quota_us"), "50000");
+  EXPECT_EQ(get("memory" + p + "/memory.limit_in_bytes"), "536870912");
+  EXPECT_EQ(get("memory" + p + "/memory.memsw.limit_in_bytes"), "536870912");
+  EXPECT_EQ(get("pids" + p + "/pids.max"), "64");
+  EXPECT_TRUE(fs::exists(root_ + "/cpuacct" + p));
+
+  put("memory" + p + "/memory.usage_in_bytes", "2097152\n");
+  put("memory" + p + "/memory.max_usage_in_bytes", "8388608\n");
+  put("memory" + p + "/memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n");
+  put("cpuacct" + p + "/cpuacct.usage", "1500000000\n");
+  put("pids" + p + "/pids.current", "12\n");
+  auto u = (*cg)->usage("sbx-2");
+  ASSERT_TRUE(u.ok()) << u.error().to_string();
+  EXPECT_EQ(u->memory_bytes, 2 << 20);
+  EXPECT_EQ(u->memory_peak_bytes, 8 << 20);
+  EXPECT_DOUBLE_EQ(u->cpu_seconds, 1.5);
+  EXPECT_EQ(u->pids, 12);
+  EXPECT_EQ(u->oom_kills, 2);
+
+  ASSERT_TRUE((*cg)->remove("sbx-2").ok());
+  for (std::string c : {"cpu", "cpuacct", "memory", "pids"})
+    EXPECT_FALSE(fs::exists(root_ + "/" + c + p)) << c;
+}
+
+TEST_F(TempTree, V1WithoutSwapAccountingTurnsSwappinessOff) {
+  put("memory/tasks", "");
+  auto cg = open_cgroups(opts("/sb"));
+  ASSERT_TRUE(cg.ok()) << cg.error().to_string();
+  ASSERT_TRUE((*cg)->create("x", {1, 64 << 20, 0}).ok());
+  EXPECT_EQ(get("memory/sb/x/memory.swappiness"), "0");
+  EXPECT_EQ(get("pids/sb/x/pids.max"), "max");
+}
+
+TEST_F(TempTree, BadInputIsRefused) {
+  EXPECT_EQ(open_cgroups(opts("/x")).error().code, Code::kUnavailable);  // no hierarchy
+  put("cgroup.controllers", "cpu memory pids");
+  EXPECT_EQ(open_cgroups(opts("relative")).error().code, Code::kInvalidArgument);
+  EXPECT_EQ(open_cgroups(opts("/a/../b")).error().code, Code::kInvalidArgument);
+  EXPECT_EQ(open_cgroups(opts("/")).error().code, Code::kInvalidArgument);
+  auto cg = open_cgroups(opts("/ok"));
+  ASSERT_TRUE(cg.ok());
+  EXPECT_FALSE((*cg)->create("../escape", {}).ok());
+  EXPECT_FALSE((*cg)->create("", {}).ok());
+  EXPECT_FALSE((*cg)->remove("..").ok());
+}
+
+// The v1 driver against the kernel: what the files say after our writes, and removal of a
+// cgroup that still holds a process.
+TEST(RealCgroupV1, LimitsReadBackAndRemoveKillsMembers) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root";
+  if (!fs::exists("/sys/fs/cgroup/memory/cgroup.procs"))
+    GTEST_SKIP() << "no cgroup v1 memory hierarchy on this host";
+  std::string parent = "/swissbox-unit-" + std::to_string(getpid());
+  auto cg = open_cgroups({"/sys/fs/cgroup", parent, "/proc/self/cgroup"});
+  ASSERT_TRUE(cg.ok()) << cg.error().to_string();
+  ASSERT_TRUE((*cg)->create("c1", {1, 64 << 20, 16}).ok());
+  std::string mem = "/sys/fs/cgroup/memory" + parent + "/c1";
+  EXPECT_EQ(slurp(mem + "/memory.limit_in_bytes"), "67108864\n");
+  EXPECT_EQ(slurp("/sys/fs/cgroup/pids" + parent + "/c1/pids.max"), "16\n");
+  // Raising the limit needs memsw raised first.
+  ASSERT_TRUE((*cg)->set_limits("c1", {2, 128 << 20, 0}).ok());
+  EXPECT_EQ(slurp(mem + "/memory.limit_in_bytes"), "134217728\n");
+  EXPECT_EQ(slurp("/sys/fs/cgroup/cpu" + parent + "/c1/cpu.cfs_quota_us"), "200000\n");
+
+  pid_t child = fork();
+  if (child == 0) {
+    pause();
+    _exit(0);
+  }
+  for (std::string c : {"cpu", "cpuacct", "memory", "pids"})
+    std::ofstream("/sys/fs/cgroup/" + c + parent + "/c1/cgroup.procs") << child;
+  auto u = (*cg)->usage("c1");
+  ASSERT_TRUE(u.ok()) << u.error().to_string();
+  EXPECT_EQ(u->pids, 1);  // (memory charges stay where a moved task made them)
+  EXPECT_TRUE((*cg)->remove("c1").ok());
+  int status = 0;
+  waitpid(child, &status, 0);
+  EXPECT_TRUE(WIFSIGNALED(status));
+  EXPECT_FALSE(fs::exists(mem));
+  for (std::string c : {"cpu", "cpuacct", "memory", "pids"})
+    rmdir(("/sys/fs/cgroup/" + c + parent).c_str());
+}
+
+}  // namespace
+}  // namespace swissbox
