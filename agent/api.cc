@@ -184,7 +184,10 @@ void AgentApi::sandbox_route(Call& c, const std::string& id, const std::string& 
   }
   const auto m = c.req.method();
   if (rest.empty()) {
-    if (m == bhttp::verb::get) return c.res->send_json(200, sb->to_json(mgr_.node_name()));
+    if (m == bhttp::verb::get) {
+      mgr_.sample_usage(*sb);
+      return c.res->send_json(200, sb->to_json(mgr_.node_name()));
+    }
     if (m == bhttp::verb::delete_) {
       if (auto st = mgr_.remove(id, "deleted by API"); !st) return c.fail(st.error());
       return c.res->send(204, {}, {});

@@ -131,9 +131,11 @@ Result<AgentConfig> parse_agent_config(const std::vector<std::string>& args) {
   for (const auto& [k, v] : flags) {
     if (auto st = apply(c, k, v); !st) return st.error();
   }
-  if (!c.cgroup_parent.empty()) {
-    // Refused rather than silently ignored: nothing would be limited.
-    return invalid("--cgroup-parent: cgroup limits are not implemented yet");
+  if (!c.cgroup_parent.empty() &&
+      (c.cgroup_parent[0] != '/' || c.cgroup_parent.rfind("/sys/fs/cgroup", 0) == 0)) {
+    return invalid(
+        "--cgroup-parent is a path inside the cgroup hierarchy, e.g. /swissbox.slice/sandboxes "
+        "(not a /sys/fs/cgroup path)");
   }
   if (c.platform != "ptrace" && c.platform != "systrap" && c.platform != "kvm") {
     return invalid("--platform must be ptrace, systrap or kvm");

@@ -54,7 +54,15 @@ int main(int argc, char** argv) {
   std::map<std::string, std::string> tokens;
   if (!cfg->token_file.empty()) tokens = load_tokens(cfg->token_file).value();  // validated above
 
+  auto cgroups = open_cgroups({.parent = cfg->cgroup_parent});
+  if (!cgroups) {
+    log::error("cgroups not usable", {{"error", cgroups.error().to_string()}});
+    return 1;
+  }
+  log::info("cgroups ready", {{"version", (*cgroups)->version()}, {"parent", (*cgroups)->parent()}});
+
   RunscOptions ro;
+  ro.cgroups = cgroups->get();
   ro.runsc = cfg->runsc;
   ro.root_dir = cfg->runsc_root;
   ro.state_dir = cfg->state_dir;

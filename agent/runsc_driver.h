@@ -20,7 +20,12 @@ struct RunscOptions {
   std::string init_path;                         // swissbox-init on the host
   std::string platform = "ptrace";
   std::chrono::milliseconds command_timeout{30000};
+  Cgroups* cgroups = nullptr;  // not owned; every sandbox gets a cgroup under its parent
 };
+
+// The host cgroup limits for a sandbox's limits: the sentry, gofer and ptrace stubs live
+// in the cgroup too, so memory and tasks get headroom over what the code inside may use.
+CgroupLimits host_cgroup_limits(const Limits& limits);
 
 // One bind mount of the sandbox's root.
 struct BindMount {
@@ -53,6 +58,8 @@ class RunscDriver : public SandboxRuntime {
 
   Result<RunnerPipes> start(const SandboxSpec& spec) override;
   Status destroy(const std::string& id) override;
+  Status set_limits(const std::string& id, const Limits& limits) override;
+  Result<CgroupUsage> usage(const std::string& id) override;
   Result<std::vector<std::string>> list() override;
   std::string name() const override { return "runsc"; }
   std::string version() const override { return version_; }

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "agent/cgroups.h"
 #include "agent/sandbox_spec.h"
 #include "common/error.h"
 #include "common/unique_fd.h"
@@ -25,6 +26,11 @@ class SandboxRuntime {
   virtual Result<RunnerPipes> start(const SandboxSpec& spec) = 0;
   // Kills and removes the sandbox and everything made for it. Idempotent.
   virtual Status destroy(const std::string& id) = 0;
+  // Rewrites a running sandbox's limits (claim time): file writes only, cheap enough for
+  // the I/O thread.
+  virtual Status set_limits(const std::string& id, const Limits& limits) = 0;
+  // What the sandbox uses now; cheap enough for the I/O thread.
+  virtual Result<CgroupUsage> usage(const std::string& id) = 0;
   // Ids of every sandbox this runtime holds (for start-up garbage collection).
   virtual Result<std::vector<std::string>> list() = 0;
   virtual std::string name() const = 0;      // "runsc"

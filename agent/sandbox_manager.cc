@@ -34,16 +34,29 @@ json Sandbox::to_json(const std::string& node) const {
             {"tenant", tenant},
             {"state", state_name(state)},
             {"limits",
-             // Recorded, not yet applied: cgroup and disk limits come with issue #4.
+             // cpu, memory and pids are the sandbox's cgroup; disk comes with its quota.
              {{"cpu", limits.cpu},
               {"memory_mb", limits.memory_mb},
-              {"disk_mb", limits.disk_mb},
-              {"enforced", false}}},
+              {"pids", limits.pids},
+              {"disk_mb", limits.disk_mb}}},
             {"created_at", created.count() / 1000.0},
             {"timeout_s", timeout.count()},
             {"warm", from_pool},
             {"metadata", metadata},
-            {"metrics", {{"exec_count", exec_count}, {"last_exit_code", last_exit_code}}}};
+            {"metrics",
+             {{"exec_count", exec_count},
+              {"last_exit_code", last_exit_code},
+              {"health", health_misses == 0 ? "ok" : "unresponsive"},
+              {"health_check_failures", health_failures_total}}}};
+  if (usage) {
+    json& m = j["metrics"];
+    m["cpu_seconds"] = usage->cpu_seconds;
+    m["cpu_percent"] = cpu_percent;
+    m["memory_bytes"] = usage->memory_bytes;
+    m["memory_peak_bytes"] = usage->memory_peak_bytes;
+    m["host_tasks"] = usage->pids;
+    m["oom_kills"] = usage->oom_kills;
+  }
   if (!failure.empty()) j["failure"] = failure;
   return j;
 }
@@ -70,6 +83,12 @@ SandboxManager::SandboxManager(asio::io_context& ioc, asio::thread_pool& workers
   metrics_.describe("swissbox_sandbox_failures_total", T::kCounter,
                     "Sandboxes lost while warm or active, by state.");
   metrics_.describe("swissbox_sandbox_destroys_total", T::kCounter, "Sandbox removals by result.");
+  metrics_.describe("swissbox_tenant_cpu_seconds_total", T::kCounter,
+                    "Host CPU time of claimed sandboxes (sentry, gofer, code) per tenant.");
+  metrics_.describe("swissbox_sandboxes_memory_bytes", T::kGauge,
+                    "Host memory charged to the cgroups of all sandboxes of this node.");
+  metrics_.describe("swissbox_health_check_failures_total", T::kCounter,
+                    "Runner pings that got no answer in time, by sandbox state.");
   metrics_.describe("swissbox_gc_removed_total", T::kCounter,
                     "Leftover sandboxes of an earlier run removed at start.");
 }
@@ -158,6 +177,7 @@ void SandboxManager::start_one(const std::string& tmpl,
   SandboxSpec spec;
   spec.id = sb->id;
   spec.hostname = "sandbox";
+  spec.limits = sb->limits;
   for (const auto& [k, v] : base_environment()) spec.env.push_back(k + "=" + v);
   ++starting_[tmpl];
   ++starting_total_;
@@ -245,7 +265,14 @@ void SandboxManager::start_one(const std::string& tmpl,
 void SandboxManager::create(const CreateRequest& req, std::string tenant, json metadata,
                             CreateFn fn) {
   if (stopping_) return fn(make_error(Code::kUnavailable, "the agent is shutting down"), false);
-  auto claim = [this, req, tenant, metadata](SandboxPtr sb, bool warm) {
+  // Claim-time limits are cgroup file writes on the running sandbox, no runsc call.
+  auto claim = [this, req, tenant, metadata](SandboxPtr sb, bool warm) -> Status {
+    if (!(sb->limits == req.limits)) {
+      if (auto st = runtime_.set_limits(sb->id, req.limits); !st) {
+        retire(sb->id, "limits could not be applied: " + st.error().to_string());
+        return st;
+      }
+    }
     sb->state = SandboxState::kActive;
     sb->tenant = tenant;
     sb->limits = req.limits;
@@ -259,13 +286,14 @@ void SandboxManager::create(const CreateRequest& req, std::string tenant, json m
                                                            {"warm", warm ? "true" : "false"}}));
     log::info("sandbox claimed", {{"sandbox", sb->id}, {"tenant", tenant}, {"warm", warm}});
     update_gauges();
+    return ok_status();
   };
   auto& pool = ready_[req.template_name];
   while (!pool.empty()) {
     SandboxPtr sb = pool.back();
     pool.pop_back();
     if (!sb->channel->alive()) continue;  // lost meanwhile; on_lost cleans it up
-    claim(sb, true);
+    if (auto st = claim(sb, true); !st) return fn(st.error(), false);
     refill_later();
     return fn(sb, true);
   }
@@ -278,7 +306,7 @@ void SandboxManager::create(const CreateRequest& req, std::string tenant, json m
   // Cold start: the same path as a refill, claimed as soon as the runner answers.
   start_one(req.template_name, [this, claim, fn](Result<SandboxPtr> r) {
     if (!r) return fn(r.error(), false);
-    claim(*r, false);
+    if (auto st = claim(*r, false); !st) return fn(st.error(), false);
     fn(*r, false);
   });
   refill();
@@ -296,6 +324,27 @@ std::vector<SandboxManager::SandboxPtr> SandboxManager::list(const std::string& 
     if (tenant.empty() || sb->tenant == tenant) out.push_back(sb);
   }
   return out;
+}
+
+void SandboxManager::sample_usage(Sandbox& sb) {
+  auto u = runtime_.usage(sb.id);
+  if (!u) return;
+  auto now = Clock::now();
+  double before = sb.usage ? sb.usage->cpu_seconds : u->cpu_seconds;
+  if (sb.state == SandboxState::kActive && u->cpu_seconds > before) {
+    metrics_.add("swissbox_tenant_cpu_seconds_total", Metrics::labels({{"tenant", sb.tenant}}),
+                 u->cpu_seconds - before);
+  }
+  double wall = std::chrono::duration<double>(now - sb.cpu_base_at).count();
+  if (sb.cpu_base < 0) {
+    sb.cpu_base = u->cpu_seconds;
+    sb.cpu_base_at = now;
+  } else if (wall >= 0.5) {
+    sb.cpu_percent = 100.0 * (u->cpu_seconds - sb.cpu_base) / wall;
+    sb.cpu_base = u->cpu_seconds;
+    sb.cpu_base_at = now;
+  }
+  sb.usage = *u;
 }
 
 void SandboxManager::touch(Sandbox& sb, int delta) {
@@ -383,6 +432,13 @@ void SandboxManager::tick() {
     retire(id, "idle timeout");
   }
   for (const auto& id : forgotten) retire(id, "failed record retention over");
+  int64_t memory = 0;
+  for (const auto& [id, sb] : sandboxes_) {
+    if (sb->state == SandboxState::kFailed) continue;
+    sample_usage(*sb);
+    if (sb->usage) memory += sb->usage->memory_bytes;
+  }
+  metrics_.set("swissbox_sandboxes_memory_bytes", {}, static_cast<double>(memory));
   if (now >= next_health_) {
     next_health_ = now + opts_.health_interval;
     health_check();
@@ -393,23 +449,39 @@ void SandboxManager::tick() {
   });
 }
 
+// Every warm and active sandbox's runner is pinged; a warm one that misses is replaced at
+// once, an active one is failed after three misses in a row (a long burst of output can
+// delay one answer, a hung runner misses them all).
 void SandboxManager::health_check() {
-  for (auto& [tmpl, pool] : ready_) {
-    for (const SandboxPtr& sb : pool) {
-      auto answered = std::make_shared<bool>(false);
-      auto timer = std::make_shared<asio::steady_timer>(ioc_, std::chrono::seconds(5));
-      timer->async_wait([this, sb, answered](boost::system::error_code ec) {
-        if (ec || *answered) return;
-        log::warn("warm sandbox failed its health check", {{"sandbox", sb->id}});
-        if (find(sb->id)) retire(sb->id, "health check timed out");
-      });
-      sb->channel->call({{"op", "ping"}}, {}, [answered, timer](const proto::Frame&) {
-        *answered = true;
-        timer->cancel();
-        return true;
-      });
-    }
+  for (const auto& [id, sb] : sandboxes_) {
+    if (sb->state != SandboxState::kFailed) ping(sb);
   }
+}
+
+void SandboxManager::ping(const SandboxPtr& sb) {
+  static constexpr int kMissesToFail = 3;
+  auto answered = std::make_shared<bool>(false);
+  auto timer = std::make_shared<asio::steady_timer>(ioc_, std::chrono::seconds(5));
+  timer->async_wait([this, sb, answered](boost::system::error_code ec) {
+    if (ec || *answered || find(sb->id) != sb) return;
+    sb->health_misses++;
+    sb->health_failures_total++;
+    metrics_.add("swissbox_health_check_failures_total",
+                 Metrics::labels({{"state", state_name(sb->state)}}));
+    log::warn("sandbox missed a health check",
+              {{"sandbox", sb->id}, {"state", state_name(sb->state)}, {"misses", sb->health_misses}});
+    if (sb->state == SandboxState::kWarm) {
+      retire(sb->id, "health check timed out");
+    } else if (sb->state == SandboxState::kActive && sb->health_misses >= kMissesToFail) {
+      sb->channel->close(fmt::format("the runner missed {} health checks", kMissesToFail));
+    }
+  });
+  sb->channel->call({{"op", "ping"}}, {}, [sb, answered, timer](const proto::Frame& f) {
+    *answered = true;
+    timer->cancel();
+    if (f.header.value("ev", "") == "result") sb->health_misses = 0;
+    return true;
+  });
 }
 
 void SandboxManager::shutdown(std::function<void()> done) {

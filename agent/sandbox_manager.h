@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -42,6 +43,14 @@ struct Sandbox {
   uint64_t exec_count = 0;
   int last_exit_code = 0;
   int busy = 0;  // requests in flight; an idle sandbox may expire, a busy one never
+  // Host resources (the sandbox's cgroup), sampled every second and on GET.
+  std::optional<CgroupUsage> usage;
+  double cpu_percent = 0;  // over the last ≥ 0.5 s; 100 = one full CPU
+  double cpu_base = -1;    // CPU seconds at cpu_base_at, the start of that interval
+  std::chrono::steady_clock::time_point cpu_base_at;
+  // Runner pings: consecutive misses and all misses; three in a row fail the sandbox.
+  int health_misses = 0;
+  int health_failures_total = 0;
   std::shared_ptr<RunnerChannel> channel;
 
   nlohmann::json to_json(const std::string& node) const;
@@ -102,6 +111,8 @@ class SandboxManager {
   SandboxRuntime& runtime() { return runtime_; }
   boost::asio::io_context& io() { return ioc_; }
   const ManagerOptions& options() const { return opts_; }
+  // Reads the sandbox's host usage now (cgroup files: cheap) into sb.usage.
+  void sample_usage(Sandbox& sb);
   // Marks a request in flight on the sandbox (no expiry meanwhile) and refreshes last_used.
   void touch(Sandbox& sb, int delta);
 
@@ -118,6 +129,7 @@ class SandboxManager {
   void check_all_destroyed();
   void tick();
   void health_check();
+  void ping(const SandboxPtr& sb);
   void update_gauges();
 
   boost::asio::io_context& ioc_;

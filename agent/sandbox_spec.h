@@ -20,6 +20,7 @@ struct Limits {
   int64_t memory_mb = 512;
   int64_t disk_mb = 10240;
   int64_t pids = 512;
+  bool operator==(const Limits&) const = default;
 };
 
 struct Template {
@@ -58,6 +59,8 @@ struct SandboxSpec {
   std::vector<std::string> env;  // "K=V" for the runner itself
   uint32_t uid = 1000;
   uint32_t gid = 1000;
+  Limits limits;
+  std::string cgroup_path;  // linux.cgroupsPath; empty = none
 };
 
 // The environment every process in a sandbox starts from; the sandbox's and the request's

@@ -88,9 +88,11 @@ class AgentRunsc : public ::testing::Test {
       std::string bin = std::string(SWISSBOX_BIN_DIR) + "/swissbox-agent";
       std::string listen = "127.0.0.1:" + std::to_string(port_);
       std::string state = dir_ + "/state", root = dir_ + "/runsc", sock = dir_ + "/agent.sock";
+      // Its own cgroup parent: the agent's start-up GC removes whatever it finds there.
+      std::string cgroup = cgroup_parent();
       execl(bin.c_str(), bin.c_str(), "--listen", listen.c_str(), "--socket", sock.c_str(),
             "--state-dir", state.c_str(), "--runsc-root", root.c_str(), "--runsc", runsc_.c_str(),
-            "--pool", "default=2", "--node-name", "it", "--max-sandboxes", "48", nullptr);
+            "--pool", "default=2", "--node-name", "it", "--max-sandboxes", "48", "--cgroup-parent", cgroup.c_str(), nullptr);
       _exit(127);
     }
     http::Client c(tcp(), 2s);
@@ -120,6 +122,12 @@ class AgentRunsc : public ::testing::Test {
     auto r = run_process(ls);
     EXPECT_TRUE(r.ok() && r->out.empty()) << (r.ok() ? r->out : r.error().to_string());
     EXPECT_EQ(processes_mentioning(dir_ + "/runsc"), 0);
+    // Every sandbox cgroup is gone; only the (empty) parents the agent made stay, and go.
+    for (std::string h : {"", "/cpu", "/cpuacct", "/memory", "/pids"}) {
+      std::string parent = "/sys/fs/cgroup" + h + cgroup_parent();
+      if (!fs::exists(parent)) continue;
+      EXPECT_EQ(rmdir(parent.c_str()), 0) << parent << " still holds cgroups";
+    }
     if (!::testing::Test::HasFailure()) (void)fs::remove_tree(dir_);
     pid_ = -1;
   }
@@ -142,6 +150,17 @@ class AgentRunsc : public ::testing::Test {
   static std::string create() { return post("/v1/sandboxes", json::object(), 201).value("id", ""); }
   static json exec(const std::string& id, const json& body) {
     return post("/v1/sandboxes/" + id + "/exec", body);
+  }
+
+  static std::string cgroup_parent() {
+    return "/swissbox-it-" + dir_.substr(dir_.rfind('-') + 1);
+  }
+  // The sandbox's cgroup in the memory hierarchy (v1) or the unified one (v2).
+  static std::string memory_cgroup(const std::string& id) {
+    std::string v1 = "/sys/fs/cgroup/memory" + cgroup_parent() + "/" + id;
+    return fs::exists("/sys/fs/cgroup/cgroup.controllers")
+               ? "/sys/fs/cgroup" + cgroup_parent() + "/" + id
+               : v1;
   }
 
   static inline std::string skip_, dir_, runsc_;
@@ -265,6 +284,30 @@ TEST_F(AgentRunsc, TwentyConcurrentExecsAndOneShots) {
   }
 }
 
+TEST_F(AgentRunsc, ClaimTimeLimitsGoToTheCgroupAndUsageIsReported) {
+  json sb = post("/v1/sandboxes", {{"memory_mb", 256}, {"cpu", 1}}, 201);
+  std::string id = sb.value("id", "");
+  ASSERT_FALSE(id.empty()) << sb.dump();
+  EXPECT_EQ(sb["limits"].value("memory_mb", 0), 256);
+  std::string cg = memory_cgroup(id);
+  ASSERT_TRUE(fs::exists(cg)) << cg;
+  auto limit = fs::read_file(cg + (fs::exists(cg + "/memory.max") ? "/memory.max"
+                                                                    : "/memory.limit_in_bytes"));
+  ASSERT_TRUE(limit.ok());
+  // The code's 256 MiB plus the sentry's and gofer's headroom.
+  EXPECT_EQ(std::stoll(*limit), (256 + 96) << 20);
+  exec(id, {{"command", {"python3", "-c", "x = bytearray(64 << 20)"}}});
+  http::Client c(tcp());
+  json got = json::parse(c.request("GET", "/v1/sandboxes/" + id)->body);
+  const json& m = got["metrics"];
+  EXPECT_GT(m.value("cpu_seconds", 0.0), 0) << got.dump();
+  EXPECT_GT(m.value("memory_bytes", 0), 0) << got.dump();
+  EXPECT_GT(m.value("memory_peak_bytes", 0), 64 << 20) << got.dump();
+  EXPECT_EQ(m.value("health", ""), "ok");
+  EXPECT_EQ(m.value("exec_count", 0), 1);
+  EXPECT_EQ(c.request("DELETE", "/v1/sandboxes/" + id)->status, 204u);
+}
+
 TEST_F(AgentRunsc, DeleteAnswersAtOnceAndLeavesNothing) {
   std::string id = create();
   exec(id, {{"command", "echo data > f"}});
@@ -280,7 +323,8 @@ TEST_F(AgentRunsc, DeleteAnswersAtOnceAndLeavesNothing) {
     ls.argv = {runsc_, "--root", dir_ + "/runsc", "list", "--quiet"};
     auto r = run_process(ls);
     return r.ok() && r->out.find(id) == std::string::npos &&
-           !fs::exists(dir_ + "/state/sandboxes/" + id) && processes_mentioning(id) == 0;
+           !fs::exists(dir_ + "/state/sandboxes/" + id) && processes_mentioning(id) == 0 &&
+           !fs::exists(memory_cgroup(id));
   };
   auto deadline = Clock::now() + 20s;
   while (!gone() && Clock::now() < deadline) std::this_thread::sleep_for(200ms);

@@ -11,6 +11,8 @@
 #include <atomic>
 #include <map>
 #include <mutex>
+#include <optional>
+#include <sstream>
 #include <string>
 
 #include "agent/runtime.h"
@@ -74,6 +76,42 @@ class HostRuntime : public SandboxRuntime {
     return fs::remove_tree(root_ + "/" + id);
   }
 
+  Status set_limits(const std::string& id, const Limits& limits) override {
+    std::lock_guard lock(mu_);
+    if (!pids_.count(id)) return make_error(Code::kNotFound, "no sandbox " + id);
+    limits_[id] = limits;
+    return ok_status();
+  }
+
+  // The runner process's own CPU time and RSS, from /proc.
+  Result<CgroupUsage> usage(const std::string& id) override {
+    pid_t pid = -1;
+    {
+      std::lock_guard lock(mu_);
+      if (auto it = pids_.find(id); it != pids_.end()) pid = it->second;
+    }
+    if (pid < 0) return make_error(Code::kNotFound, "no sandbox " + id);
+    auto stat = fs::read_file("/proc/" + std::to_string(pid) + "/stat");
+    if (!stat) return stat.error();
+    std::istringstream in(stat->substr(stat->rfind(')') + 2));
+    std::string field;
+    std::vector<std::string> f;
+    while (in >> field) f.push_back(field);
+    CgroupUsage u;
+    // After ")": state is field 3 of stat(5); utime/stime are 14/15, rss (pages) 24.
+    u.cpu_seconds = (std::stod(f[11]) + std::stod(f[12])) / sysconf(_SC_CLK_TCK);
+    u.memory_bytes = std::stoll(f[21]) * sysconf(_SC_PAGESIZE);
+    u.memory_peak_bytes = u.memory_bytes;
+    u.pids = 1;
+    return u;
+  }
+
+  std::optional<Limits> limits_of(const std::string& id) {
+    std::lock_guard lock(mu_);
+    auto it = limits_.find(id);
+    return it == limits_.end() ? std::nullopt : std::optional<Limits>(it->second);
+  }
+
   // Simulates a sandbox dying (the runner killed from outside).
   void kill_sandbox(const std::string& id) {
     std::lock_guard lock(mu_);
@@ -106,6 +144,7 @@ class HostRuntime : public SandboxRuntime {
   std::string init_, root_;
   std::mutex mu_;
   std::map<std::string, pid_t> pids_;
+  std::map<std::string, Limits> limits_;
 };
 
 }  // namespace swissbox::testing

@@ -42,6 +42,7 @@ TEST(AgentConfig, RejectsBadInputWithAReason) {
                                                {"--pool", "default=x"},
                                                {"--platform", "vmware"},
                                                {"--cgroup-parent", "/sys/fs/cgroup/x"},
+                                               {"--cgroup-parent", "relative/x"},
                                                {"--listen", "0.0.0.0:7700"},
                                                {"--state-dir", "relative"},
                                                {"--listen"},
