@@ -130,13 +130,21 @@ Result<std::vector<std::string>> subdirs(const std::string& dir) {
   return out;
 }
 
-class CgroupsV2 : public Cgroups {
+// What both drivers hold: the hierarchy root on this host and the parent inside it.
+class CgroupTree : public Cgroups {
  public:
-  CgroupsV2(std::string root, std::string parent)
+  CgroupTree(std::string root, std::string parent)
       : root_(std::move(root)), parent_(std::move(parent)) {}
-
-  std::string version() const override { return "v2"; }
   const std::string& parent() const override { return parent_; }
+
+ protected:
+  std::string root_, parent_;
+};
+
+class CgroupsV2 : public CgroupTree {
+ public:
+  using CgroupTree::CgroupTree;
+  std::string version() const override { return "v2"; }
 
   // Controllers reach a cgroup only through every ancestor's cgroup.subtree_control, and
   // v2 refuses them below a cgroup that holds processes ("no internal processes").
@@ -212,16 +220,12 @@ class CgroupsV2 : public Cgroups {
 
  private:
   std::string dir(const std::string& name) const { return root_ + parent_ + "/" + name; }
-  std::string root_, parent_;
 };
 
-class CgroupsV1 : public Cgroups {
+class CgroupsV1 : public CgroupTree {
  public:
-  CgroupsV1(std::string root, std::string parent)
-      : root_(std::move(root)), parent_(std::move(parent)) {}
-
+  using CgroupTree::CgroupTree;
   std::string version() const override { return "v1"; }
-  const std::string& parent() const override { return parent_; }
 
   Status init() {
     for (const char* c : kControllers) {
@@ -300,7 +304,6 @@ class CgroupsV1 : public Cgroups {
   std::string dir(const char* controller, const std::string& name) const {
     return root_ + "/" + controller + parent_ + "/" + name;
   }
-  std::string root_, parent_;
 };
 
 }  // namespace

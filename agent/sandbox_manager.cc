@@ -267,7 +267,7 @@ void SandboxManager::create(const CreateRequest& req, std::string tenant, json m
   if (stopping_) return fn(make_error(Code::kUnavailable, "the agent is shutting down"), false);
   // Claim-time limits are cgroup file writes on the running sandbox, no runsc call.
   auto claim = [this, req, tenant, metadata](SandboxPtr sb, bool warm) -> Status {
-    if (!(sb->limits == req.limits)) {
+    if (sb->limits != req.limits) {
       if (auto st = runtime_.set_limits(sb->id, req.limits); !st) {
         retire(sb->id, "limits could not be applied: " + st.error().to_string());
         return st;
