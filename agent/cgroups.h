@@ -30,6 +30,9 @@ struct CgroupUsage {
   int64_t memory_peak_bytes = 0;  // 0 when the kernel does not report it
   int64_t pids = 0;
   int64_t oom_kills = 0;  // OOM kills inside this cgroup since it was made
+  // Not the cgroup's: the runtime adds the sandbox's disk (-1: unknown).
+  int64_t disk_used_bytes = -1;
+  int64_t disk_limit_bytes = -1;
 };
 
 class Cgroups {

@@ -68,6 +68,7 @@ int main(int argc, char** argv) {
   ro.state_dir = cfg->state_dir;
   ro.rootfs = cfg->rootfs;
   ro.platform = cfg->platform;
+  ro.max_disk_mb = LimitBounds{}.max_disk_mb;
   ro.init_path = cfg->init_path.empty() ? self_dir() + "/swissbox-init" : cfg->init_path;
   auto driver = RunscDriver::create(ro);
   if (!driver) {

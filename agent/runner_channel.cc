@@ -101,13 +101,14 @@ void RunnerChannel::fail(const std::string& reason) {
   writes_.clear();
   auto handlers = std::move(handlers_);
   handlers_.clear();
-  for (auto& [id, fn] : handlers) {
-    fn(lost_frame(id, reason));
-  }
   boost::system::error_code ec;
   out_.close(ec);
   in_.close(ec);
+  // The owner hears first, so that the open requests see the sandbox's final state.
   if (auto cb = std::exchange(on_lost_, nullptr)) cb(reason);
+  for (auto& [id, fn] : handlers) {
+    fn(lost_frame(id, reason));
+  }
 }
 
 void RunnerChannel::close(const std::string& reason) { fail(reason); }

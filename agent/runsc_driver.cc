@@ -134,7 +134,7 @@ Result<RootfsLayout> prepare_dir_rootfs(const std::string& dir) {
 }
 
 json make_oci_config(const SandboxSpec& spec, const RootfsLayout& rootfs,
-                     const std::string& workspace_dir, const std::string& /*init_path*/,
+                     const std::string& workspace_dir, const std::string& tmp_dir,
                      const std::string& support_dir) {
   json mounts = json::array({
       {{"destination", "/proc"}, {"type", "proc"}, {"source", "proc"}},
@@ -142,10 +142,6 @@ json make_oci_config(const SandboxSpec& spec, const RootfsLayout& rootfs,
        {"type", "tmpfs"},
        {"source", "tmpfs"},
        {"options", {"nosuid", "strictatime", "mode=755", "size=65536k"}}},
-      {{"destination", "/tmp"},
-       {"type", "tmpfs"},
-       {"source", "tmpfs"},
-       {"options", {"nosuid", "nodev", "mode=1777"}}},
   });
   for (const BindMount& b : rootfs.binds) {
     mounts.push_back({{"destination", b.destination},
@@ -153,10 +149,12 @@ json make_oci_config(const SandboxSpec& spec, const RootfsLayout& rootfs,
                       {"source", b.source},
                       {"options", {"rbind", b.read_only ? "ro" : "rw", "nosuid", "nodev"}}});
   }
-  mounts.push_back({{"destination", "/workspace"},
-                    {"type", "bind"},
-                    {"source", workspace_dir},
-                    {"options", {"rbind", "rw", "nosuid", "nodev"}}});
+  for (auto [dest, source] : {std::pair{"/workspace", &workspace_dir}, {"/tmp", &tmp_dir}}) {
+    mounts.push_back({{"destination", dest},
+                      {"type", "bind"},
+                      {"source", *source},
+                      {"options", {"rbind", "rw", "nosuid", "nodev"}}});
+  }
   mounts.push_back({{"destination", kSupportMount},
                     {"type", "bind"},
                     {"source", support_dir},
@@ -204,7 +202,13 @@ CgroupLimits host_cgroup_limits(const Limits& limits) {
 }
 
 Result<std::unique_ptr<RunscDriver>> RunscDriver::create(RunscOptions opts) {
-  std::unique_ptr<RunscDriver> d(new RunscDriver(std::move(opts)));
+  std::string mkfs = opts.mkfs;
+  if (mkfs.empty()) {
+    auto found = SandboxDisk::find_mkfs();
+    if (!found) return found.error();
+    mkfs = *found;
+  }
+  std::unique_ptr<RunscDriver> d(new RunscDriver(std::move(opts), std::move(mkfs)));
   ProcessOptions v;
   v.argv = {d->opts_.runsc, "--version"};
   v.timeout = std::chrono::seconds(10);
@@ -254,7 +258,7 @@ std::string RunscDriver::sandbox_dir(const std::string& id) const {
 
 Result<RunnerPipes> RunscDriver::start(const SandboxSpec& spec) {
   const std::string dir = sandbox_dir(spec.id);
-  const std::string workspace = dir + "/workspace";
+  const std::string workspace = SandboxDisk::workspace(dir);
   const std::string bundle = dir + "/bundle";
   auto fail = [&](Error e) -> Result<RunnerPipes> {
     // Best effort: the start error is what the caller needs to see.
@@ -267,11 +271,11 @@ Result<RunnerPipes> RunscDriver::start(const SandboxSpec& spec) {
       return fail(st.error());
     with_cgroup.cgroup_path = opts_.cgroups->oci_path(spec.id);
   }
-  if (auto st = fs::make_dirs(workspace, 0755); !st) return fail(st.error());
   if (auto st = fs::make_dirs(bundle, 0700); !st) return fail(st.error());
-  if (chown(workspace.c_str(), spec.uid, spec.gid) != 0)
-    return fail(sys_error("chown " + workspace));
-  json config = make_oci_config(with_cgroup, rootfs_, workspace, opts_.init_path, support_dir_);
+  if (auto st = disk_.create(dir, opts_.max_disk_mb, spec.limits.disk_mb, spec.uid, spec.gid); !st)
+    return fail(st.error());
+  json config =
+      make_oci_config(with_cgroup, rootfs_, workspace, SandboxDisk::tmp(dir), support_dir_);
   if (auto st = fs::write_file_atomic(bundle + "/config.json", config.dump(2)); !st) {
     return fail(st.error());
   }
@@ -320,6 +324,8 @@ Status RunscDriver::destroy(const std::string& id) {
   auto r = run_process(del);
   bool gone = r.ok() && (r->exit_code == 0 || r->err.find("does not exist") != std::string::npos ||
                          r->err.find("not found") != std::string::npos);
+  // The gofer is gone with the sandbox: the disk can be unmounted before its directory goes.
+  if (auto st = SandboxDisk::remove(sandbox_dir(id)); !st) return st.error();
   if (auto st = fs::remove_tree(sandbox_dir(id)); !st) return st.error();
   // After the delete: runsc has stopped the sandbox's processes; remove() kills stragglers.
   if (opts_.cgroups) {
@@ -331,13 +337,20 @@ Status RunscDriver::destroy(const std::string& id) {
 }
 
 Status RunscDriver::set_limits(const std::string& id, const Limits& limits) {
+  if (auto st = SandboxDisk::set_limit(sandbox_dir(id), limits.disk_mb); !st) return st;
   if (!opts_.cgroups) return ok_status();
   return opts_.cgroups->set_limits(id, host_cgroup_limits(limits));
 }
 
 Result<CgroupUsage> RunscDriver::usage(const std::string& id) {
   if (!opts_.cgroups) return make_error(Code::kUnavailable, "no cgroups: usage unknown");
-  return opts_.cgroups->usage(id);
+  auto u = opts_.cgroups->usage(id);
+  if (!u) return u;
+  if (auto disk = SandboxDisk::usage(sandbox_dir(id))) {
+    u->disk_used_bytes = disk->used_bytes;
+    u->disk_limit_bytes = disk->limit_bytes;
+  }
+  return u;
 }
 
 Result<std::vector<std::string>> RunscDriver::list() {

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "agent/runtime.h"
+#include "agent/sandbox_disk.h"
 
 namespace swissbox {
 
@@ -21,6 +22,10 @@ struct RunscOptions {
   std::string platform = "ptrace";
   std::chrono::milliseconds command_timeout{30000};
   Cgroups* cgroups = nullptr;  // not owned; every sandbox gets a cgroup under its parent
+  // Every sandbox's /workspace and /tmp live on a disk of its own with a hard size; the
+  // disk is made big enough for the largest disk_mb a claim may ask for.
+  std::string mkfs;  // mkfs.ext4; empty: SandboxDisk::find_mkfs()
+  int64_t max_disk_mb = 20480;
 };
 
 // The host cgroup limits for a sandbox's limits: the sentry, gofer and ptrace stubs live
@@ -47,8 +52,9 @@ Result<RootfsLayout> prepare_host_rootfs(const std::string& state_dir);
 Result<RootfsLayout> prepare_dir_rootfs(const std::string& dir);
 
 // The OCI config.json for one sandbox (pure: unit-tested without runsc).
+// workspace_dir and tmp_dir are bound in as /workspace and /tmp.
 nlohmann::json make_oci_config(const SandboxSpec& spec, const RootfsLayout& rootfs,
-                               const std::string& workspace_dir, const std::string& init_path,
+                               const std::string& workspace_dir, const std::string& tmp_dir,
                                const std::string& support_dir);
 
 class RunscDriver : public SandboxRuntime {
@@ -66,11 +72,12 @@ class RunscDriver : public SandboxRuntime {
   std::string platform() const override { return opts_.platform; }
 
  private:
-  explicit RunscDriver(RunscOptions opts) : opts_(std::move(opts)) {}
+  RunscDriver(RunscOptions opts, std::string mkfs) : opts_(std::move(opts)), disk_(std::move(mkfs)) {}
   std::vector<std::string> command(std::initializer_list<std::string> args) const;
   std::string sandbox_dir(const std::string& id) const;
 
   RunscOptions opts_;
+  SandboxDisk disk_;
   RootfsLayout rootfs_;
   std::string support_dir_;
   std::string version_;

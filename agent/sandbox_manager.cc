@@ -56,6 +56,10 @@ json Sandbox::to_json(const std::string& node) const {
     m["memory_peak_bytes"] = usage->memory_peak_bytes;
     m["host_tasks"] = usage->pids;
     m["oom_kills"] = usage->oom_kills;
+    if (usage->disk_used_bytes >= 0) {
+      m["disk_used_bytes"] = usage->disk_used_bytes;
+      m["disk_limit_bytes"] = usage->disk_limit_bytes;
+    }
   }
   if (!failure.empty()) j["failure"] = failure;
   return j;
@@ -386,6 +390,16 @@ void SandboxManager::on_lost(const std::string& id, const std::string& reason) {
   }
   sb->state = SandboxState::kFailed;
   sb->failure = reason;
+  // A host OOM kill takes the sentry, so the runner's pipe closing is all that is seen.
+  sample_usage(*sb);
+  if (sb->usage && sb->usage->oom_kills > 0) {
+    sb->oom_failed = true;
+    sb->failure = fmt::format(
+        "out of memory: the sandbox went over its memory limit of {} MiB faster than its "
+        "guard could stop it and the host killed it ({})",
+        sb->limits.memory_mb, reason);
+    metrics_.add("swissbox_sandbox_oom_failures_total");
+  }
   sb->last_used = Clock::now();
   destroy_later(id, reason);
   update_gauges();

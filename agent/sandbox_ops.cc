@@ -18,8 +18,8 @@ Error invalid(const std::string& m) { return make_error(Code::kInvalidArgument, 
 
 // A lost runner means the sandbox itself died under the request.
 Error lost_error(const Sandbox& sb, const proto::Frame& f) {
-  return make_error(Code::kConflict, fmt::format("sandbox {} failed: {}", sb.id,
-                                                 f.header.value("message", "runner lost")));
+  std::string why = sb.failure.empty() ? f.header.value("message", "runner lost") : sb.failure;
+  return make_error(Code::kConflict, fmt::format("sandbox {} failed: {}", sb.id, why));
 }
 
 // Maps a runner-side errno to the API's codes.
@@ -82,6 +82,7 @@ json ExecOutcome::to_json(bool with_output) const {
             {"max_rss_kb", max_rss_kb}, {"timed_out", timed_out},     {"oom_killed", oom_killed},
             {"truncated", truncated}};
   if (signal) j["signal"] = signal;
+  if (!sandbox_failure.empty()) j["sandbox_failure"] = sandbox_failure;
   if (with_output) {
     j["stdout"] = out;
     j["stderr"] = err;
@@ -217,6 +218,7 @@ void start_command(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, ExecRequest
                  {"timeout_ms", req.timeout_ms},
                  {"output_cap", req.output_cap},
                  {"background", req.background},
+                 {"memory_limit", sb->limits.memory_mb << 20},
                  {"stdin_eof", !more_stdin}};
   if (!req.cwd.empty()) header["cwd"] = req.cwd;
   auto outcome = std::make_shared<ExecOutcome>();
@@ -239,6 +241,14 @@ void start_command(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, ExecRequest
           }
           return false;
         }
+        if (ev == "lost" && sb->oom_failed) {
+          // The host killed the whole sandbox for memory: this command caused it.
+          outcome->signal = SIGKILL;
+          outcome->oom_killed = true;
+          outcome->sandbox_failure = sb->failure;
+          finish(std::move(*outcome));
+          return true;
+        }
         if (ev != "exit") {
           Status st = frame_status(*sb, f);
           finish(st ? make_error(Code::kInternal, "runner answered exec with " + ev) : st.error());
@@ -251,6 +261,7 @@ void start_command(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, ExecRequest
         outcome->cpu_ms = h.value("cpu_ms", 0.0);
         outcome->max_rss_kb = h.value("max_rss_kb", int64_t{0});
         outcome->timed_out = h.value("timed_out", false);
+        outcome->oom_killed = h.value("oom_killed", false);
         outcome->truncated = outcome->truncated || h.value("truncated", false);
         sb->exec_count++;
         sb->last_exit_code = outcome->exit_code;

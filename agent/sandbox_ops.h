@@ -43,6 +43,8 @@ struct ExecOutcome {
   bool timed_out = false;
   bool truncated = false;
   bool oom_killed = false;
+  // Set when the sandbox died under the command (it is failed now).
+  std::string sandbox_failure;
   std::string out, err;
   nlohmann::json to_json(bool with_output) const;
 };

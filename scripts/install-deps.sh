@@ -12,8 +12,9 @@ build_pkgs=(cmake ninja-build g++ pkg-config libboost-dev nlohmann-json3-dev lib
             libseccomp-dev libcap-dev libnl-3-dev libnl-route-3-dev
             libgtest-dev libgmock-dev libbenchmark-dev)
 # Sandbox languages: the default rootfs binds the host's /usr, so the interpreters and the
-# TypeScript transpiler the sandboxes use come from here.
-run_pkgs=(python3 bash coreutils procps)
+# TypeScript transpiler the sandboxes use come from here. e2fsprogs: mkfs.ext4 for the
+# sandboxes' sized disks.
+run_pkgs=(python3 bash coreutils procps e2fsprogs)
 
 missing=()
 for p in "${build_pkgs[@]}" "${run_pkgs[@]}"; do

@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "agent/init/memory_guard.h"
 #include "agent/init/spawner.h"
 #include "common/runner_protocol.h"
 #include "common/unique_fd.h"
@@ -96,6 +97,7 @@ struct Command {
   bool truncated = false;
   bool background = false;
   bool timed_out = false;
+  bool oom_killed = false;
   bool exited = false;
   int status = 0;
   rusage usage{};
@@ -215,6 +217,8 @@ class Runner {
     c.cap = std::min<size_t>(h.value("output_cap", kDefaultCap), kMaxCap);
     c.background = h.value("background", false);
     c.start = Clock::now();
+    // The guard reads gVisor's /proc/meminfo; on a host (tests) it would count the machine.
+    if (getpid() == 1) guard_.set_limit(h.value("memory_limit", int64_t{0}));
     int64_t timeout_ms = h.value("timeout_ms", int64_t{0});
     if (timeout_ms > 0) c.deadline = c.start + std::chrono::milliseconds(timeout_ms);
 
@@ -396,8 +400,31 @@ class Runner {
     }
   }
 
+  bool guarding() const { return !commands_.empty() || !background_groups_.empty(); }
+
+  // Kills the biggest process once the sandbox's code uses more than its memory limit; the
+  // command it belongs to (by process group or session) is reported as OOM-killed.
+  void guard_memory(Clock::time_point now) {
+    if (!guarding()) return;
+    pid_t victim = guard_.check(now, {getpid(), spawner_.spare_pid()});
+    if (victim <= 0) return;
+    pid_t ppid = 0, pgrp = 0, sid = 0;
+    read_stat(victim, &ppid, &pgrp, &sid);
+    kill(victim, SIGKILL);
+    for (auto& [id, c] : commands_) {
+      if (c.pid != pgrp && c.pid != sid) continue;
+      c.oom_killed = true;
+      kill(-c.pid, SIGKILL);
+      std::string msg = "swissbox-init: killed process " + std::to_string(victim) +
+                        ": the sandbox's memory limit of " + std::to_string(guard_.limit() >> 20) +
+                        " MiB was reached\n";
+      if (c.sent[1] < c.cap) send({{"ev", "stderr"}, {"id", id}}, msg);
+    }
+  }
+
   void tick() {
     auto now = Clock::now();
+    guard_memory(now);
     std::vector<uint64_t> done;
     for (auto& [id, c] : commands_) {
       if (!c.exited && now >= c.deadline) {
@@ -422,6 +449,7 @@ class Runner {
                {"cpu_ms", tv_ms(c.usage.ru_utime) + tv_ms(c.usage.ru_stime)},
                {"max_rss_kb", c.usage.ru_maxrss},
                {"timed_out", c.timed_out},
+               {"oom_killed", c.oom_killed},
                {"truncated", c.truncated}};
     send(ev);
   }
@@ -430,6 +458,7 @@ class Runner {
     auto now = Clock::now();
     auto next = Clock::time_point::max();
     for (auto& [id, c] : commands_) next = std::min({next, c.deadline, c.finalize_by});
+    if (guarding()) next = std::min(next, guard_.next_check());
     if (next == Clock::time_point::max()) return -1;
     auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(next - now).count() + 1;
     return static_cast<int>(std::max<int64_t>(0, ms));
@@ -579,6 +608,7 @@ class Runner {
 
   unique_fd sigchld_;
   swissbox::init::Spawner spawner_;
+  swissbox::init::MemoryGuard guard_;
   bool control_eof_ = false;
   swissbox::proto::Decoder decoder_;
   std::map<uint64_t, Command> commands_;

@@ -38,7 +38,7 @@ TEST(OciConfig, ReadOnlyRootNonRootNoCapsNoNetwork) {
   spec.hostname = "sandbox";
   spec.env = {"PATH=/usr/bin"};
   RootfsLayout rootfs{"/r", {{"/usr", "/usr", true}}};
-  auto c = make_oci_config(spec, rootfs, "/state/ws", "/bin/init", "/state/support");
+  auto c = make_oci_config(spec, rootfs, "/state/ws", "/state/tmp", "/state/support");
   EXPECT_EQ(c["root"]["readonly"], true);
   EXPECT_EQ(c["process"]["user"]["uid"], 1000);
   EXPECT_EQ(c["process"]["noNewPrivileges"], true);
@@ -49,7 +49,8 @@ TEST(OciConfig, ReadOnlyRootNonRootNoCapsNoNetwork) {
   EXPECT_TRUE(has_netns);
   std::map<std::string, nlohmann::json> by_dest;
   for (auto& m : c["mounts"]) by_dest[m["destination"]] = m;
-  EXPECT_EQ(by_dest["/tmp"]["type"], "tmpfs");
+  // /tmp shares the sandbox's sized disk with /workspace: no unbounded tmpfs in memory.
+  EXPECT_EQ(by_dest["/tmp"]["source"], "/state/tmp");
   EXPECT_EQ(by_dest["/workspace"]["source"], "/state/ws");
   EXPECT_NE(by_dest["/workspace"]["options"].dump().find("\"rw\""), std::string::npos);
   EXPECT_NE(by_dest["/.swissbox"]["options"].dump().find("\"ro\""), std::string::npos);

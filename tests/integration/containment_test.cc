@@ -1,0 +1,85 @@
+// Hostile code against a real agent on real runsc (issue #4): memory bombs, fork bombs,
+// CPU hogs, disk fill. Each case must end with a clear result while the node keeps
+// serving. Needs root and runsc.
+#include <sys/statvfs.h>
+
+#include "support/agent_fixture.h"
+
+namespace swissbox::testing {
+namespace {
+
+class Containment : public AgentRunsc {
+ protected:
+  static std::string create_with(const json& limits) {
+    json sb = post("/v1/sandboxes", limits, 201);
+    EXPECT_TRUE(sb.contains("id")) << sb.dump();
+    return sb.value("id", "");
+  }
+  static json get(const std::string& id) {
+    http::Client c(tcp());
+    auto r = c.request("GET", "/v1/sandboxes/" + id);
+    return r.ok() ? json::parse(r->body, nullptr, false) : json();
+  }
+};
+
+TEST_F(Containment, MemoryBombIsKilledInsideAndTheSandboxLives) {
+  std::string id = create_with({{"memory_mb", 256}});
+  const std::vector<std::string> bombs = {
+      "b = bytearray(1 << 30)",                                    // one big allocation
+      "x = []\nwhile True: x.append(bytearray(1 << 20))",          // many small ones
+      "import os\nos.fork()\nx = []\nwhile True: x.append(b'a' * (16 << 20))",  // two at once
+  };
+  for (const auto& code : bombs) {
+    json r = post("/v1/sandboxes/" + id + "/code", {{"language", "python"}, {"code", code}});
+    EXPECT_EQ(r.value("oom_killed", false), true) << code << " → " << r.dump();
+    EXPECT_NE(r.value("exit_code", 0), 0) << r.dump();
+    EXPECT_NE(r.value("stderr", "").find("memory limit of 256 MiB"), std::string::npos)
+        << r.dump();
+  }
+  // The sandbox is still there and works; the host cgroup never went past the code's limit
+  // plus the sentry's headroom.
+  EXPECT_EQ(exec(id, {{"command", "echo ok"}}).value("stdout", ""), "ok\n");
+  json got = get(id);
+  EXPECT_EQ(got.value("state", ""), "active") << got.dump();
+  EXPECT_EQ(got["metrics"].value("oom_kills", -1), 0) << "the host OOM killer had to act";
+  EXPECT_LE(got["metrics"].value("memory_peak_bytes", int64_t{1} << 40), (256 + 96) << 20);
+}
+
+int64_t host_free_bytes(const std::string& path) {
+  struct statvfs sv;
+  return statvfs(path.c_str(), &sv) == 0 ? static_cast<int64_t>(sv.f_bavail) * sv.f_frsize : -1;
+}
+
+TEST_F(Containment, DiskFillStopsAtDiskMbAndLeavesTheHostAlone) {
+  std::string id = create_with({{"disk_mb", 64}});
+  int64_t before = host_free_bytes(dir_);
+  json r = exec(id, {{"command", "dd if=/dev/zero of=/workspace/fill bs=1M count=200"}});
+  EXPECT_NE(r.value("exit_code", 0), 0) << r.dump();
+  EXPECT_NE(r.value("stderr", "").find("No space left on device"), std::string::npos) << r.dump();
+  // /tmp is on the same sized disk, not in memory.
+  r = exec(id, {{"command", "dd if=/dev/zero of=/tmp/more bs=1M count=10"}});
+  EXPECT_NE(r.value("stderr", "").find("No space left on device"), std::string::npos) << r.dump();
+  EXPECT_LE(before - host_free_bytes(dir_), int64_t{(64 + 8) << 20});
+  json m = get(id)["metrics"];
+  EXPECT_GT(m.value("disk_used_bytes", 0), int64_t{60} << 20) << m.dump();
+  EXPECT_LE(m.value("disk_used_bytes", 0), int64_t{64} << 20) << m.dump();
+  EXPECT_EQ(m.value("disk_limit_bytes", 0), int64_t{64} << 20) << m.dump();
+  // Deleting gives the space back, in the sandbox and on the host.
+  r = exec(id, {{"command", "rm -f /workspace/fill /tmp/more && echo again > f && cat f"}});
+  EXPECT_EQ(r.value("stdout", ""), "again\n") << r.dump();
+  std::this_thread::sleep_for(500ms);
+  EXPECT_LE(before - host_free_bytes(dir_), int64_t{8} << 20);
+}
+
+TEST_F(Containment, ClaimTimeDiskMbSetsTheSizeTheSandboxSees) {
+  for (int mb : {32, 300}) {
+    std::string id = create_with({{"disk_mb", mb}});
+    json r = exec(id, {{"command", "df --output=avail -B1M /workspace | tail -1"}});
+    int avail = std::stoi(r.value("stdout", "0"));
+    EXPECT_GE(avail, mb - 1) << r.dump();
+    EXPECT_LE(avail, mb) << r.dump();
+  }
+}
+
+}  // namespace
+}  // namespace swissbox::testing
