@@ -204,6 +204,7 @@ class CgroupsV2 : public CgroupTree {
     if (auto peak = read_int(d + "/memory.peak")) u.memory_peak_bytes = *peak;
     if (auto pids = read_int(d + "/pids.current")) u.pids = *pids;
     u.oom_kills = read_keyed(d + "/memory.events", "oom_kill");
+    u.pids_limit_hits = read_keyed(d + "/pids.events", "max");
     return u;
   }
 
@@ -264,6 +265,7 @@ class CgroupsV1 : public CgroupTree {
     if (auto ns = read_int(dir("cpuacct", name) + "/cpuacct.usage")) u.cpu_seconds = *ns / 1e9;
     if (auto pids = read_int(dir("pids", name) + "/pids.current")) u.pids = *pids;
     u.oom_kills = read_keyed(mem + "/memory.oom_control", "oom_kill");
+    u.pids_limit_hits = read_keyed(dir("pids", name) + "/pids.events", "max");
     return u;
   }
 

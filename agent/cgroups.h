@@ -30,6 +30,7 @@ struct CgroupUsage {
   int64_t memory_peak_bytes = 0;  // 0 when the kernel does not report it
   int64_t pids = 0;
   int64_t oom_kills = 0;  // OOM kills inside this cgroup since it was made
+  int64_t pids_limit_hits = 0;  // forks refused by pids.max
   // Not the cgroup's: the runtime adds the sandbox's disk (-1: unknown).
   int64_t disk_used_bytes = -1;
   int64_t disk_limit_bytes = -1;

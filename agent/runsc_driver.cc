@@ -192,13 +192,16 @@ json make_oci_config(const SandboxSpec& spec, const RootfsLayout& rootfs,
   return config;
 }
 
-CgroupLimits host_cgroup_limits(const Limits& limits) {
-  // Measured on the dev VM: an idle sentry ≈ 25–33 MB RSS plus a gofer ≈ 19 MB, and ≈ 30
-  // host tasks before the sandbox runs anything (ptrace adds a stub task per process).
+CgroupLimits host_cgroup_limits(const Limits& limits, const std::string& platform) {
+  // Measured on the dev VM: an idle sentry ≈ 25–33 MB RSS plus a gofer ≈ 19 MB, and 34
+  // (systrap) to 49 (ptrace) host tasks before the sandbox runs anything. Each process
+  // inside then costs ≈ 12.5 host tasks on ptrace (stub threads and their tracers) and
+  // ≈ 2.2 on systrap (40 sleeping processes: 547 and 121 host tasks).
   constexpr int64_t kOverheadMb = 96;
   constexpr int64_t kOverheadTasks = 128;
+  int64_t per_task = platform == "ptrace" ? 14 : 3;
   return CgroupLimits{limits.cpu, (limits.memory_mb + kOverheadMb) << 20,
-                      limits.pids > 0 ? limits.pids + kOverheadTasks : 0};
+                      limits.pids > 0 ? limits.pids * per_task + kOverheadTasks : 0};
 }
 
 Result<std::unique_ptr<RunscDriver>> RunscDriver::create(RunscOptions opts) {
@@ -267,7 +270,7 @@ Result<RunnerPipes> RunscDriver::start(const SandboxSpec& spec) {
   };
   SandboxSpec with_cgroup = spec;
   if (opts_.cgroups) {
-    if (auto st = opts_.cgroups->create(spec.id, host_cgroup_limits(spec.limits)); !st)
+    if (auto st = opts_.cgroups->create(spec.id, host_cgroup_limits(spec.limits, opts_.platform)); !st)
       return fail(st.error());
     with_cgroup.cgroup_path = opts_.cgroups->oci_path(spec.id);
   }
@@ -339,7 +342,7 @@ Status RunscDriver::destroy(const std::string& id) {
 Status RunscDriver::set_limits(const std::string& id, const Limits& limits) {
   if (auto st = SandboxDisk::set_limit(sandbox_dir(id), limits.disk_mb); !st) return st;
   if (!opts_.cgroups) return ok_status();
-  return opts_.cgroups->set_limits(id, host_cgroup_limits(limits));
+  return opts_.cgroups->set_limits(id, host_cgroup_limits(limits, opts_.platform));
 }
 
 Result<CgroupUsage> RunscDriver::usage(const std::string& id) {

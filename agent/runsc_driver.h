@@ -28,9 +28,11 @@ struct RunscOptions {
   int64_t max_disk_mb = 20480;
 };
 
-// The host cgroup limits for a sandbox's limits: the sentry, gofer and ptrace stubs live
+// The host cgroup limits for a sandbox's limits: the sentry, gofer and platform stubs live
 // in the cgroup too, so memory and tasks get headroom over what the code inside may use.
-CgroupLimits host_cgroup_limits(const Limits& limits);
+// The code's own limits are enforced inside (the runner's memory guard, RLIMIT_NPROC);
+// the host cgroup is the backstop that keeps a runaway sandbox off the node.
+CgroupLimits host_cgroup_limits(const Limits& limits, const std::string& platform);
 
 // One bind mount of the sandbox's root.
 struct BindMount {

@@ -86,6 +86,8 @@ SandboxManager::SandboxManager(asio::io_context& ioc, asio::thread_pool& workers
                     "Time spent starting sandboxes (create + start + runner ready).");
   metrics_.describe("swissbox_sandbox_failures_total", T::kCounter,
                     "Sandboxes lost while warm or active, by state.");
+  metrics_.describe("swissbox_sandbox_limit_failures_total", T::kCounter,
+                    "Sandboxes ended by a host limit they hit (oom, tasks).");
   metrics_.describe("swissbox_sandbox_destroys_total", T::kCounter, "Sandbox removals by result.");
   metrics_.describe("swissbox_tenant_cpu_seconds_total", T::kCounter,
                     "Host CPU time of claimed sandboxes (sentry, gofer, code) per tenant.");
@@ -390,15 +392,25 @@ void SandboxManager::on_lost(const std::string& id, const std::string& reason) {
   }
   sb->state = SandboxState::kFailed;
   sb->failure = reason;
-  // A host OOM kill takes the sentry, so the runner's pipe closing is all that is seen.
+  // When the host's limits end a sandbox (an OOM kill of the sentry, a sentry that cannot
+  // make threads) the runner's pipe closing is all that is seen: the cgroup tells why.
   sample_usage(*sb);
   if (sb->usage && sb->usage->oom_kills > 0) {
-    sb->oom_failed = true;
+    sb->failure_kind = "oom";
     sb->failure = fmt::format(
         "out of memory: the sandbox went over its memory limit of {} MiB faster than its "
         "guard could stop it and the host killed it ({})",
         sb->limits.memory_mb, reason);
-    metrics_.add("swissbox_sandbox_oom_failures_total");
+  } else if (sb->usage && sb->usage->pids_limit_hits > 0) {
+    sb->failure_kind = "tasks";
+    sb->failure = fmt::format(
+        "task limit: the sandbox's processes (pids {}) made the runtime exceed its host task "
+        "limit and it stopped ({})",
+        sb->limits.pids, reason);
+  }
+  if (!sb->failure_kind.empty()) {
+    metrics_.add("swissbox_sandbox_limit_failures_total",
+                 Metrics::labels({{"limit", sb->failure_kind}}));
   }
   sb->last_used = Clock::now();
   destroy_later(id, reason);

@@ -40,7 +40,8 @@ struct Sandbox {
   std::chrono::steady_clock::time_point last_used;
   bool from_pool = false;
   std::string failure;
-  bool oom_failed = false;  // the host's OOM killer ended it
+  // Why the host ended it, when the sandbox's cgroup tells: "oom" or "tasks" ("": unknown).
+  std::string failure_kind;
   uint64_t exec_count = 0;
   int last_exit_code = 0;
   int busy = 0;  // requests in flight; an idle sandbox may expire, a busy one never

@@ -219,6 +219,7 @@ void start_command(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, ExecRequest
                  {"output_cap", req.output_cap},
                  {"background", req.background},
                  {"memory_limit", sb->limits.memory_mb << 20},
+                 {"pids_limit", sb->limits.pids},
                  {"stdin_eof", !more_stdin}};
   if (!req.cwd.empty()) header["cwd"] = req.cwd;
   auto outcome = std::make_shared<ExecOutcome>();
@@ -241,10 +242,10 @@ void start_command(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, ExecRequest
           }
           return false;
         }
-        if (ev == "lost" && sb->oom_failed) {
-          // The host killed the whole sandbox for memory: this command caused it.
+        if (ev == "lost" && !sb->failure_kind.empty()) {
+          // A host limit ended the whole sandbox while this command ran: it is the result.
           outcome->signal = SIGKILL;
-          outcome->oom_killed = true;
+          outcome->oom_killed = sb->failure_kind == "oom";
           outcome->sandbox_failure = sb->failure;
           finish(std::move(*outcome));
           return true;

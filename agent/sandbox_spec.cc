@@ -87,6 +87,8 @@ Result<CreateRequest> parse_create_request(const json& body, const LimitBounds& 
       !st) {
     return st.error();
   }
+  if (auto st = read_number<int64_t>(body, "pids", 16, bounds.max_pids, &req.limits.pids); !st)
+    return st.error();
   int64_t timeout_s = req.timeout.count();
   if (auto st = read_number<int64_t>(body, "timeout_s", 1, 7 * 24 * 3600, &timeout_s); !st)
     return st.error();

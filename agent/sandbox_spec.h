@@ -37,6 +37,7 @@ struct LimitBounds {
   double max_cpu = 4;
   int64_t max_memory_mb = 4096;
   int64_t max_disk_mb = 20480;
+  int64_t max_pids = 4096;
 };
 
 struct CreateRequest {

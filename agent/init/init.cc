@@ -223,7 +223,8 @@ class Runner {
     if (timeout_ms > 0) c.deadline = c.start + std::chrono::milliseconds(timeout_ms);
 
     swissbox::init::Launched proc;
-    int err = spawner_.launch({std::move(argv), std::move(env), cwd}, &proc);
+    rlim_t nproc = h.value("pids_limit", rlim_t{0});
+  int err = spawner_.launch({std::move(argv), std::move(env), cwd, nproc}, &proc);
     if (err != 0) {
       // Answer like a shell: 127 for a missing command, 126 otherwise, reason on stderr.
       std::string what = access(cwd.c_str(), X_OK) != 0 ? "cwd " + cwd : argv0;

@@ -1,5 +1,7 @@
 #include "agent/init/spawner.h"
 
+#include <algorithm>
+
 #include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
@@ -34,6 +36,7 @@ struct Setup {
   char* const* argv = nullptr;
   char* const* envp = nullptr;
   const char* cwd = nullptr;
+  rlimit nproc{0, 0};
 };
 
 // The spare: a child sharing the runner's memory (CLONE_VM) but with its own fd table.
@@ -56,6 +59,7 @@ int spare_main(void* arg) {
   char go = 0;
   if (syscall(SYS_read, 3, &go, 1) != 1) syscall(SYS_exit, 0);
 
+  if (s.nproc.rlim_max > 0) syscall(SYS_prlimit64, 0, RLIMIT_NPROC, &s.nproc, nullptr);
   prctl(PR_SET_PDEATHSIG, 0);  // from here on the process belongs to its command
   signal(SIGPIPE, SIG_DFL);    // the runner ignores it; a command must not inherit that
   sigset_t none;
@@ -148,14 +152,14 @@ int Spawner::launch(const LaunchRequest& req, Launched* out) {
   }
   setenv("PATH", path, 1);
   if (spare_) {
-    int err = launch_spare(argv.data(), envp.data(), req.cwd.c_str(), out);
+    int err = launch_spare(argv.data(), envp.data(), req.cwd.c_str(), req.max_processes, out);
     if (err != ECHILD) return err;
   }
-  return launch_posix_spawn(argv.data(), envp.data(), req.cwd.c_str(), out);
+  return launch_posix_spawn(argv.data(), envp.data(), req.cwd.c_str(), req.max_processes, out);
 }
 
 // ECHILD: the spare was gone; the caller starts the command another way.
-int Spawner::launch_spare(char* const* argv, char* const* envp, const char* cwd,
+int Spawner::launch_spare(char* const* argv, char* const* envp, const char* cwd, rlim_t nproc,
                           Launched* out) {
   std::unique_ptr<Spare> s = std::move(spare_);
   // Killed but not yet reaped (a command ran `kill -9 -1`): its pipes would read as a
@@ -168,6 +172,7 @@ int Spawner::launch_spare(char* const* argv, char* const* envp, const char* cwd,
   s->setup.argv = argv;
   s->setup.envp = envp;
   s->setup.cwd = cwd;
+  s->setup.nproc = {nproc, nproc};
   char go = 1;
   if (write(s->wake.get(), &go, 1) != 1) {
     dying_.push_back(std::move(s));
@@ -198,7 +203,7 @@ int Spawner::launch_spare(char* const* argv, char* const* envp, const char* cwd,
 }
 
 int Spawner::launch_posix_spawn(char* const* argv, char* const* envp, const char* cwd,
-                                Launched* out) {
+                                rlim_t nproc, Launched* out) {
   unique_fd in[2], o[2], e[2];
   if (!make_pipe(in) || !make_pipe(o) || !make_pipe(e)) return errno;
   posix_spawn_file_actions_t fa;
@@ -219,10 +224,23 @@ int Spawner::launch_posix_spawn(char* const* argv, char* const* envp, const char
   // USEVFORK: a fork would copy the runner's address space.
   posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
                                       POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_USEVFORK);
+  // posix_spawn cannot set limits: the child inherits the runner's soft limit, lowered for
+  // the call, and gets the hard one as soon as it exists.
+  rlimit own{};
+  getrlimit(RLIMIT_NPROC, &own);
+  if (nproc > 0) {
+    rlimit lowered{std::min(nproc, own.rlim_max), own.rlim_max};
+    setrlimit(RLIMIT_NPROC, &lowered);
+  }
   pid_t pid = -1;
   int err = posix_spawnp(&pid, argv[0], &fa, &attr, argv, envp);
   posix_spawn_file_actions_destroy(&fa);
   posix_spawnattr_destroy(&attr);
+  if (nproc > 0) {
+    setrlimit(RLIMIT_NPROC, &own);
+    rlimit both{nproc, nproc};
+    if (err == 0) prlimit(pid, RLIMIT_NPROC, &both, nullptr);
+  }
   if (err != 0) return err;
   out->pid = pid;
   out->in = std::move(in[1]);

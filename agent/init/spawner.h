@@ -10,6 +10,7 @@
 // died).
 #pragma once
 
+#include <sys/resource.h>
 #include <sys/types.h>
 
 #include <memory>
@@ -24,6 +25,9 @@ struct LaunchRequest {
   std::vector<std::string> argv;  // argv[0] is searched in env's PATH unless it has a '/'
   std::vector<std::string> env;   // "K=V"
   std::string cwd;
+  // RLIMIT_NPROC (soft and hard) of the command: gVisor enforces it over every process of
+  // the sandbox's user, so it is the sandbox's task limit. 0: inherit the runner's.
+  rlim_t max_processes = 0;
 };
 
 struct Launched {
@@ -50,9 +54,10 @@ class Spawner {
 
  private:
   struct Spare;
-  int launch_spare(char* const* argv, char* const* envp, const char* cwd, Launched* out);
+  int launch_spare(char* const* argv, char* const* envp, const char* cwd, rlim_t nproc,
+                   Launched* out);
   static int launch_posix_spawn(char* const* argv, char* const* envp, const char* cwd,
-                                Launched* out);
+                                rlim_t nproc, Launched* out);
 
   std::unique_ptr<Spare> spare_;
   // Spares whose exec failed: their stack stays mapped until they are reaped.

@@ -3,6 +3,9 @@
 // serving. Needs root and runsc.
 #include <sys/statvfs.h>
 
+#include <algorithm>
+#include <future>
+
 #include "support/agent_fixture.h"
 
 namespace swissbox::testing {
@@ -19,6 +22,17 @@ class Containment : public AgentRunsc {
     http::Client c(tcp());
     auto r = c.request("GET", "/v1/sandboxes/" + id);
     return r.ok() ? json::parse(r->body, nullptr, false) : json();
+  }
+  // Execs `true` in `id` every 200 ms until `done` is ready; returns each latency.
+  static std::vector<double> exec_latencies_until(const std::string& id, std::future<json>& done) {
+    std::vector<double> ms;
+    while (done.wait_for(200ms) != std::future_status::ready) {
+      auto t0 = Clock::now();
+      json r = exec(id, {{"command", {"true"}}});
+      ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+      EXPECT_EQ(r.value("exit_code", -1), 0) << r.dump();
+    }
+    return ms;
   }
 };
 
@@ -43,6 +57,56 @@ TEST_F(Containment, MemoryBombIsKilledInsideAndTheSandboxLives) {
   EXPECT_EQ(got.value("state", ""), "active") << got.dump();
   EXPECT_EQ(got["metrics"].value("oom_kills", -1), 0) << "the host OOM killer had to act";
   EXPECT_LE(got["metrics"].value("memory_peak_bytes", int64_t{1} << 40), (256 + 96) << 20);
+}
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
+  return v[v.size() / 2];
+}
+
+TEST_F(Containment, ForkBombsEndClearlyWhileOtherSandboxesKeepAnswering) {
+  std::string other = create();
+  const std::vector<std::string> bombs = {
+      ":(){ :|:& };:; sleep 3",  // the bomb rages for 3 s, then its command ends
+      "python3 -c 'import os\nwhile True:\n  try: os.fork()\n  except OSError: pass'",
+  };
+  for (const auto& bomb : bombs) {
+    std::string id = create_with({{"pids", 64}});
+    auto done = std::async(std::launch::async, [&] {
+      return exec(id, {{"command", bomb}, {"timeout_ms", 4000}});
+    });
+    auto latencies = exec_latencies_until(other, done);
+    json r = done.get();
+    EXPECT_GE(latencies.size(), 1u) << bomb << " ended before another exec could run";
+    EXPECT_LT(median(latencies), 100) << bomb;
+    // A clear end: the command was refused processes or timed out and was killed, or the
+    // sandbox stopped and says so.
+    bool refused = r.value("stderr", "").find("Resource temporarily unavailable") != std::string::npos;
+    bool ended = r.value("timed_out", false) || r.contains("sandbox_failure");
+    EXPECT_TRUE(refused || ended) << bomb << " → " << r.dump().substr(0, 600);
+    // Afterwards the sandbox works, or it is failed with the reason.
+    json after = get(id);
+    if (after.value("state", "") == "failed") {
+      EXPECT_NE(after.value("failure", "").find("task limit"), std::string::npos) << after.dump();
+    } else {
+      // …and nothing of the bomb is left: ps, wc, their shell, the runner and its spare.
+      json ps = exec(id, {{"command", "ps -e --no-headers | wc -l"}});
+      EXPECT_LE(std::stoi(ps.value("stdout", "99")), 5) << ps.dump();
+    }
+  }
+}
+
+TEST_F(Containment, CpuLimitHoldsAgainstFourSpinningProcesses) {
+  std::string id = create_with({{"cpu", 1}});
+  double before = get(id)["metrics"].value("cpu_seconds", 0.0);
+  auto t0 = Clock::now();
+  json r = exec(id, {{"command", "for i in 1 2 3 4; do timeout 3 sh -c 'while :; do :; done' & done; wait"}});
+  double wall = std::chrono::duration<double>(Clock::now() - t0).count();
+  double used = get(id)["metrics"].value("cpu_seconds", 0.0) - before;
+  EXPECT_GE(wall, 2.9) << r.dump();
+  EXPECT_GT(used, 0.5 * wall) << "the spinners did not run";
+  EXPECT_LE(used, 1.2 * wall) << "cpu: 1 let the sandbox use " << used << " s in " << wall << " s";
 }
 
 int64_t host_free_bytes(const std::string& path) {

@@ -140,3 +140,26 @@ TEST(Spawner, TheSpareKeepsNoCopyOfOtherPipes) {
 
 }  // namespace
 }  // namespace swissbox::init
+
+namespace swissbox::init {
+namespace {
+
+// Both paths give the command the task limit, soft and hard, so it cannot raise it.
+TEST(Spawner, CommandsGetTheTaskLimitOnBothPaths) {
+  Spawner sp;
+  LaunchRequest req{{"grep", "Max processes", "/proc/self/limits"}, {"PATH=/usr/bin:/bin"}, "/", 64};
+  Ran fallback = run(sp, req);  // no spare prepared yet: posix_spawn
+  sp.prepare();
+  Ran spare = run(sp, req);
+  for (const Ran& r : {fallback, spare}) {
+    ASSERT_EQ(r.err, 0);
+    EXPECT_NE(r.out.find("64                   64"), std::string::npos) << r.out;
+  }
+  // The runner's own limit is untouched.
+  rlimit own{};
+  getrlimit(RLIMIT_NPROC, &own);
+  EXPECT_NE(own.rlim_cur, 64u);
+}
+
+}  // namespace
+}  // namespace swissbox::init
