@@ -2,10 +2,13 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <thread>
 #include <nlohmann/json.hpp>
 
 #include "common/fs.h"
@@ -317,6 +320,29 @@ Result<RunnerPipes> RunscDriver::start(const SandboxSpec& spec) {
   r = run_process(start);
   if (!r) return fail(r.error());
   if (r->exit_code != 0) return fail(make_error(Code::kUnavailable, describe_failure(start, *r)));
+  return RunnerPipes{std::move(to_w), std::move(from_r)};
+}
+
+Result<RunnerPipes> RunscDriver::reattach(const std::string& id) {
+  int to[2], from[2];
+  if (pipe2(to, O_CLOEXEC) != 0) return sys_error("pipe2");
+  unique_fd to_r(to[0]), to_w(to[1]);
+  if (pipe2(from, O_CLOEXEC) != 0) return sys_error("pipe2");
+  unique_fd from_r(from[0]), from_w(from[1]);
+  const std::string log_path = sandbox_dir(id) + "/runner.log";
+  unique_fd log_fd(open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
+  if (!log_fd) return sys_error("open " + log_path);
+  ProcessOptions bridge;
+  SandboxSpec defaults;
+  bridge.argv = command({"exec", "--user", fmt::format("{}:{}", defaults.uid, defaults.gid), id,
+                         std::string(kSupportMount) + "/init", "--bridge"});
+  bridge.stdin_fd = to_r.get();
+  bridge.stdout_fd = from_w.get();
+  bridge.stderr_fd = log_fd.get();
+  auto pid = spawn_process(bridge);
+  if (!pid) return pid.error();
+  // The bridge ends when the channel closes; reap it then, off every other path.
+  std::thread([pid = *pid] { waitpid(pid, nullptr, 0); }).detach();
   return RunnerPipes{std::move(to_w), std::move(from_r)};
 }
 

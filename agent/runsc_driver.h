@@ -66,6 +66,9 @@ class RunscDriver : public SandboxRuntime {
 
   Result<RunnerPipes> start(const SandboxSpec& spec) override;
   Status destroy(const std::string& id) override;
+  // `runsc exec <id> init --bridge`: a process in the sandbox that relays its stdio (our
+  // pipes) to the runner's control socket. It lives as long as the channel.
+  Result<RunnerPipes> reattach(const std::string& id) override;
   Status set_limits(const std::string& id, const Limits& limits) override;
   Result<CgroupUsage> usage(const std::string& id) override;
   Result<std::vector<std::string>> list() override;

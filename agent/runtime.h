@@ -31,6 +31,11 @@ class SandboxRuntime {
   virtual Status set_limits(const std::string& id, const Limits& limits) = 0;
   // What the sandbox uses now; cheap enough for the I/O thread.
   virtual Result<CgroupUsage> usage(const std::string& id) = 0;
+  // Reconnects to the runner of a sandbox that an earlier agent process started (its
+  // control pipes died with that process).
+  virtual Result<RunnerPipes> reattach(const std::string& id) {
+    return make_error(Code::kUnavailable, name() + " cannot reattach to sandbox " + id);
+  }
   // Ids of every sandbox this runtime holds (for start-up garbage collection).
   virtual Result<std::vector<std::string>> list() = 0;
   virtual std::string name() const = 0;      // "runsc"

@@ -5,6 +5,7 @@
 #include <boost/asio/post.hpp>
 #include <random>
 
+#include "agent/sandbox_records.h"
 #include "common/log.h"
 
 namespace swissbox {
@@ -74,6 +75,7 @@ SandboxManager::SandboxManager(asio::io_context& ioc, asio::thread_pool& workers
       metrics_(metrics),
       tick_timer_(ioc),
       refill_timer_(ioc) {
+  if (!opts_.records_dir.empty()) records_ = std::make_unique<RecordStore>(opts_.records_dir);
   using T = Metrics::Type;
   metrics_.describe("swissbox_sandboxes", T::kGauge, "Sandboxes on this node by state.");
   metrics_.describe("swissbox_pool_target", T::kGauge, "Warm pool target per template.");
@@ -88,6 +90,10 @@ SandboxManager::SandboxManager(asio::io_context& ioc, asio::thread_pool& workers
                     "Sandboxes lost while warm or active, by state.");
   metrics_.describe("swissbox_sandbox_limit_failures_total", T::kCounter,
                     "Sandboxes ended by a host limit they hit (oom, tasks).");
+  metrics_.describe("swissbox_sandboxes_adopted_total", T::kCounter,
+                    "Active sandboxes of an earlier agent process served again after a restart.");
+  metrics_.describe("swissbox_gc_bad_records_total", T::kCounter,
+                    "Unreadable sandbox records found and removed at start.");
   metrics_.describe("swissbox_sandbox_destroys_total", T::kCounter, "Sandbox removals by result.");
   metrics_.describe("swissbox_tenant_cpu_seconds_total", T::kCounter,
                     "Host CPU time of claimed sandboxes (sentry, gofer, code) per tenant.");
@@ -113,20 +119,45 @@ std::string SandboxManager::new_id() {
 }
 
 void SandboxManager::start(std::function<void(Status)> done) {
+  if (records_) {
+    if (auto st = records_->open(); !st) return done(st.error());
+  }
   asio::post(workers_, [this, done = std::move(done)] {
-    // No sandbox survives an agent restart yet: whatever the runtime still holds from an
-    // earlier run is garbage. Remove it all before serving, so nothing leaks.
     auto ids = runtime_.list();
     if (!ids) {
       asio::post(ioc_, [done, e = ids.error()] { done(e); });
       return;
     }
-    for (const auto& id : *ids) {
+    // An active sandbox with a record and a running runtime sandbox is taken back; every
+    // other thing the runtime holds (warm sandboxes, half-made or half-deleted ones) is
+    // garbage from the earlier run and is removed before serving.
+    std::set<std::string> leftover(ids->begin(), ids->end());
+    std::vector<std::pair<Sandbox, RunnerPipes>> adopted;
+    int bad = 0;
+    for (Sandbox& rec : records_ ? records_->load(&bad) : std::vector<Sandbox>{}) {
+      if (!leftover.count(rec.id)) {
+        log::warn("sandbox of the earlier run is gone", {{"sandbox", rec.id}});
+        (void)records_->remove(rec.id);
+        continue;
+      }
+      auto pipes = runtime_.reattach(rec.id);
+      if (!pipes) {
+        log::warn("sandbox of the earlier run could not be reattached",
+                  {{"sandbox", rec.id}, {"error", pipes.error().to_string()}});
+        (void)records_->remove(rec.id);
+        continue;
+      }
+      leftover.erase(rec.id);
+      adopted.emplace_back(std::move(rec), std::move(*pipes));
+    }
+    for (const auto& id : leftover) {
       auto st = runtime_.destroy(id);
       log::info("gc removed leftover sandbox", {{"sandbox", id}, {"ok", st.ok()}});
       metrics_.add("swissbox_gc_removed_total");
     }
-    asio::post(ioc_, [this, done] {
+    if (bad > 0) metrics_.add("swissbox_gc_bad_records_total", {}, bad);
+    asio::post(ioc_, [this, done, adopted = std::move(adopted)]() mutable {
+      for (auto& [rec, pipes] : adopted) adopt(std::move(rec), std::move(pipes));
       next_health_ = Clock::now() + opts_.health_interval;
       refill();
       tick();
@@ -268,6 +299,19 @@ void SandboxManager::start_one(const std::string& tmpl,
   });
 }
 
+void SandboxManager::adopt(Sandbox record, RunnerPipes pipes) {
+  auto sb = std::make_shared<Sandbox>(std::move(record));
+  sb->last_used = Clock::now();
+  sb->channel = std::make_shared<RunnerChannel>(ioc_, std::move(pipes.to_runner),
+                                                std::move(pipes.from_runner));
+  sb->channel->start([this, id = sb->id](const std::string& why) { on_lost(id, why); });
+  sandboxes_[sb->id] = sb;
+  metrics_.add("swissbox_sandboxes_adopted_total");
+  log::info("sandbox of the earlier run adopted", {{"sandbox", sb->id}, {"tenant", sb->tenant}});
+  // The bridge answers or the channel dies and on_lost fails the sandbox with the reason.
+  sb->channel->call({{"op", "ping"}}, {}, [](const proto::Frame&) { return true; });
+}
+
 void SandboxManager::create(const CreateRequest& req, std::string tenant, json metadata,
                             CreateFn fn) {
   if (stopping_) return fn(make_error(Code::kUnavailable, "the agent is shutting down"), false);
@@ -288,6 +332,13 @@ void SandboxManager::create(const CreateRequest& req, std::string tenant, json m
     sb->from_pool = warm;
     sb->created_at = std::chrono::system_clock::now();
     sb->last_used = Clock::now();
+    // On disk before the API answers: a crash from here on leaves a sandbox to take back.
+    if (records_) {
+      if (auto st = records_->save(*sb); !st) {
+        retire(sb->id, "its record could not be written: " + st.error().to_string());
+        return st;
+      }
+    }
     metrics_.add("swissbox_claims_total", Metrics::labels({{"template", req.template_name},
                                                            {"warm", warm ? "true" : "false"}}));
     log::info("sandbox claimed", {{"sandbox", sb->id}, {"tenant", tenant}, {"warm", warm}});
@@ -418,6 +469,12 @@ void SandboxManager::on_lost(const std::string& id, const std::string& reason) {
 }
 
 void SandboxManager::destroy_later(const std::string& id, const std::string& why) {
+  // Gone from disk before anyone hears of the removal: a crash from here on must not
+  // bring the sandbox back.
+  if (records_) {
+    if (auto st = records_->remove(id); !st)
+      log::error("sandbox record not removed", {{"sandbox", id}, {"error", st.error().to_string()}});
+  }
   destroying_.insert(id);
   asio::post(destroy_workers_, [this, id, why] {
     auto st = runtime_.destroy(id);

@@ -75,11 +75,15 @@ struct ManagerOptions {
   std::chrono::milliseconds file_op_deadline{60000};
   // Run once in every new sandbox before it counts as ready (empty: none).
   std::vector<std::string> warmup_argv = {"/bin/bash", "-c", "/bin/true"};
+  // Where active sandboxes' records live (empty: nothing survives a restart).
+  std::string records_dir;
 };
 
 struct PoolStatus {
   int target = 0, ready = 0, starting = 0, active = 0;
 };
+
+class RecordStore;
 
 class SandboxManager {
  public:
@@ -90,8 +94,9 @@ class SandboxManager {
                  SandboxRuntime& runtime, ManagerOptions opts, Metrics& metrics);
   ~SandboxManager();
 
-  // Removes every sandbox the runtime holds from an earlier run, then fills the pools.
-  // done(error) once the clean-up is over.
+  // Takes back the active sandboxes an earlier agent process left (their records and
+  // running runtime sandboxes), removes everything else the runtime holds, then fills the
+  // pools. done(error) once that is over.
   void start(std::function<void(Status)> done);
   // Stops refilling and destroys every sandbox; done() when all are gone.
   void shutdown(std::function<void()> done);
@@ -126,6 +131,8 @@ class SandboxManager {
   // Starts one sandbox of the template; ready(sandbox) runs once its runner answers.
   void start_one(const std::string& template_name, std::function<void(Result<SandboxPtr>)> ready);
   void on_lost(const std::string& id, const std::string& reason);
+  // Serves a sandbox of an earlier agent process again, over reattached runner pipes.
+  void adopt(Sandbox record, RunnerPipes pipes);
   void retire(const std::string& id, const std::string& why);
   void destroy_later(const std::string& id, const std::string& why);
   void check_all_destroyed();
@@ -150,6 +157,7 @@ class SandboxManager {
   // than waiting out the start deadline.
   std::map<std::string, SandboxPtr> unready_;
   std::set<std::string> destroying_;
+  std::unique_ptr<RecordStore> records_;
   int starting_total_ = 0;
   bool stopping_ = false;
   std::function<void()> on_all_destroyed_;

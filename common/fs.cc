@@ -24,7 +24,8 @@ Status make_dirs(const std::string& path, mode_t mode) {
   return ok_status();
 }
 
-Status write_file_atomic(const std::string& path, std::string_view data, mode_t mode) {
+Status write_file_atomic(const std::string& path, std::string_view data, mode_t mode,
+                         bool durable) {
   std::string tmp = path + ".tmp";
   unique_fd fd(open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode));
   if (!fd) return sys_error("open " + tmp);
@@ -35,7 +36,7 @@ Status write_file_atomic(const std::string& path, std::string_view data, mode_t 
     if (n < 0) return sys_error("write " + tmp);
     off += n;
   }
-  if (fsync(fd.get()) != 0) return sys_error("fsync " + tmp);
+  if (durable && fsync(fd.get()) != 0) return sys_error("fsync " + tmp);
   fd.reset();
   if (rename(tmp.c_str(), path.c_str()) != 0) return sys_error("rename " + tmp);
   return ok_status();

@@ -10,8 +10,10 @@
 namespace swissbox::fs {
 
 Status make_dirs(const std::string& path, mode_t mode = 0755);
-// Writes via a temp file + fsync + rename, so readers see the old or the new file whole.
-Status write_file_atomic(const std::string& path, std::string_view data, mode_t mode = 0644);
+// Writes via a temp file (+ fsync when durable) + rename, so readers see the old or the new
+// file whole. Without fsync the file survives a crash of the process, not of the machine.
+Status write_file_atomic(const std::string& path, std::string_view data, mode_t mode = 0644,
+                         bool durable = true);
 Result<std::string> read_file(const std::string& path, size_t max_bytes = 16 << 20);
 // rm -rf that does not cross mount points or follow symlinks.
 Status remove_tree(const std::string& path);

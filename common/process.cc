@@ -27,11 +27,12 @@ Result<std::array<unique_fd, 2>> make_pipe() {
   _exit(127);
 }
 
-}  // namespace
-
-Result<ProcessResult> run_process(const ProcessOptions& opts) {
+// Forks and execs opts.argv with the given stdio; the child's exec errno, if any, arrives
+// on *report (read it before anything else).
+Result<pid_t> fork_exec(const ProcessOptions& opts, int in_fd, int o_fd, int e_fd,
+                        unique_fd* report) {
   if (opts.argv.empty() || opts.argv[0].empty() || opts.argv[0][0] != '/') {
-    return make_error(Code::kInternal, "run_process: argv[0] must be an absolute path");
+    return make_error(Code::kInternal, "process: argv[0] must be an absolute path");
   }
   std::vector<char*> argv;
   for (const auto& a : opts.argv) argv.push_back(const_cast<char*>(a.c_str()));
@@ -41,22 +42,10 @@ Result<ProcessResult> run_process(const ProcessOptions& opts) {
   std::vector<char*> envp;
   for (auto& e : env_storage) envp.push_back(e.data());
   envp.push_back(nullptr);
-
-  unique_fd null_fd(open("/dev/null", O_RDWR | O_CLOEXEC));
-  if (!null_fd) return sys_error("open /dev/null");
-  auto out_pipe = make_pipe();
-  auto err_pipe = make_pipe();
   auto report_pipe = make_pipe();  // carries the errno of a failed exec
-  if (!out_pipe) return out_pipe.error();
-  if (!err_pipe) return err_pipe.error();
   if (!report_pipe) return report_pipe.error();
-
-  int in_fd = opts.stdin_fd >= 0 ? opts.stdin_fd : null_fd.get();
-  int o_fd = opts.stdout_fd >= 0 ? opts.stdout_fd : (*out_pipe)[1].get();
-  int e_fd = opts.stderr_fd >= 0 ? opts.stderr_fd : (*err_pipe)[1].get();
   int rep_fd = (*report_pipe)[1].get();
 
-  auto start = Clock::now();
   pid_t pid = fork();
   if (pid < 0) return sys_error("fork " + opts.argv[0]);
   if (pid == 0) {
@@ -82,15 +71,58 @@ Result<ProcessResult> run_process(const ProcessOptions& opts) {
     execve(argv[0], argv.data(), envp.data());
     child_fail(rep, errno);
   }
+  *report = std::move((*report_pipe)[0]);
+  return pid;
+}
 
+// The errno a child reported on its report pipe, 0 once it exec'd.
+int exec_errno(unique_fd& report) {
+  int err = 0;
+  ssize_t got = read(report.get(), &err, sizeof(err));
+  report.reset();
+  return got == sizeof(err) ? err : 0;
+}
+
+}  // namespace
+
+Result<pid_t> spawn_process(const ProcessOptions& opts) {
+  unique_fd null_fd(open("/dev/null", O_RDWR | O_CLOEXEC));
+  if (!null_fd) return sys_error("open /dev/null");
+  auto pick = [&](int fd) { return fd >= 0 ? fd : null_fd.get(); };
+  unique_fd report;
+  auto pid = fork_exec(opts, pick(opts.stdin_fd), pick(opts.stdout_fd), pick(opts.stderr_fd),
+                       &report);
+  if (!pid) return pid;
+  if (int err = exec_errno(report)) {
+    waitpid(*pid, nullptr, 0);
+    return sys_error("exec " + opts.argv[0], err);
+  }
+  return pid;
+}
+
+Result<ProcessResult> run_process(const ProcessOptions& opts) {
+  unique_fd null_fd(open("/dev/null", O_RDWR | O_CLOEXEC));
+  if (!null_fd) return sys_error("open /dev/null");
+  auto out_pipe = make_pipe();
+  auto err_pipe = make_pipe();
+  if (!out_pipe) return out_pipe.error();
+  if (!err_pipe) return err_pipe.error();
+
+  int in_fd = opts.stdin_fd >= 0 ? opts.stdin_fd : null_fd.get();
+  int o_fd = opts.stdout_fd >= 0 ? opts.stdout_fd : (*out_pipe)[1].get();
+  int e_fd = opts.stderr_fd >= 0 ? opts.stderr_fd : (*err_pipe)[1].get();
+
+  auto start = Clock::now();
+  unique_fd report;
+  auto forked = fork_exec(opts, in_fd, o_fd, e_fd, &report);
+  if (!forked) return forked.error();
+  pid_t pid = *forked;
   (*out_pipe)[1].reset();
   (*err_pipe)[1].reset();
-  (*report_pipe)[1].reset();
 
-  int exec_errno = 0;
-  ssize_t got = read((*report_pipe)[0].get(), &exec_errno, sizeof(exec_errno));
+  int child_errno = exec_errno(report);
   ProcessResult res;
-  bool failed_exec = got == sizeof(exec_errno);
+  bool failed_exec = child_errno != 0;
 
   auto deadline = start + opts.timeout;
   std::array<pollfd, 2> pfds{pollfd{(*out_pipe)[0].get(), POLLIN, 0},
@@ -139,7 +171,7 @@ Result<ProcessResult> run_process(const ProcessOptions& opts) {
     }
   }
   res.elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
-  if (failed_exec) return sys_error("exec " + opts.argv[0], exec_errno);
+  if (failed_exec) return sys_error("exec " + opts.argv[0], child_errno);
   if (WIFEXITED(status)) res.exit_code = WEXITSTATUS(status);
   if (WIFSIGNALED(status)) res.signal = WTERMSIG(status);
   return res;

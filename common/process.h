@@ -37,6 +37,9 @@ struct ProcessResult {
 
 // Runs to completion (blocking). Fails only when the process could not be started.
 Result<ProcessResult> run_process(const ProcessOptions& opts);
+// Starts a long-lived child (stdio fds as given, -1 = /dev/null; timeout and capture are
+// not used) and returns once it has exec'd. The caller owns reaping it.
+Result<pid_t> spawn_process(const ProcessOptions& opts);
 
 // "argv[0] exited 1: <stderr tail>" for error messages.
 std::string describe_failure(const ProcessOptions& opts, const ProcessResult& r);

@@ -10,7 +10,9 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -40,7 +42,21 @@ constexpr auto kDrainGrace = std::chrono::milliseconds(100);
 // /workspace in a sandbox; SWISSBOX_WORKSPACE moves it (tests run the runner on the host).
 std::string g_workspace = "/workspace";
 
+// The control channel: the pipes runsc create gave us, or later a bridge's connection.
+int g_in_fd = STDIN_FILENO;
 int g_out_fd = STDOUT_FILENO;
+
+// After an agent restart the new agent reaches the runner through `runsc exec init
+// --bridge`, which connects here (an abstract socket: nothing on any filesystem).
+constexpr char kBridgeName[] = "swissbox-runner";
+
+sockaddr_un bridge_address(socklen_t* len) {
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  memcpy(a.sun_path + 1, kBridgeName, sizeof(kBridgeName) - 1);
+  *len = offsetof(sockaddr_un, sun_path) + 1 + sizeof(kBridgeName) - 1;
+  return a;
+}
 
 void send(const json& header, std::string_view payload = {}) {
   if (g_out_fd < 0) return;
@@ -118,6 +134,7 @@ class Runner {
     // Orphans of our commands come to us even when we are not PID 1 (tests on the host).
     prctl(PR_SET_CHILD_SUBREAPER, 1);
     set_nonblock(STDIN_FILENO);
+    if (getpid() == 1) listen_bridge();
   }
 
   int run() {
@@ -127,7 +144,11 @@ class Runner {
     for (;;) {
       std::vector<pollfd> fds;
       std::vector<std::pair<Command*, int>> owners;  // stream 0/1 = out/err, 2 = stdin
-      if (!control_eof_) fds.push_back({STDIN_FILENO, POLLIN, 0}), owners.push_back({nullptr, 0});
+      if (!control_eof_) fds.push_back({g_in_fd, POLLIN, 0}), owners.push_back({nullptr, 0});
+      // A new controller is taken only while there is none: a process in the sandbox
+      // cannot take the channel from a live agent.
+      bool orphaned = control_eof_ || g_out_fd < 0;
+      if (listener_ && orphaned) fds.push_back({listener_.get(), POLLIN, 0}), owners.push_back({nullptr, 0});
       fds.push_back({sigchld_.get(), POLLIN, 0});
       owners.push_back({nullptr, 1});
       for (auto& [id, c] : commands_) {
@@ -142,8 +163,10 @@ class Runner {
       for (size_t i = 0; n > 0 && i < fds.size(); ++i) {
         if (fds[i].revents == 0) continue;
         auto [cmd, stream] = owners[i];
-        if (cmd == nullptr && fds[i].fd == STDIN_FILENO) {
+        if (cmd == nullptr && fds[i].fd == g_in_fd && !control_eof_) {
           read_control(buf);
+        } else if (cmd == nullptr && listener_ && fds[i].fd == listener_.get()) {
+          accept_controller();
         } else if (cmd == nullptr) {
           reap();
         } else if (stream == 2) {
@@ -159,13 +182,14 @@ class Runner {
  private:
   void read_control(char* buf) {
     for (;;) {
-      ssize_t r = read(STDIN_FILENO, buf, kReadChunk);
+      ssize_t r = read(g_in_fd, buf, kReadChunk);
       if (r < 0 && errno == EINTR) continue;
       if (r < 0) return;  // EAGAIN
       if (r == 0) {
         // The agent closed its end. In a sandbox (PID 1) running commands go on and the
         // sandbox waits for the agent; anywhere else (tests on the host) that is the end.
         control_eof_ = true;
+        g_out_fd = -1;
         if (getpid() != 1) {
           for (auto& [cid, c] : commands_) kill(-c.pid, SIGKILL);
           _exit(0);
@@ -180,6 +204,36 @@ class Runner {
         return;
       }
     }
+  }
+
+  void listen_bridge() {
+    listener_.reset(socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    socklen_t len;
+    sockaddr_un a = bridge_address(&len);
+    if (!listener_ || bind(listener_.get(), reinterpret_cast<sockaddr*>(&a), len) != 0 ||
+        listen(listener_.get(), 4) != 0) {
+      listener_.reset();  // no reattach for this sandbox; everything else works
+    }
+  }
+
+  // A bridge connected: it is the control channel from now on. Commands of the previous
+  // agent keep running, but their ids meant something only to it: they get ids no agent
+  // uses and their events are dropped by the new one.
+  void accept_controller() {
+    unique_fd conn(accept4(listener_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+    if (!conn) return;
+    controller_ = std::move(conn);  // closes the previous bridge's connection, if any
+    g_in_fd = g_out_fd = controller_.get();
+    control_eof_ = false;
+    decoder_ = swissbox::proto::Decoder();
+    std::map<uint64_t, Command> kept;
+    for (auto& [id, c] : commands_) {
+      c.id = kOrphanIds + orphan_seq_++;
+      kept.emplace(c.id, std::move(c));
+    }
+    commands_ = std::move(kept);
+    send({{"ev", "hello"}, {"pid", getpid()}, {"version", 1}, {"reattached", true},
+          {"running", commands_.size()}});
   }
 
   void handle(swissbox::proto::Frame& f) {
@@ -611,6 +665,9 @@ class Runner {
   swissbox::init::Spawner spawner_;
   swissbox::init::MemoryGuard guard_;
   bool control_eof_ = false;
+  unique_fd listener_, controller_;
+  static constexpr uint64_t kOrphanIds = uint64_t{1} << 62;
+  uint64_t orphan_seq_ = 0;
   swissbox::proto::Decoder decoder_;
   std::map<uint64_t, Command> commands_;
   std::set<uint64_t> failed_writes_;
@@ -619,7 +676,41 @@ class Runner {
 
 }  // namespace
 
-int main() {
+// --bridge: relays this process's stdin/stdout (the pipes of `runsc exec`, held by a
+// restarted agent) to the runner's control socket, until either side closes.
+int bridge() {
+  unique_fd sock(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  socklen_t len;
+  sockaddr_un a = bridge_address(&len);
+  if (!sock || connect(sock.get(), reinterpret_cast<sockaddr*>(&a), len) != 0) {
+    fprintf(stderr, "swissbox-init --bridge: connect to the runner: %s\n", strerror(errno));
+    return 1;
+  }
+  signal(SIGPIPE, SIG_IGN);
+  struct Leg {
+    int from, to;
+  } legs[2] = {{STDIN_FILENO, sock.get()}, {sock.get(), STDOUT_FILENO}};
+  char buf[kReadChunk];
+  for (;;) {
+    pollfd p[2] = {{legs[0].from, POLLIN, 0}, {legs[1].from, POLLIN, 0}};
+    if (poll(p, 2, -1) < 0 && errno != EINTR) return 1;
+    for (int i = 0; i < 2; ++i) {
+      if (p[i].revents == 0) continue;
+      ssize_t r = read(legs[i].from, buf, sizeof buf);
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) return 0;
+      for (ssize_t off = 0; off < r;) {
+        ssize_t w = write(legs[i].to, buf + off, r - off);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return 0;
+        off += w;
+      }
+    }
+  }
+}
+
+int main(int argc, char** argv) {
+  if (argc > 1 && strcmp(argv[1], "--bridge") == 0) return bridge();
   if (const char* ws = getenv("SWISSBOX_WORKSPACE"); ws && ws[0] == '/') g_workspace = ws;
   Runner runner;
   return runner.run();

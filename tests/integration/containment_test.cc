@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <future>
+#include <set>
 
 #include "support/agent_fixture.h"
 
@@ -107,6 +108,35 @@ TEST_F(Containment, CpuLimitHoldsAgainstFourSpinningProcesses) {
   EXPECT_GE(wall, 2.9) << r.dump();
   EXPECT_GT(used, 0.5 * wall) << "the spinners did not run";
   EXPECT_LE(used, 1.2 * wall) << "cpu: 1 let the sandbox use " << used << " s in " << wall << " s";
+}
+
+TEST_F(Containment, TenActiveSandboxesComeBackAfterAgentKill9) {
+  std::vector<std::string> ids;
+  for (int i = 0; i < 10; ++i) {
+    ids.push_back(create_with({{"memory_mb", 200 + i}}));
+    exec(ids.back(), {{"command", "echo data-" + std::to_string(i) + " > f"}});
+  }
+  // One of them has a background process that must survive too.
+  exec(ids[0], {{"command", "sleep 600 >/dev/null 2>&1 &"}, {"background", true}});
+  crash_agent();
+  ASSERT_TRUE(launch_agent()) << "see " << dir_ << "/agent.log";
+  http::Client c(tcp());
+  json listed = json::parse(c.request("GET", "/v1/sandboxes")->body);
+  std::set<std::string> back;
+  for (const auto& sb : listed["sandboxes"]) back.insert(sb.value("id", ""));
+  for (int i = 0; i < 10; ++i) {
+    EXPECT_TRUE(back.count(ids[i])) << ids[i] << " not listed after the restart";
+    json sb = get(ids[i]);
+    EXPECT_EQ(sb.value("state", ""), "active") << sb.dump();
+    EXPECT_EQ(sb["limits"].value("memory_mb", 0), 200 + i);
+    json r = exec(ids[i], {{"command", "cat f"}});
+    EXPECT_EQ(r.value("stdout", ""), "data-" + std::to_string(i) + "\n") << r.dump();
+  }
+  EXPECT_NE(exec(ids[0], {{"command", "ps -eo comm"}}).value("stdout", "").find("sleep"),
+            std::string::npos);
+  // The pools are warm again (the earlier run's warm sandboxes were recycled).
+  auto ready = c.request("GET", "/readyz");
+  EXPECT_EQ(ready->status, 200u) << ready->body;
 }
 
 int64_t host_free_bytes(const std::string& path) {

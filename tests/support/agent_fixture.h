@@ -91,10 +91,16 @@ class AgentRunsc : public ::testing::Test {
     char tmpl[] = "/tmp/swissbox-it-XXXXXX";
     dir_ = mkdtemp(tmpl);
     port_ = free_port();
+    if (!launch_agent()) skip_ = "agent did not become ready; see " + dir_ + "/agent.log";
+  }
+
+  // Starts the agent (again, after a crash: same state, root, port and cgroup parent) and
+  // waits until it is ready.
+  static bool launch_agent() {
     pid_ = fork();
     if (pid_ == 0) {
       std::string log = dir_ + "/agent.log";
-      freopen(log.c_str(), "w", stderr);
+      freopen(log.c_str(), "a", stderr);
       std::string bin = std::string(SWISSBOX_BIN_DIR) + "/swissbox-agent";
       std::string listen = "127.0.0.1:" + std::to_string(port_);
       std::string state = dir_ + "/state", root = dir_ + "/runsc", sock = dir_ + "/agent.sock";
@@ -102,17 +108,25 @@ class AgentRunsc : public ::testing::Test {
       std::string cgroup = cgroup_parent();
       execl(bin.c_str(), bin.c_str(), "--listen", listen.c_str(), "--socket", sock.c_str(),
             "--state-dir", state.c_str(), "--runsc-root", root.c_str(), "--runsc", runsc_.c_str(),
-            "--pool", "default=2", "--node-name", "it", "--max-sandboxes", "48", "--cgroup-parent", cgroup.c_str(), nullptr);
+            "--pool", "default=2", "--node-name", "it", "--max-sandboxes", "48",
+            "--cgroup-parent", cgroup.c_str(), nullptr);
       _exit(127);
     }
     http::Client c(tcp(), 2s);
     auto deadline = Clock::now() + 60s;
     while (Clock::now() < deadline) {
       auto r = c.request("GET", "/readyz");
-      if (r.ok() && r->status == 200) return;
+      if (r.ok() && r->status == 200) return true;
       std::this_thread::sleep_for(100ms);
     }
-    skip_ = "agent did not become ready; see " + dir_ + "/agent.log";
+    return false;
+  }
+
+  // kill -9 of the agent alone: its sandboxes keep running.
+  static void crash_agent() {
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+    pid_ = -1;
   }
 
   static void TearDownTestSuite() {
