@@ -60,11 +60,11 @@ Status apply(AgentConfig& c, std::string key, const std::string& value) {
     c.init_path = value;
   else if (key == "pool")
     return parse_pool_entry(value, &c.pool);
-  else if (key == "max-sandboxes") {
+  else if (key == "max-sandboxes" || key == "gc-interval") {
     char* end = nullptr;
     long n = strtol(value.c_str(), &end, 10);
-    if (*end != '\0' || n < 1 || n > 10000) return invalid("--max-sandboxes must be 1..10000");
-    c.max_sandboxes = static_cast<int>(n);
+    if (*end != '\0' || n < 1 || n > 10000) return invalid("--" + key + " must be 1..10000");
+    (key == "gc-interval" ? c.gc_interval_s : c.max_sandboxes) = static_cast<int>(n);
   } else {
     return invalid("unknown option --" + key);
   }
@@ -100,7 +100,7 @@ std::string agent_usage() {
          "         [--state-dir DIR] [--runsc PATH] [--runsc-root DIR] [--rootfs DIR|host]\n"
          "         [--pool TEMPLATE=N]... [--platform ptrace|systrap] [--cgroup-parent PATH]\n"
          "         [--node-name NAME] [--region ZONE] [--token-file FILE] [--log-level L]\n"
-         "         [--max-sandboxes N] [--init PATH]\n";
+         "         [--max-sandboxes N] [--init PATH] [--gc-interval SECONDS]\n";
 }
 
 Result<AgentConfig> parse_agent_config(const std::vector<std::string>& args) {

@@ -26,6 +26,7 @@ struct AgentConfig {
   std::string log_level = "info";
   std::string init_path;  // swissbox-init; default: next to the agent binary
   int max_sandboxes = 32;
+  int gc_interval_s = 60;  // garbage collection of unexplained runtime sandboxes
 };
 
 // argv excludes the program name. Flags win over the --config file.

@@ -159,6 +159,7 @@ void SandboxManager::start(std::function<void(Status)> done) {
     asio::post(ioc_, [this, done, adopted = std::move(adopted)]() mutable {
       for (auto& [rec, pipes] : adopted) adopt(std::move(rec), std::move(pipes));
       next_health_ = Clock::now() + opts_.health_interval;
+      next_gc_ = Clock::now() + opts_.gc_interval;
       refill();
       tick();
       done(ok_status());
@@ -218,11 +219,13 @@ void SandboxManager::start_one(const std::string& tmpl,
   for (const auto& [k, v] : base_environment()) spec.env.push_back(k + "=" + v);
   ++starting_[tmpl];
   ++starting_total_;
+  starting_ids_.insert(sb->id);
   auto t0 = Clock::now();
   asio::post(workers_, [this, sb, spec, ready = std::move(ready), t0]() mutable {
     auto pipes = runtime_.start(spec);
     asio::post(ioc_, [this, sb, ready = std::move(ready), t0, pipes = std::move(pipes)]() mutable {
       auto finish = [this, sb, t0](bool ok) {
+        starting_ids_.erase(sb->id);
         --starting_[sb->template_name];
         --starting_total_;
         metrics_.add("swissbox_sandbox_starts_total",
@@ -522,6 +525,10 @@ void SandboxManager::tick() {
     if (sb->usage) memory += sb->usage->memory_bytes;
   }
   metrics_.set("swissbox_sandboxes_memory_bytes", {}, static_cast<double>(memory));
+  if (now >= next_gc_) {
+    next_gc_ = now + opts_.gc_interval;
+    collect_garbage();
+  }
   if (now >= next_health_) {
     next_health_ = now + opts_.health_interval;
     health_check();
@@ -535,6 +542,30 @@ void SandboxManager::tick() {
 // Every warm and active sandbox's runner is pinged; a warm one that misses is replaced at
 // once, an active one is failed after three misses in a row (a long burst of output can
 // delay one answer, a hung runner misses them all).
+// The runtime lists everything it holds; what the agent neither serves, starts nor deletes
+// is left from a failure the agent did not see (a destroy that failed, a crash mid-start).
+void SandboxManager::collect_garbage() {
+  if (gc_running_ || stopping_) return;
+  gc_running_ = true;
+  asio::post(workers_, [this] {
+    auto ids = runtime_.list();
+    asio::post(ioc_, [this, ids = std::move(ids)]() mutable {
+      gc_running_ = false;
+      if (stopping_) return;
+      if (!ids) {
+        log::warn("gc: listing the runtime failed", {{"error", ids.error().to_string()}});
+        return;
+      }
+      for (const auto& id : *ids) {
+        if (sandboxes_.count(id) || destroying_.count(id) || starting_ids_.count(id)) continue;
+        log::warn("gc: removing a sandbox the agent does not know", {{"sandbox", id}});
+        metrics_.add("swissbox_gc_removed_total");
+        destroy_later(id, "garbage collection");
+      }
+    });
+  });
+}
+
 void SandboxManager::health_check() {
   for (const auto& [id, sb] : sandboxes_) {
     if (sb->state != SandboxState::kFailed) ping(sb);

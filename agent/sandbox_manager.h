@@ -66,6 +66,9 @@ struct ManagerOptions {
   std::chrono::milliseconds ready_timeout{15000};
   std::chrono::seconds health_interval{10};
   std::chrono::seconds failed_retention{600};
+  // How often the runtime's sandboxes (containers, directories, cgroups) are compared with
+  // the agent's and the unexplained ones removed.
+  std::chrono::seconds gc_interval{60};
   // A claim's replacement starts this much later: a runsc start takes both cores of a small
   // node for ≈ 200 ms, and the claimer's first command should not compete with it.
   std::chrono::milliseconds refill_delay{100};
@@ -138,6 +141,7 @@ class SandboxManager {
   void check_all_destroyed();
   void tick();
   void health_check();
+  void collect_garbage();
   void ping(const SandboxPtr& sb);
   void update_gauges();
 
@@ -165,6 +169,9 @@ class SandboxManager {
   boost::asio::steady_timer refill_timer_;
   bool refill_pending_ = false;
   std::chrono::steady_clock::time_point next_health_;
+  std::chrono::steady_clock::time_point next_gc_;
+  bool gc_running_ = false;
+  std::set<std::string> starting_ids_;  // made by start_one, not yet ready or failed
 };
 
 }  // namespace swissbox

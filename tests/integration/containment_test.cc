@@ -139,6 +139,32 @@ TEST_F(Containment, TenActiveSandboxesComeBackAfterAgentKill9) {
   EXPECT_EQ(ready->status, 200u) << ready->body;
 }
 
+TEST_F(Containment, FloodOnBothStreamsIsCappedAndTruncated) {
+  std::string id = create();
+  json r = exec(id, {{"command", "yes out & yes err >&2 & sleep 2; kill %1 %2"},
+                     {"max_output_bytes", 65536}});
+  EXPECT_EQ(r.value("truncated", false), true) << r.dump().substr(0, 300);
+  EXPECT_EQ(r.value("stdout", "").size(), 65536u);
+  EXPECT_EQ(r.value("stderr", "").size(), 65536u);
+  EXPECT_EQ(exec(id, {{"command", "echo fine"}}).value("stdout", ""), "fine\n");
+}
+
+TEST_F(Containment, NohupDaemonsDieWithTheirCommandAndWithDelete) {
+  std::string id = create();
+  exec(id, {{"command", "setsid nohup sleep 1000 >/dev/null 2>&1 &"}});
+  EXPECT_EQ(exec(id, {{"command", "ps -eo comm"}}).value("stdout", "").find("sleep"),
+            std::string::npos);
+  // Asked to stay, it stays until the sandbox goes; then no host process of it is left.
+  exec(id, {{"command", "setsid nohup sleep 1000 >/dev/null 2>&1 &"}, {"background", true}});
+  EXPECT_NE(exec(id, {{"command", "ps -eo comm"}}).value("stdout", "").find("sleep"),
+            std::string::npos);
+  http::Client c(tcp());
+  EXPECT_EQ(c.request("DELETE", "/v1/sandboxes/" + id)->status, 204u);
+  auto deadline = Clock::now() + 20s;
+  while (processes_mentioning(id) > 0 && Clock::now() < deadline) std::this_thread::sleep_for(200ms);
+  EXPECT_EQ(processes_mentioning(id), 0);
+}
+
 int64_t host_free_bytes(const std::string& path) {
   struct statvfs sv;
   return statvfs(path.c_str(), &sv) == 0 ? static_cast<int64_t>(sv.f_bavail) * sv.f_frsize : -1;

@@ -13,6 +13,8 @@
 
 #include <chrono>
 #include <fstream>
+#include <map>
+#include <sstream>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -64,16 +66,34 @@ inline int mounts_under(const std::string& dir) {
   return n;
 }
 
-inline int processes_mentioning(const std::string& id) {
-  int n = 0;
+// Host processes whose command line names `text` (a sandbox id: runsc sandbox, gofer, …),
+// with their command lines.
+inline std::map<pid_t, std::string> processes_with(const std::string& text) {
+  std::map<pid_t, std::string> out;
   DIR* d = opendir("/proc");
   while (dirent* e = readdir(d)) {
     if (!isdigit(e->d_name[0])) continue;
     auto cmd = fs::read_file(std::string("/proc/") + e->d_name + "/cmdline");
-    if (cmd.ok() && cmd->find(id) != std::string::npos) ++n;
+    if (cmd.ok() && cmd->find(text) != std::string::npos) out[atoi(e->d_name)] = *cmd;
   }
   closedir(d);
-  return n;
+  return out;
+}
+
+inline int processes_mentioning(const std::string& id) {
+  return static_cast<int>(processes_with(id).size());
+}
+
+// Entries of a directory (none if it does not exist).
+inline std::vector<std::string> dir_entries(const std::string& dir) {
+  std::vector<std::string> out;
+  DIR* d = opendir(dir.c_str());
+  if (!d) return out;
+  while (dirent* e = readdir(d)) {
+    if (e->d_name[0] != '.') out.push_back(e->d_name);
+  }
+  closedir(d);
+  return out;
 }
 
 class AgentRunsc : public ::testing::Test {
@@ -106,10 +126,16 @@ class AgentRunsc : public ::testing::Test {
       std::string state = dir_ + "/state", root = dir_ + "/runsc", sock = dir_ + "/agent.sock";
       // Its own cgroup parent: the agent's start-up GC removes whatever it finds there.
       std::string cgroup = cgroup_parent();
-      execl(bin.c_str(), bin.c_str(), "--listen", listen.c_str(), "--socket", sock.c_str(),
-            "--state-dir", state.c_str(), "--runsc-root", root.c_str(), "--runsc", runsc_.c_str(),
-            "--pool", "default=2", "--node-name", "it", "--max-sandboxes", "48",
-            "--cgroup-parent", cgroup.c_str(), nullptr);
+      std::vector<std::string> args = {bin, "--listen", listen, "--socket", sock,
+                                       "--state-dir", state, "--runsc-root", root,
+                                       "--runsc", runsc_, "--pool", "default=2",
+                                       "--node-name", "it", "--max-sandboxes", "48",
+                                       "--cgroup-parent", cgroup};
+      args.insert(args.end(), extra_args_.begin(), extra_args_.end());
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv(bin.c_str(), argv.data());
       _exit(127);
     }
     http::Client c(tcp(), 2s);
@@ -188,7 +214,22 @@ class AgentRunsc : public ::testing::Test {
                : v1;
   }
 
+  // Sandbox ids runsc holds in the agent's root.
+  static std::vector<std::string> runsc_ids() {
+    ProcessOptions ls;
+    ls.argv = {runsc_, "--root", dir_ + "/runsc", "list", "--quiet"};
+    auto r = run_process(ls);
+    std::vector<std::string> ids;
+    std::string line;
+    std::istringstream in(r.ok() ? r->out : "");
+    while (std::getline(in, line)) {
+      if (!line.empty()) ids.push_back(line);
+    }
+    return ids;
+  }
+
   static inline std::string skip_, dir_, runsc_;
+  static inline std::vector<std::string> extra_args_;  // for the agent, set before SetUp
   static inline int port_ = 0;
   static inline pid_t pid_ = -1;
 };
