@@ -58,6 +58,10 @@ Status apply(AgentConfig& c, std::string key, const std::string& value) {
     c.log_level = value;
   else if (key == "init")
     c.init_path = value;
+  else if (key == "harden") {
+    if (value != "true" && value != "false") return invalid("--harden must be true or false");
+    c.harden = value == "true";
+  }
   else if (key == "pool")
     return parse_pool_entry(value, &c.pool);
   else if (key == "max-sandboxes" || key == "gc-interval") {
@@ -100,7 +104,8 @@ std::string agent_usage() {
          "         [--state-dir DIR] [--runsc PATH] [--runsc-root DIR] [--rootfs DIR|host]\n"
          "         [--pool TEMPLATE=N]... [--platform ptrace|systrap] [--cgroup-parent PATH]\n"
          "         [--node-name NAME] [--region ZONE] [--token-file FILE] [--log-level L]\n"
-         "         [--max-sandboxes N] [--init PATH] [--gc-interval SECONDS]\n";
+         "         [--max-sandboxes N] [--init PATH] [--gc-interval SECONDS]\n"
+         "         [--harden true|false]\n";
 }
 
 Result<AgentConfig> parse_agent_config(const std::vector<std::string>& args) {

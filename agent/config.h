@@ -27,6 +27,7 @@ struct AgentConfig {
   std::string init_path;  // swissbox-init; default: next to the agent binary
   int max_sandboxes = 32;
   int gc_interval_s = 60;  // garbage collection of unexplained runtime sandboxes
+  bool harden = true;      // drop capabilities and install the seccomp filter at start
 };
 
 // argv excludes the program name. Flags win over the --config file.

@@ -11,6 +11,7 @@
 
 #include "agent/api.h"
 #include "agent/config.h"
+#include "agent/hardening.h"
 #include "agent/runsc_driver.h"
 #include "agent/sandbox_manager.h"
 #include "common/fs.h"
@@ -51,6 +52,16 @@ int main(int argc, char** argv) {
     return 2;
   }
   log::set_level(level);
+  // Before any thread exists: capability sets are per thread.
+  if (cfg->harden) {
+    auto hardened = harden_agent();
+    if (!hardened) {
+      log::error("hardening failed", {{"error", hardened.error().to_string()}});
+      return 1;
+    }
+    log::info("hardened", {{"capabilities_dropped", hardened->capabilities_dropped},
+                           {"syscalls_denied", hardened->syscalls_denied}});
+  }
   std::map<std::string, std::string> tokens;
   if (!cfg->token_file.empty()) tokens = load_tokens(cfg->token_file).value();  // validated above
 
