@@ -1,6 +1,8 @@
 // Hostile code against a real agent on real runsc (issue #4): memory bombs, fork bombs,
 // CPU hogs, disk fill. Each case must end with a clear result while the node keeps
 // serving. Needs root and runsc.
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -163,6 +165,91 @@ TEST_F(Containment, NohupDaemonsDieWithTheirCommandAndWithDelete) {
   auto deadline = Clock::now() + 20s;
   while (processes_mentioning(id) > 0 && Clock::now() < deadline) std::this_thread::sleep_for(200ms);
   EXPECT_EQ(processes_mentioning(id), 0);
+}
+
+// Sends raw bytes and returns the status line the agent answers with ("" when none).
+std::string raw_status(int port, const std::string& bytes) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  timeval tv{10, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return close(fd), "";
+  (void)!write(fd, bytes.data(), bytes.size());
+  char buf[256] = {};
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  std::string got = n > 0 ? std::string(buf, n) : "";
+  return got.substr(0, got.find("\r\n"));
+}
+
+TEST_F(Containment, HostileRequestsGet4xxAndTheAgentKeepsServing) {
+  std::string id = create();
+  std::string files = "/v1/sandboxes/" + id + "/files?path=";
+  // A secret on the host that no path may reach.
+  ASSERT_TRUE(fs::write_file_atomic(dir_ + "/host-secret", "host only").ok());
+  exec(id, {{"command", "ln -s /proc/1/root/etc proc-etc; ln -s /etc etc-link; ln -s " + dir_ +
+                            "/host-secret secret-link"}});
+  struct Case {
+    std::string method, path, body;
+    std::vector<unsigned> want;
+  };
+  std::string deep(100000, '[');
+  const std::vector<Case> cases = {
+      {"POST", "/v1/sandboxes", "{\"memory_mb\": 1e12}", {400}},
+      {"POST", "/v1/sandboxes", "{\"pids\": -1}", {400}},
+      {"POST", "/v1/sandboxes", "{\"cpu\": 1000}", {400}},
+      {"POST", "/v1/sandboxes", "{\"disk_mb\": \"lots\"}", {400}},
+      {"POST", "/v1/sandboxes", deep, {400}},
+      {"POST", "/v1/sandboxes", std::string("{\"template\":\"de\u0000fault\"}"), {400}},
+      {"GET", "/v1/sandboxes/..%2F..%2Fetc", "", {400, 404}},
+      {"GET", "/v1/sandboxes/" + id + "/../../v1/node", "", {400, 404}},
+      {"POST", "/v1/sandboxes/" + id + "/exec", "{\"command\":[\"ls\\u0000\"]}", {400}},
+      {"POST", "/v1/sandboxes/" + id + "/code", "{\"language\":\"fortran\",\"code\":\"x\"}", {400}},
+      {"POST", "/v1/sandboxes/" + id + "/exec", "{\"command\":\"true\",\"timeout_ms\":1e300}", {400}},
+      {"GET", files + "a%00b", "", {400}},
+      {"GET", files + dir_ + "/host-secret", "", {404}},  // the sandbox's own filesystem
+      {"GET", files + "secret-link", "", {404}},          // a symlink resolves inside too
+      {"GET", files + "../../../../" + dir_ + "/host-secret", "", {404}},
+  };
+  http::Client c(tcp());
+  for (const auto& k : cases) {
+    auto r = c.request(k.method, k.path, k.body);
+    ASSERT_TRUE(r.ok()) << k.path;
+    EXPECT_NE(std::find(k.want.begin(), k.want.end(), r->status), k.want.end())
+        << k.method << " " << k.path << " " << k.body.substr(0, 60) << " → " << r->status << " "
+        << r->body.substr(0, 200);
+    json j = json::parse(r->body, nullptr, false);
+    EXPECT_FALSE(j["error"].value("message", "").empty()) << r->body;
+  }
+  // Symlinks to /etc or through /proc/1/root read the sandbox's files, never the host's.
+  for (std::string link : {"etc-link/passwd", "proc-etc/passwd", "../../etc/passwd"}) {
+    auto r = c.request("GET", files + link);
+    ASSERT_TRUE(r.ok());
+    EXPECT_EQ(r->status, 200u) << link << " " << r->body;
+    EXPECT_NE(r->body.find("sandbox:x:1000"), std::string::npos) << r->body;
+    EXPECT_NE(r->body, fs::read_file("/etc/passwd").value()) << "host passwd via " << link;
+  }
+  // Oversized requests are refused before they are read.
+  EXPECT_EQ(raw_status(port_, "POST /v1/sandboxes HTTP/1.1\r\nHost: x\r\nContent-Length: 104857600\r\n\r\n{"),
+            "HTTP/1.1 413 Payload Too Large");
+  EXPECT_EQ(raw_status(port_, "GET /v1/node HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(64 << 10, 'a') + "\r\n\r\n"),
+            "HTTP/1.1 413 Payload Too Large");
+  // A client that never finishes its request holds no one up.
+  int slow = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port_);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(connect(slow, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  const std::string partial = "POST /v1/execute HTTP/1.1\r\nContent-Length: 100\r\n\r\n{";
+  (void)!write(slow, partial.data(), partial.size());
+  EXPECT_EQ(exec(id, {{"command", "echo still"}}).value("stdout", ""), "still\n");
+  close(slow);
+  auto node = c.request("GET", "/v1/node");
+  EXPECT_EQ(node->status, 200u);
 }
 
 // Host disk blocks the sandbox's disk image holds: what its files cost the node.
