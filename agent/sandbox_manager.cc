@@ -364,7 +364,7 @@ void SandboxManager::create(const CreateRequest& req, std::string tenant, json m
         false);
   }
   // Cold start: the same path as a refill, claimed as soon as the runner answers.
-  start_one(req.template_name, [this, claim, fn](Result<SandboxPtr> r) {
+  start_one(req.template_name, [claim, fn](Result<SandboxPtr> r) {
     if (!r) return fn(r.error(), false);
     if (auto st = claim(*r, false); !st) return fn(st.error(), false);
     fn(*r, false);

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds everything, and runs the whole test suite with CTest:
 # unit tests (no root), integration tests on real runsc (skipped with a reason without
-# root or runsc), then the unit tests again under ASan + UBSan.
+# root or runsc), the unit tests again under ASan + UBSan, then a bounded libFuzzer run of
+# the request and frame parsers (clang).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,4 +17,7 @@ cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DBUILD_TESTING=ON -D
 cmake --build build-asan -j "$jobs" --target swissbox_unit_tests
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
   ctest --test-dir build-asan --output-on-failure -L unit -j "$jobs" --timeout 300
+CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSWISSBOX_FUZZ=ON
+cmake --build build-fuzz -j "$jobs" --target swissbox_fuzz_frames swissbox_fuzz_requests
+ctest --test-dir build-fuzz --output-on-failure -L fuzz -j "$jobs"
 echo "test.sh: all tests passed"

@@ -1,0 +1,36 @@
+// The runner protocol's frame decoder on arbitrary bytes fed in arbitrary pieces: it must
+// never crash, never hand out a frame it could not re-encode, and stop at the first
+// malformed frame. The first input byte picks the piece size.
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+
+#include "common/runner_protocol.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  if (size == 0) return 0;
+  size_t piece = 1 + data[0] % 64;
+  const char* bytes = reinterpret_cast<const char*>(data + 1);
+  size_t n = size - 1;
+  swissbox::proto::Decoder d;
+  for (size_t off = 0; off < n; off += piece) {
+    d.feed(bytes + off, std::min(piece, n - off));
+    while (auto f = d.next()) {
+      // What came out goes back in whole: same header, same payload.
+      if (f->payload.size() > swissbox::proto::kMaxPayload) abort();
+      swissbox::proto::Decoder again;
+      std::string wire = swissbox::proto::encode(f->header, f->payload);
+      again.feed(wire.data(), wire.size());
+      auto back = again.next();
+      if (!back || back->header != f->header || back->payload != f->payload) abort();
+    }
+    if (!d.error().empty()) {
+      // Poisoned for good: more bytes give nothing.
+      d.feed("\0\0\0\0\0\0\0\0", 8);
+      if (d.next()) abort();
+      break;
+    }
+  }
+  return 0;
+}
