@@ -58,9 +58,9 @@ Status apply(AgentConfig& c, std::string key, const std::string& value) {
     c.log_level = value;
   else if (key == "init")
     c.init_path = value;
-  else if (key == "harden") {
-    if (value != "true" && value != "false") return invalid("--harden must be true or false");
-    c.harden = value == "true";
+  else if (key == "harden" || key == "keep-sandboxes-on-exit") {
+    if (value != "true" && value != "false") return invalid("--" + key + " must be true or false");
+    (key == "harden" ? c.harden : c.keep_sandboxes_on_exit) = value == "true";
   }
   else if (key == "pool")
     return parse_pool_entry(value, &c.pool);
@@ -105,7 +105,7 @@ std::string agent_usage() {
          "         [--pool TEMPLATE=N]... [--platform ptrace|systrap] [--cgroup-parent PATH]\n"
          "         [--node-name NAME] [--region ZONE] [--token-file FILE] [--log-level L]\n"
          "         [--max-sandboxes N] [--init PATH] [--gc-interval SECONDS]\n"
-         "         [--harden true|false]\n";
+         "         [--harden true|false] [--keep-sandboxes-on-exit true|false]\n";
 }
 
 Result<AgentConfig> parse_agent_config(const std::vector<std::string>& args) {

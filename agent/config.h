@@ -28,6 +28,9 @@ struct AgentConfig {
   int max_sandboxes = 32;
   int gc_interval_s = 60;  // garbage collection of unexplained runtime sandboxes
   bool harden = true;      // drop capabilities and install the seccomp filter at start
+  // On SIGTERM, leave active sandboxes running for the next agent (a DaemonSet update)
+  // instead of destroying them; warm ones are always destroyed.
+  bool keep_sandboxes_on_exit = true;
 };
 
 // argv excludes the program name. Flags win over the --config file.

@@ -145,7 +145,7 @@ int main(int argc, char** argv) {
     if (ec) return;
     log::info("draining", {{"signal", sig}});
     server.drain(std::chrono::seconds(10), [&] {
-      manager.shutdown([&] {
+      manager.shutdown(cfg->keep_sandboxes_on_exit, [&] {
         log::info("stopped");
         work.reset();
         ioc.stop();

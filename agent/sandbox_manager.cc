@@ -598,13 +598,24 @@ void SandboxManager::ping(const SandboxPtr& sb) {
   });
 }
 
-void SandboxManager::shutdown(std::function<void()> done) {
+void SandboxManager::shutdown(bool keep_active, std::function<void()> done) {
   stopping_ = true;
   tick_timer_.cancel();
   refill_timer_.cancel();
   std::vector<std::string> ids;
   for (const auto& [id, sb] : sandboxes_) ids.push_back(id);
-  for (const auto& id : ids) retire(id, "agent shutdown");
+  for (const auto& id : ids) {
+    SandboxPtr sb = sandboxes_.at(id);
+    if (keep_active && sb->state == SandboxState::kActive) {
+      // Left running with its record for the next agent process; forgotten first, so that
+      // closing its channel is not taken for a lost sandbox.
+      sandboxes_.erase(id);
+      if (sb->channel) sb->channel->close("agent stopping; the sandbox stays for the next agent");
+      log::info("sandbox left for the next agent", {{"sandbox", id}});
+      continue;
+    }
+    retire(id, "agent shutdown");
+  }
   // Closing fails the readiness call, whose handler queues the destroy.
   auto unready = unready_;
   for (const auto& [id, sb] : unready) sb->channel->close("agent stopping");

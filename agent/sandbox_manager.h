@@ -101,8 +101,9 @@ class SandboxManager {
   // running runtime sandboxes), removes everything else the runtime holds, then fills the
   // pools. done(error) once that is over.
   void start(std::function<void(Status)> done);
-  // Stops refilling and destroys every sandbox; done() when all are gone.
-  void shutdown(std::function<void()> done);
+  // Stops refilling and destroys every sandbox, except active ones when keep_active (an
+  // agent update: the next agent process adopts them); done() when the rest are gone.
+  void shutdown(bool keep_active, std::function<void()> done);
 
   void create(const CreateRequest& req, std::string tenant, nlohmann::json metadata, CreateFn fn);
   // nullptr when unknown.

@@ -112,6 +112,22 @@ TEST_F(Containment, CpuLimitHoldsAgainstFourSpinningProcesses) {
   EXPECT_LE(used, 1.2 * wall) << "cpu: 1 let the sandbox use " << used << " s in " << wall << " s";
 }
 
+// An agent update: SIGTERM leaves the active sandboxes to the next agent process.
+TEST_F(Containment, ActiveSandboxesOutliveAGracefulAgentStopWhenKept) {
+  crash_agent();
+  extra_args_ = {"--keep-sandboxes-on-exit", "true"};
+  ASSERT_TRUE(launch_agent()) << "see " << dir_ << "/agent.log";
+  extra_args_.clear();
+  std::string id = create();
+  exec(id, {{"command", "echo kept > f"}});
+  kill(pid_, SIGTERM);
+  int status = 0;
+  waitpid(pid_, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  ASSERT_TRUE(launch_agent()) << "see " << dir_ << "/agent.log";
+  EXPECT_EQ(exec(id, {{"command", "cat f"}}).value("stdout", ""), "kept\n");
+}
+
 TEST_F(Containment, TenActiveSandboxesComeBackAfterAgentKill9) {
   std::vector<std::string> ids;
   for (int i = 0; i < 10; ++i) {

@@ -130,7 +130,9 @@ class AgentRunsc : public ::testing::Test {
                                        "--state-dir", state, "--runsc-root", root,
                                        "--runsc", runsc_, "--pool", "default=2",
                                        "--node-name", "it", "--max-sandboxes", "48",
-                                       "--cgroup-parent", cgroup};
+                                       "--cgroup-parent", cgroup,
+                                       // tear-down checks that a stopped agent leaves nothing
+                                       "--keep-sandboxes-on-exit", "false"};
       args.insert(args.end(), extra_args_.begin(), extra_args_.end());
       std::vector<char*> argv;
       for (auto& a : args) argv.push_back(a.data());

@@ -72,7 +72,7 @@ class AgentApiTest : public ::testing::Test {
   void TearDown() override {
     if (mgr_) {
       std::promise<void> done;
-      boost::asio::post(ioc_, [&] { mgr_->shutdown([&] { done.set_value(); }); });
+      boost::asio::post(ioc_, [&] { mgr_->shutdown(false, [&] { done.set_value(); }); });
       done.get_future().wait_for(10s);
       ioc_.stop();
       io_thread_.join();
