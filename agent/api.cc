@@ -96,7 +96,8 @@ AgentApi::AgentApi(SandboxManager& mgr, Metrics& metrics, ApiOptions opts)
   metrics_.describe("swissbox_http_requests_total", Metrics::Type::kCounter,
                     "HTTP requests by method.");
   metrics_.describe("swissbox_exec_total", Metrics::Type::kCounter,
-                    "Commands run, by kind and outcome.");
+                    "Commands run, by kind (exec, code) and outcome (ok, timeout, "
+                    "oom_killed, error).");
 }
 
 void AgentApi::handle(http::Request&& req, std::shared_ptr<http::Responder> res) {
@@ -257,7 +258,10 @@ void AgentApi::exec(Call& c, std::shared_ptr<Sandbox> sb, bool code) {
   std::string kind = code ? "code" : "exec";
   auto res = c.res;
   auto count = [this, kind](const Result<ExecOutcome>& r) {
-    std::string outcome = !r ? "error" : r->timed_out ? "timeout" : "ok";
+    std::string outcome = !r              ? "error"
+                          : r->oom_killed ? "oom_killed"
+                          : r->timed_out  ? "timeout"
+                                          : "ok";
     metrics_.add("swissbox_exec_total", Metrics::labels({{"kind", kind}, {"outcome", outcome}}));
   };
   if (c.wants_sse()) {

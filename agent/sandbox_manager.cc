@@ -97,6 +97,8 @@ SandboxManager::SandboxManager(asio::io_context& ioc, asio::thread_pool& workers
   metrics_.describe("swissbox_sandbox_destroys_total", T::kCounter, "Sandbox removals by result.");
   metrics_.describe("swissbox_tenant_cpu_seconds_total", T::kCounter,
                     "Host CPU time of claimed sandboxes (sentry, gofer, code) per tenant.");
+  metrics_.describe("swissbox_sandboxes_disk_bytes", T::kGauge,
+                    "Bytes the sandboxes' files use on their disks.");
   metrics_.describe("swissbox_sandboxes_memory_bytes", T::kGauge,
                     "Host memory charged to the cgroups of all sandboxes of this node.");
   metrics_.describe("swissbox_health_check_failures_total", T::kCounter,
@@ -518,13 +520,15 @@ void SandboxManager::tick() {
     retire(id, "idle timeout");
   }
   for (const auto& id : forgotten) retire(id, "failed record retention over");
-  int64_t memory = 0;
+  int64_t memory = 0, disk = 0;
   for (const auto& [id, sb] : sandboxes_) {
     if (sb->state == SandboxState::kFailed) continue;
     sample_usage(*sb);
     if (sb->usage) memory += sb->usage->memory_bytes;
+    if (sb->usage) disk += std::max<int64_t>(0, sb->usage->disk_used_bytes);
   }
   metrics_.set("swissbox_sandboxes_memory_bytes", {}, static_cast<double>(memory));
+  metrics_.set("swissbox_sandboxes_disk_bytes", {}, static_cast<double>(disk));
   if (now >= next_gc_) {
     next_gc_ = now + opts_.gc_interval;
     collect_garbage();

@@ -60,6 +60,11 @@ TEST_F(Containment, MemoryBombIsKilledInsideAndTheSandboxLives) {
   EXPECT_EQ(got.value("state", ""), "active") << got.dump();
   EXPECT_EQ(got["metrics"].value("oom_kills", -1), 0) << "the host OOM killer had to act";
   EXPECT_LE(got["metrics"].value("memory_peak_bytes", int64_t{1} << 40), (256 + 96) << 20);
+  http::Client c(tcp());
+  std::string metrics = c.request("GET", "/metrics")->body;
+  EXPECT_NE(metrics.find("swissbox_exec_total{kind=\"code\",outcome=\"oom_killed\"} 3"),
+            std::string::npos)
+      << metrics;
 }
 
 double median(std::vector<double> v) {
