@@ -1,0 +1,65 @@
+// Where a new sandbox goes. Pure: the caller passes what it knows of the nodes (their last
+// reports plus its own placements since) and gets candidates, best first; it asks them in
+// turn until one admits.
+//
+// Filter: a fresh report (at most stale_after old), region in the residency allowlist (and
+// the request's pinned zone), not draining, the template offered, room left. Choose: the
+// least loaded of K eligible nodes sampled at random (power of K choices), where load is
+// (active + in-flight placements) / capacity and a node without a warm sandbox of the
+// template counts as more loaded by cold_penalty. Sampling keeps replicas that see the
+// same reports from all herding onto the same node between two reports.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace swissbox::sched {
+
+using Clock = std::chrono::steady_clock;
+
+struct NodeState {
+  std::string name;
+  std::string address;  // host:port of the agent
+  std::string region;
+  bool draining = false;
+  int capacity = 0;  // the agent's max sandboxes (warm + active)
+  int active = 0;
+  int warm_total = 0;
+  std::map<std::string, int> warm;  // ready sandboxes per template (the templates offered)
+  int inflight = 0;  // this scheduler's placements on it since its last report
+  Clock::time_point reported_at;
+};
+
+struct PlacementPolicy {
+  std::set<std::string> allowed_regions = {"ch-gva-2", "ch-dk-2"};  // Swiss SKS zones
+  int sample_k = 2;
+  int max_candidates = 3;  // the chosen node plus fallbacks to try when it refuses
+  double cold_penalty = 0.05;
+  std::chrono::milliseconds stale_after{3000};  // three missed one-second reports
+};
+
+struct PlacementRequest {
+  std::string template_name = "default";
+  std::string zone;  // empty: any allowed region
+};
+
+// Why no node was eligible, for the 429/503 the caller answers.
+struct NoPlacement {
+  int stale = 0, region = 0, draining = 0, no_template = 0, full = 0;
+  std::string describe() const;
+};
+
+double load_of(const NodeState& n, const std::string& template_name, double cold_penalty);
+
+// Indices into `nodes`, best first (at most policy.max_candidates); empty when none is
+// eligible, with the reasons counted in *why.
+std::vector<size_t> place(const std::vector<NodeState>& nodes, const PlacementRequest& req,
+                          const PlacementPolicy& policy, Clock::time_point now,
+                          std::mt19937_64& rng, NoPlacement* why);
+
+}  // namespace swissbox::sched

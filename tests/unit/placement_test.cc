@@ -1,0 +1,81 @@
+#include "scheduler/placement.h"
+
+#include <gtest/gtest.h>
+
+namespace swissbox::sched {
+namespace {
+
+NodeState node(std::string name, std::string region, int active = 0, int capacity = 100) {
+  NodeState n;
+  n.name = std::move(name);
+  n.region = std::move(region);
+  n.capacity = capacity;
+  n.active = active;
+  n.warm = {{"default", 2}};
+  n.reported_at = Clock::now();
+  return n;
+}
+
+class Placement : public ::testing::Test {
+ protected:
+  std::vector<size_t> Place(const std::vector<NodeState>& nodes, PlacementRequest req = {}) {
+    return place(nodes, req, policy_, Clock::now(), rng_, &why_);
+  }
+  PlacementPolicy policy_;
+  std::mt19937_64 rng_{42};
+  NoPlacement why_;
+};
+
+TEST_F(Placement, OnlySwissFreshReadyNodesWithTheTemplateAndRoom) {
+  std::vector<NodeState> nodes = {node("fra", "de-fra-1"), node("gva", "ch-gva-2"),
+                                  node("dk", "ch-dk-2"), node("full", "ch-gva-2", 100)};
+  nodes[1].reported_at -= std::chrono::seconds(4);  // silent for more than 3 reports
+  nodes[2].draining = true;
+  EXPECT_TRUE(Place(nodes).empty());
+  EXPECT_EQ(why_.region, 1);
+  EXPECT_EQ(why_.stale, 1);
+  EXPECT_EQ(why_.draining, 1);
+  EXPECT_EQ(why_.full, 1);
+  EXPECT_NE(why_.describe().find("1 outside the allowed regions"), std::string::npos);
+  nodes[2].draining = false;
+  for (int i = 0; i < 50; ++i) {
+    auto c = Place(nodes);
+    ASSERT_EQ(c.size(), 1u);
+    EXPECT_EQ(nodes[c[0]].name, "dk");
+  }
+  EXPECT_TRUE(Place(nodes, {"browser", ""}).empty());
+  EXPECT_EQ(why_.no_template, 2);  // dk and full offer only "default"
+}
+
+TEST_F(Placement, PinnedZoneIsHonouredButOnlyInsideTheAllowlist) {
+  std::vector<NodeState> nodes = {node("gva", "ch-gva-2"), node("dk", "ch-dk-2"),
+                                  node("fra", "de-fra-1")};
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(nodes[Place(nodes, {"default", "ch-dk-2"})[0]].name, "dk");
+  EXPECT_TRUE(Place(nodes, {"default", "de-fra-1"}).empty());
+}
+
+TEST_F(Placement, CountsInFlightPlacementsAndSpreadsEvenly) {
+  std::vector<NodeState> nodes;
+  for (int i = 0; i < 5; ++i) nodes.push_back(node("n" + std::to_string(i), "ch-gva-2", 0, 1000));
+  // 500 placements between two reports: only the in-flight counts tell the nodes apart.
+  for (int i = 0; i < 500; ++i) nodes[Place(nodes)[0]].inflight++;
+  for (const auto& n : nodes) {
+    EXPECT_GE(n.inflight, 90) << n.name;
+    EXPECT_LE(n.inflight, 110) << n.name;
+  }
+}
+
+TEST_F(Placement, PrefersAWarmNodeAndOrdersFallbacksByLoad) {
+  policy_.sample_k = 3;
+  std::vector<NodeState> nodes = {node("cold", "ch-gva-2", 10), node("warm", "ch-gva-2", 12),
+                                  node("busy", "ch-dk-2", 60)};
+  nodes[0].warm["default"] = 0;
+  auto c = Place(nodes);
+  ASSERT_EQ(c.size(), 3u);
+  EXPECT_EQ(nodes[c[0]].name, "warm");
+  EXPECT_EQ(nodes[c[1]].name, "cold");
+  EXPECT_EQ(nodes[c[2]].name, "busy");
+}
+
+}  // namespace
+}  // namespace swissbox::sched
