@@ -1,9 +1,12 @@
 #include "agent/api.h"
 
 #include <fmt/format.h>
+#include <stdlib.h>
+#include <sys/sysinfo.h>
 
 #include <boost/asio/post.hpp>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "agent/sandbox_ops.h"
 #include "common/log.h"
@@ -150,6 +153,14 @@ void AgentApi::route(Call& c) {
   }
   if (p == "/metrics") return c.res->send(200, metrics_.render(), "text/plain; version=0.0.4");
   if (p == "/v1/node") return node_info(c);
+  if (p == "/v1/node/drain" || p == "/v1/node/undrain") {
+    if (m != bhttp::verb::post) return method_not_allowed();
+    if (!c.operator_) {
+      return c.fail(make_error(Code::kNotFound, "draining is done over the agent's unix socket"));
+    }
+    mgr_.set_draining(p == "/v1/node/drain");
+    return node_info(c);
+  }
   if (p == "/v1/warmpool") return warmpool(c, "");
   if (p.rfind("/v1/warmpool/", 0) == 0) return warmpool(c, p.substr(13));
   if (p == "/v1/execute") {
@@ -389,19 +400,31 @@ void AgentApi::execute_oneshot(Call& c) {
 
 void AgentApi::node_info(Call& c) {
   json warm = json::object();
-  for (const auto& [name, p] : mgr_.pool_status()) warm[name] = p.ready;
+  int warm_total = 0;
+  for (const auto& [name, p] : mgr_.pool_status()) warm[name] = p.ready, warm_total += p.ready;
   auto& rt = mgr_.runtime();
+  struct sysinfo si {};
+  sysinfo(&si);
+  double loadavg[1] = {0};
+  getloadavg(loadavg, 1);
   c.res->send_json(
       200,
       {{"node", mgr_.node_name()},
        {"region", opts_.region},
        {"runtime", {{"name", rt.name()}, {"version", rt.version()}, {"platform", rt.platform()}}},
-       {"capacity", {{"max_sandboxes", mgr_.capacity()}}},
+       {"capacity",
+        {{"max_sandboxes", mgr_.capacity()},
+         {"cpus", std::thread::hardware_concurrency()},
+         {"memory_bytes", static_cast<uint64_t>(si.totalram) * si.mem_unit}}},
+       {"load",
+        {{"loadavg_1m", loadavg[0]},
+         {"memory_available_bytes", static_cast<uint64_t>(si.freeram + si.bufferram) * si.mem_unit}}},
        {"active", mgr_.active_count()},
+       {"warm_total", warm_total},
        {"deleting", mgr_.deleting_count()},
        {"warm", warm},
        {"languages", supported_languages()},
-       {"draining", false}});
+       {"draining", mgr_.draining()}});
 }
 
 void AgentApi::warmpool(Call& c, const std::string& tmpl) {

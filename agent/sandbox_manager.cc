@@ -97,6 +97,7 @@ SandboxManager::SandboxManager(asio::io_context& ioc, asio::thread_pool& workers
   metrics_.describe("swissbox_sandbox_destroys_total", T::kCounter, "Sandbox removals by result.");
   metrics_.describe("swissbox_tenant_cpu_seconds_total", T::kCounter,
                     "Host CPU time of claimed sandboxes (sentry, gofer, code) per tenant.");
+  metrics_.describe("swissbox_node_draining", T::kGauge, "1 while the node takes no new sandboxes.");
   metrics_.describe("swissbox_sandboxes_disk_bytes", T::kGauge,
                     "Bytes the sandboxes' files use on their disks.");
   metrics_.describe("swissbox_sandboxes_memory_bytes", T::kGauge,
@@ -320,6 +321,11 @@ void SandboxManager::adopt(Sandbox record, RunnerPipes pipes) {
 void SandboxManager::create(const CreateRequest& req, std::string tenant, json metadata,
                             CreateFn fn) {
   if (stopping_) return fn(make_error(Code::kUnavailable, "the agent is shutting down"), false);
+  if (draining_) {
+    return fn(make_error(Code::kConflict,
+                         fmt::format("node {} is draining: it takes no new sandboxes", opts_.node_name)),
+              false);
+  }
   // Claim-time limits are cgroup file writes on the running sandbox, no runsc call.
   auto claim = [this, req, tenant, metadata](SandboxPtr sb, bool warm) -> Status {
     if (sb->limits != req.limits) {
@@ -600,6 +606,12 @@ void SandboxManager::ping(const SandboxPtr& sb) {
     if (f.header.value("ev", "") == "result") sb->health_misses = 0;
     return true;
   });
+}
+
+void SandboxManager::set_draining(bool on) {
+  if (draining_ != on) log::info(on ? "draining" : "undrained", {{"node", opts_.node_name}});
+  draining_ = on;
+  metrics_.set("swissbox_node_draining", {}, on ? 1 : 0);
 }
 
 void SandboxManager::shutdown(bool keep_active, std::function<void()> done) {

@@ -116,6 +116,9 @@ class SandboxManager {
   Status set_pool_target(const std::string& template_name, int target);
   bool pools_warm() const;
   int active_count() const;
+  // A draining node takes no new sandboxes (creates answer 409); the ones it has go on.
+  void set_draining(bool on);
+  bool draining() const { return draining_; }
   int deleting_count() const { return static_cast<int>(destroying_.size()); }
   int capacity() const { return opts_.max_sandboxes; }
   const std::string& node_name() const { return opts_.node_name; }
@@ -165,6 +168,7 @@ class SandboxManager {
   std::unique_ptr<RecordStore> records_;
   int starting_total_ = 0;
   bool stopping_ = false;
+  bool draining_ = false;
   std::function<void()> on_all_destroyed_;
   boost::asio::steady_timer tick_timer_;
   boost::asio::steady_timer refill_timer_;

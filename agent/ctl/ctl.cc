@@ -28,7 +28,8 @@ constexpr const char* kUsage =
     "  run --lang L FILE|-         one-shot run of a file (python, bash, javascript, typescript)\n"
     "  cp SRC DST                  copy a file in or out: one side is ID:PATH\n"
     "  rm ID                       delete a sandbox\n"
-    "  pool [TEMPLATE=N]           show the warm pools, or set a target\n";
+    "  pool [TEMPLATE=N]           show the warm pools, or set a target\n"
+    "  drain | undrain             stop or resume taking new sandboxes (existing ones go on)\n";
 
 struct Ctl {
   std::string target = "unix:/run/swissbox/agent.sock";
@@ -258,6 +259,13 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (cmd == "pool" && rest.size() <= 1) return ctl.pool(rest.empty() ? "" : rest[0]);
+  if ((cmd == "drain" || cmd == "undrain") && rest.empty()) {
+    json node = json::parse(ctl.call("POST", "/v1/node/" + cmd).body);
+    if (ctl.as_json) return puts(node.dump(2).c_str()), 0;
+    printf("%s: draining=%s, %d active\n", node.value("node", "").c_str(),
+           node.value("draining", false) ? "yes" : "no", node.value("active", 0));
+    return 0;
+  }
   fputs(kUsage, stderr);
   return 2;
 }

@@ -223,3 +223,31 @@ TEST_F(AgentRunsc, SwissboxctlOverTheUnixSocket) {
 
 }  // namespace
 }  // namespace swissbox::testing
+
+namespace swissbox::testing {
+namespace {
+
+TEST_F(AgentRunsc, DrainedNodeTakesNoNewSandboxesButServesItsOwn) {
+  std::string id = create();
+  std::string ctl = std::string(SWISSBOX_BIN_DIR) + "/swissboxctl";
+  auto ctl_run = [&](const std::string& cmd) {
+    ProcessOptions p;
+    p.argv = {ctl, "--socket", dir_ + "/agent.sock", cmd};
+    auto r = run_process(p);
+    return r.ok() ? r->out : r.error().to_string();
+  };
+  EXPECT_NE(ctl_run("drain").find("draining=yes"), std::string::npos);
+  http::Client c(tcp());
+  auto refused = c.request("POST", "/v1/sandboxes", "{}");
+  EXPECT_EQ(refused->status, 409u) << refused->body;
+  EXPECT_NE(refused->body.find("draining"), std::string::npos);
+  EXPECT_EQ(json::parse(c.request("GET", "/v1/node")->body).value("draining", false), true);
+  EXPECT_EQ(exec(id, {{"command", "echo still"}}).value("stdout", ""), "still\n");
+  // Only the node's operator (the unix socket) drains it.
+  EXPECT_EQ(c.request("POST", "/v1/node/undrain")->status, 404u);
+  EXPECT_NE(ctl_run("undrain").find("draining=no"), std::string::npos);
+  EXPECT_EQ(c.request("POST", "/v1/sandboxes", "{}")->status, 201u);
+}
+
+}  // namespace
+}  // namespace swissbox::testing
