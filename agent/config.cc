@@ -163,27 +163,4 @@ Result<AgentConfig> parse_agent_config(const std::vector<std::string>& args) {
   return c;
 }
 
-Result<std::map<std::string, std::string>> load_tokens(const std::string& path) {
-  auto text = fs::read_file(path, 1 << 20);
-  if (!text) return text.error();
-  json j = json::parse(*text, nullptr, false);
-  if (j.is_discarded() || !j.is_object() || j.empty()) {
-    return invalid("token file " + path +
-                   " must be a non-empty JSON object {\"token\": \"tenant\"}");
-  }
-  std::map<std::string, std::string> out;
-  for (auto& [k, v] : j.items()) {
-    if (!v.is_string() || k.size() < 16)
-      return invalid("token file " + path + ": tokens need 16+ characters and a tenant string");
-    out[k] = v.get<std::string>();
-  }
-  return out;
-}
-
-bool is_loopback_listen(const std::string& host_port) {
-  auto colon = host_port.rfind(':');
-  std::string host = host_port.substr(0, colon);
-  return host.rfind("127.", 0) == 0 || host == "::1" || host == "[::1]" || host == "localhost";
-}
-
 }  // namespace swissbox

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/auth.h"
 
 namespace swissbox {
 
@@ -35,9 +36,6 @@ struct AgentConfig {
 
 // argv excludes the program name. Flags win over the --config file.
 Result<AgentConfig> parse_agent_config(const std::vector<std::string>& args);
-// Token file: a JSON object {"<token>": "<tenant>", …}.
-Result<std::map<std::string, std::string>> load_tokens(const std::string& path);
-bool is_loopback_listen(const std::string& host_port);
 std::string agent_usage();
 
 }  // namespace swissbox

@@ -110,16 +110,7 @@ SandboxManager::SandboxManager(asio::io_context& ioc, asio::thread_pool& workers
 
 SandboxManager::~SandboxManager() { destroy_workers_.join(); }
 
-std::string SandboxManager::new_id() {
-  static thread_local std::mt19937_64 rng{std::random_device{}()};
-  std::string node;
-  for (char c : opts_.node_name) {
-    char l = static_cast<char>(tolower(static_cast<unsigned char>(c)));
-    node.push_back((l >= 'a' && l <= 'z') || (l >= '0' && l <= '9') ? l : '-');
-  }
-  if (node.empty()) node = "node";
-  return fmt::format("sbx-{}-{:012x}", node.substr(0, 40), rng() & 0xffffffffffffULL);
-}
+std::string SandboxManager::new_id() { return new_sandbox_id(opts_.node_name); }
 
 void SandboxManager::start(std::function<void(Status)> done) {
   if (records_) {

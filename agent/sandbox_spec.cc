@@ -26,14 +26,6 @@ const std::map<std::string, std::string>& base_environment() {
   return env;
 }
 
-bool valid_sandbox_id(std::string_view id) {
-  if (id.size() < 5 || id.size() > 128 || id.substr(0, 4) != "sbx-") return false;
-  for (char c : id) {
-    if (!(c >= 'a' && c <= 'z') && !(c >= '0' && c <= '9') && c != '-') return false;
-  }
-  return true;
-}
-
 bool valid_env_name(std::string_view name) {
   if (name.empty() || name.size() > 256 || (name[0] >= '0' && name[0] <= '9')) return false;
   for (char c : name) {

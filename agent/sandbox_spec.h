@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/sandbox_id.h"
 
 namespace swissbox {
 
@@ -70,7 +71,6 @@ struct SandboxSpec {
 // process under gVisor-ptrace, while LC_CTYPE alone gives the same UTF-8 text handling.
 const std::map<std::string, std::string>& base_environment();
 
-bool valid_sandbox_id(std::string_view id);
 bool valid_env_name(std::string_view name);
 
 }  // namespace swissbox

@@ -89,7 +89,8 @@ Result<ClientResponse> Client::request(std::string_view method, std::string_view
 Result<ClientResponse> Client::stream(std::string_view method, std::string_view path,
                                       std::string body,
                                       std::vector<std::pair<std::string, std::string>> headers,
-                                      const std::function<void(std::string_view)>& on_data) {
+                                      const std::function<void(std::string_view)>& on_data,
+                                      const std::function<void(const ClientResponse&)>& on_head) {
   // One retry on a fresh connection covers a keep-alive connection the server has closed.
   for (int attempt = 0; attempt < 2; ++attempt) {
     bool reused = conn_ != nullptr;
@@ -124,6 +125,7 @@ Result<ClientResponse> Client::stream(std::string_view method, std::string_view 
     for (const auto& f : parser.get()) {
       out.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
     }
+    if (on_head) on_head(out);
     char chunk[65536];
     while (!parser.is_done()) {
       parser.get().body().data = chunk;

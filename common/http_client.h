@@ -30,10 +30,12 @@ class Client {
   Result<ClientResponse> request(std::string_view method, std::string_view path,
                                  std::string body = {},
                                  std::vector<std::pair<std::string, std::string>> headers = {});
-  // Calls on_data for every piece of the body as it arrives; the body is not kept.
+  // Calls on_data for every piece of the body as it arrives; the body is not kept. on_head,
+  // if set, sees the status and headers before the first piece.
   Result<ClientResponse> stream(std::string_view method, std::string_view path, std::string body,
                                 std::vector<std::pair<std::string, std::string>> headers,
-                                const std::function<void(std::string_view)>& on_data);
+                                const std::function<void(std::string_view)>& on_data,
+                                const std::function<void(const ClientResponse&)>& on_head = {});
 
  private:
   struct Conn;

@@ -29,13 +29,53 @@ double Metrics::get(const std::string& name, const std::string& labels) const {
   return s == f->second.series.end() ? 0 : s->second;
 }
 
+namespace {
+
+constexpr double kBuckets[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                               0.25,  0.5,    1,     2.5,  5,     10};
+
+// {a="b"} + le → {a="b",le="0.5"}
+std::string with_le(const std::string& labels, const std::string& le) {
+  std::string l = "le=\"" + le + "\"";
+  return labels.size() > 2 ? labels.substr(0, labels.size() - 1) + "," + l + "}" : "{" + l + "}";
+}
+
+}  // namespace
+
+void Metrics::observe(const std::string& name, const std::string& labels, double seconds) {
+  std::lock_guard lock(mu_);
+  auto& h = families_[name].histograms[labels];
+  h.buckets.resize(std::size(kBuckets));
+  for (size_t i = 0; i < std::size(kBuckets); ++i) {
+    if (seconds <= kBuckets[i]) {
+      ++h.buckets[i];
+      break;
+    }
+  }
+  h.sum += seconds;
+  ++h.count;
+}
+
 std::string Metrics::render() const {
   std::lock_guard lock(mu_);
   std::string out;
   for (const auto& [name, f] : families_) {
     if (!f.help.empty()) out += fmt::format("# HELP {} {}\n", name, f.help);
-    out += fmt::format("# TYPE {} {}\n", name, f.type == Type::kCounter ? "counter" : "gauge");
+    const char* type = f.type == Type::kCounter ? "counter"
+                       : f.type == Type::kGauge ? "gauge"
+                                                : "histogram";
+    out += fmt::format("# TYPE {} {}\n", name, type);
     for (const auto& [labels, v] : f.series) out += fmt::format("{}{} {}\n", name, labels, v);
+    for (const auto& [labels, h] : f.histograms) {
+      uint64_t cumulative = 0;
+      for (size_t i = 0; i < h.buckets.size(); ++i) {
+        cumulative += h.buckets[i];
+        out += fmt::format("{}_bucket{} {}\n", name, with_le(labels, fmt::format("{}", kBuckets[i])),
+                           cumulative);
+      }
+      out += fmt::format("{}_bucket{} {}\n", name, with_le(labels, "+Inf"), h.count);
+      out += fmt::format("{}_sum{} {}\n{}_count{} {}\n", name, labels, h.sum, name, labels, h.count);
+    }
   }
   return out;
 }
