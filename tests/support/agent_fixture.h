@@ -96,6 +96,75 @@ inline std::vector<std::string> dir_entries(const std::string& dir) {
   return out;
 }
 
+// Starts a daemon of ours (argv[0] an absolute path) with stdout and stderr appended to
+// `log`; returns its pid.
+inline pid_t spawn_daemon(std::vector<std::string> args, const std::string& log) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    freopen(log.c_str(), "a", stderr);
+    dup2(STDERR_FILENO, STDOUT_FILENO);
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+// Waits until GET /readyz at HOST:PORT answers 200.
+inline bool wait_ready(const std::string& host_port, std::chrono::seconds within = 60s) {
+  http::Client c(host_port, 2s);
+  auto deadline = Clock::now() + within;
+  while (Clock::now() < deadline) {
+    auto r = c.request("GET", "/readyz");
+    if (r.ok() && r->status == 200) return true;
+    std::this_thread::sleep_for(100ms);
+  }
+  return false;
+}
+
+// SIGTERM, then SIGKILL after `grace`; false if it took the SIGKILL.
+inline bool stop_daemon(pid_t pid, std::chrono::seconds grace = 60s) {
+  kill(pid, SIGTERM);
+  int status = 0;
+  auto deadline = Clock::now() + grace;
+  while (waitpid(pid, &status, WNOHANG) == 0) {
+    if (Clock::now() > deadline) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      return false;
+    }
+    std::this_thread::sleep_for(100ms);
+  }
+  return true;
+}
+
+// Sandbox ids in a runsc root.
+inline std::vector<std::string> runsc_list(const std::string& runsc, const std::string& root) {
+  ProcessOptions ls;
+  ls.argv = {runsc, "--root", root, "list", "--quiet"};
+  auto r = run_process(ls);
+  std::vector<std::string> ids;
+  std::string line;
+  std::istringstream in(r.ok() ? r->out : "");
+  while (std::getline(in, line)) {
+    if (!line.empty()) ids.push_back(line);
+  }
+  return ids;
+}
+
+// Removes a test agent's (empty) cgroup parents in every hierarchy; false if one still
+// holds cgroups.
+inline bool remove_cgroup_parent(const std::string& parent) {
+  bool ok = true;
+  for (std::string h : {"", "/cpu", "/cpuacct", "/memory", "/pids"}) {
+    std::string dir = "/sys/fs/cgroup" + h + parent;
+    if (fs::exists(dir) && rmdir(dir.c_str()) != 0) ok = false;
+  }
+  return ok;
+}
+
 class AgentRunsc : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -117,37 +186,18 @@ class AgentRunsc : public ::testing::Test {
   // Starts the agent (again, after a crash: same state, root, port and cgroup parent) and
   // waits until it is ready.
   static bool launch_agent() {
-    pid_ = fork();
-    if (pid_ == 0) {
-      std::string log = dir_ + "/agent.log";
-      freopen(log.c_str(), "a", stderr);
-      std::string bin = std::string(SWISSBOX_BIN_DIR) + "/swissbox-agent";
-      std::string listen = "127.0.0.1:" + std::to_string(port_);
-      std::string state = dir_ + "/state", root = dir_ + "/runsc", sock = dir_ + "/agent.sock";
-      // Its own cgroup parent: the agent's start-up GC removes whatever it finds there.
-      std::string cgroup = cgroup_parent();
-      std::vector<std::string> args = {bin, "--listen", listen, "--socket", sock,
-                                       "--state-dir", state, "--runsc-root", root,
-                                       "--runsc", runsc_, "--pool", "default=2",
-                                       "--node-name", "it", "--max-sandboxes", "48",
-                                       "--cgroup-parent", cgroup,
-                                       // tear-down checks that a stopped agent leaves nothing
-                                       "--keep-sandboxes-on-exit", "false"};
-      args.insert(args.end(), extra_args_.begin(), extra_args_.end());
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      execv(bin.c_str(), argv.data());
-      _exit(127);
-    }
-    http::Client c(tcp(), 2s);
-    auto deadline = Clock::now() + 60s;
-    while (Clock::now() < deadline) {
-      auto r = c.request("GET", "/readyz");
-      if (r.ok() && r->status == 200) return true;
-      std::this_thread::sleep_for(100ms);
-    }
-    return false;
+    std::vector<std::string> args = {
+        std::string(SWISSBOX_BIN_DIR) + "/swissbox-agent", "--listen", tcp(),
+        "--socket", dir_ + "/agent.sock", "--state-dir", dir_ + "/state",
+        "--runsc-root", dir_ + "/runsc", "--runsc", runsc_, "--pool", "default=2",
+        "--node-name", "it", "--max-sandboxes", "48",
+        // Its own cgroup parent: the agent's start-up GC removes whatever it finds there.
+        "--cgroup-parent", cgroup_parent(),
+        // tear-down checks that a stopped agent leaves nothing
+        "--keep-sandboxes-on-exit", "false"};
+    args.insert(args.end(), extra_args_.begin(), extra_args_.end());
+    pid_ = spawn_daemon(args, dir_ + "/agent.log");
+    return wait_ready(tcp());
   }
 
   // kill -9 of the agent alone: its sandboxes keep running.
@@ -159,28 +209,13 @@ class AgentRunsc : public ::testing::Test {
 
   static void TearDownTestSuite() {
     if (pid_ <= 0) return;
-    kill(pid_, SIGTERM);
-    int status = 0;
-    for (int i = 0; i < 600 && waitpid(pid_, &status, WNOHANG) == 0; ++i)
-      std::this_thread::sleep_for(100ms);
-    if (waitpid(pid_, &status, WNOHANG) == 0) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, &status, 0);
-      ADD_FAILURE() << "agent did not stop within 60 s of SIGTERM";
-    }
+    EXPECT_TRUE(stop_daemon(pid_)) << "agent did not stop within 60 s of SIGTERM";
     // A stopped agent leaves no sandbox behind.
-    ProcessOptions ls;
-    ls.argv = {runsc_, "--root", dir_ + "/runsc", "list", "--quiet"};
-    auto r = run_process(ls);
-    EXPECT_TRUE(r.ok() && r->out.empty()) << (r.ok() ? r->out : r.error().to_string());
+    EXPECT_TRUE(runsc_ids().empty());
     EXPECT_EQ(processes_mentioning(dir_ + "/runsc"), 0);
     EXPECT_EQ(mounts_under(dir_), 0) << "sandbox disks still mounted";
     // Every sandbox cgroup is gone; only the (empty) parents the agent made stay, and go.
-    for (std::string h : {"", "/cpu", "/cpuacct", "/memory", "/pids"}) {
-      std::string parent = "/sys/fs/cgroup" + h + cgroup_parent();
-      if (!fs::exists(parent)) continue;
-      EXPECT_EQ(rmdir(parent.c_str()), 0) << parent << " still holds cgroups";
-    }
+    EXPECT_TRUE(remove_cgroup_parent(cgroup_parent())) << cgroup_parent() << " still holds cgroups";
     if (!::testing::Test::HasFailure()) (void)fs::remove_tree(dir_);
     pid_ = -1;
   }
@@ -217,18 +252,7 @@ class AgentRunsc : public ::testing::Test {
   }
 
   // Sandbox ids runsc holds in the agent's root.
-  static std::vector<std::string> runsc_ids() {
-    ProcessOptions ls;
-    ls.argv = {runsc_, "--root", dir_ + "/runsc", "list", "--quiet"};
-    auto r = run_process(ls);
-    std::vector<std::string> ids;
-    std::string line;
-    std::istringstream in(r.ok() ? r->out : "");
-    while (std::getline(in, line)) {
-      if (!line.empty()) ids.push_back(line);
-    }
-    return ids;
-  }
+  static std::vector<std::string> runsc_ids() { return runsc_list(runsc_, dir_ + "/runsc"); }
 
   static inline std::string skip_, dir_, runsc_;
   static inline std::vector<std::string> extra_args_;  // for the agent, set before SetUp
