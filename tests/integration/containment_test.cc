@@ -179,8 +179,13 @@ TEST_F(Containment, NohupDaemonsDieWithTheirCommandAndWithDelete) {
             std::string::npos);
   // Asked to stay, it stays until the sandbox goes; then no host process of it is left.
   exec(id, {{"command", "setsid nohup sleep 1000 >/dev/null 2>&1 &"}, {"background", true}});
-  EXPECT_NE(exec(id, {{"command", "ps -eo comm"}}).value("stdout", "").find("sleep"),
-            std::string::npos);
+  // setsid and nohup each exec before sleep does: give the chain a moment.
+  bool running = false;
+  for (int i = 0; i < 30 && !running; ++i) {
+    running = exec(id, {{"command", "ps -eo comm"}}).value("stdout", "").find("sleep") != std::string::npos;
+    if (!running) std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_TRUE(running);
   http::Client c(tcp());
   EXPECT_EQ(c.request("DELETE", "/v1/sandboxes/" + id)->status, 204u);
   auto deadline = Clock::now() + 20s;

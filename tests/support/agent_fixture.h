@@ -155,14 +155,19 @@ inline std::vector<std::string> runsc_list(const std::string& runsc, const std::
 }
 
 // Removes a test agent's (empty) cgroup parents in every hierarchy; false if one still
-// holds cgroups.
+// holds cgroups. The kernel may answer EBUSY for a moment after the last child went (its
+// tasks are still being released), so it retries for up to 5 s.
 inline bool remove_cgroup_parent(const std::string& parent) {
-  bool ok = true;
-  for (std::string h : {"", "/cpu", "/cpuacct", "/memory", "/pids"}) {
-    std::string dir = "/sys/fs/cgroup" + h + parent;
-    if (fs::exists(dir) && rmdir(dir.c_str()) != 0) ok = false;
+  auto deadline = Clock::now() + 5s;
+  for (;;) {
+    bool ok = true;
+    for (std::string h : {"", "/cpu", "/cpuacct", "/memory", "/pids"}) {
+      std::string dir = "/sys/fs/cgroup" + h + parent;
+      if (fs::exists(dir) && rmdir(dir.c_str()) != 0 && errno != ENOENT) ok = false;
+    }
+    if (ok || Clock::now() > deadline) return ok;
+    std::this_thread::sleep_for(100ms);
   }
-  return ok;
 }
 
 class AgentRunsc : public ::testing::Test {
