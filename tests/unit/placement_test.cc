@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include "common/sandbox_id.h"
+#include "scheduler/registry.h"
+
 namespace swissbox::sched {
 namespace {
 
@@ -75,6 +78,52 @@ TEST_F(Placement, PrefersAWarmNodeAndOrdersFallbacksByLoad) {
   EXPECT_EQ(nodes[c[0]].name, "warm");
   EXPECT_EQ(nodes[c[1]].name, "cold");
   EXPECT_EQ(nodes[c[2]].name, "busy");
+}
+
+}  // namespace
+}  // namespace swissbox::sched
+
+namespace swissbox::sched {
+namespace {
+
+TEST(SandboxIds, NameTheirNodeWhateverTheNodeIsCalled) {
+  for (std::string node : {"gva", "pool-7f.sks.ch", "Node_One", ""}) {
+    std::string id = new_sandbox_id(node);
+    EXPECT_TRUE(valid_sandbox_id(id)) << id;
+    EXPECT_EQ(node_of_sandbox_id(id), sandbox_id_node(node)) << id;
+  }
+  EXPECT_EQ(sandbox_id_node("pool-7f.sks.ch"), "pool-7f-sks-ch");
+  EXPECT_EQ(node_of_sandbox_id("sbx-a-b-0123456789ab"), "a-b");
+  for (std::string bad : {"sbx-", "sbx-node-xyz", "sbx-node-0123456789aG", "box-n-0123456789ab",
+                          "sbx--0123456789ab", "sbx-n/../0123456789ab"}) {
+    EXPECT_FALSE(node_of_sandbox_id(bad).has_value()) << bad;
+  }
+}
+
+TEST(NodeRegistry, ParsesReportsAndKeysNodesByTheirIdPart) {
+  nlohmann::json report = {{"node", "Pool.1"},
+                           {"region", "ch-gva-2"},
+                           {"draining", false},
+                           {"capacity", {{"max_sandboxes", 32}}},
+                           {"active", 5},
+                           {"warm", {{"default", 2}, {"heavy", 1}}}};
+  auto n = parse_node_report(report);
+  ASSERT_TRUE(n.ok()) << n.error().to_string();
+  EXPECT_EQ(n->warm_total, 3);
+  NodeRegistry reg;
+  auto now = Clock::now();
+  reg.update("10.0.0.1:7700", *n, now);
+  n->active = 7;
+  reg.update("10.0.0.1:7700", *n, now);  // the same node again: replaced, not added
+  ASSERT_EQ(reg.nodes().size(), 1u);
+  const NodeState* found = reg.by_id_node("pool-1");
+  ASSERT_NE(found, nullptr);
+  EXPECT_EQ(found->active, 7);
+  EXPECT_EQ(found->address, "10.0.0.1:7700");
+  EXPECT_EQ(reg.by_id_node("other"), nullptr);
+  report.erase("warm");
+  EXPECT_FALSE(parse_node_report(report).ok());
+  EXPECT_FALSE(parse_node_report(nlohmann::json::array()).ok());
 }
 
 }  // namespace
