@@ -1,0 +1,142 @@
+// The scheduler's HTTP service against two fake agents in-process (no runsc): a refusing
+// node sends creates to the next candidate, tokens are checked and passed on, calls are
+// routed by the node in the id, unknown nodes answer 503.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "common/http_client.h"
+#include "common/http_server.h"
+#include "common/sandbox_id.h"
+#include "scheduler/service.h"
+
+namespace swissbox::sched {
+namespace {
+
+using json = nlohmann::json;
+using namespace std::chrono_literals;
+constexpr char kToken[] = "tenant-token-0123456789";
+
+// A stand-in agent: reports itself, and either refuses creates (429) or makes sandboxes.
+struct FakeAgent {
+  FakeAgent(boost::asio::io_context& ioc, std::string name, int capacity, bool refuses)
+      : name(std::move(name)), server(ioc, {}, [this, capacity, refuses](http::Request&& req,
+                                                                          std::shared_ptr<http::Responder> res) {
+          std::string target(req.target());
+          if (auto it = req.find("Authorization"); it != req.end()) {
+            std::lock_guard lock(mu);
+            auth_seen = std::string(it->value());
+          }
+          if (target == "/v1/node") {
+            return res->send_json(200, {{"node", this->name},
+                                        {"region", "ch-gva-2"},
+                                        {"draining", false},
+                                        {"capacity", {{"max_sandboxes", capacity}}},
+                                        {"active", 0},
+                                        {"warm", {{"default", 1}}}});
+          }
+          if (target == "/v1/sandboxes" && refuses) {
+            ++refused;
+            return res->send_error(make_error(Code::kResourceExhausted, "full"));
+          }
+          if (target == "/v1/sandboxes") {
+            return res->send_json(201, {{"id", new_sandbox_id(this->name)}, {"node", this->name}});
+          }
+          res->send_json(200, {{"stdout", "from " + this->name}, {"path", target}});
+        }) {
+    EXPECT_TRUE(server.listen_tcp("127.0.0.1:0").ok());
+  }
+  std::string address() const { return "127.0.0.1:" + std::to_string(server.tcp_port()); }
+
+  std::string name;
+  http::Server server;
+  std::mutex mu;
+  std::string auth_seen;
+  std::atomic<int> refused{0};
+};
+
+class SchedulerService : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    // "big" looks least loaded, so it is always picked first, and always refuses.
+    big_ = std::make_unique<FakeAgent>(ioc_, "big", 100, true);
+    small_ = std::make_unique<FakeAgent>(ioc_, "small", 10, false);
+    SchedulerOptions o;
+    o.agents = {big_->address(), small_->address()};
+    o.poll_interval = 100ms;
+    o.policy.stale_after = 300ms;
+    o.tokens = {{kToken, "tenant-a"}};
+    o.agent_token = kToken;
+    scheduler_ = std::make_unique<Scheduler>(ioc_, workers_, o, metrics_);
+    server_ = std::make_unique<http::Server>(ioc_, http::ServerOptions{},
+                                             [this](http::Request&& req, std::shared_ptr<http::Responder> res) {
+                                               scheduler_->handle(std::move(req), std::move(res));
+                                             });
+    ASSERT_TRUE(server_->listen_tcp("127.0.0.1:0").ok());
+    scheduler_->start();
+    thread_ = std::thread([this] { ioc_.run(); });
+    http::Client c(address());
+    for (int i = 0; i < 50; ++i) {
+      auto r = c.request("GET", "/readyz");
+      if (r.ok() && r->status == 200) break;
+      std::this_thread::sleep_for(20ms);
+    }
+    std::this_thread::sleep_for(250ms);  // both nodes reported
+  }
+  void TearDown() override {
+    ioc_.stop();
+    thread_.join();
+    workers_.join();
+  }
+  std::string address() const { return "127.0.0.1:" + std::to_string(server_->tcp_port()); }
+  http::Headers auth() const { return {{"Authorization", std::string("Bearer ") + kToken}}; }
+
+  boost::asio::io_context ioc_;
+  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_ =
+      boost::asio::make_work_guard(ioc_);
+  boost::asio::thread_pool workers_{4};
+  Metrics metrics_;
+  std::unique_ptr<FakeAgent> big_, small_;
+  std::unique_ptr<Scheduler> scheduler_;
+  std::unique_ptr<http::Server> server_;
+  std::thread thread_;
+};
+
+TEST_F(SchedulerService, RefusedCreatesGoToTheNextNodeWithTheCallersToken) {
+  http::Client c(address());
+  EXPECT_EQ(c.request("POST", "/v1/sandboxes", "{}")->status, 401u);
+  for (int i = 0; i < 5; ++i) {
+    auto r = c.request("POST", "/v1/sandboxes", "{}", auth());
+    ASSERT_TRUE(r.ok());
+    EXPECT_EQ(r->status, 201u) << r->body;
+    EXPECT_EQ(json::parse(r->body).value("node", ""), "small");
+  }
+  EXPECT_EQ(big_->refused.load(), 5);
+  EXPECT_EQ(metrics_.get("swissbox_scheduler_retries_total"), 5);
+  std::lock_guard lock(small_->mu);
+  EXPECT_EQ(small_->auth_seen, std::string("Bearer ") + kToken);
+}
+
+TEST_F(SchedulerService, RoutesByTheNodeInTheIdAndAnswers503ForUnknownNodes) {
+  http::Client c(address());
+  std::string id = new_sandbox_id("small");
+  auto r = c.request("POST", "/v1/sandboxes/" + id + "/exec", R"({"command":"true"})", auth());
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(json::parse(r->body).value("stdout", ""), "from small");
+  EXPECT_EQ(json::parse(r->body).value("path", ""), "/v1/sandboxes/" + id + "/exec");
+  auto unknown = c.request("GET", "/v1/sandboxes/" + new_sandbox_id("gone"), "", auth());
+  EXPECT_EQ(unknown->status, 503u) << unknown->body;
+  auto bad = c.request("GET", "/v1/sandboxes/not-an-id", "", auth());
+  EXPECT_EQ(bad->status, 400u);
+  json nodes = json::parse(c.request("GET", "/v1/nodes", "", auth())->body);
+  EXPECT_EQ(nodes["nodes"].size(), 2u);
+}
+
+}  // namespace
+}  // namespace swissbox::sched
