@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "agent/sandbox_ops.h"
+#include "common/auth.h"
 #include "common/log.h"
 
 namespace swissbox {
@@ -119,14 +120,13 @@ void AgentApi::handle(http::Request&& req, std::shared_ptr<http::Responder> res)
     c->tenant = "local";
   } else if (!opts_.tokens.empty() && c->path != "/healthz" && c->path != "/readyz") {
     auto it = c->req.find(bhttp::field::authorization);
-    std::string_view auth = it == c->req.end() ? std::string_view{} : it->value();
-    auto tok = auth.rfind("Bearer ", 0) == 0 ? opts_.tokens.find(std::string(auth.substr(7)))
-                                             : opts_.tokens.end();
-    if (tok == opts_.tokens.end()) {
+    const std::string* tenant =
+        bearer_tenant(it == c->req.end() ? std::string_view{} : it->value(), opts_.tokens);
+    if (!tenant) {
       return c->fail(make_error(Code::kUnauthenticated,
                                 "a valid 'Authorization: Bearer <token>' is required"));
     }
-    c->tenant = tok->second;
+    c->tenant = *tenant;
   } else {
     c->tenant = "default";
   }

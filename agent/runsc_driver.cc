@@ -207,6 +207,33 @@ CgroupLimits host_cgroup_limits(const Limits& limits, const std::string& platfor
                       limits.pids > 0 ? limits.pids * per_task + kOverheadTasks : 0};
 }
 
+namespace {
+
+// The runner's stdio: two pipes (the agent keeps to_w and from_r) and runner.log for its
+// stderr and runsc's own complaints — never the agent's stdio, which would tie the sandbox
+// to the agent's lifetime.
+struct RunnerIo {
+  unique_fd to_r, to_w, from_r, from_w, log;
+  std::string log_path;
+};
+
+Result<RunnerIo> open_runner_io(const std::string& dir) {
+  RunnerIo io;
+  int to[2], from[2];
+  if (pipe2(to, O_CLOEXEC) != 0) return sys_error("pipe2");
+  io.to_r.reset(to[0]);
+  io.to_w.reset(to[1]);
+  if (pipe2(from, O_CLOEXEC) != 0) return sys_error("pipe2");
+  io.from_r.reset(from[0]);
+  io.from_w.reset(from[1]);
+  io.log_path = dir + "/runner.log";
+  io.log.reset(open(io.log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
+  if (!io.log) return sys_error("open " + io.log_path);
+  return io;
+}
+
+}  // namespace
+
 Result<std::unique_ptr<RunscDriver>> RunscDriver::create(RunscOptions opts) {
   std::string mkfs = opts.mkfs;
   if (mkfs.empty()) {
@@ -286,33 +313,24 @@ Result<RunnerPipes> RunscDriver::start(const SandboxSpec& spec) {
     return fail(st.error());
   }
 
-  int to[2], from[2];
-  if (pipe2(to, O_CLOEXEC) != 0) return fail(sys_error("pipe2"));
-  unique_fd to_r(to[0]), to_w(to[1]);
-  if (pipe2(from, O_CLOEXEC) != 0) return fail(sys_error("pipe2"));
-  unique_fd from_r(from[0]), from_w(from[1]);
-  // The runner's stderr (and runsc's own complaints during create) go to a file the agent
-  // owns: never the agent's stdio, which would tie the sandbox to the agent's lifetime.
-  const std::string log_path = dir + "/runner.log";
-  unique_fd log_fd(open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
-  if (!log_fd) return fail(sys_error("open " + log_path));
-
+  auto io = open_runner_io(dir);
+  if (!io) return fail(io.error());
   ProcessOptions create;
   create.argv = command({"create", "--bundle", bundle, spec.id});
-  create.stdin_fd = to_r.get();
-  create.stdout_fd = from_w.get();
-  create.stderr_fd = log_fd.get();
+  create.stdin_fd = io->to_r.get();
+  create.stdout_fd = io->from_w.get();
+  create.stderr_fd = io->log.get();
   create.timeout = opts_.command_timeout;
   auto r = run_process(create);
   if (!r) return fail(r.error());
   if (r->exit_code != 0) {
-    auto log = fs::read_file(log_path);
+    auto log = fs::read_file(io->log_path);
     r->err = log.ok() ? *log : "";
     return fail(make_error(Code::kUnavailable, describe_failure(create, *r)));
   }
-  to_r.reset();
-  from_w.reset();
-  log_fd.reset();
+  io->to_r.reset();
+  io->from_w.reset();
+  io->log.reset();
 
   ProcessOptions start;
   start.argv = command({"start", spec.id});
@@ -320,30 +338,24 @@ Result<RunnerPipes> RunscDriver::start(const SandboxSpec& spec) {
   r = run_process(start);
   if (!r) return fail(r.error());
   if (r->exit_code != 0) return fail(make_error(Code::kUnavailable, describe_failure(start, *r)));
-  return RunnerPipes{std::move(to_w), std::move(from_r)};
+  return RunnerPipes{std::move(io->to_w), std::move(io->from_r)};
 }
 
 Result<RunnerPipes> RunscDriver::reattach(const std::string& id) {
-  int to[2], from[2];
-  if (pipe2(to, O_CLOEXEC) != 0) return sys_error("pipe2");
-  unique_fd to_r(to[0]), to_w(to[1]);
-  if (pipe2(from, O_CLOEXEC) != 0) return sys_error("pipe2");
-  unique_fd from_r(from[0]), from_w(from[1]);
-  const std::string log_path = sandbox_dir(id) + "/runner.log";
-  unique_fd log_fd(open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
-  if (!log_fd) return sys_error("open " + log_path);
+  auto io = open_runner_io(sandbox_dir(id));
+  if (!io) return io.error();
   ProcessOptions bridge;
   SandboxSpec defaults;
   bridge.argv = command({"exec", "--user", fmt::format("{}:{}", defaults.uid, defaults.gid), id,
                          std::string(kSupportMount) + "/init", "--bridge"});
-  bridge.stdin_fd = to_r.get();
-  bridge.stdout_fd = from_w.get();
-  bridge.stderr_fd = log_fd.get();
+  bridge.stdin_fd = io->to_r.get();
+  bridge.stdout_fd = io->from_w.get();
+  bridge.stderr_fd = io->log.get();
   auto pid = spawn_process(bridge);
   if (!pid) return pid.error();
   // The bridge ends when the channel closes; reap it then, off every other path.
   std::thread([pid = *pid] { waitpid(pid, nullptr, 0); }).detach();
-  return RunnerPipes{std::move(to_w), std::move(from_r)};
+  return RunnerPipes{std::move(io->to_w), std::move(io->from_r)};
 }
 
 Status RunscDriver::destroy(const std::string& id) {

@@ -29,6 +29,14 @@ Result<std::map<std::string, std::string>> load_tokens(const std::string& path) 
   return out;
 }
 
+const std::string* bearer_tenant(std::string_view authorization,
+                                 const std::map<std::string, std::string>& tokens) {
+  constexpr std::string_view kScheme = "Bearer ";
+  if (authorization.substr(0, kScheme.size()) != kScheme) return nullptr;
+  auto it = tokens.find(std::string(authorization.substr(kScheme.size())));
+  return it == tokens.end() ? nullptr : &it->second;
+}
+
 bool is_loopback_listen(const std::string& host_port) {
   auto colon = host_port.rfind(':');
   std::string host = host_port.substr(0, colon);

@@ -31,7 +31,7 @@ std::vector<size_t> place(const std::vector<NodeState>& nodes, const PlacementRe
     const NodeState& n = nodes[i];
     if (!policy.allowed_regions.count(n.region) || (!req.zone.empty() && n.region != req.zone)) {
       ++why->region;
-    } else if (now - n.reported_at > policy.stale_after) {
+    } else if (!fresh(n, policy, now)) {
       ++why->stale;
     } else if (n.draining) {
       ++why->draining;

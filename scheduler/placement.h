@@ -55,6 +55,10 @@ struct NoPlacement {
 };
 
 double load_of(const NodeState& n, const std::string& template_name, double cold_penalty);
+// Whether the node's last report is recent enough to place on it or route to it.
+inline bool fresh(const NodeState& n, const PlacementPolicy& p, Clock::time_point now) {
+  return now - n.reported_at <= p.stale_after;
+}
 
 // Indices into `nodes`, best first (at most policy.max_candidates); empty when none is
 // eligible, with the reasons counted in *why.

@@ -3,9 +3,9 @@
 #include <fmt/format.h>
 
 #include <boost/asio/post.hpp>
-#include <boost/beast/core/string.hpp>
 #include <nlohmann/json.hpp>
 
+#include "common/auth.h"
 #include "common/http_client.h"
 #include "common/log.h"
 #include "common/sandbox_id.h"
@@ -21,13 +21,6 @@ namespace {
 // Agent answers that mean "not here, try another node".
 bool refusal(unsigned status) { return status == 429 || status == 409 || status == 503; }
 
-std::string header_of(const http::ClientResponse& r, std::string_view name) {
-  for (const auto& [k, v] : r.headers) {
-    if (boost::beast::iequals(k, name)) return v;
-  }
-  return {};
-}
-
 // What an agent needs to see of the caller's request.
 std::vector<std::pair<std::string, std::string>> forwarded_headers(const http::Request& req) {
   std::vector<std::pair<std::string, std::string>> out;
@@ -38,10 +31,6 @@ std::vector<std::pair<std::string, std::string>> forwarded_headers(const http::R
   if (auto it = req.find("X-Request-Id"); it != req.end())
     out.emplace_back("X-Request-Id", std::string(it->value()));
   return out;
-}
-
-bool fresh(const NodeState& n, const PlacementPolicy& p, Clock::time_point now) {
-  return now - n.reported_at <= p.stale_after;
 }
 
 }  // namespace
@@ -127,8 +116,7 @@ void Scheduler::handle(http::Request&& req, std::shared_ptr<http::Responder> res
   if (path == "/metrics") return res->send(200, metrics_.render(), "text/plain; version=0.0.4");
   if (!opts_.tokens.empty()) {
     auto it = req.find(bhttp::field::authorization);
-    std::string_view auth = it == req.end() ? std::string_view{} : it->value();
-    if (auth.rfind("Bearer ", 0) != 0 || !opts_.tokens.count(std::string(auth.substr(7)))) {
+    if (!bearer_tenant(it == req.end() ? std::string_view{} : it->value(), opts_.tokens)) {
       return res->send_error(make_error(Code::kUnauthenticated,
                                         "a valid 'Authorization: Bearer <token>' is required"));
     }
@@ -195,8 +183,8 @@ void Scheduler::place_and_forward(http::Request&& req, std::shared_ptr<http::Res
       metrics_.observe("swissbox_scheduler_proxy_seconds", Metrics::labels({{"kind", "create"}}),
                        std::chrono::duration<double>(Clock::now() - f->start).count());
       http::Headers extra;
-      if (auto ra = header_of(*r, "Retry-After"); !ra.empty()) extra.push_back({"Retry-After", ra});
-      std::string ct = header_of(*r, "Content-Type");
+      if (auto ra = r->header("Retry-After"); !ra.empty()) extra.push_back({"Retry-After", ra});
+      std::string ct = r->header("Content-Type");
       return asio::post(ioc_, [f, r = std::move(*r), ct, extra]() mutable {
         f->res->send(r.status, std::move(r.body), ct.empty() ? "application/json" : ct, extra);
       });
@@ -221,8 +209,8 @@ void Scheduler::route_to_node(http::Request&& req, std::shared_ptr<http::Respond
     return res->send_error(make_error(
         Code::kUnavailable, "node " + *id_node + " of sandbox " + id + " is not known to this scheduler"));
   }
-  auto age = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - n->reported_at);
-  if (age > opts_.policy.stale_after) {
+  if (!fresh(*n, opts_.policy, Clock::now())) {
+    auto age = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - n->reported_at);
     return res->send_error(make_error(
         Code::kUnavailable, fmt::format("node {} of sandbox {} has not reported for {:.1f} s",
                                         n->name, id, age.count() / 1000.0)));
@@ -253,7 +241,7 @@ void Scheduler::proxy(std::shared_ptr<Forward> f, const std::string& address) {
       observe();
       return asio::post(ioc_, [f, r = std::move(r)]() mutable {
         if (!r) return f->res->send_error(make_error(Code::kUnavailable, "node unreachable: " + r.error().to_string()));
-        std::string ct = header_of(*r, "Content-Type");
+        std::string ct = r->header("Content-Type");
         f->res->send(r->status, std::move(r->body), ct.empty() ? "application/json" : ct);
       });
     }
@@ -267,7 +255,7 @@ void Scheduler::proxy(std::shared_ptr<Forward> f, const std::string& address) {
         [this, f, &started, &observe](const http::ClientResponse& head) {
           started = true;
           observe();
-          std::string ct = header_of(head, "Content-Type");
+          std::string ct = head.header("Content-Type");
           asio::post(ioc_, [f, status = head.status, ct] {
             f->res->start_stream(status, ct.empty() ? "application/octet-stream" : ct);
           });
