@@ -108,14 +108,19 @@ void kill_members(const std::vector<std::string>& dirs) {
   }
 }
 
+// The kernel answers EBUSY for a moment after the last member was killed (its exit is
+// still being accounted), so EBUSY is retried for up to two seconds.
 Status remove_dir(const std::string& dir) {
-  // On a temp tree the control files are plain files; cgroupfs removes them with the dir.
-  if (rmdir(dir.c_str()) == 0 || errno == ENOENT) return ok_status();
-  if (errno == ENOTEMPTY) {
-    if (auto st = fs::remove_tree(dir); !st) return st;
-    return ok_status();
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  for (;;) {
+    if (rmdir(dir.c_str()) == 0 || errno == ENOENT) return ok_status();
+    // On a temp tree the control files are plain files; cgroupfs removes them with the dir.
+    if (errno == ENOTEMPTY) return fs::remove_tree(dir);
+    if (errno != EBUSY || std::chrono::steady_clock::now() > deadline) {
+      return sys_error("rmdir " + dir);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  return sys_error("rmdir " + dir);
 }
 
 Result<std::vector<std::string>> subdirs(const std::string& dir) {
@@ -276,14 +281,23 @@ class CgroupsV1 : public CgroupTree {
       if (fs::exists(dir(c, name))) dirs.push_back(dir(c, name));
     }
     kill_members(dirs);
+    // Every hierarchy is tried even when one fails, so that no half-removed cgroup stays.
+    Status first = ok_status();
     for (const auto& d : dirs) {
-      if (auto st = remove_dir(d); !st) return st;
+      if (auto st = remove_dir(d); !st && first) first = st;
     }
-    return ok_status();
+    return first;
   }
 
+  // The union over the hierarchies: a cgroup left in any one of them is found.
   Result<std::vector<std::string>> children() const override {
-    return subdirs(root_ + "/memory" + parent_);
+    std::set<std::string> names;
+    for (const char* c : kControllers) {
+      auto sub = subdirs(root_ + "/" + c + parent_);
+      if (!sub) return sub.error();
+      names.insert(sub->begin(), sub->end());
+    }
+    return std::vector<std::string>(names.begin(), names.end());
   }
 
  private:

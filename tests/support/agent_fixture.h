@@ -8,10 +8,12 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -154,18 +156,25 @@ inline std::vector<std::string> runsc_list(const std::string& runsc, const std::
   return ids;
 }
 
-// Removes a test agent's (empty) cgroup parents in every hierarchy; false if one still
-// holds cgroups. The kernel may answer EBUSY for a moment after the last child went (its
-// tasks are still being released), so it retries for up to 5 s.
-inline bool remove_cgroup_parent(const std::string& parent) {
+// Removes a test agent's (empty) cgroup parents in every hierarchy. Answers what is left:
+// empty when all went, else each parent that stays with the cgroups it still holds. The
+// kernel may answer EBUSY for a moment after the last child went (its tasks are still
+// being released), so it retries for up to 5 s.
+inline std::string remove_cgroup_parent(const std::string& parent) {
   auto deadline = Clock::now() + 5s;
   for (;;) {
-    bool ok = true;
+    std::string left;
     for (std::string h : {"", "/cpu", "/cpuacct", "/memory", "/pids"}) {
       std::string dir = "/sys/fs/cgroup" + h + parent;
-      if (fs::exists(dir) && rmdir(dir.c_str()) != 0 && errno != ENOENT) ok = false;
+      if (!fs::exists(dir) || rmdir(dir.c_str()) == 0 || errno == ENOENT) continue;
+      left += dir + " [" + std::strerror(errno) + "]:";
+      for (const auto& child : dir_entries(dir)) {
+        struct stat st {};
+        if (stat((dir + "/" + child).c_str(), &st) == 0 && S_ISDIR(st.st_mode)) left += " " + child;
+      }
+      left += "\n";
     }
-    if (ok || Clock::now() > deadline) return ok;
+    if (left.empty() || Clock::now() > deadline) return left;
     std::this_thread::sleep_for(100ms);
   }
 }
@@ -220,7 +229,7 @@ class AgentRunsc : public ::testing::Test {
     EXPECT_EQ(processes_mentioning(dir_ + "/runsc"), 0);
     EXPECT_EQ(mounts_under(dir_), 0) << "sandbox disks still mounted";
     // Every sandbox cgroup is gone; only the (empty) parents the agent made stay, and go.
-    EXPECT_TRUE(remove_cgroup_parent(cgroup_parent())) << cgroup_parent() << " still holds cgroups";
+    EXPECT_EQ(remove_cgroup_parent(cgroup_parent()), "") << "cgroups left behind";
     if (!::testing::Test::HasFailure()) (void)fs::remove_tree(dir_);
     pid_ = -1;
   }
