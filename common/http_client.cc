@@ -127,6 +127,7 @@ Result<ClientResponse> Client::stream(std::string_view method, std::string_view 
     }
     if (on_head) on_head(out);
     char chunk[65536];
+    conn_->buf.reserve(sizeof(chunk));  // Beast reads no more than the buffer's room
     while (!parser.is_done()) {
       parser.get().body().data = chunk;
       parser.get().body().size = sizeof(chunk);

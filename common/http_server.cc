@@ -14,9 +14,12 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/basic_stream.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/buffer_body.hpp>
+#include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/read.hpp>
 #include <deque>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
@@ -62,13 +65,36 @@ class Session : public std::enable_shared_from_this<Session> {
     asio::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->read(); });
   }
 
-  // Thread-safe: queue bytes; `last` ends the current response.
-  void write(std::string head, std::string body, bool last, bool close_after) {
-    asio::post(stream_.get_executor(), [self = shared_from_this(), head = std::move(head),
-                                        body = std::move(body), last, close_after]() mutable {
-      if (self->closed_) return;
-      self->queue_.push_back({std::move(head), std::move(body), last, close_after});
-      if (self->queue_.size() == 1) self->flush();
+  // Thread-safe: queue bytes; `last` ends the current response. `written` runs once the
+  // bytes went out, or when the connection closes before that.
+  void write(std::string head, std::string body, bool last, bool close_after,
+             std::function<void()> written = {}) {
+    asio::post(stream_.get_executor(),
+               [self = shared_from_this(), head = std::move(head), body = std::move(body), last,
+                close_after, written = std::move(written)]() mutable {
+                 if (self->closed_) {
+                   if (written) written();
+                   return;
+                 }
+                 self->queue_.push_back(
+                     {std::move(head), std::move(body), last, close_after, std::move(written)});
+                 if (self->queue_.size() == 1) self->flush();
+               });
+  }
+
+  // BodyReader::read, on the strand.
+  void read_body_piece(BodyReader::ReadHandler handler) {
+    asio::dispatch(stream_.get_executor(), [self = shared_from_this(),
+                                            handler = std::move(handler)]() mutable {
+      self->next_body_piece(std::move(handler));
+    });
+  }
+
+  // Closes after what is queued went out (not ending the answer).
+  void abort() {
+    asio::post(stream_.get_executor(), [self = shared_from_this()] {
+      if (self->queue_.empty()) return self->close();
+      self->queue_.push_back({{}, {}, true, true, {}});
     });
   }
 
@@ -93,22 +119,91 @@ class Session : public std::enable_shared_from_this<Session> {
   struct Out {
     std::string head, body;
     bool last, close_after;
+    std::function<void()> written;
   };
 
+  class StreamedBody : public BodyReader {
+   public:
+    StreamedBody(std::shared_ptr<Session> s, std::optional<uint64_t> length)
+        : session_(std::move(s)), length_(length) {}
+    void read(ReadHandler handler) override { session_->read_body_piece(std::move(handler)); }
+    std::optional<uint64_t> content_length() const override { return length_; }
+    bool finished() const override { return finished_; }
+    void set_finished() { finished_ = true; }
+
+   private:
+    std::shared_ptr<Session> session_;
+    std::optional<uint64_t> length_;
+    std::atomic<bool> finished_{false};
+  };
+
+  static constexpr size_t kBodyPiece = 64 * 1024;
+
+  // The header is read first; then the body either whole (string_body) or, for requests
+  // that ServerOptions::stream_body picks, piece by piece as the handler asks.
   void read() {
     if (server_.draining()) return close();
-    parser_.emplace();
-    parser_->header_limit(server_.options().header_limit);
-    parser_->body_limit(server_.options().body_limit);
+    buffer_.shrink_to_fit();  // an idle keep-alive connection keeps no body-sized buffer
+    header_parser_.emplace();
+    header_parser_->header_limit(server_.options().header_limit);
+    // Beast checks a Content-Length against the limit while parsing the header, before the
+    // body's fate is known: on_header applies the right limit instead.
+    header_parser_->body_limit(std::numeric_limits<std::uint64_t>::max());
+    // The whole request (header and a buffered body) must arrive within this.
     stream_.expires_after(first_request_ ? server_.options().read_timeout
                                          : server_.options().idle_timeout);
     busy_ = false;
+    bhttp::async_read_header(
+        stream_, buffer_, *header_parser_,
+        [self = shared_from_this()](beast::error_code ec, size_t) { self->on_header(ec); });
+  }
+
+  void on_header(beast::error_code ec) {
+    if (ec) return read_failed(ec);
+    first_request_ = false;
+    busy_ = true;
+    const auto& header = header_parser_->get();
+    bool has_body = !header_parser_->is_done();
+    bool expect_continue = has_body && beast::iequals(header[bhttp::field::expect], "100-continue");
+    const auto& stream_body = server_.options().stream_body;
+    bool streamed = has_body && stream_body && stream_body(header);
+    uint64_t limit = streamed ? server_.options().stream_body_limit : server_.options().body_limit;
+    if (auto n = header_parser_->content_length(); n && *n > limit) {
+      return read_failed(bhttp::error::body_limit);
+    }
+    if (streamed) {
+      body_parser_.emplace(std::move(*header_parser_));
+      header_parser_.reset();
+      body_parser_->body_limit(server_.options().stream_body_limit);
+      if (expect_continue) write_continue();
+      Request req(RequestHeader(body_parser_->get().base()));
+      std::optional<uint64_t> length;
+      if (auto n = body_parser_->content_length()) length = *n;
+      auto body = std::make_shared<StreamedBody>(shared_from_this(), length);
+      streamed_ = body;
+      return dispatch(std::move(req), std::move(body));
+    }
+    parser_.emplace(std::move(*header_parser_));
+    header_parser_.reset();
+    parser_->body_limit(server_.options().body_limit);
+    if (!has_body) return on_read({});
+    if (expect_continue) write_continue();
+    buffer_.reserve(kBodyPiece);  // Beast reads no more than the buffer's room (512 bytes)
     bhttp::async_read(
         stream_, buffer_, *parser_,
         [self = shared_from_this()](beast::error_code ec, size_t) { self->on_read(ec); });
   }
 
   void on_read(beast::error_code ec) {
+    if (ec) return read_failed(ec);
+    Request req = parser_->release();
+    parser_.reset();
+    dispatch(std::move(req), nullptr);
+  }
+
+  void read_failed(beast::error_code ec) {
+    header_parser_.reset();
+    parser_.reset();
     if (ec == bhttp::error::body_limit || ec == bhttp::error::header_limit) {
       busy_ = true;
       auto res = std::make_shared<Responder>(shared_from_this(), new_request_id(), false, 11);
@@ -117,30 +212,84 @@ class Session : public std::enable_shared_from_this<Session> {
                                                       : "request headers exceed the limit"));
       return;
     }
-    if (ec) {
-      // Timeouts, resets and EOF end the connection; a malformed request gets a 400 first.
-      if (ec.category() == bhttp::make_error_code(bhttp::error::bad_method).category() &&
-          ec != bhttp::error::end_of_stream) {
-        busy_ = true;
-        auto res = std::make_shared<Responder>(shared_from_this(), new_request_id(), false, 11);
-        res->send_error(
-            make_error(Code::kInvalidArgument, "malformed HTTP request: " + ec.message()));
-        return;
-      }
-      return close();
+    // Timeouts, resets and EOF end the connection; a malformed request gets a 400 first.
+    if (ec.category() == bhttp::make_error_code(bhttp::error::bad_method).category() &&
+        ec != bhttp::error::end_of_stream) {
+      busy_ = true;
+      auto res = std::make_shared<Responder>(shared_from_this(), new_request_id(), false, 11);
+      res->send_error(make_error(Code::kInvalidArgument, "malformed HTTP request: " + ec.message()));
+      return;
     }
-    first_request_ = false;
-    busy_ = true;
-    stream_.expires_never();
-    Request req = parser_->release();
+    close();
+  }
+
+  void dispatch(Request&& req, std::shared_ptr<BodyReader> body) {
     auto it = req.find("X-Request-Id");
     std::string rid = it != req.end() && valid_request_id(it->value()) ? std::string(it->value())
                                                                        : new_request_id();
     auto res = std::make_shared<Responder>(shared_from_this(), std::move(rid),
                                            req.keep_alive() && !server_.draining(), req.version());
     res->set_request_line(std::string(req.method_string()) + " " + std::string(req.target()));
-    watch_peer();
+    if (body) {
+      res->set_body(std::move(body));  // timeouts now apply per piece
+    } else {
+      stream_.expires_never();
+      watch_peer();
+    }
     server_.handler()(std::move(req), std::move(res));
+  }
+
+  // A client that sent `Expect: 100-continue` waits for this before its body.
+  void write_continue() {
+    queue_.push_back({"HTTP/1.1 100 Continue\r\n\r\n", {}, false, false, {}});
+    if (queue_.size() == 1) flush();
+  }
+
+  void next_body_piece(BodyReader::ReadHandler handler) {
+    if (closed_ || !body_parser_) {
+      return handler(make_error(Code::kUnavailable, "the client's connection closed"), true);
+    }
+    if (body_parser_->is_done()) {
+      body_done();
+      return handler(std::string(), true);
+    }
+    piece_.resize(kBodyPiece);
+    buffer_.reserve(kBodyPiece);  // Beast reads no more than the buffer's room
+    body_parser_->get().body().data = piece_.data();
+    body_parser_->get().body().size = piece_.size();
+    stream_.expires_after(server_.options().read_timeout);
+    bhttp::async_read(stream_, buffer_, *body_parser_,
+                      [self = shared_from_this(), handler = std::move(handler)](
+                          beast::error_code ec, size_t) {
+                        if (ec == bhttp::error::need_buffer) ec = {};
+                        if (ec || !self->body_parser_) {
+                          self->body_parser_.reset();
+                          return handler(body_error(ec), true);
+                        }
+                        self->piece_.resize(kBodyPiece - self->body_parser_->get().body().size);
+                        bool last = self->body_parser_->is_done();
+                        if (last) self->body_done();
+                        handler(std::move(self->piece_), last);
+                      });
+  }
+
+  static Error body_error(beast::error_code ec) {
+    if (ec == bhttp::error::body_limit) {
+      return make_error(Code::kTooLarge, "request body exceeds the limit");
+    }
+    if (ec == beast::error::timeout) {
+      return make_error(Code::kDeadlineExceeded, "the request body stopped arriving");
+    }
+    return make_error(Code::kUnavailable, "reading the request body: " + ec.message());
+  }
+
+  // The body was read whole: the connection can carry a next request, and a client that
+  // leaves is noticed again.
+  void body_done() {
+    body_parser_.reset();
+    if (auto b = streamed_.lock()) b->set_finished();
+    stream_.expires_never();
+    if (busy_ && !closed_) watch_peer();
   }
 
   // While a request is being answered nothing reads the socket, so a client that hangs up
@@ -171,10 +320,12 @@ class Session : public std::enable_shared_from_this<Session> {
       if (ec) return self->close();
       Out done = std::move(self->queue_.front());
       self->queue_.pop_front();
+      if (done.written) done.written();
       if (done.last) {
         self->on_gone_ = nullptr;  // answered in full: nothing to cancel any more
         self->stream_.expires_never();
-        if (done.close_after) return self->close();
+        // An answer given before the body was read whole leaves unread bytes: close.
+        if (done.close_after || self->body_parser_) return self->close();
         self->read();
         return;
       }
@@ -185,7 +336,11 @@ class Session : public std::enable_shared_from_this<Session> {
   void close() {
     if (closed_) return;
     closed_ = true;
+    auto queued = std::move(queue_);
     queue_.clear();
+    for (auto& o : queued) {
+      if (o.written) o.written();
+    }
     if (auto gone = std::exchange(on_gone_, nullptr)) gone();
     beast::error_code ec;
     stream_.socket().shutdown(generic::socket::shutdown_both, ec);
@@ -197,7 +352,11 @@ class Session : public std::enable_shared_from_this<Session> {
   Stream stream_;
   bool is_unix_;
   beast::flat_buffer buffer_;
+  std::optional<bhttp::request_parser<bhttp::empty_body>> header_parser_;
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
+  std::optional<bhttp::request_parser<bhttp::buffer_body>> body_parser_;  // a streamed body
+  std::string piece_;
+  std::weak_ptr<StreamedBody> streamed_;
   std::deque<Out> queue_;
   std::function<void()> on_gone_;
   bool first_request_ = true;
@@ -238,7 +397,7 @@ std::string Responder::head(unsigned status, std::string_view content_type, cons
   } else {
     h += fmt::format("Content-Length: {}\r\n", length);
   }
-  if (!keep_alive_) h += "Connection: close\r\n";
+  if (!keep_alive()) h += "Connection: close\r\n";
   h += "\r\n";
   return h;
 }
@@ -267,7 +426,7 @@ void Responder::send(unsigned status, std::string body, std::string_view content
   // Error bodies carry their message; keep it in the access log line too.
   log_answer(status, status >= 400 ? std::string_view(body).substr(0, 300) : std::string_view());
   std::string h = head(status, content_type, extra, false, body.size());
-  session_->write(std::move(h), std::move(body), true, !keep_alive_);
+  session_->write(std::move(h), std::move(body), true, !keep_alive());
 }
 
 void Responder::send_json(unsigned status, const nlohmann::json& body, const Headers& extra) {
@@ -287,20 +446,26 @@ void Responder::send_error(const Error& error, const Headers& extra) {
   send_json(http_status(error.code), body, headers);
 }
 
-void Responder::start_stream(unsigned status, std::string_view content_type) {
+void Responder::start_stream(unsigned status, std::string_view content_type,
+                             const Headers& extra) {
   if (answered_.exchange(true)) return;
   log_answer(status, {});
-  session_->write(head(status, content_type, {}, true, 0), {}, false, false);
+  session_->write(head(status, content_type, extra, true, 0), {}, false, false);
 }
 
-void Responder::write_chunk(std::string data) {
-  if (data.empty()) return;
+void Responder::write_chunk(std::string data, std::function<void()> written) {
+  if (data.empty()) {
+    if (written) written();
+    return;
+  }
   std::string h = fmt::format("{:x}\r\n", data.size());
   data += "\r\n";
-  session_->write(std::move(h), std::move(data), false, false);
+  session_->write(std::move(h), std::move(data), false, false, std::move(written));
 }
 
-void Responder::end_stream() { session_->write("0\r\n\r\n", {}, true, !keep_alive_); }
+void Responder::end_stream() { session_->write("0\r\n\r\n", {}, true, !keep_alive()); }
+
+void Responder::abort_stream() { session_->abort(); }
 
 // ---- Server ----------------------------------------------------------------------------
 

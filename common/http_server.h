@@ -1,6 +1,7 @@
 // HTTP/1.1 server on Boost.Beast for TCP and unix sockets: keep-alive, header and body
-// limits, read timeouts, X-Request-Id on every response, chunked streaming (SSE), and a
-// graceful drain. One io_context thread runs it; Responder methods may be called from any
+// limits, read timeouts, X-Request-Id on every response, chunked streaming (SSE) with
+// backpressure, request bodies read whole or (for a proxy) piece by piece, `100 Continue`,
+// and a graceful drain. One io_context thread runs it; Responder methods may be called from any
 // thread (they post to the connection's strand).
 #pragma once
 
@@ -13,6 +14,7 @@
 #include <functional>
 #include <memory>
 #include <nlohmann/json_fwd.hpp>
+#include <optional>
 #include <set>
 #include <string>
 #include <utility>
@@ -25,14 +27,37 @@ namespace swissbox::http {
 using Request = boost::beast::http::request<boost::beast::http::string_body>;
 using Headers = std::vector<std::pair<std::string, std::string>>;
 
+using RequestHeader = boost::beast::http::request_header<>;
+
 struct ServerOptions {
   uint32_t header_limit = 16 * 1024;
   uint64_t body_limit = 64ull << 20;
   std::chrono::milliseconds read_timeout{30000};  // a whole request must arrive within this
   std::chrono::milliseconds idle_timeout{75000};  // keep-alive connection without a request
+  // Requests for which this answers true reach the handler as soon as their header is read,
+  // with an empty body; the handler reads the body through Responder::body() piece by
+  // piece (a proxy relaying an upload). Each piece must arrive within read_timeout, and the
+  // whole body may be up to stream_body_limit.
+  std::function<bool(const RequestHeader&)> stream_body;
+  uint64_t stream_body_limit = 1ull << 30;
 };
 
 class Session;
+
+// The body of a request that ServerOptions::stream_body chose, read as the handler asks.
+class BodyReader {
+ public:
+  // The next piece (up to 64 KiB) and whether it is the last; runs on the connection's
+  // strand. An error (the client went away, a timeout, bad chunk framing, over the limit)
+  // ends the body. Call again only after the previous read answered.
+  using ReadHandler = std::function<void(Result<std::string> piece, bool last)>;
+  virtual ~BodyReader() = default;
+  virtual void read(ReadHandler handler) = 0;
+  // The declared length, when the client sent Content-Length (else the body is chunked).
+  virtual std::optional<uint64_t> content_length() const = 0;
+  // Whether the last piece was read (an answer before that closes the connection).
+  virtual bool finished() const = 0;
+};
 
 // The answer to one request. Exactly one of send*() or a start_stream()…end_stream() run;
 // dropping the last reference without answering sends a 500 so a client never hangs.
@@ -52,9 +77,19 @@ class Responder : public std::enable_shared_from_this<Responder> {
   void send_json(unsigned status, const nlohmann::json& body, const Headers& extra = {});
   void send_error(const Error& error, const Headers& extra = {});
 
-  void start_stream(unsigned status, std::string_view content_type);
-  void write_chunk(std::string data);
+  void start_stream(unsigned status, std::string_view content_type, const Headers& extra = {});
+  // `written`, if set, runs on the connection's strand once the piece is on its way to the
+  // client or the connection closed: a producer that waits for it never queues more than
+  // one piece (backpressure from a slow client).
+  void write_chunk(std::string data, std::function<void()> written = {});
   void end_stream();
+  // Ends a started stream without its final chunk and closes the connection, so that the
+  // client sees a broken transfer rather than a complete one (an upstream that failed).
+  void abort_stream();
+  // The request body for a request that ServerOptions::stream_body chose; else null. An
+  // answer sent before the body was read whole closes the connection afterwards.
+  const std::shared_ptr<BodyReader>& body() const { return body_; }
+  void set_body(std::shared_ptr<BodyReader> body) { body_ = std::move(body); }
   // False once the client has gone away (a stream can stop producing).
   bool client_alive() const;
   // fn runs once if the connection closes before this answer is complete (a client leaving
@@ -70,9 +105,13 @@ class Responder : public std::enable_shared_from_this<Responder> {
   std::string request_id_;
   std::string request_line_ = "-";
   std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+  // Whether the connection carries a next request; false when the answer goes out before
+  // a streamed body was read whole.
+  bool keep_alive() const { return keep_alive_ && (!body_ || body_->finished()); }
   bool keep_alive_;
   unsigned version_;
   std::atomic<bool> answered_{false};
+  std::shared_ptr<BodyReader> body_;
 };
 
 using Handler = std::function<void(Request&& req, std::shared_ptr<Responder> res)>;

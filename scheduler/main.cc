@@ -4,7 +4,6 @@
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
-#include <boost/asio/thread_pool.hpp>
 #include <fmt/format.h>
 
 #include <cstdio>
@@ -131,10 +130,9 @@ int main(int argc, char** argv) {
 
   boost::asio::io_context ioc;
   auto work = boost::asio::make_work_guard(ioc);
-  boost::asio::thread_pool workers(16);
   Metrics metrics;
-  sched::Scheduler scheduler(ioc, workers, so, metrics);
-  http::Server server(ioc, http::ServerOptions{},
+  sched::Scheduler scheduler(ioc, so, metrics);
+  http::Server server(ioc, sched::Scheduler::server_options(),
                       [&](http::Request&& req, std::shared_ptr<http::Responder> res) {
                         scheduler.handle(std::move(req), std::move(res));
                       });
@@ -155,7 +153,6 @@ int main(int argc, char** argv) {
     });
   });
   ioc.run();
-  workers.join();
   log::info("stopped");
   return 0;
 }

@@ -6,9 +6,9 @@
 #include <nlohmann/json.hpp>
 
 #include "common/auth.h"
-#include "common/http_client.h"
 #include "common/log.h"
 #include "common/sandbox_id.h"
+#include "scheduler/upstream.h"
 
 namespace swissbox::sched {
 
@@ -22,8 +22,8 @@ namespace {
 bool refusal(unsigned status) { return status == 429 || status == 409 || status == 503; }
 
 // What an agent needs to see of the caller's request.
-std::vector<std::pair<std::string, std::string>> forwarded_headers(const http::Request& req) {
-  std::vector<std::pair<std::string, std::string>> out;
+http::Headers forwarded_headers(const http::Request& req) {
+  http::Headers out;
   for (auto field : {bhttp::field::authorization, bhttp::field::content_type, bhttp::field::accept}) {
     if (auto it = req.find(field); it != req.end())
       out.emplace_back(std::string(it->name_string()), std::string(it->value()));
@@ -33,20 +33,37 @@ std::vector<std::pair<std::string, std::string>> forwarded_headers(const http::R
   return out;
 }
 
+// Answers up to this size are relayed whole, with their Content-Length.
+constexpr size_t kWholeAnswer = 1 << 20;
+
+std::string content_type(const http::ClientResponse& r) {
+  std::string ct = r.header("Content-Type");
+  return ct.empty() ? "application/octet-stream" : ct;
+}
+
+// What of an agent's answer head the client needs besides status and type.
+http::Headers passed_headers(const http::ClientResponse& r) {
+  http::Headers out;
+  for (const char* name : {"Retry-After", "Location"}) {
+    if (auto v = r.header(name); !v.empty()) out.emplace_back(name, v);
+  }
+  return out;
+}
+
 }  // namespace
 
+// One call relayed to an agent.
 struct Scheduler::Forward {
   std::string method, target, body;
-  std::vector<std::pair<std::string, std::string>> headers;
+  std::shared_ptr<http::BodyReader> body_stream;  // an upload, relayed piece by piece
+  http::Headers headers;
   std::shared_ptr<http::Responder> res;
-  bool stream = false;  // relay the body piece by piece (SSE, file bytes)
-  std::string kind;     // metrics label: create, sandbox
+  std::string kind;  // metrics label: create, sandbox
   Clock::time_point start = Clock::now();
 };
 
-Scheduler::Scheduler(asio::io_context& ioc, asio::thread_pool& workers, SchedulerOptions opts,
-                     Metrics& metrics)
-    : ioc_(ioc), workers_(workers), opts_(std::move(opts)), metrics_(metrics), poll_timer_(ioc) {
+Scheduler::Scheduler(asio::io_context& ioc, SchedulerOptions opts, Metrics& metrics)
+    : ioc_(ioc), opts_(std::move(opts)), metrics_(metrics), poll_timer_(ioc) {
   using T = Metrics::Type;
   metrics_.describe("swissbox_scheduler_placements_total", T::kCounter,
                     "Creates placed on a node, or refused because no node could take them.");
@@ -58,6 +75,13 @@ Scheduler::Scheduler(asio::io_context& ioc, asio::thread_pool& workers, Schedule
                     "1 while the node reports within the staleness limit.");
   metrics_.describe("swissbox_scheduler_proxy_seconds", T::kHistogram,
                     "Time to an agent's answer head, per kind of call.");
+}
+
+http::ServerOptions Scheduler::server_options() {
+  http::ServerOptions o;
+  // File uploads are relayed as they arrive, never held whole.
+  o.stream_body = [](const http::RequestHeader& h) { return h.method() == bhttp::verb::put; };
+  return o;
 }
 
 void Scheduler::start() { poll(); }
@@ -72,30 +96,34 @@ bool Scheduler::can_place() const {
 }
 
 void Scheduler::poll() {
-  auto timeout = opts_.poll_interval * 8 / 10;
-  std::vector<std::pair<std::string, std::string>> auth;
+  http::Headers auth;
   if (!opts_.agent_token.empty()) auth.emplace_back("Authorization", "Bearer " + opts_.agent_token);
   for (const auto& address : opts_.agents) {
-    asio::post(workers_, [this, address, timeout, auth] {
-      http::Client c(address, timeout);
-      auto r = c.request("GET", "/v1/node", {}, auth);
-      Result<NodeState> report = !r                  ? Result<NodeState>(r.error())
-                                 : r->status != 200 ? make_error(Code::kUnavailable,
-                                                                 fmt::format("status {}", r->status))
-                                                    : parse_node_report(json::parse(r->body, nullptr, false));
-      asio::post(ioc_, [this, address, report = std::move(report)]() mutable {
-        if (!report) {
-          log::debug("node report failed", {{"agent", address}, {"error", report.error().to_string()}});
-          if (NodeState* n = registry_.by_address(address))
-            metrics_.set("swissbox_scheduler_node_up", Metrics::labels({{"node", n->name}}), 0);
-          return;
-        }
-        std::string labels = Metrics::labels({{"node", report->name}});
-        metrics_.set("swissbox_scheduler_node_load", labels,
-                     static_cast<double>(report->active) / std::max(1, report->capacity));
-        metrics_.set("swissbox_scheduler_node_up", labels, 1);
-        registry_.update(address, std::move(*report), Clock::now());
-      });
+    // A node slower than the interval is not asked twice at once.
+    if (!polling_.insert(address).second) continue;
+    UpstreamRequest req;
+    req.address = address;
+    req.method = "GET";
+    req.target = "/v1/node";
+    req.headers = auth;
+    req.connect_timeout = req.timeout = opts_.poll_interval * 8 / 10;
+    fetch(ioc_, std::move(req), 1 << 20, [this, address](Result<http::ClientResponse> r) {
+      polling_.erase(address);
+      Result<NodeState> report =
+          !r                  ? Result<NodeState>(r.error())
+          : r->status != 200 ? make_error(Code::kUnavailable, fmt::format("status {}", r->status))
+                             : parse_node_report(json::parse(r->body, nullptr, false));
+      if (!report) {
+        log::debug("node report failed", {{"agent", address}, {"error", report.error().to_string()}});
+        if (NodeState* n = registry_.by_address(address))
+          metrics_.set("swissbox_scheduler_node_up", Metrics::labels({{"node", n->name}}), 0);
+        return;
+      }
+      std::string labels = Metrics::labels({{"node", report->name}});
+      metrics_.set("swissbox_scheduler_node_load", labels,
+                   static_cast<double>(report->active) / std::max(1, report->capacity));
+      metrics_.set("swissbox_scheduler_node_up", labels, 1);
+      registry_.update(address, std::move(*report), Clock::now());
     });
   }
   poll_timer_.expires_after(opts_.poll_interval);
@@ -133,6 +161,20 @@ void Scheduler::handle(http::Request&& req, std::shared_ptr<http::Responder> res
   res->send_error(make_error(Code::kNotFound, "no route for " + path + " on the scheduler"));
 }
 
+std::shared_ptr<Scheduler::Forward> Scheduler::forward_of(http::Request&& req,
+                                                          std::shared_ptr<http::Responder> res,
+                                                          std::string kind) {
+  auto f = std::make_shared<Forward>();
+  f->method = std::string(req.method_string());
+  f->target = std::string(req.target());
+  f->headers = forwarded_headers(req);
+  f->body = std::move(req.body());
+  f->body_stream = res->body();
+  f->res = std::move(res);
+  f->kind = std::move(kind);
+  return f;
+}
+
 void Scheduler::place_and_forward(http::Request&& req, std::shared_ptr<http::Responder> res) {
   json body = json::parse(req.body(), nullptr, false);
   if (!body.is_object()) {
@@ -150,50 +192,27 @@ void Scheduler::place_and_forward(http::Request&& req, std::shared_ptr<http::Res
     metrics_.add("swissbox_scheduler_placements_total", Metrics::labels({{"result", "refused"}}));
     return res->send_error(make_error(Code::kResourceExhausted, why.describe()));
   }
-  std::vector<std::string> addresses, names;
-  for (size_t i : picked) addresses.push_back(registry_.nodes()[i].address), names.push_back(registry_.nodes()[i].name);
-  registry_.nodes()[picked[0]].inflight++;
-  auto f = std::make_shared<Forward>();
-  f->method = std::string(req.method_string());
-  f->target = std::string(req.target());
-  f->body = std::move(req.body());
-  f->headers = forwarded_headers(req);
-  f->res = res;
-  f->kind = "create";
-  asio::post(workers_, [this, f, addresses, names] {
-    std::string last = "no answer";
-    for (size_t i = 0; i < addresses.size(); ++i) {
-      if (i > 0) {
-        metrics_.add("swissbox_scheduler_retries_total");
-        asio::post(ioc_, [this, a = addresses[i]] {
-          if (NodeState* n = registry_.by_address(a)) n->inflight++;
-        });
-      }
-      http::Client c(addresses[i], opts_.agent_timeout);
-      auto r = c.request(f->method, f->target, f->body, f->headers);
-      if (!r) {
-        last = fmt::format("{}: {}", names[i], r.error().to_string());
-        continue;
-      }
-      if (refusal(r->status)) {
-        last = fmt::format("{} answered {}: {}", names[i], r->status, r->body.substr(0, 300));
-        continue;
-      }
-      metrics_.add("swissbox_scheduler_placements_total", Metrics::labels({{"result", "placed"}}));
-      metrics_.observe("swissbox_scheduler_proxy_seconds", Metrics::labels({{"kind", "create"}}),
-                       std::chrono::duration<double>(Clock::now() - f->start).count());
-      http::Headers extra;
-      if (auto ra = r->header("Retry-After"); !ra.empty()) extra.push_back({"Retry-After", ra});
-      std::string ct = r->header("Content-Type");
-      return asio::post(ioc_, [f, r = std::move(*r), ct, extra]() mutable {
-        f->res->send(r.status, std::move(r.body), ct.empty() ? "application/json" : ct, extra);
-      });
-    }
+  std::vector<std::string> addresses;
+  for (size_t i : picked) addresses.push_back(registry_.nodes()[i].address);
+  try_candidates(forward_of(std::move(req), std::move(res), "create"), std::move(addresses), 0,
+                 "no answer");
+}
+
+// Candidate i gets the call; a refusal (or no answer) moves on to i + 1.
+void Scheduler::try_candidates(std::shared_ptr<Forward> f, std::vector<std::string> addresses,
+                               size_t i, std::string last) {
+  if (i == addresses.size()) {
     metrics_.add("swissbox_scheduler_placements_total", Metrics::labels({{"result", "refused"}}));
-    asio::post(ioc_, [f, n = addresses.size(), last] {
-      f->res->send_error(make_error(Code::kResourceExhausted,
-                                    fmt::format("all {} candidate nodes refused; last: {}", n, last)));
-    });
+    return f->res->send_error(make_error(
+        Code::kResourceExhausted,
+        fmt::format("all {} candidate nodes refused; last: {}", addresses.size(), last)));
+  }
+  if (i > 0) metrics_.add("swissbox_scheduler_retries_total");
+  NodeState* n = registry_.by_address(addresses[i]);
+  if (n) n->inflight++;
+  std::string name = n ? n->name : addresses[i];
+  relay(f, addresses[i], [this, f, addresses, i, name](std::string why) mutable {
+    try_candidates(f, std::move(addresses), i + 1, name + ": " + why);
   });
 }
 
@@ -215,82 +234,109 @@ void Scheduler::route_to_node(http::Request&& req, std::shared_ptr<http::Respond
         Code::kUnavailable, fmt::format("node {} of sandbox {} has not reported for {:.1f} s",
                                         n->name, id, age.count() / 1000.0)));
   }
-  auto f = std::make_shared<Forward>();
-  f->method = std::string(req.method_string());
-  f->target = std::string(req.target());
-  f->headers = forwarded_headers(req);
-  auto accept = req.find(bhttp::field::accept);
-  std::string_view path = f->target;
-  f->stream = (accept != req.end() && accept->value().find("text/event-stream") != std::string_view::npos) ||
-              (req.method() == bhttp::verb::get && path.find("/files?") != std::string_view::npos);
-  f->body = std::move(req.body());
-  f->res = res;
-  f->kind = "sandbox";
-  proxy(f, n->address);
+  relay(forward_of(std::move(req), std::move(res), "sandbox"), n->address, nullptr);
 }
 
-void Scheduler::proxy(std::shared_ptr<Forward> f, const std::string& address) {
-  asio::post(workers_, [this, f, address] {
-    http::Client c(address, opts_.agent_timeout);
-    auto observe = [this, f] {
-      metrics_.observe("swissbox_scheduler_proxy_seconds", Metrics::labels({{"kind", f->kind}}),
-                       std::chrono::duration<double>(Clock::now() - f->start).count());
-    };
-    if (!f->stream) {
-      auto r = c.request(f->method, f->target, f->body, f->headers);
-      observe();
-      return asio::post(ioc_, [f, r = std::move(r)]() mutable {
-        if (!r) return f->res->send_error(make_error(Code::kUnavailable, "node unreachable: " + r.error().to_string()));
-        std::string ct = r->header("Content-Type");
-        f->res->send(r->status, std::move(r->body), ct.empty() ? "application/json" : ct);
-      });
-    }
-    // Streamed: the head goes out when it arrives, then each piece as the agent sends it.
+void Scheduler::relay(std::shared_ptr<Forward> f, const std::string& address,
+                      std::function<void(std::string why)> on_refused) {
+  // How the answer goes back: small bodies whole (keeping Content-Length), chunked and
+  // large ones (SSE, file bytes) piece by piece, each piece written before the next is read.
+  enum class Mode { kWhole, kStream, kRefused };
+  struct Relay {
+    Mode mode = Mode::kWhole;
+    http::ClientResponse head;
+    std::string body;
     bool started = false;
-    auto r = c.stream(
-        f->method, f->target, f->body, f->headers,
-        [this, f](std::string_view piece) {
-          asio::post(ioc_, [f, data = std::string(piece)]() mutable { f->res->write_chunk(std::move(data)); });
-        },
-        [this, f, &started, &observe](const http::ClientResponse& head) {
-          started = true;
-          observe();
-          std::string ct = head.header("Content-Type");
-          asio::post(ioc_, [f, status = head.status, ct] {
-            f->res->start_stream(status, ct.empty() ? "application/octet-stream" : ct);
-          });
-        });
-    asio::post(ioc_, [f, started, err = r.ok() ? std::string() : r.error().to_string()] {
-      if (started) return f->res->end_stream();
-      f->res->send_error(make_error(Code::kUnavailable, "node unreachable: " + err));
-    });
-  });
+  };
+  auto r = std::make_shared<Relay>();
+  UpstreamRequest up;
+  up.address = address;
+  up.method = f->method;
+  up.target = f->target;
+  up.headers = f->headers;
+  up.body = f->body;
+  up.body_stream = f->body_stream;
+  up.timeout = opts_.agent_timeout;
+  UpstreamHandlers h;
+  h.on_head = [this, f, r, refusable = on_refused != nullptr](const http::ClientResponse& head) {
+    r->head = head;
+    r->started = true;
+    if (refusable && refusal(head.status)) {
+      r->mode = Mode::kRefused;
+      return;
+    }
+    metrics_.observe("swissbox_scheduler_proxy_seconds", Metrics::labels({{"kind", f->kind}}),
+                     std::chrono::duration<double>(Clock::now() - f->start).count());
+    if (f->kind == "create") {
+      metrics_.add("swissbox_scheduler_placements_total", Metrics::labels({{"result", "placed"}}));
+    }
+    std::string length = head.header("Content-Length");
+    bool chunked = head.header("Transfer-Encoding").find("chunked") != std::string::npos;
+    if (chunked || (!length.empty() && std::stoull(length) > kWholeAnswer)) {
+      r->mode = Mode::kStream;
+      f->res->start_stream(head.status, content_type(head), passed_headers(head));
+    }
+  };
+  h.on_piece = [f, r](std::string piece, std::function<void()> more) {
+    if (r->mode != Mode::kStream) {
+      r->body += piece;
+      if (r->body.size() > kWholeAnswer) r->body.resize(kWholeAnswer);  // a refusal's message
+      return more();
+    }
+    f->res->write_chunk(std::move(piece), std::move(more));
+  };
+  h.on_end = [f, r, address, on_refused = std::move(on_refused)](Status st) {
+    if (!r->started || r->mode == Mode::kRefused) {
+      std::string why = !r->started ? "unreachable: " + st.error().to_string()
+                                    : fmt::format("answered {}: {}", r->head.status,
+                                                  r->body.substr(0, 300));
+      if (on_refused) return on_refused(why);
+      return f->res->send_error(make_error(Code::kUnavailable, "node " + why));
+    }
+    if (r->mode == Mode::kStream) return st ? f->res->end_stream() : f->res->abort_stream();
+    if (!st) {
+      return f->res->send_error(
+          make_error(Code::kUnavailable, "node answer broke off: " + st.error().to_string()));
+    }
+    f->res->send(r->head.status, std::move(r->body), content_type(r->head), passed_headers(r->head));
+  };
+  auto call = start_upstream(ioc_, std::move(up), std::move(h));
+  // A client that leaves stops the agent's work too (the agent sees its connection close).
+  f->res->on_client_gone([call] { call->cancel(); });
 }
 
 void Scheduler::list_all(http::Request&& req, std::shared_ptr<http::Responder> res) {
-  std::vector<std::pair<std::string, std::string>> targets;  // name, address
+  struct Merge {
+    json all = json::array(), unreachable = json::array();
+    size_t waiting = 0;
+  };
+  auto m = std::make_shared<Merge>();
+  auto headers = forwarded_headers(req);
   auto now = Clock::now();
+  std::vector<std::pair<std::string, std::string>> targets;  // name, address
   for (const auto& n : registry_.nodes()) {
     if (fresh(n, opts_.policy, now)) targets.emplace_back(n.name, n.address);
   }
-  auto headers = forwarded_headers(req);
-  std::string target(req.target());
-  asio::post(workers_, [this, res, targets, headers, target] {
-    json all = json::array(), unreachable = json::array();
-    for (const auto& [name, address] : targets) {
-      http::Client c(address, std::chrono::seconds(5));
-      auto r = c.request("GET", target, {}, headers);
+  m->waiting = targets.size();
+  if (targets.empty()) return res->send_json(200, {{"sandboxes", m->all}, {"unreachable_nodes", m->unreachable}});
+  for (const auto& [name, address] : targets) {
+    UpstreamRequest up;
+    up.address = address;
+    up.method = "GET";
+    up.target = std::string(req.target());
+    up.headers = headers;
+    up.timeout = std::chrono::seconds(5);
+    fetch(ioc_, std::move(up), 64 << 20, [m, res, name = name](Result<http::ClientResponse> r) {
       json j = r && r->status == 200 ? json::parse(r->body, nullptr, false) : json();
-      if (!j.is_object() || !j["sandboxes"].is_array()) {
-        unreachable.push_back(name);
-        continue;
+      if (j.is_object() && j["sandboxes"].is_array()) {
+        for (auto& sb : j["sandboxes"]) m->all.push_back(std::move(sb));
+      } else {
+        m->unreachable.push_back(name);
       }
-      for (auto& sb : j["sandboxes"]) all.push_back(std::move(sb));
-    }
-    asio::post(ioc_, [res, all = std::move(all), unreachable = std::move(unreachable)] {
-      res->send_json(200, {{"sandboxes", all}, {"unreachable_nodes", unreachable}});
+      if (--m->waiting == 0)
+        res->send_json(200, {{"sandboxes", m->all}, {"unreachable_nodes", m->unreachable}});
     });
-  });
+  }
 }
 
 void Scheduler::nodes(std::shared_ptr<http::Responder> res) const {

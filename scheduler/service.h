@@ -4,15 +4,15 @@
 // names, bodies streamed back as they arrive (SSE, file bytes); lists fan out and merge.
 // Node reports come from polling each agent's GET /v1/node (see registry.h).
 //
-// Threads: registry, placement and the HTTP server live on one I/O thread; calls to
-// agents block a worker thread each.
+// Threads: none of its own. Registry, placement, the HTTP server and every call to an
+// agent (scheduler/upstream.h) run asynchronously on one io_context thread.
 #pragma once
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <boost/asio/thread_pool.hpp>
 #include <map>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -33,8 +33,9 @@ struct SchedulerOptions {
 
 class Scheduler {
  public:
-  Scheduler(boost::asio::io_context& ioc, boost::asio::thread_pool& workers,
-            SchedulerOptions opts, Metrics& metrics);
+  Scheduler(boost::asio::io_context& ioc, SchedulerOptions opts, Metrics& metrics);
+  // What the HTTP server in front of it needs (uploads relayed piece by piece).
+  static http::ServerOptions server_options();
   void start();
   void handle(http::Request&& req, std::shared_ptr<http::Responder> res);
   // Whether some node could take a sandbox now (readiness).
@@ -43,21 +44,28 @@ class Scheduler {
  private:
   struct Forward;
   void poll();
+  static std::shared_ptr<Forward> forward_of(http::Request&& req,
+                                             std::shared_ptr<http::Responder> res,
+                                             std::string kind);
   void place_and_forward(http::Request&& req, std::shared_ptr<http::Responder> res);
+  void try_candidates(std::shared_ptr<Forward> f, std::vector<std::string> addresses, size_t i,
+                      std::string last);
   void route_to_node(http::Request&& req, std::shared_ptr<http::Responder> res,
                      const std::string& id);
   void list_all(http::Request&& req, std::shared_ptr<http::Responder> res);
   void nodes(std::shared_ptr<http::Responder> res) const;
-  // Sends the request to `address` on a worker, streaming the answer back to `res`.
-  void proxy(std::shared_ptr<Forward> f, const std::string& address);
+  // Sends the call to the agent at `address` and relays its answer to the client. With
+  // on_refused set, a refusal (429/409/503) or no answer calls it instead, with the reason.
+  void relay(std::shared_ptr<Forward> f, const std::string& address,
+             std::function<void(std::string why)> on_refused);
 
   boost::asio::io_context& ioc_;
-  boost::asio::thread_pool& workers_;
   SchedulerOptions opts_;
   Metrics& metrics_;
   NodeRegistry registry_;
   boost::asio::steady_timer poll_timer_;
   std::mt19937_64 rng_{std::random_device{}()};
+  std::set<std::string> polling_;  // agents whose report is being fetched
 };
 
 }  // namespace swissbox::sched

@@ -73,7 +73,7 @@ class Scheduling : public ::testing::Test {
         EXPECT_TRUE(stop_daemon(n.pid)) << n.name;
       }
       EXPECT_TRUE(runsc_list(runsc_, n.dir + "/runsc").empty()) << n.name;
-      EXPECT_TRUE(remove_cgroup_parent(cgroup_parent(n))) << n.name;
+      EXPECT_EQ(remove_cgroup_parent(cgroup_parent(n)), "") << n.name;
     }
     if (!::testing::Test::HasFailure() && !dir_.empty()) (void)fs::remove_tree(dir_);
     nodes_.clear();
@@ -130,7 +130,8 @@ TEST_F(Scheduling, SixtyCreatesSpreadOverTheSwissNodesOnly) {
   auto own = call(direct, "POST", "/v1/sandboxes/" + id + "/exec", exec_body).second;
   EXPECT_EQ(via["stdout"], own["stdout"]);
   EXPECT_EQ(via["stderr"], "err\n");
-  std::string bytes(300000, '\0');
+  // 3 MB: above what the scheduler relays whole, so both directions go piece by piece.
+  std::string bytes(3000000, '\0');
   for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<char>(i * 7);
   EXPECT_EQ(call(schedulers_[0], "PUT", "/v1/sandboxes/" + id + "/files?path=blob", bytes).first, 200u);
   EXPECT_EQ(raw(schedulers_[1], "GET", "/v1/sandboxes/" + id + "/files?path=blob"), bytes);
@@ -140,6 +141,11 @@ TEST_F(Scheduling, SixtyCreatesSpreadOverTheSwissNodesOnly) {
   std::string via_sse = raw(schedulers_[0], "POST", "/v1/sandboxes/" + id + "/exec", sse_body, sse);
   EXPECT_NE(via_sse.find("event: stdout"), std::string::npos) << via_sse;
   EXPECT_NE(via_sse.find("event: exit"), std::string::npos) << via_sse;
+  // A one-shot is placed and streamed in one call.
+  std::string oneshot = raw(schedulers_[1], "POST", "/v1/execute",
+                            R"({"language":"bash","code":"echo placed"})", sse);
+  EXPECT_NE(oneshot.find("placed"), std::string::npos) << oneshot;
+  EXPECT_NE(oneshot.find("event: exit"), std::string::npos) << oneshot;
   // Lists merge every node's sandboxes.
   EXPECT_EQ(call(schedulers_[1], "GET", "/v1/sandboxes").second["sandboxes"].size(), 60u);
   for (size_t i = 0; i < ids.size(); ++i) {

@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include <boost/asio/io_context.hpp>
+#include <atomic>
+#include <functional>
 #include <thread>
 
 #include "common/http_client.h"
@@ -26,6 +28,25 @@ class HttpTest : public ::testing::Test {
             res->start_stream(200, "text/event-stream");
             for (int i = 0; i < 3; ++i) res->write_chunk("data: " + std::to_string(i) + "\n\n");
             res->end_stream();
+          } else if (target == "/upload" && res->body()) {
+            ReadAll(res);
+          } else if (target == "/early" && res->body()) {
+            res->send(404, "nothing here", "text/plain");  // the body is never read
+          } else if (target == "/paced") {
+            // 400 pieces of 64 KiB, each written only after the one before went out.
+            res->start_stream(200, "application/octet-stream");
+            auto next = std::make_shared<std::function<void(int)>>();
+            *next = [this, res, next](int i) {
+              if (i == 400 || !res->client_alive()) {
+                res->end_stream();
+                *next = nullptr;
+                return;
+              }
+              ++pieces_;
+              res->write_chunk(std::string(64 * 1024, static_cast<char>('a' + i % 26)),
+                               [next, i] { if (*next) (*next)(i + 1); });
+            };
+            (*next)(0);
           } else if (target == "/drop") {
             // Never answered explicitly: the Responder's destructor must answer 500.
           } else {
@@ -57,7 +78,53 @@ class HttpTest : public ::testing::Test {
     return fd;
   }
 
+  // Reads a streamed body piece by piece; answers "<bytes> <sum of bytes>".
+  static void ReadAll(std::shared_ptr<Responder> res) {
+    auto total = std::make_shared<std::pair<uint64_t, uint64_t>>();
+    auto step = std::make_shared<BodyReader::ReadHandler>();
+    *step = [res, total, step](Result<std::string> piece, bool last) {
+      if (!piece) {
+        *step = nullptr;
+        return res->send_error(piece.error());
+      }
+      total->first += piece->size();
+      for (unsigned char ch : *piece) total->second += ch;
+      if (!last) return res->body()->read(*step);
+      *step = nullptr;
+      res->send(200, std::to_string(total->first) + " " + std::to_string(total->second),
+                "text/plain");
+    };
+    res->body()->read(*step);
+  }
+  static std::string Sum(const std::string& s) {
+    uint64_t sum = 0;
+    for (unsigned char ch : s) sum += ch;
+    return std::to_string(s.size()) + " " + std::to_string(sum);
+  }
+  // Reads what a raw connection answers until `want` appears or 2 s pass.
+  static std::string ReadUntil(int fd, const std::string& want) {
+    std::string got;
+    char buf[4096];
+    auto deadline = std::chrono::steady_clock::now() + 2s;
+    timeval tv{0, 100000};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    while (got.find(want) == std::string::npos && std::chrono::steady_clock::now() < deadline) {
+      ssize_t n = read(fd, buf, sizeof(buf));
+      if (n == 0) break;
+      if (n > 0) got.append(buf, n);
+    }
+    return got;
+  }
+  static ServerOptions StreamPuts() {
+    ServerOptions o;
+    o.body_limit = 1000;  // buffered bodies stay small; streamed ones may be larger
+    o.stream_body_limit = 32 << 20;
+    o.stream_body = [](const RequestHeader& h) { return h.method() == boost::beast::http::verb::put; };
+    return o;
+  }
+
   boost::asio::io_context ioc_;
+  std::atomic<int> pieces_{0};
   std::unique_ptr<Server> server_;
   std::thread thread_;
   std::string sock_;
@@ -137,6 +204,77 @@ TEST_F(HttpTest, StreamsChunksAndAnswersDroppedRequests) {
   auto d = c.request("GET", "/drop");
   ASSERT_TRUE(d.ok());
   EXPECT_EQ(d->status, 500u);
+}
+
+TEST_F(HttpTest, StreamedBodiesArrivePieceByPieceWithinTheirOwnLimit) {
+  Start(StreamPuts());
+  Client c(tcp());
+  std::string big(20 << 20, '\0');
+  for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>(i * 7919 % 251);
+  auto r = c.request("PUT", "/upload", big);
+  ASSERT_TRUE(r.ok()) << r.error().to_string();
+  EXPECT_EQ(r->status, 200u);
+  EXPECT_EQ(r->body, Sum(big));
+  // The connection carries a next request after a streamed body.
+  EXPECT_EQ(c.request("GET", "/after")->body, "GET /after ");
+  // Over the streamed limit: 413 before a byte of the body is read.
+  EXPECT_EQ(c.request("PUT", "/upload", std::string((32 << 20) + 1, 'x'))->status, 413u);
+  // Bodies not chosen for streaming keep the buffered limit.
+  EXPECT_EQ(Client(tcp()).request("POST", "/upload", std::string(2000, 'x'))->status, 413u);
+}
+
+TEST_F(HttpTest, ChunkedUploadExpectContinueAndEarlyAnswers) {
+  Start(StreamPuts());
+  int fd = ConnectRaw();
+  ASSERT_GE(fd, 0);
+  std::string head =
+      "PUT /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+      "Expect: 100-continue\r\n\r\n";
+  ASSERT_EQ(write(fd, head.data(), head.size()), static_cast<ssize_t>(head.size()));
+  // The client waits for this before it sends the body.
+  EXPECT_EQ(ReadUntil(fd, "\r\n\r\n"), "HTTP/1.1 100 Continue\r\n\r\n");
+  std::string body = "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+  ASSERT_EQ(write(fd, body.data(), body.size()), static_cast<ssize_t>(body.size()));
+  std::string answer = ReadUntil(fd, Sum("hello world"));
+  EXPECT_NE(answer.find("200 OK"), std::string::npos) << answer;
+  EXPECT_NE(answer.find(Sum("hello world")), std::string::npos) << answer;
+  close(fd);
+
+  // Answered before its body was read: the connection closes after the answer.
+  fd = ConnectRaw();
+  std::string early = "PUT /early HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n";
+  ASSERT_EQ(write(fd, early.data(), early.size()), static_cast<ssize_t>(early.size()));
+  std::string got = ReadUntil(fd, "nothing here");
+  EXPECT_NE(got.find("404"), std::string::npos) << got;
+  EXPECT_NE(got.find("Connection: close"), std::string::npos) << got;
+  char c;
+  EXPECT_EQ(read(fd, &c, 1), 0);  // closed
+  close(fd);
+}
+
+TEST_F(HttpTest, WrittenCallbacksPaceAProducerToItsClient) {
+  Start();
+  int fd = ConnectRaw();
+  ASSERT_GE(fd, 0);
+  std::string req = "GET /paced HTTP/1.1\r\nHost: x\r\n\r\n";
+  ASSERT_EQ(write(fd, req.data(), req.size()), static_cast<ssize_t>(req.size()));
+  // The client reads nothing: the producer stops once the socket buffers are full, far
+  // short of its 400 pieces (25 MiB).
+  std::this_thread::sleep_for(500ms);
+  int stalled = pieces_;
+  EXPECT_LT(stalled, 200) << "pieces were queued without waiting for the client";
+  // Reading lets it finish.
+  std::string all;
+  char buf[65536];
+  for (;;) {
+    ssize_t n = read(fd, buf, sizeof(buf));
+    if (n <= 0) break;
+    all.append(buf, n);
+    if (all.size() > 5 && all.compare(all.size() - 5, 5, "0\r\n\r\n") == 0) break;
+  }
+  close(fd);
+  EXPECT_EQ(pieces_, 400);
+  EXPECT_GT(all.size(), 400u * 64 * 1024);
 }
 
 TEST_F(HttpTest, DrainClosesListenersAndFinishes) {

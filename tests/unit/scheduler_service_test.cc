@@ -23,6 +23,20 @@ using json = nlohmann::json;
 using namespace std::chrono_literals;
 constexpr char kToken[] = "tenant-token-0123456789";
 
+namespace bhttp = boost::beast::http;
+constexpr size_t kFileBytes = 9 << 20;  // above what the scheduler relays whole
+
+std::string pattern(size_t n) {
+  std::string s(n, '\0');
+  for (size_t i = 0; i < n; ++i) s[i] = static_cast<char>(i * 131 % 253);
+  return s;
+}
+uint64_t sum(const std::string& s) {
+  uint64_t total = 0;
+  for (unsigned char c : s) total += c;
+  return total;
+}
+
 // A stand-in agent: reports itself, and either refuses creates (429) or makes sandboxes.
 struct FakeAgent {
   FakeAgent(boost::asio::io_context& ioc, std::string name, int capacity, bool refuses)
@@ -47,6 +61,12 @@ struct FakeAgent {
           }
           if (target == "/v1/sandboxes") {
             return res->send_json(201, {{"id", new_sandbox_id(this->name)}, {"node", this->name}});
+          }
+          if (target.find("/files?") != std::string::npos && req.method() == bhttp::verb::put) {
+            return res->send_json(200, {{"bytes", req.body().size()}, {"sum", sum(req.body())}});
+          }
+          if (target.find("/files?") != std::string::npos) {
+            return res->send(200, pattern(kFileBytes), "application/octet-stream");
           }
           res->send_json(200, {{"stdout", "from " + this->name}, {"path", target}});
         }) {
@@ -73,8 +93,8 @@ class SchedulerService : public ::testing::Test {
     o.policy.stale_after = 2s;  // a slow (sanitizer) run may delay a poll
     o.tokens = {{kToken, "tenant-a"}};
     o.agent_token = kToken;
-    scheduler_ = std::make_unique<Scheduler>(ioc_, workers_, o, metrics_);
-    server_ = std::make_unique<http::Server>(ioc_, http::ServerOptions{},
+    scheduler_ = std::make_unique<Scheduler>(ioc_, o, metrics_);
+    server_ = std::make_unique<http::Server>(ioc_, Scheduler::server_options(),
                                              [this](http::Request&& req, std::shared_ptr<http::Responder> res) {
                                                scheduler_->handle(std::move(req), std::move(res));
                                              });
@@ -92,7 +112,6 @@ class SchedulerService : public ::testing::Test {
   void TearDown() override {
     ioc_.stop();
     thread_.join();
-    workers_.join();
   }
   std::string address() const { return "127.0.0.1:" + std::to_string(server_->tcp_port()); }
   http::Headers auth() const { return {{"Authorization", std::string("Bearer ") + kToken}}; }
@@ -100,7 +119,6 @@ class SchedulerService : public ::testing::Test {
   boost::asio::io_context ioc_;
   boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_ =
       boost::asio::make_work_guard(ioc_);
-  boost::asio::thread_pool workers_{4};
   Metrics metrics_;
   std::unique_ptr<FakeAgent> big_, small_;
   std::unique_ptr<Scheduler> scheduler_;
@@ -137,6 +155,27 @@ TEST_F(SchedulerService, RoutesByTheNodeInTheIdAndAnswers503ForUnknownNodes) {
   EXPECT_EQ(bad->status, 400u);
   json nodes = json::parse(c.request("GET", "/v1/nodes", "", auth())->body);
   EXPECT_EQ(nodes["nodes"].size(), 2u);
+}
+
+TEST_F(SchedulerService, FileBytesPassThroughBothWaysUnchanged) {
+  http::Client c(address());
+  std::string files = "/v1/sandboxes/" + new_sandbox_id("small") + "/files?path=big.bin";
+  std::string up = pattern(20 << 20);
+  auto put = c.request("PUT", files, up, auth());
+  ASSERT_TRUE(put.ok()) << put.error().to_string();
+  ASSERT_EQ(put->status, 200u) << put->body;
+  json j = json::parse(put->body);
+  EXPECT_EQ(j.value("bytes", 0u), up.size());
+  EXPECT_EQ(j.value("sum", uint64_t{0}), sum(up));
+  // A download larger than an answer relayed whole comes back in pieces, byte for byte.
+  http::ClientResponse head;
+  std::string down;
+  auto get = c.stream("GET", files, "", auth(), [&](std::string_view d) { down.append(d); },
+                      [&](const http::ClientResponse& h) { head = h; });
+  ASSERT_TRUE(get.ok()) << get.error().to_string();
+  EXPECT_EQ(get->status, 200u);
+  EXPECT_EQ(head.header("Transfer-Encoding"), "chunked");
+  EXPECT_TRUE(down == pattern(kFileBytes));
 }
 
 }  // namespace
