@@ -365,13 +365,22 @@ Status RunscDriver::destroy(const std::string& id) {
   auto r = run_process(del);
   bool gone = r.ok() && (r->exit_code == 0 || r->err.find("does not exist") != std::string::npos ||
                          r->err.find("not found") != std::string::npos);
-  // The gofer is gone with the sandbox: the disk can be unmounted before its directory goes.
-  if (auto st = SandboxDisk::remove(sandbox_dir(id)); !st) return st.error();
-  if (auto st = fs::remove_tree(sandbox_dir(id)); !st) return st.error();
-  // After the delete: runsc has stopped the sandbox's processes; remove() kills stragglers.
-  if (opts_.cgroups) {
-    if (auto st = opts_.cgroups->remove(id); !st) return st.error();
+  // Every step is tried even when one before it failed, so that a failure leaves as little
+  // as possible for the GC; the first error is the answer.
+  Status first = ok_status();
+  auto keep = [&first](Status st) {
+    if (!st && first) first = std::move(st);
+  };
+  // The gofer is gone with the sandbox: the disk can be unmounted before its directory goes
+  // (never removed through a disk that is still mounted).
+  if (auto st = SandboxDisk::remove(sandbox_dir(id)); st) {
+    keep(fs::remove_tree(sandbox_dir(id)));
+  } else {
+    keep(std::move(st));
   }
+  // After the delete: runsc has stopped the sandbox's processes; remove() kills stragglers.
+  if (opts_.cgroups) keep(opts_.cgroups->remove(id));
+  if (!first) return first.error();
   if (!r) return r.error();
   if (!gone) return make_error(Code::kInternal, describe_failure(del, *r));
   return ok_status();

@@ -48,8 +48,11 @@ class Faults : public AgentRunsc {
     Held h;
     for (auto& id : runsc_ids()) h.containers.insert(id);
     for (auto& d : dir_entries(dir_ + "/state/sandboxes")) h.dirs.insert(d);
-    for (auto& c : dir_entries(memory_cgroup("").substr(0, memory_cgroup("").size() - 1))) {
-      if (c.rfind("sbx-", 0) == 0) h.cgroups.insert(c);
+    // A cgroup in any hierarchy counts (a crash mid-create leaves some hierarchies only).
+    for (std::string hierarchy : {"", "/cpu", "/cpuacct", "/memory", "/pids"}) {
+      for (auto& c : dir_entries("/sys/fs/cgroup" + hierarchy + cgroup_parent())) {
+        if (c.rfind("sbx-", 0) == 0) h.cgroups.insert(c);
+      }
     }
     h.mounts = mounts_under(dir_ + "/state");
     for (const auto& [pid, cmd] : processes_with(dir_ + "/runsc")) {
