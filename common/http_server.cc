@@ -230,6 +230,9 @@ class Session : public std::enable_shared_from_this<Session> {
     auto res = std::make_shared<Responder>(shared_from_this(), std::move(rid),
                                            req.keep_alive() && !server_.draining(), req.version());
     res->set_request_line(std::string(req.method_string()) + " " + std::string(req.target()));
+    std::string_view target = req.target();
+    res->set_quiet(req.method() == bhttp::verb::get &&
+                   server_.options().quiet_paths.count(target.substr(0, target.find('?'))) > 0);
     if (body) {
       res->set_body(std::move(body));  // timeouts now apply per piece
     } else {
@@ -405,7 +408,9 @@ std::string Responder::head(unsigned status, std::string_view content_type, cons
 void Responder::log_answer(unsigned status, std::string_view error) const {
   double ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start_).count();
-  log::Level level = status >= 500 ? log::Level::kWarn : log::Level::kInfo;
+  log::Level level = status >= 500                ? log::Level::kWarn
+                     : quiet_ && status < 400 ? log::Level::kDebug
+                                              : log::Level::kInfo;
   int code = static_cast<int>(status);
   if (error.empty()) {
     log::write(level, "http",

@@ -40,6 +40,9 @@ struct ServerOptions {
   // whole body may be up to stream_body_limit.
   std::function<bool(const RequestHeader&)> stream_body;
   uint64_t stream_body_limit = 1ull << 30;
+  // Probes and polls (every second, from kubelets and schedulers): their successful
+  // answers are logged at debug, not info.
+  std::set<std::string, std::less<>> quiet_paths = {"/healthz", "/readyz", "/metrics", "/v1/node"};
 };
 
 class Session;
@@ -70,6 +73,8 @@ class Responder : public std::enable_shared_from_this<Responder> {
   const std::string& request_id() const { return request_id_; }
   // "METHOD target", for the access log line written when the answer starts.
   void set_request_line(std::string line) { request_line_ = std::move(line); }
+  // Successful answers are logged at debug (a probe's).
+  void set_quiet(bool quiet) { quiet_ = quiet; }
   bool peer_is_unix() const;
 
   void send(unsigned status, std::string body, std::string_view content_type,
@@ -104,6 +109,7 @@ class Responder : public std::enable_shared_from_this<Responder> {
   std::shared_ptr<Session> session_;
   std::string request_id_;
   std::string request_line_ = "-";
+  bool quiet_ = false;
   std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
   // Whether the connection carries a next request; false when the answer goes out before
   // a streamed body was read whole.
