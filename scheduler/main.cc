@@ -22,6 +22,8 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: swissbox-scheduler [--config FILE] [--listen HOST:PORT] --agents HOST:PORT[,…]\n"
+    "         (a HOST that is a name, such as the agents' headless Service, is resolved at\n"
+    "          every poll and each of its addresses is an agent)\n"
     "         [--allowed-regions Z1,Z2] [--token-file FILE] [--log-level L]\n"
     "         [--poll-interval-ms N] [--sample-k K]\n";
 
@@ -86,6 +88,12 @@ Result<Config> parse(const std::vector<std::string>& args) {
     if (auto st = apply(c, k, v); !st) return st.error();
   }
   if (split(c.agents).empty()) return make_error(Code::kInvalidArgument, "--agents is required");
+  for (const auto& a : split(c.agents)) {
+    auto colon = a.rfind(':');
+    bool port_ok = colon != std::string::npos && colon > 0 && colon + 1 < a.size() &&
+                   a.find_first_not_of("0123456789", colon + 1) == std::string::npos;
+    if (!port_ok) return make_error(Code::kInvalidArgument, "--agents entry '" + a + "' is not HOST:PORT");
+  }
   if (split(c.regions).empty()) return make_error(Code::kInvalidArgument, "--allowed-regions is empty");
   if (c.token_file.empty() && !is_loopback_listen(c.listen))
     return make_error(Code::kInvalidArgument, "--listen " + c.listen + " is not loopback: set --token-file");

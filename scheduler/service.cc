@@ -63,7 +63,7 @@ struct Scheduler::Forward {
 };
 
 Scheduler::Scheduler(asio::io_context& ioc, SchedulerOptions opts, Metrics& metrics)
-    : ioc_(ioc), opts_(std::move(opts)), metrics_(metrics), poll_timer_(ioc) {
+    : ioc_(ioc), opts_(std::move(opts)), metrics_(metrics), poll_timer_(ioc), resolver_(ioc) {
   using T = Metrics::Type;
   metrics_.describe("swissbox_scheduler_placements_total", T::kCounter,
                     "Creates placed on a node, or refused because no node could take them.");
@@ -96,39 +96,63 @@ bool Scheduler::can_place() const {
 }
 
 void Scheduler::poll() {
-  http::Headers auth;
-  if (!opts_.agent_token.empty()) auth.emplace_back("Authorization", "Bearer " + opts_.agent_token);
-  for (const auto& address : opts_.agents) {
-    // A node slower than the interval is not asked twice at once.
-    if (!polling_.insert(address).second) continue;
-    UpstreamRequest req;
-    req.address = address;
-    req.method = "GET";
-    req.target = "/v1/node";
-    req.headers = auth;
-    req.connect_timeout = req.timeout = opts_.poll_interval * 8 / 10;
-    fetch(ioc_, std::move(req), 1 << 20, [this, address](Result<http::ClientResponse> r) {
-      polling_.erase(address);
-      Result<NodeState> report =
-          !r                  ? Result<NodeState>(r.error())
-          : r->status != 200 ? make_error(Code::kUnavailable, fmt::format("status {}", r->status))
-                             : parse_node_report(json::parse(r->body, nullptr, false));
-      if (!report) {
-        log::debug("node report failed", {{"agent", address}, {"error", report.error().to_string()}});
-        if (NodeState* n = registry_.by_address(address))
-          metrics_.set("swissbox_scheduler_node_up", Metrics::labels({{"node", n->name}}), 0);
+  for (const auto& entry : opts_.agents) {
+    auto colon = entry.rfind(':');
+    std::string host = entry.substr(0, colon), port = entry.substr(colon + 1);
+    boost::system::error_code literal;
+    asio::ip::make_address(host, literal);
+    if (!literal) {
+      poll_agent(entry);
+      continue;
+    }
+    resolver_.async_resolve(host, port, [this, entry](boost::system::error_code ec,
+                                                      asio::ip::tcp::resolver::results_type found) {
+      if (ec) {
+        log::warn("agent name does not resolve", {{"agents", entry}, {"error", ec.message()}});
         return;
       }
-      std::string labels = Metrics::labels({{"node", report->name}});
-      metrics_.set("swissbox_scheduler_node_load", labels,
-                   static_cast<double>(report->active) / std::max(1, report->capacity));
-      metrics_.set("swissbox_scheduler_node_up", labels, 1);
-      registry_.update(address, std::move(*report), Clock::now());
+      std::set<std::string> addresses;
+      for (const auto& r : found) {
+        const auto& ep = r.endpoint();
+        addresses.insert(ep.address().is_v6()
+                             ? fmt::format("[{}]:{}", ep.address().to_string(), ep.port())
+                             : fmt::format("{}:{}", ep.address().to_string(), ep.port()));
+      }
+      for (const auto& a : addresses) poll_agent(a);
     });
   }
   poll_timer_.expires_after(opts_.poll_interval);
   poll_timer_.async_wait([this](boost::system::error_code ec) {
     if (!ec) poll();
+  });
+}
+
+void Scheduler::poll_agent(const std::string& address) {
+  // A node slower than the interval is not asked twice at once.
+  if (!polling_.insert(address).second) return;
+  UpstreamRequest req;
+  req.address = address;
+  req.method = "GET";
+  req.target = "/v1/node";
+  if (!opts_.agent_token.empty()) req.headers.emplace_back("Authorization", "Bearer " + opts_.agent_token);
+  req.connect_timeout = req.timeout = opts_.poll_interval * 8 / 10;
+  fetch(ioc_, std::move(req), 1 << 20, [this, address](Result<http::ClientResponse> r) {
+    polling_.erase(address);
+    Result<NodeState> report =
+        !r                  ? Result<NodeState>(r.error())
+        : r->status != 200 ? make_error(Code::kUnavailable, fmt::format("status {}", r->status))
+                           : parse_node_report(json::parse(r->body, nullptr, false));
+    if (!report) {
+      log::debug("node report failed", {{"agent", address}, {"error", report.error().to_string()}});
+      if (NodeState* n = registry_.by_address(address))
+        metrics_.set("swissbox_scheduler_node_up", Metrics::labels({{"node", n->name}}), 0);
+      return;
+    }
+    std::string labels = Metrics::labels({{"node", report->name}});
+    metrics_.set("swissbox_scheduler_node_load", labels,
+                 static_cast<double>(report->active) / std::max(1, report->capacity));
+    metrics_.set("swissbox_scheduler_node_up", labels, 1);
+    registry_.update(address, std::move(*report), Clock::now());
   });
 }
 

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <map>
 #include <random>
@@ -23,7 +24,10 @@
 namespace swissbox::sched {
 
 struct SchedulerOptions {
-  std::vector<std::string> agents;  // HOST:PORT of every agent to poll
+  // HOST:PORT of the agents to poll. A HOST that is a name (a headless Service's) is
+  // resolved at every poll and each address it yields is an agent: agents that come and
+  // go are found without a restart.
+  std::vector<std::string> agents;
   PlacementPolicy policy;
   std::chrono::milliseconds poll_interval{1000};
   std::chrono::milliseconds agent_timeout{60 * 60 * 1000 + 30000};  // above the longest exec
@@ -44,6 +48,7 @@ class Scheduler {
  private:
   struct Forward;
   void poll();
+  void poll_agent(const std::string& address);
   static std::shared_ptr<Forward> forward_of(http::Request&& req,
                                              std::shared_ptr<http::Responder> res,
                                              std::string kind);
@@ -66,6 +71,7 @@ class Scheduler {
   boost::asio::steady_timer poll_timer_;
   std::mt19937_64 rng_{std::random_device{}()};
   std::set<std::string> polling_;  // agents whose report is being fetched
+  boost::asio::ip::tcp::resolver resolver_;
 };
 
 }  // namespace swissbox::sched

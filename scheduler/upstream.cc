@@ -34,8 +34,10 @@ class Call : public UpstreamCall, public std::enable_shared_from_this<Call> {
     if (colon == std::string::npos) {
       return finish(make_error(Code::kInvalidArgument, "agent address must be HOST:PORT: " + req_.address));
     }
+    std::string host = req_.address.substr(0, colon);
+    if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
     resolver_.async_resolve(
-        req_.address.substr(0, colon), req_.address.substr(colon + 1),
+        host, req_.address.substr(colon + 1),
         [self = shared_from_this()](beast::error_code ec, tcp::resolver::results_type found) {
           if (self->done_) return;
           if (ec) return self->fail(ec, "resolve");

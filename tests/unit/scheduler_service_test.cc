@@ -88,7 +88,8 @@ class SchedulerService : public ::testing::Test {
     big_ = std::make_unique<FakeAgent>(ioc_, "big", 100, true);
     small_ = std::make_unique<FakeAgent>(ioc_, "small", 10, false);
     SchedulerOptions o;
-    o.agents = {big_->address(), small_->address()};
+    // A name is resolved at every poll; each address it yields is an agent.
+    o.agents = {big_->address(), "localhost:" + std::to_string(small_->server.tcp_port())};
     o.poll_interval = 100ms;
     o.policy.stale_after = 2s;  // a slow (sanitizer) run may delay a poll
     o.tokens = {{kToken, "tenant-a"}};
