@@ -302,14 +302,26 @@ void Scheduler::relay(std::shared_ptr<Forward> f, const std::string& address,
     }
   };
   h.on_piece = [f, r](std::string piece, std::function<void()> more) {
-    if (r->mode != Mode::kStream) {
-      r->body += piece;
-      if (r->body.size() > kWholeAnswer) r->body.resize(kWholeAnswer);  // a refusal's message
-      return more();
+    if (r->mode == Mode::kWhole && r->body.size() + piece.size() > kWholeAnswer) {
+      // Longer than announced (no Content-Length): go on piece by piece after all.
+      r->mode = Mode::kStream;
+      f->res->start_stream(r->head.status, content_type(r->head), passed_headers(r->head));
+      f->res->write_chunk(std::exchange(r->body, {}));
     }
-    f->res->write_chunk(std::move(piece), std::move(more));
+    if (r->mode == Mode::kStream) return f->res->write_chunk(std::move(piece), std::move(more));
+    r->body += piece;
+    if (r->body.size() > kWholeAnswer) r->body.resize(kWholeAnswer);  // a refusal's message
+    more();
   };
-  h.on_end = [f, r, address, on_refused = std::move(on_refused)](Status st) {
+  h.on_end = [f, r, on_refused = std::move(on_refused)](Status st, bool sent) {
+    if (!r->started && sent) {
+      // The agent has the request and may have acted on it (a create, a one-shot): it is
+      // not sent anywhere else.
+      return f->res->send_error(make_error(
+          Code::kUnavailable,
+          "node did not answer after it received the call (it may have run): " +
+              st.error().to_string()));
+    }
     if (!r->started || r->mode == Mode::kRefused) {
       std::string why = !r->started ? "unreachable: " + st.error().to_string()
                                     : fmt::format("answered {}: {}", r->head.status,

@@ -77,6 +77,7 @@ class Call : public UpstreamCall, public std::enable_shared_from_this<Call> {
     if (!req_.body_stream) head += req_.body;
     write(std::move(head), [self = shared_from_this()] {
       if (self->req_.body_stream) return self->pump_body();
+      self->sent_ = true;
       self->read_head();
     });
   }
@@ -100,8 +101,9 @@ class Call : public UpstreamCall, public std::enable_shared_from_this<Call> {
         if (last && self->chunked_) out += "0\r\n\r\n";
         if (out.empty() && !last) return self->pump_body();
         self->write(std::move(out), [self, last] {
-          if (last) return self->read_head();
-          self->pump_body();
+          if (!last) return self->pump_body();
+          self->sent_ = true;
+          self->read_head();
         });
       });
     });
@@ -187,7 +189,7 @@ class Call : public UpstreamCall, public std::enable_shared_from_this<Call> {
     // Handlers may hold the call (fetch does): drop them to break the cycle.
     auto end = std::move(h_.on_end);
     h_ = {};
-    end(std::move(st));
+    end(std::move(st), sent_);
   }
 
   beast::tcp_stream stream_;
@@ -198,6 +200,7 @@ class Call : public UpstreamCall, public std::enable_shared_from_this<Call> {
   std::optional<bhttp::response_parser<bhttp::buffer_body>> parser_;
   std::string out_, piece_;
   bool chunked_ = false;
+  bool sent_ = false;  // the whole request went out
   bool done_ = false;
 };
 
@@ -227,7 +230,7 @@ void fetch(asio::io_context& ioc, UpstreamRequest req, size_t max_body,
     state->too_long = true;
     state->call->cancel();
   };
-  h.on_end = [state, max_body, address, done = std::move(done)](Status st) {
+  h.on_end = [state, max_body, address, done = std::move(done)](Status st, bool) {
     if (state->too_long) {
       return done(make_error(Code::kTooLarge,
                              fmt::format("{} answered more than {} bytes", address, max_body)));

@@ -34,8 +34,10 @@ struct UpstreamHandlers {
   std::function<void(const http::ClientResponse& head)> on_head;
   // One piece of the answer's body; calling `more` has the next one read.
   std::function<void(std::string piece, std::function<void()> more)> on_piece;
-  // Exactly once: ok after the last piece, else why the call failed.
-  std::function<void(Status)> on_end;
+  // Exactly once: ok after the last piece, else why the call failed. `sent` tells whether
+  // the whole request reached the agent before the failure (then it may have acted on it,
+  // and the call must not be repeated elsewhere).
+  std::function<void(Status, bool sent)> on_end;
 };
 
 class UpstreamCall {

@@ -1,6 +1,7 @@
 // The scheduler's HTTP service against two fake agents in-process (no runsc): a refusing
 // node sends creates to the next candidate, tokens are checked and passed on, calls are
-// routed by the node in the id, unknown nodes answer 503.
+// routed by the node in the id, unknown nodes answer 503, a call a node received is not
+// repeated, file bytes pass both ways.
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -52,12 +53,18 @@ struct FakeAgent {
                                         {"region", "ch-gva-2"},
                                         {"draining", false},
                                         {"capacity", {{"max_sandboxes", capacity}}},
-                                        {"active", 0},
+                                        // "small" is half full: "big" is always less loaded
+                                        {"active", refuses ? 0 : capacity / 2},
                                         {"warm", {{"default", 1}}}});
           }
           if (target == "/v1/sandboxes" && refuses) {
             ++refused;
             return res->send_error(make_error(Code::kResourceExhausted, "full"));
+          }
+          if (target == "/v1/execute") {
+            ++executes;
+            // "big" takes one-shots and never answers (a node that hangs mid-call).
+            if (refuses) return parked.push_back(res);
           }
           if (target == "/v1/sandboxes") {
             return res->send_json(201, {{"id", new_sandbox_id(this->name)}, {"node", this->name}});
@@ -79,6 +86,8 @@ struct FakeAgent {
   std::mutex mu;
   std::string auth_seen;
   std::atomic<int> refused{0};
+  std::atomic<int> executes{0};
+  std::vector<std::shared_ptr<http::Responder>> parked;  // on the I/O thread only
 };
 
 class SchedulerService : public ::testing::Test {
@@ -94,6 +103,7 @@ class SchedulerService : public ::testing::Test {
     o.policy.stale_after = 2s;  // a slow (sanitizer) run may delay a poll
     o.tokens = {{kToken, "tenant-a"}};
     o.agent_token = kToken;
+    o.agent_timeout = 1s;
     scheduler_ = std::make_unique<Scheduler>(ioc_, o, metrics_);
     server_ = std::make_unique<http::Server>(ioc_, Scheduler::server_options(),
                                              [this](http::Request&& req, std::shared_ptr<http::Responder> res) {
@@ -102,13 +112,18 @@ class SchedulerService : public ::testing::Test {
     ASSERT_TRUE(server_->listen_tcp("127.0.0.1:0").ok());
     scheduler_->start();
     thread_ = std::thread([this] { ioc_.run(); });
+    // Until both nodes have reported (a sanitizer run is slow to start).
     http::Client c(address());
-    for (int i = 0; i < 50; ++i) {
-      auto r = c.request("GET", "/readyz");
-      if (r.ok() && r->status == 200) break;
+    for (int i = 0; i < 250; ++i) {
+      auto r = c.request("GET", "/v1/nodes", "", auth());
+      json j = r.ok() ? json::parse(r->body, nullptr, false) : json();
+      int up = 0;
+      if (j.is_object() && j["nodes"].is_array()) {
+        for (const auto& n : j["nodes"]) up += n.value("up", false);
+      }
+      if (up == 2) break;
       std::this_thread::sleep_for(20ms);
     }
-    std::this_thread::sleep_for(250ms);  // both nodes reported
   }
   void TearDown() override {
     ioc_.stop();
@@ -156,6 +171,16 @@ TEST_F(SchedulerService, RoutesByTheNodeInTheIdAndAnswers503ForUnknownNodes) {
   EXPECT_EQ(bad->status, 400u);
   json nodes = json::parse(c.request("GET", "/v1/nodes", "", auth())->body);
   EXPECT_EQ(nodes["nodes"].size(), 2u);
+}
+
+TEST_F(SchedulerService, ACallTheNodeReceivedIsNeverRepeatedElsewhere) {
+  http::Client c(address());
+  auto r = c.request("POST", "/v1/execute", R"({"language":"bash","code":"echo once"})", auth());
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->status, 503u) << r->body;
+  EXPECT_NE(r->body.find("may have run"), std::string::npos) << r->body;
+  EXPECT_EQ(big_->executes.load(), 1);
+  EXPECT_EQ(small_->executes.load(), 0);
 }
 
 TEST_F(SchedulerService, FileBytesPassThroughBothWaysUnchanged) {
