@@ -10,6 +10,7 @@
 
 #include "agent/sandbox_ops.h"
 #include "common/auth.h"
+#include "common/fs.h"
 #include "common/log.h"
 
 namespace swissbox {
@@ -398,6 +399,20 @@ void AgentApi::execute_oneshot(Call& c) {
               });
 }
 
+namespace {
+
+// MemAvailable from /proc/meminfo: free memory plus what the kernel can reclaim (page
+// cache), the figure that says whether another sandbox fits.
+uint64_t memory_available_bytes() {
+  auto text = fs::read_file("/proc/meminfo", 1 << 16);
+  if (!text) return 0;
+  auto at = text->find("MemAvailable:");
+  if (at == std::string::npos) return 0;
+  return std::strtoull(text->c_str() + at + 13, nullptr, 10) * 1024;
+}
+
+}  // namespace
+
 void AgentApi::node_info(Call& c) {
   json warm = json::object();
   int warm_total = 0;
@@ -418,7 +433,7 @@ void AgentApi::node_info(Call& c) {
          {"memory_bytes", static_cast<uint64_t>(si.totalram) * si.mem_unit}}},
        {"load",
         {{"loadavg_1m", loadavg[0]},
-         {"memory_available_bytes", static_cast<uint64_t>(si.freeram + si.bufferram) * si.mem_unit}}},
+         {"memory_available_bytes", memory_available_bytes()}}},
        {"active", mgr_.active_count()},
        {"warm_total", warm_total},
        {"deleting", mgr_.deleting_count()},

@@ -26,12 +26,16 @@ struct NodeState {
   std::string name;
   std::string address;  // host:port of the agent
   std::string region;
+  std::string platform;  // runsc's: ptrace, systrap, kvm
   bool draining = false;
   int capacity = 0;  // the agent's max sandboxes (warm + active)
   int active = 0;
   int warm_total = 0;
   std::map<std::string, int> warm;  // ready sandboxes per template (the templates offered)
   int inflight = 0;  // this scheduler's placements on it since its last report
+  int cpus = 0;
+  uint64_t memory_bytes = 0, memory_available_bytes = 0;
+  double loadavg_1m = 0;
   Clock::time_point reported_at;
 };
 

@@ -13,6 +13,13 @@ Result<NodeState> parse_node_report(const json& r) {
     n.region = r.value("region", "");
     n.draining = r.value("draining", false);
     n.capacity = r.at("capacity").at("max_sandboxes").get<int>();
+    n.cpus = r["capacity"].value("cpus", 0);
+    n.memory_bytes = r["capacity"].value("memory_bytes", uint64_t{0});
+    if (auto rt = r.find("runtime"); rt != r.end() && rt->is_object()) n.platform = rt->value("platform", "");
+    if (auto load = r.find("load"); load != r.end() && load->is_object()) {
+      n.loadavg_1m = load->value("loadavg_1m", 0.0);
+      n.memory_available_bytes = load->value("memory_available_bytes", uint64_t{0});
+    }
     n.active = r.at("active").get<int>();
     n.warm = r.at("warm").get<std::map<std::string, int>>();
     for (const auto& [t, w] : n.warm) n.warm_total += w;

@@ -387,7 +387,12 @@ void Scheduler::nodes(std::shared_ptr<http::Responder> res) const {
                    {"up", fresh(n, opts_.policy, now)},
                    {"report_age_ms", age.count()},
                    {"draining", n.draining},
+                   {"platform", n.platform},
                    {"capacity", n.capacity},
+                   {"cpus", n.cpus},
+                   {"memory_bytes", n.memory_bytes},
+                   {"memory_available_bytes", n.memory_available_bytes},
+                   {"loadavg_1m", n.loadavg_1m},
                    {"active", n.active},
                    {"inflight", n.inflight},
                    {"warm", n.warm}});

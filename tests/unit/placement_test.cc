@@ -104,22 +104,29 @@ TEST(NodeRegistry, ParsesReportsAndKeysNodesByTheirIdPart) {
   nlohmann::json report = {{"node", "Pool.1"},
                            {"region", "ch-gva-2"},
                            {"draining", false},
-                           {"capacity", {{"max_sandboxes", 32}}},
+                           {"capacity", {{"max_sandboxes", 32}, {"cpus", 8}, {"memory_bytes", 1ull << 35}}},
+                           {"runtime", {{"platform", "systrap"}}},
+                           {"load", {{"loadavg_1m", 1.5}, {"memory_available_bytes", 1ull << 34}}},
                            {"active", 5},
                            {"warm", {{"default", 2}, {"heavy", 1}}}};
   auto n = parse_node_report(report);
   ASSERT_TRUE(n.ok()) << n.error().to_string();
   EXPECT_EQ(n->warm_total, 3);
+  EXPECT_EQ(n->platform, "systrap");
+  EXPECT_EQ(n->cpus, 8);
+  EXPECT_EQ(n->memory_bytes, 1ull << 35);
+  EXPECT_EQ(n->memory_available_bytes, 1ull << 34);
+  EXPECT_DOUBLE_EQ(n->loadavg_1m, 1.5);
   NodeRegistry reg;
   auto now = Clock::now();
   reg.update("10.0.0.1:7700", *n, now);
   n->active = 7;
-  reg.update("10.0.0.1:7700", *n, now);  // the same node again: replaced, not added
+  reg.update("10.0.0.9:7700", *n, now);  // the same node on a new address: replaced, not added
   ASSERT_EQ(reg.nodes().size(), 1u);
   const NodeState* found = reg.by_id_node("pool-1");
   ASSERT_NE(found, nullptr);
   EXPECT_EQ(found->active, 7);
-  EXPECT_EQ(found->address, "10.0.0.1:7700");
+  EXPECT_EQ(found->address, "10.0.0.9:7700");
   EXPECT_EQ(reg.by_id_node("other"), nullptr);
   report.erase("warm");
   EXPECT_FALSE(parse_node_report(report).ok());
