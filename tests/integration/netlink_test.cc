@@ -11,6 +11,10 @@
 #include <string>
 #include <thread>
 
+#include <fcntl.h>
+#include <poll.h>
+
+#include "agent/egress_filter.h"
 #include "agent/netns.h"
 #include "agent/veth.h"
 #include "common/unique_fd.h"
@@ -71,6 +75,43 @@ class Netlink : public ::testing::Test {
     return received;
   }
 
+  // A listener on ip (port 0: any); answers its fd and port.
+  static std::pair<unique_fd, uint16_t> listen_on(const std::string& ip) {
+    unique_fd l(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    inet_pton(AF_INET, ip.c_str(), &a.sin_addr);
+    bind(l.get(), reinterpret_cast<sockaddr*>(&a), sizeof(a));
+    listen(l.get(), 8);
+    socklen_t len = sizeof(a);
+    getsockname(l.get(), reinterpret_cast<sockaddr*>(&a), &len);
+    return {std::move(l), ntohs(a.sin_port)};
+  }
+  // Connects to ip:port within 500 ms: 0, or the errno (ETIMEDOUT when nothing answered).
+  static int try_connect(const std::string& ip, uint16_t port) {
+    unique_fd s(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    inet_pton(AF_INET, ip.c_str(), &a.sin_addr);
+    if (connect(s.get(), reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0) return 0;
+    if (errno != EINPROGRESS) return errno;
+    pollfd p{s.get(), POLLOUT, 0};
+    if (poll(&p, 1, 500) == 0) return ETIMEDOUT;
+    int err = 0;
+    socklen_t len = sizeof(err);
+    getsockopt(s.get(), SOL_SOCKET, SO_ERROR, &err, &len);
+    return err;
+  }
+  int connect_from_inside(const std::string& ip, uint16_t port) {
+    int result = -1;
+    EXPECT_TRUE(netns::run_in(ns_, [&] {
+                  result = try_connect(ip, port);
+                  return ok_status();
+                }).ok());
+    return result;
+  }
+
   std::string dir_, ns_, prefix_;
 };
 
@@ -110,6 +151,38 @@ TEST_F(Netlink, VethPairCarriesTrafficIsCountedAndGoesAway) {
   EXPECT_FALSE(netns::pinned(ns_));
   EXPECT_TRUE(veth::links_with_prefix(prefix_)->empty());
   EXPECT_TRUE(veth::remove_link(prefix_ + "h").ok()) << "removing a missing link is fine";
+}
+
+}  // namespace
+}  // namespace swissbox
+
+namespace swissbox {
+namespace {
+
+TEST_F(Netlink, EgressFilterLetsSandboxesReachOnlyTheProxy) {
+  ASSERT_TRUE(netns::create(ns_).ok());
+  veth::PairConfig c{prefix_ + "h", ns_, "198.18.9.1", "198.18.9.2", 30};
+  ASSERT_TRUE(veth::create_pair(c).ok());
+  auto [proxy, proxy_port] = listen_on("0.0.0.0");
+  auto [other, other_port] = listen_on(c.host_ip);
+  EgressFilterConfig f{"swissbox_" + prefix_, prefix_, "198.18.9.0/30", proxy_port};
+  // Before the filter, the sandbox reaches any port of the node.
+  EXPECT_EQ(connect_from_inside(c.host_ip, other_port), 0);
+  auto st = install_egress_filter(f);
+  ASSERT_TRUE(st.ok()) << st.error().to_string();
+  EXPECT_TRUE(egress_filter_present(f.table));
+  EXPECT_TRUE(install_egress_filter(f).ok()) << "a second install replaces the table";
+  EXPECT_EQ(connect_from_inside(c.host_ip, proxy_port), 0);
+  // Anything else is reset at once, even a port that listens.
+  EXPECT_EQ(connect_from_inside(c.host_ip, other_port), ECONNREFUSED);
+  EXPECT_EQ(connect_from_inside("127.0.0.1", other_port), ECONNREFUSED) << "loopback is its own";
+  // The proxy port answers no one but sandboxes.
+  EXPECT_EQ(try_connect("127.0.0.1", proxy_port), ETIMEDOUT);
+  EXPECT_EQ(try_connect(c.host_ip, other_port), 0) << "other node traffic is untouched";
+  ASSERT_TRUE(remove_egress_filter(f.table).ok());
+  EXPECT_FALSE(egress_filter_present(f.table));
+  EXPECT_TRUE(remove_egress_filter(f.table).ok()) << "removing a missing table is fine";
+  EXPECT_EQ(try_connect("127.0.0.1", proxy_port), 0);
 }
 
 }  // namespace
