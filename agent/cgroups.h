@@ -34,6 +34,9 @@ struct CgroupUsage {
   // Not the cgroup's: the runtime adds the sandbox's disk (-1: unknown).
   int64_t disk_used_bytes = -1;
   int64_t disk_limit_bytes = -1;
+  // Neither: bytes the sandbox received and sent over its network link (-1: no network).
+  int64_t net_in_bytes = -1;
+  int64_t net_out_bytes = -1;
 };
 
 class Cgroups {

@@ -3,6 +3,8 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -20,6 +22,18 @@ namespace swissbox {
 using json = nlohmann::json;
 
 namespace {
+
+// runsc start with a network namespace refuses to run when it can read
+// /proc/sys/net/core/rmem_default, which this kernel shows in every namespace (gVisor
+// issue 10704, fixed after 20240729): the start runs in a private mount namespace with an
+// empty tmpfs over /proc/sys/net. Runs in the child between fork and exec.
+int hide_proc_sys_net() {
+  if (unshare(CLONE_NEWNS) != 0) return errno;
+  if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) return errno;
+  if (mount("tmpfs", "/proc/sys/net", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k") != 0)
+    return errno;
+  return 0;
+}
 
 constexpr const char* kSupportMount = "/.swissbox";
 
@@ -188,7 +202,8 @@ json make_oci_config(const SandboxSpec& spec, const RootfsLayout& rootfs,
           {{"type", "ipc"}},
           {{"type", "uts"}},
           {{"type", "mount"}},
-          {{"type", "network"}}}}}},
+          spec.netns_path.empty() ? json{{"type", "network"}}
+                                  : json{{"type", "network"}, {"path", spec.netns_path}}}}}},
   };
   // runsc joins this existing cgroup (made by the agent) and keeps the limits it finds.
   if (!spec.cgroup_path.empty()) config["linux"]["cgroupsPath"] = spec.cgroup_path;
@@ -276,13 +291,17 @@ Result<std::unique_ptr<RunscDriver>> RunscDriver::create(RunscOptions opts) {
   return d;
 }
 
-std::vector<std::string> RunscDriver::command(std::initializer_list<std::string> args) const {
-  // The global flags are the same for every call on every sandbox of this agent.
+std::vector<std::string> RunscDriver::command(std::initializer_list<std::string> args,
+                                              bool netstack) const {
   std::vector<std::string> argv = {opts_.runsc,  "--root",       opts_.root_dir,
                                    "--platform", opts_.platform, "--network",
-                                   "none",       "--overlay2",   "none"};
+                                   netstack ? "sandbox" : "none", "--overlay2", "none"};
   argv.insert(argv.end(), args);
   return argv;
+}
+
+bool RunscDriver::has_network(const std::string& id) const {
+  return EgressNetworks::read(sandbox_dir(id)).has_value();
 }
 
 std::string RunscDriver::sandbox_dir(const std::string& id) const {
@@ -305,6 +324,14 @@ Result<RunnerPipes> RunscDriver::start(const SandboxSpec& spec) {
     with_cgroup.cgroup_path = opts_.cgroups->oci_path(spec.id);
   }
   if (auto st = fs::make_dirs(bundle, 0700); !st) return fail(st.error());
+  const bool netstack = spec.network == "egress";
+  if (netstack) {
+    if (!opts_.egress) {
+      return fail(make_error(Code::kInvalidArgument, "this node offers no network to sandboxes"));
+    }
+    if (auto link = opts_.egress->setup(dir); !link) return fail(link.error());
+    with_cgroup.netns_path = EgressNetworks::netns_path(dir);
+  }
   if (auto st = disk_.create(dir, opts_.max_disk_mb, spec.limits.disk_mb, spec.uid, spec.gid); !st)
     return fail(st.error());
   json config =
@@ -316,7 +343,7 @@ Result<RunnerPipes> RunscDriver::start(const SandboxSpec& spec) {
   auto io = open_runner_io(dir);
   if (!io) return fail(io.error());
   ProcessOptions create;
-  create.argv = command({"create", "--bundle", bundle, spec.id});
+  create.argv = command({"create", "--bundle", bundle, spec.id}, netstack);
   create.stdin_fd = io->to_r.get();
   create.stdout_fd = io->from_w.get();
   create.stderr_fd = io->log.get();
@@ -333,8 +360,9 @@ Result<RunnerPipes> RunscDriver::start(const SandboxSpec& spec) {
   io->log.reset();
 
   ProcessOptions start;
-  start.argv = command({"start", spec.id});
+  start.argv = command({"start", spec.id}, netstack);
   start.timeout = opts_.command_timeout;
+  if (netstack) start.pre_exec = hide_proc_sys_net;
   r = run_process(start);
   if (!r) return fail(r.error());
   if (r->exit_code != 0) return fail(make_error(Code::kUnavailable, describe_failure(start, *r)));
@@ -347,7 +375,8 @@ Result<RunnerPipes> RunscDriver::reattach(const std::string& id) {
   ProcessOptions bridge;
   SandboxSpec defaults;
   bridge.argv = command({"exec", "--user", fmt::format("{}:{}", defaults.uid, defaults.gid), id,
-                         std::string(kSupportMount) + "/init", "--bridge"});
+                         std::string(kSupportMount) + "/init", "--bridge"},
+                        has_network(id));
   bridge.stdin_fd = io->to_r.get();
   bridge.stdout_fd = io->from_w.get();
   bridge.stderr_fd = io->log.get();
@@ -360,7 +389,7 @@ Result<RunnerPipes> RunscDriver::reattach(const std::string& id) {
 
 Status RunscDriver::destroy(const std::string& id) {
   ProcessOptions del;
-  del.argv = command({"delete", "--force", id});
+  del.argv = command({"delete", "--force", id}, has_network(id));
   del.timeout = opts_.command_timeout;
   auto r = run_process(del);
   bool gone = r.ok() && (r->exit_code == 0 || r->err.find("does not exist") != std::string::npos ||
@@ -371,6 +400,8 @@ Status RunscDriver::destroy(const std::string& id) {
   auto keep = [&first](Status st) {
     if (!st && first) first = std::move(st);
   };
+  // The pinned namespace is a mount in the directory: unpinned before the directory goes.
+  if (opts_.egress) keep(opts_.egress->teardown(sandbox_dir(id)));
   // The gofer is gone with the sandbox: the disk can be unmounted before its directory goes
   // (never removed through a disk that is still mounted).
   if (auto st = SandboxDisk::remove(sandbox_dir(id)); st) {
@@ -396,6 +427,12 @@ Result<CgroupUsage> RunscDriver::usage(const std::string& id) {
   if (!opts_.cgroups) return make_error(Code::kUnavailable, "no cgroups: usage unknown");
   auto u = opts_.cgroups->usage(id);
   if (!u) return u;
+  if (auto link = opts_.egress ? EgressNetworks::read(sandbox_dir(id)) : std::nullopt) {
+    if (auto bytes = opts_.egress->bytes_in_out(*link)) {
+      u->net_in_bytes = static_cast<int64_t>(bytes->first);
+      u->net_out_bytes = static_cast<int64_t>(bytes->second);
+    }
+  }
   if (auto disk = SandboxDisk::usage(sandbox_dir(id))) {
     u->disk_used_bytes = disk->used_bytes;
     u->disk_limit_bytes = disk->limit_bytes;
@@ -405,7 +442,7 @@ Result<CgroupUsage> RunscDriver::usage(const std::string& id) {
 
 Result<std::vector<std::string>> RunscDriver::list() {
   ProcessOptions ls;
-  ls.argv = command({"list", "--quiet"});
+  ls.argv = command({"list", "--quiet"}, false);
   ls.timeout = opts_.command_timeout;
   auto r = run_process(ls);
   if (!r) return r.error();
@@ -440,6 +477,21 @@ Result<std::vector<std::string>> RunscDriver::list() {
     }
   }
   return ids;
+}
+
+std::vector<std::string> RunscDriver::remove_orphans() {
+  if (!opts_.egress) return {};
+  return opts_.egress->remove_orphans([this] {
+    std::set<int> in_use;
+    if (DIR* d = opendir((opts_.state_dir + "/sandboxes").c_str())) {
+      while (dirent* e = readdir(d)) {
+        if (!valid_sandbox_id(e->d_name)) continue;
+        if (auto link = EgressNetworks::read(sandbox_dir(e->d_name))) in_use.insert(link->index);
+      }
+      closedir(d);
+    }
+    return in_use;
+  });
 }
 
 }  // namespace swissbox

@@ -10,6 +10,7 @@
 
 #include "agent/runtime.h"
 #include "agent/sandbox_disk.h"
+#include "agent/sandbox_network.h"
 
 namespace swissbox {
 
@@ -26,6 +27,7 @@ struct RunscOptions {
   // disk is made big enough for the largest disk_mb a claim may ask for.
   std::string mkfs;  // mkfs.ext4; empty: SandboxDisk::find_mkfs()
   int64_t max_disk_mb = 20480;
+  EgressNetworks* egress = nullptr;  // not owned; null: no sandbox has network
 };
 
 // The host cgroup limits for a sandbox's limits: the sentry, gofer and platform stubs live
@@ -72,13 +74,18 @@ class RunscDriver : public SandboxRuntime {
   Status set_limits(const std::string& id, const Limits& limits) override;
   Result<CgroupUsage> usage(const std::string& id) override;
   Result<std::vector<std::string>> list() override;
+  std::vector<std::string> remove_orphans() override;
+  bool offers_egress() const override { return opts_.egress != nullptr; }
   std::string name() const override { return "runsc"; }
   std::string version() const override { return version_; }
   std::string platform() const override { return opts_.platform; }
 
  private:
   RunscDriver(RunscOptions opts, std::string mkfs) : opts_(std::move(opts)), disk_(std::move(mkfs)) {}
-  std::vector<std::string> command(std::initializer_list<std::string> args) const;
+  // runsc's global flags must be the same on every call for one sandbox: with network it
+  // runs gVisor's netstack (--network sandbox), without it none.
+  std::vector<std::string> command(std::initializer_list<std::string> args, bool netstack) const;
+  bool has_network(const std::string& id) const;
   std::string sandbox_dir(const std::string& id) const;
 
   RunscOptions opts_;

@@ -38,6 +38,11 @@ class SandboxRuntime {
   }
   // Ids of every sandbox this runtime holds (for start-up garbage collection).
   virtual Result<std::vector<std::string>> list() = 0;
+  // Removes what the runtime made that none of its sandboxes explains any more (a network
+  // link whose sandbox directory is gone); answers what it removed.
+  virtual std::vector<std::string> remove_orphans() { return {}; }
+  // Whether sandboxes can have network ("egress"); see agent/sandbox_network.h.
+  virtual bool offers_egress() const { return false; }
   virtual std::string name() const = 0;      // "runsc"
   virtual std::string version() const = 0;   // "0.0~20240729.0"
   virtual std::string platform() const = 0;  // "ptrace"

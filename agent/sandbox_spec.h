@@ -63,6 +63,8 @@ struct SandboxSpec {
   uint32_t gid = 1000;
   Limits limits;
   std::string cgroup_path;  // linux.cgroupsPath; empty = none
+  std::string network = "none";  // "none" (loopback only) or "egress"
+  std::string netns_path;        // the pinned network namespace to join; empty = a new one
 };
 
 // The environment every process in a sandbox starts from; the sandbox's and the request's
