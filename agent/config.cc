@@ -3,7 +3,9 @@
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
+#include <sstream>
 
+#include "agent/egress_policy.h"
 #include "agent/sandbox_spec.h"
 #include "common/fs.h"
 
@@ -17,9 +19,9 @@ Error invalid(const std::string& m) { return make_error(Code::kInvalidArgument, 
 
 Status parse_pool_entry(const std::string& entry, std::map<std::string, int>* pool) {
   auto eq = entry.find('=');
-  if (eq == std::string::npos) return invalid("--pool wants TEMPLATE=N, got '" + entry + "'");
+  if (eq == std::string::npos) return invalid("--pool wants TEMPLATE[:egress]=N, got '" + entry + "'");
   std::string tmpl = entry.substr(0, eq);
-  if (!builtin_templates().count(tmpl)) return invalid("--pool: unknown template '" + tmpl + "'");
+  if (!split_pool_key(tmpl)) return invalid("--pool: unknown template '" + tmpl + "'");
   char* end = nullptr;
   long n = strtol(entry.c_str() + eq + 1, &end, 10);
   if (*end != '\0' || n < 0 || n > 1000) return invalid("--pool: bad count in '" + entry + "'");
@@ -64,6 +66,36 @@ Status apply(AgentConfig& c, std::string key, const std::string& value) {
   }
   else if (key == "pool")
     return parse_pool_entry(value, &c.pool);
+  else if (key == "egress-pool")
+    c.egress_pool = value;
+  else if (key == "egress-link-prefix")
+    c.egress_link_prefix = value;
+  else if (key == "egress-deny") {
+    c.egress_deny.clear();
+    std::stringstream in(value);
+    for (std::string item; std::getline(in, item, ',');) {
+      if (!Cidr::parse(item)) return invalid("--egress-deny: '" + item + "' is not an address range");
+      c.egress_deny.push_back(item);
+    }
+  } else if (key == "egress-hosts") {
+    std::stringstream in(value);
+    for (std::string item; std::getline(in, item, ',');) {
+      auto eq = item.find('=');
+      std::string name = lower_case(item.substr(0, eq));
+      if (eq == std::string::npos || !valid_allow_pattern(name) || name[0] == '*' ||
+          !Cidr::parse(item.substr(eq + 1)))
+        return invalid("--egress-hosts wants NAME=IP[,NAME=IP…], got '" + item + "'");
+      c.egress_hosts[name] = item.substr(eq + 1);
+    }
+  } else if (key == "egress-proxy-port" || key == "egress-rate-kbit") {
+    char* end = nullptr;
+    long long n = strtoll(value.c_str(), &end, 10);
+    bool port = key == "egress-proxy-port";
+    if (*end != '\0' || n < (port ? 1 : 0) || n > (port ? 65535 : 10'000'000))
+      return invalid("--" + key + (port ? " must be 1..65535" : " must be 0..10000000"));
+    if (port) c.egress_proxy_port = static_cast<int>(n);
+    else c.egress_rate_kbit = n;
+  }
   else if (key == "max-sandboxes" || key == "gc-interval") {
     char* end = nullptr;
     long n = strtol(value.c_str(), &end, 10);
@@ -105,7 +137,9 @@ std::string agent_usage() {
          "         [--pool TEMPLATE=N]... [--platform ptrace|systrap] [--cgroup-parent PATH]\n"
          "         [--node-name NAME] [--region ZONE] [--token-file FILE] [--log-level L]\n"
          "         [--max-sandboxes N] [--init PATH] [--gc-interval SECONDS]\n"
-         "         [--harden true|false] [--keep-sandboxes-on-exit true|false]\n";
+         "         [--harden true|false] [--keep-sandboxes-on-exit true|false]\n"
+         "         [--egress-pool CIDR] [--egress-link-prefix P] [--egress-proxy-port N]\n"
+         "         [--egress-deny CIDR,…] [--egress-hosts NAME=IP,…] [--egress-rate-kbit N]\n";
 }
 
 Result<AgentConfig> parse_agent_config(const std::vector<std::string>& args) {
@@ -155,6 +189,10 @@ Result<AgentConfig> parse_agent_config(const std::vector<std::string>& args) {
   } else if (!c.listen.empty() && !is_loopback_listen(c.listen)) {
     return invalid("--listen " + c.listen +
                    " is not loopback: set --token-file to serve beyond this host");
+  }
+  for (const auto& [pool, n] : c.pool) {
+    if (pool.find(':') != std::string::npos && c.egress_pool.empty() && n > 0)
+      return invalid("--pool " + pool + " needs --egress-pool");
   }
   for (const auto& d : {c.state_dir, c.runsc_root}) {
     if (d.empty() || d[0] != '/')

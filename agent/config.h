@@ -32,6 +32,14 @@ struct AgentConfig {
   // On SIGTERM, leave active sandboxes running for the next agent (a DaemonSet update)
   // instead of destroying them; warm ones are always destroyed.
   bool keep_sandboxes_on_exit = true;
+  // Egress networking (network "egress"); off while egress_pool is empty. See
+  // agent/sandbox_network.h, egress_filter.h and egress_proxy.h.
+  std::string egress_pool;                 // node-local IPv4 CIDR for the sandboxes' /30s
+  std::string egress_link_prefix = "sbx";  // host-side veth names: <prefix><index>
+  int egress_proxy_port = 3128;
+  std::vector<std::string> egress_deny;    // node-wide; empty: default_egress_deny()
+  std::map<std::string, std::string> egress_hosts;  // name → IP the proxy uses before DNS
+  int64_t egress_rate_kbit = 0;            // every link, both ways; 0: unlimited
 };
 
 // argv excludes the program name. Flags win over the --config file.

@@ -35,6 +35,12 @@ std::string egress_ruleset(const EgressFilterConfig& c) {
   return fmt::format(R"(add table inet {table}
 delete table inet {table}
 table inet {table} {{
+  chain prerouting {{
+    type filter hook prerouting priority filter - 10; policy accept;
+    iifname "{links}*" fib saddr . iif oif missing drop
+    iifname "{links}*" fib daddr type != local meta l4proto tcp reject with tcp reset
+    iifname "{links}*" fib daddr type != local reject
+  }}
   chain input {{
     type filter hook input priority filter - 10; policy accept;
     iifname "{links}*" jump from_sandbox
@@ -47,7 +53,6 @@ table inet {table} {{
     oifname "{links}*" drop
   }}
   chain from_sandbox {{
-    fib saddr . iif oif missing drop
     ip daddr {pool} tcp dport {port} accept
     meta l4proto tcp reject with tcp reset
     reject

@@ -2,8 +2,9 @@
 // its link tag), loaded in one transaction through libnftables. What a sandbox sends to
 // the node may only reach the agent's egress proxy; anything else is refused with a TCP
 // reset (gVisor ignores ICMP unreachable for connects: they would hang to their timeout)
-// or an ICMP error, a spoofed source is dropped, nothing is forwarded to or from a
-// sandbox's link (no other sandbox, no cluster, no metadata service, no internet), and the
+// or an ICMP error — already at prerouting for other destinations, since a node without
+// ip_forward would drop them silently — a spoofed source is dropped, nothing is forwarded
+// to or from a sandbox's link (no other sandbox, no cluster, no metadata service, no internet), and the
 // proxy port answers no one but sandboxes. The rules are per agent, not per sandbox: a
 // sandbox adds or leaves no rule, and a restart replaces the table whole.
 #pragma once

@@ -20,92 +20,6 @@ namespace swissbox {
 namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 
-// ---- policy ----------------------------------------------------------------------------
-
-Result<Cidr> Cidr::parse(const std::string& text) {
-  auto slash = text.find('/');
-  boost::system::error_code ec;
-  Cidr c;
-  c.network = asio::ip::make_address(text.substr(0, slash), ec);
-  if (ec) return make_error(Code::kInvalidArgument, "'" + text + "' is not an address range");
-  int max = c.network.is_v4() ? 32 : 128;
-  c.prefix_len = max;
-  if (slash != std::string::npos) {
-    std::string bits = text.substr(slash + 1);
-    if (bits.empty() || bits.size() > 3 || bits.find_first_not_of("0123456789") != std::string::npos ||
-        std::stoi(bits) > max) {
-      return make_error(Code::kInvalidArgument, "'" + text + "' has a bad prefix length");
-    }
-    c.prefix_len = std::stoi(bits);
-  }
-  return c;
-}
-
-bool Cidr::contains(const asio::ip::address& a) const {
-  if (a.is_v6() && a.to_v6().is_v4_mapped()) {
-    return contains(asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6()));
-  }
-  if (a.is_v4() != network.is_v4()) return false;
-  auto bytes_of = [](const asio::ip::address& x) {
-    std::array<unsigned char, 16> out{};
-    if (x.is_v4()) {
-      auto b = x.to_v4().to_bytes();
-      std::copy(b.begin(), b.end(), out.begin());
-    } else {
-      out = x.to_v6().to_bytes();
-    }
-    return out;
-  };
-  auto x = bytes_of(a), n = bytes_of(network);
-  int bits = prefix_len;
-  for (size_t i = 0; bits > 0; ++i, bits -= 8) {
-    unsigned char mask = bits >= 8 ? 0xff : static_cast<unsigned char>(0xff << (8 - bits));
-    if ((x[i] & mask) != (n[i] & mask)) return false;
-  }
-  return true;
-}
-
-namespace {
-
-std::string lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
-  return s;
-}
-
-bool valid_host_name(const std::string& h) {
-  if (h.empty() || h.size() > 253 || h.front() == '.' || h.back() == '.') return false;
-  for (char c : h) {
-    if (!isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '.') return false;
-  }
-  return h.find("..") == std::string::npos;
-}
-
-}  // namespace
-
-bool valid_allow_pattern(const std::string& p) {
-  return valid_host_name(p.rfind("*.", 0) == 0 ? p.substr(2) : p);
-}
-
-bool host_allowed(const std::string& host, const std::vector<std::string>& allow) {
-  std::string h = lower(host);
-  for (const auto& raw : allow) {
-    std::string p = lower(raw);
-    if (p == h) return true;
-    if (p.rfind("*.", 0) == 0) {
-      std::string suffix = p.substr(1);  // ".example.com"
-      if (h.size() > suffix.size() && h.compare(h.size() - suffix.size(), suffix.size(), suffix) == 0)
-        return true;
-    }
-  }
-  return false;
-}
-
-std::vector<std::string> default_egress_deny() {
-  return {"0.0.0.0/8",     "10.0.0.0/8",  "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
-          "172.16.0.0/12", "192.168.0.0/16", "224.0.0.0/4", "240.0.0.0/4", "::/128",
-          "::1/128",       "fc00::/7",    "fe80::/10",     "ff00::/8"};
-}
-
 // ---- one proxied connection ------------------------------------------------------------
 
 namespace {
@@ -185,7 +99,7 @@ class Conn : public std::enable_shared_from_this<Conn> {
       if (n < 1 || n > 65535) return false;
       port_ = static_cast<uint16_t>(n);
     }
-    host_ = lower(h);
+    host_ = lower_case(h);
     return true;
   }
 
@@ -199,7 +113,7 @@ class Conn : public std::enable_shared_from_this<Conn> {
       std::string h = headers.substr(pos, eol - pos);
       pos = eol + 2;
       if (h.empty()) break;
-      std::string name = lower(h.substr(0, h.find(':')));
+      std::string name = lower_case(h.substr(0, h.find(':')));
       if (name == "proxy-connection" || name == "proxy-authorization" || name == "connection" ||
           name == "keep-alive") {
         continue;

@@ -19,25 +19,11 @@
 #include <string>
 #include <vector>
 
+#include "agent/egress_policy.h"
 #include "common/error.h"
 #include "common/metrics.h"
 
 namespace swissbox {
-
-struct Cidr {
-  boost::asio::ip::address network;
-  int prefix_len = 0;
-  static Result<Cidr> parse(const std::string& text);
-  bool contains(const boost::asio::ip::address& a) const;
-};
-
-// Whether `host` matches a pattern of `allow`: equal (case-insensitive), or "*.suffix"
-// matching any name below suffix (not suffix itself).
-bool host_allowed(const std::string& host, const std::vector<std::string>& allow);
-// Whether `pattern` may be put in an allowlist: a host name, optionally "*." in front.
-bool valid_allow_pattern(const std::string& pattern);
-// The node-wide deny list when none is configured.
-std::vector<std::string> default_egress_deny();
 
 struct EgressProxyOptions {
   uint16_t port = 3128;

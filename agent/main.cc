@@ -8,10 +8,14 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <filesystem>
+#include <thread>
 
 #include "agent/api.h"
 #include "agent/config.h"
+#include "agent/egress_filter.h"
+#include "agent/egress_proxy.h"
 #include "agent/hardening.h"
+#include "agent/sandbox_network.h"
 #include "agent/runsc_driver.h"
 #include "agent/sandbox_manager.h"
 #include "common/fs.h"
@@ -72,8 +76,51 @@ int main(int argc, char** argv) {
   }
   log::info("cgroups ready", {{"version", (*cgroups)->version()}, {"parent", (*cgroups)->parent()}});
 
+  // Egress networking: the address pool, the packet filter and the proxy, on a thread of
+  // its own so that sandbox traffic never delays the API.
+  Metrics metrics;
+  std::unique_ptr<EgressNetworks> networks;
+  boost::asio::io_context proxy_ioc(1);
+  auto proxy_work = boost::asio::make_work_guard(proxy_ioc);
+  std::unique_ptr<EgressProxy> proxy;
+  std::thread proxy_thread;
+  EgressFilterConfig filter{"swissbox_" + cfg->egress_link_prefix, cfg->egress_link_prefix,
+                            cfg->egress_pool, static_cast<uint16_t>(cfg->egress_proxy_port)};
+  if (!cfg->egress_pool.empty()) {
+    auto n = EgressNetworks::create({cfg->egress_pool, cfg->egress_link_prefix, filter.proxy_port});
+    Status st = n ? install_egress_filter(filter) : Status(n.error());
+    EgressProxyOptions po;
+    po.port = filter.proxy_port;
+    po.static_hosts = cfg->egress_hosts;
+    for (const auto& c : cfg->egress_deny.empty() ? default_egress_deny() : cfg->egress_deny)
+      po.deny.push_back(Cidr::parse(c).value());  // validated with the config
+    if (auto pool = Cidr::parse(cfg->egress_pool)) po.deny.push_back(*pool);
+    if (st) {
+      proxy = std::make_unique<EgressProxy>(proxy_ioc, po, metrics);
+      st = proxy->listen();
+    }
+    if (!st) {
+      log::error("egress networking not usable", {{"error", st.error().to_string()}});
+      return 1;
+    }
+    networks = std::move(*n);
+    proxy_thread = std::thread([&proxy_ioc] { proxy_ioc.run(); });
+    log::info("egress ready", {{"pool", cfg->egress_pool},
+                               {"links", cfg->egress_link_prefix + "*"},
+                               {"proxy_port", cfg->egress_proxy_port},
+                               {"filter", filter.table}});
+  }
+  auto stop_egress = [&](bool remove_filter) {
+    proxy_work.reset();
+    proxy_ioc.stop();
+    if (proxy_thread.joinable()) proxy_thread.join();
+    if (networks && remove_filter) (void)remove_egress_filter(filter.table);
+  };
+
   RunscOptions ro;
   ro.cgroups = cgroups->get();
+  ro.egress = networks.get();
+  ro.egress_default_kbit = cfg->egress_rate_kbit;
   ro.runsc = cfg->runsc;
   ro.root_dir = cfg->runsc_root;
   ro.state_dir = cfg->state_dir;
@@ -84,6 +131,7 @@ int main(int argc, char** argv) {
   auto driver = RunscDriver::create(ro);
   if (!driver) {
     log::error("runtime not usable", {{"error", driver.error().to_string()}});
+    stop_egress(false);
     return 1;
   }
   log::info("runtime ready", {{"runsc", (*driver)->version()},
@@ -96,8 +144,9 @@ int main(int argc, char** argv) {
   // work (and return) while one is in flight. The guard goes when shutdown is complete.
   auto work = boost::asio::make_work_guard(ioc);
   boost::asio::thread_pool workers(4);
-  Metrics metrics;
   ManagerOptions mo;
+  mo.egress_proxy = proxy.get();
+  mo.egress_proxy_port = filter.proxy_port;
   mo.node_name = cfg->node_name;
   mo.pool_targets = cfg->pool;
   mo.max_sandboxes = cfg->max_sandboxes;
@@ -154,5 +203,7 @@ int main(int argc, char** argv) {
   });
   ioc.run();
   workers.join();
+  // Sandboxes left for the next agent still need the filter around them.
+  stop_egress(!cfg->keep_sandboxes_on_exit);
   return exit_code;
 }

@@ -300,6 +300,18 @@ std::vector<std::string> RunscDriver::command(std::initializer_list<std::string>
   return argv;
 }
 
+std::optional<SandboxRuntime::NetworkAddresses> RunscDriver::network(const std::string& id) const {
+  auto link = EgressNetworks::read(sandbox_dir(id));
+  if (!link) return std::nullopt;
+  return NetworkAddresses{link->sandbox_ip, link->host_ip};
+}
+
+Status RunscDriver::set_bandwidth(const std::string& id, int64_t kbit) {
+  if (!opts_.egress || !has_network(id)) return SandboxRuntime::set_bandwidth(id, kbit);
+  uint64_t bits = static_cast<uint64_t>(kbit > 0 ? kbit : opts_.egress_default_kbit) * 1000;
+  return opts_.egress->set_rates(sandbox_dir(id), bits, bits);
+}
+
 bool RunscDriver::has_network(const std::string& id) const {
   return EgressNetworks::read(sandbox_dir(id)).has_value();
 }
@@ -331,6 +343,10 @@ Result<RunnerPipes> RunscDriver::start(const SandboxSpec& spec) {
     }
     if (auto link = opts_.egress->setup(dir); !link) return fail(link.error());
     with_cgroup.netns_path = EgressNetworks::netns_path(dir);
+    if (opts_.egress_default_kbit > 0) {
+      uint64_t bits = static_cast<uint64_t>(opts_.egress_default_kbit) * 1000;
+      if (auto st = opts_.egress->set_rates(dir, bits, bits); !st) return fail(st.error());
+    }
   }
   if (auto st = disk_.create(dir, opts_.max_disk_mb, spec.limits.disk_mb, spec.uid, spec.gid); !st)
     return fail(st.error());

@@ -28,6 +28,7 @@ struct RunscOptions {
   std::string mkfs;  // mkfs.ext4; empty: SandboxDisk::find_mkfs()
   int64_t max_disk_mb = 20480;
   EgressNetworks* egress = nullptr;  // not owned; null: no sandbox has network
+  int64_t egress_default_kbit = 0;   // rate limit of every link both ways; 0: none
 };
 
 // The host cgroup limits for a sandbox's limits: the sentry, gofer and platform stubs live
@@ -76,6 +77,8 @@ class RunscDriver : public SandboxRuntime {
   Result<std::vector<std::string>> list() override;
   std::vector<std::string> remove_orphans() override;
   bool offers_egress() const override { return opts_.egress != nullptr; }
+  std::optional<NetworkAddresses> network(const std::string& id) const override;
+  Status set_bandwidth(const std::string& id, int64_t kbit) override;
   std::string name() const override { return "runsc"; }
   std::string version() const override { return version_; }
   std::string platform() const override { return opts_.platform; }

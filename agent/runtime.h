@@ -3,6 +3,7 @@
 // Every method blocks: callers run them on the worker pool, never on the I/O thread.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -43,6 +44,17 @@ class SandboxRuntime {
   virtual std::vector<std::string> remove_orphans() { return {}; }
   // Whether sandboxes can have network ("egress"); see agent/sandbox_network.h.
   virtual bool offers_egress() const { return false; }
+  struct NetworkAddresses {
+    std::string sandbox_ip, gateway_ip;
+  };
+  // The addresses of a sandbox started with network "egress".
+  virtual std::optional<NetworkAddresses> network(const std::string& /*id*/) const {
+    return std::nullopt;
+  }
+  // Its rate limit both ways in kbit/s (0: the node's default).
+  virtual Status set_bandwidth(const std::string& id, int64_t /*kbit*/) {
+    return make_error(Code::kUnavailable, "sandbox " + id + " has no network");
+  }
   virtual std::string name() const = 0;      // "runsc"
   virtual std::string version() const = 0;   // "0.0~20240729.0"
   virtual std::string platform() const = 0;  // "ptrace"

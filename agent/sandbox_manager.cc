@@ -6,6 +6,7 @@
 #include <future>
 #include <random>
 
+#include "agent/egress_proxy.h"
 #include "agent/sandbox_records.h"
 #include "common/log.h"
 
@@ -61,6 +62,17 @@ json Sandbox::to_json(const std::string& node) const {
     if (usage->disk_used_bytes >= 0) {
       m["disk_used_bytes"] = usage->disk_used_bytes;
       m["disk_limit_bytes"] = usage->disk_limit_bytes;
+    }
+  }
+  j["network"] = {{"mode", network}};
+  if (network == kNetworkEgress) {
+    json& n = j["network"];
+    n["address"] = network_address;
+    n["egress_allowlist"] = egress_allowlist;
+    n["bandwidth_kbit"] = bandwidth_kbit;
+    if (usage && usage->net_in_bytes >= 0) {
+      n["bytes_in"] = usage->net_in_bytes;
+      n["bytes_out"] = usage->net_out_bytes;
     }
   }
   if (!failure.empty()) j["failure"] = failure;
@@ -209,27 +221,36 @@ void SandboxManager::refill_later() {
   });
 }
 
-void SandboxManager::start_one(const std::string& tmpl,
+void SandboxManager::start_one(const std::string& pool,
                                std::function<void(Result<SandboxPtr>)> ready) {
+  auto [tmpl, network] = *split_pool_key(pool);
   auto sb = std::make_shared<Sandbox>();
   sb->id = new_id();
   sb->template_name = tmpl;
+  sb->network = network;
   sb->limits = builtin_templates().at(tmpl).limits;
   SandboxSpec spec;
   spec.id = sb->id;
   spec.hostname = "sandbox";
   spec.limits = sb->limits;
+  spec.network = network;
   for (const auto& [k, v] : base_environment()) spec.env.push_back(k + "=" + v);
-  ++starting_[tmpl];
+  ++starting_[pool];
   ++starting_total_;
   starting_ids_.insert(sb->id);
   auto t0 = Clock::now();
   asio::post(workers_, [this, sb, spec, ready = std::move(ready), t0]() mutable {
     auto pipes = runtime_.start(spec);
+    if (pipes && spec.network == kNetworkEgress) {
+      if (auto addrs = runtime_.network(spec.id)) {
+        sb->network_address = addrs->sandbox_ip;  // not shared with the I/O thread yet
+        sb->network_gateway = addrs->gateway_ip;
+      }
+    }
     asio::post(ioc_, [this, sb, ready = std::move(ready), t0, pipes = std::move(pipes)]() mutable {
       auto finish = [this, sb, t0](bool ok) {
         starting_ids_.erase(sb->id);
-        --starting_[sb->template_name];
+        --starting_[sb->pool()];
         --starting_total_;
         metrics_.add("swissbox_sandbox_starts_total",
                      Metrics::labels({{"result", ok ? "ok" : "error"}}));
@@ -312,6 +333,7 @@ void SandboxManager::adopt(Sandbox record, RunnerPipes pipes) {
                                                 std::move(pipes.from_runner));
   sb->channel->start([this, id = sb->id](const std::string& why) { on_lost(id, why); });
   sandboxes_[sb->id] = sb;
+  allow_egress(*sb);
   metrics_.add("swissbox_sandboxes_adopted_total");
   log::info("sandbox of the earlier run adopted", {{"sandbox", sb->id}, {"tenant", sb->tenant}});
   // The bridge answers or the channel dies and on_lost fails the sandbox with the reason.
@@ -326,7 +348,14 @@ void SandboxManager::create(const CreateRequest& req, std::string tenant, json m
                          fmt::format("node {} is draining: it takes no new sandboxes", opts_.node_name)),
               false);
   }
-  // Claim-time limits are cgroup file writes on the running sandbox, no runsc call.
+  if (req.network == kNetworkEgress && !(runtime_.offers_egress() && opts_.egress_proxy)) {
+    return fn(make_error(Code::kInvalidArgument,
+                         fmt::format("node {} offers no network to sandboxes (network \"none\" only)",
+                                     opts_.node_name)),
+              false);
+  }
+  // Claim-time limits are cgroup file writes on the running sandbox, no runsc call; a
+  // bandwidth other than the node's default is one netlink call per direction.
   auto claim = [this, req, tenant, metadata](SandboxPtr sb, bool warm) -> Status {
     if (sb->limits != req.limits) {
       if (auto st = runtime_.set_limits(sb->id, req.limits); !st) {
@@ -334,10 +363,19 @@ void SandboxManager::create(const CreateRequest& req, std::string tenant, json m
         return st;
       }
     }
+    if (sb->bandwidth_kbit != req.bandwidth_kbit) {
+      if (auto st = runtime_.set_bandwidth(sb->id, req.bandwidth_kbit); !st) {
+        retire(sb->id, "bandwidth could not be applied: " + st.error().to_string());
+        return st;
+      }
+      sb->bandwidth_kbit = req.bandwidth_kbit;
+    }
     sb->state = SandboxState::kActive;
     sb->tenant = tenant;
     sb->limits = req.limits;
     sb->env = req.env;
+    sb->egress_allowlist = req.egress_allowlist;
+    allow_egress(*sb);
     sb->timeout = req.timeout;
     sb->metadata = metadata.is_object() ? metadata : json::object();
     sb->from_pool = warm;
@@ -356,7 +394,7 @@ void SandboxManager::create(const CreateRequest& req, std::string tenant, json m
     update_gauges();
     return ok_status();
   };
-  auto& pool = ready_[req.template_name];
+  auto& pool = ready_[pool_key(req.template_name, req.network)];
   while (!pool.empty()) {
     SandboxPtr sb = pool.back();
     pool.pop_back();
@@ -372,7 +410,7 @@ void SandboxManager::create(const CreateRequest& req, std::string tenant, json m
         false);
   }
   // Cold start: the same path as a refill, claimed as soon as the runner answers.
-  start_one(req.template_name, [claim, fn](Result<SandboxPtr> r) {
+  start_one(pool_key(req.template_name, req.network), [claim, fn](Result<SandboxPtr> r) {
     if (!r) return fn(r.error(), false);
     if (auto st = claim(*r, false); !st) return fn(st.error(), false);
     fn(*r, false);
@@ -403,6 +441,19 @@ void SandboxManager::sample_usage(Sandbox& sb) {
     metrics_.add("swissbox_tenant_cpu_seconds_total", Metrics::labels({{"tenant", sb.tenant}}),
                  u->cpu_seconds - before);
   }
+  if (sb.state == SandboxState::kActive && u->net_in_bytes >= 0) {
+    auto add = [&](const char* direction, int64_t now_bytes, int64_t before_bytes) {
+      if (now_bytes > before_bytes)
+        metrics_.add("swissbox_tenant_network_bytes_total",
+                     Metrics::labels({{"tenant", sb.tenant}, {"direction", direction}}),
+                     static_cast<double>(now_bytes - before_bytes));
+    };
+    // Counted from the claim on: a warm sandbox's own traffic (none) is nobody's.
+    int64_t in0 = sb.usage ? std::max<int64_t>(sb.usage->net_in_bytes, 0) : u->net_in_bytes;
+    int64_t out0 = sb.usage ? std::max<int64_t>(sb.usage->net_out_bytes, 0) : u->net_out_bytes;
+    add("in", u->net_in_bytes, in0);
+    add("out", u->net_out_bytes, out0);
+  }
   double wall = std::chrono::duration<double>(now - sb.cpu_base_at).count();
   if (sb.cpu_base < 0) {
     sb.cpu_base = u->cpu_seconds;
@@ -415,6 +466,17 @@ void SandboxManager::sample_usage(Sandbox& sb) {
   sb.usage = *u;
 }
 
+void SandboxManager::allow_egress(Sandbox& sb) {
+  if (sb.network != kNetworkEgress || sb.network_address.empty() || !opts_.egress_proxy) return;
+  opts_.egress_proxy->allow(sb.network_address, sb.id, sb.egress_allowlist);
+  // Every command finds the way out in the variables curl, pip, npm and requests read;
+  // the request's own env wins.
+  std::string proxy = fmt::format("http://{}:{}", sb.network_gateway, opts_.egress_proxy_port);
+  for (const char* k : {"HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"}) sb.env.try_emplace(k, proxy);
+  sb.env.try_emplace("NO_PROXY", "localhost,127.0.0.1");
+  sb.env.try_emplace("no_proxy", "localhost,127.0.0.1");
+}
+
 void SandboxManager::touch(Sandbox& sb, int delta) {
   sb.busy += delta;
   sb.last_used = Clock::now();
@@ -425,8 +487,9 @@ Status SandboxManager::remove(const std::string& id, const std::string& why) {
   if (it == sandboxes_.end()) return make_error(Code::kNotFound, "sandbox " + id + " not found");
   SandboxPtr sb = it->second;
   sandboxes_.erase(it);
-  auto& pool = ready_[sb->template_name];
+  auto& pool = ready_[sb->pool()];
   std::erase(pool, sb);
+  if (!sb->network_address.empty() && opts_.egress_proxy) opts_.egress_proxy->forget(sb->network_address);
   bool failed = sb->state == SandboxState::kFailed;
   if (sb->channel) sb->channel->close("sandbox deleted");
   // A failed sandbox was already destroyed when it failed.
@@ -454,6 +517,7 @@ void SandboxManager::on_lost(const std::string& id, const std::string& reason) {
   }
   sb->state = SandboxState::kFailed;
   sb->failure = reason;
+  if (!sb->network_address.empty() && opts_.egress_proxy) opts_.egress_proxy->forget(sb->network_address);
   // When the host's limits end a sandbox (an OOM kill of the sentry, a sentry that cannot
   // make threads) the runner's pipe closing is all that is seen: the cgroup tells why.
   sample_usage(*sb);
@@ -559,6 +623,10 @@ void SandboxManager::collect_garbage() {
   gc_running_ = true;
   asio::post(workers_, [this] {
     auto ids = runtime_.list();
+    for (const auto& what : runtime_.remove_orphans()) {
+      log::warn("gc: removed a network link no sandbox explains", {{"link", what}});
+      metrics_.add("swissbox_gc_removed_total");
+    }
     asio::post(ioc_, [this, ids = std::move(ids)]() mutable {
       gc_running_ = false;
       if (stopping_) return;
@@ -641,7 +709,12 @@ void SandboxManager::shutdown(bool keep_active, std::function<void()> done) {
 
 std::map<std::string, PoolStatus> SandboxManager::pool_status() const {
   std::map<std::string, PoolStatus> out;
+  std::vector<std::string> pools;
   for (const auto& [name, t] : builtin_templates()) {
+    pools.push_back(name);
+    if (runtime_.offers_egress() && opts_.egress_proxy) pools.push_back(pool_key(name, kNetworkEgress));
+  }
+  for (const auto& name : pools) {
     PoolStatus& p = out[name];
     auto tgt = opts_.pool_targets.find(name);
     p.target = tgt == opts_.pool_targets.end() ? 0 : tgt->second;
@@ -651,14 +724,16 @@ std::map<std::string, PoolStatus> SandboxManager::pool_status() const {
     p.starting = s == starting_.end() ? 0 : s->second;
   }
   for (const auto& [id, sb] : sandboxes_) {
-    if (sb->state == SandboxState::kActive) out[sb->template_name].active++;
+    if (sb->state == SandboxState::kActive) out[sb->pool()].active++;
   }
   return out;
 }
 
 Status SandboxManager::set_pool_target(const std::string& tmpl, int target) {
-  if (!builtin_templates().count(tmpl))
-    return make_error(Code::kNotFound, "unknown template '" + tmpl + "'");
+  auto key = split_pool_key(tmpl);
+  if (!key) return make_error(Code::kNotFound, "unknown template '" + tmpl + "'");
+  if (key->second == kNetworkEgress && !(runtime_.offers_egress() && opts_.egress_proxy))
+    return make_error(Code::kInvalidArgument, "this node offers no network to sandboxes");
   if (target < 0 || target > opts_.max_sandboxes) {
     return make_error(Code::kInvalidArgument,
                       fmt::format("target must be between 0 and {}", opts_.max_sandboxes));

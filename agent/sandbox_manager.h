@@ -24,12 +24,19 @@
 
 namespace swissbox {
 
+class EgressProxy;
+
 enum class SandboxState { kWarm, kActive, kFailed };
 std::string_view state_name(SandboxState s);
 
 struct Sandbox {
   std::string id;
   std::string template_name;
+  std::string network = kNetworkNone;
+  std::vector<std::string> egress_allowlist;
+  int64_t bandwidth_kbit = 0;   // 0: the node's default
+  std::string network_address;  // the sandbox's own address ("egress" only)
+  std::string network_gateway;  // the node's end, where the egress proxy listens
   std::string tenant;
   SandboxState state = SandboxState::kWarm;
   Limits limits;
@@ -56,6 +63,7 @@ struct Sandbox {
   std::shared_ptr<RunnerChannel> channel;
 
   nlohmann::json to_json(const std::string& node) const;
+  std::string pool() const { return pool_key(template_name, network); }
 };
 
 struct ManagerOptions {
@@ -80,6 +88,10 @@ struct ManagerOptions {
   std::vector<std::string> warmup_argv = {"/bin/bash", "-c", "/bin/true"};
   // Where active sandboxes' records live (empty: nothing survives a restart).
   std::string records_dir;
+  // Where sandboxes with network get out (null: the runtime offers no network); its port,
+  // for the proxy variables every command of such a sandbox sees.
+  EgressProxy* egress_proxy = nullptr;
+  uint16_t egress_proxy_port = 3128;
 };
 
 struct PoolStatus {
@@ -113,7 +125,8 @@ class SandboxManager {
   Status remove(const std::string& id, const std::string& why);
 
   std::map<std::string, PoolStatus> pool_status() const;
-  Status set_pool_target(const std::string& template_name, int target);
+  // pool: a pool key ("default", "default:egress").
+  Status set_pool_target(const std::string& pool, int target);
   bool pools_warm() const;
   int active_count() const;
   // A draining node takes no new sandboxes (creates answer 409); the ones it has go on.
@@ -127,6 +140,9 @@ class SandboxManager {
   const ManagerOptions& options() const { return opts_; }
   // Reads the sandbox's host usage now (cgroup files: cheap) into sb.usage.
   void sample_usage(Sandbox& sb);
+  // Tells the egress proxy what an active sandbox with network may reach, and its commands
+  // where the proxy is.
+  void allow_egress(Sandbox& sb);
   // Marks a request in flight on the sandbox (no expiry meanwhile) and refreshes last_used.
   void touch(Sandbox& sb, int delta);
 

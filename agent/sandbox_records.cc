@@ -34,7 +34,13 @@ json sandbox_record(const Sandbox& sb) {
           {"created_at_ms", created.count()},
           {"warm", sb.from_pool},
           {"exec_count", sb.exec_count},
-          {"last_exit_code", sb.last_exit_code}};
+          {"last_exit_code", sb.last_exit_code},
+          {"network",
+           {{"mode", sb.network},
+            {"egress_allowlist", sb.egress_allowlist},
+            {"bandwidth_kbit", sb.bandwidth_kbit},
+            {"address", sb.network_address},
+            {"gateway", sb.network_gateway}}}};
 }
 
 Result<Sandbox> sandbox_from_record(const json& r) {
@@ -59,6 +65,15 @@ Result<Sandbox> sandbox_from_record(const json& r) {
     sb.from_pool = r.at("warm").get<bool>();
     sb.exec_count = r.at("exec_count").get<uint64_t>();
     sb.last_exit_code = r.at("last_exit_code").get<int>();
+    if (auto n = r.find("network"); n != r.end()) {
+      sb.network = n->at("mode").get<std::string>();
+      if (sb.network != kNetworkNone && sb.network != kNetworkEgress)
+        return make_error(Code::kInvalidArgument, "unknown network " + sb.network);
+      sb.egress_allowlist = n->at("egress_allowlist").get<std::vector<std::string>>();
+      sb.bandwidth_kbit = n->at("bandwidth_kbit").get<int64_t>();
+      sb.network_address = n->at("address").get<std::string>();
+      sb.network_gateway = n->at("gateway").get<std::string>();
+    }
     sb.state = SandboxState::kActive;
     return sb;
   } catch (const json::exception& e) {

@@ -1,5 +1,7 @@
 #include "agent/sandbox_spec.h"
 
+#include "agent/egress_policy.h"
+
 #include <nlohmann/json.hpp>
 
 namespace swissbox {
@@ -14,6 +16,21 @@ const std::map<std::string, Template>& builtin_templates() {
       {"browser", {"browser", {2, 1024, 10240, 1024}}},
   };
   return kTemplates;
+}
+
+std::string pool_key(const std::string& template_name, const std::string& network) {
+  return network == kNetworkNone ? template_name : template_name + ":" + network;
+}
+
+std::optional<std::pair<std::string, std::string>> split_pool_key(const std::string& key) {
+  auto colon = key.find(':');
+  std::string tmpl = key.substr(0, colon);
+  std::string network = colon == std::string::npos ? kNetworkNone : key.substr(colon + 1);
+  if (!builtin_templates().count(tmpl) || (network != kNetworkNone && network != kNetworkEgress) ||
+      (colon != std::string::npos && network == kNetworkNone)) {
+    return std::nullopt;
+  }
+  return std::pair{tmpl, network};
 }
 
 const std::map<std::string, std::string>& base_environment() {
@@ -86,11 +103,26 @@ Result<CreateRequest> parse_create_request(const json& body, const LimitBounds& 
     return st.error();
   req.timeout = std::chrono::seconds(timeout_s);
   if (auto it = body.find("network"); it != body.end() && !it->is_null()) {
-    if (!it->is_string()) return invalid("network must be a string");
-    if (*it != "none")
-      return invalid("network '" + it->get<std::string>() +
-                     "' is not offered on this node (only 'none')");
+    if (!it->is_string() || (*it != kNetworkNone && *it != kNetworkEgress))
+      return invalid("network must be \"none\" or \"egress\"");
+    req.network = it->get<std::string>();
   }
+  if (auto it = body.find("egress_allowlist"); it != body.end() && !it->is_null()) {
+    if (!it->is_array()) return invalid("egress_allowlist must be an array of host names");
+    if (it->size() > 64) return invalid("egress_allowlist has more than 64 entries");
+    for (const auto& h : *it) {
+      if (!h.is_string() || !valid_allow_pattern(h.get<std::string>()))
+        return invalid("egress_allowlist entry " + h.dump() +
+                       " is not a host name or *.suffix pattern");
+      req.egress_allowlist.push_back(h.get<std::string>());
+    }
+    if (req.network != kNetworkEgress && !req.egress_allowlist.empty())
+      return invalid("egress_allowlist needs network \"egress\"");
+  }
+  if (auto st = read_number<int64_t>(body, "bandwidth_kbit", 64, 10'000'000, &req.bandwidth_kbit); !st)
+    return st.error();
+  if (req.bandwidth_kbit != 0 && req.network != kNetworkEgress)
+    return invalid("bandwidth_kbit needs network \"egress\"");
   if (auto it = body.find("env"); it != body.end() && !it->is_null()) {
     if (!it->is_object()) return invalid("env must be an object of strings");
     if (it->size() > 256) return invalid("env has more than 256 entries");

@@ -14,8 +14,6 @@
 
 namespace swissbox {
 
-enum class NetworkMode { kNone };
-
 struct Limits {
   double cpu = 2;  // CPUs
   int64_t memory_mb = 512;
@@ -27,11 +25,21 @@ struct Limits {
 struct Template {
   std::string name;
   Limits limits;
-  NetworkMode network = NetworkMode::kNone;
 };
 
 // default / lightweight / heavy / browser, as DESIGN.md lists them.
 const std::map<std::string, Template>& builtin_templates();
+
+// Network modes: "none" (loopback only, the default) and "egress" (a veth into the node,
+// out only through the egress proxy; see agent/sandbox_network.h).
+inline constexpr const char* kNetworkNone = "none";
+inline constexpr const char* kNetworkEgress = "egress";
+
+// Warm pools are per template and network mode, since the mode is fixed when runsc starts
+// the sandbox: "default", "default:egress".
+std::string pool_key(const std::string& template_name, const std::string& network);
+// The template and network of a pool key; nullopt if either is unknown.
+std::optional<std::pair<std::string, std::string>> split_pool_key(const std::string& key);
 
 // The node's per-sandbox ceiling; a request may lower or raise limits up to it.
 struct LimitBounds {
@@ -44,6 +52,9 @@ struct LimitBounds {
 struct CreateRequest {
   std::string template_name = "default";
   Limits limits;
+  std::string network = kNetworkNone;
+  std::vector<std::string> egress_allowlist;  // host names and "*.suffix" patterns
+  int64_t bandwidth_kbit = 0;                 // both ways; 0: the node's default
   std::map<std::string, std::string> env;
   std::chrono::seconds timeout{900};   // idle expiry
   nlohmann::json* metadata = nullptr;  // not owned; copied by the manager

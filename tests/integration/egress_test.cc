@@ -1,0 +1,265 @@
+// Sandbox networking end to end, as root with runsc: no network by default; with
+// network "egress" the way out is the agent's proxy, for allowlisted hosts only; direct
+// connections, the node, the agent's port and other sandboxes are refused at once; a rate
+// limit holds and the byte counters match; create/delete cycles and a kill -9 leave no
+// link, namespace or rule behind. The HTTP servers run in namespaces this test makes, on
+// addresses of the benchmarking range 198.19.0.0/16; nothing leaves the machine.
+#include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <atomic>
+#include <thread>
+
+#include "agent/egress_filter.h"
+#include "agent/netns.h"
+#include "agent/veth.h"
+#include "support/agent_fixture.h"
+
+namespace swissbox::testing {
+namespace {
+
+// A tiny HTTP server inside a namespace of its own, joined to the node by a veth pair:
+// "/" answers "hello from NAME", "/bytes/N" answers N bytes.
+class NamespacedServer {
+ public:
+  NamespacedServer(std::string name, std::string dir, std::string link, std::string host_ip,
+                   std::string ip)
+      : name_(std::move(name)), ns_(dir + "/" + name_ + ".ns"), link_(std::move(link)), ip_(std::move(ip)) {
+    ok_ = netns::create(ns_).ok() &&
+          veth::create_pair({link_, ns_, host_ip, ip_, 30}).ok() &&
+          netns::run_in(ns_, [this]() -> Status {
+            listener_ = unique_fd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+            int one = 1;
+            setsockopt(listener_.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+            sockaddr_in a{};
+            a.sin_family = AF_INET;
+            a.sin_port = htons(80);
+            if (bind(listener_.get(), reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 ||
+                listen(listener_.get(), 16) != 0)
+              return sys_error("listen in " + ns_);
+            return ok_status();
+          }).ok();
+    if (ok_) thread_ = std::thread([this] { serve(); });
+  }
+  ~NamespacedServer() {
+    if (listener_) shutdown(listener_.get(), SHUT_RDWR);
+    if (thread_.joinable()) thread_.join();
+    (void)veth::remove_link(link_);
+    (void)netns::remove(ns_);
+  }
+  bool ok() const { return ok_; }
+  const std::string& ip() const { return ip_; }
+
+ private:
+  void serve() {
+    for (;;) {
+      unique_fd c(accept(listener_.get(), nullptr, nullptr));
+      if (!c) return;
+      std::string req;
+      char buf[4096];
+      ssize_t n;
+      while (req.find("\r\n\r\n") == std::string::npos && (n = read(c.get(), buf, sizeof(buf))) > 0)
+        req.append(buf, n);
+      std::string path = req.substr(req.find(' ') + 1);
+      path = path.substr(0, path.find(' '));
+      std::string body = path.rfind("/bytes/", 0) == 0 ? std::string(std::stoul(path.substr(7)), 'x')
+                                                        : "hello from " + name_ + "\n";
+      std::string out = "HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(body.size()) +
+                        "\r\nConnection: close\r\n\r\n" + body;
+      for (size_t sent = 0; sent < out.size();) {
+        ssize_t w = write(c.get(), out.data() + sent, out.size() - sent);
+        if (w <= 0) break;
+        sent += w;
+      }
+    }
+  }
+
+  std::string name_, ns_, link_, ip_;
+  unique_fd listener_;
+  std::thread thread_;
+  bool ok_ = false;
+};
+
+// The node's first IPv4 address that is not loopback.
+std::string node_address() {
+  ifaddrs* list = nullptr;
+  std::string out;
+  if (getifaddrs(&list) != 0) return out;
+  for (ifaddrs* i = list; i && out.empty(); i = i->ifa_next) {
+    if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET || (i->ifa_flags & IFF_LOOPBACK)) continue;
+    char buf[INET_ADDRSTRLEN];
+    inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(i->ifa_addr)->sin_addr, buf, sizeof(buf));
+    out = buf;
+  }
+  freeifaddrs(list);
+  return out;
+}
+
+class Egress : public AgentRunsc {
+ protected:
+  static constexpr const char* kPrefix = "sbi";
+  static void SetUpTestSuite() {
+    if (geteuid() == 0) {
+      std::string tag = std::to_string(getpid() % 1000);
+      char tmpl[] = "/tmp/swissbox-egress-XXXXXX";
+      srv_dir_ = mkdtemp(tmpl);
+      allowed_ = std::make_unique<NamespacedServer>("allowed", srv_dir_, "swa" + tag, "198.19.77.1",
+                                                    "198.19.77.2");
+      denied_ = std::make_unique<NamespacedServer>("denied", srv_dir_, "swd" + tag, "198.19.77.5",
+                                                   "198.19.77.6");
+      if (!allowed_->ok() || !denied_->ok()) {
+        skip_ = "the test's own server namespaces could not be made";
+        return;
+      }
+    }
+    proxy_port_ = free_port();
+    extra_args_ = {"--pool", "default:egress=1", "--egress-pool", "10.213.0.0/24",
+                   "--egress-link-prefix", kPrefix, "--egress-proxy-port", std::to_string(proxy_port_),
+                   "--egress-hosts", "allowed.test=198.19.77.2,denied.test=198.19.77.6,node.test=" + node_address(),
+                   "--gc-interval", "2"};
+    AgentRunsc::SetUpTestSuite();
+  }
+  static void TearDownTestSuite() {
+    AgentRunsc::TearDownTestSuite();
+    // A stopped agent (not keeping sandboxes) leaves no link, namespace or rule.
+    if (geteuid() == 0) {
+      EXPECT_TRUE(veth::links_with_prefix(kPrefix)->empty());
+      EXPECT_FALSE(egress_filter_present(std::string("swissbox_") + kPrefix));
+    }
+    allowed_.reset();
+    denied_.reset();
+    if (!srv_dir_.empty()) rmdir(srv_dir_.c_str());
+  }
+
+  static std::string create_egress(const json& extra = json::object()) {
+    json body = {{"network", "egress"}, {"egress_allowlist", {"allowed.test", "node.test"}}};
+    body.update(extra);
+    return post("/v1/sandboxes", body, 201).value("id", "");
+  }
+  static json run(const std::string& id, const std::string& command, int timeout_s = 20) {
+    return exec(id, {{"command", command}, {"timeout_s", timeout_s}});
+  }
+  static json network_of(const std::string& id) {
+    http::Client c(tcp());
+    return json::parse(c.request("GET", "/v1/sandboxes/" + id)->body)["network"];
+  }
+  // What the agent holds for networking: links and pinned namespaces.
+  static std::pair<int, int> held() {
+    int pins = 0;
+    for (const auto& d : dir_entries(dir_ + "/state/sandboxes"))
+      pins += netns::pinned(dir_ + "/state/sandboxes/" + d + "/netns");
+    return {static_cast<int>(veth::links_with_prefix(kPrefix)->size()), pins};
+  }
+
+  static inline std::string srv_dir_;
+  static inline std::unique_ptr<NamespacedServer> allowed_, denied_;
+  static inline int proxy_port_ = 0;
+};
+
+TEST_F(Egress, NoNetworkMeansLoopbackOnlyAndFailsFast) {
+  std::string id = create();
+  json devs = run(id, "cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' '");
+  EXPECT_EQ(devs.value("stdout", ""), "lo\n");
+  json out = run(id, "curl -sS -m 10 http://198.19.77.2/");
+  EXPECT_NE(out.value("exit_code", 0), 0);
+  EXPECT_LT(out.value("duration_ms", 1e9), 3000) << out.dump();
+  EXPECT_NE(network_of(id).value("mode", ""), "egress");
+  post("/v1/sandboxes", {{"egress_allowlist", {"a.test"}}}, 400);
+}
+
+TEST_F(Egress, OnlyAllowlistedHostsAnswerAndOnlyThroughTheProxy) {
+  std::string id = create_egress(), other = create_egress();
+  json net = network_of(id);
+  EXPECT_EQ(net.value("mode", ""), "egress");
+  std::string gateway = net.value("address", "");
+  gateway = gateway.substr(0, gateway.rfind('.')) + "." +
+            std::to_string(std::stoi(gateway.substr(gateway.rfind('.') + 1)) - 1);
+
+  json ok = run(id, "curl -sS -m 10 http://allowed.test/");
+  EXPECT_EQ(ok.value("stdout", ""), "hello from allowed\n") << ok.dump();
+  json tls_like = run(id, "curl -sS -p -m 10 http://allowed.test/");  // CONNECT tunnel
+  EXPECT_EQ(tls_like.value("stdout", ""), "hello from allowed\n") << tls_like.dump();
+  json denied = run(id, "curl -sS -m 10 http://denied.test/");
+  EXPECT_NE(denied.value("stdout", "").find("'denied.test' is not in this sandbox's egress allowlist"),
+            std::string::npos)
+      << denied.dump();
+  // Allowlisted, but the name leads to the node itself: the deny list wins.
+  json node = run(id, "curl -sS -m 10 http://node.test:" + std::to_string(port_) + "/healthz");
+  EXPECT_NE(node.value("stdout", "").find("may not reach"), std::string::npos) << node.dump();
+
+  // Around the proxy: refused at once, never a hang.
+  std::string other_ip = network_of(other).value("address", "");
+  for (const std::string& target : std::vector<std::string>{
+           "198.19.77.2", "198.19.77.6", node_address() + ":" + std::to_string(port_),
+           gateway + ":" + std::to_string(port_), other_ip + ":8080"}) {
+    json direct = run(id, "curl -sS -m 10 --noproxy '*' http://" + target + "/");
+    EXPECT_NE(direct.value("exit_code", 0), 0) << target << " " << direct.dump();
+    EXPECT_LT(direct.value("duration_ms", 1e9), 3000) << target << " " << direct.dump();
+  }
+  std::string metrics = http::Client(tcp()).request("GET", "/metrics")->body;
+  EXPECT_NE(metrics.find("swissbox_egress_connections_total{result=\"denied\"}"), std::string::npos);
+  EXPECT_NE(metrics.find("swissbox_egress_connections_total{result=\"allowed\"}"), std::string::npos);
+}
+
+TEST_F(Egress, RateLimitHoldsAndCountersMatch) {
+  std::string id = create_egress({{"bandwidth_kbit", 1000}});
+  json before = network_of(id);
+  constexpr int kBytes = 2'000'000;
+  json dl = run(id, "curl -sS -m 60 -o /tmp/f http://allowed.test/bytes/" + std::to_string(kBytes) +
+                        " && stat -c %s /tmp/f", 60);
+  EXPECT_EQ(dl.value("stdout", ""), std::to_string(kBytes) + "\n") << dl.dump();
+  double seconds = dl.value("duration_ms", 0.0) / 1000;
+  double mbit = kBytes * 8 / seconds / 1e6;
+  EXPECT_GT(mbit, 0.8) << seconds << " s";
+  EXPECT_LT(mbit, 1.2) << seconds << " s";
+  json after = network_of(id);
+  double in = after.value("bytes_in", 0.0) - before.value("bytes_in", 0.0);
+  EXPECT_GE(in, kBytes);
+  EXPECT_LE(in, kBytes * 1.05) << "bytes_in " << in;
+  EXPECT_GT(after.value("bytes_out", 0.0), before.value("bytes_out", 0.0));
+}
+
+TEST_F(Egress, CyclesAndACrashLeaveNoLinkNamespaceOrRule) {
+  for (int i = 0; i < 100; ++i) {
+    std::string id = create_egress();
+    ASSERT_FALSE(id.empty()) << "cycle " << i;
+    http::Client c(tcp());
+    ASSERT_EQ(c.request("DELETE", "/v1/sandboxes/" + id)->status, 204u);
+  }
+  std::string kept = create_egress();
+  // Only the sandboxes that exist hold networking: the kept one, the warm pool's, and the
+  // ones the earlier tests of this suite left.
+  auto settled = [&] {
+    auto deadline = Clock::now() + 90s;
+    for (;;) {
+      auto [links, pins] = held();
+      int with_network = 0;
+      for (const auto& d : dir_entries(dir_ + "/state/sandboxes"))
+        with_network += fs::exists(dir_ + "/state/sandboxes/" + d + "/network.json");
+      // Deletes finish in the background (runsc delete takes a while): wait for them.
+      if ((links == pins && pins == with_network && links <= 6) || Clock::now() > deadline)
+        return std::tuple{links, pins, with_network};
+      std::this_thread::sleep_for(200ms);
+    }
+  };
+  auto [links, pins, with_network] = settled();
+  EXPECT_EQ(links, pins);
+  EXPECT_EQ(pins, with_network);
+  EXPECT_LE(links, 6);
+  EXPECT_TRUE(egress_filter_present(std::string("swissbox_") + kPrefix));
+
+  crash_agent();
+  ASSERT_TRUE(launch_agent());
+  auto [links2, pins2, with_network2] = settled();
+  EXPECT_EQ(links2, pins2);
+  EXPECT_EQ(pins2, with_network2);
+  // The kept sandbox came back with its network and its allowlist.
+  json ok = run(kept, "curl -sS -m 10 http://allowed.test/");
+  EXPECT_EQ(ok.value("stdout", ""), "hello from allowed\n") << ok.dump();
+}
+
+}  // namespace
+}  // namespace swissbox::testing
