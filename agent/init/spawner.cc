@@ -6,7 +6,6 @@
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -113,7 +112,7 @@ void Spawner::prepare() {
   unique_fd in[2], out[2], err[2], wake[2], report[2];
   if (!make_pipe(in) || !make_pipe(out) || !make_pipe(err) || !make_pipe(wake) ||
       !make_pipe(report)) {
-    return;  // no spare: the next launch uses posix_spawn
+    return;  // no spare: the next launch uses vfork
   }
   void* stack = mmap(nullptr, kStackSize, PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
@@ -144,7 +143,7 @@ int Spawner::launch(const LaunchRequest& req, Launched* out) {
   argv.push_back(nullptr);
   for (const auto& e : req.env) envp.push_back(const_cast<char*>(e.c_str()));
   envp.push_back(nullptr);
-  // execvpe and posix_spawnp search the runner's PATH: make it the command's, as a shell
+  // execvpe searches the runner's PATH: make it the command's, as a shell
   // would.
   const char* path = "/usr/local/bin:/usr/bin:/bin";
   for (const auto& e : req.env) {
@@ -155,7 +154,7 @@ int Spawner::launch(const LaunchRequest& req, Launched* out) {
     int err = launch_spare(argv.data(), envp.data(), req.cwd.c_str(), req.max_processes, out);
     if (err != ECHILD) return err;
   }
-  return launch_posix_spawn(argv.data(), envp.data(), req.cwd.c_str(), req.max_processes, out);
+  return launch_vfork(argv.data(), envp.data(), req.cwd.c_str(), req.max_processes, out);
 }
 
 // ECHILD: the spare was gone; the caller starts the command another way.
@@ -202,46 +201,45 @@ int Spawner::launch_spare(char* const* argv, char* const* envp, const char* cwd,
   return 0;
 }
 
-int Spawner::launch_posix_spawn(char* const* argv, char* const* envp, const char* cwd,
-                                rlim_t nproc, Launched* out) {
+int Spawner::launch_vfork(char* const* argv, char* const* envp, const char* cwd, rlim_t nproc,
+                          Launched* out) {
   unique_fd in[2], o[2], e[2];
   if (!make_pipe(in) || !make_pipe(o) || !make_pipe(e)) return errno;
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_adddup2(&fa, in[0].get(), 0);
-  posix_spawn_file_actions_adddup2(&fa, o[1].get(), 1);
-  posix_spawn_file_actions_adddup2(&fa, e[1].get(), 2);
-  posix_spawn_file_actions_addchdir_np(&fa, cwd);
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  sigset_t none, pipe_only;
-  sigemptyset(&none);
-  sigemptyset(&pipe_only);
-  sigaddset(&pipe_only, SIGPIPE);
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setsigdefault(&attr, &pipe_only);
-  posix_spawnattr_setpgroup(&attr, 0);
-  // USEVFORK: a fork would copy the runner's address space.
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
-                                      POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_USEVFORK);
-  // posix_spawn cannot set limits: the child inherits the runner's soft limit, lowered for
-  // the call, and gets the hard one as soon as it exists.
-  rlimit own{};
-  getrlimit(RLIMIT_NPROC, &own);
-  if (nproc > 0) {
-    rlimit lowered{std::min(nproc, own.rlim_max), own.rlim_max};
-    setrlimit(RLIMIT_NPROC, &lowered);
+  // posix_spawn cannot set a limit before the exec, and one set afterwards leaves the new
+  // program a moment to raise it: the child sets it itself. Until it execs, the runner is
+  // suspended and the child shares its memory: system calls only, errors through
+  // child_err, and no signal handler may run in it.
+  volatile int child_err = 0;
+  const int fds[3] = {in[0].get(), o[1].get(), e[1].get()};
+  sigset_t all, old;
+  sigfillset(&all);
+  sigprocmask(SIG_SETMASK, &all, &old);
+  pid_t pid = vfork();
+  if (pid == 0) {
+    if (nproc > 0) {
+      rlimit both{nproc, nproc};
+      if (setrlimit(RLIMIT_NPROC, &both) != 0) {
+        child_err = errno;
+        _exit(127);
+      }
+    }
+    for (int i = 0; i < 3; ++i) dup2(fds[i], i);  // without CLOEXEC
+    setpgid(0, 0);
+    signal(SIGPIPE, SIG_DFL);  // the runner ignores it; a command must not inherit that
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    if (chdir(cwd) == 0) execvpe(argv[0], argv, envp);
+    child_err = errno;
+    _exit(127);
   }
-  pid_t pid = -1;
-  int err = posix_spawnp(&pid, argv[0], &fa, &attr, argv, envp);
-  posix_spawn_file_actions_destroy(&fa);
-  posix_spawnattr_destroy(&attr);
-  if (nproc > 0) {
-    setrlimit(RLIMIT_NPROC, &own);
-    rlimit both{nproc, nproc};
-    if (err == 0) prlimit(pid, RLIMIT_NPROC, &both, nullptr);
+  int fork_err = errno;
+  sigprocmask(SIG_SETMASK, &old, nullptr);
+  if (pid < 0) return fork_err;
+  if (child_err != 0) {
+    waitpid(pid, nullptr, 0);  // it has exited already; the runner is single-threaded
+    return child_err;
   }
-  if (err != 0) return err;
   out->pid = pid;
   out->in = std::move(in[1]);
   out->out = std::move(o[0]);

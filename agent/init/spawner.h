@@ -6,8 +6,8 @@
 //   clone(CLONE_VM) of a child that waits                 0.2 ms
 //   that child's execve + exit, once told to go           3.8–4.1 ms
 // So the runner keeps one such waiting child (the spare) and hands it the next command;
-// posix_spawn stays as the fallback when no spare is ready (concurrent starts, a spare that
-// died).
+// vfork + execve stays as the fallback when no spare is ready (concurrent starts, a spare
+// that died); its child sets the command's task limit itself before the exec.
 #pragma once
 
 #include <sys/resource.h>
@@ -56,7 +56,7 @@ class Spawner {
   struct Spare;
   int launch_spare(char* const* argv, char* const* envp, const char* cwd, rlim_t nproc,
                    Launched* out);
-  static int launch_posix_spawn(char* const* argv, char* const* envp, const char* cwd,
+  static int launch_vfork(char* const* argv, char* const* envp, const char* cwd,
                                 rlim_t nproc, Launched* out);
 
   std::unique_ptr<Spare> spare_;

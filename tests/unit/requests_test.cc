@@ -32,7 +32,10 @@ TEST(CreateRequest, RejectsOutOfBoundsAndWrongTypes) {
   for (const json& body :
        {json{{"template", "x"}}, json{{"memory_mb", -1}}, json{{"memory_mb", 1 << 30}},
         json{{"cpu", "2"}}, json{{"cpu", 0}}, json{{"env", {{"1BAD", "x"}}}},
-        json{{"env", {{"OK", 1}}}}, json{{"timeout_s", 0}}, json{{"network", "egress"}},
+        json{{"env", {{"OK", 1}}}}, json{{"timeout_s", 0}}, json{{"network", "bridge"}},
+        json{{"egress_allowlist", {"a.test"}}}, json{{"network", "egress"}, {"egress_allowlist", "a.test"}},
+        json{{"network", "egress"}, {"egress_allowlist", {"bad host"}}},
+        json{{"network", "egress"}, {"bandwidth_kbit", 1}}, json{{"bandwidth_kbit", 1000}},
         json{{"metadata", "str"}}, json::array()}) {
     auto r = parse_create_request(body, LimitBounds{}, nullptr);
     EXPECT_FALSE(r.ok()) << body;
@@ -40,6 +43,23 @@ TEST(CreateRequest, RejectsOutOfBoundsAndWrongTypes) {
       EXPECT_EQ(r.error().code, Code::kInvalidArgument);
     }
   }
+}
+
+TEST(CreateRequest, EgressTakesAnAllowlistAndABandwidth) {
+  auto r = parse_create_request(
+      json{{"network", "egress"}, {"egress_allowlist", {"pypi.org", "*.pythonhosted.org"}},
+           {"bandwidth_kbit", 1000}},
+      LimitBounds{}, nullptr);
+  ASSERT_TRUE(r.ok()) << r.error().to_string();
+  EXPECT_EQ(r->network, "egress");
+  EXPECT_EQ(r->egress_allowlist.size(), 2u);
+  EXPECT_EQ(r->bandwidth_kbit, 1000);
+  EXPECT_EQ(pool_key("default", "egress"), "default:egress");
+  EXPECT_EQ(pool_key("heavy", "none"), "heavy");
+  EXPECT_TRUE(split_pool_key("heavy:egress").has_value());
+  EXPECT_FALSE(split_pool_key("heavy:none").has_value());
+  EXPECT_FALSE(split_pool_key("nope:egress").has_value());
+  EXPECT_FALSE(split_pool_key("default:bridge").has_value());
 }
 
 TEST(ExecRequest, ShellStringAndArgv) {
