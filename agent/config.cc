@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -26,6 +27,32 @@ Status parse_pool_entry(const std::string& entry, std::map<std::string, int>* po
   long n = strtol(entry.c_str() + eq + 1, &end, 10);
   if (*end != '\0' || n < 0 || n > 1000) return invalid("--pool: bad count in '" + entry + "'");
   (*pool)[tmpl] = static_cast<int>(n);
+  return ok_status();
+}
+
+// {"templates": {"default": ["pypi.org"]}, "tenants": {"acme": ["*.acme.com"]}}
+Status load_egress_policy(AgentConfig& c, const std::string& path) {
+  auto text = fs::read_file(path, 1 << 20);
+  if (!text) return text.error();
+  json j = json::parse(*text, nullptr, false);
+  if (!j.is_object()) return invalid("--egress-policy " + path + " is not a JSON object");
+  for (const char* section : {"templates", "tenants"}) {
+    if (!j.contains(section)) continue;
+    if (!j[section].is_object()) return invalid(fmt::format("--egress-policy: {} must be an object", section));
+    for (auto& [name, list] : j[section].items()) {
+      if (std::string(section) == "templates" && !builtin_templates().count(name))
+        return invalid("--egress-policy: unknown template '" + name + "'");
+      if (!list.is_array()) return invalid("--egress-policy: " + name + " must list host patterns");
+      std::vector<std::string> patterns;
+      for (const auto& p : list) {
+        if (!p.is_string() || !valid_allow_pattern(p.get<std::string>()))
+          return invalid("--egress-policy: " + p.dump() + " is not a host name or *.suffix");
+        patterns.push_back(p.get<std::string>());
+      }
+      (std::string(section) == "templates" ? c.egress_template_allow : c.egress_tenant_allow)[name] =
+          std::move(patterns);
+    }
+  }
   return ok_status();
 }
 
@@ -87,6 +114,8 @@ Status apply(AgentConfig& c, std::string key, const std::string& value) {
         return invalid("--egress-hosts wants NAME=IP[,NAME=IP…], got '" + item + "'");
       c.egress_hosts[name] = item.substr(eq + 1);
     }
+  } else if (key == "egress-policy") {
+    return load_egress_policy(c, value);
   } else if (key == "egress-proxy-port" || key == "egress-rate-kbit") {
     char* end = nullptr;
     long long n = strtoll(value.c_str(), &end, 10);
@@ -139,7 +168,8 @@ std::string agent_usage() {
          "         [--max-sandboxes N] [--init PATH] [--gc-interval SECONDS]\n"
          "         [--harden true|false] [--keep-sandboxes-on-exit true|false]\n"
          "         [--egress-pool CIDR] [--egress-link-prefix P] [--egress-proxy-port N]\n"
-         "         [--egress-deny CIDR,…] [--egress-hosts NAME=IP,…] [--egress-rate-kbit N]\n";
+         "         [--egress-deny CIDR,…] [--egress-hosts NAME=IP,…] [--egress-rate-kbit N]\n"
+         "         [--egress-policy FILE]\n";
 }
 
 Result<AgentConfig> parse_agent_config(const std::vector<std::string>& args) {

@@ -40,6 +40,8 @@ struct AgentConfig {
   std::vector<std::string> egress_deny;    // node-wide; empty: default_egress_deny()
   std::map<std::string, std::string> egress_hosts;  // name → IP the proxy uses before DNS
   int64_t egress_rate_kbit = 0;            // every link, both ways; 0: unlimited
+  // From --egress-policy FILE: {"templates": {T: [patterns]}, "tenants": {tenant: [patterns]}}.
+  std::map<std::string, std::vector<std::string>> egress_template_allow, egress_tenant_allow;
 };
 
 // argv excludes the program name. Flags win over the --config file.

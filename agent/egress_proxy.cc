@@ -77,6 +77,9 @@ class Conn : public std::enable_shared_from_this<Conn> {
     if (!host_allowed(host_, policy_.patterns)) {
       return refuse(403, fmt::format("host '{}' is not in this sandbox's egress allowlist", host_));
     }
+    if (policy_.tenant_ceiling && !host_allowed(host_, *policy_.tenant_ceiling)) {
+      return refuse(403, fmt::format("host '{}' is not in the tenant's egress allowlist", host_));
+    }
     resolve();
   }
 
@@ -280,9 +283,10 @@ void EgressProxy::accept() {
 }
 
 void EgressProxy::allow(const std::string& sandbox_ip, const std::string& sandbox_id,
-                        std::vector<std::string> patterns) {
+                        std::vector<std::string> patterns,
+                        std::optional<std::vector<std::string>> tenant_ceiling) {
   std::lock_guard lock(mu_);
-  policies_[sandbox_ip] = Policy{sandbox_id, std::move(patterns)};
+  policies_[sandbox_ip] = Policy{sandbox_id, std::move(patterns), std::move(tenant_ceiling)};
 }
 
 void EgressProxy::forget(const std::string& sandbox_ip) {

@@ -40,15 +40,18 @@ class EgressProxy {
   ~EgressProxy();
   // Listens on every address of the node at the port (only sandboxes get through the filter).
   Status listen();
-  // What the sandbox at `sandbox_ip` may reach; replaces what was set. Thread-safe.
+  // What the sandbox at `sandbox_ip` may reach: hosts matching `patterns` and, when the
+  // sandbox's tenant has a ceiling, matching that too. Replaces what was set. Thread-safe.
   void allow(const std::string& sandbox_ip, const std::string& sandbox_id,
-             std::vector<std::string> patterns);
+             std::vector<std::string> patterns,
+             std::optional<std::vector<std::string>> tenant_ceiling = std::nullopt);
   // The sandbox is gone: its connections are refused from now on. Thread-safe.
   void forget(const std::string& sandbox_ip);
 
   struct Policy {
     std::string sandbox_id;
     std::vector<std::string> patterns;
+    std::optional<std::vector<std::string>> tenant_ceiling;
   };
   std::optional<Policy> policy_of(const std::string& sandbox_ip) const;
   bool denied(const boost::asio::ip::address& a) const;

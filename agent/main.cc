@@ -146,6 +146,8 @@ int main(int argc, char** argv) {
   boost::asio::thread_pool workers(4);
   ManagerOptions mo;
   mo.egress_proxy = proxy.get();
+  mo.egress_template_allow = cfg->egress_template_allow;
+  mo.egress_tenant_allow = cfg->egress_tenant_allow;
   mo.egress_proxy_port = filter.proxy_port;
   mo.node_name = cfg->node_name;
   mo.pool_targets = cfg->pool;

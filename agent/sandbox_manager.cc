@@ -375,6 +375,10 @@ void SandboxManager::create(const CreateRequest& req, std::string tenant, json m
     sb->limits = req.limits;
     sb->env = req.env;
     sb->egress_allowlist = req.egress_allowlist;
+    if (auto t = opts_.egress_template_allow.find(req.template_name);
+        req.egress_allowlist.empty() && t != opts_.egress_template_allow.end()) {
+      sb->egress_allowlist = t->second;
+    }
     allow_egress(*sb);
     sb->timeout = req.timeout;
     sb->metadata = metadata.is_object() ? metadata : json::object();
@@ -468,7 +472,10 @@ void SandboxManager::sample_usage(Sandbox& sb) {
 
 void SandboxManager::allow_egress(Sandbox& sb) {
   if (sb.network != kNetworkEgress || sb.network_address.empty() || !opts_.egress_proxy) return;
-  opts_.egress_proxy->allow(sb.network_address, sb.id, sb.egress_allowlist);
+  std::optional<std::vector<std::string>> ceiling;
+  if (auto t = opts_.egress_tenant_allow.find(sb.tenant); t != opts_.egress_tenant_allow.end())
+    ceiling = t->second;
+  opts_.egress_proxy->allow(sb.network_address, sb.id, sb.egress_allowlist, std::move(ceiling));
   // Every command finds the way out in the variables curl, pip, npm and requests read;
   // the request's own env wins.
   std::string proxy = fmt::format("http://{}:{}", sb.network_gateway, opts_.egress_proxy_port);

@@ -92,6 +92,9 @@ struct ManagerOptions {
   // for the proxy variables every command of such a sandbox sees.
   EgressProxy* egress_proxy = nullptr;
   uint16_t egress_proxy_port = 3128;
+  // A template's allowlist, for requests that bring none; a tenant's ceiling, which every
+  // host its sandboxes reach must match too.
+  std::map<std::string, std::vector<std::string>> egress_template_allow, egress_tenant_allow;
 };
 
 struct PoolStatus {

@@ -206,6 +206,10 @@ void Scheduler::place_and_forward(http::Request&& req, std::shared_ptr<http::Res
   }
   PlacementRequest pr;
   if (auto t = body.find("template"); t != body.end() && t->is_string()) pr.template_name = *t;
+  // Sandboxes with network come from their own warm pools ("default:egress"), offered only
+  // by nodes that have egress networking.
+  if (auto n = body.find("network"); n != body.end() && n->is_string() && *n != "none")
+    pr.template_name += ":" + n->get<std::string>();
   if (auto z = body.find("zone"); z != body.end()) {
     if (!z->is_string()) return res->send_error(make_error(Code::kInvalidArgument, "zone must be a string"));
     pr.zone = *z;

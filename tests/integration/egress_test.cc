@@ -116,7 +116,11 @@ class Egress : public AgentRunsc {
       }
     }
     proxy_port_ = free_port();
-    extra_args_ = {"--pool", "default:egress=1", "--egress-pool", "10.213.0.0/24",
+    // Sandboxes of the default template that ask for no allowlist get this one.
+    std::string policy = srv_dir_ + "/policy.json";
+    if (!srv_dir_.empty())
+      (void)fs::write_file_atomic(policy, R"({"templates":{"default":["allowed.test"]}})");
+    extra_args_ = {"--egress-policy", policy,"--pool", "default:egress=1", "--egress-pool", "10.213.0.0/24",
                    "--egress-link-prefix", kPrefix, "--egress-proxy-port", std::to_string(proxy_port_),
                    "--egress-hosts", "allowed.test=198.19.77.2,denied.test=198.19.77.6,node.test=" + node_address(),
                    "--gc-interval", "2"};
@@ -182,6 +186,12 @@ TEST_F(Egress, OnlyAllowlistedHostsAnswerAndOnlyThroughTheProxy) {
   EXPECT_EQ(ok.value("stdout", ""), "hello from allowed\n") << ok.dump();
   json tls_like = run(id, "curl -sS -p -m 10 http://allowed.test/");  // CONNECT tunnel
   EXPECT_EQ(tls_like.value("stdout", ""), "hello from allowed\n") << tls_like.dump();
+  // No allowlist in the request: the template's, from the policy file.
+  std::string by_template = post("/v1/sandboxes", {{"network", "egress"}}, 201).value("id", "");
+  EXPECT_EQ(run(by_template, "curl -sS -m 10 http://allowed.test/").value("stdout", ""),
+            "hello from allowed\n");
+  EXPECT_NE(run(by_template, "curl -sS -m 10 http://node.test/").value("stdout", "").find("allowlist"),
+            std::string::npos);
   json denied = run(id, "curl -sS -m 10 http://denied.test/");
   EXPECT_NE(denied.value("stdout", "").find("'denied.test' is not in this sandbox's egress allowlist"),
             std::string::npos)

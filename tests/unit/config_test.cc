@@ -70,3 +70,42 @@ TEST(AgentConfig, TokenFileAllowsNonLoopbackListen) {
 
 }  // namespace
 }  // namespace swissbox
+
+namespace swissbox {
+namespace {
+
+TEST(AgentConfig, EgressFlagsAndPolicyFile) {
+  char path[] = "/tmp/swissbox-egress-policy-XXXXXX";
+  int fd = mkstemp(path);
+  ASSERT_GE(fd, 0);
+  close(fd);
+  ASSERT_TRUE(fs::write_file_atomic(
+                  path, R"({"templates":{"default":["pypi.org","*.pythonhosted.org"]},
+                             "tenants":{"acme":["*.acme.com"]}})")
+                  .ok());
+  auto c = parse_agent_config({"--egress-pool", "10.200.0.0/16", "--pool", "default:egress=2",
+                               "--egress-hosts", "Allowed.test=198.19.0.2", "--egress-deny",
+                               "10.0.0.0/8,fd00::/8", "--egress-rate-kbit", "5000",
+                               "--egress-policy", path});
+  ASSERT_TRUE(c.ok()) << c.error().to_string();
+  EXPECT_EQ(c->pool, (std::map<std::string, int>{{"default:egress", 2}}));
+  EXPECT_EQ(c->egress_hosts.at("allowed.test"), "198.19.0.2");
+  EXPECT_EQ(c->egress_deny.size(), 2u);
+  EXPECT_EQ(c->egress_rate_kbit, 5000);
+  EXPECT_EQ(c->egress_template_allow.at("default").size(), 2u);
+  EXPECT_EQ(c->egress_tenant_allow.at("acme"), std::vector<std::string>{"*.acme.com"});
+
+  ASSERT_TRUE(fs::write_file_atomic(path, R"({"templates":{"nope":["a.b"]}})").ok());
+  EXPECT_FALSE(parse_agent_config({"--egress-policy", path}).ok());
+  ASSERT_TRUE(fs::write_file_atomic(path, R"({"tenants":{"acme":["bad host"]}})").ok());
+  EXPECT_FALSE(parse_agent_config({"--egress-policy", path}).ok());
+  unlink(path);
+  // An egress pool without egress networking, and malformed values, are refused.
+  EXPECT_FALSE(parse_agent_config({"--pool", "default:egress=1"}).ok());
+  EXPECT_FALSE(parse_agent_config({"--egress-hosts", "x"}).ok());
+  EXPECT_FALSE(parse_agent_config({"--egress-deny", "10.0.0.0/99"}).ok());
+  EXPECT_FALSE(parse_agent_config({"--egress-proxy-port", "0"}).ok());
+}
+
+}  // namespace
+}  // namespace swissbox

@@ -171,6 +171,10 @@ TEST_F(SchedulerService, RoutesByTheNodeInTheIdAndAnswers503ForUnknownNodes) {
   EXPECT_EQ(bad->status, 400u);
   json nodes = json::parse(c.request("GET", "/v1/nodes", "", auth())->body);
   EXPECT_EQ(nodes["nodes"].size(), 2u);
+  // Neither node offers sandboxes with network (no "default:egress" pool in its report).
+  auto egress = c.request("POST", "/v1/sandboxes", R"({"network":"egress"})", auth());
+  EXPECT_EQ(egress->status, 429u) << egress->body;
+  EXPECT_NE(egress->body.find("without the template"), std::string::npos) << egress->body;
 }
 
 TEST_F(SchedulerService, ACallTheNodeReceivedIsNeverRepeatedElsewhere) {
