@@ -1,7 +1,8 @@
 // swissbox-bench: latency of the paths that matter, measured in one run so ratios are fair.
 //   cold        runsc create + start + exec `echo hi` + (untimed) delete, straight via the CLI
 //   runsc-exec  `runsc exec echo hi` on one running container (the CLI exec baseline)
-//   warm        claim (POST /v1/sandboxes) + exec `echo hi` through the agent; delete untimed
+//   warm        claim (POST /v1/sandboxes) + exec `echo hi` through the agent; delete untimed;
+//               "claim" reports the claim alone (--network egress: sandboxes with network)
 //   exec        exec `echo hi` on one existing sandbox through the agent
 //   oneshot     POST /v1/execute with --lang python|bash|javascript|typescript
 // Prints p50/p90/p99/max per scenario and the ratios to cold / runsc-exec; --json FILE too.
@@ -36,7 +37,10 @@ struct Options {
   std::string platform = "ptrace";
   std::string lang = "python";
   std::string json_out;
+  std::string network = "none";  // warm/exec sandboxes: "none" or "egress"
   int iterations = 30;
+  std::string pool() const { return network == "none" ? "default" : "default:" + network; }
+  json create_body() const { return network == "none" ? json::object() : json{{"network", network}}; }
 };
 
 struct Stats {
@@ -167,7 +171,7 @@ json call(swissbox::http::Client& c, std::string_view method, const std::string&
 // Lets the pool refill completely and earlier deletes finish between iterations: warm
 // scenarios measure one claim on a node whose pool is full and idle (no runsc start or
 // delete competing for the CPU).
-void wait_for_warm(swissbox::http::Client& c) {
+void wait_for_warm(swissbox::http::Client& c, const std::string& pool) {
   // A scheduler serves no /v1/warmpool: there, wait one report interval, then until every
   // usable node reports a warm sandbox of the template.
   if (call(c, "GET", "/v1/warmpool", nullptr, 200).is_null()) {
@@ -177,7 +181,7 @@ void wait_for_warm(swissbox::http::Client& c) {
       bool warm = !nodes.is_null();
       for (const auto& n : warm ? nodes["nodes"] : json::array()) {
         if (n.value("up", false) && n.value("allowed_region", false) && !n.value("draining", false))
-          warm = warm && n["warm"].value("default", 0) > 0;
+          warm = warm && n["warm"].value(pool, 0) > 0;
       }
       if (warm) return;
       usleep(50000);
@@ -188,7 +192,7 @@ void wait_for_warm(swissbox::http::Client& c) {
     json p = call(c, "GET", "/v1/warmpool", nullptr, 200);
     json n = call(c, "GET", "/v1/node", nullptr, 200);
     if (!p.is_null() && !n.is_null() && n.value("deleting", 0) == 0) {
-      const json& d = p["templates"]["default"];
+      const json& d = p["templates"][pool];
       if (d.value("ready", 0) > 0 && d.value("ready", 0) >= d.value("target", 0) &&
           d.value("starting", 0) == 0)
         return;
@@ -197,13 +201,15 @@ void wait_for_warm(swissbox::http::Client& c) {
   }
 }
 
-Stats bench_warm(const Options& o) {
+// Claim + first exec, and the claim alone.
+std::pair<Stats, Stats> bench_warm(const Options& o) {
   swissbox::http::Client c(o.target);
-  Stats s;
+  Stats s, claim;
   for (int i = 0; i < o.iterations; ++i) {
-    wait_for_warm(c);
+    wait_for_warm(c, o.pool());
     auto t0 = Clock::now();
-    json sb = call(c, "POST", "/v1/sandboxes", json::object(), 201);
+    json sb = call(c, "POST", "/v1/sandboxes", o.create_body(), 201);
+    sb.is_null() ? void(claim.errors++) : claim.ms.push_back(since_ms(t0));
     json r = sb.is_null() ? json()
                           : call(c, "POST", "/v1/sandboxes/" + sb.value("id", "") + "/exec",
                                  {{"command", {"echo", "hi"}}}, 200);
@@ -213,17 +219,17 @@ Stats bench_warm(const Options& o) {
     ok ? s.ms.push_back(ms) : void(s.errors++);
     progress("warm", i + 1, o.iterations);
   }
-  return s;
+  return {s, claim};
 }
 
 Stats bench_exec(const Options& o) {
   swissbox::http::Client c(o.target);
   Stats s;
-  wait_for_warm(c);
-  json sb = call(c, "POST", "/v1/sandboxes", json::object(), 201);
+  wait_for_warm(c, o.pool());
+  json sb = call(c, "POST", "/v1/sandboxes", o.create_body(), 201);
   if (sb.is_null()) die("cannot create a sandbox on " + o.target);
   // Steady state: the refill that the claim started (a runsc create, CPU-heavy) is over.
-  wait_for_warm(c);
+  wait_for_warm(c, o.pool());
   std::string path = "/v1/sandboxes/" + sb.value("id", "") + "/exec";
   // A fresh sandbox's first commands are slower while gVisor fills its caches; the first
   // exec is what the warm scenario measures, this one the steady state of a session.
@@ -251,7 +257,7 @@ Stats bench_oneshot(const Options& o) {
   swissbox::http::Client c(o.target);
   Stats s;
   for (int i = 0; i < o.iterations; ++i) {
-    wait_for_warm(c);
+    wait_for_warm(c, "default");
     auto t0 = Clock::now();
     json r =
         call(c, "POST", "/v1/execute", {{"language", o.lang}, {"code", it->second.first}}, 200);
@@ -285,10 +291,15 @@ int main(int argc, char** argv) {
       o.lang = next();
     else if (a == "--json")
       o.json_out = next();
+    else if (a == "--network") {
+      o.network = next();
+      if (o.network != "none" && o.network != "egress") die("--network must be none or egress");
+    }
     else if (a == "--help") {
       puts(
           "usage: swissbox-bench SCENARIO... [--target HOST:PORT] [--iterations N] [--lang L]\n"
           "                      [--platform ptrace|systrap] [--runsc PATH] [--json FILE]\n"
+          "                      [--network none|egress]\n"
           "scenarios: cold runsc-exec warm exec oneshot");
       return 0;
     } else if (a.rfind("--", 0) == 0)
@@ -304,7 +315,7 @@ int main(int argc, char** argv) {
     else if (sc == "runsc-exec")
       results[sc] = bench_runsc_exec(o);
     else if (sc == "warm")
-      results[sc] = bench_warm(o);
+      std::tie(results[sc], results["claim"]) = bench_warm(o);
     else if (sc == "exec")
       results[sc] = bench_exec(o);
     else if (sc == "oneshot")

@@ -28,7 +28,7 @@ constexpr const char* kUsage =
     "  run --lang L FILE|-         one-shot run of a file (python, bash, javascript, typescript)\n"
     "  cp SRC DST                  copy a file in or out: one side is ID:PATH\n"
     "  rm ID                       delete a sandbox\n"
-    "  pool [TEMPLATE=N]           show the warm pools, or set a target\n"
+    "  pool [POOL=N]               show the warm pools (TEMPLATE or TEMPLATE:egress), or set a target\n"
     "  drain | undrain             stop or resume taking new sandboxes (existing ones go on)\n";
 
 struct Ctl {
@@ -187,9 +187,9 @@ struct Ctl {
     }
     json j = json::parse(call("GET", "/v1/warmpool").body);
     if (as_json) return puts(j.dump(2).c_str()), 0;
-    printf("%-12s %6s %6s %8s %6s\n", "TEMPLATE", "TARGET", "READY", "STARTING", "ACTIVE");
+    printf("%-20s %6s %6s %8s %6s\n", "TEMPLATE", "TARGET", "READY", "STARTING", "ACTIVE");
     for (auto& [name, p] : j["templates"].items()) {
-      printf("%-12s %6d %6d %8d %6d\n", name.c_str(), p.value("target", 0), p.value("ready", 0),
+      printf("%-20s %6d %6d %8d %6d\n", name.c_str(), p.value("target", 0), p.value("ready", 0),
              p.value("starting", 0), p.value("active", 0));
     }
     return 0;
