@@ -229,6 +229,8 @@ TEST_F(Egress, RateLimitHoldsAndCountersMatch) {
   double in = after.value("bytes_in", 0.0) - before.value("bytes_in", 0.0);
   EXPECT_GE(in, kBytes);
   EXPECT_LE(in, kBytes * 1.05) << "bytes_in " << in;
+  RecordProperty("bytes_in_over_payload", std::to_string(in / kBytes));
+  RecordProperty("mbit", std::to_string(mbit));
   EXPECT_GT(after.value("bytes_out", 0.0), before.value("bytes_out", 0.0));
 }
 
