@@ -22,31 +22,21 @@ namespace swissbox::veth {
 
 namespace {
 
-// RAII owners for libnl objects.
-struct SockFree {
-  void operator()(nl_sock* s) const { nl_socket_free(s); }
+// RAII owners for libnl objects: the library's own release function as the deleter.
+template <auto Release>
+struct Releaser {
+  template <typename T>
+  void operator()(T* p) const {
+    Release(p);
+  }
 };
-struct LinkPut {
-  void operator()(rtnl_link* l) const { rtnl_link_put(l); }
-};
-struct AddrPut {
-  void operator()(rtnl_addr* a) const { rtnl_addr_put(a); }
-};
-struct NlAddrPut {
-  void operator()(nl_addr* a) const { nl_addr_put(a); }
-};
-struct RoutePut {
-  void operator()(rtnl_route* r) const { rtnl_route_put(r); }
-};
-struct QdiscPut {
-  void operator()(rtnl_qdisc* q) const { rtnl_qdisc_put(q); }
-};
-struct CacheFree {
-  void operator()(nl_cache* c) const { nl_cache_free(c); }
-};
-using Sock = std::unique_ptr<nl_sock, SockFree>;
-using Link = std::unique_ptr<rtnl_link, LinkPut>;
-using NlAddr = std::unique_ptr<nl_addr, NlAddrPut>;
+using Sock = std::unique_ptr<nl_sock, Releaser<nl_socket_free>>;
+using Link = std::unique_ptr<rtnl_link, Releaser<rtnl_link_put>>;
+using NlAddr = std::unique_ptr<nl_addr, Releaser<nl_addr_put>>;
+using Addr = std::unique_ptr<rtnl_addr, Releaser<rtnl_addr_put>>;
+using Route = std::unique_ptr<rtnl_route, Releaser<rtnl_route_put>>;
+using Qdisc = std::unique_ptr<rtnl_qdisc, Releaser<rtnl_qdisc_put>>;
+using Cache = std::unique_ptr<nl_cache, Releaser<nl_cache_free>>;
 
 Error nl_error(int err, const std::string& what) {
   return make_error(Code::kInternal, what + ": " + nl_geterror(err));
@@ -85,7 +75,7 @@ Status add_address(nl_sock* s, const std::string& name, const std::string& ip, i
   if (int err = nl_addr_parse(cidr.c_str(), AF_INET, &parsed); err < 0)
     return nl_error(err, "parse " + cidr);
   NlAddr local(parsed);
-  std::unique_ptr<rtnl_addr, AddrPut> addr(rtnl_addr_alloc());
+  Addr addr(rtnl_addr_alloc());
   rtnl_addr_set_ifindex(addr.get(), rtnl_link_get_ifindex(link->get()));
   if (int err = rtnl_addr_set_local(addr.get(), local.get()); err < 0)
     return nl_error(err, "address " + cidr);
@@ -103,7 +93,7 @@ Status add_default_route(nl_sock* s, const std::string& name, const std::string&
   if (int err = nl_addr_parse(gateway.c_str(), AF_INET, &gw); err < 0)
     return nl_error(err, "parse gateway " + gateway);
   NlAddr gw_owner(gw);
-  std::unique_ptr<rtnl_route, RoutePut> route(rtnl_route_alloc());
+  Route route(rtnl_route_alloc());
   rtnl_route_set_family(route.get(), AF_INET);
   rtnl_route_set_table(route.get(), RT_TABLE_MAIN);
   rtnl_route_set_protocol(route.get(), RTPROT_STATIC);
@@ -172,7 +162,7 @@ Result<std::vector<std::string>> links_with_prefix(const std::string& prefix) {
   nl_cache* cache = nullptr;
   if (int err = rtnl_link_alloc_cache(s->get(), AF_UNSPEC, &cache); err < 0)
     return nl_error(err, "list links");
-  std::unique_ptr<nl_cache, CacheFree> owner(cache);
+  Cache owner(cache);
   std::vector<std::string> out;
   for (nl_object* o = nl_cache_get_first(cache); o; o = nl_cache_get_next(o)) {
     const char* name = rtnl_link_get_name(reinterpret_cast<rtnl_link*>(o));
@@ -195,7 +185,7 @@ Status set_rate(const std::string& name, uint64_t bits_per_second) {
   if (!s) return s.error();
   auto link = get_link(s->get(), name);
   if (!link) return link.error();
-  std::unique_ptr<rtnl_qdisc, QdiscPut> q(rtnl_qdisc_alloc());
+  Qdisc q(rtnl_qdisc_alloc());
   rtnl_tc_set_link(TC_CAST(q.get()), link->get());
   rtnl_tc_set_parent(TC_CAST(q.get()), TC_H_ROOT);
   if (bits_per_second == 0) {

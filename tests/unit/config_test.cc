@@ -8,6 +8,18 @@
 namespace swissbox {
 namespace {
 
+// A temporary file holding `text`, removed with the object.
+struct TempFile {
+  explicit TempFile(const std::string& text) {
+    int fd = mkstemp(path);
+    if (fd >= 0) close(fd);
+    ok = fd >= 0 && fs::write_file_atomic(path, text).ok();
+  }
+  ~TempFile() { unlink(path); }
+  char path[32] = "/tmp/swissbox-config-XXXXXX";
+  bool ok = false;
+};
+
 TEST(AgentConfig, DefaultsMatchTheDesign) {
   auto c = parse_agent_config({});
   ASSERT_TRUE(c.ok()) << c.error().to_string();
@@ -20,16 +32,10 @@ TEST(AgentConfig, DefaultsMatchTheDesign) {
 }
 
 TEST(AgentConfig, FlagsOverrideTheFileAndPoolFlagsReplace) {
-  char path[] = "/tmp/swissbox-config-XXXXXX";
-  int fd = mkstemp(path);
-  ASSERT_GE(fd, 0);
-  close(fd);
-  ASSERT_TRUE(fs::write_file_atomic(
-                  path, R"({"listen":"127.0.0.1:9000","pool":{"heavy":3},"region":"ch-gva-2"})")
-                  .ok());
-  auto c =
-      parse_agent_config({"--config", path, "--listen=127.0.0.1:9001", "--pool", "lightweight=4"});
-  unlink(path);
+  TempFile file(R"({"listen":"127.0.0.1:9000","pool":{"heavy":3},"region":"ch-gva-2"})");
+  ASSERT_TRUE(file.ok);
+  auto c = parse_agent_config(
+      {"--config", file.path, "--listen=127.0.0.1:9001", "--pool", "lightweight=4"});
   ASSERT_TRUE(c.ok()) << c.error().to_string();
   EXPECT_EQ(c->listen, "127.0.0.1:9001");
   EXPECT_EQ(c->region, "ch-gva-2");
@@ -56,37 +62,23 @@ TEST(AgentConfig, RejectsBadInputWithAReason) {
 }
 
 TEST(AgentConfig, TokenFileAllowsNonLoopbackListen) {
-  char path[] = "/tmp/swissbox-tokens-XXXXXX";
-  int fd = mkstemp(path);
-  close(fd);
-  ASSERT_TRUE(fs::write_file_atomic(path, R"({"0123456789abcdef0123":"tenant-a"})").ok());
-  auto c = parse_agent_config({"--listen", "0.0.0.0:7700", "--token-file", path});
+  TempFile tokens(R"({"0123456789abcdef0123":"tenant-a"})");
+  ASSERT_TRUE(tokens.ok);
+  auto c = parse_agent_config({"--listen", "0.0.0.0:7700", "--token-file", tokens.path});
   ASSERT_TRUE(c.ok()) << c.error().to_string();
-  auto t = load_tokens(path);
-  unlink(path);
+  auto t = load_tokens(tokens.path);
   ASSERT_TRUE(t.ok());
   EXPECT_EQ(t->at("0123456789abcdef0123"), "tenant-a");
 }
 
-}  // namespace
-}  // namespace swissbox
-
-namespace swissbox {
-namespace {
-
 TEST(AgentConfig, EgressFlagsAndPolicyFile) {
-  char path[] = "/tmp/swissbox-egress-policy-XXXXXX";
-  int fd = mkstemp(path);
-  ASSERT_GE(fd, 0);
-  close(fd);
-  ASSERT_TRUE(fs::write_file_atomic(
-                  path, R"({"templates":{"default":["pypi.org","*.pythonhosted.org"]},
-                             "tenants":{"acme":["*.acme.com"]}})")
-                  .ok());
+  TempFile policy(R"({"templates":{"default":["pypi.org","*.pythonhosted.org"]},
+                      "tenants":{"acme":["*.acme.com"]}})");
+  ASSERT_TRUE(policy.ok);
   auto c = parse_agent_config({"--egress-pool", "10.200.0.0/16", "--pool", "default:egress=2",
                                "--egress-hosts", "Allowed.test=198.19.0.2", "--egress-deny",
                                "10.0.0.0/8,fd00::/8", "--egress-rate-kbit", "5000",
-                               "--egress-policy", path});
+                               "--egress-policy", policy.path});
   ASSERT_TRUE(c.ok()) << c.error().to_string();
   EXPECT_EQ(c->pool, (std::map<std::string, int>{{"default:egress", 2}}));
   EXPECT_EQ(c->egress_hosts.at("allowed.test"), "198.19.0.2");
@@ -95,11 +87,10 @@ TEST(AgentConfig, EgressFlagsAndPolicyFile) {
   EXPECT_EQ(c->egress_template_allow.at("default").size(), 2u);
   EXPECT_EQ(c->egress_tenant_allow.at("acme"), std::vector<std::string>{"*.acme.com"});
 
-  ASSERT_TRUE(fs::write_file_atomic(path, R"({"templates":{"nope":["a.b"]}})").ok());
-  EXPECT_FALSE(parse_agent_config({"--egress-policy", path}).ok());
-  ASSERT_TRUE(fs::write_file_atomic(path, R"({"tenants":{"acme":["bad host"]}})").ok());
-  EXPECT_FALSE(parse_agent_config({"--egress-policy", path}).ok());
-  unlink(path);
+  TempFile unknown_template(R"({"templates":{"nope":["a.b"]}})");
+  EXPECT_FALSE(parse_agent_config({"--egress-policy", unknown_template.path}).ok());
+  TempFile bad_pattern(R"({"tenants":{"acme":["bad host"]}})");
+  EXPECT_FALSE(parse_agent_config({"--egress-policy", bad_pattern.path}).ok());
   // An egress pool without egress networking, and malformed values, are refused.
   EXPECT_FALSE(parse_agent_config({"--pool", "default:egress=1"}).ok());
   EXPECT_FALSE(parse_agent_config({"--egress-hosts", "x"}).ok());
