@@ -10,12 +10,13 @@ fi
 
 build_pkgs=(cmake ninja-build g++ pkg-config libboost-dev nlohmann-json3-dev libfmt-dev
             libseccomp-dev libcap-dev libnl-3-dev libnl-route-3-dev libnftables-dev
+            libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
             libgtest-dev libgmock-dev libbenchmark-dev
             clang libclang-rt-14-dev)  # libFuzzer targets
 # Sandbox languages: the default rootfs binds the host's /usr, so the interpreters and the
 # TypeScript transpiler the sandboxes use come from here. e2fsprogs: mkfs.ext4 for the
 # sandboxes' sized disks.
-run_pkgs=(python3 bash coreutils procps e2fsprogs nftables)
+run_pkgs=(python3 bash coreutils procps e2fsprogs nftables containerd)
 
 missing=()
 for p in "${build_pkgs[@]}" "${run_pkgs[@]}"; do
