@@ -2,8 +2,10 @@
 // for the runsc handler. It hands every call to the runsc next to it, and bridges the three
 // places where runsc does not behave the way the shim expects of runc (measured with
 // Debian's containerd 1.6 and runsc 20240729):
-//  1. `create` of a pod that shares the node's network: runsc refuses to run netstack in
-//     the root network namespace, so the call gets --network=none;
+//  1. a pod that shares the node's network: runsc refuses to run netstack in the root
+//     network namespace, so every call for it gets --network=none (runsc wants the same
+//     global flags on every call for one container; `create` leaves a marker file in the
+//     state root for the calls after it, and `delete` removes it);
 //  2. `kill` of a container that already stopped: runsc says "not running" / "in state
 //     stopped", the shim only recognises runc's "container not running" and retries
 //     StopPodSandbox until its deadline;
@@ -15,6 +17,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -87,6 +90,27 @@ int run(const std::string& runsc, std::vector<std::string> args, std::string* ca
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
+// The global --root value (runsc's state directory for this shim).
+std::string state_root(const std::vector<std::string>& args, size_t sub) {
+  for (size_t i = 1; i < sub; ++i) {
+    if (args[i] == "--root" && i + 1 < sub) return args[i + 1];
+    if (args[i].rfind("--root=", 0) == 0) return args[i].substr(7);
+  }
+  return "/run/containerd/runsc";
+}
+
+// The container id: the first argument after the subcommand that is not a flag (the
+// shim puts flags with values in "--flag=value" form or before the id).
+std::string container_id(const std::vector<std::string>& args, size_t sub) {
+  static const std::set<std::string> kValued = {"--bundle", "-b", "--pid-file", "--console-socket",
+                                                "--process", "--signal"};
+  for (size_t i = sub + 1; i < args.size(); ++i) {
+    if (args[i].rfind("-", 0) != 0) return args[i];
+    if (kValued.count(args[i])) ++i;
+  }
+  return "";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -94,10 +118,24 @@ int main(int argc, char** argv) {
   std::string runsc = runsc_path(argv[0]);
   size_t sub = subcommand_index(args);
   std::string cmd = sub < args.size() ? args[sub] : "";
+  std::string id = sub < args.size() ? container_id(args, sub) : "";
+  std::string marker = id.empty() || id.find('/') != std::string::npos
+                           ? ""
+                           : state_root(args, sub) + "/" + id + ".swissbox-host-network";
 
-  if (cmd == "create" && host_network(args, sub)) {
+  if (cmd == "create" && !marker.empty() && host_network(args, sub)) {
+    std::error_code ignored;  // runsc makes the root on create; the marker comes first
+    std::filesystem::create_directories(state_root(args, sub), ignored);
+    close(open(marker.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
+  }
+  if (!marker.empty() && access(marker.c_str(), F_OK) == 0) {
     args.insert(args.begin() + 1, "--network=none");
     ++sub;
+    if (cmd == "delete") {
+      int rc = run(runsc, args, nullptr);
+      if (rc == 0) unlink(marker.c_str());
+      return rc;
+    }
   }
   if (cmd == "kill") {
     std::string err;
