@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "agent/sandbox_ops.h"
+#include "agent/cri_monitor.h"
 #include "common/auth.h"
 #include "common/fs.h"
 #include "common/log.h"
@@ -147,6 +148,9 @@ void AgentApi::route(Call& c) {
   };
   if (p == "/healthz") return c.res->send_json(200, {{"status", "ok"}});
   if (p == "/readyz") {
+    if (auto why = opts_.cri ? opts_.cri->not_ready() : std::nullopt) {
+      return c.res->send_json(503, {{"ready", false}, {"reason", *why}});
+    }
     bool warm = mgr_.pools_warm();
     return c.res->send_json(
         warm ? 200 : 503,
@@ -439,7 +443,8 @@ void AgentApi::node_info(Call& c) {
        {"deleting", mgr_.deleting_count()},
        {"warm", warm},
        {"languages", supported_languages()},
-       {"draining", mgr_.draining()}});
+       {"draining", mgr_.draining()},
+       {"cri", opts_.cri ? opts_.cri->to_json() : json(nullptr)}});
 }
 
 void AgentApi::warmpool(Call& c, const std::string& tmpl) {

@@ -12,8 +12,11 @@
 
 namespace swissbox {
 
+class CriMonitor;
+
 struct ApiOptions {
   std::string region = "dev";
+  const CriMonitor* cri = nullptr;  // the node's container runtime, if the agent watches it
   std::map<std::string, std::string> tokens;  // bearer token → tenant; empty = no auth
   size_t max_json_body = 16 << 20;
 };

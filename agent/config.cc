@@ -83,6 +83,8 @@ Status apply(AgentConfig& c, std::string key, const std::string& value) {
     c.region = value;
   else if (key == "token-file")
     c.token_file = value;
+  else if (key == "cri-socket")
+    c.cri_socket = value;
   else if (key == "log-level")
     c.log_level = value;
   else if (key == "init")
@@ -169,7 +171,7 @@ std::string agent_usage() {
          "         [--harden true|false] [--keep-sandboxes-on-exit true|false]\n"
          "         [--egress-pool CIDR] [--egress-link-prefix P] [--egress-proxy-port N]\n"
          "         [--egress-deny CIDR,…] [--egress-hosts NAME=IP,…] [--egress-rate-kbit N]\n"
-         "         [--egress-policy FILE]\n";
+         "         [--egress-policy FILE] [--cri-socket PATH]\n";
 }
 
 Result<AgentConfig> parse_agent_config(const std::vector<std::string>& args) {

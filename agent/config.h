@@ -24,6 +24,7 @@ struct AgentConfig {
   std::string node_name;
   std::string region = "dev";
   std::string token_file;
+  std::string cri_socket;  // the node's CRI socket to watch (empty: not watched)
   std::string log_level = "info";
   std::string init_path;  // swissbox-init; default: next to the agent binary
   int max_sandboxes = 32;

@@ -12,6 +12,7 @@
 
 #include "agent/api.h"
 #include "agent/config.h"
+#include "agent/cri_monitor.h"
 #include "agent/egress_filter.h"
 #include "agent/egress_proxy.h"
 #include "agent/hardening.h"
@@ -155,7 +156,16 @@ int main(int argc, char** argv) {
   mo.gc_interval = std::chrono::seconds(cfg->gc_interval_s);
   mo.records_dir = cfg->state_dir + "/records";
   SandboxManager manager(ioc, workers, **driver, mo, metrics);
-  AgentApi api(manager, metrics, ApiOptions{cfg->region, tokens});
+  std::unique_ptr<CriMonitor> cri;
+  if (!cfg->cri_socket.empty()) {
+    cri = std::make_unique<CriMonitor>(ioc, workers, cfg->cri_socket);
+    cri->start();
+  }
+  ApiOptions ao;
+  ao.region = cfg->region;
+  ao.tokens = tokens;
+  ao.cri = cri.get();
+  AgentApi api(manager, metrics, ao);
   http::Server server(ioc, http::ServerOptions{},
                       [&api](http::Request&& req, std::shared_ptr<http::Responder> res) {
                         api.handle(std::move(req), std::move(res));

@@ -189,6 +189,42 @@ TEST_F(Installer, ABrokenConfigIsReportedAndLeftAlone) {
   EXPECT_NE(missing.value("error", "").find("no containerd socket"), std::string::npos) << missing.dump();
 }
 
+// The agent watches the runtime: its report shows it, and it is not ready without it.
+TEST_F(Installer, TheAgentReportsTheRuntimeAndIsNotReadyWithoutIt) {
+  auto agent = [](const std::string& name, const std::string& cri_socket) {
+    int port = free_port();
+    pid_t pid = spawn_daemon(
+        {std::string(SWISSBOX_BIN_DIR) + "/swissbox-agent", "--listen", fmt::format("127.0.0.1:{}", port),
+         "--socket", dir_ + "/" + name + ".sock", "--state-dir", dir_ + "/" + name,
+         "--runsc-root", dir_ + "/" + name + "-runsc", "--pool", "default=0", "--node-name", name,
+         "--cgroup-parent", "/swissbox-it-" + name, "--keep-sandboxes-on-exit", "false",
+         "--cri-socket", cri_socket},
+        dir_ + "/" + name + ".log");
+    return std::pair{pid, fmt::format("127.0.0.1:{}", port)};
+  };
+  auto [good_pid, good] = agent("cri-ok", socket());
+  auto [bad_pid, bad] = agent("cri-missing", dir_ + "/nope.sock");
+  EXPECT_TRUE(wait_ready(good, 30s));
+  json node = json::parse(http::Client(good).request("GET", "/v1/node")->body);
+  EXPECT_TRUE(node["cri"].value("runtime_ready", false)) << node["cri"].dump();
+  EXPECT_NE(node["cri"].value("runtime", "").find("containerd"), std::string::npos);
+  EXPECT_EQ(node["runtime"].value("name", ""), "runsc");
+  http::Client c(bad, 5s);
+  auto deadline = Clock::now() + 20s;
+  auto r = c.request("GET", "/readyz");
+  while ((!r.ok() || r->status == 0) && Clock::now() < deadline) {
+    std::this_thread::sleep_for(100ms);
+    r = c.request("GET", "/readyz");
+  }
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->status, 503u);
+  EXPECT_NE(r->body.find("container runtime"), std::string::npos) << r->body;
+  for (auto [pid, name] : {std::pair{good_pid, "cri-ok"}, {bad_pid, "cri-missing"}}) {
+    EXPECT_TRUE(stop_daemon(pid));
+    EXPECT_EQ(remove_cgroup_parent(std::string("/swissbox-it-") + name), "");
+  }
+}
+
 TEST_F(Installer, UninstallTakesTheHandlerOutAndContainerdKeepsWorking) {
   auto [rc, report] = install({"--uninstall"});
   ASSERT_EQ(rc, 0) << report.dump();
