@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <string>
@@ -74,7 +75,14 @@ Result<Options> parse(int argc, char** argv) {
   Options o;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
+    // "--flag value" or "--flag=value" (as Kubernetes manifests tend to write them).
+    std::optional<std::string> inline_value;
+    if (auto eq = a.find('='); a.rfind("--", 0) == 0 && eq != std::string::npos) {
+      inline_value = a.substr(eq + 1);
+      a = a.substr(0, eq);
+    }
     auto value = [&]() -> Result<std::string> {
+      if (inline_value) return *inline_value;
       if (i + 1 >= argc) return make_error(Code::kInvalidArgument, a + " needs a value");
       return std::string(argv[++i]);
     };

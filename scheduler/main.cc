@@ -67,8 +67,14 @@ Result<Config> parse(const std::vector<std::string>& args) {
   Config c;
   std::vector<std::pair<std::string, std::string>> flags;
   for (size_t i = 0; i < args.size(); ++i) {
-    if (args[i].rfind("--", 0) != 0 || i + 1 >= args.size())
+    if (args[i].rfind("--", 0) != 0)
       return make_error(Code::kInvalidArgument, "expected --flag value, got " + args[i]);
+    // "--flag value" or "--flag=value" (as Kubernetes manifests tend to write them).
+    if (auto eq = args[i].find('='); eq != std::string::npos) {
+      flags.emplace_back(args[i].substr(2, eq - 2), args[i].substr(eq + 1));
+      continue;
+    }
+    if (i + 1 >= args.size()) return make_error(Code::kInvalidArgument, args[i] + " needs a value");
     flags.emplace_back(args[i].substr(2), args[i + 1]);
     ++i;
   }

@@ -49,4 +49,12 @@ if [[ ${#missing[@]} -gt 0 || $need_runsc -eq 1 ]]; then
     apt-get install -y -q -t bookworm-backports runsc || apt-get install -y -q runsc
   fi
 fi
+# The manifests' schema check (daemonset/validate.mjs) uses Kubernetes API schemas from the
+# npm registry, kept inside the checkout.
+npm_dir="$(dirname "$0")/../build/npm"
+if [[ ! -f $npm_dir/node_modules/kubernetes-models/package.json ]]; then
+  mkdir -p "$npm_dir"
+  npm install --prefix "$npm_dir" --no-audit --no-fund --silent \
+    kubernetes-models@5.1.0 @kubernetes-models/prometheus-operator@6.0.0 js-yaml@4.1.0
+fi
 echo "install-deps: ok (runsc $(runsc --version 2>/dev/null | head -1 | awk '{print $3}'))"
