@@ -117,10 +117,12 @@ class Manifests : public ::testing::Test {
             a.replace(at, from.size(), to);
           }
         }
-        // The image's binaries are the ones built here (and this host's runsc).
+        // The image's files are the ones here: the binaries built here, this host's runsc,
+        // and instead of the image's sandbox rootfs (installer/build-rootfs.sh) the host's.
         for (const auto& [image, here] :
              {std::pair{std::string("/usr/local/bin/runsc"), find_runsc()},
-              {std::string("/usr/local/bin/swissbox-"), std::string(SWISSBOX_BIN_DIR) + "/swissbox-"}}) {
+              {std::string("/usr/local/bin/swissbox-"), std::string(SWISSBOX_BIN_DIR) + "/swissbox-"},
+              {std::string("/opt/swissbox/rootfs"), std::string("host")}}) {
           if (auto at = a.find(image); at != std::string::npos && (at == 0 || a[at - 1] == '='))
             a.replace(at, image.size(), here);
         }
