@@ -30,6 +30,7 @@ debootstrap --variant=minbase \
 rm -rf "$root/var/cache/apt/archives/"*.deb "$root/var/lib/apt/lists/"*
 install -m 0755 $bin/swissbox-agent $bin/swissbox-scheduler $bin/swissbox-installer \
   $bin/swissbox-runsc $bin/swissbox-init $bin/swissboxctl "$(command -v runsc)" "$root/usr/local/bin/"
+install -D -m 0644 seccomp-profiles/agent.json "$root/usr/local/share/swissbox/seccomp/agent.json"
 echo "build-image: sandbox rootfs"
 installer/build-rootfs.sh "$root/opt/swissbox/rootfs"
 

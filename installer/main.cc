@@ -36,7 +36,7 @@ constexpr const char* kUsage =
     "         [--runsc PATH] [--wrapper PATH] [--containerd-config PATH]\n"
     "         [--containerd-socket PATH] [--handler NAME] [--runsc-state DIR]\n"
     "         [--restart-command 'CMD ARG…'] [--verify true|false] [--verify-timeout-s N]\n"
-    "         [--verify-cgroup-parent PATH]\n"
+    "         [--verify-cgroup-parent PATH] [--seccomp-profile PATH --seccomp-dir DIR]\n"
     "Paths other than --runsc/--wrapper are the host's, found under --host-root.\n";
 
 struct Options {
@@ -51,6 +51,9 @@ struct Options {
   std::vector<std::string> restart;  // empty: containerd is not restarted
   std::string verify_cgroup_parent;
   int verify_timeout_s = 60;
+  // The agent container's Localhost seccomp profile, put where the kubelet looks for it.
+  std::string seccomp_profile;
+  std::string seccomp_dir = "/var/lib/kubelet/seccomp/swissbox";
 
   std::string host(const std::string& p) const {
     return host_root == "/" ? p : host_root + p;
@@ -106,6 +109,8 @@ Result<Options> parse(int argc, char** argv) {
     else if (a == "--runsc-state") o.runsc_state = *v;
     else if (a == "--restart-command") o.restart = split_words(*v);
     else if (a == "--verify-cgroup-parent") o.verify_cgroup_parent = *v;
+    else if (a == "--seccomp-profile") o.seccomp_profile = *v;
+    else if (a == "--seccomp-dir") o.seccomp_dir = *v;
     else if (a == "--verify") o.verify = *v == "true";
     else if (a == "--verify-timeout-s") o.verify_timeout_s = std::max(1, atoi(v->c_str()));
     else return make_error(Code::kInvalidArgument, "unknown option " + a);
@@ -130,9 +135,10 @@ Result<std::string> runsc_version(const std::string& runsc) {
   return v.substr(0, v.find('\n'));
 }
 
-// Copies `from` to `to` (mode 0755) through a temporary file and a rename, unless `to`
-// already has the same bytes. Answers whether it changed.
-Result<bool> install_file(const std::string& from, const std::string& to, bool dry_run) {
+// Copies `from` to `to` through a temporary file and a rename, unless `to` already has the
+// same bytes. Answers whether it changed.
+Result<bool> install_file(const std::string& from, const std::string& to, bool dry_run,
+                          mode_t mode = 0755) {
   auto src = fs::read_file(from, 512 << 20);
   if (!src) return src.error();
   auto dst = fs::read_file(to, 512 << 20);
@@ -140,7 +146,7 @@ Result<bool> install_file(const std::string& from, const std::string& to, bool d
   if (dry_run) return true;
   std::string tmp = to + ".swissbox-new";
   if (auto st = fs::write_file_atomic(tmp, *src); !st) return st.error();
-  if (chmod(tmp.c_str(), 0755) != 0 || rename(tmp.c_str(), to.c_str()) != 0) {
+  if (chmod(tmp.c_str(), mode) != 0 || rename(tmp.c_str(), to.c_str()) != 0) {
     auto e = sys_error("install " + to);
     unlink(tmp.c_str());
     return e;
@@ -245,7 +251,9 @@ int main(int argc, char** argv) {
   bool binaries_changed = false;
   if (o.uninstall) {
     wanted = installer::without_handler(*current);
-    for (const auto& f : {runsc_dst, wrapper_dst}) {
+    std::vector<std::string> ours = {runsc_dst, wrapper_dst};
+    if (!o.seccomp_profile.empty()) ours.push_back(o.host(o.seccomp_dir + "/agent.json"));
+    for (const auto& f : ours) {
       if (!fs::exists(f)) continue;
       binaries_changed = true;
       if (!o.dry_run && unlink(f.c_str()) != 0) return fail(sys_error("remove " + f), report);
@@ -271,6 +279,16 @@ int main(int argc, char** argv) {
       if (!changed) return fail(changed.error(), report);
       if (*changed) report[o.dry_run ? "would_install" : "installed"].push_back(to);
       binaries_changed |= *changed;
+    }
+    if (!o.seccomp_profile.empty()) {
+      std::string dir = o.host(o.seccomp_dir);
+      if (!o.dry_run) {
+        if (auto st = fs::make_dirs(dir, 0755); !st) return fail(st.error(), report);
+      }
+      std::string to = dir + "/agent.json";
+      auto changed = install_file(o.seccomp_profile, to, o.dry_run, 0644);
+      if (!changed) return fail(changed.error(), report);
+      if (*changed) report[o.dry_run ? "would_install" : "installed"].push_back(to);
     }
   }
   bool config_changed = wanted != *current;

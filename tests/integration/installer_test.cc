@@ -110,7 +110,9 @@ state = "{0}/state"
               "--runsc", "/usr/bin/runsc",
               "--wrapper", std::string(SWISSBOX_BIN_DIR) + "/swissbox-runsc",
               "--runsc-state", dir_ + "/runsc",
-              "--restart-command", "/usr/bin/pkill -TERM -F " + dir_ + "/containerd.pid"};
+              "--restart-command", "/usr/bin/pkill -TERM -F " + dir_ + "/containerd.pid",
+              "--seccomp-profile", std::string(SWISSBOX_SOURCE_DIR) + "/seccomp-profiles/agent.json",
+              "--seccomp-dir", dir_ + "/seccomp/swissbox"};
     p.argv.insert(p.argv.end(), extra.begin(), extra.end());
     p.timeout = 120s;
     auto r = run_process(p);
@@ -130,7 +132,7 @@ TEST_F(Installer, DryRunChangesNothing) {
   auto [rc, report] = install({"--dry-run"});
   EXPECT_EQ(rc, 0) << report.dump();
   EXPECT_TRUE(report.value("config_changed", false));
-  EXPECT_EQ(report["would_install"].size(), 2u);
+  EXPECT_EQ(report["would_install"].size(), 3u);  // runsc, the wrapper, the seccomp profile
   EXPECT_EQ(*fs::read_file(config()), original_config_);
   EXPECT_FALSE(fs::exists(dir_ + "/bin/runsc"));
 }
@@ -144,6 +146,9 @@ TEST_F(Installer, InstallsProvesItThroughCriAndASecondRunIsANoOp) {
   EXPECT_NE(containerd_pid_.load(), before) << "containerd was restarted";
   EXPECT_FALSE(report["pod_sandbox"].value("id", "").empty());
   EXPECT_EQ(*fs::read_file(config() + ".swissbox-backup"), original_config_);
+  // The agent's Localhost seccomp profile is where the kubelet looks for it.
+  EXPECT_EQ(*fs::read_file(dir_ + "/seccomp/swissbox/agent.json"),
+            *fs::read_file(std::string(SWISSBOX_SOURCE_DIR) + "/seccomp-profiles/agent.json"));
 
   pid_t after = containerd_pid_;
   std::string config_now = *fs::read_file(config());
@@ -231,6 +236,7 @@ TEST_F(Installer, UninstallTakesTheHandlerOutAndContainerdKeepsWorking) {
   EXPECT_EQ(*fs::read_file(config()), original_config_);
   EXPECT_FALSE(fs::exists(dir_ + "/bin/runsc"));
   EXPECT_FALSE(fs::exists(dir_ + "/bin/swissbox-runsc"));
+  EXPECT_FALSE(fs::exists(dir_ + "/seccomp/swissbox/agent.json"));
   cri::Client c(socket(), 10s);
   auto deadline = Clock::now() + 20s;
   while (!c.version() && Clock::now() < deadline) std::this_thread::sleep_for(100ms);

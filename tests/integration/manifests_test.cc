@@ -122,7 +122,8 @@ class Manifests : public ::testing::Test {
         for (const auto& [image, here] :
              {std::pair{std::string("/usr/local/bin/runsc"), find_runsc()},
               {std::string("/usr/local/bin/swissbox-"), std::string(SWISSBOX_BIN_DIR) + "/swissbox-"},
-              {std::string("/opt/swissbox/rootfs"), std::string("host")}}) {
+              {std::string("/opt/swissbox/rootfs"), std::string("host")},
+              {std::string("/usr/local/share/swissbox/seccomp/"), kSource + "/seccomp-profiles/"}}) {
           if (auto at = a.find(image); at != std::string::npos && (at == 0 || a[at - 1] == '='))
             a.replace(at, image.size(), here);
         }
