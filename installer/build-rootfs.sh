@@ -8,6 +8,7 @@
 set -euo pipefail
 out=${1:?usage: build-rootfs.sh OUT_DIR}
 [[ $(id -u) -eq 0 ]] || { echo "build-rootfs: run as root" >&2; exit 1; }
+mkdir -p "$(dirname "$out")"
 command -v debootstrap >/dev/null || apt-get install -y -q --no-install-recommends debootstrap
 
 mirror=$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1)
