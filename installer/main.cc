@@ -247,11 +247,17 @@ int main(int argc, char** argv) {
   if (!current) return fail(current.error(), report);
 
   std::string runsc_dst = o.host(o.bin_dir + "/runsc"), wrapper_dst = o.host(o.bin_dir + "/swissbox-runsc");
+  // gVisor's own containerd shim, when shipped next to runsc, replaces the runc shim and
+  // the wrapper (runtime_type io.containerd.runsc.v1).
+  const std::string shim_name = "containerd-shim-runsc-v1";
+  std::string shim_src = o.runsc.substr(0, o.runsc.rfind('/') + 1) + shim_name;
+  std::string shim_dst = o.host(o.bin_dir + "/" + shim_name);
+  bool with_shim = fs::exists(shim_src);
   std::string wanted;
   bool binaries_changed = false;
   if (o.uninstall) {
     wanted = installer::without_handler(*current);
-    std::vector<std::string> ours = {runsc_dst, wrapper_dst};
+    std::vector<std::string> ours = {runsc_dst, wrapper_dst, shim_dst};
     if (!o.seccomp_profile.empty()) ours.push_back(o.host(o.seccomp_dir + "/agent.json"));
     for (const auto& f : ours) {
       if (!fs::exists(f)) continue;
@@ -267,6 +273,7 @@ int main(int argc, char** argv) {
     h.handler = o.handler;
     h.binary = o.bin_dir + "/swissbox-runsc";
     h.root = o.runsc_state;
+    h.runsc_shim = with_shim;
     auto edited = installer::with_handler(*current, h);
     if (!edited) {
       return fail(Error{edited.error().code, 0,
@@ -274,7 +281,9 @@ int main(int argc, char** argv) {
                   report);
     }
     wanted = *edited;
-    for (auto [from, to] : {std::pair{o.runsc, runsc_dst}, {o.wrapper, wrapper_dst}}) {
+    std::vector<std::pair<std::string, std::string>> files = {{o.runsc, runsc_dst}};
+    files.emplace_back(with_shim ? shim_src : o.wrapper, with_shim ? shim_dst : wrapper_dst);
+    for (auto [from, to] : files) {
       auto changed = install_file(from, to, o.dry_run);
       if (!changed) return fail(changed.error(), report);
       if (*changed) report[o.dry_run ? "would_install" : "installed"].push_back(to);
