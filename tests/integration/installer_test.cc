@@ -87,9 +87,7 @@ state = "{0}/state"
     }
     EXPECT_TRUE(runsc_list("/usr/bin/runsc", dir_ + "/runsc/k8s.io").empty());
     if (!::testing::Test::HasFailure()) {
-      ProcessOptions rm;
-      rm.argv = {"/bin/rm", "-rf", dir_};
-      (void)run_process(rm);
+      (void)fs::remove_tree(dir_);
     }
   }
 

@@ -43,9 +43,7 @@ class Manifests : public ::testing::Test {
   void TearDown() override { failed_ |= HasFailure(); }
   static void TearDownTestSuite() {
     if (!dir_.empty() && !failed_) {
-      ProcessOptions rm;
-      rm.argv = {"/bin/rm", "-rf", dir_};
-      (void)run_process(rm);
+      (void)fs::remove_tree(dir_);
     }
   }
   void SetUp() override {
