@@ -78,18 +78,7 @@ class Manifests : public ::testing::Test {
     std::vector<std::pair<std::string, std::string>> mapping;  // mountPath → dir
     for (const auto& m : c.value("volumeMounts", json::array())) {
       std::string path = m["mountPath"];
-      std::string mapped = path == "/sys/fs/cgroup" ? path : root + path;
-      (void)fs::make_dirs(mapped);
-      for (const auto& v : pod["volumes"]) {
-        if (v["name"] != m["name"]) continue;
-        json data;
-        if (v.contains("configMap")) data = object("ConfigMap", v["configMap"]["name"])["data"];
-        if (v.contains("secret")) data = object("Secret", v["secret"]["secretName"])["stringData"];
-        if (!data.is_object()) continue;
-        for (auto& [file, text] : data.items())
-          (void)fs::write_file_atomic(mapped + "/" + file, text.get<std::string>());
-      }
-      mapping.emplace_back(path, mapped);
+      mapping.emplace_back(path, path == "/sys/fs/cgroup" ? path : root + path);
       // The installer's --host-root is the parent of its /host/… mounts.
       if (path.rfind("/host/", 0) == 0 &&
           std::none_of(mapping.begin(), mapping.end(), [](const auto& m) { return m.first == "/host"; }))
@@ -98,6 +87,32 @@ class Manifests : public ::testing::Test {
     // Longer mount paths first: /etc/swissbox/tokens before /etc/swissbox.
     std::sort(mapping.begin(), mapping.end(),
               [](const auto& a, const auto& b) { return a.first.size() > b.first.size(); });
+    // Paths in args and in mounted config files name the mapped dirs.
+    auto map_paths = [&](std::string a) {
+      for (const auto& [from, to] : mapping) {
+        if (from == to) continue;
+        for (size_t at = 0; (at = a.find(from, at)) != std::string::npos; at += to.size()) {
+          bool whole = at + from.size() == a.size() || a[at + from.size()] == '/';
+          bool starts = at == 0 || a[at - 1] == '=' || a[at - 1] == ' ' || a[at - 1] == '"';
+          if (!whole || !starts) continue;
+          a.replace(at, from.size(), to);
+        }
+      }
+      return a;
+    };
+    for (const auto& m : c.value("volumeMounts", json::array())) {
+      std::string mapped = map_paths(m["mountPath"]);
+      (void)fs::make_dirs(mapped);
+      for (const auto& v : pod["volumes"]) {
+        if (v["name"] != m["name"]) continue;
+        json data;
+        if (v.contains("configMap")) data = object("ConfigMap", v["configMap"]["name"])["data"];
+        if (v.contains("secret")) data = object("Secret", v["secret"]["secretName"])["stringData"];
+        if (!data.is_object()) continue;
+        for (auto& [file, text] : data.items())
+          (void)fs::write_file_atomic(mapped + "/" + file, map_paths(text.get<std::string>()));
+      }
+    }
     std::map<std::string, std::string> env = {{"NODE_NAME", "manifest-test"}};
     std::vector<std::string> argv;
     for (const auto& part : {c["command"], c.value("args", json::array())}) {
@@ -106,15 +121,7 @@ class Manifests : public ::testing::Test {
           for (size_t at; (at = a.find("$(" + k + ")")) != std::string::npos;)
             a.replace(at, k.size() + 3, v);
         }
-        for (const auto& [from, to] : mapping) {
-          if (from == to) continue;
-          for (size_t at = 0; (at = a.find(from, at)) != std::string::npos; at += to.size()) {
-            bool whole = at + from.size() == a.size() || a[at + from.size()] == '/';
-            bool starts = at == 0 || a[at - 1] == '=' || a[at - 1] == ' ';
-            if (!whole || !starts) continue;
-            a.replace(at, from.size(), to);
-          }
-        }
+        a = map_paths(a);
         // The image's files are the ones here: the binaries built here, this host's runsc,
         // and instead of the image's sandbox rootfs (installer/build-rootfs.sh) the host's.
         for (const auto& [image, here] :
@@ -233,6 +240,8 @@ TEST_F(Manifests, RenderedContainersStartWithTheirArgsAndAnswerTheirProbes) {
       << *fs::read_file(dir_ + "/agent/container.log");
   unsigned ready = probe(ns, port, agent->at("readinessProbe")["httpGet"]["path"], 10s);
   EXPECT_EQ(ready, 503u);
+  std::string agent_log = *fs::read_file(dir_ + "/agent/container.log");
+  EXPECT_NE(agent_log.find("egress ready"), std::string::npos) << "the rendered egress config loads";
   EXPECT_TRUE(stop_daemon(pid));
   EXPECT_EQ(remove_cgroup_parent("/swissbox/sandboxes"), "");
   rmdir("/sys/fs/cgroup/swissbox");
