@@ -159,7 +159,11 @@ TEST_F(Installer, InstallsProvesItThroughCriAndASecondRunIsANoOp) {
   EXPECT_EQ(*fs::read_file(config()), config_now);
 }
 
+// CTest runs every test in a process (and a containerd) of its own: each test that needs the
+// handler installs it first.
 TEST_F(Installer, APodWithTheHandlerRunsUnderGvisor) {
+  auto [rc, report] = install();
+  ASSERT_EQ(rc, 0) << report.dump();
   cri::Client c(socket(), 30s);
   cri::PodConfig pod;
   pod.name = "swissbox-it-pod";
@@ -229,6 +233,9 @@ TEST_F(Installer, TheAgentReportsTheRuntimeAndIsNotReadyWithoutIt) {
 }
 
 TEST_F(Installer, UninstallTakesTheHandlerOutAndContainerdKeepsWorking) {
+  auto [installed, first] = install();
+  ASSERT_EQ(installed, 0) << first.dump();
+  ASSERT_TRUE(fs::exists(dir_ + "/bin/runsc"));
   auto [rc, report] = install({"--uninstall"});
   ASSERT_EQ(rc, 0) << report.dump();
   EXPECT_EQ(*fs::read_file(config()), original_config_);
