@@ -100,7 +100,7 @@ struct AgentApi::Call {
 AgentApi::AgentApi(SandboxManager& mgr, Metrics& metrics, ApiOptions opts)
     : mgr_(mgr), metrics_(metrics), opts_(std::move(opts)) {
   metrics_.describe("swissbox_http_requests_total", Metrics::Type::kCounter,
-                    "HTTP requests by method.");
+                    "HTTP requests by method and answer status.");
   metrics_.describe("swissbox_exec_total", Metrics::Type::kCounter,
                     "Commands run, by kind (exec, code) and outcome (ok, timeout, "
                     "oom_killed, error).");
@@ -114,8 +114,10 @@ void AgentApi::handle(http::Request&& req, std::shared_ptr<http::Responder> res)
   auto q = target.find('?');
   c->path = std::string(target.substr(0, q));
   if (q != std::string_view::npos) c->query = http::parse_query(target.substr(q + 1));
-  metrics_.add("swissbox_http_requests_total",
-               Metrics::labels({{"method", std::string(c->req.method_string())}}));
+  c->res->on_answer([this, method = std::string(c->req.method_string())](unsigned status) {
+    metrics_.add("swissbox_http_requests_total",
+                 Metrics::labels({{"method", method}, {"code", std::to_string(status)}}));
+  });
 
   if (c->res->peer_is_unix()) {
     c->operator_ = true;

@@ -430,6 +430,7 @@ void Responder::send(unsigned status, std::string body, std::string_view content
   if (answered_.exchange(true)) return;
   // Error bodies carry their message; keep it in the access log line too.
   log_answer(status, status >= 400 ? std::string_view(body).substr(0, 300) : std::string_view());
+  if (on_answer_) on_answer_(status);
   std::string h = head(status, content_type, extra, false, body.size());
   session_->write(std::move(h), std::move(body), true, !keep_alive());
 }
@@ -455,6 +456,7 @@ void Responder::start_stream(unsigned status, std::string_view content_type,
                              const Headers& extra) {
   if (answered_.exchange(true)) return;
   log_answer(status, {});
+  if (on_answer_) on_answer_(status);
   session_->write(head(status, content_type, extra, true, 0), {}, false, false);
 }
 

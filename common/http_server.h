@@ -75,6 +75,8 @@ class Responder : public std::enable_shared_from_this<Responder> {
   void set_request_line(std::string line) { request_line_ = std::move(line); }
   // Successful answers are logged at debug (a probe's).
   void set_quiet(bool quiet) { quiet_ = quiet; }
+  // fn runs once with the status when the answer starts (for request metrics by code).
+  void on_answer(std::function<void(unsigned status)> fn) { on_answer_ = std::move(fn); }
   bool peer_is_unix() const;
 
   void send(unsigned status, std::string body, std::string_view content_type,
@@ -110,6 +112,7 @@ class Responder : public std::enable_shared_from_this<Responder> {
   std::string request_id_;
   std::string request_line_ = "-";
   bool quiet_ = false;
+  std::function<void(unsigned)> on_answer_;
   std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
   // Whether the connection carries a next request; false when the answer goes out before
   // a streamed body was read whole.

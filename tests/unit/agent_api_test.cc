@@ -244,6 +244,13 @@ TEST_F(AgentApiTest, BadRequestsGetTheErrorShapeAndChangeNothing) {
   // Nothing changed: still one active sandbox, the pool as it was.
   EXPECT_EQ(Call("GET", "/v1/sandboxes").second["sandboxes"].size(), 1u);
   EXPECT_TRUE(wait_until([&] { return Ready() == 1; }));
+  // Requests are counted by their answer's status.
+  EXPECT_GE(metrics_.get("swissbox_http_requests_total",
+                         Metrics::labels({{"method", "POST"}, {"code", "400"}})),
+            2);
+  EXPECT_GE(metrics_.get("swissbox_http_requests_total",
+                         Metrics::labels({{"method", "POST"}, {"code", "201"}})),
+            1);
 }
 
 TEST_F(AgentApiTest, DeleteDestroysAndOneShotCleansUp) {
