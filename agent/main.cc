@@ -1,6 +1,5 @@
 // swissbox-agent: wires the runsc driver, the sandbox manager and the HTTP API together
 // and runs them on one I/O thread plus a worker pool for blocking work.
-#include <limits.h>
 #include <unistd.h>
 
 #include <boost/asio/executor_work_guard.hpp>
@@ -24,18 +23,6 @@
 #include "common/log.h"
 
 using namespace swissbox;
-
-namespace {
-
-std::string self_dir() {
-  char buf[PATH_MAX];
-  ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
-  if (n <= 0) return ".";
-  buf[n] = 0;
-  return std::filesystem::path(buf).parent_path().string();
-}
-
-}  // namespace
 
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
@@ -128,7 +115,7 @@ int main(int argc, char** argv) {
   ro.rootfs = cfg->rootfs;
   ro.platform = cfg->platform;
   ro.max_disk_mb = LimitBounds{}.max_disk_mb;
-  ro.init_path = cfg->init_path.empty() ? self_dir() + "/swissbox-init" : cfg->init_path;
+  ro.init_path = cfg->init_path.empty() ? fs::self_dir() + "/swissbox-init" : cfg->init_path;
   auto driver = RunscDriver::create(ro);
   if (!driver) {
     log::error("runtime not usable", {{"error", driver.error().to_string()}});

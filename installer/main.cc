@@ -60,13 +60,6 @@ struct Options {
   }
 };
 
-std::string self_dir() {
-  char buf[4096];
-  ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
-  std::string exe = n > 0 ? std::string(buf, n) : "";
-  return exe.substr(0, exe.rfind('/'));
-}
-
 std::vector<std::string> split_words(const std::string& s) {
   std::vector<std::string> out;
   std::istringstream in(s);
@@ -115,8 +108,8 @@ Result<Options> parse(int argc, char** argv) {
     else if (a == "--verify-timeout-s") o.verify_timeout_s = std::max(1, atoi(v->c_str()));
     else return make_error(Code::kInvalidArgument, "unknown option " + a);
   }
-  if (o.runsc.empty()) o.runsc = self_dir() + "/runsc";
-  if (o.wrapper.empty()) o.wrapper = self_dir() + "/swissbox-runsc";
+  if (o.runsc.empty()) o.runsc = fs::self_dir() + "/runsc";
+  if (o.wrapper.empty()) o.wrapper = fs::self_dir() + "/swissbox-runsc";
   while (o.host_root.size() > 1 && o.host_root.back() == '/') o.host_root.pop_back();
   return o;
 }

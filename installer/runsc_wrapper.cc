@@ -25,16 +25,9 @@
 #include <string>
 #include <vector>
 
-namespace {
+#include "common/fs.h"
 
-std::string runsc_path(const char* self) {
-  std::string me = self;
-  if (me.find('/') == std::string::npos) return "/usr/local/bin/runsc";
-  char buf[4096];
-  ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
-  std::string exe = n > 0 ? std::string(buf, n) : me;
-  return exe.substr(0, exe.rfind('/') + 1) + "runsc";
-}
+namespace {
 
 // The subcommand: the first argument that is not a global flag or a flag's value. The
 // shim passes --root, --log and --log-format with their value as the next argument.
@@ -115,7 +108,7 @@ std::string container_id(const std::vector<std::string>& args, size_t sub) {
 
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv, argv + argc);
-  std::string runsc = runsc_path(argv[0]);
+  std::string runsc = swissbox::fs::self_dir() + "/runsc";  // installed beside it
   size_t sub = subcommand_index(args);
   std::string cmd = sub < args.size() ? args[sub] : "";
   std::string id = sub < args.size() ? container_id(args, sub) : "";
