@@ -484,6 +484,10 @@ void SandboxManager::allow_egress(Sandbox& sb) {
   sb.env.try_emplace("no_proxy", "localhost,127.0.0.1");
 }
 
+void SandboxManager::forget_egress(const Sandbox& sb) {
+  if (!sb.network_address.empty() && opts_.egress_proxy) opts_.egress_proxy->forget(sb.network_address);
+}
+
 void SandboxManager::touch(Sandbox& sb, int delta) {
   sb.busy += delta;
   sb.last_used = Clock::now();
@@ -496,7 +500,7 @@ Status SandboxManager::remove(const std::string& id, const std::string& why) {
   sandboxes_.erase(it);
   auto& pool = ready_[sb->pool()];
   std::erase(pool, sb);
-  if (!sb->network_address.empty() && opts_.egress_proxy) opts_.egress_proxy->forget(sb->network_address);
+  forget_egress(*sb);
   bool failed = sb->state == SandboxState::kFailed;
   if (sb->channel) sb->channel->close("sandbox deleted");
   // A failed sandbox was already destroyed when it failed.
@@ -524,7 +528,7 @@ void SandboxManager::on_lost(const std::string& id, const std::string& reason) {
   }
   sb->state = SandboxState::kFailed;
   sb->failure = reason;
-  if (!sb->network_address.empty() && opts_.egress_proxy) opts_.egress_proxy->forget(sb->network_address);
+  forget_egress(*sb);
   // When the host's limits end a sandbox (an OOM kill of the sentry, a sentry that cannot
   // make threads) the runner's pipe closing is all that is seen: the cgroup tells why.
   sample_usage(*sb);

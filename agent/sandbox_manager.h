@@ -146,6 +146,8 @@ class SandboxManager {
   // Tells the egress proxy what an active sandbox with network may reach, and its commands
   // where the proxy is.
   void allow_egress(Sandbox& sb);
+  // The sandbox is gone or failed: the proxy refuses its address from now on.
+  void forget_egress(const Sandbox& sb);
   // Marks a request in flight on the sandbox (no expiry meanwhile) and refreshes last_used.
   void touch(Sandbox& sb, int delta);
 

@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "agent/egress_policy.h"
 #include "agent/netns.h"
 #include "common/fs.h"
 
@@ -27,19 +28,13 @@ int index_of(const std::string& name, const std::string& prefix) {
 }  // namespace
 
 Result<std::unique_ptr<EgressNetworks>> EgressNetworks::create(EgressConfig config) {
-  auto slash = config.pool_cidr.find('/');
-  in_addr a{};
-  int prefix = -1;
-  if (slash != std::string::npos) {
-    std::string bits = config.pool_cidr.substr(slash + 1);
-    if (!bits.empty() && bits.find_first_not_of("0123456789") == std::string::npos && bits.size() <= 2)
-      prefix = std::stoi(bits);
-  }
-  if (prefix < 8 || prefix > 28 ||
-      inet_pton(AF_INET, config.pool_cidr.substr(0, slash).c_str(), &a) != 1) {
+  auto pool = Cidr::parse(config.pool_cidr);
+  if (!pool || !pool->network.is_v4() || config.pool_cidr.find('/') == std::string::npos ||
+      pool->prefix_len < 8 || pool->prefix_len > 28) {
     return make_error(Code::kInvalidArgument,
                       "egress pool must be an IPv4 CIDR from /8 to /28, got '" + config.pool_cidr + "'");
   }
+  const int prefix = pool->prefix_len;
   // Interface names are at most 15 characters: the prefix leaves room for 6 digits.
   if (config.link_prefix.empty() || config.link_prefix.size() > 9 ||
       config.link_prefix.find_first_not_of("abcdefghijklmnopqrstuvwxyz") != std::string::npos) {
@@ -47,8 +42,7 @@ Result<std::unique_ptr<EgressNetworks>> EgressNetworks::create(EgressConfig conf
                       "link prefix must be 1 to 9 lower-case letters, got '" + config.link_prefix + "'");
   }
   std::unique_ptr<EgressNetworks> n(new EgressNetworks(std::move(config)));
-  uint32_t mask = prefix == 0 ? 0 : ~uint32_t{0} << (32 - prefix);
-  n->base_ = ntohl(a.s_addr) & mask;
+  n->base_ = pool->network.to_v4().to_uint() & (~uint32_t{0} << (32 - prefix));
   n->slots_ = static_cast<int>(std::min<uint64_t>((uint64_t{1} << (32 - prefix)) / 4, 999999));
   auto links = veth::links_with_prefix(n->config_.link_prefix);
   if (!links) return links.error();
