@@ -273,6 +273,7 @@ void AgentApi::exec(Call& c, std::shared_ptr<Sandbox> sb, bool code) {
   if (!body) return c.fail(body.error());
   auto req = code ? parse_code_request(*body) : parse_exec_request(*body);
   if (!req) return c.fail(req.error());
+  req->keep_worker = true;  // a session: its next run in this language finds a worker loaded
   std::string kind = code ? "code" : "exec";
   auto res = c.res;
   auto count = [this, kind](const Result<ExecOutcome>& r) {
@@ -345,6 +346,7 @@ void AgentApi::execute_oneshot(Call& c) {
   json create_body = {{"template", body->value("template", json("default"))}};
   auto create = parse_create_request(create_body, LimitBounds{}, nullptr);
   if (!create) return c.fail(create.error());
+  create->language = req->language;
   std::vector<std::pair<std::string, std::string>> files;
   if (auto it = body->find("files"); it != body->end() && !it->is_null()) {
     if (!it->is_object())

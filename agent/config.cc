@@ -20,9 +20,12 @@ Error invalid(const std::string& m) { return make_error(Code::kInvalidArgument, 
 
 Status parse_pool_entry(const std::string& entry, std::map<std::string, int>* pool) {
   auto eq = entry.find('=');
-  if (eq == std::string::npos) return invalid("--pool wants TEMPLATE[:egress]=N, got '" + entry + "'");
+  if (eq == std::string::npos) return invalid("--pool wants TEMPLATE[:egress][+LANGUAGE]=N, got '" + entry + "'");
   std::string tmpl = entry.substr(0, eq);
-  if (!split_pool_key(tmpl)) return invalid("--pool: unknown template '" + tmpl + "'");
+  if (!parse_pool_key(tmpl)) {
+    return invalid("--pool: unknown pool '" + tmpl +
+                   "' (TEMPLATE[:egress][+python|+javascript|+typescript])");
+  }
   char* end = nullptr;
   long n = strtol(entry.c_str() + eq + 1, &end, 10);
   if (*end != '\0' || n < 0 || n > 1000) return invalid("--pool: bad count in '" + entry + "'");

@@ -37,40 +37,6 @@ int hide_proc_sys_net() {
 
 constexpr const char* kSupportMount = "/.swissbox";
 
-// Runs a TypeScript file with the transpiler of the sandbox image, inside the Node process
-// that runs the result: no tsc process, no host-side transpiling.
-constexpr const char* kTsRunner = R"js('use strict';
-// swissbox: transpile a TypeScript file in-process and run it as CommonJS.
-const fs = require('fs'), path = require('path'), Module = require('module');
-let ts;
-for (const c of ['/usr/share/nodejs/typescript', '/usr/lib/node_modules/typescript',
-                 '/usr/local/lib/node_modules/typescript']) {
-  try { ts = require(c); break; } catch (e) {}
-}
-if (!ts) {
-  process.stderr.write('swissbox: this sandbox image has no TypeScript transpiler\n');
-  process.exit(2);
-}
-const file = path.resolve(process.argv[2]);
-const out = ts.transpileModule(fs.readFileSync(file, 'utf8'), {
-  fileName: file, reportDiagnostics: true,
-  compilerOptions: {module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2020,
-                    esModuleInterop: true}});
-if (out.diagnostics && out.diagnostics.length) {
-  for (const d of out.diagnostics) {
-    const msg = ts.flattenDiagnosticMessageText(d.messageText, '\n');
-    const pos = d.file && d.start !== undefined ? d.file.getLineAndCharacterOfPosition(d.start) : null;
-    process.stderr.write(`${file}${pos ? `:${pos.line + 1}:${pos.character + 1}` : ''} - error TS${d.code}: ${msg}\n`);
-  }
-  process.exit(1);
-}
-process.argv.splice(1, 1);
-const m = new Module(file, null);
-m.filename = file;
-m.paths = Module._nodeModulePaths(path.dirname(file));
-m._compile(out.outputText, file);
-)js";
-
 std::string generated_etc_passwd() {
   return "root:x:0:0:root:/root:/usr/sbin/nologin\n"
          "sandbox:x:1000:1000:sandbox:/workspace:/bin/bash\n"
@@ -286,8 +252,6 @@ Result<std::unique_ptr<RunscDriver>> RunscDriver::create(RunscOptions opts) {
     return Error{Code::kUnavailable, st.error().sys_errno,
                  "install swissbox-init from " + d->opts_.init_path + ": " + st.error().message};
   }
-  if (auto st = write_if_changed(d->support_dir_ + "/tsrun.js", kTsRunner, 0644); !st)
-    return st.error();
   return d;
 }
 

@@ -223,17 +223,18 @@ void SandboxManager::refill_later() {
 
 void SandboxManager::start_one(const std::string& pool,
                                std::function<void(Result<SandboxPtr>)> ready) {
-  auto [tmpl, network] = *split_pool_key(pool);
+  PoolKey key = *parse_pool_key(pool);
   auto sb = std::make_shared<Sandbox>();
   sb->id = new_id();
-  sb->template_name = tmpl;
-  sb->network = network;
-  sb->limits = builtin_templates().at(tmpl).limits;
+  sb->template_name = key.template_name;
+  sb->network = key.network;
+  sb->language = key.language;
+  sb->limits = builtin_templates().at(key.template_name).limits;
   SandboxSpec spec;
   spec.id = sb->id;
   spec.hostname = "sandbox";
   spec.limits = sb->limits;
-  spec.network = network;
+  spec.network = key.network;
   for (const auto& [k, v] : base_environment()) spec.env.push_back(k + "=" + v);
   ++starting_[pool];
   ++starting_total_;
@@ -299,25 +300,40 @@ void SandboxManager::start_one(const std::string& pool,
       // Ready = the runner answered and ran the warm-up command: each sandbox has its own
       // page cache, and without it the claimer's first command pays for loading the loader,
       // libc and the shell through the gofer.
+      // A language pool's sandbox is ready once its worker has loaded the runtime.
+      auto load_worker = [sb, done]() mutable {
+        if (sb->language.empty()) return done("");
+        sb->channel->call({{"op", "prepare"},
+                           {"languages", {sb->language}},
+                           {"env", base_environment()}},
+                          {}, [sb, done](const proto::Frame& f) mutable {
+                            if (f.header.value("ok", false)) return done(""), true;
+                            json err = f.header.value("error", json::object());
+                            done(fmt::format("{} worker: {}", sb->language,
+                                             err.value("message", f.header.value("message", "runner lost"))));
+                            return true;
+                          });
+      };
       std::vector<std::string> warmup = opts_.warmup_argv;
-      sb->channel->call({{"op", "ping"}}, {}, [sb, done, warmup](const proto::Frame& f) mutable {
+      sb->channel->call({{"op", "ping"}}, {}, [sb, done, warmup, load_worker](const proto::Frame& f) mutable {
         if (f.header.value("ev", "") != "result") {
           done(f.header.value("message", "runner lost"));
           return true;
         }
         if (warmup.empty()) {
-          done("");
+          load_worker();
           return true;
         }
         sb->channel->call({{"op", "exec"},
                            {"argv", warmup},
                            {"timeout_ms", 10000},
                            {"env", base_environment()}},
-                          {}, [done](const proto::Frame& e) mutable {
+                          {}, [done, load_worker](const proto::Frame& e) mutable {
                             std::string ev = e.header.value("ev", "");
                             if (ev == "stdout" || ev == "stderr") return false;
                             // A failing warm-up only means a cold cache, not a broken sandbox.
-                            done(ev == "lost" ? e.header.value("message", "runner lost") : "");
+                            if (ev == "lost") return done(e.header.value("message", "runner lost")), true;
+                            load_worker();
                             return true;
                           });
         return true;
@@ -398,14 +414,19 @@ void SandboxManager::create(const CreateRequest& req, std::string tenant, json m
     update_gauges();
     return ok_status();
   };
-  auto& pool = ready_[pool_key(req.template_name, req.network)];
-  while (!pool.empty()) {
-    SandboxPtr sb = pool.back();
-    pool.pop_back();
-    if (!sb->channel->alive()) continue;  // lost meanwhile; on_lost cleans it up
-    if (auto st = claim(sb, true); !st) return fn(st.error(), false);
-    refill_later();
-    return fn(sb, true);
+  // A one-shot's language pool first (its worker is loaded), then the plain pool.
+  std::vector<std::string> pools = {pool_key(req.template_name, req.network)};
+  if (!req.language.empty()) pools.insert(pools.begin(), pool_key(req.template_name, req.network, req.language));
+  for (const auto& key : pools) {
+    auto& pool = ready_[key];
+    while (!pool.empty()) {
+      SandboxPtr sb = pool.back();
+      pool.pop_back();
+      if (!sb->channel->alive()) continue;  // lost meanwhile; on_lost cleans it up
+      if (auto st = claim(sb, true); !st) return fn(st.error(), false);
+      refill_later();
+      return fn(sb, true);
+    }
   }
   if (total_sandboxes() >= opts_.max_sandboxes) {
     return fn(
@@ -720,11 +741,12 @@ void SandboxManager::shutdown(bool keep_active, std::function<void()> done) {
 
 std::map<std::string, PoolStatus> SandboxManager::pool_status() const {
   std::map<std::string, PoolStatus> out;
-  std::vector<std::string> pools;
+  std::set<std::string> pools;
   for (const auto& [name, t] : builtin_templates()) {
-    pools.push_back(name);
-    if (runtime_.offers_egress() && opts_.egress_proxy) pools.push_back(pool_key(name, kNetworkEgress));
+    pools.insert(name);
+    if (runtime_.offers_egress() && opts_.egress_proxy) pools.insert(pool_key(name, kNetworkEgress));
   }
+  for (const auto& [name, target] : opts_.pool_targets) pools.insert(name);  // language pools
   for (const auto& name : pools) {
     PoolStatus& p = out[name];
     auto tgt = opts_.pool_targets.find(name);
@@ -741,9 +763,9 @@ std::map<std::string, PoolStatus> SandboxManager::pool_status() const {
 }
 
 Status SandboxManager::set_pool_target(const std::string& tmpl, int target) {
-  auto key = split_pool_key(tmpl);
-  if (!key) return make_error(Code::kNotFound, "unknown template '" + tmpl + "'");
-  if (key->second == kNetworkEgress && !(runtime_.offers_egress() && opts_.egress_proxy))
+  auto key = parse_pool_key(tmpl);
+  if (!key) return make_error(Code::kNotFound, "unknown pool '" + tmpl + "'");
+  if (key->network == kNetworkEgress && !(runtime_.offers_egress() && opts_.egress_proxy))
     return make_error(Code::kInvalidArgument, "this node offers no network to sandboxes");
   if (target < 0 || target > opts_.max_sandboxes) {
     return make_error(Code::kInvalidArgument,

@@ -33,6 +33,7 @@ struct Sandbox {
   std::string id;
   std::string template_name;
   std::string network = kNetworkNone;
+  std::string language;  // the worker its pool loaded ("": none); see PoolKey
   std::vector<std::string> egress_allowlist;
   int64_t bandwidth_kbit = 0;   // 0: the node's default
   std::string network_address;  // the sandbox's own address ("egress" only)
@@ -63,7 +64,7 @@ struct Sandbox {
   std::shared_ptr<RunnerChannel> channel;
 
   nlohmann::json to_json(const std::string& node) const;
-  std::string pool() const { return pool_key(template_name, network); }
+  std::string pool() const { return pool_key(template_name, network, language); }
 };
 
 struct ManagerOptions {
@@ -128,7 +129,7 @@ class SandboxManager {
   Status remove(const std::string& id, const std::string& why);
 
   std::map<std::string, PoolStatus> pool_status() const;
-  // pool: a pool key ("default", "default:egress").
+  // pool: a pool key ("default", "default:egress", "default+python").
   Status set_pool_target(const std::string& pool, int target);
   bool pools_warm() const;
   int active_count() const;

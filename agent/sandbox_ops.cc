@@ -131,20 +131,16 @@ Result<ExecRequest> parse_code_request(const json& body) {
     return invalid("code is required and must be a string");
   ExecRequest req;
   std::string lang = lang_it->get<std::string>();
-  static std::atomic<uint64_t> seq{0};
-  std::string base = fmt::format("/tmp/.swissbox-code-{}", ++seq);
   if (lang == "python" || lang == "python3") {
-    req.code_path = base + ".py";
-    req.argv = {"python3", req.code_path};
+    req.language = "python";
   } else if (lang == "bash" || lang == "shell") {
-    req.code_path = base + ".sh";
+    static std::atomic<uint64_t> seq{0};
+    req.code_path = fmt::format("/tmp/.swissbox-code-{}.sh", ++seq);
     req.argv = {"bash", req.code_path};
   } else if (lang == "javascript" || lang == "node") {
-    req.code_path = base + ".js";
-    req.argv = {"node", req.code_path};
+    req.language = "javascript";
   } else if (lang == "typescript") {
-    req.code_path = base + ".ts";
-    req.argv = {"node", "/.swissbox/tsrun.js", req.code_path};
+    req.language = "typescript";
   } else {
     return invalid("unknown language '" + lang + "' (python, bash, javascript, typescript)");
   }
@@ -210,10 +206,12 @@ void start_command(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, ExecRequest
   json env = base_environment();
   for (const auto& [k, v] : sb->env) env[k] = v;
   for (const auto& [k, v] : req.env) env[k] = v;
+  // A language worker reads its program from the same input stream, ahead of stdin.
+  size_t code_bytes = req.code.size();
+  if (!req.language.empty()) req.stdin_data.insert(0, req.code);
   size_t first = std::min(req.stdin_data.size(), static_cast<size_t>(proto::kMaxPayload));
   bool more_stdin = first < req.stdin_data.size();
   json header = {{"op", "exec"},
-                 {"argv", req.argv},
                  {"env", env},
                  {"timeout_ms", req.timeout_ms},
                  {"output_cap", req.output_cap},
@@ -222,6 +220,13 @@ void start_command(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, ExecRequest
                  {"pids_limit", sb->limits.pids},
                  {"stdin_eof", !more_stdin}};
   if (!req.cwd.empty()) header["cwd"] = req.cwd;
+  if (req.language.empty()) {
+    header["argv"] = req.argv;
+  } else {
+    header["language"] = req.language;
+    header["code_bytes"] = code_bytes;
+    header["keep_worker"] = req.keep_worker;
+  }
   auto outcome = std::make_shared<ExecOutcome>();
   auto finish = settle_once<Result<ExecOutcome>>(
       mgr, sb, std::chrono::milliseconds(req.timeout_ms) + mgr.options().exec_grace, "exec",

@@ -29,7 +29,12 @@ struct ExecRequest {
   int64_t timeout_ms = kDefaultExecTimeoutMs;
   size_t output_cap = kDefaultOutputCap;
   bool background = false;
-  // Language runs: the code is written to this path first, then argv runs.
+  // Language runs. python, javascript, typescript: the sandbox's language worker runs the
+  // code (no file, no argv); keep_worker (session sandboxes) has the runner load the next
+  // worker of the language once this one ends. bash: the code is written to code_path
+  // first, then argv runs.
+  std::string language;
+  bool keep_worker = false;
   std::string code_path;
   std::string code;
 };

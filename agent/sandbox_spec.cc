@@ -1,5 +1,7 @@
 #include "agent/sandbox_spec.h"
 
+#include <algorithm>
+
 #include "agent/egress_policy.h"
 
 #include <nlohmann/json.hpp>
@@ -18,19 +20,35 @@ const std::map<std::string, Template>& builtin_templates() {
   return kTemplates;
 }
 
-std::string pool_key(const std::string& template_name, const std::string& network) {
-  return network == kNetworkNone ? template_name : template_name + ":" + network;
+std::string pool_key(const std::string& template_name, const std::string& network,
+                     const std::string& language) {
+  std::string key = template_name;
+  if (network != kNetworkNone) key += ":" + network;
+  if (!language.empty()) key += "+" + language;
+  return key;
 }
 
-std::optional<std::pair<std::string, std::string>> split_pool_key(const std::string& key) {
-  auto colon = key.find(':');
-  std::string tmpl = key.substr(0, colon);
-  std::string network = colon == std::string::npos ? kNetworkNone : key.substr(colon + 1);
-  if (!builtin_templates().count(tmpl) || (network != kNetworkNone && network != kNetworkEgress) ||
-      (colon != std::string::npos && network == kNetworkNone)) {
-    return std::nullopt;
-  }
-  return std::pair{tmpl, network};
+std::string PoolKey::str() const { return pool_key(template_name, network, language); }
+
+const std::vector<std::string>& worker_languages() {
+  static const std::vector<std::string> langs = {"python", "javascript", "typescript"};
+  return langs;
+}
+
+std::optional<PoolKey> parse_pool_key(const std::string& key) {
+  PoolKey k;
+  auto plus = key.find('+');
+  std::string rest = key.substr(0, plus);
+  if (plus != std::string::npos) k.language = key.substr(plus + 1);
+  auto colon = rest.find(':');
+  k.template_name = rest.substr(0, colon);
+  if (colon != std::string::npos) k.network = rest.substr(colon + 1);
+  const auto& langs = worker_languages();
+  bool network_ok = colon == std::string::npos || k.network == kNetworkEgress;
+  bool language_ok = plus == std::string::npos ||
+                     std::find(langs.begin(), langs.end(), k.language) != langs.end();
+  if (!builtin_templates().count(k.template_name) || !network_ok || !language_ok) return std::nullopt;
+  return k;
 }
 
 const std::map<std::string, std::string>& base_environment() {

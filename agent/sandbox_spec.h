@@ -36,10 +36,21 @@ inline constexpr const char* kNetworkNone = "none";
 inline constexpr const char* kNetworkEgress = "egress";
 
 // Warm pools are per template and network mode, since the mode is fixed when runsc starts
-// the sandbox: "default", "default:egress".
-std::string pool_key(const std::string& template_name, const std::string& network);
-// The template and network of a pool key; nullopt if either is unknown.
-std::optional<std::pair<std::string, std::string>> split_pool_key(const std::string& key);
+// the sandbox, and optionally per language: the pool's sandboxes hold a loaded worker of it
+// (agent/init/workers.h), so a one-shot run in that language starts no process. Keys:
+// "default", "default:egress", "default+python", "default:egress+typescript".
+struct PoolKey {
+  std::string template_name;
+  std::string network = kNetworkNone;
+  std::string language;  // "" (no worker), python, javascript or typescript
+  std::string str() const;
+};
+std::string pool_key(const std::string& template_name, const std::string& network,
+                     const std::string& language = "");
+// nullopt if the template, network or language is unknown.
+std::optional<PoolKey> parse_pool_key(const std::string& key);
+// The languages that have workers (and so pools of their own).
+const std::vector<std::string>& worker_languages();
 
 // The node's per-sandbox ceiling; a request may lower or raise limits up to it.
 struct LimitBounds {
@@ -58,6 +69,8 @@ struct CreateRequest {
   std::map<std::string, std::string> env;
   std::chrono::seconds timeout{900};   // idle expiry
   nlohmann::json* metadata = nullptr;  // not owned; copied by the manager
+  // A one-shot run's language: a sandbox of that language's pool is taken first.
+  std::string language;
 };
 
 // Parses and validates POST /v1/sandboxes; unknown template, wrong types, negative or

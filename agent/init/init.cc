@@ -20,12 +20,14 @@
 #include <chrono>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "agent/init/memory_guard.h"
 #include "agent/init/spawner.h"
+#include "agent/init/workers.h"
 #include "common/runner_protocol.h"
 #include "common/unique_fd.h"
 
@@ -108,6 +110,15 @@ struct Command {
   unique_fd in, out, err;
   std::string pending_in;
   bool in_eof = false;
+  // A language worker's program channel: the header line and the program's bytes go there
+  // first; the request's input stream carries program_left more program bytes, then stdin.
+  unique_fd program;
+  std::string pending_program;
+  size_t program_left = 0;
+  bool program_sent = false;
+  std::optional<swissbox::init::Language> language;
+  std::vector<std::string> env;  // for the worker that replaces this one (keep_worker)
+  bool keep_worker = false;
   size_t cap = kDefaultCap;
   size_t sent[2] = {0, 0};
   bool truncated = false;
@@ -143,7 +154,9 @@ class Runner {
     char buf[kReadChunk];
     for (;;) {
       std::vector<pollfd> fds;
-      std::vector<std::pair<Command*, int>> owners;  // stream 0/1 = out/err, 2 = stdin
+      // Commands: stream 0/1 = out/err, 2 = stdin, 3 = program. Runner: 0 = control or
+      // listener, 1 = SIGCHLD, 2 = a starting worker's channel.
+      std::vector<std::pair<Command*, int>> owners;
       if (!control_eof_) fds.push_back({g_in_fd, POLLIN, 0}), owners.push_back({nullptr, 0});
       // A new controller is taken only while there is none: a process in the sandbox
       // cannot take the channel from a live agent.
@@ -157,6 +170,12 @@ class Runner {
         if (c.in && !c.pending_in.empty()) {
           fds.push_back({c.in.get(), POLLOUT, 0}), owners.push_back({&c, 2});
         }
+        if (c.program && !c.pending_program.empty()) {
+          fds.push_back({c.program.get(), POLLOUT, 0}), owners.push_back({&c, 3});
+        }
+      }
+      for (auto& [lang, w] : idle_workers_) {
+        if (!w.ready) fds.push_back({w.channel.get(), POLLIN, 0}), owners.push_back({nullptr, 2});
       }
       int n = poll(fds.data(), fds.size(), next_timeout_ms());
       if (n < 0 && errno != EINTR) return 1;
@@ -167,10 +186,14 @@ class Runner {
           read_control(buf);
         } else if (cmd == nullptr && listener_ && fds[i].fd == listener_.get()) {
           accept_controller();
+        } else if (cmd == nullptr && stream == 2) {
+          worker_loaded(fds[i].fd);
         } else if (cmd == nullptr) {
           reap();
         } else if (stream == 2) {
           flush_stdin(*cmd);
+        } else if (stream == 3) {
+          flush_program(*cmd);
         } else {
           read_output(*cmd, stream, buf);
         }
@@ -242,7 +265,9 @@ class Runner {
     std::string op = h.value("op", "");
     try {
       if (op == "ping") return send_result(id, {{"pid", getpid()}});
+      if (op == "exec" && h.contains("language")) return start_program(id, h, std::move(f.payload));
       if (op == "exec") return start_exec(id, h, std::move(f.payload));
+      if (op == "prepare") return prepare_workers(id, h);
       if (op == "stdin") return feed_stdin(id, h, std::move(f.payload));
       if (op == "signal") return signal_command(id, h.value("signal", SIGTERM));
       if (op == "read_file") return read_file(id, h);
@@ -256,16 +281,17 @@ class Runner {
     }
   }
 
-  void start_exec(uint64_t id, const json& h, std::string stdin_data) {
-    if (commands_.count(id)) return send_error(id, EEXIST, "exec id in use");
-    std::vector<std::string> argv = h.at("argv").get<std::vector<std::string>>();
-    if (argv.empty()) return send_error(id, EINVAL, "exec: empty argv");
-    std::string argv0 = argv[0];
+  // The request's "env" object as K=V entries.
+  static std::vector<std::string> env_entries(const json& h) {
     std::vector<std::string> env;
-    json env_obj = h.value("env", json::object());
-    for (auto& [k, v] : env_obj.items()) env.push_back(k + "=" + v.get<std::string>());
-    std::string cwd = resolve(h.value("cwd", g_workspace));
+    auto it = h.find("env");
+    if (it == h.end() || !it->is_object()) return env;
+    for (auto& [k, v] : it->items()) env.push_back(k + "=" + v.get<std::string>());
+    return env;
+  }
 
+  // What every command takes from its exec request.
+  Command new_command(uint64_t id, const json& h) {
     Command c;
     c.id = id;
     c.cap = std::min<size_t>(h.value("output_cap", kDefaultCap), kMaxCap);
@@ -275,26 +301,28 @@ class Runner {
     if (getpid() == 1) guard_.set_limit(h.value("memory_limit", int64_t{0}));
     int64_t timeout_ms = h.value("timeout_ms", int64_t{0});
     if (timeout_ms > 0) c.deadline = c.start + std::chrono::milliseconds(timeout_ms);
+    c.in_eof = h.value("stdin_eof", true);
+    c.env = env_entries(h);
+    return c;
+  }
 
-    swissbox::init::Launched proc;
-    rlim_t nproc = h.value("pids_limit", rlim_t{0});
-  int err = spawner_.launch({std::move(argv), std::move(env), cwd, nproc}, &proc);
-    if (err != 0) {
-      // Answer like a shell: 127 for a missing command, 126 otherwise, reason on stderr.
-      std::string what = access(cwd.c_str(), X_OK) != 0 ? "cwd " + cwd : argv0;
-      std::string msg = "swissbox-init: " + what + ": " + std::strerror(err) + "\n";
-      send({{"ev", "stderr"}, {"id", id}}, msg);
-      send({{"ev", "exit"},
-            {"id", id},
-            {"exit_code", err == ENOENT ? 127 : 126},
-            {"signal", 0},
-            {"duration_ms", 0.0},
-            {"cpu_ms", 0.0},
-            {"max_rss_kb", 0},
-            {"timed_out", false},
-            {"truncated", false}});
-      return;
-    }
+  // A command that could not start: answered like a shell, 127 for a missing program, 126
+  // otherwise, the reason on stderr.
+  void report_not_started(uint64_t id, int err, const std::string& what) {
+    std::string msg = "swissbox-init: " + what + ": " + std::strerror(err) + "\n";
+    send({{"ev", "stderr"}, {"id", id}}, msg);
+    send({{"ev", "exit"},
+          {"id", id},
+          {"exit_code", err == ENOENT ? 127 : 126},
+          {"signal", 0},
+          {"duration_ms", 0.0},
+          {"cpu_ms", 0.0},
+          {"max_rss_kb", 0},
+          {"timed_out", false},
+          {"truncated", false}});
+  }
+
+  Command& add_command(Command c, swissbox::init::Launched& proc, std::string input) {
     c.pid = proc.pid;
     c.in = std::move(proc.in);
     c.out = std::move(proc.out);
@@ -302,19 +330,168 @@ class Runner {
     set_nonblock(c.in.get());
     set_nonblock(c.out.get());
     set_nonblock(c.err.get());
-    c.pending_in = std::move(stdin_data);
-    c.in_eof = h.value("stdin_eof", true);
+    uint64_t id = c.id;
     auto& stored = commands_[id] = std::move(c);
-    flush_stdin(stored);
+    take_input(stored, std::move(input));
+    return stored;
+  }
+
+  void start_exec(uint64_t id, const json& h, std::string stdin_data) {
+    if (commands_.count(id)) return send_error(id, EEXIST, "exec id in use");
+    std::vector<std::string> argv = h.at("argv").get<std::vector<std::string>>();
+    if (argv.empty()) return send_error(id, EINVAL, "exec: empty argv");
+    std::string argv0 = argv[0];
+    std::string cwd = resolve(h.value("cwd", g_workspace));
+    Command c = new_command(id, h);
+    swissbox::init::Launched proc;
+    rlim_t nproc = h.value("pids_limit", rlim_t{0});
+    if (int err = spawner_.launch({std::move(argv), c.env, cwd, nproc}, &proc)) {
+      return report_not_started(id, err, access(cwd.c_str(), X_OK) != 0 ? "cwd " + cwd : argv0);
+    }
+    add_command(std::move(c), proc, std::move(stdin_data));
     spawner_.prepare();  // while the command loads, not on the next one's path
+  }
+
+  // A program in a language with workers: the idle worker runs it when it can (same
+  // start-up environment), a new one otherwise. The request's input stream starts with the
+  // program (code_bytes), then stdin.
+  void start_program(uint64_t id, const json& h, std::string input) {
+    using namespace swissbox::init;
+    if (commands_.count(id)) return send_error(id, EEXIST, "exec id in use");
+    auto lang = language_from_name(h.at("language").get<std::string>());
+    if (!lang) return send_error(id, EINVAL, "exec: no worker for language " + h["language"].dump());
+    std::string cwd = resolve(h.value("cwd", g_workspace));
+    Command c = new_command(id, h);
+    c.language = lang;
+    c.keep_worker = h.value("keep_worker", false);
+    c.program_left = h.value("code_bytes", size_t{0});
+    Worker w;
+    auto idle = idle_workers_.find(*lang);
+    if (idle != idle_workers_.end() && worker_env_compatible(idle->second.env, c.env)) {
+      w = std::move(idle->second);
+      idle_workers_.erase(idle);
+    } else if (int err = start_worker(spawner_, *lang, c.env, cwd, &w)) {
+      return report_not_started(id, err, access(cwd.c_str(), X_OK) != 0 ? "cwd " + cwd
+                                                                         : worker_argv(*lang)[0]);
+    }
+    // Workers start without the task limit (a kept one serves later requests); the program
+    // gets the request's before it gets its code.
+    if (rlim_t nproc = h.value("pids_limit", rlim_t{0}); nproc > 0) {
+      rlimit both{nproc, nproc};
+      if (prlimit(w.io.pid, RLIMIT_NPROC, &both, nullptr) != 0) {
+        int err = errno;
+        kill(-w.io.pid, SIGKILL);
+        return report_not_started(id, err, "task limit of the worker");
+      }
+    }
+    c.program = std::move(w.channel);
+    c.pending_program = worker_header(*lang, cwd, c.env);
+    Command& stored = add_command(std::move(c), w.io, std::move(input));
+    flush_program(stored);
+  }
+
+  // Starts idle workers for the languages asked for; answers once all of them have loaded
+  // their runtime (or one failed).
+  void prepare_workers(uint64_t id, const json& h) {
+    using namespace swissbox::init;
+    std::vector<std::string> env = env_entries(h);
+    std::set<Language> waiting;
+    for (const auto& name : h.value("languages", std::vector<std::string>{})) {
+      auto lang = language_from_name(name);
+      if (!lang) return send_error(id, EINVAL, "prepare: no worker for language '" + name + "'");
+      if (int err = add_idle_worker(*lang, env)) {
+        return send_error(id, err, std::string("start a ") + name + " worker");
+      }
+      if (!idle_workers_.at(*lang).ready) waiting.insert(*lang);
+    }
+    if (waiting.empty()) return send_result(id);
+    preparing_[id] = std::move(waiting);
+  }
+
+  int add_idle_worker(swissbox::init::Language lang, const std::vector<std::string>& env) {
+    if (idle_workers_.count(lang)) return 0;
+    swissbox::init::Worker w;
+    if (int err = start_worker(spawner_, lang, env, g_workspace, &w)) return err;
+    idle_workers_.emplace(lang, std::move(w));
+    return 0;
+  }
+
+  void worker_loaded(int channel_fd) {
+    for (auto it = idle_workers_.begin(); it != idle_workers_.end(); ++it) {
+      if (it->second.channel.get() != channel_fd) continue;
+      bool dead = false;
+      if (read_ready(it->second, &dead)) return prepared(it->first, 0);
+      if (dead) {
+        kill(-it->second.io.pid, SIGKILL);  // reaped as usual; it is nobody's command
+        auto lang = it->first;
+        idle_workers_.erase(it);
+        prepared(lang, ECHILD);
+      }
+      return;
+    }
+  }
+
+  // A worker of `lang` loaded (err 0) or died: answers the prepare requests it completes.
+  void prepared(swissbox::init::Language lang, int err) {
+    for (auto it = preparing_.begin(); it != preparing_.end();) {
+      if (!it->second.count(lang)) {
+        ++it;
+        continue;
+      }
+      it->second.erase(lang);
+      if (err != 0) {
+        send_error(it->first, err,
+                   std::string("the ") + swissbox::init::language_name(lang) +
+                       " worker exited while loading");
+        it = preparing_.erase(it);
+      } else if (it->second.empty()) {
+        send_result(it->first);
+        it = preparing_.erase(it);
+      } else {
+        ++it;
+      }
+    }
   }
 
   void feed_stdin(uint64_t id, const json& h, std::string data) {
     auto it = commands_.find(id);
-    if (it == commands_.end() || !it->second.in) return;
-    it->second.pending_in += data;
+    if (it == commands_.end()) return;
     if (h.value("eof", false)) it->second.in_eof = true;
-    flush_stdin(it->second);
+    take_input(it->second, std::move(data));
+  }
+
+  // The request's input stream: a worker's program first, then the command's stdin.
+  void take_input(Command& c, std::string data) {
+    size_t n = std::min(c.program_left, data.size());
+    if (n > 0) {
+      c.pending_program.append(data, 0, n);
+      c.program_left -= n;
+      data.erase(0, n);
+      flush_program(c);
+    }
+    if (c.in) c.pending_in += data;
+    flush_stdin(c);
+  }
+
+  // Everything of the program written: the worker sees EOF and runs it.
+  void flush_program(Command& c) {
+    while (!c.pending_program.empty() && c.program) {
+      ssize_t w = write(c.program.get(), c.pending_program.data(), c.pending_program.size());
+      if (w < 0 && errno == EINTR) continue;
+      if (w < 0 && errno == EAGAIN) return;
+      if (w < 0) {  // the worker is gone; the reaper reports how it ended
+        c.pending_program.clear();
+        c.program.reset();
+        return;
+      }
+      c.pending_program.erase(0, w);
+    }
+    // The channel stays open until the command ends: closing it while the worker's "R" is
+    // unread would reset the connection under the worker's reads.
+    if (c.program && !c.program_sent && c.pending_program.empty() && c.program_left == 0) {
+      shutdown(c.program.get(), SHUT_WR);
+      c.program_sent = true;
+    }
   }
 
   void flush_stdin(Command& c) {
@@ -369,6 +546,7 @@ class Runner {
       pid_t pid = wait4(-1, &status, WNOHANG, &ru);
       if (pid <= 0) return;
       spawner_.on_reaped(pid);
+      idle_worker_gone(pid);
       for (auto& [id, c] : commands_) {
         if (c.pid != pid) continue;
         c.exited = true;
@@ -376,6 +554,15 @@ class Runner {
         c.usage = ru;
         on_leader_exit(c);
       }
+    }
+  }
+
+  void idle_worker_gone(pid_t pid) {
+    for (auto it = idle_workers_.begin(); it != idle_workers_.end(); ++it) {
+      if (it->second.io.pid != pid) continue;
+      auto lang = it->first;
+      idle_workers_.erase(it);
+      return prepared(lang, ECHILD);
     }
   }
 
@@ -395,6 +582,7 @@ class Runner {
   // of the group lives.
   void kill_strays() {
     std::set<pid_t> protect = background_groups_;
+    for (auto& [lang, w] : idle_workers_) protect.insert(w.io.pid);
     for (auto& [id, c] : commands_) {
       if (!c.exited || c.background) protect.insert(c.pid);
     }
@@ -494,6 +682,8 @@ class Runner {
 
   void finish(Command& c) {
     if (c.background) background_groups_.insert(c.pid);
+    // A session's next program in this language finds a loaded worker.
+    if (c.language && c.keep_worker) add_idle_worker(*c.language, c.env);
     auto dur = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - c.start);
     auto tv_ms = [](const timeval& tv) { return tv.tv_sec * 1000.0 + tv.tv_usec / 1000.0; };
     json ev = {{"ev", "exit"},
@@ -672,6 +862,8 @@ class Runner {
   std::map<uint64_t, Command> commands_;
   std::set<uint64_t> failed_writes_;
   std::set<pid_t> background_groups_;
+  std::map<swissbox::init::Language, swissbox::init::Worker> idle_workers_;
+  std::map<uint64_t, std::set<swissbox::init::Language>> preparing_;  // prepare requests
 };
 
 }  // namespace

@@ -150,11 +150,11 @@ int Spawner::launch(const LaunchRequest& req, Launched* out) {
     if (e.rfind("PATH=", 0) == 0) path = e.c_str() + 5;
   }
   setenv("PATH", path, 1);
-  if (spare_) {
+  if (spare_ && req.fd3 < 0) {
     int err = launch_spare(argv.data(), envp.data(), req.cwd.c_str(), req.max_processes, out);
     if (err != ECHILD) return err;
   }
-  return launch_vfork(argv.data(), envp.data(), req.cwd.c_str(), req.max_processes, out);
+  return launch_vfork(argv.data(), envp.data(), req.cwd.c_str(), req.max_processes, req.fd3, out);
 }
 
 // ECHILD: the spare was gone; the caller starts the command another way.
@@ -202,7 +202,7 @@ int Spawner::launch_spare(char* const* argv, char* const* envp, const char* cwd,
 }
 
 int Spawner::launch_vfork(char* const* argv, char* const* envp, const char* cwd, rlim_t nproc,
-                          Launched* out) {
+                          int fd3, Launched* out) {
   unique_fd in[2], o[2], e[2];
   if (!make_pipe(in) || !make_pipe(o) || !make_pipe(e)) return errno;
   // posix_spawn cannot set a limit before the exec, and one set afterwards leaves the new
@@ -224,6 +224,7 @@ int Spawner::launch_vfork(char* const* argv, char* const* envp, const char* cwd,
       }
     }
     for (int i = 0; i < 3; ++i) dup2(fds[i], i);  // without CLOEXEC
+    if (fd3 >= 0) dup2(fd3, 3);
     setpgid(0, 0);
     signal(SIGPIPE, SIG_DFL);  // the runner ignores it; a command must not inherit that
     sigset_t none;

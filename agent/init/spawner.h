@@ -28,6 +28,9 @@ struct LaunchRequest {
   // RLIMIT_NPROC (soft and hard) of the command: gVisor enforces it over every process of
   // the sandbox's user, so it is the sandbox's task limit. 0: inherit the runner's.
   rlim_t max_processes = 0;
+  // Given to the command as its fd 3 (a language worker's program channel); such a launch
+  // takes the vfork path, the spare's fds 3 and 4 being its own.
+  int fd3 = -1;
 };
 
 struct Launched {
@@ -56,8 +59,8 @@ class Spawner {
   struct Spare;
   int launch_spare(char* const* argv, char* const* envp, const char* cwd, rlim_t nproc,
                    Launched* out);
-  static int launch_vfork(char* const* argv, char* const* envp, const char* cwd,
-                                rlim_t nproc, Launched* out);
+  static int launch_vfork(char* const* argv, char* const* envp, const char* cwd, rlim_t nproc,
+                         int fd3, Launched* out);
 
   std::unique_ptr<Spare> spare_;
   // Spares whose exec failed: their stack stays mapped until they are reaped.

@@ -174,6 +174,80 @@ TEST_F(AgentApiTest, ExecKeepsSessionStateAndAppliesCwdEnv) {
   EXPECT_EQ(missing.second["error"]["code"], "not_found");
 }
 
+// How long the process that runs the code has existed, in seconds (from /proc).
+constexpr const char* kPythonProcessAge =
+    "import os\n"
+    "start = int(open('/proc/self/stat').read().rsplit(')', 1)[1].split()[19])\n"
+    "up = float(open('/proc/uptime').read().split()[0])\n"
+    "print(round(up - start / os.sysconf('SC_CLK_TCK'), 2))\n";
+
+TEST_F(AgentApiTest, OneShotRunsOnTheWorkerItsPoolLoaded) {
+  Start({{"default+python", 1}});
+  ASSERT_TRUE(wait_until([&] { return Ready("default+python") == 1; }, 10s));
+  std::this_thread::sleep_for(500ms);
+  auto [s, r] = Call("POST", "/v1/execute",
+                     json{{"language", "python"}, {"code", kPythonProcessAge}}.dump());
+  ASSERT_EQ(s, 200u) << r;
+  ASSERT_EQ(r["exit_code"], 0) << r;
+  // The interpreter was running before the request came: no process was started for it.
+  EXPECT_GE(std::stod(r["stdout"].get<std::string>()), 0.4) << r;
+  EXPECT_EQ(metrics_.get("swissbox_claims_total",
+                         Metrics::labels({{"template", "default"}, {"warm", "true"}})),
+            1);
+}
+
+TEST_F(AgentApiTest, LanguageRunsBehaveLikeTheInterpreterOnAFile) {
+  Start({{"default", 1}});
+  std::string id = Call("POST", "/v1/sandboxes", R"({"env":{"GREETING":"hi"}})").second["id"];
+  auto code = [&](json body) {
+    auto [s, r] = Call("POST", "/v1/sandboxes/" + id + "/code", body.dump());
+    EXPECT_EQ(s, 200u) << r;
+    return r;
+  };
+  auto r1 = code({{"language", "python"},
+                  {"code", "import os, sys\nprint(__name__, sys.argv, os.getcwd(), "
+                           "os.environ['GREETING'], os.environ['EXTRA'], sys.stdin.read())\n"
+                           "def f():\n    raise ValueError('boom')\nf()\n"},
+                  {"env", {{"EXTRA", "x"}}},
+                  {"stdin", "in"}});
+  std::string workspace = Call("POST", "/v1/sandboxes/" + id + "/exec", R"({"command":"pwd"})")
+                              .second["stdout"];
+  EXPECT_EQ(r1["stdout"], "__main__ ['main.py'] " + workspace.substr(0, workspace.size() - 1) +
+                              " hi x in\n")
+      << r1;
+  EXPECT_EQ(r1["exit_code"], 1);
+  // The traceback starts at the program and shows its lines, as `python3 main.py` does.
+  EXPECT_EQ(r1["stderr"],
+            "Traceback (most recent call last):\n  File \"main.py\", line 5, in <module>\n    f()\n"
+            "  File \"main.py\", line 4, in f\n    raise ValueError('boom')\nValueError: boom\n");
+  EXPECT_EQ(code({{"language", "python"}, {"code", "import sys; sys.exit(3)"}})["exit_code"], 3);
+  auto syntax = code({{"language", "python"}, {"code", "print(1"}});
+  EXPECT_EQ(syntax["exit_code"], 1);
+  EXPECT_NE(syntax["stderr"].get<std::string>().find("SyntaxError"), std::string::npos);
+  // A start-up variable is honoured: the worker kept for the session was started without it.
+  auto seeded = code({{"language", "python"},
+                      {"code", "import sys; print(sys.flags.hash_randomization)"},
+                      {"env", {{"PYTHONHASHSEED", "0"}}}});
+  EXPECT_EQ(seeded["stdout"], "0\n");
+  // The session keeps a loaded worker for its next run.
+  std::this_thread::sleep_for(500ms);
+  auto aged = code({{"language", "python"}, {"code", kPythonProcessAge}});
+  EXPECT_GE(std::stod(aged["stdout"].get<std::string>()), 0.2) << aged;
+
+  auto js = code({{"language", "javascript"},
+                  {"code", "console.log(require('path').basename(__filename), process.env.GREETING);"
+                           "process.exitCode = 4"}});
+  EXPECT_EQ(js["stdout"], "main.js hi\n") << js;
+  EXPECT_EQ(js["exit_code"], 4);
+  auto ts = code({{"language", "typescript"},
+                  {"code", "interface P { n: number }\nconst p: P = {n: 6 * 7};\nconsole.log(p.n)"}});
+  EXPECT_EQ(ts["stdout"], "42\n") << ts;
+  auto bad_ts = code({{"language", "typescript"}, {"code", "const x: number = ;"}});
+  EXPECT_EQ(bad_ts["exit_code"], 1);
+  EXPECT_NE(bad_ts["stderr"].get<std::string>().find("main.ts:1:19 - error TS1109"), std::string::npos)
+      << bad_ts;
+}
+
 TEST_F(AgentApiTest, TimeoutTruncationAndExitCodes) {
   Start({{"default", 1}});
   std::string id = Call("POST", "/v1/sandboxes", "{}").second["id"];

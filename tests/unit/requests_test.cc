@@ -56,10 +56,20 @@ TEST(CreateRequest, EgressTakesAnAllowlistAndABandwidth) {
   EXPECT_EQ(r->bandwidth_kbit, 1000);
   EXPECT_EQ(pool_key("default", "egress"), "default:egress");
   EXPECT_EQ(pool_key("heavy", "none"), "heavy");
-  EXPECT_TRUE(split_pool_key("heavy:egress").has_value());
-  EXPECT_FALSE(split_pool_key("heavy:none").has_value());
-  EXPECT_FALSE(split_pool_key("nope:egress").has_value());
-  EXPECT_FALSE(split_pool_key("default:bridge").has_value());
+  EXPECT_EQ(pool_key("default", "egress", "python"), "default:egress+python");
+  EXPECT_TRUE(parse_pool_key("heavy:egress").has_value());
+  EXPECT_FALSE(parse_pool_key("heavy:none").has_value());
+  EXPECT_FALSE(parse_pool_key("nope:egress").has_value());
+  EXPECT_FALSE(parse_pool_key("default:bridge").has_value());
+  auto ts = parse_pool_key("default:egress+typescript");
+  ASSERT_TRUE(ts.has_value());
+  EXPECT_EQ(ts->template_name, "default");
+  EXPECT_EQ(ts->network, "egress");
+  EXPECT_EQ(ts->language, "typescript");
+  EXPECT_EQ(ts->str(), "default:egress+typescript");
+  EXPECT_EQ(parse_pool_key("lightweight+python")->network, "none");
+  EXPECT_FALSE(parse_pool_key("default+bash").has_value());
+  EXPECT_FALSE(parse_pool_key("default+").has_value());
 }
 
 TEST(ExecRequest, ShellStringAndArgv) {
@@ -88,14 +98,19 @@ TEST(ExecRequest, RejectsMalformed) {
   }
 }
 
-TEST(CodeRequest, LanguagesMapToInterpreters) {
-  auto py = parse_code_request(json{{"language", "python"}, {"code", "print(1)"}});
+TEST(CodeRequest, LanguagesGoToWorkersOrInterpreters) {
+  auto py = parse_code_request(json{{"language", "python3"}, {"code", "print(1)"}});
   ASSERT_TRUE(py.ok());
-  EXPECT_EQ(py->argv[0], "python3");
-  EXPECT_EQ(py->argv[1], py->code_path);
+  EXPECT_EQ(py->language, "python");
+  EXPECT_TRUE(py->argv.empty());
+  EXPECT_EQ(py->code, "print(1)");
   auto ts = parse_code_request(json{{"language", "typescript"}, {"code", "let x: number = 1"}});
   ASSERT_TRUE(ts.ok());
-  EXPECT_EQ(ts->argv[1], "/.swissbox/tsrun.js");
+  EXPECT_EQ(ts->language, "typescript");
+  auto sh = parse_code_request(json{{"language", "bash"}, {"code", "echo 1"}});
+  ASSERT_TRUE(sh.ok());
+  EXPECT_EQ(sh->argv[0], "bash");
+  EXPECT_EQ(sh->argv[1], sh->code_path);
   EXPECT_FALSE(parse_code_request(json{{"language", "cobol"}, {"code", "x"}}).ok());
   EXPECT_FALSE(parse_code_request(json{{"language", "python"}}).ok());
 }
