@@ -102,8 +102,62 @@ AgentApi::AgentApi(SandboxManager& mgr, Metrics& metrics, ApiOptions opts)
   metrics_.describe("swissbox_http_requests_total", Metrics::Type::kCounter,
                     "HTTP requests by method and answer status.");
   metrics_.describe("swissbox_exec_total", Metrics::Type::kCounter,
-                    "Commands run, by kind (exec, code) and outcome (ok, timeout, "
+                    "Commands run, by kind (exec, code, oneshot) and outcome (ok, timeout, "
                     "oom_killed, error).");
+  metrics_.describe("swissbox_exec_duration_seconds", Metrics::Type::kHistogram,
+                    "Time from request to result of a run, by kind (exec, code, oneshot; a "
+                    "one-shot includes its claim), template and language (command for exec).");
+  metrics_.describe("swissbox_exec_truncated_total", Metrics::Type::kCounter,
+                    "Runs whose output went past its cap, by kind.");
+  metrics_.describe("swissbox_tenant_executions_total", Metrics::Type::kCounter,
+                    "Runs (exec, code, one-shot) by tenant.");
+  metrics_.describe("swissbox_api_errors_total", Metrics::Type::kCounter,
+                    "Error answers by error code (invalid_argument, not_found, ...).");
+}
+
+namespace {
+
+// The error code an answer's status stands for (DESIGN.md's table); "" below 400.
+std::string_view error_code_of(unsigned status) {
+  switch (status) {
+    case 400: return "invalid_argument";
+    case 401: return "unauthenticated";
+    case 404: return "not_found";
+    case 409: return "conflict";
+    case 413: return "too_large";
+    case 429: return "resource_exhausted";
+    case 503: return "unavailable";
+    case 504: return "deadline_exceeded";
+    default: return status >= 500 ? "internal" : status >= 400 ? "other" : "";
+  }
+}
+
+std::string language_label(const ExecRequest& req) {
+  if (!req.language.empty()) return req.language;
+  return req.code_path.empty() ? "command" : "bash";
+}
+
+}  // namespace
+
+std::function<void(const Result<ExecOutcome>&)> AgentApi::run_recorder(std::string kind,
+                                                                        std::string template_name,
+                                                                        std::string tenant,
+                                                                        const ExecRequest& req) {
+  auto t0 = std::chrono::steady_clock::now();
+  return [this, t0, kind = std::move(kind), tmpl = std::move(template_name),
+          tenant = std::move(tenant), language = language_label(req)](const Result<ExecOutcome>& r) {
+    std::string outcome = !r              ? "error"
+                          : r->oom_killed ? "oom_killed"
+                          : r->timed_out  ? "timeout"
+                                          : "ok";
+    metrics_.add("swissbox_exec_total", Metrics::labels({{"kind", kind}, {"outcome", outcome}}));
+    if (r && r->truncated) metrics_.add("swissbox_exec_truncated_total", Metrics::labels({{"kind", kind}}));
+    metrics_.add("swissbox_tenant_executions_total", Metrics::labels({{"tenant", tenant}}));
+    std::chrono::duration<double> d = std::chrono::steady_clock::now() - t0;
+    metrics_.observe("swissbox_exec_duration_seconds",
+                     Metrics::labels({{"kind", kind}, {"template", tmpl}, {"language", language}}),
+                     d.count());
+  };
 }
 
 void AgentApi::handle(http::Request&& req, std::shared_ptr<http::Responder> res) {
@@ -117,6 +171,8 @@ void AgentApi::handle(http::Request&& req, std::shared_ptr<http::Responder> res)
   c->res->on_answer([this, method = std::string(c->req.method_string())](unsigned status) {
     metrics_.add("swissbox_http_requests_total",
                  Metrics::labels({{"method", method}, {"code", std::to_string(status)}}));
+    if (auto code = error_code_of(status); !code.empty())
+      metrics_.add("swissbox_api_errors_total", Metrics::labels({{"code", code}}));
   });
 
   if (c->res->peer_is_unix()) {
@@ -158,7 +214,9 @@ void AgentApi::route(Call& c) {
         warm ? 200 : 503,
         {{"ready", warm}, {"reason", warm ? "pools warm" : "warm pools are filling"}});
   }
-  if (p == "/metrics") return c.res->send(200, metrics_.render(), "text/plain; version=0.0.4");
+  if (p == "/metrics") {
+    return c.res->send(200, metrics_.render() + render_process_metrics(), "text/plain; version=0.0.4");
+  }
   if (p == "/v1/node") return node_info(c);
   if (p == "/v1/node/drain" || p == "/v1/node/undrain") {
     if (m != bhttp::verb::post) return method_not_allowed();
@@ -274,15 +332,8 @@ void AgentApi::exec(Call& c, std::shared_ptr<Sandbox> sb, bool code) {
   auto req = code ? parse_code_request(*body) : parse_exec_request(*body);
   if (!req) return c.fail(req.error());
   req->keep_worker = true;  // a session: its next run in this language finds a worker loaded
-  std::string kind = code ? "code" : "exec";
   auto res = c.res;
-  auto count = [this, kind](const Result<ExecOutcome>& r) {
-    std::string outcome = !r              ? "error"
-                          : r->oom_killed ? "oom_killed"
-                          : r->timed_out  ? "timeout"
-                                          : "ok";
-    metrics_.add("swissbox_exec_total", Metrics::labels({{"kind", kind}, {"outcome", outcome}}));
-  };
+  auto count = run_recorder(code ? "code" : "exec", sb->template_name, sb->tenant, *req);
   if (c.wants_sse()) {
     res->start_stream(200, "text/event-stream");
     auto done = SseExec::done(res);
@@ -347,6 +398,7 @@ void AgentApi::execute_oneshot(Call& c) {
   auto create = parse_create_request(create_body, LimitBounds{}, nullptr);
   if (!create) return c.fail(create.error());
   create->language = req->language;
+  auto count = run_recorder("oneshot", create->template_name, c.tenant, *req);
   std::vector<std::pair<std::string, std::string>> files;
   if (auto it = body->find("files"); it != body->end() && !it->is_null()) {
     if (!it->is_object())
@@ -362,22 +414,27 @@ void AgentApi::execute_oneshot(Call& c) {
   auto res = c.res;
   bool sse = c.wants_sse();
   mgr_.create(*create, c.tenant, json::object(),
-              [this, res, sse, req = std::move(*req), files = std::move(files)](
+              [this, res, sse, count, req = std::move(*req), files = std::move(files)](
                   Result<std::shared_ptr<Sandbox>> sb, bool) mutable {
                 if (!sb) return res->send_error(sb.error());
                 auto box = *sb;
                 // The client may have deleted it meanwhile: nothing left to do then.
                 auto cleanup = [this, id = box->id] { (void)mgr_.remove(id, "one-shot finished"); };
-                auto run = [this, res, sse, box, cleanup, req = std::move(req)]() mutable {
+                auto run = [this, res, sse, box, cleanup, count, req = std::move(req)]() mutable {
                   if (sse) {
                     res->start_stream(200, "text/event-stream");
                     auto handle = run_exec(mgr_, box, std::move(req), SseExec::output(res),
-                                           SseExec::done(res, cleanup));
+                                           [count, done = SseExec::done(res, cleanup)](
+                                               Result<ExecOutcome> r) {
+                                             count(r);
+                                             done(std::move(r));
+                                           });
                     watch_client(res, handle);
                     return;
                   }
                   auto handle = run_exec(mgr_, box, std::move(req), nullptr,
-                                         [res, cleanup](Result<ExecOutcome> r) {
+                                         [res, cleanup, count](Result<ExecOutcome> r) {
+                                           count(r);
                                            cleanup();
                                            if (!r) return res->send_error(r.error());
                                            res->send_json(200, r->to_json(true));

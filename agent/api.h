@@ -2,6 +2,8 @@
 // validation and the JSON answers. Served on TCP and on the root-only unix socket.
 #pragma once
 
+#include <functional>
+
 #include <map>
 #include <memory>
 #include <string>
@@ -38,6 +40,11 @@ class AgentApi {
   void execute_oneshot(Call& c);
   void node_info(Call& c);
   void warmpool(Call& c, const std::string& tmpl);
+  // Counts a finished run (kind: exec, code, oneshot): its outcome, truncation, the
+  // tenant's executions and its latency by template and language.
+  std::function<void(const Result<struct ExecOutcome>&)> run_recorder(
+      std::string kind, std::string template_name, std::string tenant,
+      const struct ExecRequest& req);
 
   SandboxManager& mgr_;
   Metrics& metrics_;

@@ -97,8 +97,15 @@ SandboxManager::SandboxManager(asio::io_context& ioc, asio::thread_pool& workers
   metrics_.describe("swissbox_claims_total", T::kCounter, "Sandbox creations, warm or cold.");
   metrics_.describe("swissbox_sandbox_starts_total", T::kCounter,
                     "runsc sandbox starts by result.");
-  metrics_.describe("swissbox_sandbox_start_seconds_total", T::kCounter,
-                    "Time spent starting sandboxes (create + start + runner ready).");
+  metrics_.describe("swissbox_sandbox_start_duration_seconds", T::kHistogram,
+                    "Time to make a sandbox ready (runsc create + start, runner answer, warm-up, "
+                    "language worker loaded), by pool.");
+  metrics_.describe("swissbox_claim_duration_seconds", T::kHistogram,
+                    "Time from a create request to a sandbox claimed for it, by template and "
+                    "whether it came warm from a pool.");
+  metrics_.describe("swissbox_cold_starts_total", T::kCounter,
+                    "Creates that found their pool empty and started a sandbox, by pool.");
+  metrics_.describe("swissbox_pool_active", T::kGauge, "Claimed sandboxes that came from each pool.");
   metrics_.describe("swissbox_sandbox_failures_total", T::kCounter,
                     "Sandboxes lost while warm or active, by state.");
   metrics_.describe("swissbox_sandbox_limit_failures_total", T::kCounter,
@@ -256,7 +263,10 @@ void SandboxManager::start_one(const std::string& pool,
         metrics_.add("swissbox_sandbox_starts_total",
                      Metrics::labels({{"result", ok ? "ok" : "error"}}));
         std::chrono::duration<double> d = Clock::now() - t0;
-        metrics_.add("swissbox_sandbox_start_seconds_total", {}, d.count());
+        if (ok) {
+          metrics_.observe("swissbox_sandbox_start_duration_seconds",
+                           Metrics::labels({{"pool", sb->pool()}}), d.count());
+        }
         check_all_destroyed();
       };
       if (!pipes) {
@@ -372,7 +382,8 @@ void SandboxManager::create(const CreateRequest& req, std::string tenant, json m
   }
   // Claim-time limits are cgroup file writes on the running sandbox, no runsc call; a
   // bandwidth other than the node's default is one netlink call per direction.
-  auto claim = [this, req, tenant, metadata](SandboxPtr sb, bool warm) -> Status {
+  auto t0 = Clock::now();
+  auto claim = [this, req, tenant, metadata, t0](SandboxPtr sb, bool warm) -> Status {
     if (sb->limits != req.limits) {
       if (auto st = runtime_.set_limits(sb->id, req.limits); !st) {
         retire(sb->id, "limits could not be applied: " + st.error().to_string());
@@ -408,8 +419,10 @@ void SandboxManager::create(const CreateRequest& req, std::string tenant, json m
         return st;
       }
     }
-    metrics_.add("swissbox_claims_total", Metrics::labels({{"template", req.template_name},
-                                                           {"warm", warm ? "true" : "false"}}));
+    auto labels = Metrics::labels({{"template", req.template_name}, {"warm", warm ? "true" : "false"}});
+    metrics_.add("swissbox_claims_total", labels);
+    metrics_.observe("swissbox_claim_duration_seconds", labels,
+                     std::chrono::duration<double>(Clock::now() - t0).count());
     log::info("sandbox claimed", {{"sandbox", sb->id}, {"tenant", tenant}, {"warm", warm}});
     update_gauges();
     return ok_status();
@@ -435,6 +448,7 @@ void SandboxManager::create(const CreateRequest& req, std::string tenant, json m
         false);
   }
   // Cold start: the same path as a refill, claimed as soon as the runner answers.
+  metrics_.add("swissbox_cold_starts_total", Metrics::labels({{"pool", pool_key(req.template_name, req.network)}}));
   start_one(pool_key(req.template_name, req.network), [claim, fn](Result<SandboxPtr> r) {
     if (!r) return fn(r.error(), false);
     if (auto st = claim(*r, false); !st) return fn(st.error(), false);
@@ -803,6 +817,7 @@ void SandboxManager::update_gauges() {
     metrics_.set("swissbox_pool_target", l, p.target);
     metrics_.set("swissbox_pool_ready", l, p.ready);
     metrics_.set("swissbox_pool_starting", l, p.starting);
+    metrics_.set("swissbox_pool_active", l, p.active);
   }
 }
 

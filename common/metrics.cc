@@ -1,6 +1,12 @@
 #include "common/metrics.h"
 
+#include <dirent.h>
 #include <fmt/format.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
 
 namespace swissbox {
 
@@ -97,6 +103,70 @@ std::string Metrics::labels(
     out += '"';
   }
   return out + "}";
+}
+
+namespace {
+
+// Boot time in seconds since the epoch (/proc/stat btime).
+double boot_time() {
+  FILE* f = fopen("/proc/stat", "re");
+  if (!f) return 0;
+  char line[256];
+  double btime = 0;
+  while (fgets(line, sizeof line, f)) {
+    if (sscanf(line, "btime %lf", &btime) == 1) break;
+  }
+  fclose(f);
+  return btime;
+}
+
+int open_fds() {
+  DIR* d = opendir("/proc/self/fd");
+  if (!d) return 0;
+  int n = 0;
+  while (dirent* e = readdir(d)) n += e->d_name[0] != '.';
+  closedir(d);
+  return n - 1;  // the directory's own
+}
+
+}  // namespace
+
+std::string render_process_metrics() {
+  char buf[1024];
+  FILE* f = fopen("/proc/self/stat", "re");
+  if (!f) return {};
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = 0;
+  const char* p = strrchr(buf, ')');  // comm may hold spaces
+  unsigned long long utime = 0, stime = 0, start = 0, vsize = 0;
+  long long rss = 0;
+  // Fields after comm: state(3) … utime(14) stime(15) … starttime(22) vsize(23) rss(24).
+  if (!p || sscanf(p + 2,
+                   "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d %*d %*d %*d "
+                   "%llu %llu %lld",
+                   &utime, &stime, &start, &vsize, &rss) != 5) {
+    return {};
+  }
+  double tick = static_cast<double>(sysconf(_SC_CLK_TCK));
+  rlimit nofile{};
+  getrlimit(RLIMIT_NOFILE, &nofile);
+  std::string out;
+  auto family = [&](const char* name, const char* type, const char* help, double v) {
+    out += fmt::format("# HELP {} {}\n# TYPE {} {}\n{} {}\n", name, help, name, type, name, v);
+  };
+  family("process_cpu_seconds_total", "counter", "User and system CPU time of the process.",
+         (utime + stime) / tick);
+  family("process_resident_memory_bytes", "gauge", "Resident memory of the process.",
+         static_cast<double>(rss) * sysconf(_SC_PAGESIZE));
+  family("process_virtual_memory_bytes", "gauge", "Virtual memory of the process.",
+         static_cast<double>(vsize));
+  family("process_open_fds", "gauge", "Open file descriptors.", open_fds());
+  family("process_max_fds", "gauge", "The file descriptor limit.",
+         static_cast<double>(nofile.rlim_cur));
+  family("process_start_time_seconds", "gauge", "Start time since the epoch.",
+         boot_time() + start / tick);
+  return out;
 }
 
 }  // namespace swissbox

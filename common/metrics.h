@@ -42,4 +42,8 @@ class Metrics {
   std::map<std::string, Family> families_;
 };
 
+// The standard process_* families of this process (CPU seconds, resident and virtual
+// memory, open and maximum file descriptors, start time), read from /proc/self now.
+std::string render_process_metrics();
+
 }  // namespace swissbox

@@ -165,7 +165,9 @@ void Scheduler::handle(http::Request&& req, std::shared_ptr<http::Responder> res
     return res->send_json(ok ? 200 : 503,
                           {{"ready", ok}, {"reason", ok ? "nodes reporting" : "no eligible node reports"}});
   }
-  if (path == "/metrics") return res->send(200, metrics_.render(), "text/plain; version=0.0.4");
+  if (path == "/metrics") {
+    return res->send(200, metrics_.render() + render_process_metrics(), "text/plain; version=0.0.4");
+  }
   if (!opts_.tokens.empty()) {
     auto it = req.find(bhttp::field::authorization);
     if (!bearer_tenant(it == req.end() ? std::string_view{} : it->value(), opts_.tokens)) {

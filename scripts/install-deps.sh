@@ -12,7 +12,8 @@ build_pkgs=(cmake ninja-build g++ pkg-config libboost-dev nlohmann-json3-dev lib
             libseccomp-dev libcap-dev libnl-3-dev libnl-route-3-dev libnftables-dev
             libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
             libgtest-dev libgmock-dev libbenchmark-dev
-            clang libclang-rt-14-dev)  # libFuzzer targets
+            clang libclang-rt-14-dev  # libFuzzer targets
+            prometheus)  # promtool: the tests check /metrics with Prometheus's own parser
 # Sandbox languages: the default rootfs binds the host's /usr, so the interpreters and the
 # TypeScript transpiler the sandboxes use come from here. e2fsprogs: mkfs.ext4 for the
 # sandboxes' sized disks.

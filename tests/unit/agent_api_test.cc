@@ -20,6 +20,7 @@
 #include "common/http_client.h"
 #include "common/http_server.h"
 #include "support/host_runtime.h"
+#include "support/promtool.h"
 
 namespace swissbox {
 namespace {
@@ -246,6 +247,30 @@ TEST_F(AgentApiTest, LanguageRunsBehaveLikeTheInterpreterOnAFile) {
   EXPECT_EQ(bad_ts["exit_code"], 1);
   EXPECT_NE(bad_ts["stderr"].get<std::string>().find("main.ts:1:19 - error TS1109"), std::string::npos)
       << bad_ts;
+}
+
+TEST_F(AgentApiTest, MetricsAreValidPrometheusTextWithLatenciesByTemplateAndLanguage) {
+  Start({{"default", 1}, {"default+python", 1}});
+  ASSERT_TRUE(wait_until([&] { return Ready("default+python") == 1; }, 10s));
+  std::string id = Call("POST", "/v1/sandboxes", "{}").second["id"];
+  Call("POST", "/v1/sandboxes/" + id + "/exec", R"({"command":"head -c 100 /dev/zero","max_output_bytes":10})");
+  Call("POST", "/v1/execute", R"j({"language":"python","code":"print(1)"})j");
+  Call("POST", "/v1/execute", R"({"language":"cobol","code":"x"})");
+  auto r = client_->request("GET", "/metrics");
+  ASSERT_TRUE(r.ok());
+  const std::string& text = r->body;
+  for (const char* want :
+       {"swissbox_exec_duration_seconds_count{kind=\"exec\",template=\"default\",language=\"command\"} 1",
+        "swissbox_exec_duration_seconds_count{kind=\"oneshot\",template=\"default\",language=\"python\"} 1",
+        "swissbox_claim_duration_seconds_count{template=\"default\",warm=\"true\"} 2",
+        "swissbox_exec_truncated_total{kind=\"exec\"} 1", "swissbox_api_errors_total{code=\"invalid_argument\"} 1",
+        "swissbox_tenant_executions_total{tenant=\"default\"} 2", "swissbox_pool_active{template=\"default\"} 1",
+        "# TYPE swissbox_sandbox_start_duration_seconds histogram", "process_resident_memory_bytes "}) {
+    EXPECT_NE(text.find(want), std::string::npos) << want << "\n" << text;
+  }
+  auto problems = testing::promtool_problems(text);
+  if (!problems) GTEST_SKIP() << "promtool is not installed (Debian package prometheus)";
+  EXPECT_EQ(*problems, "") << text;
 }
 
 TEST_F(AgentApiTest, TimeoutTruncationAndExitCodes) {

@@ -16,6 +16,7 @@
 #include "common/http_server.h"
 #include "common/sandbox_id.h"
 #include "scheduler/service.h"
+#include "support/promtool.h"
 
 namespace swissbox::sched {
 namespace {
@@ -156,6 +157,19 @@ TEST_F(SchedulerService, RefusedCreatesGoToTheNextNodeWithTheCallersToken) {
   EXPECT_EQ(metrics_.get("swissbox_scheduler_retries_total"), big_->refused.load());
   std::lock_guard lock(small_->mu);
   EXPECT_EQ(small_->auth_seen, std::string("Bearer ") + kToken);
+}
+
+TEST_F(SchedulerService, MetricsAreValidPrometheusText) {
+  http::Client c(address());
+  ASSERT_EQ(c.request("POST", "/v1/sandboxes", "{}", auth())->status, 201u);
+  auto r = c.request("GET", "/metrics");
+  ASSERT_TRUE(r.ok());
+  EXPECT_NE(r->body.find("swissbox_scheduler_placements_total{result=\"placed\"} 1"), std::string::npos)
+      << r->body;
+  EXPECT_NE(r->body.find("process_cpu_seconds_total "), std::string::npos);
+  auto problems = testing::promtool_problems(r->body);
+  if (!problems) GTEST_SKIP() << "promtool is not installed (Debian package prometheus)";
+  EXPECT_EQ(*problems, "") << r->body;
 }
 
 TEST_F(SchedulerService, RoutesByTheNodeInTheIdAndAnswers503ForUnknownNodes) {
