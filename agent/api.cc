@@ -263,7 +263,12 @@ void AgentApi::sandbox_route(Call& c, const std::string& id, const std::string& 
   if (rest.empty()) {
     if (m == bhttp::verb::get) {
       mgr_.sample_usage(*sb);
-      return c.res->send_json(200, sb->to_json(mgr_.node_name()));
+      json j = sb->to_json(mgr_.node_name());
+      if (auto f = mgr_.runtime().footprint(sb->id)) {
+        j["metrics"]["memory_pss_bytes"] = f->pss_bytes;
+        j["metrics"]["memory_rss_bytes"] = f->rss_bytes;
+      }
+      return c.res->send_json(200, j);
     }
     if (m == bhttp::verb::delete_) {
       if (auto st = mgr_.remove(id, "deleted by API"); !st) return c.fail(st.error());
@@ -517,6 +522,13 @@ void AgentApi::warmpool(Call& c, const std::string& tmpl) {
     for (const auto& [name, p] : mgr_.pool_status()) {
       out[name] = {
           {"target", p.target}, {"ready", p.ready}, {"starting", p.starting}, {"active", p.active}};
+    }
+    // ?memory=1: the mean host memory of each pool's ready sandboxes (reads /proc of each).
+    if (c.param("memory") == "1" || c.param("memory") == "true") {
+      for (const auto& [name, f] : mgr_.warm_footprints()) {
+        out[name]["memory_pss_bytes"] = f.pss_bytes;
+        out[name]["memory_rss_bytes"] = f.rss_bytes;
+      }
     }
     return c.res->send_json(200, {{"templates", out}});
   }

@@ -89,19 +89,21 @@ Result<std::string> own_cgroup(const std::string& proc_file, const std::string& 
                                 controller.empty() ? "v2" : controller));
 }
 
+void read_members(const std::string& dir, std::set<pid_t>* pids) {
+  auto text = fs::read_file(dir + "/cgroup.procs");
+  if (!text) return;
+  std::istringstream in(*text);
+  pid_t p;
+  while (in >> p) pids->insert(p);
+}
+
 // Sends SIGKILL to everything listed in the cgroup.procs files until they are empty or
 // the deadline passes.
 void kill_members(const std::vector<std::string>& dirs) {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(3);
   for (;;) {
     std::set<pid_t> pids;
-    for (const auto& d : dirs) {
-      auto text = fs::read_file(d + "/cgroup.procs");
-      if (!text) continue;
-      std::istringstream in(*text);
-      pid_t p;
-      while (in >> p) pids.insert(p);
-    }
+    for (const auto& d : dirs) read_members(d, &pids);
     if (pids.empty() || std::chrono::steady_clock::now() > deadline) return;
     for (pid_t p : pids) kill(p, SIGKILL);
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -222,6 +224,12 @@ class CgroupsV2 : public CgroupTree {
     return remove_dir(d);
   }
 
+  std::vector<int> processes(const std::string& name) const override {
+    std::set<pid_t> pids;
+    read_members(dir(name), &pids);
+    return {pids.begin(), pids.end()};
+  }
+
   Result<std::vector<std::string>> children() const override { return subdirs(root_ + parent_); }
 
  private:
@@ -287,6 +295,12 @@ class CgroupsV1 : public CgroupTree {
       if (auto st = remove_dir(d); !st && first) first = st;
     }
     return first;
+  }
+
+  std::vector<int> processes(const std::string& name) const override {
+    std::set<pid_t> pids;
+    read_members(dir("memory", name), &pids);
+    return {pids.begin(), pids.end()};
   }
 
   // The union over the hierarchies: a cgroup left in any one of them is found.

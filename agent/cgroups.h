@@ -51,6 +51,8 @@ class Cgroups {
   virtual Result<CgroupUsage> usage(const std::string& name) const = 0;
   // Kills what is still inside and removes the cgroup; a missing cgroup is fine.
   virtual Status remove(const std::string& name) = 0;
+  // Host processes in the sandbox's cgroup (sentry, gofer, stubs); empty if none or gone.
+  virtual std::vector<int> processes(const std::string& name) const = 0;
   // Names of the cgroups under the parent (for garbage collection).
   virtual Result<std::vector<std::string>> children() const = 0;
   // linux.cgroupsPath for the OCI spec.

@@ -420,6 +420,13 @@ Result<CgroupUsage> RunscDriver::usage(const std::string& id) {
   return u;
 }
 
+std::optional<MemoryFootprint> RunscDriver::footprint(const std::string& id) {
+  if (!opts_.cgroups) return std::nullopt;
+  auto pids = opts_.cgroups->processes(id);
+  if (pids.empty()) return std::nullopt;
+  return memory_footprint(pids);
+}
+
 Result<std::vector<std::string>> RunscDriver::list() {
   ProcessOptions ls;
   ls.argv = command({"list", "--quiet"}, false);

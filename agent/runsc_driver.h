@@ -74,6 +74,7 @@ class RunscDriver : public SandboxRuntime {
   Result<RunnerPipes> reattach(const std::string& id) override;
   Status set_limits(const std::string& id, const Limits& limits) override;
   Result<CgroupUsage> usage(const std::string& id) override;
+  std::optional<MemoryFootprint> footprint(const std::string& id) override;
   Result<std::vector<std::string>> list() override;
   std::vector<std::string> remove_orphans() override;
   bool offers_egress() const override { return opts_.egress != nullptr; }

@@ -10,6 +10,7 @@
 #include "agent/cgroups.h"
 #include "agent/sandbox_spec.h"
 #include "common/error.h"
+#include "common/process.h"
 #include "common/unique_fd.h"
 
 namespace swissbox {
@@ -32,6 +33,9 @@ class SandboxRuntime {
   virtual Status set_limits(const std::string& id, const Limits& limits) = 0;
   // What the sandbox uses now; cheap enough for the I/O thread.
   virtual Result<CgroupUsage> usage(const std::string& id) = 0;
+  // Host memory of the sandbox's processes (PSS and RSS, from /proc); nullopt when the
+  // runtime cannot tell. Reads a few /proc files: cheap enough for the I/O thread.
+  virtual std::optional<MemoryFootprint> footprint(const std::string& /*id*/) { return std::nullopt; }
   // Reconnects to the runner of a sandbox that an earlier agent process started (its
   // control pipes died with that process).
   virtual Result<RunnerPipes> reattach(const std::string& id) {

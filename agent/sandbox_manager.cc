@@ -776,6 +776,23 @@ std::map<std::string, PoolStatus> SandboxManager::pool_status() const {
   return out;
 }
 
+std::map<std::string, MemoryFootprint> SandboxManager::warm_footprints() {
+  std::map<std::string, MemoryFootprint> out;
+  for (const auto& [pool, ready] : ready_) {
+    MemoryFootprint sum;
+    int64_t n = 0;
+    for (const auto& sb : ready) {
+      auto f = runtime_.footprint(sb->id);
+      if (!f) continue;
+      sum.pss_bytes += f->pss_bytes;
+      sum.rss_bytes += f->rss_bytes;
+      ++n;
+    }
+    if (n > 0) out[pool] = {sum.pss_bytes / n, sum.rss_bytes / n};
+  }
+  return out;
+}
+
 Status SandboxManager::set_pool_target(const std::string& tmpl, int target) {
   auto key = parse_pool_key(tmpl);
   if (!key) return make_error(Code::kNotFound, "unknown pool '" + tmpl + "'");

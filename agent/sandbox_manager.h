@@ -129,6 +129,8 @@ class SandboxManager {
   Status remove(const std::string& id, const std::string& why);
 
   std::map<std::string, PoolStatus> pool_status() const;
+  // Per pool, the mean memory footprint of its ready sandboxes (pools with none are left out).
+  std::map<std::string, MemoryFootprint> warm_footprints();
   // pool: a pool key ("default", "default:egress", "default+python").
   Status set_pool_target(const std::string& pool, int target);
   bool pools_warm() const;

@@ -1,23 +1,35 @@
-// swissbox-bench: latency of the paths that matter, measured in one run so ratios are fair.
-//   cold        runsc create + start + exec `echo hi` + (untimed) delete, straight via the CLI
-//   runsc-exec  `runsc exec echo hi` on one running container (the CLI exec baseline)
-//   warm        claim (POST /v1/sandboxes) + exec `echo hi` through the agent; delete untimed;
-//               "claim" reports the claim alone (--network egress: sandboxes with network)
-//   exec        exec `echo hi` on one existing sandbox through the agent
-//   oneshot     POST /v1/execute with --lang python|bash|javascript|typescript
-// Prints p50/p90/p99/max per scenario and the ratios to cold / runsc-exec; --json FILE too.
+// swissbox-bench: latency and throughput of the paths that matter, measured in one run so
+// that ratios are fair. Scenarios:
+//   cold         runsc create + start + exec `echo hi` + (untimed) delete, straight via the CLI;
+//                with oneshot also cold-<lang>: the same with the language's interpreter
+//   runsc-exec   `runsc exec echo hi` on one running container (the CLI exec baseline)
+//   warm         claim (POST /v1/sandboxes) + exec `echo hi` through the API; delete untimed;
+//                "claim" reports the claim alone (--network egress: sandboxes with network)
+//   exec         exec `echo hi` on one existing sandbox
+//   oneshot      POST /v1/execute for each --lang (python, bash, javascript, typescript)
+//   concurrency  --clients levels (1,2,4,8,16,32): each client execs on its own sandbox
+//   refill       empties a pool, raises its target, times until all are ready
+//   memory       PSS/RSS of idle warm sandboxes per pool and of active ones (agent only)
+//   sustained    one-shots (--lang's first) at --rate per second on a pool of --pool-size,
+//                counting cold-start fallbacks (agent only)
+// Prints Markdown tables (p50/p90/p99/max, ratios to the baselines); --json, --svg and
+// --markdown write them to files. --target is an agent or a scheduler.
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <map>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "bench/report.h"
 #include "common/fs.h"
 #include "common/http_client.h"
 #include "common/process.h"
@@ -27,32 +39,27 @@ using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 using swissbox::ProcessOptions;
 using swissbox::run_process;
+using swissbox::bench::Report;
+using swissbox::bench::Stats;
 
 namespace {
 
 struct Options {
   std::vector<std::string> scenarios;
   std::string target = "127.0.0.1:7700";
+  std::string token;
   std::string runsc = "/usr/bin/runsc";
   std::string platform = "ptrace";
-  std::string lang = "python";
-  std::string json_out;
+  std::vector<std::string> langs = {"python"};
+  std::vector<int> clients = {1, 2, 4, 8, 16, 32};
+  std::string json_out, svg_out, md_out;
   std::string network = "none";  // warm/exec sandboxes: "none" or "egress"
   int iterations = 30;
+  double duration_s = 0;  // > 0: run each scenario this long instead of N iterations
+  double rate = 8;        // sustained: one-shots per second
+  int pool_size = 10;     // sustained and refill: the pool's target
   std::string pool() const { return network == "none" ? "default" : "default:" + network; }
   json create_body() const { return network == "none" ? json::object() : json{{"network", network}}; }
-};
-
-struct Stats {
-  std::vector<double> ms;
-  int errors = 0;
-  double pct(double p) const {
-    if (ms.empty()) return 0;
-    std::vector<double> s = ms;
-    std::sort(s.begin(), s.end());
-    size_t i = std::min(s.size() - 1, static_cast<size_t>(p / 100.0 * s.size()));
-    return s[i];
-  }
 };
 
 [[noreturn]] void die(const std::string& m) {
@@ -64,9 +71,80 @@ double since_ms(Clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
 }
 
-void progress(const std::string& name, int i, int n) {
-  if (isatty(STDERR_FILENO)) fprintf(stderr, "\r%-12s %d/%d", name.c_str(), i, n);
-  if (i == n && isatty(STDERR_FILENO)) fprintf(stderr, "\n");
+// N iterations or a duration; shows progress on stderr (a rewritten line on a terminal,
+// a line every 5 s otherwise).
+class Loop {
+ public:
+  Loop(const Options& o, std::string name, int iterations = -1)
+      : name_(std::move(name)), n_(iterations >= 0 ? iterations : o.iterations),
+        end_(o.duration_s > 0 && iterations < 0
+                 ? Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                      std::chrono::duration<double>(o.duration_s))
+                 : Clock::time_point::max()),
+        tty_(isatty(STDERR_FILENO)) {}
+  ~Loop() {
+    if (tty_) fprintf(stderr, "\r%-24s %d done\n", name_.c_str(), i_);
+  }
+  bool next() {
+    bool more = end_ != Clock::time_point::max() ? Clock::now() < end_ : i_ < n_;
+    if (!more) return false;
+    if (tty_) {
+      fprintf(stderr, "\r%-24s %d/%s", name_.c_str(), i_,
+              end_ != Clock::time_point::max() ? "…" : std::to_string(n_).c_str());
+    } else if (Clock::now() >= next_line_) {
+      fprintf(stderr, "swissbox-bench: %s %d done\n", name_.c_str(), i_);
+      next_line_ = Clock::now() + std::chrono::seconds(5);
+    }
+    ++i_;
+    return true;
+  }
+
+ private:
+  std::string name_;
+  int n_, i_ = 0;
+  Clock::time_point end_, next_line_ = Clock::now() + std::chrono::seconds(5);
+  bool tty_;
+};
+
+// The target's API; one connection per instance (one per client thread).
+class Api {
+ public:
+  explicit Api(const Options& o) : client_(o.target) {
+    if (!o.token.empty()) headers_.push_back({"Authorization", "Bearer " + o.token});
+  }
+  // The answer's JSON when the status is `want`, null otherwise.
+  json call(std::string_view method, const std::string& path, const json& body, unsigned want) {
+    auto r = client_.request(method, path, body.is_null() ? "" : body.dump(), headers_);
+    if (!r || r->status != want) return nullptr;
+    return r->body.empty() ? json::object() : json::parse(r->body, nullptr, false);
+  }
+  std::string text(const std::string& path) {
+    auto r = client_.request("GET", path, "", headers_);
+    return r && r->status == 200 ? r->body : "";
+  }
+  bool is_agent() { return !call("GET", "/v1/warmpool", nullptr, 200).is_null(); }
+
+ private:
+  swissbox::http::Client client_;
+  std::vector<std::pair<std::string, std::string>> headers_;
+};
+
+// The command that prints 42 in each language, and what the one-shot sends.
+struct LanguageCase {
+  std::vector<std::string> cli;  // for the cold baseline
+  std::string code;
+};
+const std::map<std::string, LanguageCase>& language_cases() {
+  static const std::map<std::string, LanguageCase> cases = {
+      {"python", {{"/usr/bin/python3", "-c", "print(6*7)"}, "print(6*7)"}},
+      {"bash", {{"/bin/bash", "-c", "echo $((6*7))"}, "echo $((6*7))"}},
+      {"javascript", {{"/usr/bin/node", "-e", "console.log(6*7)"}, "console.log(6*7)"}},
+      {"typescript",
+       {{"/usr/bin/node", "-e",
+         "const ts = require('/usr/share/nodejs/typescript'); eval(ts.transpileModule("
+         "'const x: number = 6*7; console.log(x)', {}).outputText)"},
+        "const x: number = 6*7; console.log(x)"}}};
+  return cases;
 }
 
 // A minimal bundle of its own (read-only binds of the host's /usr, merged-usr symlinks):
@@ -111,13 +189,13 @@ class CliBaseline {
 
   // runsc create hands its stdio to the container: give it /dev/null, not pipes we would
   // wait on until the container exits.
-  bool run(std::initializer_list<std::string> args, bool detach_stdio = false) {
+  bool run(const std::vector<std::string>& args, bool detach_stdio = false) {
     ProcessOptions p;
     swissbox::unique_fd null_fd(open("/dev/null", O_RDWR | O_CLOEXEC));
     if (detach_stdio) p.stdin_fd = p.stdout_fd = p.stderr_fd = null_fd.get();
     p.argv = {o_.runsc,    "--root", dir_ + "/root", "--platform", o_.platform,
               "--network", "none",   "--overlay2",   "none"};
-    p.argv.insert(p.argv.end(), args);
+    p.argv.insert(p.argv.end(), args.begin(), args.end());
     p.timeout = std::chrono::seconds(30);
     auto r = run_process(p);
     return r.ok() && r->exit_code == 0;
@@ -129,18 +207,20 @@ class CliBaseline {
   std::string dir_;
 };
 
-Stats bench_cold(const Options& o) {
+Stats bench_cold(const Options& o, const std::vector<std::string>& argv, const std::string& name) {
   CliBaseline cli(o);
   Stats s;
-  for (int i = 0; i < o.iterations; ++i) {
+  Loop loop(o, name);
+  for (int i = 0; loop.next(); ++i) {
     std::string id = fmt::format("bench-cold-{}-{}", getpid(), i);
     auto t0 = Clock::now();
+    std::vector<std::string> exec = {"exec", id};
+    exec.insert(exec.end(), argv.begin(), argv.end());
     bool ok = cli.run({"create", "--bundle", cli.bundle(), id}, true) && cli.run({"start", id}) &&
-              cli.run({"exec", id, "/bin/echo", "hi"});
+              cli.run(exec);
     double ms = since_ms(t0);
     cli.run({"delete", "--force", id});
     ok ? s.ms.push_back(ms) : void(s.errors++);
-    progress("cold", i + 1, o.iterations);
   }
   return s;
 }
@@ -151,33 +231,26 @@ Stats bench_runsc_exec(const Options& o) {
   std::string id = fmt::format("bench-exec-{}", getpid());
   if (!cli.run({"create", "--bundle", cli.bundle(), id}, true) || !cli.run({"start", id}))
     die("runsc start failed");
-  for (int i = 0; i < o.iterations; ++i) {
+  Loop loop(o, "runsc-exec");
+  while (loop.next()) {
     auto t0 = Clock::now();
     bool ok = cli.run({"exec", id, "/bin/echo", "hi"});
     ok ? s.ms.push_back(since_ms(t0)) : void(s.errors++);
-    progress("runsc-exec", i + 1, o.iterations);
   }
   cli.run({"delete", "--force", id});
   return s;
 }
 
-json call(swissbox::http::Client& c, std::string_view method, const std::string& path,
-          const json& body, unsigned want) {
-  auto r = c.request(method, path, body.is_null() ? "" : body.dump());
-  if (!r || r->status != want) return nullptr;
-  return r->body.empty() ? json::object() : json::parse(r->body, nullptr, false);
-}
-
 // Lets the pool refill completely and earlier deletes finish between iterations: warm
 // scenarios measure one claim on a node whose pool is full and idle (no runsc start or
 // delete competing for the CPU).
-void wait_for_warm(swissbox::http::Client& c, const std::string& pool) {
+void wait_for_warm(Api& api, const std::string& pool) {
   // A scheduler serves no /v1/warmpool: there, wait one report interval, then until every
-  // usable node reports a warm sandbox of the template.
-  if (call(c, "GET", "/v1/warmpool", nullptr, 200).is_null()) {
+  // usable node reports a warm sandbox of the pool.
+  if (!api.is_agent()) {
     usleep(1100000);
     for (int w = 0; w < 100; ++w) {
-      json nodes = call(c, "GET", "/v1/nodes", nullptr, 200);
+      json nodes = api.call("GET", "/v1/nodes", nullptr, 200);
       bool warm = !nodes.is_null();
       for (const auto& n : warm ? nodes["nodes"] : json::array()) {
         if (n.value("up", false) && n.value("allowed_region", false) && !n.value("draining", false))
@@ -188,9 +261,9 @@ void wait_for_warm(swissbox::http::Client& c, const std::string& pool) {
     }
     return;
   }
-  for (int w = 0; w < 400; ++w) {
-    json p = call(c, "GET", "/v1/warmpool", nullptr, 200);
-    json n = call(c, "GET", "/v1/node", nullptr, 200);
+  for (int w = 0; w < 600; ++w) {
+    json p = api.call("GET", "/v1/warmpool", nullptr, 200);
+    json n = api.call("GET", "/v1/node", nullptr, 200);
     if (!p.is_null() && !n.is_null() && n.value("deleting", 0) == 0) {
       const json& d = p["templates"][pool];
       if (d.value("ready", 0) > 0 && d.value("ready", 0) >= d.value("target", 0) &&
@@ -201,77 +274,275 @@ void wait_for_warm(swissbox::http::Client& c, const std::string& pool) {
   }
 }
 
+// The pool a one-shot in `lang` is served from: the language's own when the target has
+// one (an agent with a target for it, or a scheduler whose nodes report it).
+std::string oneshot_pool(Api& api, const std::string& lang) {
+  std::string own = "default+" + lang;
+  if (api.is_agent()) {
+    json p = api.call("GET", "/v1/warmpool", nullptr, 200);
+    return p["templates"].contains(own) && p["templates"][own].value("target", 0) > 0 ? own : "default";
+  }
+  json nodes = api.call("GET", "/v1/nodes", nullptr, 200);
+  for (const auto& n : nodes.is_null() ? json::array() : nodes["nodes"]) {
+    if (n["warm"].value(own, 0) > 0) return own;
+  }
+  return "default";
+}
+
 // Claim + first exec, and the claim alone.
 std::pair<Stats, Stats> bench_warm(const Options& o) {
-  swissbox::http::Client c(o.target);
+  Api api(o);
   Stats s, claim;
-  for (int i = 0; i < o.iterations; ++i) {
-    wait_for_warm(c, o.pool());
+  Loop loop(o, "warm");
+  while (loop.next()) {
+    wait_for_warm(api, o.pool());
     auto t0 = Clock::now();
-    json sb = call(c, "POST", "/v1/sandboxes", o.create_body(), 201);
+    json sb = api.call("POST", "/v1/sandboxes", o.create_body(), 201);
     sb.is_null() ? void(claim.errors++) : claim.ms.push_back(since_ms(t0));
     json r = sb.is_null() ? json()
-                          : call(c, "POST", "/v1/sandboxes/" + sb.value("id", "") + "/exec",
-                                 {{"command", {"echo", "hi"}}}, 200);
+                          : api.call("POST", "/v1/sandboxes/" + sb.value("id", "") + "/exec",
+                                     {{"command", {"echo", "hi"}}}, 200);
     double ms = since_ms(t0);
     bool ok = !r.is_null() && r.value("stdout", "") == "hi\n";
-    if (!sb.is_null()) call(c, "DELETE", "/v1/sandboxes/" + sb.value("id", ""), nullptr, 204);
+    if (!sb.is_null()) api.call("DELETE", "/v1/sandboxes/" + sb.value("id", ""), nullptr, 204);
     ok ? s.ms.push_back(ms) : void(s.errors++);
-    progress("warm", i + 1, o.iterations);
   }
   return {s, claim};
 }
 
 Stats bench_exec(const Options& o) {
-  swissbox::http::Client c(o.target);
+  Api api(o);
   Stats s;
-  wait_for_warm(c, o.pool());
-  json sb = call(c, "POST", "/v1/sandboxes", o.create_body(), 201);
+  wait_for_warm(api, o.pool());
+  json sb = api.call("POST", "/v1/sandboxes", o.create_body(), 201);
   if (sb.is_null()) die("cannot create a sandbox on " + o.target);
   // Steady state: the refill that the claim started (a runsc create, CPU-heavy) is over.
-  wait_for_warm(c, o.pool());
+  wait_for_warm(api, o.pool());
   std::string path = "/v1/sandboxes/" + sb.value("id", "") + "/exec";
   // A fresh sandbox's first commands are slower while gVisor fills its caches; the first
   // exec is what the warm scenario measures, this one the steady state of a session.
-  constexpr int kWarmup = 10;
-  for (int i = 0; i < o.iterations + kWarmup; ++i) {
+  for (int i = 0; i < 10; ++i) api.call("POST", path, {{"command", {"echo", "hi"}}}, 200);
+  Loop loop(o, "exec");
+  while (loop.next()) {
     auto t0 = Clock::now();
-    json r = call(c, "POST", path, {{"command", {"echo", "hi"}}}, 200);
+    json r = api.call("POST", path, {{"command", {"echo", "hi"}}}, 200);
     double ms = since_ms(t0);
-    if (i < kWarmup) continue;
     (!r.is_null() && r.value("stdout", "") == "hi\n") ? s.ms.push_back(ms) : void(s.errors++);
-    progress("exec", i - kWarmup + 1, o.iterations);
   }
-  call(c, "DELETE", "/v1/sandboxes/" + sb.value("id", ""), nullptr, 204);
+  api.call("DELETE", "/v1/sandboxes/" + sb.value("id", ""), nullptr, 204);
   return s;
 }
 
-Stats bench_oneshot(const Options& o) {
-  static const std::map<std::string, std::pair<std::string, std::string>> kCode = {
-      {"python", {"print(6*7)", "42\n"}},
-      {"bash", {"echo $((6*7))", "42\n"}},
-      {"javascript", {"console.log(6*7)", "42\n"}},
-      {"typescript", {"const x: number = 6*7; console.log(x)", "42\n"}}};
-  auto it = kCode.find(o.lang);
-  if (it == kCode.end()) die("unknown --lang " + o.lang);
-  swissbox::http::Client c(o.target);
+bool oneshot(Api& api, const std::string& lang, double* ms) {
+  auto t0 = Clock::now();
+  json r = api.call("POST", "/v1/execute",
+                    {{"language", lang}, {"code", language_cases().at(lang).code}}, 200);
+  *ms = since_ms(t0);
+  return !r.is_null() && r.value("stdout", "") == "42\n";
+}
+
+Stats bench_oneshot(const Options& o, const std::string& lang) {
+  Api api(o);
   Stats s;
-  for (int i = 0; i < o.iterations; ++i) {
-    wait_for_warm(c, "default");
-    auto t0 = Clock::now();
-    json r =
-        call(c, "POST", "/v1/execute", {{"language", o.lang}, {"code", it->second.first}}, 200);
-    double ms = since_ms(t0);
-    (!r.is_null() && r.value("stdout", "") == it->second.second) ? s.ms.push_back(ms)
-                                                                 : void(s.errors++);
-    progress("oneshot", i + 1, o.iterations);
+  std::string pool = oneshot_pool(api, lang);
+  Loop loop(o, "oneshot-" + lang);
+  while (loop.next()) {
+    wait_for_warm(api, pool);
+    double ms;
+    oneshot(api, lang, &ms) ? s.ms.push_back(ms) : void(s.errors++);
   }
   return s;
 }
 
-}  // namespace
+// Each client runs execs on a sandbox of its own, all at once; throughput over the wall time
+// of the whole level.
+std::vector<swissbox::bench::ConcurrencyPoint> bench_concurrency(const Options& o) {
+  Api api(o);
+  std::vector<swissbox::bench::ConcurrencyPoint> out;
+  for (int clients : o.clients) {
+    wait_for_warm(api, o.pool());
+    std::vector<std::string> ids;
+    for (int i = 0; i < clients; ++i) {
+      json sb = api.call("POST", "/v1/sandboxes", o.create_body(), 201);
+      if (!sb.is_null()) ids.push_back(sb.value("id", ""));
+    }
+    // Warm every sandbox's caches and let the refills of the claims finish.
+    for (const auto& id : ids) {
+      for (int i = 0; i < 3; ++i) api.call("POST", "/v1/sandboxes/" + id + "/exec", {{"command", {"true"}}}, 200);
+    }
+    wait_for_warm(api, o.pool());
+    swissbox::bench::ConcurrencyPoint point{clients, {}};
+    point.stats.errors = clients - static_cast<int>(ids.size());
+    std::mutex mu;
+    auto t0 = Clock::now();
+    std::vector<std::thread> threads;
+    for (const auto& id : ids) {
+      threads.emplace_back([&, id] {
+        Api mine(o);
+        Stats local;
+        Loop loop(o, fmt::format("concurrency-{}", clients));
+        std::string path = "/v1/sandboxes/" + id + "/exec";
+        while (loop.next()) {
+          auto t = Clock::now();
+          json r = mine.call("POST", path, {{"command", {"echo", "hi"}}}, 200);
+          double ms = since_ms(t);
+          (!r.is_null() && r.value("stdout", "") == "hi\n") ? local.ms.push_back(ms)
+                                                            : void(local.errors++);
+        }
+        std::lock_guard lock(mu);
+        point.stats.ms.insert(point.stats.ms.end(), local.ms.begin(), local.ms.end());
+        point.stats.errors += local.errors;
+      });
+    }
+    for (auto& t : threads) t.join();
+    point.stats.wall_s = since_ms(t0) / 1000;
+    for (const auto& id : ids) api.call("DELETE", "/v1/sandboxes/" + id, nullptr, 204);
+    out.push_back(std::move(point));
+  }
+  return out;
+}
 
-int main(int argc, char** argv) {
+int pool_ready(Api& api, const std::string& pool) {
+  json p = api.call("GET", "/v1/warmpool", nullptr, 200);
+  return p.is_null() ? -1 : p["templates"][pool].value("ready", 0);
+}
+
+bool set_target(Api& api, const std::string& pool, int target) {
+  return !api.call("PUT", "/v1/warmpool/" + pool, {{"target", target}}, 200).is_null();
+}
+
+// Empties the pool, then times how long the agent takes to make --pool-size sandboxes ready.
+double bench_refill(const Options& o) {
+  Api api(o);
+  if (!api.is_agent()) die("refill needs an agent as --target");
+  json before = api.call("GET", "/v1/warmpool", nullptr, 200);
+  int old_target = before["templates"][o.pool()].value("target", 0);
+  if (!set_target(api, o.pool(), 0)) die("cannot set the pool target of " + o.pool());
+  for (int w = 0; w < 600; ++w) {
+    json n = api.call("GET", "/v1/node", nullptr, 200);
+    if (pool_ready(api, o.pool()) == 0 && n.value("deleting", 1) == 0) break;
+    usleep(50000);
+  }
+  auto t0 = Clock::now();
+  set_target(api, o.pool(), o.pool_size);
+  Loop loop(o, "refill", o.pool_size);
+  int ready = 0;
+  while (ready < o.pool_size && since_ms(t0) < 120000) {
+    usleep(10000);
+    ready = pool_ready(api, o.pool());
+  }
+  double s = since_ms(t0) / 1000;
+  set_target(api, o.pool(), old_target);
+  if (ready < o.pool_size) die(fmt::format("refill: only {} of {} ready after 120 s", ready, o.pool_size));
+  return o.pool_size / s;
+}
+
+std::vector<swissbox::bench::MemoryRow> bench_memory(const Options& o) {
+  Api api(o);
+  if (!api.is_agent()) die("memory needs an agent as --target");
+  std::vector<swissbox::bench::MemoryRow> rows;
+  wait_for_warm(api, o.pool());
+  json p = api.call("GET", "/v1/warmpool?memory=1", nullptr, 200);
+  for (const auto& [pool, d] : p["templates"].items()) {
+    if (!d.contains("memory_pss_bytes")) continue;
+    rows.push_back({pool + " idle warm", d.value("memory_pss_bytes", 0) / 1048576.0,
+                    d.value("memory_rss_bytes", 0) / 1048576.0});
+  }
+  // Active: a claimed sandbox after a command, and after a run in each language.
+  json sb = api.call("POST", "/v1/sandboxes", o.create_body(), 201);
+  if (sb.is_null()) die("cannot create a sandbox on " + o.target);
+  std::string id = sb.value("id", "");
+  auto measure = [&](const std::string& what) {
+    json info = api.call("GET", "/v1/sandboxes/" + id, nullptr, 200);
+    const json& m = info.is_null() ? json::object() : info["metrics"];
+    if (m.contains("memory_pss_bytes")) {
+      rows.push_back({what, m.value("memory_pss_bytes", 0) / 1048576.0,
+                      m.value("memory_rss_bytes", 0) / 1048576.0});
+    }
+  };
+  api.call("POST", "/v1/sandboxes/" + id + "/exec", {{"command", {"echo", "hi"}}}, 200);
+  measure(o.pool() + " active, after an exec");
+  for (const auto& lang : o.langs) {
+    api.call("POST", "/v1/sandboxes/" + id + "/code",
+             {{"language", lang}, {"code", language_cases().at(lang).code}}, 200);
+    usleep(1500000);  // the session's next worker loads meanwhile; it counts too
+    measure(o.pool() + " active, after " + lang + " (worker kept)");
+  }
+  api.call("DELETE", "/v1/sandboxes/" + id, nullptr, 204);
+  return rows;
+}
+
+double cold_starts(Api& api) {
+  double total = 0;
+  std::string text = api.text("/metrics");
+  for (size_t at = 0; (at = text.find("\nswissbox_cold_starts_total{", at)) != std::string::npos;) {
+    size_t sp = text.find(' ', text.find('}', at));
+    total += atof(text.c_str() + sp + 1);
+    at = sp;
+  }
+  return total;
+}
+
+// Open loop: a one-shot every 1/rate seconds, whatever the earlier ones are doing.
+std::pair<Stats, int> bench_sustained(const Options& o) {
+  Api api(o);
+  if (!api.is_agent()) die("sustained needs an agent as --target");
+  const std::string& lang = o.langs.front();
+  std::string pool = "default+" + lang;
+  json before = api.call("GET", "/v1/warmpool", nullptr, 200);
+  int old_target = before["templates"].contains(pool) ? before["templates"][pool].value("target", 0) : 0;
+  if (!set_target(api, pool, o.pool_size)) die("cannot set the pool target of " + pool);
+  for (int w = 0; w < 1200 && pool_ready(api, pool) < o.pool_size; ++w) usleep(50000);
+  wait_for_warm(api, pool);
+  double cold0 = cold_starts(api);
+  Stats s;
+  std::mutex mu;
+  std::vector<std::thread> threads;
+  auto period = std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(1 / o.rate));
+  auto t0 = Clock::now();
+  Loop loop(o, "sustained-" + lang);
+  for (int i = 0; loop.next(); ++i) {
+    std::this_thread::sleep_until(t0 + i * period);
+    threads.emplace_back([&] {
+      Api mine(o);
+      double ms;
+      bool ok = oneshot(mine, lang, &ms);
+      std::lock_guard lock(mu);
+      ok ? s.ms.push_back(ms) : void(s.errors++);
+    });
+  }
+  for (auto& t : threads) t.join();
+  s.wall_s = since_ms(t0) / 1000;
+  int fallbacks = static_cast<int>(cold_starts(api) - cold0);
+  set_target(api, pool, old_target);
+  return {s, fallbacks};
+}
+
+std::vector<std::string> split(const std::string& list) {
+  std::vector<std::string> out;
+  size_t pos = 0;
+  while (pos <= list.size()) {
+    size_t comma = list.find(',', pos);
+    if (comma == std::string::npos) comma = list.size();
+    if (comma > pos) out.push_back(list.substr(pos, comma - pos));
+    pos = comma + 1;
+  }
+  return out;
+}
+
+void write_out(const std::string& path, const std::string& text) {
+  if (!path.empty() && !swissbox::fs::write_file_atomic(path, text)) die("write " + path);
+}
+
+constexpr const char* kUsage =
+    "usage: swissbox-bench SCENARIO... [--target HOST:PORT] [--token T]\n"
+    "                      [--iterations N | --duration S] [--lang L1,L2] [--clients 1,2,4]\n"
+    "                      [--rate R] [--pool-size N] [--network none|egress]\n"
+    "                      [--platform ptrace|systrap] [--runsc PATH]\n"
+    "                      [--json FILE] [--svg FILE] [--markdown FILE]\n"
+    "scenarios: cold runsc-exec warm exec oneshot concurrency refill memory sustained, or all\n";
+
+Options parse(int argc, char** argv) {
   Options o;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -279,66 +550,91 @@ int main(int argc, char** argv) {
       if (i + 1 >= argc) die(a + " needs a value");
       return argv[++i];
     };
-    if (a == "--target")
-      o.target = next();
-    else if (a == "--iterations")
-      o.iterations = std::max(1, atoi(next().c_str()));
-    else if (a == "--runsc")
-      o.runsc = next();
-    else if (a == "--platform")
-      o.platform = next();
-    else if (a == "--lang")
-      o.lang = next();
-    else if (a == "--json")
-      o.json_out = next();
-    else if (a == "--network") {
+    if (a == "--target") o.target = next();
+    else if (a == "--token") o.token = next();
+    else if (a == "--iterations") o.iterations = std::max(1, atoi(next().c_str()));
+    else if (a == "--duration") o.duration_s = std::max(0.1, atof(next().c_str()));
+    else if (a == "--runsc") o.runsc = next();
+    else if (a == "--platform") o.platform = next();
+    else if (a == "--lang") o.langs = split(next());
+    else if (a == "--rate") o.rate = std::max(0.1, atof(next().c_str()));
+    else if (a == "--pool-size") o.pool_size = std::max(1, atoi(next().c_str()));
+    else if (a == "--json") o.json_out = next();
+    else if (a == "--svg") o.svg_out = next();
+    else if (a == "--markdown") o.md_out = next();
+    else if (a == "--clients") {
+      o.clients.clear();
+      for (const auto& c : split(next())) o.clients.push_back(std::max(1, atoi(c.c_str())));
+      std::sort(o.clients.begin(), o.clients.end());
+    } else if (a == "--network") {
       o.network = next();
       if (o.network != "none" && o.network != "egress") die("--network must be none or egress");
-    }
-    else if (a == "--help") {
-      puts(
-          "usage: swissbox-bench SCENARIO... [--target HOST:PORT] [--iterations N] [--lang L]\n"
-          "                      [--platform ptrace|systrap] [--runsc PATH] [--json FILE]\n"
-          "                      [--network none|egress]\n"
-          "scenarios: cold runsc-exec warm exec oneshot");
-      return 0;
-    } else if (a.rfind("--", 0) == 0)
+    } else if (a == "--help") {
+      fputs(kUsage, stdout);
+      exit(0);
+    } else if (a.rfind("--", 0) == 0) {
       die("unknown option " + a);
-    else
+    } else {
       o.scenarios.push_back(a);
-  }
-  if (o.scenarios.empty()) o.scenarios = {"cold", "runsc-exec", "warm", "exec"};
-  std::map<std::string, Stats> results;
-  for (const auto& sc : o.scenarios) {
-    if (sc == "cold")
-      results[sc] = bench_cold(o);
-    else if (sc == "runsc-exec")
-      results[sc] = bench_runsc_exec(o);
-    else if (sc == "warm")
-      std::tie(results[sc], results["claim"]) = bench_warm(o);
-    else if (sc == "exec")
-      results[sc] = bench_exec(o);
-    else if (sc == "oneshot")
-      results[sc + "-" + o.lang] = bench_oneshot(o);
-    else
-      die("unknown scenario " + sc);
-  }
-  json out = json::object();
-  printf(
-      "| scenario | n | errors | p50 ms | p90 ms | p99 ms | max ms | vs baseline "
-      "|\n|---|---|---|---|---|---|---|---|\n");
-  for (const auto& [name, s] : results) {
-    std::string ratio;
-    std::string base = name == "exec" ? "runsc-exec" : "cold";
-    if (name != base && results.count(base) && s.pct(50) > 0) {
-      ratio = fmt::format("{:.1f}x faster than {} p50", results[base].pct(50) / s.pct(50), base);
     }
-    printf("| %s | %zu | %d | %.1f | %.1f | %.1f | %.1f | %s |\n", name.c_str(), s.ms.size(),
-           s.errors, s.pct(50), s.pct(90), s.pct(99), s.pct(100), ratio.c_str());
-    out[name] = {{"n", s.ms.size()},    {"errors", s.errors},  {"p50_ms", s.pct(50)},
-                 {"p90_ms", s.pct(90)}, {"p99_ms", s.pct(99)}, {"max_ms", s.pct(100)}};
   }
-  if (!o.json_out.empty() && !swissbox::fs::write_file_atomic(o.json_out, out.dump(2)))
-    die("write " + o.json_out);
+  for (const auto& l : o.langs) {
+    if (!language_cases().count(l)) die("unknown language " + l + " (python, bash, javascript, typescript)");
+  }
+  if (o.langs.empty()) die("--lang needs at least one language");
+  if (o.scenarios.empty()) o.scenarios = {"cold", "runsc-exec", "warm", "exec"};
+  if (o.scenarios == std::vector<std::string>{"all"}) {
+    o.scenarios = {"cold", "runsc-exec", "warm", "exec", "oneshot", "concurrency", "refill", "memory", "sustained"};
+  }
+  return o;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o = parse(argc, argv);
+  Report report;
+  report.target = o.target;
+  report.platform = o.platform;
+  bool with_oneshot = std::count(o.scenarios.begin(), o.scenarios.end(), "oneshot") > 0;
+  for (const auto& sc : o.scenarios) {
+    if (sc == "cold") {
+      report.latency["cold"] = bench_cold(o, {"/bin/echo", "hi"}, "cold");
+      for (const auto& lang : with_oneshot ? o.langs : std::vector<std::string>{}) {
+        report.latency["cold-" + lang] = bench_cold(o, language_cases().at(lang).cli, "cold-" + lang);
+      }
+    } else if (sc == "runsc-exec") {
+      report.latency[sc] = bench_runsc_exec(o);
+    } else if (sc == "warm") {
+      std::tie(report.latency["warm"], report.latency["claim"]) = bench_warm(o);
+      report.baseline_of["warm"] = report.baseline_of["claim"] = "cold";
+    } else if (sc == "exec") {
+      report.latency[sc] = bench_exec(o);
+      report.baseline_of[sc] = "runsc-exec";
+    } else if (sc == "oneshot") {
+      for (const auto& lang : o.langs) {
+        report.latency["oneshot-" + lang] = bench_oneshot(o, lang);
+        report.baseline_of["oneshot-" + lang] = "cold-" + lang;
+      }
+    } else if (sc == "concurrency") {
+      report.concurrency = bench_concurrency(o);
+    } else if (sc == "refill") {
+      report.refill_per_s = bench_refill(o);
+      report.refill_count = o.pool_size;
+    } else if (sc == "memory") {
+      report.memory = bench_memory(o);
+    } else if (sc == "sustained") {
+      auto [s, fallbacks] = bench_sustained(o);
+      report.latency["sustained-" + o.langs.front()] = std::move(s);
+      report.cold_fallbacks = fallbacks;
+    } else {
+      die("unknown scenario " + sc + "\n" + kUsage);
+    }
+  }
+  std::string md = report.markdown();
+  fputs(md.c_str(), stdout);
+  write_out(o.md_out, md);
+  write_out(o.json_out, report.to_json().dump(2) + "\n");
+  write_out(o.svg_out, report.svg());
   return 0;
 }

@@ -7,7 +7,10 @@
 #include <unistd.h>
 
 #include <array>
+#include <cstdio>
 #include <cstring>
+
+#include <fmt/format.h>
 
 #include "common/unique_fd.h"
 
@@ -186,6 +189,22 @@ std::string describe_failure(const ProcessOptions& opts, const ProcessResult& r)
   while (!tail.empty() && (tail.back() == '\n' || tail.back() == ' ')) tail.pop_back();
   if (tail.size() > 600) tail = "…" + tail.substr(tail.size() - 600);
   return what + " " + how + (tail.empty() ? "" : ": " + tail);
+}
+
+MemoryFootprint memory_footprint(const std::vector<int>& pids) {
+  MemoryFootprint f;
+  for (int pid : pids) {
+    FILE* in = fopen(fmt::format("/proc/{}/smaps_rollup", pid).c_str(), "re");
+    if (!in) continue;
+    char line[256];
+    long long kb;
+    while (fgets(line, sizeof line, in)) {
+      if (sscanf(line, "Pss: %lld kB", &kb) == 1) f.pss_bytes += kb * 1024;
+      if (sscanf(line, "Rss: %lld kB", &kb) == 1) f.rss_bytes += kb * 1024;
+    }
+    fclose(in);
+  }
+  return f;
 }
 
 }  // namespace swissbox

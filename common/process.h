@@ -41,6 +41,15 @@ Result<ProcessResult> run_process(const ProcessOptions& opts);
 // not used) and returns once it has exec'd. The caller owns reaping it.
 Result<pid_t> spawn_process(const ProcessOptions& opts);
 
+// Memory of a set of host processes from /proc/<pid>/smaps_rollup: PSS (shared pages
+// divided among their users, so a sum over processes counts each page once) and RSS.
+// Processes that are gone count 0.
+struct MemoryFootprint {
+  int64_t pss_bytes = 0;
+  int64_t rss_bytes = 0;
+};
+MemoryFootprint memory_footprint(const std::vector<int>& pids);
+
 // "argv[0] exited 1: <stderr tail>" for error messages.
 std::string describe_failure(const ProcessOptions& opts, const ProcessResult& r);
 

@@ -116,6 +116,7 @@ struct Command {
   std::string pending_program;
   size_t program_left = 0;
   bool program_sent = false;
+  std::string program_reply;  // what the worker wrote back (its exit report)
   std::optional<swissbox::init::Language> language;
   std::vector<std::string> env;  // for the worker that replaces this one (keep_worker)
   bool keep_worker = false;
@@ -172,6 +173,8 @@ class Runner {
         }
         if (c.program && !c.pending_program.empty()) {
           fds.push_back({c.program.get(), POLLOUT, 0}), owners.push_back({&c, 3});
+        } else if (c.program && c.program_sent && !c.exited) {
+          fds.push_back({c.program.get(), POLLIN, 0}), owners.push_back({&c, 4});
         }
       }
       for (auto& [lang, w] : idle_workers_) {
@@ -194,6 +197,8 @@ class Runner {
           flush_stdin(*cmd);
         } else if (stream == 3) {
           flush_program(*cmd);
+        } else if (stream == 4) {
+          read_program_reply(*cmd, buf);
         } else {
           read_output(*cmd, stream, buf);
         }
@@ -509,6 +514,67 @@ class Runner {
     if (c.pending_in.empty() && c.in_eof) c.in.reset();
   }
 
+  void read_program_reply(Command& c, char* buf) {
+    for (;;) {
+      ssize_t r = read(c.program.get(), buf, kReadChunk);
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0 && errno == EAGAIN) break;
+      if (r <= 0) {  // the worker closed it (or died): the reaper reports the exit
+        c.program.reset();
+        return;
+      }
+      c.program_reply.append(buf, std::min<size_t>(r, 64));
+      if (c.program_reply.size() > 64) c.program_reply.erase(0, c.program_reply.size() - 64);
+    }
+    if (auto code = swissbox::init::reported_exit(c.program_reply)) program_over(c, *code, buf);
+  }
+
+  // The worker reported its program's end: all its output is in the pipes. The command is
+  // answered now; the process's teardown (and anything it left, unless background) goes on
+  // without holding up the answer.
+  void program_over(Command& c, int code, char* buf) {
+    read_proc_usage(c.pid, &c.usage);
+    read_output(c, 0, buf);
+    read_output(c, 1, buf);
+    c.out.reset();
+    c.err.reset();
+    c.program.reset();
+    c.exited = true;
+    c.status = code << 8;  // as wait() reports exit(code)
+    on_leader_exit(c);
+  }
+
+  // CPU time and peak memory of a process that is still there, for its exit report.
+  static void read_proc_usage(pid_t pid, rusage* ru) {
+    char path[64], buf[4096];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    unique_fd fd(open(path, O_RDONLY | O_CLOEXEC));
+    ssize_t n = fd ? read(fd.get(), buf, sizeof buf - 1) : -1;
+    if (n <= 0) return;
+    buf[n] = 0;
+    const char* p = strrchr(buf, ')');
+    unsigned long long ut = 0, st = 0;
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+      return;
+    long tick = sysconf(_SC_CLK_TCK);
+    auto tv = [tick](unsigned long long t) {
+      return timeval{static_cast<time_t>(t / tick), static_cast<suseconds_t>(t % tick * 1000000 / tick)};
+    };
+    ru->ru_utime = tv(ut);
+    ru->ru_stime = tv(st);
+    snprintf(path, sizeof path, "/proc/%d/status", pid);
+    fd.reset(open(path, O_RDONLY | O_CLOEXEC));
+    n = fd ? read(fd.get(), buf, sizeof buf - 1) : -1;
+    if (n <= 0) return;
+    buf[n] = 0;
+    // gVisor shows no VmHWM: the resident size at the end is the closest it tells.
+    if (const char* hwm = strstr(buf, "VmHWM:")) {
+      ru->ru_maxrss = strtol(hwm + 6, nullptr, 10);
+    } else if (const char* rss = strstr(buf, "VmRSS:")) {
+      ru->ru_maxrss = strtol(rss + 6, nullptr, 10);
+    }
+  }
+
   void signal_command(uint64_t id, int sig) {
     auto it = commands_.find(id);
     if (it != commands_.end() && !it->second.exited) kill(-it->second.pid, sig);
@@ -548,7 +614,7 @@ class Runner {
       spawner_.on_reaped(pid);
       idle_worker_gone(pid);
       for (auto& [id, c] : commands_) {
-        if (c.pid != pid) continue;
+        if (c.pid != pid || c.exited) continue;  // exited: its worker reported it already
         c.exited = true;
         c.status = status;
         c.usage = ru;
@@ -638,7 +704,7 @@ class Runner {
       if (pid <= 0) return;
       spawner_.on_reaped(pid);
       for (auto& [id, c] : commands_) {
-        if (c.pid == pid) c.exited = true, c.status = status;
+        if (c.pid == pid && !c.exited) c.exited = true, c.status = status;
       }
     }
   }

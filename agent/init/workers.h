@@ -62,4 +62,8 @@ int start_worker(Spawner& spawner, Language lang, std::vector<std::string> env,
 // *dead when the worker closed its end before (it failed to load).
 bool read_ready(Worker& w, bool* dead);
 
+// The exit code in what a worker wrote on its channel after the program ("R" first if it
+// was never read, then "X<code>\n"); nullopt while incomplete.
+std::optional<int> reported_exit(const std::string& reply);
+
 }  // namespace swissbox::init

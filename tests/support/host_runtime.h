@@ -61,6 +61,14 @@ class HostRuntime : public SandboxRuntime {
     return RunnerPipes{unique_fd(to[1]), unique_fd(from[0])};
   }
 
+  // The runner process alone: enough to see the figures reach the API.
+  std::optional<MemoryFootprint> footprint(const std::string& id) override {
+    std::lock_guard lock(mu_);
+    auto it = pids_.find(id);
+    if (it == pids_.end()) return std::nullopt;
+    return memory_footprint({it->second});
+  }
+
   Status destroy(const std::string& id) override {
     destroys++;
     pid_t pid = -1;

@@ -235,11 +235,16 @@ TEST_F(AgentApiTest, LanguageRunsBehaveLikeTheInterpreterOnAFile) {
   auto aged = code({{"language", "python"}, {"code", kPythonProcessAge}});
   EXPECT_GE(std::stod(aged["stdout"].get<std::string>()), 0.2) << aged;
 
+  // The worker answers when the program is over, its exit listeners included.
   auto js = code({{"language", "javascript"},
                   {"code", "console.log(require('path').basename(__filename), process.env.GREETING);"
-                           "process.exitCode = 4"}});
-  EXPECT_EQ(js["stdout"], "main.js hi\n") << js;
+                           "process.on('exit', () => { console.log('bye'); process.exitCode = 4; });"
+                           "setTimeout(() => console.log('later'), 50);"}});
+  EXPECT_EQ(js["stdout"], "main.js hi\nlater\nbye\n") << js;
   EXPECT_EQ(js["exit_code"], 4);
+  auto thrown = code({{"language", "javascript"}, {"code", "throw new Error('boom')"}});
+  EXPECT_EQ(thrown["exit_code"], 1);
+  EXPECT_NE(thrown["stderr"].get<std::string>().find("Error: boom"), std::string::npos) << thrown;
   auto ts = code({{"language", "typescript"},
                   {"code", "interface P { n: number }\nconst p: P = {n: 6 * 7};\nconsole.log(p.n)"}});
   EXPECT_EQ(ts["stdout"], "42\n") << ts;

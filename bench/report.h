@@ -1,0 +1,48 @@
+// What swissbox-bench measured and how it shows it: a Markdown table (with each result's
+// ratio to its baseline measured in the same run), JSON, and an SVG chart (latency
+// distribution per scenario, throughput and p99 against concurrency).
+#pragma once
+
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace swissbox::bench {
+
+struct Stats {
+  std::vector<double> ms;  // one per successful operation
+  int errors = 0;
+  double wall_s = 0;  // the whole run, for throughput
+  // p in [0, 100]; nearest rank over the sorted samples (0 with no samples).
+  double pct(double p) const;
+  double throughput() const { return wall_s > 0 ? ms.size() / wall_s : 0; }
+};
+
+struct ConcurrencyPoint {
+  int clients = 0;
+  Stats stats;
+};
+
+struct MemoryRow {
+  std::string what;  // "default idle warm", "default+python idle warm", "active after exec"
+  double pss_mb = 0, rss_mb = 0;
+};
+
+struct Report {
+  std::map<std::string, Stats> latency;             // scenario → samples
+  std::map<std::string, std::string> baseline_of;   // scenario → the scenario it is compared to
+  std::vector<ConcurrencyPoint> concurrency;
+  std::optional<double> refill_per_s;
+  std::optional<int> refill_count;
+  std::vector<MemoryRow> memory;
+  std::optional<int> cold_fallbacks;  // during the sustained scenario
+  std::string target, platform;
+
+  std::string markdown() const;
+  nlohmann::json to_json() const;
+  std::string svg() const;
+};
+
+}  // namespace swissbox::bench
