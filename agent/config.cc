@@ -130,11 +130,14 @@ Status apply(AgentConfig& c, std::string key, const std::string& value) {
     if (port) c.egress_proxy_port = static_cast<int>(n);
     else c.egress_rate_kbit = n;
   }
-  else if (key == "max-sandboxes" || key == "gc-interval") {
+  else if (key == "max-sandboxes" || key == "gc-interval" || key == "refill-concurrency") {
     char* end = nullptr;
     long n = strtol(value.c_str(), &end, 10);
     if (*end != '\0' || n < 1 || n > 10000) return invalid("--" + key + " must be 1..10000");
-    (key == "gc-interval" ? c.gc_interval_s : c.max_sandboxes) = static_cast<int>(n);
+    int& field = key == "gc-interval"      ? c.gc_interval_s
+                 : key == "max-sandboxes" ? c.max_sandboxes
+                                          : c.refill_concurrency;
+    field = static_cast<int>(n);
   } else {
     return invalid("unknown option --" + key);
   }
@@ -168,9 +171,9 @@ Status apply_file(AgentConfig& c, const std::string& path) {
 std::string agent_usage() {
   return "usage: swissbox-agent [--config FILE] [--listen HOST:PORT] [--socket PATH]\n"
          "         [--state-dir DIR] [--runsc PATH] [--runsc-root DIR] [--rootfs DIR|host]\n"
-         "         [--pool TEMPLATE=N]... [--platform ptrace|systrap] [--cgroup-parent PATH]\n"
+         "         [--pool TEMPLATE[:egress][+LANGUAGE]=N]... [--platform ptrace|systrap] [--cgroup-parent PATH]\n"
          "         [--node-name NAME] [--region ZONE] [--token-file FILE] [--log-level L]\n"
-         "         [--max-sandboxes N] [--init PATH] [--gc-interval SECONDS]\n"
+         "         [--max-sandboxes N] [--refill-concurrency N] [--init PATH] [--gc-interval SECONDS]\n"
          "         [--harden true|false] [--keep-sandboxes-on-exit true|false]\n"
          "         [--egress-pool CIDR] [--egress-link-prefix P] [--egress-proxy-port N]\n"
          "         [--egress-deny CIDR,…] [--egress-hosts NAME=IP,…] [--egress-rate-kbit N]\n"

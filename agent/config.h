@@ -28,6 +28,8 @@ struct AgentConfig {
   std::string log_level = "info";
   std::string init_path;  // swissbox-init; default: next to the agent binary
   int max_sandboxes = 32;
+  // Sandboxes started at once to refill the pools (runsc create + start is mostly CPU).
+  int refill_concurrency = 4;
   int gc_interval_s = 60;  // garbage collection of unexplained runtime sandboxes
   bool harden = true;      // drop capabilities and install the seccomp filter at start
   // On SIGTERM, leave active sandboxes running for the next agent (a DaemonSet update)

@@ -140,6 +140,7 @@ int main(int argc, char** argv) {
   mo.node_name = cfg->node_name;
   mo.pool_targets = cfg->pool;
   mo.max_sandboxes = cfg->max_sandboxes;
+  mo.refill_concurrency = cfg->refill_concurrency;
   mo.gc_interval = std::chrono::seconds(cfg->gc_interval_s);
   mo.records_dir = cfg->state_dir + "/records";
   SandboxManager manager(ioc, workers, **driver, mo, metrics);

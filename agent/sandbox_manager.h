@@ -71,7 +71,7 @@ struct ManagerOptions {
   std::string node_name = "node";
   std::map<std::string, int> pool_targets = {{"default", 2}};
   int max_sandboxes = 32;
-  int refill_concurrency = 2;
+  int refill_concurrency = 4;
   std::chrono::milliseconds ready_timeout{15000};
   std::chrono::seconds health_interval{10};
   std::chrono::seconds failed_retention{600};

@@ -13,11 +13,15 @@ std::string NoPlacement::describe() const {
       region, stale, draining, no_template, full);
 }
 
-double load_of(const NodeState& n, const std::string& template_name, double cold_penalty) {
+double load_of(const NodeState& n, const PlacementRequest& req, double cold_penalty) {
   double load = static_cast<double>(n.active + n.inflight) / std::max(1, n.capacity);
-  auto w = n.warm.find(template_name);
-  bool warm = w != n.warm.end() && w->second > n.inflight;
-  return warm ? load : load + cold_penalty;
+  auto warm = [&](const std::string& pool) {
+    auto w = n.warm.find(pool);
+    return w != n.warm.end() && w->second > n.inflight;
+  };
+  if (!req.language.empty() && warm(req.template_name + "+" + req.language)) return load;
+  if (warm(req.template_name)) return req.language.empty() ? load : load + cold_penalty / 2;
+  return load + cold_penalty;
 }
 
 std::vector<size_t> place(const std::vector<NodeState>& nodes, const PlacementRequest& req,
@@ -44,7 +48,7 @@ std::vector<size_t> place(const std::vector<NodeState>& nodes, const PlacementRe
     }
   }
   if (eligible.empty()) return {};
-  auto load = [&](size_t i) { return load_of(nodes[i], req.template_name, policy.cold_penalty); };
+  auto load = [&](size_t i) { return load_of(nodes[i], req, policy.cold_penalty); };
   // Power of K choices: a partial Fisher–Yates shuffle puts K random nodes in front.
   size_t k = std::min<size_t>(std::max(1, policy.sample_k), eligible.size());
   for (size_t i = 0; i < k; ++i) {

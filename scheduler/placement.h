@@ -48,8 +48,11 @@ struct PlacementPolicy {
 };
 
 struct PlacementRequest {
-  std::string template_name = "default";
+  std::string template_name = "default";  // the pool key without language ("default:egress")
   std::string zone;  // empty: any allowed region
+  // A one-shot's language: a node with a warm sandbox of "<template>+<language>" (its
+  // interpreter loaded) is preferred to one with only a plain warm sandbox.
+  std::string language;
 };
 
 // Why no node was eligible, for the 429/503 the caller answers.
@@ -58,7 +61,9 @@ struct NoPlacement {
   std::string describe() const;
 };
 
-double load_of(const NodeState& n, const std::string& template_name, double cold_penalty);
+// Active + in-flight over capacity; + cold_penalty without a warm sandbox for the request,
+// + half of it when only a plain one (not the language's) is warm.
+double load_of(const NodeState& n, const PlacementRequest& req, double cold_penalty);
 // Whether the node's last report is recent enough to place on it or route to it.
 inline bool fresh(const NodeState& n, const PlacementPolicy& p, Clock::time_point now) {
   return now - n.reported_at <= p.stale_after;

@@ -212,6 +212,7 @@ void Scheduler::place_and_forward(http::Request&& req, std::shared_ptr<http::Res
   // by nodes that have egress networking.
   if (auto n = body.find("network"); n != body.end() && n->is_string() && *n != "none")
     pr.template_name += ":" + n->get<std::string>();
+  if (auto l = body.find("language"); l != body.end() && l->is_string()) pr.language = *l;
   if (auto z = body.find("zone"); z != body.end()) {
     if (!z->is_string()) return res->send_error(make_error(Code::kInvalidArgument, "zone must be a string"));
     pr.zone = *z;

@@ -46,15 +46,15 @@ TEST_F(Placement, OnlySwissFreshReadyNodesWithTheTemplateAndRoom) {
     ASSERT_EQ(c.size(), 1u);
     EXPECT_EQ(nodes[c[0]].name, "dk");
   }
-  EXPECT_TRUE(Place(nodes, {"browser", ""}).empty());
+  EXPECT_TRUE(Place(nodes, {"browser", "", ""}).empty());
   EXPECT_EQ(why_.no_template, 2);  // dk and full offer only "default"
 }
 
 TEST_F(Placement, PinnedZoneIsHonouredButOnlyInsideTheAllowlist) {
   std::vector<NodeState> nodes = {node("gva", "ch-gva-2"), node("dk", "ch-dk-2"),
                                   node("fra", "de-fra-1")};
-  for (int i = 0; i < 20; ++i) EXPECT_EQ(nodes[Place(nodes, {"default", "ch-dk-2"})[0]].name, "dk");
-  EXPECT_TRUE(Place(nodes, {"default", "de-fra-1"}).empty());
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(nodes[Place(nodes, {"default", "ch-dk-2", ""})[0]].name, "dk");
+  EXPECT_TRUE(Place(nodes, {"default", "de-fra-1", ""}).empty());
 }
 
 TEST_F(Placement, CountsInFlightPlacementsAndSpreadsEvenly) {
@@ -78,6 +78,21 @@ TEST_F(Placement, PrefersAWarmNodeAndOrdersFallbacksByLoad) {
   EXPECT_EQ(nodes[c[0]].name, "warm");
   EXPECT_EQ(nodes[c[1]].name, "cold");
   EXPECT_EQ(nodes[c[2]].name, "busy");
+}
+
+TEST_F(Placement, AOneShotPrefersANodeWithItsLanguageWarm) {
+  policy_.sample_k = 3;
+  std::vector<NodeState> nodes = {node("plain", "ch-gva-2", 10), node("python", "ch-gva-2", 12),
+                                  node("nothing", "ch-dk-2", 9)};
+  nodes[1].warm["default+python"] = 1;
+  nodes[2].warm["default"] = 0;
+  auto c = Place(nodes, {"default", "", "python"});
+  ASSERT_EQ(c.size(), 3u);
+  EXPECT_EQ(nodes[c[0]].name, "python");
+  EXPECT_EQ(nodes[c[1]].name, "plain");
+  EXPECT_EQ(nodes[c[2]].name, "nothing");
+  // Without a language the plain warm node is as good as the other and less loaded.
+  EXPECT_EQ(nodes[Place(nodes)[0]].name, "plain");
 }
 
 }  // namespace
