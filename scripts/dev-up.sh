@@ -23,7 +23,10 @@ pidfile=/run/swissbox/agent.pid
 log=build/agent.log
 # Sandboxes have no network unless they ask for "egress": then they get a /30 out of
 # 10.200.0.0/24 and reach allowlisted hosts through the agent's proxy on port 3128.
-setsid build/bin/swissbox-agent --listen 127.0.0.1:7700 --pool default=2 --pool default:egress=1 \
+# Language pools hold an interpreter already loaded, so one-shots start no process.
+setsid build/bin/swissbox-agent --listen 127.0.0.1:7700 --max-sandboxes 64 \
+  --pool default=2 --pool default+python=2 --pool default+javascript=1 \
+  --pool default+typescript=1 --pool default:egress=1 \
   --egress-pool 10.200.0.0/24 "$@" >"$log" 2>&1 </dev/null &
 echo $! >"$pidfile"
 echo "dev-up: agent pid $(cat "$pidfile"), log $log; waiting for the warm pool"

@@ -27,6 +27,44 @@ TEST_F(AgentRunsc, OneShotRunsEveryLanguage) {
   EXPECT_FALSE(bad_ts["stderr"].get<std::string>().empty());
 }
 
+// A one-shot served from a language pool runs in the interpreter the sandbox loaded while
+// it was warm: the process that prints was there long before the request.
+TEST_F(AgentRunsc, LanguagePoolOneShotsRunInAPreloadedInterpreter) {
+  http::Client c(tcp());
+  auto set_target = [&](const std::string& pool, int n) {
+    auto r = c.request("PUT", "/v1/warmpool/" + pool, json{{"target", n}}.dump());
+    ASSERT_TRUE(r.ok());
+    EXPECT_EQ(r->status, 200u) << r->body;
+  };
+  set_target("default+python", 1);
+  set_target("default+typescript", 1);
+  auto ready = [&](const std::string& pool) {
+    auto r = c.request("GET", "/v1/warmpool");
+    return r.ok() && json::parse(r->body)["templates"][pool].value("ready", 0) >= 1;
+  };
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (!(ready("default+python") && ready("default+typescript")) &&
+         std::chrono::steady_clock::now() < deadline) {
+    usleep(50000);
+  }
+  ASSERT_TRUE(ready("default+python") && ready("default+typescript"));
+  usleep(800000);
+  json py = post("/v1/execute",
+                 {{"language", "python"},
+                  {"code", "import os\n"
+                           "start = int(open('/proc/self/stat').read().rsplit(')', 1)[1].split()[19])\n"
+                           "up = float(open('/proc/uptime').read().split()[0])\n"
+                           "print(up - start / os.sysconf('SC_CLK_TCK'))\n"}});
+  ASSERT_EQ(py["exit_code"], 0) << py;
+  EXPECT_GE(std::stod(py["stdout"].get<std::string>()), 0.5) << py;
+  json ts = post("/v1/execute", {{"language", "typescript"},
+                                 {"code", "const age: number = process.uptime(); console.log(age)"}});
+  ASSERT_EQ(ts["exit_code"], 0) << ts;
+  EXPECT_GE(std::stod(ts["stdout"].get<std::string>()), 0.5) << ts;
+  set_target("default+python", 0);
+  set_target("default+typescript", 0);
+}
+
 TEST_F(AgentRunsc, SessionKeepsFilesCwdAndEnv) {
   std::string id = create();
   EXPECT_EQ(
