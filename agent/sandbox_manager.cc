@@ -197,23 +197,33 @@ int SandboxManager::total_sandboxes() const {
 
 void SandboxManager::refill() {
   if (stopping_) return;
-  for (const auto& [tmpl, target] : opts_.pool_targets) {
-    while (static_cast<int>(ready_[tmpl].size()) + starting_[tmpl] < target &&
-           starting_total_ < opts_.refill_concurrency && total_sandboxes() < opts_.max_sandboxes) {
-      start_one(tmpl, [this, tmpl = tmpl](Result<SandboxPtr> r) {
-        if (!r) {
-          log::warn("warm sandbox failed to start",
-                    {{"template", tmpl}, {"error", r.error().to_string()}});
-          // Back off a little so a broken runtime does not spin.
-          auto t = std::make_shared<asio::steady_timer>(ioc_, std::chrono::seconds(2));
-          t->async_wait([this, t](boost::system::error_code) { refill(); });
-          return;
-        }
-        ready_[tmpl].push_back(*r);
-        update_gauges();
-        refill();
-      });
+  // Each start goes to the pool that is furthest below its target (as a fraction of it),
+  // so that a burst on one pool is not refilled only after the pools before it by name.
+  auto emptiest = [this]() -> std::string {
+    std::string best;
+    double best_fill = 1;
+    for (const auto& [tmpl, target] : opts_.pool_targets) {
+      double fill = target > 0 ? (ready_[tmpl].size() + starting_[tmpl]) / double(target) : 1;
+      if (fill < best_fill) best = tmpl, best_fill = fill;
     }
+    return best;
+  };
+  while (starting_total_ < opts_.refill_concurrency && total_sandboxes() < opts_.max_sandboxes) {
+    std::string tmpl = emptiest();
+    if (tmpl.empty()) break;
+    start_one(tmpl, [this, tmpl = tmpl](Result<SandboxPtr> r) {
+      if (!r) {
+        log::warn("warm sandbox failed to start",
+                  {{"template", tmpl}, {"error", r.error().to_string()}});
+        // Back off a little so a broken runtime does not spin.
+        auto t = std::make_shared<asio::steady_timer>(ioc_, std::chrono::seconds(2));
+        t->async_wait([this, t](boost::system::error_code) { refill(); });
+        return;
+      }
+      ready_[tmpl].push_back(*r);
+      update_gauges();
+      refill();
+    });
   }
   update_gauges();
 }

@@ -523,7 +523,7 @@ class Runner {
         c.program.reset();
         return;
       }
-      c.program_reply.append(buf, std::min<size_t>(r, 64));
+      c.program_reply.append(buf, r);  // "R", then "X<code>\n": only the end matters
       if (c.program_reply.size() > 64) c.program_reply.erase(0, c.program_reply.size() - 64);
     }
     if (auto code = swissbox::init::reported_exit(c.program_reply)) program_over(c, *code, buf);

@@ -152,30 +152,36 @@ std::vector<std::string> start_up_variables(const std::vector<std::string>& env)
 
 }  // namespace
 
+namespace {
+
+struct LanguageInfo {
+  Language language;
+  const char* name;
+  const char* file;
+};
+constexpr LanguageInfo kLanguages[] = {{Language::kPython, "python", "main.py"},
+                                       {Language::kJavaScript, "javascript", "main.js"},
+                                       {Language::kTypeScript, "typescript", "main.ts"}};
+
+const LanguageInfo& info(Language lang) {
+  for (const auto& l : kLanguages) {
+    if (l.language == lang) return l;
+  }
+  return kLanguages[0];
+}
+
+}  // namespace
+
 std::optional<Language> language_from_name(std::string_view name) {
-  if (name == "python") return Language::kPython;
-  if (name == "javascript") return Language::kJavaScript;
-  if (name == "typescript") return Language::kTypeScript;
+  for (const auto& l : kLanguages) {
+    if (name == l.name) return l.language;
+  }
   return std::nullopt;
 }
 
-const char* language_name(Language lang) {
-  switch (lang) {
-    case Language::kPython: return "python";
-    case Language::kJavaScript: return "javascript";
-    case Language::kTypeScript: return "typescript";
-  }
-  return "?";
-}
+const char* language_name(Language lang) { return info(lang).name; }
 
-const char* program_file(Language lang) {
-  switch (lang) {
-    case Language::kPython: return "main.py";
-    case Language::kJavaScript: return "main.js";
-    case Language::kTypeScript: return "main.ts";
-  }
-  return "main";
-}
+const char* program_file(Language lang) { return info(lang).file; }
 
 std::vector<std::string> worker_argv(Language lang) {
   if (lang == Language::kPython) return {"python3", "-c", kPythonWorker};
