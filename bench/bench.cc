@@ -7,7 +7,7 @@
 //                "claim" reports the claim alone (--network egress: sandboxes with network)
 //   exec         exec `echo hi` on one existing sandbox
 //   oneshot      POST /v1/execute for each --lang (python, bash, javascript, typescript)
-//   concurrency  --clients levels (1,2,4,8,16,32): each client execs on its own sandbox
+//   concurrency  --concurrency levels (1,2,4,8,16,32): each client execs on its own sandbox
 //   refill       empties a pool, raises its target, times until all are ready
 //   memory       PSS/RSS of idle warm sandboxes per pool and of active ones (agent only)
 //   sustained    one-shots (--lang's first) at --rate per second on a pool of --pool-size,
@@ -466,7 +466,8 @@ std::vector<swissbox::bench::MemoryRow> bench_memory(const Options& o) {
     api.call("POST", "/v1/sandboxes/" + id + "/code",
              {{"language", lang}, {"code", language_cases().at(lang).code}}, 200);
     usleep(1500000);  // the session's next worker loads meanwhile; it counts too
-    measure(o.pool() + " active, after " + lang + " (worker kept)");
+    bool worker = lang != "bash";  // bash runs as a plain command
+    measure(o.pool() + " active, after " + lang + (worker ? " (worker kept)" : ""));
   }
   api.call("DELETE", "/v1/sandboxes/" + id, nullptr, 204);
   return rows;
@@ -536,7 +537,8 @@ void write_out(const std::string& path, const std::string& text) {
 
 constexpr const char* kUsage =
     "usage: swissbox-bench SCENARIO... [--target HOST:PORT] [--token T]\n"
-    "                      [--iterations N | --duration S] [--lang L1,L2] [--clients 1,2,4]\n"
+    "                      [--iterations N | --duration S] [--lang L1,L2]\n"
+    "                      [--concurrency C1,C2,… (also --clients)]\n"
     "                      [--rate R] [--pool-size N] [--network none|egress]\n"
     "                      [--platform ptrace|systrap] [--runsc PATH]\n"
     "                      [--json FILE] [--svg FILE] [--markdown FILE]\n"
@@ -562,7 +564,7 @@ Options parse(int argc, char** argv) {
     else if (a == "--json") o.json_out = next();
     else if (a == "--svg") o.svg_out = next();
     else if (a == "--markdown") o.md_out = next();
-    else if (a == "--clients") {
+    else if (a == "--clients" || a == "--concurrency") {
       o.clients.clear();
       for (const auto& c : split(next())) o.clients.push_back(std::max(1, atoi(c.c_str())));
       std::sort(o.clients.begin(), o.clients.end());
