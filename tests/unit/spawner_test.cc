@@ -10,18 +10,14 @@
 #include <chrono>
 #include <string>
 
+#include "support/read_all.h"
+
 namespace swissbox::init {
 namespace {
 
 using Clock = std::chrono::steady_clock;
 
-std::string read_all(int fd) {
-  std::string out;
-  char buf[4096];
-  ssize_t n;
-  while ((n = read(fd, buf, sizeof buf)) > 0) out.append(buf, n);
-  return out;
-}
+using swissbox::testing::read_all;
 
 struct Ran {
   int err = 0;

@@ -11,16 +11,12 @@
 
 #include <string>
 
+#include "support/read_all.h"
+
 namespace swissbox::init {
 namespace {
 
-std::string read_all(int fd) {
-  std::string out;
-  char buf[4096];
-  ssize_t n;
-  while ((n = read(fd, buf, sizeof buf)) > 0) out.append(buf, n);
-  return out;
-}
+using swissbox::testing::read_all;
 
 // Reads the worker's channel until `want` bytes came or it closed (the channel is
 // non-blocking on the runner's side).
