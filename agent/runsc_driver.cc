@@ -265,7 +265,7 @@ std::vector<std::string> RunscDriver::command(std::initializer_list<std::string>
 }
 
 std::optional<SandboxRuntime::NetworkAddresses> RunscDriver::network(const std::string& id) const {
-  auto link = EgressNetworks::read(sandbox_dir(id));
+  auto link = this->link(id);
   if (!link) return std::nullopt;
   return NetworkAddresses{link->sandbox_ip, link->host_ip};
 }
@@ -276,8 +276,17 @@ Status RunscDriver::set_bandwidth(const std::string& id, int64_t kbit) {
   return opts_.egress->set_rates(sandbox_dir(id), bits, bits);
 }
 
-bool RunscDriver::has_network(const std::string& id) const {
-  return EgressNetworks::read(sandbox_dir(id)).has_value();
+bool RunscDriver::has_network(const std::string& id) const { return link(id).has_value(); }
+
+std::optional<SandboxLink> RunscDriver::link(const std::string& id) const {
+  std::lock_guard lock(links_mu_);
+  auto it = links_.find(id);
+  if (it != links_.end()) return it->second;
+  auto l = EgressNetworks::read(sandbox_dir(id));
+  // The record is written before the bundle's config.json: without the config the sandbox
+  // may still be on its way, and "no network" is not kept yet.
+  if (l || fs::exists(sandbox_dir(id) + "/bundle/config.json")) links_[id] = l;
+  return l;
 }
 
 std::string RunscDriver::sandbox_dir(const std::string& id) const {
@@ -391,6 +400,10 @@ Status RunscDriver::destroy(const std::string& id) {
   }
   // After the delete: runsc has stopped the sandbox's processes; remove() kills stragglers.
   if (opts_.cgroups) keep(opts_.cgroups->remove(id));
+  {
+    std::lock_guard lock(links_mu_);
+    links_.erase(id);
+  }
   if (!first) return first.error();
   if (!r) return r.error();
   if (!gone) return make_error(Code::kInternal, describe_failure(del, *r));
@@ -407,7 +420,7 @@ Result<CgroupUsage> RunscDriver::usage(const std::string& id) {
   if (!opts_.cgroups) return make_error(Code::kUnavailable, "no cgroups: usage unknown");
   auto u = opts_.cgroups->usage(id);
   if (!u) return u;
-  if (auto link = opts_.egress ? EgressNetworks::read(sandbox_dir(id)) : std::nullopt) {
+  if (auto link = opts_.egress ? this->link(id) : std::nullopt) {
     if (auto bytes = opts_.egress->bytes_in_out(*link)) {
       u->net_in_bytes = static_cast<int64_t>(bytes->first);
       u->net_out_bytes = static_cast<int64_t>(bytes->second);

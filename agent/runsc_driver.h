@@ -5,6 +5,8 @@
 
 #include <chrono>
 #include <nlohmann/json_fwd.hpp>
+#include <map>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -90,9 +92,14 @@ class RunscDriver : public SandboxRuntime {
   // runs gVisor's netstack (--network sandbox), without it none.
   std::vector<std::string> command(std::initializer_list<std::string> args, bool netstack) const;
   bool has_network(const std::string& id) const;
+  // The sandbox's network record (its network.json), read once and kept: usage() asks for
+  // it every second for every active sandbox. nullopt: no network.
+  std::optional<SandboxLink> link(const std::string& id) const;
   std::string sandbox_dir(const std::string& id) const;
 
   RunscOptions opts_;
+  mutable std::mutex links_mu_;
+  mutable std::map<std::string, std::optional<SandboxLink>> links_;
   SandboxDisk disk_;
   RootfsLayout rootfs_;
   std::string support_dir_;

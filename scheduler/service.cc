@@ -59,6 +59,7 @@ struct Scheduler::Forward {
   http::Headers headers;
   std::shared_ptr<http::Responder> res;
   std::string kind;  // metrics label: create, sandbox
+  std::string placed_labels;  // a create's {call, template, language}, for its histogram
   Clock::time_point start = Clock::now();
 };
 
@@ -75,6 +76,9 @@ Scheduler::Scheduler(asio::io_context& ioc, SchedulerOptions opts, Metrics& metr
                     "1 while the node reports within the staleness limit.");
   metrics_.describe("swissbox_scheduler_proxy_seconds", T::kHistogram,
                     "Time to an agent's answer head, per kind of call.");
+  metrics_.describe("swissbox_scheduler_create_seconds", T::kHistogram,
+                    "Placed calls (call: sandbox or execute) from arrival to the agent's answer "
+                    "head, retries included, by template and one-shot language.");
 }
 
 http::ServerOptions Scheduler::server_options() {
@@ -225,8 +229,12 @@ void Scheduler::place_and_forward(http::Request&& req, std::shared_ptr<http::Res
   }
   std::vector<std::string> addresses;
   for (size_t i : picked) addresses.push_back(registry_.nodes()[i].address);
-  try_candidates(forward_of(std::move(req), std::move(res), "create"), std::move(addresses), 0,
-                 "no answer");
+  bool execute = req.target().starts_with("/v1/execute");
+  auto f = forward_of(std::move(req), std::move(res), "create");
+  f->placed_labels = Metrics::labels({{"call", execute ? "execute" : "sandbox"},
+                                      {"template", pr.template_name},
+                                      {"language", pr.language}});
+  try_candidates(std::move(f), std::move(addresses), 0, "no answer");
 }
 
 // Candidate i gets the call; a refusal (or no answer) moves on to i + 1.
@@ -300,6 +308,8 @@ void Scheduler::relay(std::shared_ptr<Forward> f, const std::string& address,
                      std::chrono::duration<double>(Clock::now() - f->start).count());
     if (f->kind == "create") {
       metrics_.add("swissbox_scheduler_placements_total", Metrics::labels({{"result", "placed"}}));
+      metrics_.observe("swissbox_scheduler_create_seconds", f->placed_labels,
+                       std::chrono::duration<double>(Clock::now() - f->start).count());
     }
     std::string length = head.header("Content-Length");
     bool chunked = head.header("Transfer-Encoding").find("chunked") != std::string::npos;

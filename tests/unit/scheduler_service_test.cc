@@ -167,6 +167,10 @@ TEST_F(SchedulerService, MetricsAreValidPrometheusText) {
   EXPECT_NE(r->body.find("swissbox_scheduler_placements_total{result=\"placed\"} 1"), std::string::npos)
       << r->body;
   EXPECT_NE(r->body.find("process_cpu_seconds_total "), std::string::npos);
+  EXPECT_NE(r->body.find("swissbox_scheduler_create_seconds_count{call=\"sandbox\",template=\"default\","
+                         "language=\"\"} 1"),
+            std::string::npos)
+      << r->body;
   auto problems = testing::promtool_problems(r->body);
   if (!problems) GTEST_SKIP() << "promtool is not installed (Debian package prometheus)";
   EXPECT_EQ(*problems, "") << r->body;
