@@ -340,7 +340,8 @@ void SandboxManager::start_one(const std::string& pool,
           done(f.header.value("message", "runner lost"));
           return true;
         }
-        if (warmup.empty()) {
+        // A language pool's worker load warms the loader and libc itself.
+        if (warmup.empty() || !sb->language.empty()) {
           load_worker();
           return true;
         }
