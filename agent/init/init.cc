@@ -129,6 +129,8 @@ struct Command {
   bool exited = false;
   int status = 0;
   rusage usage{};
+  // A worker's CPU time when it got the program: its start-up is not the program's.
+  double cpu_before_ms = 0;
   Clock::time_point start;
   Clock::time_point deadline = Clock::time_point::max();
   Clock::time_point finalize_by = Clock::time_point::max();
@@ -389,6 +391,9 @@ class Runner {
         return report_not_started(id, err, "task limit of the worker");
       }
     }
+    rusage loaded{};
+    read_proc_usage(w.io.pid, &loaded);
+    c.cpu_before_ms = tv_ms(loaded.ru_utime) + tv_ms(loaded.ru_stime);
     c.program = std::move(w.channel);
     c.pending_program = worker_header(*lang, cwd, c.env);
     Command& stored = add_command(std::move(c), w.io, std::move(input));
@@ -543,6 +548,8 @@ class Runner {
     c.status = code << 8;  // as wait() reports exit(code)
     on_leader_exit(c);
   }
+
+  static double tv_ms(const timeval& tv) { return tv.tv_sec * 1000.0 + tv.tv_usec / 1000.0; }
 
   // CPU time and peak memory of a process that is still there, for its exit report.
   static void read_proc_usage(pid_t pid, rusage* ru) {
@@ -751,13 +758,13 @@ class Runner {
     // A session's next program in this language finds a loaded worker.
     if (c.language && c.keep_worker) add_idle_worker(*c.language, c.env);
     auto dur = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - c.start);
-    auto tv_ms = [](const timeval& tv) { return tv.tv_sec * 1000.0 + tv.tv_usec / 1000.0; };
     json ev = {{"ev", "exit"},
                {"id", c.id},
                {"exit_code", WIFEXITED(c.status) ? WEXITSTATUS(c.status) : -1},
                {"signal", WIFSIGNALED(c.status) ? WTERMSIG(c.status) : 0},
                {"duration_ms", dur.count() / 1000.0},
-               {"cpu_ms", tv_ms(c.usage.ru_utime) + tv_ms(c.usage.ru_stime)},
+               {"cpu_ms", std::max(0.0, tv_ms(c.usage.ru_utime) + tv_ms(c.usage.ru_stime) -
+                                            c.cpu_before_ms)},
                {"max_rss_kb", c.usage.ru_maxrss},
                {"timed_out", c.timed_out},
                {"oom_killed", c.oom_killed},
