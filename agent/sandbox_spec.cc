@@ -28,8 +28,6 @@ std::string pool_key(const std::string& template_name, const std::string& networ
   return key;
 }
 
-std::string PoolKey::str() const { return pool_key(template_name, network, language); }
-
 const std::vector<std::string>& worker_languages() {
   static const std::vector<std::string> langs = {"python", "javascript", "typescript"};
   return langs;

@@ -43,7 +43,6 @@ struct PoolKey {
   std::string template_name;
   std::string network = kNetworkNone;
   std::string language;  // "" (no worker), python, javascript or typescript
-  std::string str() const;
 };
 std::string pool_key(const std::string& template_name, const std::string& network,
                      const std::string& language = "");

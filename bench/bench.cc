@@ -25,6 +25,7 @@
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -122,9 +123,14 @@ class Api {
     auto r = client_.request("GET", path, "", headers_);
     return r && r->status == 200 ? r->body : "";
   }
-  bool is_agent() { return !call("GET", "/v1/warmpool", nullptr, 200).is_null(); }
+  // Only an agent serves /v1/warmpool; asked once, the target does not change.
+  bool is_agent() {
+    if (!is_agent_) is_agent_ = !call("GET", "/v1/warmpool", nullptr, 200).is_null();
+    return *is_agent_;
+  }
 
  private:
+  std::optional<bool> is_agent_;
   swissbox::http::Client client_;
   std::vector<std::pair<std::string, std::string>> headers_;
 };

@@ -391,9 +391,7 @@ class Runner {
         return report_not_started(id, err, "task limit of the worker");
       }
     }
-    rusage loaded{};
-    read_proc_usage(w.io.pid, &loaded);
-    c.cpu_before_ms = tv_ms(loaded.ru_utime) + tv_ms(loaded.ru_stime);
+    if (auto loaded = proc_stat(w.io.pid)) c.cpu_before_ms = tv_ms(loaded->utime) + tv_ms(loaded->stime);
     c.program = std::move(w.channel);
     c.pending_program = worker_header(*lang, cwd, c.env);
     Command& stored = add_command(std::move(c), w.io, std::move(input));
@@ -538,7 +536,8 @@ class Runner {
   // answered now; the process's teardown (and anything it left, unless background) goes on
   // without holding up the answer.
   void program_over(Command& c, int code, char* buf) {
-    read_proc_usage(c.pid, &c.usage);
+    if (auto st = proc_stat(c.pid)) c.usage.ru_utime = st->utime, c.usage.ru_stime = st->stime;
+    c.usage.ru_maxrss = proc_rss_kb(c.pid);
     read_output(c, 0, buf);
     read_output(c, 1, buf);
     c.out.reset();
@@ -551,35 +550,47 @@ class Runner {
 
   static double tv_ms(const timeval& tv) { return tv.tv_sec * 1000.0 + tv.tv_usec / 1000.0; }
 
-  // CPU time and peak memory of a process that is still there, for its exit report.
-  static void read_proc_usage(pid_t pid, rusage* ru) {
-    char path[64], buf[4096];
-    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+  // A process's group, session and CPU time from /proc/<pid>/stat.
+  struct ProcStat {
+    pid_t pgrp = 0, sid = 0;
+    timeval utime{}, stime{};
+  };
+  static std::optional<ProcStat> proc_stat(pid_t pid) {
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
     unique_fd fd(open(path, O_RDONLY | O_CLOEXEC));
-    ssize_t n = fd ? read(fd.get(), buf, sizeof buf - 1) : -1;
-    if (n <= 0) return;
+    ssize_t n = fd ? read(fd.get(), buf, sizeof(buf) - 1) : -1;
+    if (n <= 0) return std::nullopt;
     buf[n] = 0;
-    const char* p = strrchr(buf, ')');
-    unsigned long long ut = 0, st = 0;
-    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
-      return;
+    const char* p = strrchr(buf, ')');  // comm may contain spaces
+    ProcStat st;
+    char state;
+    unsigned long long ut = 0, stime = 0;
+    if (!p || sscanf(p + 1, " %c %*d %d %d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &state,
+                     &st.pgrp, &st.sid, &ut, &stime) != 5) {
+      return std::nullopt;
+    }
     long tick = sysconf(_SC_CLK_TCK);
     auto tv = [tick](unsigned long long t) {
       return timeval{static_cast<time_t>(t / tick), static_cast<suseconds_t>(t % tick * 1000000 / tick)};
     };
-    ru->ru_utime = tv(ut);
-    ru->ru_stime = tv(st);
+    st.utime = tv(ut);
+    st.stime = tv(stime);
+    return st;
+  }
+
+  // The peak resident size of a process that is still there (kB), for its exit report;
+  // gVisor shows no VmHWM: the resident size at the end is the closest it tells.
+  static long proc_rss_kb(pid_t pid) {
+    char path[64], buf[4096];
     snprintf(path, sizeof path, "/proc/%d/status", pid);
-    fd.reset(open(path, O_RDONLY | O_CLOEXEC));
-    n = fd ? read(fd.get(), buf, sizeof buf - 1) : -1;
-    if (n <= 0) return;
+    unique_fd fd(open(path, O_RDONLY | O_CLOEXEC));
+    ssize_t n = fd ? read(fd.get(), buf, sizeof buf - 1) : -1;
+    if (n <= 0) return 0;
     buf[n] = 0;
-    // gVisor shows no VmHWM: the resident size at the end is the closest it tells.
-    if (const char* hwm = strstr(buf, "VmHWM:")) {
-      ru->ru_maxrss = strtol(hwm + 6, nullptr, 10);
-    } else if (const char* rss = strstr(buf, "VmRSS:")) {
-      ru->ru_maxrss = strtol(rss + 6, nullptr, 10);
-    }
+    if (const char* hwm = strstr(buf, "VmHWM:")) return strtol(hwm + 6, nullptr, 10);
+    if (const char* rss = strstr(buf, "VmRSS:")) return strtol(rss + 6, nullptr, 10);
+    return 0;
   }
 
   void signal_command(uint64_t id, int sig) {
@@ -664,9 +675,8 @@ class Runner {
       for (pid_t pid : children()) {
         // The spare may not have made its own group yet.
         if (pid == spawner_.spare_pid() || protect.count(pid)) continue;
-        pid_t ppid = 0, pgrp = 0, sid = 0;
-        if (!read_stat(pid, &ppid, &pgrp, &sid)) continue;
-        if (protect.count(pgrp) || protect.count(sid)) continue;
+        auto st = proc_stat(pid);
+        if (!st || protect.count(st->pgrp) || protect.count(st->sid)) continue;
         kill(pid, SIGKILL);
         killed = true;
       }
@@ -690,20 +700,6 @@ class Runner {
     return out;
   }
 
-  static bool read_stat(pid_t pid, pid_t* ppid, pid_t* pgrp, pid_t* sid) {
-    char path[64], buf[512];
-    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-    unique_fd fd(open(path, O_RDONLY | O_CLOEXEC));
-    if (!fd) return false;
-    ssize_t n = read(fd.get(), buf, sizeof(buf) - 1);
-    if (n <= 0) return false;
-    buf[n] = 0;
-    const char* p = strrchr(buf, ')');  // comm may contain spaces
-    if (!p) return false;
-    char state;
-    return sscanf(p + 1, " %c %d %d %d", &state, ppid, pgrp, sid) == 4;
-  }
-
   void reap_strays() {
     for (;;) {
       int status;
@@ -724,8 +720,8 @@ class Runner {
     if (!guarding()) return;
     pid_t victim = guard_.check(now, {getpid(), spawner_.spare_pid()});
     if (victim <= 0) return;
-    pid_t ppid = 0, pgrp = 0, sid = 0;
-    read_stat(victim, &ppid, &pgrp, &sid);
+    auto st = proc_stat(victim);
+    pid_t pgrp = st ? st->pgrp : 0, sid = st ? st->sid : 0;
     kill(victim, SIGKILL);
     for (auto& [id, c] : commands_) {
       if (c.pid != pgrp && c.pid != sid) continue;

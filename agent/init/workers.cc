@@ -150,10 +150,6 @@ std::vector<std::string> start_up_variables(const std::vector<std::string>& env)
   return out;
 }
 
-}  // namespace
-
-namespace {
-
 struct LanguageInfo {
   Language language;
   const char* name;
@@ -214,7 +210,6 @@ int start_worker(Spawner& spawner, Language lang, std::vector<std::string> env,
   Worker w;
   if (int err = spawner.launch(req, &w.io)) return err;
   fcntl(mine.get(), F_SETFL, fcntl(mine.get(), F_GETFL) | O_NONBLOCK);
-  w.language = lang;
   w.channel = std::move(mine);
   w.env = std::move(env);
   *out = std::move(w);

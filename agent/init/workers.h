@@ -11,7 +11,8 @@
 //
 // Worker protocol on fd 3: the worker writes "R" once its runtime is loaded; the runner
 // writes one JSON line {"file","cwd","env"} and the program's bytes, then shuts down its
-// side (EOF ends the program).
+// side (EOF ends the program). A Node worker writes "X<exit code>\n" when the program is
+// over (its output written): the runner answers then, not after the process's teardown.
 #pragma once
 
 #include <optional>
@@ -47,7 +48,6 @@ std::string worker_header(Language lang, const std::string& cwd,
                           const std::vector<std::string>& env);
 
 struct Worker {
-  Language language = Language::kPython;
   Launched io;
   unique_fd channel;  // the runner's end of the worker's fd 3, non-blocking
   std::vector<std::string> env;

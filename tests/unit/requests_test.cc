@@ -66,7 +66,7 @@ TEST(CreateRequest, EgressTakesAnAllowlistAndABandwidth) {
   EXPECT_EQ(ts->template_name, "default");
   EXPECT_EQ(ts->network, "egress");
   EXPECT_EQ(ts->language, "typescript");
-  EXPECT_EQ(ts->str(), "default:egress+typescript");
+  EXPECT_EQ(pool_key(ts->template_name, ts->network, ts->language), "default:egress+typescript");
   EXPECT_EQ(parse_pool_key("lightweight+python")->network, "none");
   EXPECT_FALSE(parse_pool_key("default+bash").has_value());
   EXPECT_FALSE(parse_pool_key("default+").has_value());
