@@ -215,6 +215,7 @@ void AgentApi::route(Call& c) {
         {{"ready", warm}, {"reason", warm ? "pools warm" : "warm pools are filling"}});
   }
   if (p == "/metrics") {
+    mgr_.update_gauges();
     return c.res->send(200, metrics_.render() + render_process_metrics(), "text/plain; version=0.0.4");
   }
   if (p == "/v1/node") return node_info(c);

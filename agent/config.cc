@@ -138,6 +138,13 @@ Status apply(AgentConfig& c, std::string key, const std::string& value) {
                  : key == "max-sandboxes" ? c.max_sandboxes
                                           : c.refill_concurrency;
     field = static_cast<int>(n);
+  } else if (key == "exec-slots" || key == "exec-slot-hold-ms") {
+    char* end = nullptr;
+    long n = strtol(value.c_str(), &end, 10);
+    bool slots = key == "exec-slots";
+    if (*end != '\0' || n < (slots ? 0 : 1) || n > (slots ? 10000 : 60000))
+      return invalid("--" + key + (slots ? " must be 0..10000" : " must be 1..60000"));
+    (slots ? c.exec_slots : c.exec_slot_hold_ms) = static_cast<int>(n);
   } else {
     return invalid("unknown option --" + key);
   }

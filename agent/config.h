@@ -30,6 +30,10 @@ struct AgentConfig {
   int max_sandboxes = 32;
   // Sandboxes started at once to refill the pools (runsc create + start is mostly CPU).
   int refill_concurrency = 4;
+  // Commands that start at once on the node, the rest queue (exec_gate.h); -1: two per
+  // CPU, 0: no limit.
+  int exec_slots = -1;
+  int exec_slot_hold_ms = 50;
   int gc_interval_s = 60;  // garbage collection of unexplained runtime sandboxes
   bool harden = true;      // drop capabilities and install the seccomp filter at start
   // On SIGTERM, leave active sandboxes running for the next agent (a DaemonSet update)

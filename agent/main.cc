@@ -141,6 +141,9 @@ int main(int argc, char** argv) {
   mo.pool_targets = cfg->pool;
   mo.max_sandboxes = cfg->max_sandboxes;
   mo.refill_concurrency = cfg->refill_concurrency;
+  mo.exec_slots = cfg->exec_slots >= 0 ? cfg->exec_slots
+                                        : 2 * static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  mo.exec_slot_hold = std::chrono::milliseconds(cfg->exec_slot_hold_ms);
   mo.gc_interval = std::chrono::seconds(cfg->gc_interval_s);
   mo.records_dir = cfg->state_dir + "/records";
   SandboxManager manager(ioc, workers, **driver, mo, metrics);

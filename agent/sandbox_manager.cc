@@ -87,7 +87,8 @@ SandboxManager::SandboxManager(asio::io_context& ioc, asio::thread_pool& workers
       opts_(std::move(opts)),
       metrics_(metrics),
       tick_timer_(ioc),
-      refill_timer_(ioc) {
+      refill_timer_(ioc),
+      exec_gate_(ioc, opts_.exec_slots, opts_.exec_slot_hold) {
   if (!opts_.records_dir.empty()) records_ = std::make_unique<RecordStore>(opts_.records_dir);
   using T = Metrics::Type;
   metrics_.describe("swissbox_sandboxes", T::kGauge, "Sandboxes on this node by state.");
@@ -106,6 +107,11 @@ SandboxManager::SandboxManager(asio::io_context& ioc, asio::thread_pool& workers
   metrics_.describe("swissbox_cold_starts_total", T::kCounter,
                     "Creates that found their pool empty and started a sandbox, by pool.");
   metrics_.describe("swissbox_pool_active", T::kGauge, "Claimed sandboxes that came from each pool.");
+  metrics_.describe("swissbox_exec_queue_seconds", T::kHistogram,
+                    "Time a command waited for one of the node's exec slots.");
+  metrics_.describe("swissbox_exec_slots", T::kGauge, "Commands that may start at once (0: no limit).");
+  metrics_.describe("swissbox_exec_slots_in_use", T::kGauge, "Exec slots held by starting commands.");
+  metrics_.describe("swissbox_exec_queued", T::kGauge, "Commands waiting for an exec slot.");
   metrics_.describe("swissbox_sandbox_failures_total", T::kCounter,
                     "Sandboxes lost while warm or active, by state.");
   metrics_.describe("swissbox_sandbox_limit_failures_total", T::kCounter,
@@ -847,6 +853,9 @@ void SandboxManager::update_gauges() {
     metrics_.set("swissbox_pool_starting", l, p.starting);
     metrics_.set("swissbox_pool_active", l, p.active);
   }
+  metrics_.set("swissbox_exec_slots", {}, opts_.exec_slots);
+  metrics_.set("swissbox_exec_slots_in_use", {}, exec_gate_.in_use());
+  metrics_.set("swissbox_exec_queued", {}, exec_gate_.queued());
 }
 
 }  // namespace swissbox

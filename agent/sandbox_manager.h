@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "agent/exec_gate.h"
 #include "agent/runner_channel.h"
 #include "agent/runtime.h"
 #include "agent/sandbox_spec.h"
@@ -72,6 +73,9 @@ struct ManagerOptions {
   std::map<std::string, int> pool_targets = {{"default", 2}};
   int max_sandboxes = 32;
   int refill_concurrency = 4;
+  // Commands that start at once; the rest queue (ExecGate). 0: no gate.
+  int exec_slots = 0;
+  std::chrono::milliseconds exec_slot_hold{50};
   std::chrono::milliseconds ready_timeout{15000};
   std::chrono::seconds health_interval{10};
   std::chrono::seconds failed_retention{600};
@@ -144,6 +148,8 @@ class SandboxManager {
   SandboxRuntime& runtime() { return runtime_; }
   boost::asio::io_context& io() { return ioc_; }
   const ManagerOptions& options() const { return opts_; }
+  ExecGate& exec_gate() { return exec_gate_; }
+  Metrics& metrics() { return metrics_; }
   // Reads the sandbox's host usage now (cgroup files: cheap) into sb.usage.
   void sample_usage(Sandbox& sb);
   // Tells the egress proxy what an active sandbox with network may reach, and its commands
@@ -151,6 +157,8 @@ class SandboxManager {
   void allow_egress(Sandbox& sb);
   // The sandbox is gone or failed: the proxy refuses its address from now on.
   void forget_egress(const Sandbox& sb);
+  // Brings the gauges (sandboxes by state, pools, exec slots) up to date, e.g. for a scrape.
+  void update_gauges();
   // Marks a request in flight on the sandbox (no expiry meanwhile) and refreshes last_used.
   void touch(Sandbox& sb, int delta);
 
@@ -171,7 +179,6 @@ class SandboxManager {
   void health_check();
   void collect_garbage();
   void ping(const SandboxPtr& sb);
-  void update_gauges();
 
   boost::asio::io_context& ioc_;
   boost::asio::thread_pool& workers_;
@@ -201,6 +208,7 @@ class SandboxManager {
   std::chrono::steady_clock::time_point next_gc_;
   bool gc_running_ = false;
   std::set<std::string> starting_ids_;  // made by start_one, not yet ready or failed
+  ExecGate exec_gate_;
 };
 
 }  // namespace swissbox

@@ -198,8 +198,30 @@ std::function<void(T)> settle_once(SandboxManager& mgr, const std::shared_ptr<Sa
   return finish;
 }
 
+void send_command(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, ExecRequest req,
+                  OutputFn on_output, ExecDoneFn done, std::shared_ptr<ExecHandle> handle);
+
+// The command goes to the runner once the node's exec gate lets it start.
 void start_command(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, ExecRequest req,
                    OutputFn on_output, ExecDoneFn done, std::shared_ptr<ExecHandle> handle) {
+  auto queued_at = std::chrono::steady_clock::now();
+  mgr.exec_gate().enter([&mgr, sb = std::move(sb), req = std::move(req), on_output,
+                         done = std::move(done), handle, queued_at](ExecGate::TicketPtr ticket) mutable {
+    if (ticket) {
+      mgr.metrics().observe("swissbox_exec_queue_seconds", {},
+                            std::chrono::duration<double>(std::chrono::steady_clock::now() - queued_at).count());
+    }
+    send_command(mgr, std::move(sb), std::move(req), std::move(on_output),
+                 [done = std::move(done), ticket](Result<ExecOutcome> r) {
+                   if (ticket) ticket->release();
+                   done(std::move(r));
+                 },
+                 std::move(handle));
+  });
+}
+
+void send_command(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, ExecRequest req,
+                  OutputFn on_output, ExecDoneFn done, std::shared_ptr<ExecHandle> handle) {
   if (handle->cancelled) {
     return done(make_error(Code::kInvalidArgument, "exec cancelled by the client"));
   }
