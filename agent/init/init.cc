@@ -148,7 +148,7 @@ class Runner {
     // Orphans of our commands come to us even when we are not PID 1 (tests on the host).
     prctl(PR_SET_CHILD_SUBREAPER, 1);
     set_nonblock(STDIN_FILENO);
-    if (getpid() == 1) listen_bridge();
+    if (self_ == 1) listen_bridge();
   }
 
   int run() {
@@ -305,7 +305,10 @@ class Runner {
     c.background = h.value("background", false);
     c.start = Clock::now();
     // The guard reads gVisor's /proc/meminfo; on a host (tests) it would count the machine.
-    if (getpid() == 1) guard_.set_limit(h.value("memory_limit", int64_t{0}));
+    if (self_ == 1) guard_.set_limit(h.value("memory_limit", int64_t{0}));
+    // An idle sandbox (the runner, idle workers) is far below its limit: the first reading
+    // can wait for the guard's interval, so a short command costs no read of /proc/meminfo.
+    if (!guarding()) guard_.defer(c.start);
     int64_t timeout_ms = h.value("timeout_ms", int64_t{0});
     if (timeout_ms > 0) c.deadline = c.start + std::chrono::milliseconds(timeout_ms);
     c.in_eof = h.value("stdin_eof", true);
@@ -621,8 +624,9 @@ class Runner {
   }
 
   void reap() {
-    signalfd_siginfo si;
-    while (read(sigchld_.get(), &si, sizeof(si)) > 0) {
+    // Only empties the signalfd: wait4 below finds every child that ended.
+    signalfd_siginfo si[16];
+    while (read(sigchld_.get(), si, sizeof(si)) == static_cast<ssize_t>(sizeof(si))) {
     }
     for (;;) {
       int status = 0;
@@ -688,15 +692,25 @@ class Runner {
   }
 
   // The runner's own children: one read instead of a stat of every process in /proc.
-  static std::vector<pid_t> children() {
+  std::vector<pid_t> children() const {
     char path[64];
-    snprintf(path, sizeof(path), "/proc/self/task/%d/children", static_cast<int>(gettid()));
+    snprintf(path, sizeof(path), "/proc/self/task/%d/children", static_cast<int>(self_tid_));
     std::vector<pid_t> out;
-    FILE* f = fopen(path, "re");
-    if (!f) return out;
-    int pid;
-    while (fscanf(f, "%d", &pid) == 1) out.push_back(pid);
-    fclose(f);
+    unique_fd fd(open(path, O_RDONLY | O_CLOEXEC));
+    if (!fd) return out;
+    std::string text;
+    char buf[4096];
+    for (ssize_t n; (n = read(fd.get(), buf, sizeof(buf))) > 0;) {
+      text.append(buf, n);
+      if (n < static_cast<ssize_t>(sizeof(buf))) break;  // a short read is the whole file
+    }
+    for (const char* p = text.c_str(); *p;) {
+      char* end;
+      long pid = strtol(p, &end, 10);
+      if (end == p) break;
+      out.push_back(static_cast<pid_t>(pid));
+      p = end;
+    }
     return out;
   }
 
@@ -718,7 +732,8 @@ class Runner {
   // command it belongs to (by process group or session) is reported as OOM-killed.
   void guard_memory(Clock::time_point now) {
     if (!guarding()) return;
-    pid_t victim = guard_.check(now, {getpid(), spawner_.spare_pid()});
+    if (now < guard_.next_check()) return;
+    pid_t victim = guard_.check(now, {self_, spawner_.spare_pid()});
     if (victim <= 0) return;
     auto st = proc_stat(victim);
     pid_t pgrp = st ? st->pgrp : 0, sid = st ? st->sid : 0;
@@ -921,6 +936,9 @@ class Runner {
   }
 
   unique_fd sigchld_;
+  // The runner's pid and (single) thread id, asked once.
+  const pid_t self_ = getpid();
+  const pid_t self_tid_ = gettid();
   swissbox::init::Spawner spawner_;
   swissbox::init::MemoryGuard guard_;
   bool control_eof_ = false;

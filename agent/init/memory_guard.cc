@@ -92,6 +92,8 @@ MemoryGuard::Clock::time_point MemoryGuard::next_check() const {
   return limit_ > 0 ? next_ : Clock::time_point::max();
 }
 
+void MemoryGuard::defer(Clock::time_point now) { next_ = std::max(next_, now + kRelaxedInterval); }
+
 pid_t MemoryGuard::check(Clock::time_point now, const std::vector<pid_t>& skip) {
   if (limit_ <= 0 || now < next_) return 0;
   char buf[4096];

@@ -39,6 +39,8 @@ class MemoryGuard {
   int64_t limit() const { return limit_; }
   // When the next check is due (time_point::max() when off).
   Clock::time_point next_check() const;
+  // No check before now + the relaxed interval (guarding starts again after a pause).
+  void defer(Clock::time_point now);
   // Reads the sandbox's use if a check is due; returns the process to kill (0: none).
   pid_t check(Clock::time_point now, const std::vector<pid_t>& skip);
   int64_t last_used() const { return used_; }

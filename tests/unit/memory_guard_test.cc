@@ -32,5 +32,19 @@ TEST(MemoryGuard, OffWithoutALimit) {
   EXPECT_EQ(g.check(MemoryGuard::Clock::now(), {}), 0);
 }
 
+TEST(MemoryGuard, ADeferredGuardReadsNothingUntilItsInterval) {
+  using namespace std::chrono_literals;
+  MemoryGuard g;
+  g.set_limit(1);  // any reading would be over it
+  auto now = MemoryGuard::Clock::now();
+  EXPECT_LE(g.next_check(), now);  // due at once
+  g.defer(now);
+  EXPECT_GE(g.next_check(), now + 20ms);
+  EXPECT_EQ(g.check(now + 1ms, {}), 0);
+  EXPECT_EQ(g.last_used(), 0);  // nothing read
+  g.defer(now - 1s);  // never earlier than already due
+  EXPECT_GE(g.next_check(), now + 20ms);
+}
+
 }  // namespace
 }  // namespace swissbox::init
