@@ -319,11 +319,13 @@ class Session : public std::enable_shared_from_this<Session> {
     std::array<asio::const_buffer, 2> bufs{asio::buffer(o.head), asio::buffer(o.body)};
     // A slow reader gets the read timeout for every write as well.
     stream_.expires_after(server_.options().read_timeout);
+    writing_ = true;
     asio::async_write(stream_, bufs, [self = shared_from_this()](beast::error_code ec, size_t) {
-      if (ec) return self->close();
+      self->writing_ = false;
       Out done = std::move(self->queue_.front());
       self->queue_.pop_front();
       if (done.written) done.written();
+      if (ec || self->closed_) return self->close();
       if (done.last) {
         self->on_gone_ = nullptr;  // answered in full: nothing to cancel any more
         self->stream_.expires_never();
@@ -339,8 +341,10 @@ class Session : public std::enable_shared_from_this<Session> {
   void close() {
     if (closed_) return;
     closed_ = true;
-    auto queued = std::move(queue_);
-    queue_.clear();
+    // A piece being written stays queued until its write completes: asio reads from it.
+    auto first = queue_.begin() + (writing_ ? 1 : 0);
+    std::deque<Out> queued(std::make_move_iterator(first), std::make_move_iterator(queue_.end()));
+    queue_.erase(first, queue_.end());
     for (auto& o : queued) {
       if (o.written) o.written();
     }
@@ -365,6 +369,7 @@ class Session : public std::enable_shared_from_this<Session> {
   bool first_request_ = true;
   bool busy_ = false;
   bool closed_ = false;
+  bool writing_ = false;  // an async_write of queue_.front() is in flight
 };
 
 // ---- Responder -------------------------------------------------------------------------
