@@ -8,6 +8,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <chrono>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -167,6 +168,7 @@ class SandboxManager {
   int total_sandboxes() const;
   void refill();
   void refill_later();
+  void release_stranded_waiters();
   // Starts one sandbox of the template; ready(sandbox) runs once its runner answers.
   void start_one(const std::string& template_name, std::function<void(Result<SandboxPtr>)> ready);
   void on_lost(const std::string& id, const std::string& reason);
@@ -208,6 +210,9 @@ class SandboxManager {
   std::chrono::steady_clock::time_point next_gc_;
   bool gc_running_ = false;
   std::set<std::string> starting_ids_;  // made by start_one, not yet ready or failed
+  // Per pool: refill starts under way, and the creates waiting for them (at most one each).
+  std::map<std::string, int> refilling_;
+  std::map<std::string, std::deque<std::function<void(Result<SandboxPtr>)>>> waiters_;
   ExecGate exec_gate_;
 };
 

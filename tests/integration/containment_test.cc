@@ -195,7 +195,7 @@ TEST_F(Containment, NohupDaemonsDieWithTheirCommandAndWithDelete) {
 
 // Sends raw bytes and returns the status line the agent answers with ("" when none).
 std::string raw_status(int port, const std::string& bytes) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_port = htons(port);
@@ -264,7 +264,7 @@ TEST_F(Containment, HostileRequestsGet4xxAndTheAgentKeepsServing) {
   EXPECT_EQ(raw_status(port_, "GET /v1/node HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(64 << 10, 'a') + "\r\n\r\n"),
             "HTTP/1.1 413 Payload Too Large");
   // A client that never finishes its request holds no one up.
-  int slow = socket(AF_INET, SOCK_STREAM, 0);
+  int slow = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_port = htons(port_);

@@ -34,6 +34,8 @@ class HostRuntime : public SandboxRuntime {
 
   Result<RunnerPipes> start(const SandboxSpec& spec) override {
     starts++;
+    // A start as slow as a real one, so that a test can act while it is under way.
+    if (int ms = start_delay_ms; ms > 0) usleep(ms * 1000);
     if (fail_next > 0) {
       fail_next--;
       return make_error(Code::kUnavailable, "injected start failure");
@@ -146,7 +148,7 @@ class HostRuntime : public SandboxRuntime {
   std::string version() const override { return "test"; }
   std::string platform() const override { return "none"; }
 
-  std::atomic<int> starts{0}, destroys{0}, fail_next{0};
+  std::atomic<int> starts{0}, destroys{0}, fail_next{0}, start_delay_ms{0};
 
  private:
   std::string init_, root_;

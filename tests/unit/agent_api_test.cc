@@ -137,6 +137,35 @@ TEST_F(AgentApiTest, EmptyPoolFallsBackToColdStart) {
             1);
 }
 
+// The claim's replacement starts refill_delay (100 ms) after it; 150 ms later it is under way.
+TEST_F(AgentApiTest, ACreateOnAnEmptyRefillingPoolTakesTheSandboxAlreadyStarting) {
+  runtime_->start_delay_ms = 400;
+  Start({{"default", 1}});
+  ASSERT_TRUE(wait_until([&] { return Ready() == 1; }));
+  ASSERT_EQ(Call("POST", "/v1/sandboxes", "{}").first, 201u);
+  std::this_thread::sleep_for(150ms);
+  auto [status, body] = Call("POST", "/v1/sandboxes", "{}");
+  ASSERT_EQ(status, 201u) << body;
+  EXPECT_EQ(body["warm"], true);
+  EXPECT_EQ(metrics_.get("swissbox_claim_waits_total", Metrics::labels({{"pool", "default"}})), 1);
+  EXPECT_EQ(metrics_.get("swissbox_cold_starts_total", Metrics::labels({{"pool", "default"}})), 0);
+  EXPECT_TRUE(wait_until([&] { return Ready() == 1; }));  // and the pool refills behind it
+}
+
+TEST_F(AgentApiTest, ACreateWaitingForAStartThatFailsStartsItsOwn) {
+  runtime_->start_delay_ms = 400;
+  Start({{"default", 1}});
+  ASSERT_TRUE(wait_until([&] { return Ready() == 1; }));
+  ASSERT_EQ(Call("POST", "/v1/sandboxes", "{}").first, 201u);
+  std::this_thread::sleep_for(150ms);
+  runtime_->fail_next = 1;  // the replacement under way fails
+  auto [status, body] = Call("POST", "/v1/sandboxes", "{}");
+  ASSERT_EQ(status, 201u) << body;
+  EXPECT_EQ(body["warm"], false);
+  EXPECT_EQ(metrics_.get("swissbox_claim_waits_total", Metrics::labels({{"pool", "default"}})), 1);
+  EXPECT_EQ(metrics_.get("swissbox_cold_starts_total", Metrics::labels({{"pool", "default"}})), 1);
+}
+
 TEST_F(AgentApiTest, ExecKeepsSessionStateAndAppliesCwdEnv) {
   Start({{"default", 1}});
   auto [s, sb] = Call("POST", "/v1/sandboxes", R"({"env":{"GREETING":"hello"}})");
@@ -449,7 +478,9 @@ TEST_F(AgentApiTest, LeavingAnSseStreamKillsTheCommand) {
   Start({{"default", 1}});
   std::string id = Call("POST", "/v1/sandboxes", "{}").second["id"];
   std::string body = R"({"command":"echo started; exec sleep 31.5"})";
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  // Close-on-exec: a runner the host runtime starts meanwhile (the pool's refill) must not
+  // inherit the client's end, or closing it here would not end the connection.
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_port = htons(server_->tcp_port());

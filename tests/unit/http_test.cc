@@ -66,7 +66,7 @@ class HttpTest : public ::testing::Test {
   std::string tcp() const { return "127.0.0.1:" + std::to_string(server_->tcp_port()); }
   // A plain TCP connection, for bytes no HTTP client would send.
   int ConnectRaw() const {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     sockaddr_in a{};
     a.sin_family = AF_INET;
     a.sin_port = htons(server_->tcp_port());
