@@ -8,10 +8,12 @@
 //   exec         exec `echo hi` on one existing sandbox
 //   oneshot      POST /v1/execute for each --lang (python, bash, javascript, typescript)
 //   concurrency  --concurrency levels (1,2,4,8,16,32): each client execs on its own sandbox
-//   refill       empties a pool, raises its target, times until all are ready
+//   refill       empties a pool, raises its target to --pool-size, times until all are
+//                ready: the plain pool and each --lang pool the agent has (agent only)
 //   memory       PSS/RSS of idle warm sandboxes per pool and of active ones (agent only)
-//   sustained    one-shots (--lang's first) at --rate per second on a pool of --pool-size,
-//                counting cold-start fallbacks (agent only)
+//   sustained    one-shots (--lang's first) at --rate per second (default: the refill rate
+//                of that language's pool, measured) on a pool of --pool-size, counting
+//                cold-start fallbacks (agent only)
 // Prints Markdown tables (p50/p90/p99/max, ratios to the baselines); --json, --svg and
 // --markdown write them to files. --target is an agent or a scheduler.
 #include <fcntl.h>
@@ -57,7 +59,7 @@ struct Options {
   std::string network = "none";  // warm/exec sandboxes: "none" or "egress"
   int iterations = 30;
   double duration_s = 0;  // > 0: run each scenario this long instead of N iterations
-  double rate = 8;        // sustained: one-shots per second
+  double rate = 0;        // sustained: one-shots per second (0: the pool's refill rate)
   int pool_size = 10;     // sustained and refill: the pool's target
   std::string pool() const { return network == "none" ? "default" : "default:" + network; }
   json create_body() const { return network == "none" ? json::object() : json{{"network", network}}; }
@@ -418,29 +420,42 @@ bool set_target(Api& api, const std::string& pool, int target) {
 }
 
 // Empties the pool, then times how long the agent takes to make --pool-size sandboxes ready.
-double bench_refill(const Options& o) {
+double bench_refill(const Options& o, const std::string& pool) {
   Api api(o);
   if (!api.is_agent()) die("refill needs an agent as --target");
   json before = api.call("GET", "/v1/warmpool", nullptr, 200);
-  int old_target = before["templates"][o.pool()].value("target", 0);
-  if (!set_target(api, o.pool(), 0)) die("cannot set the pool target of " + o.pool());
+  int old_target = before["templates"].contains(pool) ? before["templates"][pool].value("target", 0) : 0;
+  if (!set_target(api, pool, 0)) die("cannot set the pool target of " + pool);
   for (int w = 0; w < 600; ++w) {
     json n = api.call("GET", "/v1/node", nullptr, 200);
-    if (pool_ready(api, o.pool()) == 0 && n.value("deleting", 1) == 0) break;
+    if (pool_ready(api, pool) == 0 && n.value("deleting", 1) == 0) break;
     usleep(50000);
   }
   auto t0 = Clock::now();
-  set_target(api, o.pool(), o.pool_size);
-  Loop loop(o, "refill", o.pool_size);
+  set_target(api, pool, o.pool_size);
+  Loop loop(o, "refill " + pool, o.pool_size);
   int ready = 0;
   while (ready < o.pool_size && since_ms(t0) < 120000) {
     usleep(10000);
-    ready = pool_ready(api, o.pool());
+    ready = pool_ready(api, pool);
   }
   double s = since_ms(t0) / 1000;
-  set_target(api, o.pool(), old_target);
+  set_target(api, pool, old_target);
   if (ready < o.pool_size) die(fmt::format("refill: only {} of {} ready after 120 s", ready, o.pool_size));
   return o.pool_size / s;
+}
+
+// The plain pool, and the pool of each --lang that has language workers.
+std::map<std::string, double> bench_refills(const Options& o) {
+  Api api(o);
+  std::map<std::string, double> out;
+  out[o.pool()] = bench_refill(o, o.pool());
+  json p = api.call("GET", "/v1/warmpool", nullptr, 200);
+  for (const auto& lang : o.langs) {
+    std::string pool = "default+" + lang;
+    if (!p.is_null() && p["templates"].contains(pool)) out[pool] = bench_refill(o, pool);
+  }
+  return out;
 }
 
 std::vector<swissbox::bench::MemoryRow> bench_memory(const Options& o) {
@@ -491,7 +506,7 @@ double cold_starts(Api& api) {
 }
 
 // Open loop: a one-shot every 1/rate seconds, whatever the earlier ones are doing.
-std::pair<Stats, int> bench_sustained(const Options& o) {
+std::pair<Stats, int> bench_sustained(const Options& o, double rate) {
   Api api(o);
   if (!api.is_agent()) die("sustained needs an agent as --target");
   const std::string& lang = o.langs.front();
@@ -505,7 +520,7 @@ std::pair<Stats, int> bench_sustained(const Options& o) {
   Stats s;
   std::mutex mu;
   std::vector<std::thread> threads;
-  auto period = std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(1 / o.rate));
+  auto period = std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(1 / rate));
   auto t0 = Clock::now();
   Loop loop(o, "sustained-" + lang);
   for (int i = 0; loop.next(); ++i) {
@@ -627,12 +642,22 @@ int main(int argc, char** argv) {
     } else if (sc == "concurrency") {
       report.concurrency = bench_concurrency(o);
     } else if (sc == "refill") {
-      report.refill_per_s = bench_refill(o);
+      report.refill_per_s = bench_refills(o);
       report.refill_count = o.pool_size;
     } else if (sc == "memory") {
       report.memory = bench_memory(o);
     } else if (sc == "sustained") {
-      auto [s, fallbacks] = bench_sustained(o);
+      // Without --rate: one-shots as fast as the pool refills (measured now, or by the
+      // refill scenario of this run).
+      std::string pool = "default+" + o.langs.front();
+      double rate = o.rate;
+      if (rate <= 0) {
+        if (!report.refill_per_s.count(pool)) report.refill_per_s[pool] = bench_refill(o, pool);
+        report.refill_count = o.pool_size;
+        rate = report.refill_per_s[pool];
+      }
+      report.sustained_rate = rate;
+      auto [s, fallbacks] = bench_sustained(o, rate);
       report.latency["sustained-" + o.langs.front()] = std::move(s);
       report.cold_fallbacks = fallbacks;
     } else {

@@ -54,10 +54,9 @@ std::string Report::markdown() const {
                          p.stats.pct(100), p.stats.errors);
     }
   }
-  if (refill_per_s) {
-    out += fmt::format("\nrefill: {} sandboxes ready in {:.2f} s = {:.1f} sandboxes/s\n",
-                       refill_count.value_or(0), refill_count.value_or(0) / *refill_per_s,
-                       *refill_per_s);
+  for (const auto& [pool, per_s] : refill_per_s) {
+    out += fmt::format("\nrefill {}: {} sandboxes ready in {:.2f} s = {:.1f} sandboxes/s\n", pool,
+                       refill_count.value_or(0), refill_count.value_or(0) / per_s, per_s);
   }
   if (!memory.empty()) {
     out += "\n| sandbox | PSS MB | RSS MB |\n|---|---|---|\n";
@@ -65,7 +64,10 @@ std::string Report::markdown() const {
       out += fmt::format("| {} | {:.1f} | {:.1f} |\n", m.what, m.pss_mb, m.rss_mb);
     }
   }
-  if (cold_fallbacks) out += fmt::format("\nsustained: {} cold-start fallbacks\n", *cold_fallbacks);
+  if (cold_fallbacks) {
+    out += fmt::format("\nsustained at {:.1f} one-shots/s: {} cold-start fallbacks\n",
+                       sustained_rate.value_or(0), *cold_fallbacks);
+  }
   return out;
 }
 
@@ -83,7 +85,10 @@ json Report::to_json() const {
     point["per_s"] = p.stats.throughput();
     j["concurrency"].push_back(point);
   }
-  if (refill_per_s) j["refill"] = {{"sandboxes", *refill_count}, {"per_s", *refill_per_s}};
+  for (const auto& [pool, per_s] : refill_per_s) {
+    j["refill"][pool] = {{"sandboxes", refill_count.value_or(0)}, {"per_s", per_s}};
+  }
+  if (sustained_rate) j["sustained_rate"] = *sustained_rate;
   for (const auto& m : memory) {
     j["memory"].push_back({{"sandbox", m.what}, {"pss_mb", m.pss_mb}, {"rss_mb", m.rss_mb}});
   }

@@ -34,8 +34,10 @@ struct Report {
   std::map<std::string, Stats> latency;             // scenario → samples
   std::map<std::string, std::string> baseline_of;   // scenario → the scenario it is compared to
   std::vector<ConcurrencyPoint> concurrency;
-  std::optional<double> refill_per_s;
+  // Pool → sandboxes made ready per second, refilling refill_count from empty.
+  std::map<std::string, double> refill_per_s;
   std::optional<int> refill_count;
+  std::optional<double> sustained_rate;  // one-shots per second offered
   std::vector<MemoryRow> memory;
   std::optional<int> cold_fallbacks;  // during the sustained scenario
   std::string target, platform;
