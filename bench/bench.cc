@@ -75,22 +75,29 @@ double since_ms(Clock::time_point t0) {
 }
 
 // N iterations or a duration; shows progress on stderr (a rewritten line on a terminal,
-// a line every 5 s otherwise).
+// a line every 5 s otherwise) unless quiet (the other clients of a concurrent run).
 class Loop {
  public:
-  Loop(const Options& o, std::string name, int iterations = -1)
-      : name_(std::move(name)), n_(iterations >= 0 ? iterations : o.iterations),
+  Loop(const Options& o, std::string name, int iterations = -1, bool quiet = false)
+      : name_(std::move(name)), n_(iterations >= 0 ? iterations : o.iterations), quiet_(quiet),
         end_(o.duration_s > 0 && iterations < 0
                  ? Clock::now() + std::chrono::duration_cast<Clock::duration>(
                                       std::chrono::duration<double>(o.duration_s))
                  : Clock::time_point::max()),
         tty_(isatty(STDERR_FILENO)) {}
   ~Loop() {
-    if (tty_) fprintf(stderr, "\r%-24s %d done\n", name_.c_str(), i_);
+    if (tty_ && !quiet_) fprintf(stderr, "\r%-24s %d done\n", name_.c_str(), i_);
   }
   bool next() {
     bool more = end_ != Clock::time_point::max() ? Clock::now() < end_ : i_ < n_;
     if (!more) return false;
+    if (!quiet_) show_progress();
+    ++i_;
+    return true;
+  }
+
+ private:
+  void show_progress() {
     if (tty_) {
       fprintf(stderr, "\r%-24s %d/%s", name_.c_str(), i_,
               end_ != Clock::time_point::max() ? "…" : std::to_string(n_).c_str());
@@ -98,13 +105,12 @@ class Loop {
       fprintf(stderr, "swissbox-bench: %s %d done\n", name_.c_str(), i_);
       next_line_ = Clock::now() + std::chrono::seconds(5);
     }
-    ++i_;
-    return true;
   }
 
- private:
   std::string name_;
-  int n_, i_ = 0;
+  int n_;
+  bool quiet_;
+  int i_ = 0;
   Clock::time_point end_, next_line_ = Clock::now() + std::chrono::seconds(5);
   bool tty_;
 };
@@ -385,10 +391,10 @@ std::vector<swissbox::bench::ConcurrencyPoint> bench_concurrency(const Options& 
     auto t0 = Clock::now();
     std::vector<std::thread> threads;
     for (const auto& id : ids) {
-      threads.emplace_back([&, id] {
+      threads.emplace_back([&, id, first = threads.empty()] {
         Api mine(o);
         Stats local;
-        Loop loop(o, fmt::format("concurrency-{}", clients));
+        Loop loop(o, fmt::format("concurrency-{} (client 1)", clients), -1, !first);
         std::string path = "/v1/sandboxes/" + id + "/exec";
         while (loop.next()) {
           auto t = Clock::now();
