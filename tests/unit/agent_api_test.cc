@@ -46,6 +46,16 @@ class AgentApiTest : public ::testing::Test {
     runtime_ = std::make_unique<testing::HostRuntime>(SWISSBOX_INIT_PATH, root_);
   }
 
+  // A pool of one whose only sandbox was just claimed: its replacement starts refill_delay
+  // (100 ms) after the claim and takes 400 ms; 150 ms after the claim it is under way.
+  void EmptyPoolWhileItsReplacementStarts() {
+    runtime_->start_delay_ms = 400;
+    Start({{"default", 1}});
+    ASSERT_TRUE(wait_until([&] { return Ready() == 1; }));
+    ASSERT_EQ(Call("POST", "/v1/sandboxes", "{}").first, 201u);
+    std::this_thread::sleep_for(150ms);
+  }
+
   void Start(std::map<std::string, int> pool, int max_sandboxes = 8) {
     ManagerOptions mo;
     mo.node_name = "unit";
@@ -137,13 +147,8 @@ TEST_F(AgentApiTest, EmptyPoolFallsBackToColdStart) {
             1);
 }
 
-// The claim's replacement starts refill_delay (100 ms) after it; 150 ms later it is under way.
 TEST_F(AgentApiTest, ACreateOnAnEmptyRefillingPoolTakesTheSandboxAlreadyStarting) {
-  runtime_->start_delay_ms = 400;
-  Start({{"default", 1}});
-  ASSERT_TRUE(wait_until([&] { return Ready() == 1; }));
-  ASSERT_EQ(Call("POST", "/v1/sandboxes", "{}").first, 201u);
-  std::this_thread::sleep_for(150ms);
+  ASSERT_NO_FATAL_FAILURE(EmptyPoolWhileItsReplacementStarts());
   auto [status, body] = Call("POST", "/v1/sandboxes", "{}");
   ASSERT_EQ(status, 201u) << body;
   EXPECT_EQ(body["warm"], true);
@@ -153,11 +158,7 @@ TEST_F(AgentApiTest, ACreateOnAnEmptyRefillingPoolTakesTheSandboxAlreadyStarting
 }
 
 TEST_F(AgentApiTest, ACreateWaitingForAStartThatFailsStartsItsOwn) {
-  runtime_->start_delay_ms = 400;
-  Start({{"default", 1}});
-  ASSERT_TRUE(wait_until([&] { return Ready() == 1; }));
-  ASSERT_EQ(Call("POST", "/v1/sandboxes", "{}").first, 201u);
-  std::this_thread::sleep_for(150ms);
+  ASSERT_NO_FATAL_FAILURE(EmptyPoolWhileItsReplacementStarts());
   runtime_->fail_next = 1;  // the replacement under way fails
   auto [status, body] = Call("POST", "/v1/sandboxes", "{}");
   ASSERT_EQ(status, 201u) << body;
