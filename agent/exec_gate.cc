@@ -17,16 +17,16 @@ void ExecGate::Ticket::release() {
 ExecGate::ExecGate(boost::asio::io_context& ioc, int slots, std::chrono::milliseconds hold)
     : ioc_(ioc), slots_(slots), hold_(hold) {}
 
-ExecGate::~ExecGate() { *alive_ = false; }
-
 void ExecGate::enter(std::function<void(TicketPtr)> start) {
   if (slots_ <= 0) return start(nullptr);
-  if (in_use_ < slots_ && queue_.empty()) return admit(std::move(start));
+  if (in_use_ < slots_ && queue_.empty()) {
+    ++in_use_;
+    return admit(std::move(start));
+  }
   queue_.push_back(std::move(start));
 }
 
 void ExecGate::admit(std::function<void(TicketPtr)> start) {
-  ++in_use_;
   auto ticket = std::shared_ptr<Ticket>(new Ticket(*this));
   ticket->hold_.expires_after(hold_);
   ticket->hold_.async_wait([weak = std::weak_ptr<Ticket>(ticket)](boost::system::error_code ec) {
@@ -37,16 +37,16 @@ void ExecGate::admit(std::function<void(TicketPtr)> start) {
 }
 
 void ExecGate::leave() {
-  --in_use_;
-  if (queue_.empty()) return;
-  // The next command starts from the event loop, not inside the releasing callback.
+  if (queue_.empty()) {
+    --in_use_;
+    return;
+  }
+  // The slot passes to the first queued command (so an enter() meanwhile cannot jump the
+  // queue), which starts from the event loop, not inside the releasing callback.
   auto next = std::move(queue_.front());
   queue_.pop_front();
-  ++in_use_;  // reserved for `next`, so an enter() before the post cannot jump the queue
   boost::asio::post(ioc_, [this, alive = std::weak_ptr<bool>(alive_), next = std::move(next)]() mutable {
-    if (alive.expired()) return;
-    --in_use_;
-    admit(std::move(next));
+    if (!alive.expired()) admit(std::move(next));
   });
 }
 

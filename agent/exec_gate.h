@@ -41,7 +41,6 @@ class ExecGate {
 
   // slots <= 0: no gate, every command starts at once.
   ExecGate(boost::asio::io_context& ioc, int slots, std::chrono::milliseconds hold);
-  ~ExecGate();
 
   // Runs start(ticket) now if a slot is free, else once one frees up (FIFO). Call on the
   // I/O thread; start runs there too.
@@ -51,6 +50,7 @@ class ExecGate {
   int queued() const { return static_cast<int>(queue_.size()); }
 
  private:
+  // Starts a command on a slot already counted in in_use_.
   void admit(std::function<void(TicketPtr)> start);
   void leave();
 
@@ -59,6 +59,7 @@ class ExecGate {
   std::chrono::milliseconds hold_;
   int in_use_ = 0;
   std::deque<std::function<void(TicketPtr)>> queue_;
+  // Tickets and posted hand-overs hold it weakly: expired once the gate is gone.
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 
