@@ -18,7 +18,6 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <cmath>
 #include <chrono>
 #include <cstring>
 #include <map>
@@ -131,8 +130,10 @@ struct Command {
   bool exited = false;
   int status = 0;
   rusage usage{};
-  // A worker's CPU time when it got the program: its start-up is not the program's.
+  // A worker's CPU time when it got the program (its start-up is not the program's), and
+  // when it reported the program's end (before the process is reaped).
   double cpu_before_ms = 0;
+  std::optional<double> cpu_at_end_ms;
   Clock::time_point start;
   Clock::time_point deadline = Clock::time_point::max();
   Clock::time_point finalize_by = Clock::time_point::max();
@@ -541,11 +542,7 @@ class Runner {
   // answered now; the process's teardown (and anything it left, unless background) goes on
   // without holding up the answer.
   void program_over(Command& c, int code, char* buf) {
-    // The CPU clock gives user + system as one sum, which is all the exit report shows.
-    if (auto cpu = process_cpu_ms(c.pid)) {
-      c.usage.ru_utime = {static_cast<time_t>(*cpu / 1000), static_cast<suseconds_t>(std::fmod(*cpu, 1000) * 1000)};
-      c.usage.ru_stime = {};
-    }
+    c.cpu_at_end_ms = process_cpu_ms(c.pid);
     c.usage.ru_maxrss = proc_rss_kb(c.pid);
     read_output(c, 0, buf);
     read_output(c, 1, buf);
@@ -575,9 +572,8 @@ class Runner {
   static std::optional<ProcStat> proc_stat(pid_t pid) {
     char path[64], buf[1024];
     snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-    unique_fd fd(open(path, O_RDONLY | O_CLOEXEC));
-    ssize_t n = fd ? read(fd.get(), buf, sizeof(buf) - 1) : -1;
-    if (n <= 0) return std::nullopt;
+    size_t n = swissbox::init::read_small(path, buf, sizeof(buf) - 1).size();
+    if (n == 0) return std::nullopt;
     buf[n] = 0;
     const char* p = strrchr(buf, ')');  // comm may contain spaces
     ProcStat st;
@@ -591,9 +587,8 @@ class Runner {
   static long proc_rss_kb(pid_t pid) {
     char path[64], buf[4096];
     snprintf(path, sizeof path, "/proc/%d/status", pid);
-    unique_fd fd(open(path, O_RDONLY | O_CLOEXEC));
-    ssize_t n = fd ? read(fd.get(), buf, sizeof buf - 1) : -1;
-    if (n <= 0) return 0;
+    size_t n = swissbox::init::read_small(path, buf, sizeof buf - 1).size();
+    if (n == 0) return 0;
     buf[n] = 0;
     if (const char* hwm = strstr(buf, "VmHWM:")) return strtol(hwm + 6, nullptr, 10);
     if (const char* rss = strstr(buf, "VmRSS:")) return strtol(rss + 6, nullptr, 10);
@@ -778,7 +773,8 @@ class Runner {
                {"exit_code", WIFEXITED(c.status) ? WEXITSTATUS(c.status) : -1},
                {"signal", WIFSIGNALED(c.status) ? WTERMSIG(c.status) : 0},
                {"duration_ms", dur.count() / 1000.0},
-               {"cpu_ms", std::max(0.0, tv_ms(c.usage.ru_utime) + tv_ms(c.usage.ru_stime) -
+               {"cpu_ms", std::max(0.0, c.cpu_at_end_ms.value_or(tv_ms(c.usage.ru_utime) +
+                                                                  tv_ms(c.usage.ru_stime)) -
                                             c.cpu_before_ms)},
                {"max_rss_kb", c.usage.ru_maxrss},
                {"timed_out", c.timed_out},

@@ -23,19 +23,6 @@ constexpr auto kRelaxedInterval = 20ms;
 constexpr auto kCloseInterval = 5ms;
 constexpr auto kAfterKill = 50ms;
 
-// Reads a small /proc file whole; empty on error.
-std::string_view read_small(const char* path, char* buf, size_t size) {
-  unique_fd fd(open(path, O_RDONLY | O_CLOEXEC));
-  if (!fd) return {};
-  size_t len = 0;
-  while (len < size) {
-    ssize_t r = read(fd.get(), buf + len, size - len);
-    if (r <= 0) break;
-    len += r;
-  }
-  return {buf, len};
-}
-
 // "Key:   1234 kB" → 1234 * 1024; -1 when absent.
 int64_t meminfo_field(std::string_view text, std::string_view key) {
   size_t pos = 0;
@@ -56,6 +43,15 @@ int64_t meminfo_field(std::string_view text, std::string_view key) {
 }
 
 }  // namespace
+
+std::string_view read_small(const char* path, char* buf, size_t size) {
+  unique_fd fd(open(path, O_RDONLY | O_CLOEXEC));
+  if (!fd) return {};
+  // A /proc read fills what it is asked for unless the file ends, so one read is the whole
+  // file (a second, returning 0, would be one more ptrace stop in gVisor).
+  ssize_t r = read(fd.get(), buf, size);
+  return {buf, r > 0 ? static_cast<size_t>(r) : 0};
+}
 
 int64_t meminfo_used_bytes(std::string_view meminfo) {
   int64_t total = meminfo_field(meminfo, "MemTotal");

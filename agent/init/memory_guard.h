@@ -19,6 +19,10 @@
 
 namespace swissbox::init {
 
+// Reads a small /proc file whole into buf (at most size bytes); empty on error. Meant for
+// /proc, where a short read is the end of the file.
+std::string_view read_small(const char* path, char* buf, size_t size);
+
 // Bytes in use from /proc/meminfo text (MemTotal − MemFree); -1 when the fields are absent.
 int64_t meminfo_used_bytes(std::string_view meminfo);
 
