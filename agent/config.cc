@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 
 #include "agent/egress_policy.h"
@@ -17,6 +18,16 @@ using json = nlohmann::json;
 namespace {
 
 Error invalid(const std::string& m) { return make_error(Code::kInvalidArgument, m); }
+
+// --key's value as a whole number in [min, max].
+Result<long long> int_in_range(const std::string& key, const std::string& value, long long min,
+                               long long max) {
+  char* end = nullptr;
+  long long n = strtoll(value.c_str(), &end, 10);
+  if (*end != '\0' || n < min || n > max)
+    return invalid(fmt::format("--{} must be {}..{}", key, min, max));
+  return n;
+}
 
 Status parse_pool_entry(const std::string& entry, std::map<std::string, int>* pool) {
   auto eq = entry.find('=');
@@ -60,6 +71,21 @@ Status load_egress_policy(AgentConfig& c, const std::string& path) {
 }
 
 // Applies one key (flag name without dashes, or JSON key with '-' or '_').
+// The agent's whole-number options with their ranges.
+struct IntField {
+  int* value;
+  long long min, max;
+};
+std::optional<IntField> int_field(AgentConfig& c, const std::string& key) {
+  if (key == "egress-proxy-port") return IntField{&c.egress_proxy_port, 1, 65535};
+  if (key == "max-sandboxes") return IntField{&c.max_sandboxes, 1, 10000};
+  if (key == "gc-interval") return IntField{&c.gc_interval_s, 1, 10000};
+  if (key == "refill-concurrency") return IntField{&c.refill_concurrency, 1, 10000};
+  if (key == "exec-slots") return IntField{&c.exec_slots, 0, 10000};
+  if (key == "exec-slot-hold-ms") return IntField{&c.exec_slot_hold_ms, 1, 60000};
+  return std::nullopt;
+}
+
 Status apply(AgentConfig& c, std::string key, const std::string& value) {
   for (char& ch : key) {
     if (ch == '_') ch = '-';
@@ -121,30 +147,14 @@ Status apply(AgentConfig& c, std::string key, const std::string& value) {
     }
   } else if (key == "egress-policy") {
     return load_egress_policy(c, value);
-  } else if (key == "egress-proxy-port" || key == "egress-rate-kbit") {
-    char* end = nullptr;
-    long long n = strtoll(value.c_str(), &end, 10);
-    bool port = key == "egress-proxy-port";
-    if (*end != '\0' || n < (port ? 1 : 0) || n > (port ? 65535 : 10'000'000))
-      return invalid("--" + key + (port ? " must be 1..65535" : " must be 0..10000000"));
-    if (port) c.egress_proxy_port = static_cast<int>(n);
-    else c.egress_rate_kbit = n;
-  }
-  else if (key == "max-sandboxes" || key == "gc-interval" || key == "refill-concurrency") {
-    char* end = nullptr;
-    long n = strtol(value.c_str(), &end, 10);
-    if (*end != '\0' || n < 1 || n > 10000) return invalid("--" + key + " must be 1..10000");
-    int& field = key == "gc-interval"      ? c.gc_interval_s
-                 : key == "max-sandboxes" ? c.max_sandboxes
-                                          : c.refill_concurrency;
-    field = static_cast<int>(n);
-  } else if (key == "exec-slots" || key == "exec-slot-hold-ms") {
-    char* end = nullptr;
-    long n = strtol(value.c_str(), &end, 10);
-    bool slots = key == "exec-slots";
-    if (*end != '\0' || n < (slots ? 0 : 1) || n > (slots ? 10000 : 60000))
-      return invalid("--" + key + (slots ? " must be 0..10000" : " must be 1..60000"));
-    (slots ? c.exec_slots : c.exec_slot_hold_ms) = static_cast<int>(n);
+  } else if (key == "egress-rate-kbit") {
+    auto n = int_in_range(key, value, 0, 10'000'000);
+    if (!n) return n.error();
+    c.egress_rate_kbit = *n;
+  } else if (auto field = int_field(c, key)) {
+    auto n = int_in_range(key, value, field->min, field->max);
+    if (!n) return n.error();
+    *field->value = static_cast<int>(*n);
   } else {
     return invalid("unknown option --" + key);
   }
