@@ -8,10 +8,10 @@
 #include <unistd.h>
 
 #include <array>
-#include <string>
-#include <vector>
 #include <cstdio>
 #include <cstring>
+#include <string>
+#include <vector>
 
 #include <fmt/format.h>
 
