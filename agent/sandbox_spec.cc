@@ -54,6 +54,7 @@ const std::map<std::string, std::string>& base_environment() {
       {"PATH", "/usr/local/bin:/usr/bin:/bin"},
       {"HOME", "/workspace"},
       {"LC_CTYPE", "C.UTF-8"},
+      {"SHELL", "/bin/bash"},
       {"USER", "sandbox"},
   };
   return env;

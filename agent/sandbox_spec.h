@@ -94,6 +94,9 @@ struct SandboxSpec {
 // env are laid over it. Only LC_CTYPE is UTF-8: LANG=C.UTF-8 would make every process that
 // calls setlocale() load all 13 locale files through the gofer, measured at ≈ 3.5 ms per
 // process under gVisor-ptrace, while LC_CTYPE alone gives the same UTF-8 text handling.
+// SHELL is set because bash, finding it unset, looks the user up (nscd socket attempts,
+// nsswitch.conf, /etc/passwd: 18 of the ≈ 112 system calls of `bash -c 'echo hi'`,
+// ≈ 0.7 ms of every shell command).
 const std::map<std::string, std::string>& base_environment();
 
 bool valid_env_name(std::string_view name);
