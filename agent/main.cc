@@ -21,6 +21,7 @@
 #include "common/fs.h"
 #include "common/http_server.h"
 #include "common/log.h"
+#include "common/process.h"
 
 using namespace swissbox;
 
@@ -53,6 +54,10 @@ int main(int argc, char** argv) {
     }
     log::info("hardened", {{"capabilities_dropped", hardened->capabilities_dropped},
                            {"syscalls_denied", hardened->syscalls_denied}});
+  }
+  if (auto st = reap_orphans(); !st) {
+    log::error("cannot reap orphaned sandbox processes", {{"error", st.error().to_string()}});
+    return 1;
   }
   std::map<std::string, std::string> tokens;
   if (!cfg->token_file.empty()) tokens = load_tokens(cfg->token_file).value();  // validated above

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -377,11 +378,19 @@ Result<RunnerPipes> RunscDriver::reattach(const std::string& id) {
   auto pid = spawn_process(bridge);
   if (!pid) return pid.error();
   // The bridge ends when the channel closes; reap it then, off every other path.
-  std::thread([pid = *pid] { waitpid(pid, nullptr, 0); }).detach();
+  std::thread([pid = *pid] { wait_process(pid, nullptr, 0); }).detach();
   return RunnerPipes{std::move(io->to_w), std::move(io->from_r)};
 }
 
 Status RunscDriver::destroy(const std::string& id) {
+  // The sandbox's host processes (sentry, gofer, ptrace stubs) are all in its cgroup.
+  // Killed first, they leave runsc only its records to clean up: 12 deletes in a row took
+  // 0.17 s instead of 0.33 s on the dev VM (CPU alike, ≈ 20 ms each). Either way the dead
+  // processes are the agent's to reap (reap_orphans): `runsc delete` waits until they are
+  // gone, which the host's init took ≈ 2 s to allow.
+  if (opts_.cgroups) {
+    for (int pid : opts_.cgroups->processes(id)) kill(pid, SIGKILL);
+  }
   ProcessOptions del;
   del.argv = command({"delete", "--force", id}, has_network(id));
   del.timeout = opts_.command_timeout;
@@ -403,7 +412,7 @@ Status RunscDriver::destroy(const std::string& id) {
   } else {
     keep(std::move(st));
   }
-  // After the delete: runsc has stopped the sandbox's processes; remove() kills stragglers.
+  // After the delete: remove() kills stragglers (a process that joined after the kill).
   if (opts_.cgroups) keep(opts_.cgroups->remove(id));
   {
     std::lock_guard lock(links_mu_);

@@ -4,13 +4,18 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <array>
 #include <cstdio>
 #include <cstring>
+#include <mutex>
+#include <set>
+#include <shared_mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <fmt/format.h>
@@ -21,6 +26,23 @@ namespace swissbox {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// The children started here, which their starters reap; the orphan reaper leaves them
+// alone. A start holds g_starting shared until its child is in g_started, so the reaper
+// (exclusive) never mistakes a child that ended at once for an orphan.
+std::shared_mutex g_starting;
+std::mutex g_started_mu;
+std::set<pid_t> g_started;
+
+void started(pid_t pid) {
+  std::lock_guard lock(g_started_mu);
+  g_started.insert(pid);
+}
+
+bool is_started(pid_t pid) {
+  std::lock_guard lock(g_started_mu);
+  return g_started.count(pid) > 0;
+}
 
 Result<std::array<unique_fd, 2>> make_pipe() {
   int fds[2];
@@ -79,7 +101,12 @@ Result<pid_t> fork_exec(const ProcessOptions& opts, int in_fd, int o_fd, int e_f
   std::vector<char*> envp;
   for (auto& e : env_storage) envp.push_back(e.data());
   envp.push_back(nullptr);
-  if (!opts.pre_exec) return spawn_exec(opts.argv[0], argv, envp, in_fd, o_fd, e_fd);
+  std::shared_lock starting(g_starting);
+  if (!opts.pre_exec) {
+    auto pid = spawn_exec(opts.argv[0], argv, envp, in_fd, o_fd, e_fd);
+    if (pid) started(*pid);
+    return pid;
+  }
   auto report_pipe = make_pipe();  // carries the errno of a failed exec
   if (!report_pipe) return report_pipe.error();
   int rep_fd = (*report_pipe)[1].get();
@@ -109,6 +136,7 @@ Result<pid_t> fork_exec(const ProcessOptions& opts, int in_fd, int o_fd, int e_f
     execve(argv[0], argv.data(), envp.data());
     child_fail(rep, errno);
   }
+  started(pid);
   *report = std::move((*report_pipe)[0]);
   return pid;
 }
@@ -123,6 +151,38 @@ int exec_errno(unique_fd& report) {
 
 }  // namespace
 
+pid_t wait_process(pid_t pid, int* status, int options) {
+  pid_t w = waitpid(pid, status, options);
+  if (w == pid) {
+    std::lock_guard lock(g_started_mu);
+    g_started.erase(pid);
+  }
+  return w;
+}
+
+Status reap_orphans() {
+  if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) return sys_error("prctl(PR_SET_CHILD_SUBREAPER)");
+  std::thread([] {
+    for (;;) {
+      // Waits for any child to end, without reaping it: it may be one a starter reaps.
+      siginfo_t info{};
+      if (waitid(P_ALL, 0, &info, WEXITED | WNOWAIT) != 0) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));  // ECHILD: none yet
+        continue;
+      }
+      {
+        std::unique_lock starting(g_starting);
+        if (!is_started(info.si_pid)) {
+          waitpid(info.si_pid, nullptr, WNOHANG);
+          continue;
+        }
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));  // its starter reaps it
+    }
+  }).detach();
+  return ok_status();
+}
+
 Result<pid_t> spawn_process(const ProcessOptions& opts) {
   unique_fd null_fd(open("/dev/null", O_RDWR | O_CLOEXEC));
   if (!null_fd) return sys_error("open /dev/null");
@@ -132,7 +192,7 @@ Result<pid_t> spawn_process(const ProcessOptions& opts) {
                        &report);
   if (!pid) return pid;
   if (int err = exec_errno(report)) {
-    waitpid(*pid, nullptr, 0);
+    wait_process(*pid, nullptr, 0);
     return sys_error("exec " + opts.argv[0], err);
   }
   return pid;
@@ -195,7 +255,7 @@ Result<ProcessResult> run_process(const ProcessOptions& opts) {
   // within the same deadline.
   int status = 0;
   for (;;) {
-    pid_t w = waitpid(pid, &status, res.timed_out ? 0 : WNOHANG);
+    pid_t w = wait_process(pid, &status, res.timed_out ? 0 : WNOHANG);
     if (w == pid) break;
     if (w < 0 && errno != EINTR) break;
     if (w == 0) {

@@ -38,8 +38,17 @@ struct ProcessResult {
 // Runs to completion (blocking). Fails only when the process could not be started.
 Result<ProcessResult> run_process(const ProcessOptions& opts);
 // Starts a long-lived child (stdio fds as given, -1 = /dev/null; timeout and capture are
-// not used) and returns once it has exec'd. The caller owns reaping it.
+// not used) and returns once it has exec'd. The caller owns reaping it, with wait_process.
 Result<pid_t> spawn_process(const ProcessOptions& opts);
+// waitpid() for a child that spawn_process started.
+pid_t wait_process(pid_t pid, int* status, int options);
+
+// Makes this process the reaper of its orphaned descendants (PR_SET_CHILD_SUBREAPER) and
+// reaps them on a background thread, leaving the children that run_process and
+// spawn_process started to their callers. `runsc run --detach` leaves the sandbox and
+// gofer processes orphaned: without this they are reaped by the host's init, which may
+// take seconds (≈ 2 s on the dev VM), and `runsc delete` waits for that. Once per process.
+Status reap_orphans();
 
 // Memory of a set of host processes from /proc/<pid>/smaps_rollup: PSS (shared pages
 // divided among their users, so a sum over processes counts each page once) and RSS.
