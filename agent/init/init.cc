@@ -103,7 +103,8 @@ std::string resolve(const std::string& path) {
   return g_workspace + "/" + path;
 }
 
-void set_nonblock(int fd) { fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK); }
+// For the runner's pipe ends, which carry no other status flag: no F_GETFL first.
+void set_nonblock(int fd) { fcntl(fd, F_SETFL, O_NONBLOCK); }
 
 struct Command {
   uint64_t id = 0;
@@ -150,7 +151,7 @@ class Runner {
     signal(SIGPIPE, SIG_IGN);
     // Orphans of our commands come to us even when we are not PID 1 (tests on the host).
     prctl(PR_SET_CHILD_SUBREAPER, 1);
-    set_nonblock(STDIN_FILENO);
+    fcntl(STDIN_FILENO, F_SETFL, fcntl(STDIN_FILENO, F_GETFL) | O_NONBLOCK);
     if (self_ == 1) listen_bridge();
   }
 
@@ -205,7 +206,7 @@ class Runner {
         } else if (stream == 4) {
           read_program_reply(*cmd, buf);
         } else {
-          read_output(*cmd, stream, buf);
+          read_output(*cmd, stream, buf, fds[i].revents);
         }
       }
       tick();
@@ -600,8 +601,12 @@ class Runner {
     if (it != commands_.end() && !it->second.exited) kill(-it->second.pid, sig);
   }
 
-  void read_output(Command& c, int stream, char* buf) {
+  // Reads what the pipe holds. From poll (revents given): a hang-up without data is EOF
+  // without a read, and a short read ends the turn (poll reports what arrives later);
+  // without revents it reads until EAGAIN or EOF (the final drain).
+  void read_output(Command& c, int stream, char* buf, short revents = 0) {
     unique_fd& fd = stream == 0 ? c.out : c.err;
+    if ((revents & (POLLHUP | POLLIN)) == POLLHUP) return fd.reset();
     for (;;) {
       ssize_t r = read(fd.get(), buf, kReadChunk);
       if (r < 0 && errno == EINTR) continue;
@@ -619,6 +624,7 @@ class Runner {
         c.sent[stream] += n;
         send({{"ev", stream == 0 ? "stdout" : "stderr"}, {"id", c.id}}, std::string_view(buf, n));
       }
+      if (revents != 0 && r < static_cast<ssize_t>(kReadChunk)) return;
     }
   }
 

@@ -1,6 +1,7 @@
 #include "agent/init/spawner.h"
 
 #include <algorithm>
+#include <utility>
 
 #include <fcntl.h>
 #include <poll.h>
@@ -97,6 +98,7 @@ Spawner::Spawner() = default;
 
 Spawner::~Spawner() {
   if (spare_) kill(spare_->pid, SIGKILL);
+  if (free_stack_) munmap(free_stack_, kStackSize);
 }
 
 pid_t Spawner::spare_pid() const { return spare_ ? spare_->pid : -1; }
@@ -114,8 +116,10 @@ void Spawner::prepare() {
       !make_pipe(report)) {
     return;  // no spare: the next launch uses vfork
   }
-  void* stack = mmap(nullptr, kStackSize, PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+  // The stack of the spare that exec'd last is free again: no mmap + munmap per command.
+  void* stack = free_stack_ ? std::exchange(free_stack_, nullptr)
+                            : mmap(nullptr, kStackSize, PROT_READ | PROT_WRITE,
+                                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
   if (stack == MAP_FAILED) return;
   s->stack = stack;
   s->setup.fds[kIn] = in[0].get();
@@ -196,8 +200,9 @@ int Spawner::launch_spare(char* const* argv, char* const* envp, const char* cwd,
     return err;
   }
   // EOF: the exec closed the report pipe and the spare's memory is its own now (or it
-  // died on the way, and the reaper reports how).
+  // died on the way, and the reaper reports how). Either way it runs on its stack no more.
   *out = std::move(s->io);
+  if (!free_stack_) free_stack_ = std::exchange(s->stack, nullptr);
   return 0;
 }
 

@@ -63,6 +63,7 @@ class Spawner {
                          int fd3, Launched* out);
 
   std::unique_ptr<Spare> spare_;
+  void* free_stack_ = nullptr;  // the last exec'd spare's stack, for the next spare
   // Spares whose exec failed: their stack stays mapped until they are reaped.
   std::vector<std::unique_ptr<Spare>> dying_;
 };
