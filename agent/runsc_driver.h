@@ -87,7 +87,8 @@ class RunscDriver : public SandboxRuntime {
   std::string platform() const override { return opts_.platform; }
 
  private:
-  RunscDriver(RunscOptions opts, std::string mkfs) : opts_(std::move(opts)), disk_(std::move(mkfs)) {}
+  RunscDriver(RunscOptions opts, std::string mkfs)
+      : opts_(std::move(opts)), disk_(std::move(mkfs), opts_.state_dir + "/disk-templates") {}
   // runsc's global flags must be the same on every call for one sandbox: with network it
   // runs gVisor's netstack (--network sandbox), without it none.
   std::vector<std::string> command(std::initializer_list<std::string> args, bool netstack) const;

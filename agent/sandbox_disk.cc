@@ -10,6 +10,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "common/fs.h"
@@ -77,6 +78,30 @@ Result<int64_t> usable_capacity(const std::string& mount) {
   return static_cast<int64_t>(sf.f_blocks - (sf.f_bfree - sf.f_bavail)) * sf.f_bsize;
 }
 
+// Copies a sparse file's data extents (the holes stay holes) into dst, which has its size.
+Status copy_sparse(int src, int dst, int64_t size) {
+  for (off_t at = 0; at < size;) {
+    off_t data = lseek(src, at, SEEK_DATA);
+    if (data < 0 && errno == ENXIO) break;  // only a hole is left
+    if (data < 0) return sys_error("seek in the disk template");
+    off_t hole = lseek(src, data, SEEK_HOLE);
+    if (hole < 0) return sys_error("seek in the disk template");
+    for (loff_t in = data, out = data; in < hole;) {
+      ssize_t n = copy_file_range(src, &in, dst, &out, static_cast<size_t>(hole - in), 0);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EXDEV || errno == EOPNOTSUPP || errno == ENOSYS || errno == EINVAL)) {
+        char buf[1 << 16];  // a filesystem without copy_file_range: through a buffer
+        n = pread(src, buf, static_cast<size_t>(std::min<loff_t>(hole - in, sizeof buf)), in);
+        if (n > 0 && pwrite(dst, buf, n, out) != n) n = -1;
+        if (n > 0) in += n, out += n;
+      }
+      if (n <= 0) return sys_error("copy the disk template");
+    }
+    at = hole;
+  }
+  return ok_status();
+}
+
 // The reserve's size, which fallocate made all allocated.
 int64_t file_size(const std::string& path) {
   struct stat st;
@@ -93,22 +118,43 @@ Result<std::string> SandboxDisk::find_mkfs() {
                     "mkfs.ext4 not found (Debian package e2fsprogs): sandbox disks need it");
 }
 
-Status SandboxDisk::create(const std::string& dir, int64_t max_mb, int64_t limit_mb, uid_t uid,
-                           gid_t gid) const {
-  const std::string image = image_path(dir), target = mount_point(dir);
-  if (auto st = fs::make_dirs(target, 0755); !st) return st;
-  unique_fd img(open(image.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
-  if (!img) return sys_error("create " + image);
-  if (ftruncate(img.get(), image_bytes(max_mb)) != 0) return sys_error("size " + image);
-
+Result<std::string> SandboxDisk::template_for(int64_t bytes) const {
+  // The name carries the mkfs options' version: a change of options makes new templates.
+  const std::string path = fmt::format("{}/ext4-v1-{}.img", templates_, bytes);
+  std::lock_guard lock(template_mu_);
+  if (fs::exists(path)) return path;
+  if (auto st = fs::make_dirs(templates_, 0700); !st) return st.error();
+  const std::string part = path + ".part";
+  {
+    unique_fd fd(open(part.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
+    if (!fd) return sys_error("create " + part);
+    if (ftruncate(fd.get(), bytes) != 0) return sys_error("size " + part);
+  }
   ProcessOptions mkfs;
   // No journal (scratch space that dies with the sandbox; fewer host writes), no reserved
   // blocks, inode tables initialised lazily and never in the background (noinit_itable).
   mkfs.argv = {mkfs_, "-q", "-F", "-m", "0", "-i", "65536", "-O", "^has_journal",
-               "-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard", image};
+               "-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard", part};
   auto r = run_process(mkfs);
   if (!r) return r.error();
   if (r->exit_code != 0) return make_error(Code::kInternal, describe_failure(mkfs, *r));
+  if (rename(part.c_str(), path.c_str()) != 0) return sys_error("rename " + part);
+  return path;
+}
+
+Status SandboxDisk::create(const std::string& dir, int64_t max_mb, int64_t limit_mb, uid_t uid,
+                           gid_t gid) const {
+  const std::string image = image_path(dir), target = mount_point(dir);
+  const int64_t bytes = image_bytes(max_mb);
+  auto formatted = template_for(bytes);
+  if (!formatted) return formatted.error();
+  if (auto st = fs::make_dirs(target, 0755); !st) return st;
+  unique_fd tpl(open(formatted->c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (!tpl) return sys_error("open " + *formatted);
+  unique_fd img(open(image.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!img) return sys_error("create " + image);
+  if (ftruncate(img.get(), bytes) != 0) return sys_error("size " + image);
+  if (auto st = copy_sparse(tpl.get(), img.get(), bytes); !st) return st;
 
   auto loop = attach_loop(img.get(), image);
   if (!loop) return loop.error();

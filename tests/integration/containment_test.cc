@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <future>
 #include <set>
 
@@ -305,6 +306,28 @@ TEST_F(Containment, DiskFillStopsAtDiskMbAndLeavesTheHostAlone) {
   r = exec(id, {{"command", "rm -f /workspace/fill /tmp/more && echo again > f && cat f"}});
   EXPECT_EQ(r.value("stdout", ""), "again\n") << r.dump();
   EXPECT_LE(image_bytes_on_host(image) - before, int64_t{8} << 20);
+}
+
+// Every sandbox's disk is a copy of one formatted template: what one sandbox writes is in
+// no other sandbox and not in the template.
+TEST_F(Containment, DisksCopiedFromOneTemplateShareNothing) {
+  std::string a = create_with({{"disk_mb", 64}}), b = create_with({{"disk_mb", 64}});
+  const std::string templates = dir_ + "/state/disk-templates";
+  auto template_bytes = [&] {
+    int64_t sum = 0;
+    for (const auto& e : std::filesystem::directory_iterator(templates)) {
+      sum += image_bytes_on_host(e.path().string());
+    }
+    return sum;
+  };
+  int64_t before = template_bytes();
+  ASSERT_GT(before, 0) << templates;
+  json r = exec(a, {{"command", "head -c 4000000 /dev/urandom > /workspace/secret && echo x > /tmp/t"}});
+  ASSERT_EQ(r.value("exit_code", -1), 0) << r.dump();
+  r = exec(b, {{"command", "ls -A /workspace /tmp; cat /workspace/secret /tmp/t"}});
+  EXPECT_EQ(r.value("stdout", ""), "/tmp:\n\n/workspace:\n") << r.dump();  // both empty
+  EXPECT_NE(r.value("exit_code", 0), 0) << r.dump();
+  EXPECT_EQ(template_bytes(), before);
 }
 
 TEST_F(Containment, ClaimTimeDiskMbSetsTheSizeTheSandboxSees) {
