@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdio>
 #include <cstring>
@@ -16,6 +17,7 @@
 #include <shared_mutex>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <fmt/format.h>
@@ -163,6 +165,10 @@ pid_t wait_process(pid_t pid, int* status, int options) {
 Status reap_orphans() {
   if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) return sys_error("prctl(PR_SET_CHILD_SUBREAPER)");
   std::thread([] {
+    // While a started child waits for its starter (run_process may still be draining its
+    // pipes), waitid keeps returning it: look again after a growing pause.
+    auto pause = std::chrono::milliseconds(1);
+    pid_t waiting_for = 0;
     for (;;) {
       // Waits for any child to end, without reaping it: it may be one a starter reaps.
       siginfo_t info{};
@@ -177,7 +183,11 @@ Status reap_orphans() {
           continue;
         }
       }
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));  // its starter reaps it
+      if (std::exchange(waiting_for, info.si_pid) != info.si_pid) {
+        pause = std::chrono::milliseconds(1);
+      }
+      std::this_thread::sleep_for(pause);
+      pause = std::min(pause * 2, std::chrono::milliseconds(50));
     }
   }).detach();
   return ok_status();
