@@ -21,6 +21,8 @@ using Clock = std::chrono::steady_clock;
 // How many creates may queue per refill start when their pools are empty (see create()).
 constexpr int kMaxWaitersPerStart = 4;
 
+namespace {
+
 // Teardown yields to serving: a destroy worker runs at nice 10, and so do the runsc
 // processes it starts (a child takes its thread's nice value), so that on a busy CPU
 // refills and commands come first. Nice 10 still gets ≈ 10 % of a contended CPU.
@@ -28,6 +30,8 @@ void lower_this_threads_priority() {
   thread_local bool lowered = false;
   if (!std::exchange(lowered, true)) setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), 10);
 }
+
+}  // namespace
 
 std::string_view state_name(SandboxState s) {
   switch (s) {
