@@ -17,6 +17,7 @@
 // Prints Markdown tables (p50/p90/p99/max, ratios to the baselines); --json, --svg and
 // --markdown write them to files. --target is an agent or a scheduler.
 #include <fcntl.h>
+#include <sys/wait.h>
 #include <fmt/format.h>
 #include <unistd.h>
 
@@ -43,6 +44,7 @@ using Clock = std::chrono::steady_clock;
 using swissbox::ProcessOptions;
 using swissbox::run_process;
 using swissbox::bench::Report;
+using swissbox::bench::MachineSpeed;
 using swissbox::bench::Stats;
 
 namespace {
@@ -72,6 +74,39 @@ struct Options {
 
 double since_ms(Clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+// See MachineSpeed. Forks: async-signal-safe calls only in the child.
+MachineSpeed measure_machine() {
+  MachineSpeed m;
+  auto t0 = Clock::now();
+  volatile uint64_t x = 1;  // kept in memory: the loop cannot be folded away
+  for (int i = 0; i < 50'000'000; ++i) x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+  m.compute_ms = since_ms(t0);
+  constexpr int kRoundTrips = 20000;
+  int there[2], back[2];
+  if (pipe2(there, O_CLOEXEC) != 0) return m;
+  if (pipe2(back, O_CLOEXEC) != 0) return close(there[0]), close(there[1]), m;
+  pid_t pid = fork();
+  if (pid == 0) {
+    char c;
+    for (int i = 0; i < kRoundTrips; ++i) {
+      if (read(there[0], &c, 1) != 1 || write(back[1], &c, 1) != 1) _exit(1);
+    }
+    _exit(0);
+  }
+  if (pid > 0) {
+    t0 = Clock::now();
+    char c = 'x';
+    bool ok = true;
+    for (int i = 0; ok && i < kRoundTrips; ++i) {
+      ok = write(there[1], &c, 1) == 1 && read(back[0], &c, 1) == 1;
+    }
+    if (ok) m.pingpong_ms = since_ms(t0);
+  }
+  for (int fd : {there[0], there[1], back[0], back[1]}) close(fd);
+  if (pid > 0) waitpid(pid, nullptr, 0);
+  return m;
 }
 
 // N iterations or a duration; shows progress on stderr (a rewritten line on a terminal,
@@ -625,6 +660,7 @@ int main(int argc, char** argv) {
   Report report;
   report.target = o.target;
   report.platform = o.platform;
+  report.machine_before = measure_machine();
   bool with_oneshot = std::count(o.scenarios.begin(), o.scenarios.end(), "oneshot") > 0;
   for (const auto& sc : o.scenarios) {
     if (sc == "cold") {
@@ -670,6 +706,7 @@ int main(int argc, char** argv) {
       die("unknown scenario " + sc + "\n" + kUsage);
     }
   }
+  report.machine_after = measure_machine();
   std::string md = report.markdown();
   fputs(md.c_str(), stdout);
   write_out(o.md_out, md);

@@ -68,6 +68,13 @@ std::string Report::markdown() const {
     out += fmt::format("\nsustained at {:.1f} one-shots/s: {} cold-start fallbacks\n",
                        sustained_rate.value_or(0), *cold_fallbacks);
   }
+  if (machine_before && machine_after) {
+    out += fmt::format(
+        "\nmachine speed (compute loop / pipe ping-pong, lower is faster): before {:.0f} / "
+        "{:.0f} ms, after {:.0f} / {:.0f} ms\n",
+        machine_before->compute_ms, machine_before->pingpong_ms, machine_after->compute_ms,
+        machine_after->pingpong_ms);
+  }
   return out;
 }
 
@@ -93,6 +100,9 @@ json Report::to_json() const {
     j["memory"].push_back({{"sandbox", m.what}, {"pss_mb", m.pss_mb}, {"rss_mb", m.rss_mb}});
   }
   if (cold_fallbacks) j["sustained_cold_fallbacks"] = *cold_fallbacks;
+  for (const auto& [key, m] : {std::pair{"before", machine_before}, {"after", machine_after}}) {
+    if (m) j["machine"][key] = {{"compute_ms", m->compute_ms}, {"pingpong_ms", m->pingpong_ms}};
+  }
   return j;
 }
 

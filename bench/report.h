@@ -30,6 +30,15 @@ struct MemoryRow {
   double pss_mb = 0, rss_mb = 0;
 };
 
+// How fast the machine was: a fixed integer loop and 20,000 round trips of one byte
+// over pipes between two processes (scheduler and context-switch cost, what gVisor's
+// ptrace platform lives on). A shared VM drifts: the dev VM ran the same pair of loops
+// 200 ms / 52 ms and 370 ms / 75 ms within one hour, so each report carries both, taken
+// before and after its scenarios.
+struct MachineSpeed {
+  double compute_ms = 0, pingpong_ms = 0;
+};
+
 struct Report {
   std::map<std::string, Stats> latency;             // scenario → samples
   std::map<std::string, std::string> baseline_of;   // scenario → the scenario it is compared to
@@ -41,6 +50,7 @@ struct Report {
   std::vector<MemoryRow> memory;
   std::optional<int> cold_fallbacks;  // during the sustained scenario
   std::string target, platform;
+  std::optional<MachineSpeed> machine_before, machine_after;
 
   std::string markdown() const;
   nlohmann::json to_json() const;
