@@ -189,9 +189,16 @@ TEST_F(Containment, NohupDaemonsDieWithTheirCommandAndWithDelete) {
   EXPECT_TRUE(running);
   http::Client c(tcp());
   EXPECT_EQ(c.request("DELETE", "/v1/sandboxes/" + id)->status, 204u);
+  // Done once its directory and cgroup are gone (the `runsc delete` that mentions the id
+  // runs before that, after the sandbox's own processes were killed).
+  auto gone = [&] {
+    return !fs::exists(dir_ + "/state/sandboxes/" + id) && !fs::exists(memory_cgroup(id)) &&
+           processes_mentioning(id) == 0;
+  };
   auto deadline = Clock::now() + 20s;
-  while (processes_mentioning(id) > 0 && Clock::now() < deadline) std::this_thread::sleep_for(200ms);
+  while (!gone() && Clock::now() < deadline) std::this_thread::sleep_for(200ms);
   EXPECT_EQ(processes_mentioning(id), 0);
+  EXPECT_TRUE(gone());
 }
 
 // Sends raw bytes and returns the status line the agent answers with ("" when none).
