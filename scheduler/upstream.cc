@@ -217,7 +217,11 @@ void fetch(asio::io_context& ioc, UpstreamRequest req, size_t max_body,
            std::function<void(Result<http::ClientResponse>)> done) {
   struct State {
     http::ClientResponse answer;
-    std::shared_ptr<UpstreamCall> call;
+    // Weak: the call holds the handlers, which hold the state. A strong pointer here made
+    // a cycle that only the call's end broke, so a call still under way when its
+    // io_context stopped was never freed (LeakSanitizer, SchedulerService test teardown).
+    // The call's pending operations keep it alive while it runs.
+    std::weak_ptr<UpstreamCall> call;
     bool too_long = false;
   };
   auto state = std::make_shared<State>();
@@ -228,7 +232,7 @@ void fetch(asio::io_context& ioc, UpstreamRequest req, size_t max_body,
     state->answer.body += piece;
     if (state->answer.body.size() <= max_body) return more();
     state->too_long = true;
-    state->call->cancel();
+    if (auto call = state->call.lock()) call->cancel();
   };
   h.on_end = [state, max_body, address, done = std::move(done)](Status st, bool) {
     if (state->too_long) {
