@@ -70,7 +70,6 @@ Status load_egress_policy(AgentConfig& c, const std::string& path) {
   return ok_status();
 }
 
-// Applies one key (flag name without dashes, or JSON key with '-' or '_').
 // The agent's whole-number options with their ranges.
 struct IntField {
   int* value;
@@ -86,6 +85,7 @@ std::optional<IntField> int_field(AgentConfig& c, const std::string& key) {
   return std::nullopt;
 }
 
+// Applies one key (flag name without dashes, or JSON key with '-' or '_').
 Status apply(AgentConfig& c, std::string key, const std::string& value) {
   for (char& ch : key) {
     if (ch == '_') ch = '-';
