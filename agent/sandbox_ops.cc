@@ -136,7 +136,7 @@ Result<ExecRequest> parse_code_request(const json& body) {
   } else if (lang == "bash" || lang == "shell") {
     static std::atomic<uint64_t> seq{0};
     req.code_path = fmt::format("/tmp/.swissbox-code-{}.sh", ++seq);
-    req.argv = {"bash", req.code_path};
+    req.argv = {"/bin/bash", req.code_path};
   } else if (lang == "javascript" || lang == "node") {
     req.language = "javascript";
   } else if (lang == "typescript") {

@@ -17,7 +17,7 @@ mirror=$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/nu
 
 echo "build-rootfs: debootstrap bookworm from $mirror into $out"
 debootstrap --variant=minbase \
-  --include=bash,coreutils,procps,ca-certificates,python3,python3-pip,python3-venv,nodejs \
+  --include=bash,bash-static,coreutils,procps,ca-certificates,python3,python3-pip,python3-venv,nodejs \
   bookworm "$out" "$mirror" >"$out.debootstrap.log" 2>&1 ||
   { tail -20 "$out.debootstrap.log"; exit 1; }
 

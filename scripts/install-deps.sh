@@ -15,9 +15,10 @@ build_pkgs=(cmake ninja-build g++ pkg-config libboost-dev nlohmann-json3-dev lib
             clang libclang-rt-14-dev  # libFuzzer targets
             prometheus)  # promtool: the tests check /metrics with Prometheus's own parser
 # Sandbox languages: the default rootfs binds the host's /usr, so the interpreters and the
-# TypeScript transpiler the sandboxes use come from here. e2fsprogs: mkfs.ext4 for the
-# sandboxes' sized disks.
-run_pkgs=(python3 bash coreutils procps e2fsprogs nftables containerd)
+# TypeScript transpiler the sandboxes use come from here. bash-static: the runner starts
+# shell commands with it (half of bash's start in a sandbox is the dynamic loader).
+# e2fsprogs: mkfs.ext4 for the sandboxes' sized disks.
+run_pkgs=(python3 bash bash-static coreutils procps e2fsprogs nftables containerd)
 
 missing=()
 for p in "${build_pkgs[@]}" "${run_pkgs[@]}"; do

@@ -1,8 +1,5 @@
 #include "agent/init/spawner.h"
 
-#include <algorithm>
-#include <utility>
-
 #include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
@@ -13,8 +10,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
+#include <utility>
 
 namespace swissbox::init {
 
@@ -33,6 +32,7 @@ enum { kIn, kOut, kErr, kWake, kReport, kFdCount };
 struct Setup {
   int fds[kFdCount];
   // Written by the runner just before it wakes the spare, then only read by the spare.
+  const char* file = nullptr;
   char* const* argv = nullptr;
   char* const* envp = nullptr;
   const char* cwd = nullptr;
@@ -65,7 +65,7 @@ int spare_main(void* arg) {
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, nullptr);
-  if (chdir(s.cwd) == 0) execvpe(s.argv[0], s.argv, s.envp);
+  if (chdir(s.cwd) == 0) execvpe(s.file, s.argv, s.envp);
   int err = errno;
   syscall(SYS_write, 4, &err, sizeof err);
   syscall(SYS_exit, 127);
@@ -94,11 +94,18 @@ struct Spawner::Spare {
   }
 };
 
-Spawner::Spawner() = default;
+Spawner::Spawner(const char* static_bash) {
+  if (access(static_bash, X_OK) == 0) static_bash_ = static_bash;
+}
 
 Spawner::~Spawner() {
   if (spare_) kill(spare_->pid, SIGKILL);
   if (free_stack_) munmap(free_stack_, kStackSize);
+}
+
+const char* Spawner::program(const std::string& argv0) const {
+  bool bash = argv0 == "/bin/bash" || argv0 == "/usr/bin/bash";
+  return bash && !static_bash_.empty() ? static_bash_.c_str() : argv0.c_str();
 }
 
 pid_t Spawner::spare_pid() const { return spare_ ? spare_->pid : -1; }
@@ -127,8 +134,8 @@ void Spawner::prepare() {
   s->setup.fds[kErr] = err[1].get();
   s->setup.fds[kWake] = wake[0].get();
   s->setup.fds[kReport] = report[1].get();
-  pid_t pid = clone(spare_main, static_cast<char*>(stack) + kStackSize, CLONE_VM | SIGCHLD,
-                    &s->setup);
+  pid_t pid =
+      clone(spare_main, static_cast<char*>(stack) + kStackSize, CLONE_VM | SIGCHLD, &s->setup);
   if (pid < 0) return;
   // The spare holds its own copies of the child ends; the runner's close at scope exit.
   s->pid = pid;
@@ -154,16 +161,18 @@ int Spawner::launch(const LaunchRequest& req, Launched* out) {
     if (e.rfind("PATH=", 0) == 0) path = e.c_str() + 5;
   }
   setenv("PATH", path, 1);
+  const char* file = program(req.argv[0]);
   if (spare_ && req.fd3 < 0) {
-    int err = launch_spare(argv.data(), envp.data(), req.cwd.c_str(), req.max_processes, out);
+    int err = launch_spare(file, argv.data(), envp.data(), req.cwd.c_str(), req.max_processes, out);
     if (err != ECHILD) return err;
   }
-  return launch_vfork(argv.data(), envp.data(), req.cwd.c_str(), req.max_processes, req.fd3, out);
+  return launch_vfork(file, argv.data(), envp.data(), req.cwd.c_str(), req.max_processes, req.fd3,
+                      out);
 }
 
 // ECHILD: the spare was gone; the caller starts the command another way.
-int Spawner::launch_spare(char* const* argv, char* const* envp, const char* cwd, rlim_t nproc,
-                          Launched* out) {
+int Spawner::launch_spare(const char* file, char* const* argv, char* const* envp, const char* cwd,
+                          rlim_t nproc, Launched* out) {
   std::unique_ptr<Spare> s = std::move(spare_);
   // Killed but not yet reaped (a command ran `kill -9 -1`): its pipes would read as a
   // successful exec.
@@ -172,6 +181,7 @@ int Spawner::launch_spare(char* const* argv, char* const* envp, const char* cwd,
     dying_.push_back(std::move(s));
     return ECHILD;
   }
+  s->setup.file = file;
   s->setup.argv = argv;
   s->setup.envp = envp;
   s->setup.cwd = cwd;
@@ -206,8 +216,8 @@ int Spawner::launch_spare(char* const* argv, char* const* envp, const char* cwd,
   return 0;
 }
 
-int Spawner::launch_vfork(char* const* argv, char* const* envp, const char* cwd, rlim_t nproc,
-                          int fd3, Launched* out) {
+int Spawner::launch_vfork(const char* file, char* const* argv, char* const* envp, const char* cwd,
+                          rlim_t nproc, int fd3, Launched* out) {
   unique_fd in[2], o[2], e[2];
   if (!make_pipe(in) || !make_pipe(o) || !make_pipe(e)) return errno;
   // posix_spawn cannot set a limit before the exec, and one set afterwards leaves the new
@@ -235,7 +245,7 @@ int Spawner::launch_vfork(char* const* argv, char* const* envp, const char* cwd,
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, nullptr);
-    if (chdir(cwd) == 0) execvpe(argv[0], argv, envp);
+    if (chdir(cwd) == 0) execvpe(file, argv, envp);
     child_err = errno;
     _exit(127);
   }

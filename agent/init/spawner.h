@@ -8,6 +8,13 @@
 // So the runner keeps one such waiting child (the spare) and hands it the next command;
 // vfork + execve stays as the fallback when no spare is ready (concurrent starts, a spare
 // that died); its child sets the command's task limit itself before the exec.
+//
+// bash itself starts in 6.4 ms there (`bash -c 'echo hi'` less a fork, 50 runs in a
+// loop), 3.5 ms of it the dynamic loader and libc's relocation; Debian's bash-static (the
+// same source and version, linked statically) starts in 3.5 ms. So a command whose program
+// is /bin/bash or /usr/bin/bash runs the image's static build when it has one, with argv
+// unchanged: $0, $BASH and `ps -f` read as before; the process name (`ps`, /proc/PID/comm)
+// is bash-static.
 #pragma once
 
 #include <sys/resource.h>
@@ -34,14 +41,15 @@ struct LaunchRequest {
 };
 
 struct Launched {
-  pid_t pid = -1;  // also the process group id
+  pid_t pid = -1;          // also the process group id
   unique_fd in, out, err;  // the runner's ends of the command's stdin/stdout/stderr
 };
 
 // Used from one thread; the process ignores SIGPIPE (a dead spare is found by a failed write).
 class Spawner {
  public:
-  Spawner();
+  // static_bash: used for /bin/bash and /usr/bin/bash when it exists (checked here, once).
+  explicit Spawner(const char* static_bash = "/bin/bash-static");
   ~Spawner();
   Spawner(const Spawner&) = delete;
   Spawner& operator=(const Spawner&) = delete;
@@ -57,11 +65,14 @@ class Spawner {
 
  private:
   struct Spare;
-  int launch_spare(char* const* argv, char* const* envp, const char* cwd, rlim_t nproc,
-                   Launched* out);
-  static int launch_vfork(char* const* argv, char* const* envp, const char* cwd, rlim_t nproc,
-                         int fd3, Launched* out);
+  // The file to exec for argv[0] (searched in PATH unless it has a '/').
+  const char* program(const std::string& argv0) const;
+  int launch_spare(const char* file, char* const* argv, char* const* envp, const char* cwd,
+                   rlim_t nproc, Launched* out);
+  static int launch_vfork(const char* file, char* const* argv, char* const* envp, const char* cwd,
+                          rlim_t nproc, int fd3, Launched* out);
 
+  std::string static_bash_;  // empty: the image has none
   std::unique_ptr<Spare> spare_;
   void* free_stack_ = nullptr;  // the last exec'd spare's stack, for the next spare
   // Spares whose exec failed: their stack stays mapped until they are reaped.

@@ -84,6 +84,18 @@ TEST_F(AgentRunsc, SessionKeepsFilesCwdAndEnv) {
   EXPECT_NE(list->body.find("\"up.txt\""), std::string::npos);
 }
 
+// Shell strings run the image's static bash (the dev rootfs is the host's /usr), which a
+// command sees as /bin/bash.
+TEST_F(AgentRunsc, ShellCommandsRunTheStaticBashUnderBashsName) {
+  if (access("/usr/bin/bash-static", X_OK) != 0) GTEST_SKIP() << "no bash-static on this host";
+  std::string id = create();
+  // `; :` keeps bash from exec'ing cat in its place.
+  json r = exec(id, {{"command", "echo $0 $BASH; cat /proc/$$/comm; :"}});
+  EXPECT_EQ(r["stdout"], "/bin/bash /bin/bash\nbash-static\n") << r;
+  json code = post("/v1/execute", {{"language", "bash"}, {"code", "cat /proc/$$/comm; :"}});
+  EXPECT_EQ(code["stdout"], "bash-static\n") << code;
+}
+
 TEST_F(AgentRunsc, SandboxSeesOnlyItsOwnRootAsNonRoot) {
   std::string id = create();
   json r = exec(id, {{"command",

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
 #include <string>
 
 #include "support/read_all.h"
@@ -132,6 +133,28 @@ TEST(Spawner, TheSpareKeepsNoCopyOfOtherPipes) {
   cat.in.reset();
   EXPECT_EQ(read_all(cat.out.get()), "");  // returns: cat got EOF and exited
   waitpid(cat.pid, nullptr, 0);
+}
+
+// /bin/bash and /usr/bin/bash run the static build when there is one (here /bin/sh stands
+// in for it), with argv as given; any other program, bash found through PATH included, runs
+// as named, and so does /bin/bash when the static build is missing.
+TEST(Spawner, BashByItsPathRunsTheStaticBuildWithArgvUnchanged) {
+  const std::string script = "echo $0; readlink /proc/$$/exe; :";  // not exec'd as the last
+  const std::string sh = std::filesystem::canonical("/bin/sh").string();
+  const std::string bash = std::filesystem::canonical("/bin/bash").string();
+  ASSERT_NE(sh, bash);
+  for (bool spare : {true, false}) {
+    Spawner with("/bin/sh");
+    Spawner without("/no/such/bash-static");
+    auto ran = [spare](Spawner& sp, const std::string& argv0, const std::string& cmd) {
+      if (spare) sp.prepare();
+      return run(sp, {{argv0, "-c", cmd}, {"PATH=/usr/bin:/bin"}, "/"}).out;
+    };
+    EXPECT_EQ(ran(with, "/bin/bash", script), "/bin/bash\n" + sh + "\n");
+    EXPECT_EQ(ran(with, "/usr/bin/bash", script), "/usr/bin/bash\n" + sh + "\n");
+    EXPECT_EQ(ran(with, "bash", script), "bash\n" + bash + "\n");
+    EXPECT_EQ(ran(without, "/bin/bash", script), "/bin/bash\n" + bash + "\n");
+  }
 }
 
 }  // namespace
