@@ -109,7 +109,7 @@ TEST(CodeRequest, LanguagesGoToWorkersOrInterpreters) {
   EXPECT_EQ(ts->language, "typescript");
   auto sh = parse_code_request(json{{"language", "bash"}, {"code", "echo 1"}});
   ASSERT_TRUE(sh.ok());
-  EXPECT_EQ(sh->argv[0], "bash");
+  EXPECT_EQ(sh->argv[0], "/bin/bash");
   EXPECT_EQ(sh->argv[1], sh->code_path);
   EXPECT_FALSE(parse_code_request(json{{"language", "cobol"}, {"code", "x"}}).ok());
   EXPECT_FALSE(parse_code_request(json{{"language", "python"}}).ok());
