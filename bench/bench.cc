@@ -2,10 +2,12 @@
 // that ratios are fair. Scenarios:
 //   cold         runsc create + start + exec `echo hi` + (untimed) delete, straight via the CLI;
 //                with oneshot also cold-<lang>: the same with the language's interpreter
-//   runsc-exec   `runsc exec echo hi` on one running container (the CLI exec baseline)
+//   runsc-exec   `runsc exec echo hi` on one running container (the CLI exec baseline), and
+//                runsc-exec-shell: `runsc exec bash -c "echo hi"`, alternating
 //   warm         claim (POST /v1/sandboxes) + exec `echo hi` through the API; delete untimed;
 //                "claim" reports the claim alone (--network egress: sandboxes with network)
-//   exec         exec `echo hi` on one existing sandbox
+//   exec         exec `echo hi` on one existing sandbox, and exec-shell: the shell string
+//                "echo hi" (bash -c), alternating
 //   oneshot      POST /v1/execute for each --lang (python, bash, javascript, typescript)
 //   concurrency  --concurrency levels (1,2,4,8,16,32): each client execs on its own sandbox
 //   refill       empties a pool, raises its target to --pool-size, times until all are
@@ -274,20 +276,24 @@ Stats bench_cold(const Options& o, const std::vector<std::string>& argv, const s
   return s;
 }
 
-Stats bench_runsc_exec(const Options& o) {
+// The CLI exec baseline, of the program and of the same through bash, alternating.
+std::pair<Stats, Stats> bench_runsc_exec(const Options& o) {
   CliBaseline cli(o);
-  Stats s;
+  Stats program, shell;
   std::string id = fmt::format("bench-exec-{}", getpid());
   if (!cli.run({"create", "--bundle", cli.bundle(), id}, true) || !cli.run({"start", id}))
     die("runsc start failed");
   Loop loop(o, "runsc-exec");
   while (loop.next()) {
-    auto t0 = Clock::now();
-    bool ok = cli.run({"exec", id, "/bin/echo", "hi"});
-    ok ? s.ms.push_back(since_ms(t0)) : void(s.errors++);
+    for (Stats* s : {&program, &shell}) {
+      auto t0 = Clock::now();
+      bool ok = s == &program ? cli.run({"exec", id, "/bin/echo", "hi"})
+                              : cli.run({"exec", id, "/bin/bash", "-c", "echo hi"});
+      ok ? s->ms.push_back(since_ms(t0)) : void(s->errors++);
+    }
   }
   cli.run({"delete", "--force", id});
-  return s;
+  return {program, shell};
 }
 
 // Lets the pool refill completely and earlier deletes finish between iterations: warm
@@ -359,27 +365,32 @@ std::pair<Stats, Stats> bench_warm(const Options& o) {
   return {s, claim};
 }
 
-Stats bench_exec(const Options& o) {
+// Execs on one sandbox, alternating the program `echo hi` (what `runsc exec` runs) and the
+// shell string "echo hi" (how the orchestrator sends commands: bash -c).
+std::pair<Stats, Stats> bench_exec(const Options& o) {
   Api api(o);
-  Stats s;
+  Stats program, shell;
   wait_for_warm(api, o.pool());
   json sb = api.call("POST", "/v1/sandboxes", o.create_body(), 201);
   if (sb.is_null()) die("cannot create a sandbox on " + o.target);
   // Steady state: the refill that the claim started (a runsc create, CPU-heavy) is over.
   wait_for_warm(api, o.pool());
   std::string path = "/v1/sandboxes/" + sb.value("id", "") + "/exec";
+  const json as_program = {{"command", {"echo", "hi"}}}, as_shell = {{"command", "echo hi"}};
   // A fresh sandbox's first commands are slower while gVisor fills its caches; the first
   // exec is what the warm scenario measures, this one the steady state of a session.
-  for (int i = 0; i < 10; ++i) api.call("POST", path, {{"command", {"echo", "hi"}}}, 200);
+  for (int i = 0; i < 10; ++i) api.call("POST", path, i % 2 ? as_shell : as_program, 200);
   Loop loop(o, "exec");
   while (loop.next()) {
-    auto t0 = Clock::now();
-    json r = api.call("POST", path, {{"command", {"echo", "hi"}}}, 200);
-    double ms = since_ms(t0);
-    (!r.is_null() && r.value("stdout", "") == "hi\n") ? s.ms.push_back(ms) : void(s.errors++);
+    for (Stats* s : {&program, &shell}) {
+      auto t0 = Clock::now();
+      json r = api.call("POST", path, s == &program ? as_program : as_shell, 200);
+      double ms = since_ms(t0);
+      (!r.is_null() && r.value("stdout", "") == "hi\n") ? s->ms.push_back(ms) : void(s->errors++);
+    }
   }
   api.call("DELETE", "/v1/sandboxes/" + sb.value("id", ""), nullptr, 204);
-  return s;
+  return {program, shell};
 }
 
 bool oneshot(Api& api, const std::string& lang, double* ms) {
@@ -669,13 +680,15 @@ int main(int argc, char** argv) {
         report.latency["cold-" + lang] = bench_cold(o, language_cases().at(lang).cli, "cold-" + lang);
       }
     } else if (sc == "runsc-exec") {
-      report.latency[sc] = bench_runsc_exec(o);
+      auto& shell = report.latency["runsc-exec-shell"];
+      std::tie(report.latency[sc], shell) = bench_runsc_exec(o);
     } else if (sc == "warm") {
       std::tie(report.latency["warm"], report.latency["claim"]) = bench_warm(o);
       report.baseline_of["warm"] = report.baseline_of["claim"] = "cold";
     } else if (sc == "exec") {
-      report.latency[sc] = bench_exec(o);
+      std::tie(report.latency[sc], report.latency["exec-shell"]) = bench_exec(o);
       report.baseline_of[sc] = "runsc-exec";
+      report.baseline_of["exec-shell"] = "runsc-exec-shell";
     } else if (sc == "oneshot") {
       for (const auto& lang : o.langs) {
         report.latency["oneshot-" + lang] = bench_oneshot(o, lang);
