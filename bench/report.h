@@ -32,9 +32,9 @@ struct MemoryRow {
 
 // How fast the machine was: a fixed integer loop and 20,000 round trips of one byte
 // over pipes between two processes (scheduler and context-switch cost, what gVisor's
-// ptrace platform lives on). A shared VM drifts: the dev VM ran the same pair of loops
-// 200 ms / 52 ms and 370 ms / 75 ms within one hour, so each report carries both, taken
-// before and after its scenarios.
+// ptrace platform lives on). A shared VM drifts: on the dev VM the loop took 55–76 ms and
+// the round trips anywhere from 119 to 1,044 ms on one afternoon, sometimes changing
+// within a run, so each report carries both, taken before and after its scenarios.
 struct MachineSpeed {
   double compute_ms = 0, pingpong_ms = 0;
 };
