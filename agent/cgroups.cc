@@ -2,13 +2,16 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cmath>
 #include <fmt/format.h>
+#include <map>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -336,7 +339,47 @@ class CgroupsV1 : public CgroupTree {
   }
 };
 
+// Through syscall(): glibc 2.36's <sys/pidfd.h> declares these without C linkage.
+int pidfd_open(pid_t pid) { return static_cast<int>(syscall(SYS_pidfd_open, pid, 0)); }
+void pidfd_kill(int pidfd) { (void)syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, nullptr, 0); }
+
+bool has_exited(int pidfd) {
+  pollfd p{pidfd, POLLIN, 0};
+  return poll(&p, 1, 0) == 1;
+}
+
 }  // namespace
+
+bool Cgroups::kill_all(const std::string& name, std::chrono::milliseconds timeout) const {
+  using Clock = std::chrono::steady_clock;
+  const auto deadline = Clock::now() + timeout;
+  for (;;) {
+    // A listed pid without a process (reaped: pidfd_open fails) or with an exited one (a
+    // zombie) is gone; a real cgroup lists neither, a unit test's file may.
+    std::map<pid_t, unique_fd> alive;
+    for (pid_t pid : processes(name)) {
+      unique_fd fd(pidfd_open(pid));
+      if (fd && !has_exited(fd.get())) alive.emplace(pid, std::move(fd));
+    }
+    if (alive.empty()) return true;
+    if (Clock::now() >= deadline) return false;
+    std::vector<pollfd> waits;
+    for (pid_t pid : processes(name)) {
+      auto it = alive.find(pid);
+      if (it == alive.end()) continue;
+      pidfd_kill(it->second.get());
+      waits.push_back({it->second.get(), POLLIN, 0});
+    }
+    // A pidfd turns readable when its process exits; each round waits for all of them.
+    for (auto& w : waits) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+      while (!(w.revents & POLLIN) && left.count() > 0) {
+        if (poll(&w, 1, static_cast<int>(left.count())) < 0 && errno != EINTR) break;
+        left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+      }
+    }
+  }
+}
 
 Result<std::unique_ptr<Cgroups>> open_cgroups(const CgroupOptions& opts) {
   bool v2 = fs::exists(opts.root + "/cgroup.controllers");

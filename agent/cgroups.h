@@ -10,6 +10,7 @@
 // injectable so both are unit-tested on a temp tree.
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <string>
 #include <vector>
@@ -53,6 +54,10 @@ class Cgroups {
   virtual Status remove(const std::string& name) = 0;
   // Host processes in the sandbox's cgroup (sentry, gofer, stubs); empty if none or gone.
   virtual std::vector<int> processes(const std::string& name) const = 0;
+  // Kills every process in the cgroup and waits for them to exit: true when none is left
+  // alive within the timeout. Signals go through pidfds, to processes still listed after
+  // their pidfd was opened, so a pid reused outside the cgroup is never signalled.
+  bool kill_all(const std::string& name, std::chrono::milliseconds timeout) const;
   // Names of the cgroups under the parent (for garbage collection).
   virtual Result<std::vector<std::string>> children() const = 0;
   // linux.cgroupsPath for the OCI spec.

@@ -97,6 +97,10 @@ class RunscDriver : public SandboxRuntime {
   // it every second for every active sandbox. nullopt: no network.
   std::optional<SandboxLink> link(const std::string& id) const;
   std::string sandbox_dir(const std::string& id) const;
+  // destroy() without `runsc delete`, once the sandbox's processes are gone.
+  bool remove_runsc_records(const std::string& id) const;
+  // What the agent made around the sandbox: network, disk, directory, cgroup.
+  Status remove_host_side(const std::string& id);
 
   RunscOptions opts_;
   mutable std::mutex links_mu_;

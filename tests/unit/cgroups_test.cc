@@ -3,11 +3,14 @@
 #include "agent/cgroups.h"
 
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdlib>
 #include <fstream>
+
+#include <fmt/format.h>
 
 #include "common/fs.h"
 
@@ -163,6 +166,39 @@ TEST_F(TempTree, BadInputIsRefused) {
 
 // The v1 driver against the kernel: what the files say after our writes, and removal of a
 // cgroup that still holds a process.
+pid_t paused_child() {
+  pid_t pid = fork();
+  if (pid == 0) {
+    pause();
+    _exit(0);
+  }
+  return pid;
+}
+
+TEST_F(TempTree, KillAllEndsTheListedProcessesAndWaitsForThem) {
+  put("cgroup.controllers", "cpu memory pids");
+  auto cg = open_cgroups(opts("/sb"));
+  ASSERT_TRUE(cg.ok()) << cg.error().to_string();
+  ASSERT_TRUE((*cg)->create("sbx-1", {}).ok());
+  pid_t listed = paused_child(), outside = paused_child();
+  pid_t zombie = fork();
+  if (zombie == 0) _exit(0);
+  siginfo_t info{};
+  ASSERT_EQ(waitid(P_PID, zombie, &info, WEXITED | WNOWAIT), 0);  // exited, not reaped
+  put("sb/sbx-1/cgroup.procs", fmt::format("{}\n{}\n", listed, zombie));
+
+  EXPECT_TRUE((*cg)->kill_all("sbx-1", std::chrono::seconds(5)));
+  int status = 0;
+  ASSERT_EQ(waitpid(listed, &status, WNOHANG), listed) << "kill_all returned before the exit";
+  EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+  EXPECT_EQ(kill(outside, 0), 0) << "a process outside the cgroup was signalled";
+  // Listed pids whose processes are gone (reaped) count as gone too.
+  ASSERT_EQ(waitpid(zombie, nullptr, 0), zombie);
+  EXPECT_TRUE((*cg)->kill_all("sbx-1", std::chrono::milliseconds(100)));
+  kill(outside, SIGKILL);
+  waitpid(outside, nullptr, 0);
+}
+
 TEST(RealCgroupV1, LimitsReadBackAndRemoveKillsMembers) {
   if (geteuid() != 0) GTEST_SKIP() << "needs root";
   if (!fs::exists("/sys/fs/cgroup/memory/cgroup.procs"))
@@ -179,11 +215,7 @@ TEST(RealCgroupV1, LimitsReadBackAndRemoveKillsMembers) {
   EXPECT_EQ(slurp(mem + "/memory.limit_in_bytes"), "134217728\n");
   EXPECT_EQ(slurp("/sys/fs/cgroup/cpu" + parent + "/c1/cpu.cfs_quota_us"), "200000\n");
 
-  pid_t child = fork();
-  if (child == 0) {
-    pause();
-    _exit(0);
-  }
+  pid_t child = paused_child();
   for (std::string c : {"cpu", "cpuacct", "memory", "pids"})
     std::ofstream("/sys/fs/cgroup/" + c + parent + "/c1/cgroup.procs") << child;
   auto u = (*cg)->usage("c1");
@@ -194,6 +226,32 @@ TEST(RealCgroupV1, LimitsReadBackAndRemoveKillsMembers) {
   waitpid(child, &status, 0);
   EXPECT_TRUE(WIFSIGNALED(status));
   EXPECT_FALSE(fs::exists(mem));
+  for (std::string c : {"cpu", "cpuacct", "memory", "pids"})
+    rmdir(("/sys/fs/cgroup/" + c + parent).c_str());
+}
+
+TEST(RealCgroupV1, KillAllLeavesTheCgroupEmpty) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root";
+  if (!fs::exists("/sys/fs/cgroup/memory/cgroup.procs"))
+    GTEST_SKIP() << "no cgroup v1 memory hierarchy on this host";
+  std::string parent = "/swissbox-unit-kill-" + std::to_string(getpid());
+  auto cg = open_cgroups({"/sys/fs/cgroup", parent, "/proc/self/cgroup"});
+  ASSERT_TRUE(cg.ok()) << cg.error().to_string();
+  ASSERT_TRUE((*cg)->create("c1", {}).ok());
+  std::vector<pid_t> children = {paused_child(), paused_child()};
+  for (pid_t child : children) {
+    for (std::string c : {"cpu", "cpuacct", "memory", "pids"})
+      std::ofstream("/sys/fs/cgroup/" + c + parent + "/c1/cgroup.procs") << child;
+  }
+  ASSERT_EQ((*cg)->processes("c1").size(), 2u);
+  EXPECT_TRUE((*cg)->kill_all("c1", std::chrono::seconds(5)));
+  EXPECT_TRUE((*cg)->processes("c1").empty());  // exited (not yet reaped) tasks are not listed
+  for (pid_t child : children) {
+    int status = 0;
+    EXPECT_EQ(waitpid(child, &status, WNOHANG), child);
+    EXPECT_TRUE(WIFSIGNALED(status));
+  }
+  EXPECT_TRUE((*cg)->remove("c1").ok());
   for (std::string c : {"cpu", "cpuacct", "memory", "pids"})
     rmdir(("/sys/fs/cgroup/" + c + parent).c_str());
 }
