@@ -471,8 +471,25 @@ bool set_target(Api& api, const std::string& pool, int target) {
   return !api.call("PUT", "/v1/warmpool/" + pool, {{"target", target}}, 200).is_null();
 }
 
-// Empties the pool, then times how long the agent takes to make --pool-size sandboxes ready.
-double bench_refill(const Options& o, const std::string& pool) {
+// Node CPU used so far, in ms: user, system and interrupt time of every CPU (not idle,
+// iowait, or steal, which is the hypervisor's). Across a scenario it is what the agent,
+// its sandboxes and this bench cost together, when the target runs on this machine.
+std::optional<double> node_cpu_ms(const Options& o) {
+  const std::string host = o.target.substr(0, o.target.rfind(':'));
+  if (host != "127.0.0.1" && host != "localhost" && host != "[::1]") return std::nullopt;
+  unsigned long long user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0;
+  FILE* f = fopen("/proc/stat", "re");
+  if (!f) return std::nullopt;
+  int n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu", &user, &nice, &system, &idle, &iowait,
+                 &irq, &softirq);
+  fclose(f);
+  if (n != 7) return std::nullopt;
+  return (user + nice + system + irq + softirq) * 1000.0 / sysconf(_SC_CLK_TCK);
+}
+
+// Empties the pool, then times how long the agent takes to make --pool-size sandboxes
+// ready, and what node CPU that took.
+void bench_refill(const Options& o, const std::string& pool, swissbox::bench::Report& report) {
   Api api(o);
   if (!api.is_agent()) die("refill needs an agent as --target");
   json before = api.call("GET", "/v1/warmpool", nullptr, 200);
@@ -483,6 +500,7 @@ double bench_refill(const Options& o, const std::string& pool) {
     if (pool_ready(api, pool) == 0 && n.value("deleting", 1) == 0) break;
     usleep(50000);
   }
+  auto cpu0 = node_cpu_ms(o);
   auto t0 = Clock::now();
   set_target(api, pool, o.pool_size);
   Loop loop(o, "refill " + pool, o.pool_size);
@@ -492,22 +510,23 @@ double bench_refill(const Options& o, const std::string& pool) {
     ready = pool_ready(api, pool);
   }
   double s = since_ms(t0) / 1000;
+  auto cpu1 = node_cpu_ms(o);
   set_target(api, pool, old_target);
   if (ready < o.pool_size) die(fmt::format("refill: only {} of {} ready after 120 s", ready, o.pool_size));
-  return o.pool_size / s;
+  report.refill_per_s[pool] = o.pool_size / s;
+  report.refill_count = o.pool_size;
+  if (cpu0 && cpu1) report.refill_cpu_ms[pool] = (*cpu1 - *cpu0) / o.pool_size;
 }
 
 // The plain pool, and the pool of each --lang that has language workers.
-std::map<std::string, double> bench_refills(const Options& o) {
+void bench_refills(const Options& o, swissbox::bench::Report& report) {
   Api api(o);
-  std::map<std::string, double> out;
-  out[o.pool()] = bench_refill(o, o.pool());
+  bench_refill(o, o.pool(), report);
   json p = api.call("GET", "/v1/warmpool", nullptr, 200);
   for (const auto& lang : o.langs) {
     std::string pool = "default+" + lang;
-    if (!p.is_null() && p["templates"].contains(pool)) out[pool] = bench_refill(o, pool);
+    if (!p.is_null() && p["templates"].contains(pool)) bench_refill(o, pool, report);
   }
-  return out;
 }
 
 std::vector<swissbox::bench::MemoryRow> bench_memory(const Options& o) {
@@ -557,8 +576,10 @@ double cold_starts(Api& api) {
   return total;
 }
 
-// Open loop: a one-shot every 1/rate seconds, whatever the earlier ones are doing.
-std::pair<Stats, int> bench_sustained(const Options& o, double rate) {
+// Open loop: a one-shot every 1/rate seconds, whatever the earlier ones are doing. The
+// node CPU it reports per one-shot runs until the pool is full again: each one-shot's
+// delete and the refill it caused are part of its cost.
+void bench_sustained(const Options& o, double rate, swissbox::bench::Report& report) {
   Api api(o);
   if (!api.is_agent()) die("sustained needs an agent as --target");
   const std::string& lang = o.langs.front();
@@ -569,14 +590,16 @@ std::pair<Stats, int> bench_sustained(const Options& o, double rate) {
   for (int w = 0; w < 1200 && pool_ready(api, pool) < o.pool_size; ++w) usleep(50000);
   wait_for_warm(api, pool);
   double cold0 = cold_starts(api);
+  auto cpu0 = node_cpu_ms(o);
   Stats s;
   std::mutex mu;
   std::vector<std::thread> threads;
   auto period = std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(1 / rate));
   auto t0 = Clock::now();
   Loop loop(o, "sustained-" + lang);
-  for (int i = 0; loop.next(); ++i) {
-    std::this_thread::sleep_until(t0 + i * period);
+  int sent = 0;
+  for (; loop.next(); ++sent) {
+    std::this_thread::sleep_until(t0 + sent * period);
     threads.emplace_back([&] {
       Api mine(o);
       double ms;
@@ -587,9 +610,12 @@ std::pair<Stats, int> bench_sustained(const Options& o, double rate) {
   }
   for (auto& t : threads) t.join();
   s.wall_s = since_ms(t0) / 1000;
-  int fallbacks = static_cast<int>(cold_starts(api) - cold0);
+  report.cold_fallbacks = static_cast<int>(cold_starts(api) - cold0);
+  wait_for_warm(api, pool);
+  auto cpu1 = node_cpu_ms(o);
+  if (cpu0 && cpu1 && sent > 0) report.sustained_cpu_ms = (*cpu1 - *cpu0) / sent;
+  report.latency["sustained-" + lang] = std::move(s);
   set_target(api, pool, old_target);
-  return {s, fallbacks};
 }
 
 std::vector<std::string> split(const std::string& list) {
@@ -671,6 +697,7 @@ int main(int argc, char** argv) {
   Report report;
   report.target = o.target;
   report.platform = o.platform;
+  report.cpus = static_cast<int>(sysconf(_SC_NPROCESSORS_ONLN));
   report.machine_before = measure_machine();
   bool with_oneshot = std::count(o.scenarios.begin(), o.scenarios.end(), "oneshot") > 0;
   for (const auto& sc : o.scenarios) {
@@ -697,8 +724,7 @@ int main(int argc, char** argv) {
     } else if (sc == "concurrency") {
       report.concurrency = bench_concurrency(o);
     } else if (sc == "refill") {
-      report.refill_per_s = bench_refills(o);
-      report.refill_count = o.pool_size;
+      bench_refills(o, report);
     } else if (sc == "memory") {
       report.memory = bench_memory(o);
     } else if (sc == "sustained") {
@@ -707,14 +733,11 @@ int main(int argc, char** argv) {
       std::string pool = "default+" + o.langs.front();
       double rate = o.rate;
       if (rate <= 0) {
-        if (!report.refill_per_s.count(pool)) report.refill_per_s[pool] = bench_refill(o, pool);
-        report.refill_count = o.pool_size;
+        if (!report.refill_per_s.count(pool)) bench_refill(o, pool, report);
         rate = report.refill_per_s[pool];
       }
       report.sustained_rate = rate;
-      auto [s, fallbacks] = bench_sustained(o, rate);
-      report.latency["sustained-" + o.langs.front()] = std::move(s);
-      report.cold_fallbacks = fallbacks;
+      bench_sustained(o, rate, report);
     } else {
       die("unknown scenario " + sc + "\n" + kUsage);
     }

@@ -55,8 +55,12 @@ std::string Report::markdown() const {
     }
   }
   for (const auto& [pool, per_s] : refill_per_s) {
-    out += fmt::format("\nrefill {}: {} sandboxes ready in {:.2f} s = {:.1f} sandboxes/s\n", pool,
+    out += fmt::format("\nrefill {}: {} sandboxes ready in {:.2f} s = {:.1f} sandboxes/s", pool,
                        refill_count.value_or(0), refill_count.value_or(0) / per_s, per_s);
+    if (auto cpu = refill_cpu_ms.find(pool); cpu != refill_cpu_ms.end()) {
+      out += fmt::format(", {:.0f} ms of node CPU each", cpu->second);
+    }
+    out += "\n";
   }
   if (!memory.empty()) {
     out += "\n| sandbox | PSS MB | RSS MB |\n|---|---|---|\n";
@@ -67,6 +71,12 @@ std::string Report::markdown() const {
   if (cold_fallbacks) {
     out += fmt::format("\nsustained at {:.1f} one-shots/s: {} cold-start fallbacks\n",
                        sustained_rate.value_or(0), *cold_fallbacks);
+    if (sustained_cpu_ms && *sustained_cpu_ms > 0 && cpus > 0) {
+      out += fmt::format(
+          "node CPU per one-shot (claim, run, delete, refill): {:.0f} ms, so {} CPUs carry at "
+          "most {:.1f} one-shots/s\n",
+          *sustained_cpu_ms, cpus, cpus * 1000 / *sustained_cpu_ms);
+    }
   }
   if (machine_before && machine_after) {
     out += fmt::format(
@@ -94,8 +104,13 @@ json Report::to_json() const {
   }
   for (const auto& [pool, per_s] : refill_per_s) {
     j["refill"][pool] = {{"sandboxes", refill_count.value_or(0)}, {"per_s", per_s}};
+    if (auto cpu = refill_cpu_ms.find(pool); cpu != refill_cpu_ms.end()) {
+      j["refill"][pool]["cpu_ms_each"] = cpu->second;
+    }
   }
   if (sustained_rate) j["sustained_rate"] = *sustained_rate;
+  if (sustained_cpu_ms) j["sustained_cpu_ms_per_oneshot"] = *sustained_cpu_ms;
+  if (cpus > 0) j["cpus"] = cpus;
   for (const auto& m : memory) {
     j["memory"].push_back({{"sandbox", m.what}, {"pss_mb", m.pss_mb}, {"rss_mb", m.rss_mb}});
   }

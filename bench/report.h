@@ -49,6 +49,12 @@ struct Report {
   std::optional<double> sustained_rate;  // one-shots per second offered
   std::vector<MemoryRow> memory;
   std::optional<int> cold_fallbacks;  // during the sustained scenario
+  // Node CPU (every process, all CPUs) per sandbox made ready, by pool, and per one-shot of
+  // the sustained scenario (its claim, run, delete and the refill it causes): known when
+  // the target runs on this machine. With `cpus` they bound the rate a node sustains.
+  std::map<std::string, double> refill_cpu_ms;
+  std::optional<double> sustained_cpu_ms;
+  int cpus = 0;
   std::string target, platform;
   std::optional<MachineSpeed> machine_before, machine_after;
 
