@@ -199,61 +199,67 @@ TEST_F(TempTree, KillAllEndsTheListedProcessesAndWaitsForThem) {
   waitpid(outside, nullptr, 0);
 }
 
-TEST(RealCgroupV1, LimitsReadBackAndRemoveKillsMembers) {
-  if (geteuid() != 0) GTEST_SKIP() << "needs root";
-  if (!fs::exists("/sys/fs/cgroup/memory/cgroup.procs"))
-    GTEST_SKIP() << "no cgroup v1 memory hierarchy on this host";
-  std::string parent = "/swissbox-unit-" + std::to_string(getpid());
-  auto cg = open_cgroups({"/sys/fs/cgroup", parent, "/proc/self/cgroup"});
-  ASSERT_TRUE(cg.ok()) << cg.error().to_string();
-  ASSERT_TRUE((*cg)->create("c1", {1, 64 << 20, 16}).ok());
-  std::string mem = "/sys/fs/cgroup/memory" + parent + "/c1";
+// The v1 driver on this host's hierarchies, under a parent of the test's own.
+class RealCgroupV1 : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (geteuid() != 0) GTEST_SKIP() << "needs root";
+    if (!fs::exists("/sys/fs/cgroup/memory/cgroup.procs"))
+      GTEST_SKIP() << "no cgroup v1 memory hierarchy on this host";
+    auto cg = open_cgroups({"/sys/fs/cgroup", parent_, "/proc/self/cgroup"});
+    ASSERT_TRUE(cg.ok()) << cg.error().to_string();
+    cg_ = std::move(*cg);
+  }
+  void TearDown() override {
+    for (const char* c : kControllers) rmdir(("/sys/fs/cgroup/" + std::string(c) + parent_).c_str());
+  }
+  std::string dir(const std::string& controller, const std::string& name) const {
+    return "/sys/fs/cgroup/" + controller + parent_ + "/" + name;
+  }
+  void join(const std::string& name, pid_t pid) const {
+    for (const char* c : kControllers) std::ofstream(dir(c, name) + "/cgroup.procs") << pid;
+  }
+
+  static constexpr const char* kControllers[] = {"cpu", "cpuacct", "memory", "pids"};
+  const std::string parent_ = "/swissbox-unit-" + std::to_string(getpid());
+  std::unique_ptr<Cgroups> cg_;
+};
+
+TEST_F(RealCgroupV1, LimitsReadBackAndRemoveKillsMembers) {
+  ASSERT_TRUE(cg_->create("c1", {1, 64 << 20, 16}).ok());
+  std::string mem = dir("memory", "c1");
   EXPECT_EQ(slurp(mem + "/memory.limit_in_bytes"), "67108864\n");
-  EXPECT_EQ(slurp("/sys/fs/cgroup/pids" + parent + "/c1/pids.max"), "16\n");
+  EXPECT_EQ(slurp(dir("pids", "c1") + "/pids.max"), "16\n");
   // Raising the limit needs memsw raised first.
-  ASSERT_TRUE((*cg)->set_limits("c1", {2, 128 << 20, 0}).ok());
+  ASSERT_TRUE(cg_->set_limits("c1", {2, 128 << 20, 0}).ok());
   EXPECT_EQ(slurp(mem + "/memory.limit_in_bytes"), "134217728\n");
-  EXPECT_EQ(slurp("/sys/fs/cgroup/cpu" + parent + "/c1/cpu.cfs_quota_us"), "200000\n");
+  EXPECT_EQ(slurp(dir("cpu", "c1") + "/cpu.cfs_quota_us"), "200000\n");
 
   pid_t child = paused_child();
-  for (std::string c : {"cpu", "cpuacct", "memory", "pids"})
-    std::ofstream("/sys/fs/cgroup/" + c + parent + "/c1/cgroup.procs") << child;
-  auto u = (*cg)->usage("c1");
+  join("c1", child);
+  auto u = cg_->usage("c1");
   ASSERT_TRUE(u.ok()) << u.error().to_string();
   EXPECT_EQ(u->pids, 1);  // (memory charges stay where a moved task made them)
-  EXPECT_TRUE((*cg)->remove("c1").ok());
+  EXPECT_TRUE(cg_->remove("c1").ok());
   int status = 0;
   waitpid(child, &status, 0);
   EXPECT_TRUE(WIFSIGNALED(status));
   EXPECT_FALSE(fs::exists(mem));
-  for (std::string c : {"cpu", "cpuacct", "memory", "pids"})
-    rmdir(("/sys/fs/cgroup/" + c + parent).c_str());
 }
 
-TEST(RealCgroupV1, KillAllLeavesTheCgroupEmpty) {
-  if (geteuid() != 0) GTEST_SKIP() << "needs root";
-  if (!fs::exists("/sys/fs/cgroup/memory/cgroup.procs"))
-    GTEST_SKIP() << "no cgroup v1 memory hierarchy on this host";
-  std::string parent = "/swissbox-unit-kill-" + std::to_string(getpid());
-  auto cg = open_cgroups({"/sys/fs/cgroup", parent, "/proc/self/cgroup"});
-  ASSERT_TRUE(cg.ok()) << cg.error().to_string();
-  ASSERT_TRUE((*cg)->create("c1", {}).ok());
+TEST_F(RealCgroupV1, KillAllLeavesTheCgroupEmpty) {
+  ASSERT_TRUE(cg_->create("c1", {}).ok());
   std::vector<pid_t> children = {paused_child(), paused_child()};
-  for (pid_t child : children) {
-    for (std::string c : {"cpu", "cpuacct", "memory", "pids"})
-      std::ofstream("/sys/fs/cgroup/" + c + parent + "/c1/cgroup.procs") << child;
-  }
-  ASSERT_EQ((*cg)->processes("c1").size(), 2u);
-  EXPECT_TRUE((*cg)->kill_all("c1", std::chrono::seconds(5)));
-  EXPECT_TRUE((*cg)->processes("c1").empty());  // exited (not yet reaped) tasks are not listed
+  for (pid_t child : children) join("c1", child);
+  ASSERT_EQ(cg_->processes("c1").size(), 2u);
+  EXPECT_TRUE(cg_->kill_all("c1", std::chrono::seconds(5)));
+  EXPECT_TRUE(cg_->processes("c1").empty());  // exited (not yet reaped) tasks are not listed
   for (pid_t child : children) {
     int status = 0;
     EXPECT_EQ(waitpid(child, &status, WNOHANG), child);
     EXPECT_TRUE(WIFSIGNALED(status));
   }
-  EXPECT_TRUE((*cg)->remove("c1").ok());
-  for (std::string c : {"cpu", "cpuacct", "memory", "pids"})
-    rmdir(("/sys/fs/cgroup/" + c + parent).c_str());
+  EXPECT_TRUE(cg_->remove("c1").ok());
 }
 
 }  // namespace
