@@ -288,9 +288,11 @@ class CgroupsV1 : public CgroupTree {
   Status remove(const std::string& name) override {
     if (!valid_name(name)) return make_error(Code::kInvalidArgument, "bad cgroup name " + name);
     std::vector<std::string> dirs;
-    for (const char* c : kControllers) {
+    auto add = [&](const char* c) {
       if (fs::exists(dir(c, name))) dirs.push_back(dir(c, name));
-    }
+    };
+    for (const char* c : kControllers) add(c);
+    for (const char* c : kRunscOnly) add(c);
     kill_members(dirs);
     // Every hierarchy is tried even when one fails, so that no half-removed cgroup stays.
     Status first = ok_status();
@@ -314,11 +316,21 @@ class CgroupsV1 : public CgroupTree {
       if (!sub) return sub.error();
       names.insert(sub->begin(), sub->end());
     }
+    for (const char* c : kRunscOnly) {
+      if (auto sub = subdirs(root_ + "/" + c + parent_)) names.insert(sub->begin(), sub->end());
+    }
     return std::vector<std::string>(names.begin(), names.end());
   }
 
  private:
+  // The hierarchies the agent makes each sandbox's cgroup in (limits and usage).
   static constexpr const char* kControllers[] = {"cpu", "cpuacct", "memory", "pids"};
+  // The others runsc makes it in, when mounted, and leaves behind on delete (runsc
+  // 20240729, container/cgroup.go's list; on the dev VM blkio, cpuset, devices, freezer
+  // and name=systemd): removed with the rest.
+  static constexpr const char* kRunscOnly[] = {"blkio",   "cpuset",  "devices",  "freezer",
+                                               "hugetlb", "net_cls", "net_prio", "perf_event",
+                                               "rdma",    "systemd"};
 
   // memory.memsw.limit_in_bytes (memory + swap) must never be below the memory limit:
   // raising writes it first, lowering last. Equal values mean no swap.

@@ -49,7 +49,7 @@ class Faults : public AgentRunsc {
     for (auto& id : runsc_ids()) h.containers.insert(id);
     for (auto& d : dir_entries(dir_ + "/state/sandboxes")) h.dirs.insert(d);
     // A cgroup in any hierarchy counts (a crash mid-create leaves some hierarchies only).
-    for (std::string hierarchy : {"", "/cpu", "/cpuacct", "/memory", "/pids"}) {
+    for (const std::string& hierarchy : kCgroupHierarchies) {
       for (auto& c : dir_entries("/sys/fs/cgroup" + hierarchy + cgroup_parent())) {
         if (c.rfind("sbx-", 0) == 0) h.cgroups.insert(c);
       }

@@ -17,8 +17,10 @@
 #include <fstream>
 #include <map>
 #include <sstream>
+#include <string>
 #include <nlohmann/json.hpp>
 #include <thread>
+#include <vector>
 
 #include "common/fs.h"
 #include "common/http_client.h"
@@ -160,11 +162,17 @@ inline std::vector<std::string> runsc_list(const std::string& runsc, const std::
 // empty when all went, else each parent that stays with the cgroups it still holds. The
 // kernel may answer EBUSY for a moment after the last child went (its tasks are still
 // being released), so it retries for up to 5 s.
+// Where a sandbox's cgroup may be: the v2 root, the v1 hierarchies the agent makes it in,
+// and the others runsc makes it in on a v1 host.
+inline const std::vector<std::string> kCgroupHierarchies = {
+    "", "/cpu", "/cpuacct", "/memory", "/pids", "/blkio", "/cpuset", "/devices", "/freezer",
+    "/systemd"};
+
 inline std::string remove_cgroup_parent(const std::string& parent) {
   auto deadline = Clock::now() + 5s;
   for (;;) {
     std::string left;
-    for (std::string h : {"", "/cpu", "/cpuacct", "/memory", "/pids"}) {
+    for (const std::string& h : kCgroupHierarchies) {
       std::string dir = "/sys/fs/cgroup" + h + parent;
       if (!fs::exists(dir) || rmdir(dir.c_str()) == 0 || errno == ENOENT) continue;
       left += dir + " [" + std::strerror(errno) + "]:";

@@ -137,9 +137,18 @@ TEST_F(TempTree, V1UsesEveryControllerHierarchy) {
   EXPECT_EQ(u->pids, 12);
   EXPECT_EQ(u->oom_kills, 2);
 
+  // runsc makes the cgroup in the other hierarchies too (here devices and name=systemd)
+  // and leaves it there: the agent finds and removes those as well.
+  put("devices" + p + "/tasks", "");
+  put("systemd/process_api/abc/sandboxes/sbx-9/tasks", "");  // left by a crash
+  auto kids = (*cg)->children();
+  ASSERT_TRUE(kids.ok()) << kids.error().to_string();
+  EXPECT_EQ(*kids, (std::vector<std::string>{"sbx-2", "sbx-9"}));
   ASSERT_TRUE((*cg)->remove("sbx-2").ok());
-  for (std::string c : {"cpu", "cpuacct", "memory", "pids"})
+  for (std::string c : {"cpu", "cpuacct", "memory", "pids", "devices"})
     EXPECT_FALSE(fs::exists(root_ + "/" + c + p)) << c;
+  ASSERT_TRUE((*cg)->remove("sbx-9").ok());
+  EXPECT_FALSE(fs::exists(root_ + "/systemd/process_api/abc/sandboxes/sbx-9"));
 }
 
 TEST_F(TempTree, V1WithoutSwapAccountingTurnsSwappinessOff) {
