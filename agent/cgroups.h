@@ -1,9 +1,11 @@
 // Host cgroups for sandboxes: one cgroup per sandbox under one parent, holding runsc's
 // sandbox (sentry), gofer and stub processes. runsc joins an existing cgroup named by the
 // OCI spec's linux.cgroupsPath, keeps the limits it finds there and leaves the cgroup in
-// place on delete (measured with runsc 20240729, v1) — so the agent owns each cgroup: it
-// makes it with the limits before `runsc create`, rewrites limits at claim time (file
-// writes only), reads usage, and removes it after `runsc delete`.
+// place on delete; on v1 it also makes it in every other hierarchy mounted (blkio, cpuset,
+// devices, freezer, name=systemd…) and leaves those too (measured with runsc 20240729) —
+// so the agent owns each cgroup: it makes it with the limits before `runsc create`,
+// rewrites limits at claim time (file writes only), reads usage, and removes it, in every
+// hierarchy, once the sandbox's processes are gone.
 //
 // Two drivers behind one interface: v2 (the unified hierarchy: SKS nodes) and v1 (one
 // hierarchy per controller: hybrid hosts such as the dev VM). The cgroup filesystem root is
