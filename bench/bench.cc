@@ -11,11 +11,13 @@
 //   oneshot      POST /v1/execute for each --lang (python, bash, javascript, typescript)
 //   concurrency  --concurrency levels (1,2,4,8,16,32): each client execs on its own sandbox
 //   refill       empties a pool, raises its target to --pool-size, times until all are
-//                ready: the plain pool and each --lang pool the agent has (agent only)
+//                ready: the plain pool and each --lang pool the agent has (agent only),
+//                with the node CPU per sandbox when the agent runs on this machine
 //   memory       PSS/RSS of idle warm sandboxes per pool and of active ones (agent only)
 //   sustained    one-shots (--lang's first) at --rate per second (default: the refill rate
 //                of that language's pool, measured) on a pool of --pool-size, counting
-//                cold-start fallbacks (agent only)
+//                cold-start fallbacks (agent only); on this machine also the node CPU per
+//                one-shot and so the rate the node's CPUs can carry
 // Prints Markdown tables (p50/p90/p99/max, ratios to the baselines); --json, --svg and
 // --markdown write them to files. --target is an agent or a scheduler.
 #include <fcntl.h>
