@@ -397,13 +397,13 @@ bool RunscDriver::remove_runsc_records(const std::string& id) const {
   const std::string state = base + ".state", lock = base + ".lock";
   if (!fs::exists(state)) return false;
   unique_fd held(open(lock.c_str(), O_RDWR | O_CLOEXEC));
+  if (!held) return false;
   // A runsc command holding the lock (a `runsc list` reading the state) ends in
   // milliseconds; one that does not is left to `runsc delete`.
-  bool locked = false;
-  for (int i = 0; held && i < 100 && !(locked = flock(held.get(), LOCK_EX | LOCK_NB) == 0); ++i) {
+  for (int tries = 1; flock(held.get(), LOCK_EX | LOCK_NB) != 0; ++tries) {
+    if (tries == 100) return false;
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
-  if (!locked) return false;
   (void)unlink(fmt::format("{}/runsc-{}.sock", opts_.root_dir, id).c_str());
   (void)unlink(lock.c_str());
   return unlink(state.c_str()) == 0;
