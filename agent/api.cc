@@ -364,11 +364,14 @@ void AgentApi::files(Call& c, std::shared_ptr<Sandbox> sb, bool list) {
   if (auto st = validate_sandbox_path(path); !st) return c.fail(st.error());
   auto res = c.res;
   const auto m = c.req.method();
-  auto answer_json = [res](Result<json> r) {
-    if (!r) return res->send_error(r.error());
-    res->send_json(200, {{"entries", r->value("entries", json::array())}});
-  };
-  if (list) return file_op(mgr_, sb, {{"op", "list"}, {"path", path}}, answer_json);
+  if (list) {
+    return list_dir(mgr_, sb, path, [res](Result<std::vector<proto::FileEntry>> r) {
+      if (!r) return res->send_error(r.error());
+      json entries = json::array();
+      for (const auto& e : *r) entries.push_back(e.to_json());
+      res->send_json(200, {{"entries", std::move(entries)}});
+    });
+  }
   if (m == bhttp::verb::get) {
     return read_file(mgr_, sb, path, [res](Result<std::string> r) {
       if (!r) return res->send_error(r.error());
@@ -385,11 +388,10 @@ void AgentApi::files(Call& c, std::shared_ptr<Sandbox> sb, bool list) {
   }
   if (m == bhttp::verb::delete_) {
     bool recursive = c.param("recursive") == "true" || c.param("recursive") == "1";
-    return file_op(mgr_, sb, {{"op", "delete"}, {"path", path}, {"recursive", recursive}},
-                   [res](Result<json> r) {
-                     if (!r) return res->send_error(r.error());
-                     res->send(204, {}, {});
-                   });
+    return delete_path(mgr_, sb, path, recursive, [res](Status st) {
+      if (!st) return res->send_error(st.error());
+      res->send(204, {}, {});
+    });
   }
   c.fail(make_error(Code::kInvalidArgument, "use GET, PUT or DELETE on files"));
 }

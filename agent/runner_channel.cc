@@ -2,6 +2,7 @@
 
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 namespace swissbox {
@@ -11,22 +12,16 @@ using json = nlohmann::json;
 
 namespace {
 
-// The event every open request gets when the runner goes away.
-proto::Frame lost_frame(uint64_t id, const std::string& reason) {
-  return proto::Frame{{{"ev", "lost"}, {"id", id}, {"message", reason}}, {}};
-}
-
 constexpr const char* kRunnerGone = "the sandbox's runner is gone";
 
 }  // namespace
 
-RunnerChannel::RunnerChannel(asio::io_context& ioc, unique_fd to_runner, unique_fd from_runner)
-    : out_(ioc, to_runner.release()), in_(ioc, from_runner.release()) {}
+RunnerChannel::RunnerChannel(asio::io_context& ioc, unique_fd socket)
+    : socket_(ioc, socket.release()) {}
 
 RunnerChannel::~RunnerChannel() {
   boost::system::error_code ec;
-  out_.close(ec);
-  in_.close(ec);
+  socket_.close(ec);
 }
 
 void RunnerChannel::start(std::function<void(const std::string&)> on_lost) {
@@ -35,7 +30,7 @@ void RunnerChannel::start(std::function<void(const std::string&)> on_lost) {
 }
 
 void RunnerChannel::read() {
-  in_.async_read_some(
+  socket_.async_read_some(
       asio::buffer(buf_), [self = shared_from_this()](boost::system::error_code ec, size_t n) {
         if (!self->alive_) return;
         if (ec) {
@@ -45,20 +40,10 @@ void RunnerChannel::read() {
         }
         self->decoder_.feed(self->buf_.data(), n);
         while (auto frame = self->decoder_.next()) {
-          uint64_t id = frame->header.value("id", uint64_t{0});
-          auto it = self->handlers_.find(id);
-          if (it == self->handlers_.end())
-            continue;  // hello, or a late event of a finished request
-          // The handler is out of the map while it runs: it may make new calls or close the
-          // channel (a one-shot deletes its sandbox on exit) without seeing itself twice.
-          EventFn fn = std::move(it->second);
-          self->handlers_.erase(it);
-          bool done = fn(*frame);
-          if (!done && self->alive_) self->handlers_[id] = std::move(fn);
-          if (!done && !self->alive_) {
-            fn(lost_frame(id, kRunnerGone));
-          }
-          if (!self->alive_) return;
+          std::string error;
+          auto event = proto::decode_event(std::move(*frame), &error);
+          if (!event) return self->fail("runner protocol error: " + error);
+          if (!self->dispatch(std::move(*event))) return;
         }
         if (!self->decoder_.error().empty())
           return self->fail("runner protocol error: " + self->decoder_.error());
@@ -66,27 +51,59 @@ void RunnerChannel::read() {
       });
 }
 
+bool RunnerChannel::dispatch(proto::Event event) {
+  if (event.kind == proto::EventKind::kFatal) {
+    fail("the runner gave up on the channel: " + event.message.substr(0, 200));
+    return false;
+  }
+  auto it = handlers_.find(event.id);
+  if (it == handlers_.end()) return true;  // hello, or a late event of a finished request
+  // The handler is out of the map while it runs: it may make new calls or close the channel
+  // (a one-shot deletes its sandbox on exit) without seeing itself twice.
+  const uint64_t id = event.id;
+  EventFn fn = std::move(it->second);
+  handlers_.erase(it);
+  bool done = fn(event);
+  if (!done && alive_) handlers_[id] = std::move(fn);
+  if (!done && !alive_) fn(proto::Event::lost(id, kRunnerGone));
+  return alive_;
+}
+
 uint64_t RunnerChannel::call(json header, std::string_view payload, EventFn fn) {
   uint64_t id = next_id_++;
   header["id"] = id;
   if (!alive_) {
-    fn(lost_frame(id, kRunnerGone));
+    fn(proto::Event::lost(id, kRunnerGone));
+    return id;
+  }
+  std::string frame = proto::encode(header, payload);
+  if (frame.size() - payload.size() - proto::kFramePrefix > proto::kMaxHeader) {
+    proto::Event refused;
+    refused.kind = proto::EventKind::kResult;
+    refused.id = id;
+    refused.error_errno = E2BIG;
+    refused.message = fmt::format("the request's header is {} bytes, more than the {} the runner takes",
+                                  frame.size() - payload.size() - proto::kFramePrefix, proto::kMaxHeader);
+    fn(refused);
     return id;
   }
   handlers_[id] = std::move(fn);
-  notify(header, payload);
+  push(std::move(frame));
   return id;
 }
 
 void RunnerChannel::notify(const json& header, std::string_view payload) {
-  if (!alive_) return;
-  writes_.push_back(proto::encode(header, payload));
+  if (alive_) push(proto::encode(header, payload));
+}
+
+void RunnerChannel::push(std::string frame) {
+  writes_.push_back(std::move(frame));
   if (writes_.size() == 1) write_next();
 }
 
 void RunnerChannel::write_next() {
   if (writes_.empty() || !alive_) return;
-  asio::async_write(out_, asio::buffer(writes_.front()),
+  asio::async_write(socket_, asio::buffer(writes_.front()),
                     [self = shared_from_this()](boost::system::error_code ec, size_t) {
                       if (!self->alive_) return;
                       if (ec) return self->fail("runner write failed: " + ec.message());
@@ -102,12 +119,11 @@ void RunnerChannel::fail(const std::string& reason) {
   auto handlers = std::move(handlers_);
   handlers_.clear();
   boost::system::error_code ec;
-  out_.close(ec);
-  in_.close(ec);
+  socket_.close(ec);
   // The owner hears first, so that the open requests see the sandbox's final state.
   if (auto cb = std::exchange(on_lost_, nullptr)) cb(reason);
   for (auto& [id, fn] : handlers) {
-    fn(lost_frame(id, reason));
+    fn(proto::Event::lost(id, reason));
   }
 }
 

@@ -1,5 +1,8 @@
 // The agent's end of one sandbox's runner protocol: async reads and a write queue on the
-// I/O thread, requests multiplexed by id. Must be used from the io_context's thread only.
+// I/O thread, requests multiplexed by id. Every frame from the runner is decoded into a typed
+// proto::Event first; a frame that is not a valid event (the runner runs as the sandbox's
+// user, so its bytes are untrusted) ends this channel, never the agent. Must be used from
+// the io_context's thread only.
 #pragma once
 
 #include <boost/asio/io_context.hpp>
@@ -18,15 +21,18 @@ namespace swissbox {
 class RunnerChannel : public std::enable_shared_from_this<RunnerChannel> {
  public:
   // Receives every event of one request; returns true when the request is complete. When
-  // the channel dies, each open request gets a synthetic {"ev":"lost","message":…} event.
-  using EventFn = std::function<bool(const proto::Frame&)>;
+  // the channel dies, each open request gets a kLost event with the reason.
+  using EventFn = std::function<bool(const proto::Event&)>;
 
-  RunnerChannel(boost::asio::io_context& ioc, unique_fd to_runner, unique_fd from_runner);
+  // socket: the agent's end of the runner's stdin/stdout (agent/runtime.h, RunnerLink).
+  RunnerChannel(boost::asio::io_context& ioc, unique_fd socket);
   ~RunnerChannel();
 
   // Starts reading; on_lost runs once when the runner's side closes or sends garbage.
   void start(std::function<void(const std::string& reason)> on_lost);
-  // Sends a request with a fresh id (set in header["id"]) and routes its events to fn.
+  // Sends a request with a fresh id (set in header["id"]) and routes its events to fn. A
+  // request whose header would pass the protocol's limit is not sent: fn gets a failed
+  // result with E2BIG at once.
   uint64_t call(nlohmann::json header, std::string_view payload, EventFn fn);
   // Sends a frame that expects no answer (stdin, signal) for an existing request id.
   void notify(const nlohmann::json& header, std::string_view payload = {});
@@ -36,11 +42,13 @@ class RunnerChannel : public std::enable_shared_from_this<RunnerChannel> {
 
  private:
   void read();
+  void push(std::string frame);
   void write_next();
   void fail(const std::string& reason);
+  // Routes one decoded event to its request; false once the channel is gone.
+  bool dispatch(proto::Event event);
 
-  boost::asio::posix::stream_descriptor out_;  // to the runner
-  boost::asio::posix::stream_descriptor in_;   // from the runner
+  boost::asio::posix::stream_descriptor socket_;
   proto::Decoder decoder_;
   std::map<uint64_t, EventFn> handlers_;
   std::deque<std::string> writes_;

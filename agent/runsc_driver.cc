@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -193,24 +194,25 @@ CgroupLimits host_cgroup_limits(const Limits& limits, const std::string& platfor
 
 namespace {
 
-// The runner's stdio: two pipes (the agent keeps to_w and from_r) and runner.log for its
-// stderr and runsc's own complaints — never the agent's stdio, which would tie the sandbox
-// to the agent's lifetime.
+// The runner's stdio: a socket pair for stdin and stdout (the agent keeps `agent`; code in
+// the sandbox cannot reopen a socket through /proc/<pid>/fd, agent/runtime.h) and, for its
+// stderr and runsc's own complaints, runner.log on the sandbox's own disk, so that whatever
+// is written there counts against the sandbox's disk limit and never fills the node's disk.
+// Never the agent's stdio, which would tie the sandbox to the agent's lifetime.
 struct RunnerIo {
-  unique_fd to_r, to_w, from_r, from_w, log;
+  unique_fd agent, runner, log;
   std::string log_path;
 };
 
+std::string runner_log_path(const std::string& dir) { return dir + "/disk/runner.log"; }
+
 Result<RunnerIo> open_runner_io(const std::string& dir) {
   RunnerIo io;
-  int to[2], from[2];
-  if (pipe2(to, O_CLOEXEC) != 0) return sys_error("pipe2");
-  io.to_r.reset(to[0]);
-  io.to_w.reset(to[1]);
-  if (pipe2(from, O_CLOEXEC) != 0) return sys_error("pipe2");
-  io.from_r.reset(from[0]);
-  io.from_w.reset(from[1]);
-  io.log_path = dir + "/runner.log";
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return sys_error("socketpair");
+  io.agent.reset(sv[0]);
+  io.runner.reset(sv[1]);
+  io.log_path = runner_log_path(dir);
   io.log.reset(open(io.log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
   if (!io.log) return sys_error("open " + io.log_path);
   return io;
@@ -296,11 +298,11 @@ std::string RunscDriver::sandbox_dir(const std::string& id) const {
   return opts_.state_dir + "/sandboxes/" + id;
 }
 
-Result<RunnerPipes> RunscDriver::start(const SandboxSpec& spec) {
+Result<RunnerLink> RunscDriver::start(const SandboxSpec& spec) {
   const std::string dir = sandbox_dir(spec.id);
   const std::string workspace = SandboxDisk::workspace(dir);
   const std::string bundle = dir + "/bundle";
-  auto fail = [&](Error e) -> Result<RunnerPipes> {
+  auto fail = [&](Error e) -> Result<RunnerLink> {
     // Best effort: the start error is what the caller needs to see.
     (void)destroy(spec.id);
     return e;
@@ -340,8 +342,8 @@ Result<RunnerPipes> RunscDriver::start(const SandboxSpec& spec) {
   ProcessOptions create;
   create.argv = one_call ? command({"run", "--detach", "--bundle", bundle, spec.id}, netstack)
                          : command({"create", "--bundle", bundle, spec.id}, netstack);
-  create.stdin_fd = io->to_r.get();
-  create.stdout_fd = io->from_w.get();
+  create.stdin_fd = io->runner.get();
+  create.stdout_fd = io->runner.get();
   create.stderr_fd = io->log.get();
   create.timeout = opts_.command_timeout;
   auto r = run_process(create);
@@ -351,10 +353,9 @@ Result<RunnerPipes> RunscDriver::start(const SandboxSpec& spec) {
     r->err = log.ok() ? *log : "";
     return fail(make_error(Code::kUnavailable, describe_failure(create, *r)));
   }
-  io->to_r.reset();
-  io->from_w.reset();
+  io->runner.reset();
   io->log.reset();
-  if (one_call) return RunnerPipes{std::move(io->to_w), std::move(io->from_r)};
+  if (one_call) return RunnerLink{std::move(io->agent)};
 
   ProcessOptions start;
   start.argv = command({"start", spec.id}, netstack);
@@ -363,10 +364,10 @@ Result<RunnerPipes> RunscDriver::start(const SandboxSpec& spec) {
   r = run_process(start);
   if (!r) return fail(r.error());
   if (r->exit_code != 0) return fail(make_error(Code::kUnavailable, describe_failure(start, *r)));
-  return RunnerPipes{std::move(io->to_w), std::move(io->from_r)};
+  return RunnerLink{std::move(io->agent)};
 }
 
-Result<RunnerPipes> RunscDriver::reattach(const std::string& id) {
+Result<RunnerLink> RunscDriver::reattach(const std::string& id) {
   auto io = open_runner_io(sandbox_dir(id));
   if (!io) return io.error();
   ProcessOptions bridge;
@@ -374,14 +375,14 @@ Result<RunnerPipes> RunscDriver::reattach(const std::string& id) {
   bridge.argv = command({"exec", "--user", fmt::format("{}:{}", defaults.uid, defaults.gid), id,
                          std::string(kSupportMount) + "/init", "--bridge"},
                         has_network(id));
-  bridge.stdin_fd = io->to_r.get();
-  bridge.stdout_fd = io->from_w.get();
+  bridge.stdin_fd = io->runner.get();
+  bridge.stdout_fd = io->runner.get();
   bridge.stderr_fd = io->log.get();
   auto pid = spawn_process(bridge);
   if (!pid) return pid.error();
   // The bridge ends when the channel closes; reap it then, off every other path.
   std::thread([pid = *pid] { wait_process(pid, nullptr, 0); }).detach();
-  return RunnerPipes{std::move(io->to_w), std::move(io->from_r)};
+  return RunnerLink{std::move(io->agent)};
 }
 
 // What runsc keeps of a sandbox under --root, which `runsc delete` removes (runsc 20240729:

@@ -69,11 +69,11 @@ class RunscDriver : public SandboxRuntime {
   // Checks runsc, prepares the rootfs and the support files; fails with the reason.
   static Result<std::unique_ptr<RunscDriver>> create(RunscOptions opts);
 
-  Result<RunnerPipes> start(const SandboxSpec& spec) override;
+  Result<RunnerLink> start(const SandboxSpec& spec) override;
   Status destroy(const std::string& id) override;
   // `runsc exec <id> init --bridge`: a process in the sandbox that relays its stdio (our
   // pipes) to the runner's control socket. It lives as long as the channel.
-  Result<RunnerPipes> reattach(const std::string& id) override;
+  Result<RunnerLink> reattach(const std::string& id) override;
   Status set_limits(const std::string& id, const Limits& limits) override;
   Result<CgroupUsage> usage(const std::string& id) override;
   std::optional<MemoryFootprint> footprint(const std::string& id) override;

@@ -15,17 +15,20 @@
 
 namespace swissbox {
 
-// The agent's ends of the runner's stdio pipes.
-struct RunnerPipes {
-  unique_fd to_runner;
-  unique_fd from_runner;
+// The agent's end of the runner's control channel: a unix socket pair whose other end is the
+// runner's stdin and stdout. A socket, not pipes: code in the sandbox can reopen a pipe or
+// file that the runner holds through /proc/<pid>/fd/N (gVisor allows it even across uids
+// and with PR_SET_DUMPABLE 0) and write forged frames into it, but reopening a host socket
+// fails with ENXIO.
+struct RunnerLink {
+  unique_fd socket;
 };
 
 class SandboxRuntime {
  public:
   virtual ~SandboxRuntime() = default;
   // Creates and starts the sandbox with swissbox-init as its first process.
-  virtual Result<RunnerPipes> start(const SandboxSpec& spec) = 0;
+  virtual Result<RunnerLink> start(const SandboxSpec& spec) = 0;
   // Kills and removes the sandbox and everything made for it. Idempotent.
   virtual Status destroy(const std::string& id) = 0;
   // Rewrites a running sandbox's limits (claim time): file writes only, cheap enough for
@@ -37,8 +40,8 @@ class SandboxRuntime {
   // runtime cannot tell. Reads a few /proc files: cheap enough for the I/O thread.
   virtual std::optional<MemoryFootprint> footprint(const std::string& /*id*/) { return std::nullopt; }
   // Reconnects to the runner of a sandbox that an earlier agent process started (its
-  // control pipes died with that process).
-  virtual Result<RunnerPipes> reattach(const std::string& id) {
+  // control socket died with that process).
+  virtual Result<RunnerLink> reattach(const std::string& id) {
     return make_error(Code::kUnavailable, name() + " cannot reattach to sandbox " + id);
   }
   // Ids of every sandbox this runtime holds (for start-up garbage collection).

@@ -172,7 +172,7 @@ void SandboxManager::start(std::function<void(Status)> done) {
     // other thing the runtime holds (warm sandboxes, half-made or half-deleted ones) is
     // garbage from the earlier run and is removed before serving.
     std::set<std::string> leftover(ids->begin(), ids->end());
-    std::vector<std::pair<Sandbox, RunnerPipes>> adopted;
+    std::vector<std::pair<Sandbox, RunnerLink>> adopted;
     int bad = 0;
     for (Sandbox& rec : records_ ? records_->load(&bad) : std::vector<Sandbox>{}) {
       if (!leftover.count(rec.id)) {
@@ -180,15 +180,15 @@ void SandboxManager::start(std::function<void(Status)> done) {
         (void)records_->remove(rec.id);
         continue;
       }
-      auto pipes = runtime_.reattach(rec.id);
-      if (!pipes) {
+      auto link = runtime_.reattach(rec.id);
+      if (!link) {
         log::warn("sandbox of the earlier run could not be reattached",
-                  {{"sandbox", rec.id}, {"error", pipes.error().to_string()}});
+                  {{"sandbox", rec.id}, {"error", link.error().to_string()}});
         (void)records_->remove(rec.id);
         continue;
       }
       leftover.erase(rec.id);
-      adopted.emplace_back(std::move(rec), std::move(*pipes));
+      adopted.emplace_back(std::move(rec), std::move(*link));
     }
     // In parallel on the delete threads: a crash amid a burst of deletes can leave dozens,
     // at ≈ 1.5 s each.
@@ -205,7 +205,7 @@ void SandboxManager::start(std::function<void(Status)> done) {
     for (auto& r : removals) r.wait();
     if (bad > 0) metrics_.add("swissbox_gc_bad_records_total", {}, bad);
     asio::post(ioc_, [this, done, adopted = std::move(adopted)]() mutable {
-      for (auto& [rec, pipes] : adopted) adopt(std::move(rec), std::move(pipes));
+      for (auto& [rec, link] : adopted) adopt(std::move(rec), std::move(link));
       next_health_ = Clock::now() + opts_.health_interval;
       next_gc_ = Clock::now() + opts_.gc_interval;
       refill();
@@ -307,14 +307,14 @@ void SandboxManager::start_one(const std::string& pool,
   starting_ids_.insert(sb->id);
   auto t0 = Clock::now();
   asio::post(workers_, [this, sb, spec, ready = std::move(ready), t0]() mutable {
-    auto pipes = runtime_.start(spec);
-    if (pipes && spec.network == kNetworkEgress) {
+    auto link = runtime_.start(spec);
+    if (link && spec.network == kNetworkEgress) {
       if (auto addrs = runtime_.network(spec.id)) {
         sb->network_address = addrs->sandbox_ip;  // not shared with the I/O thread yet
         sb->network_gateway = addrs->gateway_ip;
       }
     }
-    asio::post(ioc_, [this, sb, ready = std::move(ready), t0, pipes = std::move(pipes)]() mutable {
+    asio::post(ioc_, [this, sb, ready = std::move(ready), t0, link = std::move(link)]() mutable {
       auto finish = [this, sb, t0](bool ok) {
         starting_ids_.erase(sb->id);
         --starting_[sb->pool()];
@@ -328,12 +328,11 @@ void SandboxManager::start_one(const std::string& pool,
         }
         check_all_destroyed();
       };
-      if (!pipes) {
+      if (!link) {
         finish(false);
-        return ready(pipes.error());
+        return ready(link.error());
       }
-      sb->channel = std::make_shared<RunnerChannel>(ioc_, std::move(pipes->to_runner),
-                                                    std::move(pipes->from_runner));
+      sb->channel = std::make_shared<RunnerChannel>(ioc_, std::move(link->socket));
       sb->channel->start([this, id = sb->id](const std::string& why) { on_lost(id, why); });
       // Ready means the runner answers; a sandbox that does not within the deadline is
       // destroyed rather than handed out.
@@ -375,18 +374,16 @@ void SandboxManager::start_one(const std::string& pool,
         sb->channel->call({{"op", "prepare"},
                            {"languages", {sb->language}},
                            {"env", base_environment()}},
-                          {}, [sb, done](const proto::Frame& f) mutable {
-                            if (f.header.value("ok", false)) return done(""), true;
-                            json err = f.header.value("error", json::object());
-                            done(fmt::format("{} worker: {}", sb->language,
-                                             err.value("message", f.header.value("message", "runner lost"))));
+                          {}, [sb, done](const proto::Event& e) mutable {
+                            if (e.kind == proto::EventKind::kResult && e.ok) return done(""), true;
+                            done(fmt::format("{} worker: {}", sb->language, e.message));
                             return true;
                           });
       };
       std::vector<std::string> warmup = opts_.warmup_argv;
-      sb->channel->call({{"op", "ping"}}, {}, [sb, done, warmup, load_worker](const proto::Frame& f) mutable {
-        if (f.header.value("ev", "") != "result") {
-          done(f.header.value("message", "runner lost"));
+      sb->channel->call({{"op", "ping"}}, {}, [sb, done, warmup, load_worker](const proto::Event& e) mutable {
+        if (e.kind != proto::EventKind::kResult) {
+          done(e.message);
           return true;
         }
         // A language pool's worker load warms the loader and libc itself.
@@ -398,11 +395,11 @@ void SandboxManager::start_one(const std::string& pool,
                            {"argv", warmup},
                            {"timeout_ms", 10000},
                            {"env", base_environment()}},
-                          {}, [done, load_worker](const proto::Frame& e) mutable {
-                            std::string ev = e.header.value("ev", "");
-                            if (ev == "stdout" || ev == "stderr") return false;
+                          {}, [done, load_worker](const proto::Event& e) mutable {
+                            using proto::EventKind;
+                            if (e.kind == EventKind::kStdout || e.kind == EventKind::kStderr) return false;
                             // A failing warm-up only means a cold cache, not a broken sandbox.
-                            if (ev == "lost") return done(e.header.value("message", "runner lost")), true;
+                            if (e.kind == EventKind::kLost) return done(e.message), true;
                             load_worker();
                             return true;
                           });
@@ -412,18 +409,17 @@ void SandboxManager::start_one(const std::string& pool,
   });
 }
 
-void SandboxManager::adopt(Sandbox record, RunnerPipes pipes) {
+void SandboxManager::adopt(Sandbox record, RunnerLink link) {
   auto sb = std::make_shared<Sandbox>(std::move(record));
   sb->last_used = Clock::now();
-  sb->channel = std::make_shared<RunnerChannel>(ioc_, std::move(pipes.to_runner),
-                                                std::move(pipes.from_runner));
+  sb->channel = std::make_shared<RunnerChannel>(ioc_, std::move(link.socket));
   sb->channel->start([this, id = sb->id](const std::string& why) { on_lost(id, why); });
   sandboxes_[sb->id] = sb;
   allow_egress(*sb);
   metrics_.add("swissbox_sandboxes_adopted_total");
   log::info("sandbox of the earlier run adopted", {{"sandbox", sb->id}, {"tenant", sb->tenant}});
   // The bridge answers or the channel dies and on_lost fails the sandbox with the reason.
-  sb->channel->call({{"op", "ping"}}, {}, [](const proto::Frame&) { return true; });
+  sb->channel->call({{"op", "ping"}}, {}, [](const proto::Event&) { return true; });
 }
 
 void SandboxManager::create(const CreateRequest& req, std::string tenant, json metadata,
@@ -797,10 +793,10 @@ void SandboxManager::ping(const SandboxPtr& sb) {
       sb->channel->close(fmt::format("the runner missed {} health checks", kMissesToFail));
     }
   });
-  sb->channel->call({{"op", "ping"}}, {}, [sb, answered, timer](const proto::Frame& f) {
+  sb->channel->call({{"op", "ping"}}, {}, [sb, answered, timer](const proto::Event& e) {
     *answered = true;
     timer->cancel();
-    if (f.header.value("ev", "") == "result") sb->health_misses = 0;
+    if (e.kind == proto::EventKind::kResult) sb->health_misses = 0;
     return true;
   });
 }

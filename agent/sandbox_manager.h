@@ -173,7 +173,7 @@ class SandboxManager {
   void start_one(const std::string& template_name, std::function<void(Result<SandboxPtr>)> ready);
   void on_lost(const std::string& id, const std::string& reason);
   // Serves a sandbox of an earlier agent process again, over reattached runner pipes.
-  void adopt(Sandbox record, RunnerPipes pipes);
+  void adopt(Sandbox record, RunnerLink link);
   void retire(const std::string& id, const std::string& why);
   void destroy_later(const std::string& id, const std::string& why);
   void check_all_destroyed();

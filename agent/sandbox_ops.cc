@@ -17,21 +17,22 @@ namespace {
 Error invalid(const std::string& m) { return make_error(Code::kInvalidArgument, m); }
 
 // A lost runner means the sandbox itself died under the request.
-Error lost_error(const Sandbox& sb, const proto::Frame& f) {
-  std::string why = sb.failure.empty() ? f.header.value("message", "runner lost") : sb.failure;
+Error lost_error(const Sandbox& sb, const proto::Event& e) {
+  std::string why = sb.failure.empty() ? e.message : sb.failure;
   return make_error(Code::kConflict, fmt::format("sandbox {} failed: {}", sb.id, why));
 }
 
 // Maps a runner-side errno to the API's codes.
-Error runner_error(const json& err) {
-  int e = err.value("errno", 0);
-  std::string msg = err.value("message", "runner error");
+Error runner_error(const proto::Event& e) {
   Code code = Code::kInvalidArgument;
-  if (e == ENOENT) code = Code::kNotFound;
-  if (e == EFBIG) code = Code::kTooLarge;
-  if (e == EEXIST || e == EBUSY || e == ENOTEMPTY) code = Code::kConflict;
-  if (e == ENOSPC || e == EDQUOT) code = Code::kResourceExhausted;
-  return make_error(code, msg);
+  switch (e.error_errno) {
+    case ENOENT: code = Code::kNotFound; break;
+    case EFBIG: case E2BIG: code = Code::kTooLarge; break;
+    case EEXIST: case EBUSY: case ENOTEMPTY: code = Code::kConflict; break;
+    case ENOSPC: case EDQUOT: code = Code::kResourceExhausted; break;
+    default: break;
+  }
+  return make_error(code, e.message.empty() ? "runner error" : e.message);
 }
 
 Status parse_common(const json& body, ExecRequest* req) {
@@ -160,10 +161,13 @@ Status validate_sandbox_path(const std::string& path) {
 
 namespace {
 
-// The outcome of a request's final frame: a lost runner, a runner-side error, or success.
-Status frame_status(const Sandbox& sb, const proto::Frame& f) {
-  if (f.header.value("ev", "") == "lost") return lost_error(sb, f);
-  if (!f.header.value("ok", false)) return runner_error(f.header.value("error", json::object()));
+// The outcome of a request's final event: a lost runner, a runner-side error, or success.
+// Any other event there is the runner breaking the protocol.
+Status final_status(const Sandbox& sb, const proto::Event& e) {
+  if (e.kind == proto::EventKind::kLost) return lost_error(sb, e);
+  if (e.kind != proto::EventKind::kResult)
+    return make_error(Code::kInternal, "the runner answered with an unexpected event");
+  if (!e.ok) return runner_error(e);
   return ok_status();
 }
 
@@ -255,21 +259,26 @@ void send_command(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, ExecRequest 
       std::move(done));
   uint64_t id = sb->channel->call(
       header, std::string_view(req.stdin_data).substr(0, first),
-      [sb, outcome, on_output, finish, cap = req.output_cap](const proto::Frame& f) {
-        std::string ev = f.header.value("ev", "");
-        if (ev == "stdout" || ev == "stderr") {
-          bool is_err = ev == "stderr";
+      [sb, outcome, on_output, finish, cap = req.output_cap](const proto::Event& e) {
+        using proto::EventKind;
+        if (e.kind == EventKind::kStdout || e.kind == EventKind::kStderr) {
+          // The cap holds here too, whatever the runner sends: collected output and output
+          // streamed to a client that reads slowly both stay within it.
+          bool is_err = e.kind == EventKind::kStderr;
+          size_t& seen = is_err ? outcome->err_bytes : outcome->out_bytes;
+          size_t room = cap - std::min(cap, seen);
+          std::string_view piece = std::string_view(e.payload).substr(0, room);
+          seen += piece.size();
+          if (piece.size() < e.payload.size()) outcome->truncated = true;
+          if (piece.empty()) return false;
           if (on_output) {
-            on_output(is_err, f.payload);
+            on_output(is_err, piece);
           } else {
-            std::string& sink = is_err ? outcome->err : outcome->out;
-            size_t room = cap - std::min(cap, sink.size());
-            sink.append(f.payload, 0, room);
-            if (room < f.payload.size()) outcome->truncated = true;
+            (is_err ? outcome->err : outcome->out).append(piece);
           }
           return false;
         }
-        if (ev == "lost" && !sb->failure_kind.empty()) {
+        if (e.kind == EventKind::kLost && !sb->failure_kind.empty()) {
           // A host limit ended the whole sandbox while this command ran: it is the result.
           outcome->signal = SIGKILL;
           outcome->oom_killed = sb->failure_kind == "oom";
@@ -277,20 +286,21 @@ void send_command(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, ExecRequest 
           finish(std::move(*outcome));
           return true;
         }
-        if (ev != "exit") {
-          Status st = frame_status(*sb, f);
-          finish(st ? make_error(Code::kInternal, "runner answered exec with " + ev) : st.error());
+        if (e.kind != EventKind::kExit) {
+          Status st = final_status(*sb, e);
+          finish(st ? make_error(Code::kInternal, "the runner answered exec without an exit")
+                    : st.error());
           return true;
         }
-        const json& h = f.header;
-        outcome->exit_code = h.value("exit_code", -1);
-        outcome->signal = h.value("signal", 0);
-        outcome->duration_ms = h.value("duration_ms", 0.0);
-        outcome->cpu_ms = h.value("cpu_ms", 0.0);
-        outcome->max_rss_kb = h.value("max_rss_kb", int64_t{0});
-        outcome->timed_out = h.value("timed_out", false);
-        outcome->oom_killed = h.value("oom_killed", false);
-        outcome->truncated = outcome->truncated || h.value("truncated", false);
+        const proto::ExitStatus& x = e.exit;
+        outcome->exit_code = x.exit_code;
+        outcome->signal = x.signal;
+        outcome->duration_ms = x.duration_ms;
+        outcome->cpu_ms = x.cpu_ms;
+        outcome->max_rss_kb = x.max_rss_kb;
+        outcome->timed_out = x.timed_out;
+        outcome->oom_killed = x.oom_killed;
+        outcome->truncated = outcome->truncated || x.truncated;
         sb->exec_count++;
         sb->last_exit_code = outcome->exit_code;
         finish(std::move(*outcome));
@@ -333,7 +343,7 @@ std::shared_ptr<ExecHandle> run_exec(SandboxManager& mgr, std::shared_ptr<Sandbo
                      // The code file goes with the run; failures here do not matter.
                      if (sb->channel->alive()) {
                        sb->channel->call({{"op", "delete"}, {"path", path}}, {},
-                                         [](const proto::Frame&) { return true; });
+                                         [](const proto::Event&) { return true; });
                      }
                      done(std::move(r));
                    },
@@ -348,12 +358,18 @@ void read_file(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string pat
   auto finish = settle_once<Result<std::string>>(mgr, sb, mgr.options().file_op_deadline,
                                                  "read " + path, std::move(done));
   sb->channel->call({{"op", "read_file"}, {"path", path}, {"max_bytes", kMaxFileBytes}}, {},
-                    [sb, data, finish](const proto::Frame& f) {
-                      if (f.header.value("ev", "") == "data") {
-                        data->append(f.payload);
+                    [sb, data, finish](const proto::Event& e) {
+                      if (e.kind == proto::EventKind::kData) {
+                        if (data->size() + e.payload.size() > kMaxFileBytes) {
+                          // More than it was asked for: not a runner that keeps the protocol.
+                          finish(make_error(Code::kInternal, "the runner sent more than the file's limit"));
+                          sb->channel->close("the runner sent more file data than asked for");
+                          return true;
+                        }
+                        data->append(e.payload);
                         return false;
                       }
-                      Status st = frame_status(*sb, f);
+                      Status st = final_status(*sb, e);
                       finish(st ? Result<std::string>(std::move(*data)) : st.error());
                       return true;
                     });
@@ -372,8 +388,8 @@ void write_file(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string pa
     json h = {{"op", "write_file"}, {"path", path}, {"append", off > 0}, {"last", last}};
     std::string_view chunk = std::string_view(data).substr(off, n);
     if (off == 0) {
-      id = sb->channel->call(h, chunk, [sb, finish](const proto::Frame& f) {
-        finish(frame_status(*sb, f));
+      id = sb->channel->call(h, chunk, [sb, finish](const proto::Event& e) {
+        finish(final_status(*sb, e));
         return true;
       });
     } else {
@@ -384,16 +400,40 @@ void write_file(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string pa
   } while (off < data.size());
 }
 
-void file_op(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, json request,
-             std::function<void(Result<json>)> done) {
-  std::string what = request.value("op", "file op");
-  auto finish =
-      settle_once<Result<json>>(mgr, sb, mgr.options().file_op_deadline, what, std::move(done));
-  sb->channel->call(std::move(request), {}, [sb, finish](const proto::Frame& f) {
-    Status st = frame_status(*sb, f);
-    finish(st ? Result<json>(f.header) : st.error());
-    return true;
-  });
+void list_dir(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string path,
+              std::function<void(Result<std::vector<proto::FileEntry>>)> done) {
+  auto entries = std::make_shared<std::vector<proto::FileEntry>>();
+  auto finish = settle_once<Result<std::vector<proto::FileEntry>>>(
+      mgr, sb, mgr.options().file_op_deadline, "list " + path, std::move(done));
+  sb->channel->call({{"op", "list"}, {"path", path}}, {},
+                    [sb, entries, finish](const proto::Event& e) {
+                      auto take = [&] {
+                        if (entries->size() + e.entries.size() > kMaxListEntries) return false;
+                        for (const auto& x : e.entries) entries->push_back(x);
+                        return true;
+                      };
+                      if (!take()) {
+                        finish(make_error(Code::kInternal, "the runner sent more entries than a list holds"));
+                        sb->channel->close("the runner sent more directory entries than a list holds");
+                        return true;
+                      }
+                      if (e.kind == proto::EventKind::kEntries) return false;
+                      Status st = final_status(*sb, e);
+                      finish(st ? Result<std::vector<proto::FileEntry>>(std::move(*entries))
+                                : st.error());
+                      return true;
+                    });
+}
+
+void delete_path(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string path,
+                 bool recursive, std::function<void(Status)> done) {
+  auto finish = settle_once<Status>(mgr, sb, mgr.options().file_op_deadline, "delete " + path,
+                                    std::move(done));
+  sb->channel->call({{"op", "delete"}, {"path", path}, {"recursive", recursive}}, {},
+                    [sb, finish](const proto::Event& e) {
+                      finish(final_status(*sb, e));
+                      return true;
+                    });
 }
 
 }  // namespace swissbox

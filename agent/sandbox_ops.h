@@ -12,6 +12,7 @@
 
 #include "agent/sandbox_manager.h"
 #include "common/error.h"
+#include "common/runner_protocol.h"
 
 namespace swissbox {
 
@@ -20,6 +21,7 @@ constexpr size_t kMaxOutputCap = 16 << 20;
 constexpr int64_t kDefaultExecTimeoutMs = 60000;
 constexpr int64_t kMaxExecTimeoutMs = 3600 * 1000;
 constexpr size_t kMaxFileBytes = 64 << 20;
+constexpr size_t kMaxListEntries = 10000;  // the runner stops listing there
 
 struct ExecRequest {
   std::vector<std::string> argv;
@@ -51,6 +53,7 @@ struct ExecOutcome {
   // Set when the sandbox died under the command (it is failed now).
   std::string sandbox_failure;
   std::string out, err;
+  size_t out_bytes = 0, err_bytes = 0;  // what the command wrote, up to the cap
   nlohmann::json to_json(bool with_output) const;
 };
 
@@ -85,8 +88,10 @@ void read_file(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string pat
                std::function<void(Result<std::string>)> done);
 void write_file(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string path,
                 std::string data, std::function<void(Status)> done);
-void file_op(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, nlohmann::json request,
-             std::function<void(Result<nlohmann::json>)> done);
+void list_dir(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string path,
+              std::function<void(Result<std::vector<proto::FileEntry>>)> done);
+void delete_path(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string path,
+                 bool recursive, std::function<void(Status)> done);
 Status validate_sandbox_path(const std::string& path);
 
 }  // namespace swissbox

@@ -61,3 +61,198 @@ std::optional<Frame> Decoder::next() {
 }
 
 }  // namespace swissbox::proto
+
+namespace swissbox::proto {
+namespace {
+
+using json = nlohmann::json;
+
+// Reads the fields of one event header, each checked for its type and range; the first
+// field that is wrong is remembered and every later read is a no-op.
+class Fields {
+ public:
+  Fields(const json& h, std::string ev) : h_(h), ev_(std::move(ev)) {}
+
+  // Integers in [lo, hi]; a number with a fraction or out of range is an error.
+  template <typename T>
+  void integer(const char* name, T* out, bool required, int64_t lo, uint64_t hi) {
+    const json* v = find(name, required);
+    if (!v) return;
+    if (v->is_number_unsigned()) {
+      uint64_t u = v->get<uint64_t>();
+      if (u > hi || (lo > 0 && u < static_cast<uint64_t>(lo))) return wrong(name, "out of range");
+      *out = static_cast<T>(u);
+    } else if (v->is_number_integer()) {
+      int64_t i = v->get<int64_t>();
+      if (i < lo || (i >= 0 && static_cast<uint64_t>(i) > hi)) return wrong(name, "out of range");
+      *out = static_cast<T>(i);
+    } else {
+      wrong(name, "not an integer");
+    }
+  }
+  void number(const char* name, double* out) {
+    const json* v = find(name, false);
+    if (!v) return;
+    if (!v->is_number() || !(v->get<double>() >= 0) || v->get<double>() > 1e15)
+      return wrong(name, "not a finite number >= 0");
+    *out = v->get<double>();
+  }
+  void boolean(const char* name, bool* out, bool required = false) {
+    const json* v = find(name, required);
+    if (!v) return;
+    if (!v->is_boolean()) return wrong(name, "not a boolean");
+    *out = v->get<bool>();
+  }
+  void string(const char* name, std::string* out, bool required = false) {
+    const json* v = find(name, required);
+    if (!v) return;
+    if (!v->is_string()) return wrong(name, "not a string");
+    *out = v->get<std::string>();
+  }
+  bool has(const char* name) const { return h_.contains(name); }
+  const json* find(const char* name, bool required) {
+    if (!error_.empty()) return nullptr;
+    auto it = h_.find(name);
+    if (it == h_.end() || it->is_null()) {
+      if (required) wrong(name, "missing");
+      return nullptr;
+    }
+    return &*it;
+  }
+  void wrong(const std::string& name, const std::string& what) {
+    if (error_.empty()) error_ = "runner sent a bad '" + ev_ + "' event: " + name + " " + what;
+  }
+  const std::string& error() const { return error_; }
+
+ private:
+  const json& h_;
+  std::string ev_;
+  std::string error_;
+};
+
+std::optional<FileEntry> decode_entry(const json& j, Fields* outer) {
+  if (!j.is_object()) {
+    outer->wrong("entry", "not an object");
+    return std::nullopt;
+  }
+  Fields f(j, "entry");
+  FileEntry e;
+  f.string("name", &e.name, true);
+  f.string("type", &e.type, true);
+  f.integer("size", &e.size, false, 0, UINT64_MAX);
+  f.integer("mode", &e.mode, false, 0, 07777);
+  f.integer("mtime", &e.mtime, false, INT64_MIN, INT64_MAX);
+  if (e.type != "file" && e.type != "dir" && e.type != "symlink" && e.type != "other")
+    f.wrong("type", "is not file, dir, symlink or other");
+  if (!f.error().empty()) {
+    outer->wrong("entry", "(" + f.error() + ")");
+    return std::nullopt;
+  }
+  return e;
+}
+
+void decode_entries(const json* list, Fields* f, std::vector<FileEntry>* out) {
+  if (!list) return;
+  if (!list->is_array()) return f->wrong("entries", "not an array");
+  for (const json& j : *list) {
+    auto e = decode_entry(j, f);
+    if (!e) return;
+    out->push_back(std::move(*e));
+  }
+}
+
+}  // namespace
+
+json FileEntry::to_json() const {
+  return {{"name", name}, {"type", type}, {"size", size}, {"mode", mode}, {"mtime", mtime}};
+}
+
+Event Event::lost(uint64_t id, std::string why) {
+  Event e;
+  e.kind = EventKind::kLost;
+  e.id = id;
+  e.message = std::move(why);
+  return e;
+}
+
+std::optional<Event> decode_event(Frame frame, std::string* error) {
+  const json& h = frame.header;
+  auto ev_it = h.find("ev");
+  if (ev_it == h.end() || !ev_it->is_string()) {
+    *error = "runner sent a frame without an event name";
+    return std::nullopt;
+  }
+  const std::string ev = ev_it->get<std::string>();
+  static const std::pair<const char*, EventKind> kKinds[] = {
+      {"hello", EventKind::kHello},   {"result", EventKind::kResult}, {"stdout", EventKind::kStdout},
+      {"stderr", EventKind::kStderr}, {"data", EventKind::kData},     {"entries", EventKind::kEntries},
+      {"exit", EventKind::kExit},     {"fatal", EventKind::kFatal}};
+  Event e;
+  bool known = false;
+  for (auto [name, kind] : kKinds) {
+    if (ev == name) e.kind = kind, known = true;
+  }
+  if (!known) {
+    *error = "runner sent an unknown event";
+    return std::nullopt;
+  }
+  Fields f(h, ev);
+  const bool has_id = e.kind != EventKind::kHello && e.kind != EventKind::kFatal;
+  f.integer("id", &e.id, has_id, 1, UINT64_MAX);
+  const bool carries_payload =
+      e.kind == EventKind::kStdout || e.kind == EventKind::kStderr || e.kind == EventKind::kData;
+  if (!carries_payload && !frame.payload.empty()) f.wrong("payload", "not expected");
+  switch (e.kind) {
+    case EventKind::kHello:
+      f.integer("pid", &e.pid, false, 1, INT32_MAX);
+      f.integer("version", &e.version, false, 0, INT32_MAX);
+      break;
+    case EventKind::kFatal:
+      f.string("message", &e.message);
+      break;
+    case EventKind::kResult: {
+      f.boolean("ok", &e.ok, true);
+      if (!e.ok) {
+        const json* err = f.find("error", true);
+        if (err && !err->is_object()) f.wrong("error", "not an object");
+        if (err && err->is_object()) {
+          Fields ef(*err, "error");
+          ef.integer("errno", &e.error_errno, false, 0, 4095);
+          ef.string("message", &e.message);
+          if (!ef.error().empty()) f.wrong("error", "(" + ef.error() + ")");
+        }
+      }
+      uint64_t size = 0;
+      if (f.has("size") && !f.has("name")) f.integer("size", &size, false, 0, UINT64_MAX), e.size = size;
+      f.integer("pid", &e.pid, false, 1, INT32_MAX);
+      if (f.has("name")) {
+        if (auto entry = decode_entry(h, &f)) e.entry = std::move(*entry);
+      }
+      decode_entries(f.find("entries", false), &f, &e.entries);
+      break;
+    }
+    case EventKind::kEntries:
+      decode_entries(f.find("entries", true), &f, &e.entries);
+      break;
+    case EventKind::kExit:
+      f.integer("exit_code", &e.exit.exit_code, true, -1, 255);
+      f.integer("signal", &e.exit.signal, false, 0, 64);
+      f.number("duration_ms", &e.exit.duration_ms);
+      f.number("cpu_ms", &e.exit.cpu_ms);
+      f.integer("max_rss_kb", &e.exit.max_rss_kb, false, 0, INT64_MAX);
+      f.boolean("timed_out", &e.exit.timed_out);
+      f.boolean("truncated", &e.exit.truncated);
+      f.boolean("oom_killed", &e.exit.oom_killed);
+      break;
+    default:
+      break;
+  }
+  if (!f.error().empty()) {
+    *error = f.error();
+    return std::nullopt;
+  }
+  e.payload = std::move(frame.payload);
+  return e;
+}
+
+}  // namespace swissbox::proto

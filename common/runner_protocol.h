@@ -12,11 +12,17 @@
 //   signal {signal}              (no answer; signals the exec's process group)
 //   read_file {path, max_bytes}  → data (payload) … → result {size} | result {error}
 //   write_file {path, mode, append, last} payload → result on last | result {error}
-//   list {path}                  → result {entries:[{name,type,size,mode,mtime}]}
+//   list {path}                  → entries {entries:[{name,type,size,mode,mtime}]} … → result
+//                                  (split so that no header passes kMaxHeader)
 //   delete {path, recursive}     → result
 //   stat {path}                  → result {name,type,size,mode,mtime}
 // Every result is {"ev":"result","id":N,"ok":true,…} or {…,"ok":false,"error":{"errno":E,
-// "message":"…"}}. init announces itself with {"ev":"hello","pid":P} at start.
+// "message":"…"}}. init announces itself with {"ev":"hello","pid":P,"version":V} at start
+// and sends {"ev":"fatal","message":…} before it stops reading a broken channel.
+//
+// The runner runs as the sandbox's user, so the agent treats every byte of it as hostile:
+// decode_event() turns a frame into a typed Event with every field type- and range-checked,
+// and anything else is a protocol error that ends that sandbox's channel only.
 #pragma once
 
 #include <cstddef>
@@ -25,6 +31,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace swissbox::proto {
 
@@ -56,5 +63,50 @@ class Decoder {
   size_t pos_ = 0;
   std::string error_;
 };
+
+// What the agent reads from a runner.
+enum class EventKind { kHello, kResult, kStdout, kStderr, kData, kEntries, kExit, kFatal, kLost };
+
+struct FileEntry {
+  std::string name;
+  std::string type;  // file, dir, symlink, other
+  uint64_t size = 0;
+  uint32_t mode = 0;
+  int64_t mtime = 0;
+  nlohmann::json to_json() const;
+};
+
+struct ExitStatus {
+  int exit_code = -1;
+  int signal = 0;
+  double duration_ms = 0;
+  double cpu_ms = 0;
+  int64_t max_rss_kb = 0;
+  bool timed_out = false;
+  bool truncated = false;
+  bool oom_killed = false;
+};
+
+struct Event {
+  EventKind kind = EventKind::kLost;
+  uint64_t id = 0;      // the request answered; 0 for hello and fatal
+  std::string payload;  // stdout, stderr, data
+  // result: ok, or the runner-side errno and message. fatal, lost: message.
+  bool ok = false;
+  int error_errno = 0;
+  std::string message;
+  std::optional<uint64_t> size;     // result of read_file
+  std::optional<FileEntry> entry;   // result of stat
+  std::vector<FileEntry> entries;   // entries (and the result of a list from an older runner)
+  int64_t pid = 0;                  // hello, result of ping
+  int version = 0;                  // hello
+  ExitStatus exit;                  // exit
+
+  // The event an open request gets when its runner's channel ends (never on the wire).
+  static Event lost(uint64_t id, std::string why);
+};
+
+// A typed event, or nullopt with *error saying which field of which event was wrong.
+std::optional<Event> decode_event(Frame frame, std::string* error);
 
 }  // namespace swissbox::proto

@@ -42,6 +42,7 @@ constexpr size_t kReadChunk = 64 * 1024;
 constexpr size_t kDefaultCap = 1 << 20;
 constexpr size_t kMaxCap = 16 << 20;
 constexpr auto kDrainGrace = std::chrono::milliseconds(100);
+constexpr size_t kMaxListEntries = 10000;
 // /workspace in a sandbox; SWISSBOX_WORKSPACE moves it (tests run the runner on the host).
 std::string g_workspace = "/workspace";
 
@@ -151,6 +152,10 @@ class Runner {
     signal(SIGPIPE, SIG_IGN);
     // Orphans of our commands come to us even when we are not PID 1 (tests on the host).
     prctl(PR_SET_CHILD_SUBREAPER, 1);
+    // Commands run as the runner's uid: not dumpable, they cannot ptrace it or read its
+    // memory (gVisor checks dumpability for both). Its channel is a socket, which they
+    // cannot reopen through /proc/1/fd either (agent/runtime.h).
+    prctl(PR_SET_DUMPABLE, 0);
     fcntl(STDIN_FILENO, F_SETFL, fcntl(STDIN_FILENO, F_GETFL) | O_NONBLOCK);
     if (self_ == 1) listen_bridge();
   }
@@ -881,17 +886,28 @@ class Runner {
     std::string path = resolve(h.value("path", std::string(".")));
     DIR* d = opendir(path.c_str());
     if (!d) return send_error(id, errno, "opendir " + path);
+    // Entries go out in frames whose header stays well below the protocol's limit (a name
+    // of 255 bytes escapes to at most 1.5 kB of JSON).
+    constexpr size_t kFrameBudget = 32 * 1024;
     json entries = json::array();
+    size_t bytes = 0, total = 0;
     while (dirent* e = readdir(d)) {
       std::string name = e->d_name;
       if (name == "." || name == "..") continue;
       struct stat st;
       if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
-      entries.push_back(entry_json(name, st));
-      if (entries.size() >= 10000) break;
+      json entry = entry_json(name, st);
+      bytes += entry.dump().size() + 1;
+      entries.push_back(std::move(entry));
+      if (bytes >= kFrameBudget) {
+        send({{"ev", "entries"}, {"id", id}, {"entries", std::exchange(entries, json::array())}});
+        bytes = 0;
+      }
+      if (++total >= kMaxListEntries) break;
     }
     closedir(d);
-    send_result(id, {{"entries", std::move(entries)}});
+    if (!entries.empty()) send({{"ev", "entries"}, {"id", id}, {"entries", std::move(entries)}});
+    send_result(id);
   }
 
   void stat_path(uint64_t id, const json& h) {
@@ -972,6 +988,7 @@ int bridge() {
     return 1;
   }
   signal(SIGPIPE, SIG_IGN);
+  prctl(PR_SET_DUMPABLE, 0);  // as the runner: no ptrace from the sandbox's code
   struct Leg {
     int from, to;
   } legs[2] = {{STDIN_FILENO, sock.get()}, {sock.get(), STDOUT_FILENO}};

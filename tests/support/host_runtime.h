@@ -5,6 +5,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -32,7 +33,7 @@ class HostRuntime : public SandboxRuntime {
     }
   }
 
-  Result<RunnerPipes> start(const SandboxSpec& spec) override {
+  Result<RunnerLink> start(const SandboxSpec& spec) override {
     starts++;
     // A start as slow as a real one, so that a test can act while it is under way.
     if (int ms = start_delay_ms; ms > 0) usleep(ms * 1000);
@@ -42,8 +43,8 @@ class HostRuntime : public SandboxRuntime {
     }
     std::string ws = root_ + "/" + spec.id;
     if (auto st = fs::make_dirs(ws); !st) return st.error();
-    int to[2], from[2];
-    if (pipe2(to, O_CLOEXEC) != 0 || pipe2(from, O_CLOEXEC) != 0) return sys_error("pipe2");
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return sys_error("socketpair");
     // Everything the child needs is built before fork(): the test process has other threads,
     // and a malloc in the child can deadlock on an allocator lock one of them held.
     std::string env_ws = "SWISSBOX_WORKSPACE=" + ws;
@@ -51,16 +52,15 @@ class HostRuntime : public SandboxRuntime {
     char* argv[] = {const_cast<char*>(init_.c_str()), nullptr};
     pid_t pid = fork();
     if (pid == 0) {
-      dup2(to[0], 0);
-      dup2(from[1], 1);
+      dup2(sv[1], 0);
+      dup2(sv[1], 1);
       execve(argv[0], argv, envp);
       _exit(127);
     }
-    close(to[0]);
-    close(from[1]);
+    close(sv[1]);
     std::lock_guard lock(mu_);
     pids_[spec.id] = pid;
-    return RunnerPipes{unique_fd(to[1]), unique_fd(from[0])};
+    return RunnerLink{unique_fd(sv[0])};
   }
 
   // The runner process alone: enough to see the figures reach the API.

@@ -50,5 +50,79 @@ TEST(RunnerProtocol, WaitsForAWholeFrame) {
   EXPECT_EQ(f->payload.size(), 1000u);
 }
 
+// Frames a runner (code in the sandbox, to the agent) could send. Each must decode to an
+// error, never throw and never reach a request as a half-typed event.
+TEST(RunnerEvents, RejectsEveryFieldOfTheWrongTypeOrRange) {
+  const std::vector<nlohmann::json> bad = {
+      {{"ev", "result"}, {"id", "x"}},                       // the audit's frame
+      {{"ev", "result"}, {"id", -1}, {"ok", true}},
+      {{"ev", "result"}, {"id", 0}, {"ok", true}},
+      {{"ev", "result"}, {"id", 1.5}, {"ok", true}},
+      {{"ev", "result"}, {"id", 1}},                          // ok missing
+      {{"ev", "result"}, {"id", 1}, {"ok", "yes"}},
+      {{"ev", "result"}, {"id", 1}, {"ok", false}, {"error", "EIO"}},
+      {{"ev", "result"}, {"id", 1}, {"ok", false}, {"error", {{"errno", "5"}}}},
+      {{"ev", "result"}, {"id", 1}, {"ok", true}, {"size", -4}},
+      {{"ev", "result"}, {"id", 1}, {"ok", true}, {"entries", {{{"name", 1}, {"type", "file"}}}}},
+      {{"ev", "entries"}, {"id", 1}, {"entries", {{{"name", "a"}, {"type", "bomb"}}}}},
+      {{"ev", "entries"}, {"id", 1}},
+      {{"ev", "exit"}, {"id", 1}},                            // exit_code missing
+      {{"ev", "exit"}, {"id", 1}, {"exit_code", "0"}},
+      {{"ev", "exit"}, {"id", 1}, {"exit_code", 1 << 20}},
+      {{"ev", "exit"}, {"id", 1}, {"exit_code", 0}, {"duration_ms", -1}},
+      {{"ev", "exit"}, {"id", 1}, {"exit_code", 0}, {"timed_out", 1}},
+      {{"ev", "stdout"}},                                     // no id
+      {{"ev", "lost"}, {"id", 1}},                            // the agent's own, never the wire's
+      {{"ev", 7}, {"id", 1}},
+      {{"op", "exec"}, {"id", 1}},
+  };
+  for (const auto& h : bad) {
+    std::string error;
+    EXPECT_FALSE(decode_event(Frame{h, {}}, &error).has_value()) << h.dump();
+    EXPECT_FALSE(error.empty()) << h.dump();
+  }
+  std::string error;
+  EXPECT_FALSE(decode_event(Frame{{{"ev", "result"}, {"id", 1}, {"ok", true}}, "payload"}, &error));
+}
+
+TEST(RunnerEvents, DecodesWhatTheRunnerSends) {
+  std::string error;
+  auto exit = decode_event(Frame{{{"ev", "exit"},      {"id", 9},        {"exit_code", 3},
+                                  {"signal", 0},       {"duration_ms", 1.5}, {"cpu_ms", 0.25},
+                                  {"max_rss_kb", 2048}, {"timed_out", true}, {"truncated", false},
+                                  {"oom_killed", false}},
+                                 {}},
+                           &error);
+  ASSERT_TRUE(exit.has_value()) << error;
+  EXPECT_EQ(exit->kind, EventKind::kExit);
+  EXPECT_EQ(exit->id, 9u);
+  EXPECT_EQ(exit->exit.exit_code, 3);
+  EXPECT_TRUE(exit->exit.timed_out);
+  EXPECT_EQ(exit->exit.max_rss_kb, 2048);
+
+  auto failed = decode_event(
+      Frame{{{"ev", "result"}, {"id", 2}, {"ok", false}, {"error", {{"errno", 2}, {"message", "open x"}}}}, {}},
+      &error);
+  ASSERT_TRUE(failed.has_value()) << error;
+  EXPECT_FALSE(failed->ok);
+  EXPECT_EQ(failed->error_errno, 2);
+  EXPECT_EQ(failed->message, "open x");
+
+  auto stat = decode_event(Frame{{{"ev", "result"}, {"id", 3}, {"ok", true}, {"name", "/w/f"},
+                                  {"type", "file"}, {"size", 12}, {"mode", 0644}, {"mtime", 5}},
+                                 {}},
+                           &error);
+  ASSERT_TRUE(stat.has_value() && stat->entry.has_value()) << error;
+  EXPECT_EQ(stat->entry->size, 12u);
+  EXPECT_FALSE(stat->size.has_value());
+
+  auto out = decode_event(Frame{{{"ev", "stdout"}, {"id", 4}}, "bytes"}, &error);
+  ASSERT_TRUE(out.has_value()) << error;
+  EXPECT_EQ(out->payload, "bytes");
+  auto hello = decode_event(Frame{{{"ev", "hello"}, {"pid", 1}, {"version", 1}, {"extra", "ok"}}, {}}, &error);
+  ASSERT_TRUE(hello.has_value()) << error;
+  EXPECT_EQ(hello->version, 1);
+}
+
 }  // namespace
 }  // namespace swissbox::proto
