@@ -57,15 +57,30 @@ std::string lower_case(std::string s) {
 
 namespace {
 
+// Letters, digits and hyphens in labels of 1 to 63 characters, at most 253 in all.
 bool valid_host_name(const std::string& h) {
   if (h.empty() || h.size() > 253 || h.front() == '.' || h.back() == '.') return false;
+  size_t label = 0;
   for (char c : h) {
-    if (!isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '.') return false;
+    if (c == '.') {
+      if (label == 0) return false;
+      label = 0;
+      continue;
+    }
+    if (!isalnum(static_cast<unsigned char>(c)) && c != '-') return false;
+    if (++label > 63) return false;
   }
-  return h.find("..") == std::string::npos;
+  return true;
 }
 
 }  // namespace
+
+bool valid_request_host(const std::string& host, bool bracketed) {
+  if (!bracketed) return valid_host_name(host);
+  boost::system::error_code ec;
+  boost::asio::ip::make_address_v6(host, ec);
+  return !ec && host.find('%') == std::string::npos;  // no zone ids: nothing link-local
+}
 
 bool valid_allow_pattern(const std::string& p) {
   return valid_host_name(p.rfind("*.", 0) == 0 ? p.substr(2) : p);

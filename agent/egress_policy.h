@@ -21,6 +21,11 @@ std::string lower_case(std::string s);
 // Whether `host` matches a pattern of `allow`: equal (case-insensitive), or "*.suffix"
 // matching any name below suffix (not suffix itself).
 bool host_allowed(const std::string& host, const std::vector<std::string>& allow);
+// Whether a host from a sandbox's request is one the proxy will look at: a DNS name
+// (letters, digits, hyphens, dots; a dotted IPv4 address is one) or, when it came in
+// brackets, an IPv6 literal. Anything else (a NUL, a space, "%", "@") is refused before it
+// is matched or resolved, so that the name matched is exactly the name resolved.
+bool valid_request_host(const std::string& host, bool bracketed);
 // Whether `pattern` may be put in an allowlist: a host name, optionally "*." in front.
 bool valid_allow_pattern(const std::string& pattern);
 // The node-wide deny list when none is configured.

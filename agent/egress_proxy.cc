@@ -62,7 +62,8 @@ class Conn : public std::enable_shared_from_this<Conn> {
     std::string rest = head.substr(eol + 2);
     if (method == "CONNECT") {
       connect_ = true;
-      if (!split_host_port(target, 443)) return refuse(400, "CONNECT needs host:port");
+      if (!split_host_port(target, 443))
+        return refuse(400, "CONNECT needs host:port with a DNS name or [IPv6] as host");
     } else {
       // Plain HTTP: an absolute URI, sent on in origin form, one request per connection.
       if (target.rfind("http://", 0) != 0) {
@@ -70,7 +71,8 @@ class Conn : public std::enable_shared_from_this<Conn> {
       }
       auto slash = target.find('/', 7);
       std::string authority = target.substr(7, slash == std::string::npos ? std::string::npos : slash - 7);
-      if (!split_host_port(authority, 80)) return refuse(400, "bad host in " + target);
+      if (!split_host_port(authority, 80))
+        return refuse(400, "the URL's host is not a DNS name or [IPv6] literal");
       std::string path = slash == std::string::npos ? "/" : target.substr(slash);
       forward_ = method + " " + path + " " + line.substr(sp2 + 1) + "\r\n" + strip_hop_headers(rest);
     }
@@ -85,16 +87,18 @@ class Conn : public std::enable_shared_from_this<Conn> {
 
   bool split_host_port(const std::string& hp, uint16_t default_port) {
     std::string h = hp, p;
-    if (!h.empty() && h.front() == '[') {  // [v6]:port
+    const bool bracketed = !h.empty() && h.front() == '[';
+    if (bracketed) {  // [v6]:port
       auto close = h.find(']');
       if (close == std::string::npos) return false;
-      p = close + 1 < h.size() && h[close + 1] == ':' ? h.substr(close + 2) : "";
+      if (close + 1 < h.size() && h[close + 1] != ':') return false;
+      p = close + 1 < h.size() ? h.substr(close + 2) : "";
       h = h.substr(1, close - 1);
     } else if (auto colon = h.rfind(':'); colon != std::string::npos) {
       p = h.substr(colon + 1);
       h = h.substr(0, colon);
     }
-    if (h.empty()) return false;
+    if (!valid_request_host(h, bracketed)) return false;
     port_ = default_port;
     if (!p.empty()) {
       if (p.size() > 5 || p.find_first_not_of("0123456789") != std::string::npos) return false;

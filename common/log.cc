@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <ctime>
@@ -14,8 +15,13 @@ std::atomic<Level> g_level{Level::kInfo};
 
 constexpr std::string_view kNames[] = {"debug", "info", "warn", "error"};
 
+bool is_control(char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; }
+
+// Values may come from a sandbox (a host name, an error text): every control byte is
+// escaped, so that one log line stays one line and a terminal shows nothing it would obey.
 void append_value(std::string& out, std::string_view v) {
-  bool quote = v.empty() || v.find_first_of(" \"=\n\t\\") != std::string_view::npos;
+  bool quote = v.empty() || v.find_first_of(" \"=\\") != std::string_view::npos ||
+               std::any_of(v.begin(), v.end(), is_control);
   if (!quote) {
     out.append(v);
     return;
@@ -25,9 +31,11 @@ void append_value(std::string& out, std::string_view v) {
     if (c == '"' || c == '\\') out.push_back('\\');
     if (c == '\n') {
       out.append("\\n");
-      continue;
+    } else if (is_control(c)) {
+      out.append(fmt::format("\\x{:02x}", static_cast<unsigned char>(c)));
+    } else {
+      out.push_back(c);
     }
-    out.push_back(c);
   }
   out.push_back('"');
 }

@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -81,6 +82,17 @@ bool make_pipe(unique_fd (&p)[2]) {
   return true;
 }
 
+// The spare's wake-up and report channels. Sockets, not pipes: a command can reopen a pipe
+// the spare holds through /proc/<spare>/fd/N and write into it (wake the spare before its
+// setup is written, or fake an exec failure), but reopening a socket fails with ENXIO.
+bool make_socket_pair(unique_fd (&p)[2]) {
+  int fds[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) return false;
+  p[0].reset(fds[0]);
+  p[1].reset(fds[1]);
+  return true;
+}
+
 }  // namespace
 
 struct Spawner::Spare {
@@ -119,8 +131,8 @@ void Spawner::prepare() {
   if (spare_) return;
   auto s = std::make_unique<Spare>();
   unique_fd in[2], out[2], err[2], wake[2], report[2];
-  if (!make_pipe(in) || !make_pipe(out) || !make_pipe(err) || !make_pipe(wake) ||
-      !make_pipe(report)) {
+  if (!make_pipe(in) || !make_pipe(out) || !make_pipe(err) || !make_socket_pair(wake) ||
+      !make_socket_pair(report)) {
     return;  // no spare: the next launch uses vfork
   }
   // The stack of the spare that exec'd last is free again: no mmap + munmap per command.

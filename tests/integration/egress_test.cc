@@ -214,6 +214,45 @@ TEST_F(Egress, OnlyAllowlistedHostsAnswerAndOnlyThroughTheProxy) {
   EXPECT_NE(metrics.find("swissbox_egress_connections_total{result=\"allowed\"}"), std::string::npos);
 }
 
+// Host names that a matcher and a resolver read differently (the audit's NUL: the allowlist
+// saw "....allowed.test", getaddrinfo "198.19.77.6") are refused before either looks.
+TEST_F(Egress, OddHostFormsAreRefusedBeforeTheyAreMatched) {
+  std::string id = create_egress({{"egress_allowlist", {"*.allowed.test"}}});
+  const std::string probe = R"PY(
+import os, socket, json
+host, port = os.environ["http_proxy"].split("//")[-1].rstrip("/").rsplit(":", 1)
+out = {}
+for name, line in [
+    ("nul", b"CONNECT 198.19.77.6\x00.allowed.test:80"),
+    ("space", b"CONNECT 198.19.77.6 .allowed.test:80"),
+    ("percent", b"CONNECT 198.19.77.6%00.allowed.test:80"),
+    ("at", b"CONNECT denied.test@x.allowed.test:80"),
+    ("newline", b"CONNECT denied.test\r.allowed.test:80"),
+    ("bad_v6", b"CONNECT [198.19.77.6\x00.allowed.test]:80"),
+    ("long_label", b"CONNECT " + b"a" * 64 + b".allowed.test:80"),
+    ("plain_nul", b"GET http://198.19.77.6\x00.allowed.test/"),
+    ("allowed_unknown", b"CONNECT www.allowed.test:80"),
+]:
+    s = socket.create_connection((host, int(port)), timeout=10)
+    s.sendall(line + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    out[name] = s.recv(300).decode("latin1").split("\r\n")[0]
+    s.close()
+print(json.dumps(out))
+)PY";
+  json r = post("/v1/sandboxes/" + id + "/code", {{"language", "python"}, {"code", probe}});
+  json got = json::parse(r.value("stdout", "{}"), nullptr, false);
+  ASSERT_TRUE(got.is_object()) << r.dump();
+  for (const char* name : {"nul", "space", "percent", "at", "newline", "bad_v6", "long_label", "plain_nul"})
+    EXPECT_EQ(got.value(name, ""), "HTTP/1.1 400 Bad Request") << name << ": " << got.dump();
+  // A well-formed name below the wildcard passes the policy and fails only to resolve.
+  EXPECT_EQ(got.value("allowed_unknown", ""), "HTTP/1.1 502 Bad Gateway") << got.dump();
+  // The agent's log holds the refusals on one line each, control bytes escaped.
+  auto log = fs::read_file(dir_ + "/agent.log", 64 << 20);
+  ASSERT_TRUE(log.ok());
+  EXPECT_EQ(log->find(std::string("\0", 1) + ".allowed.test"), std::string::npos);
+  EXPECT_EQ(log->find('\r'), std::string::npos);
+}
+
 TEST_F(Egress, RateLimitHoldsAndCountersMatch) {
   std::string id = create_egress({{"bandwidth_kbit", 1000}});
   json before = network_of(id);

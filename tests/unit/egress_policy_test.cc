@@ -25,6 +25,24 @@ TEST(EgressPolicy, HostsMatchExactNamesAndWildcardsBelowThem) {
     EXPECT_FALSE(valid_allow_pattern(bad)) << bad;
 }
 
+TEST(EgressPolicy, RequestHostsAreDnsNamesOrBracketedIpv6) {
+  const std::string longest_label(63, 'a');
+  for (const std::string& h : {std::string("example.com"), std::string("a-b.example.com"),
+                               std::string("198.51.100.2"), std::string("x"), longest_label})
+    EXPECT_TRUE(valid_request_host(h, false)) << h;
+  for (const std::string& h : {std::string("198.51.100.2\0.example.com", 25), std::string(""),
+                              std::string("a b.example.com"), std::string("a%00.example.com"),
+                              std::string("user@example.com"), std::string("example.com."),
+                              std::string(".example.com"), std::string("a..b"), std::string(64, 'a'),
+                              std::string("::1"), std::string("a\r\n.example.com"),
+                              std::string(254, 'a')})
+    EXPECT_FALSE(valid_request_host(h, false)) << h;
+  EXPECT_TRUE(valid_request_host("2001:db8::1", true));
+  EXPECT_FALSE(valid_request_host("example.com", true));
+  EXPECT_FALSE(valid_request_host("fe80::1%eth0", true));
+  EXPECT_FALSE(valid_request_host(std::string("::1\0x", 5), true));
+}
+
 TEST(EgressPolicy, DenyRangesCoverTheNodeTheClusterAndMetadata) {
   std::vector<Cidr> deny;
   for (const auto& c : default_egress_deny()) {
