@@ -77,9 +77,13 @@ bool valid_host_name(const std::string& h) {
 
 bool valid_request_host(const std::string& host, bool bracketed) {
   if (!bracketed) return valid_host_name(host);
+  // Checked by character first: the parser reads a C string, so a NUL would end it early;
+  // and no "%zone": nothing link-local.
+  if (host.empty() || host.find_first_not_of("0123456789abcdefABCDEF:.") != std::string::npos)
+    return false;
   boost::system::error_code ec;
   boost::asio::ip::make_address_v6(host, ec);
-  return !ec && host.find('%') == std::string::npos;  // no zone ids: nothing link-local
+  return !ec;
 }
 
 bool valid_allow_pattern(const std::string& p) {
