@@ -61,6 +61,7 @@ struct AgentApi::Call {
   std::vector<std::pair<std::string, std::string>> query;
   std::string tenant;      // owner of new sandboxes
   bool operator_ = false;  // unix socket: sees every tenant
+  bool admin = false;      // may change the node: the unix socket, an admin token, or no tokens
   std::string param(std::string_view k) const {
     for (const auto& [key, v] : query) {
       if (key == k) return v;
@@ -122,6 +123,7 @@ std::string_view error_code_of(unsigned status) {
   switch (status) {
     case 400: return "invalid_argument";
     case 401: return "unauthenticated";
+    case 403: return "permission_denied";
     case 404: return "not_found";
     case 409: return "conflict";
     case 413: return "too_large";
@@ -160,6 +162,29 @@ std::function<void(const Result<ExecOutcome>&)> AgentApi::run_recorder(std::stri
   };
 }
 
+std::optional<Error> AgentApi::admit(const http::RequestHeader& header, bool from_unix_socket) const {
+  std::string_view target = header.target();
+  auto auth = header.find(bhttp::field::authorization);
+  return check_bearer(target.substr(0, target.find('?')),
+                      auth == header.end() ? std::string_view{} : auth->value(), from_unix_socket,
+                      opts_.tokens);
+}
+
+uint64_t AgentApi::body_limit(const http::RequestHeader& header) const {
+  constexpr uint64_t kSmallJson = 1 << 20;
+  const auto m = header.method();
+  if (m == bhttp::verb::get || m == bhttp::verb::head || m == bhttp::verb::delete_) return 64 << 10;
+  std::string_view target = header.target();
+  std::string_view path = target.substr(0, target.find('?'));
+  auto ends_with = [&](std::string_view tail) {
+    return path.size() >= tail.size() && path.substr(path.size() - tail.size()) == tail;
+  };
+  if (m == bhttp::verb::put && ends_with("/files")) return kMaxFileBytes;
+  // Code and stdin travel in these.
+  if (path == "/v1/execute" || ends_with("/exec") || ends_with("/code")) return opts_.max_json_body;
+  return kSmallJson;
+}
+
 void AgentApi::handle(http::Request&& req, std::shared_ptr<http::Responder> res) {
   auto c = std::make_shared<Call>();
   c->req = std::move(req);
@@ -177,18 +202,21 @@ void AgentApi::handle(http::Request&& req, std::shared_ptr<http::Responder> res)
 
   if (c->res->peer_is_unix()) {
     c->operator_ = true;
+    c->admin = true;
     c->tenant = "local";
   } else if (!opts_.tokens.empty() && c->path != "/healthz" && c->path != "/readyz") {
     auto it = c->req.find(bhttp::field::authorization);
-    const std::string* tenant =
-        bearer_tenant(it == c->req.end() ? std::string_view{} : it->value(), opts_.tokens);
-    if (!tenant) {
+    const Principal* who =
+        bearer_principal(it == c->req.end() ? std::string_view{} : it->value(), opts_.tokens);
+    if (!who) {
       return c->fail(make_error(Code::kUnauthenticated,
                                 "a valid 'Authorization: Bearer <token>' is required"));
     }
-    c->tenant = *tenant;
+    c->tenant = who->tenant;
+    c->admin = who->admin;
   } else {
     c->tenant = "default";
+    c->admin = opts_.tokens.empty();
   }
   try {
     route(*c);
@@ -215,6 +243,8 @@ void AgentApi::route(Call& c) {
         {{"ready", warm}, {"reason", warm ? "pools warm" : "warm pools are filling"}});
   }
   if (p == "/metrics") {
+    // Every tenant's usage is in there.
+    if (!c.admin) return c.fail(make_error(Code::kPermissionDenied, "/metrics needs an admin token"));
     mgr_.update_gauges();
     return c.res->send(200, metrics_.render() + render_process_metrics(), "text/plain; version=0.0.4");
   }
@@ -537,6 +567,11 @@ void AgentApi::warmpool(Call& c, const std::string& tmpl) {
   }
   if (m != bhttp::verb::put)
     return c.fail(make_error(Code::kInvalidArgument, "use PUT on /v1/warmpool/{template}"));
+  // The pools are the node's, shared by every tenant.
+  if (!c.admin) {
+    return c.fail(make_error(Code::kPermissionDenied,
+                             "changing a warm pool needs an admin token or the unix socket"));
+  }
   auto body = c.body_json(opts_.max_json_body);
   if (!body) return c.fail(body.error());
   auto it = body->find("target");

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "agent/sandbox_manager.h"
+#include "common/auth.h"
 #include "common/http_server.h"
 #include "common/metrics.h"
 
@@ -19,7 +20,7 @@ class CriMonitor;
 struct ApiOptions {
   std::string region = "dev";
   const CriMonitor* cri = nullptr;  // the node's container runtime, if the agent watches it
-  std::map<std::string, std::string> tokens;  // bearer token → tenant; empty = no auth
+  TokenTable tokens;  // empty = no auth (the agent then listens on loopback only)
   size_t max_json_body = 16 << 20;
 };
 
@@ -27,6 +28,10 @@ class AgentApi {
  public:
   AgentApi(SandboxManager& mgr, Metrics& metrics, ApiOptions opts);
   void handle(http::Request&& req, std::shared_ptr<http::Responder> res);
+  // http::ServerOptions::admit and body_limit_for: the token is checked on the header,
+  // before a body is read; JSON routes take small bodies, file uploads and code larger ones.
+  std::optional<Error> admit(const http::RequestHeader& header, bool from_unix_socket) const;
+  uint64_t body_limit(const http::RequestHeader& header) const;
 
  private:
   struct Call;

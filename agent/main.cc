@@ -59,8 +59,10 @@ int main(int argc, char** argv) {
     log::error("cannot reap orphaned sandbox processes", {{"error", st.error().to_string()}});
     return 1;
   }
-  std::map<std::string, std::string> tokens;
+  TokenTable tokens;
   if (!cfg->token_file.empty()) tokens = load_tokens(cfg->token_file).value();  // validated above
+  // Connections, sandboxes' channels and runsc's pipes all take fds: take the hard limit.
+  log::info("file descriptor limit", {{"nofile", static_cast<int64_t>(raise_fd_limit())}});
 
   auto cgroups = open_cgroups({.parent = cfg->cgroup_parent});
   if (!cgroups) {
@@ -162,7 +164,10 @@ int main(int argc, char** argv) {
   ao.tokens = tokens;
   ao.cri = cri.get();
   AgentApi api(manager, metrics, ao);
-  http::Server server(ioc, http::ServerOptions{},
+  http::ServerOptions so;
+  so.admit = [&api](const http::RequestHeader& h, bool unix_socket) { return api.admit(h, unix_socket); };
+  so.body_limit_for = [&api](const http::RequestHeader& h) { return api.body_limit(h); };
+  http::Server server(ioc, so,
                       [&api](http::Request&& req, std::shared_ptr<http::Responder> res) {
                         api.handle(std::move(req), std::move(res));
                       });

@@ -9,32 +9,78 @@ namespace swissbox {
 using json = nlohmann::json;
 
 namespace {
+
 Error invalid(const std::string& m) { return make_error(Code::kInvalidArgument, m); }
+
+// Equal in content, looking at every byte of the longer string whatever the answer.
+bool constant_time_equal(std::string_view a, std::string_view b) {
+  size_t n = std::max(a.size(), b.size());
+  unsigned char diff = a.size() == b.size() ? 0 : 1;
+  for (size_t i = 0; i < n; ++i) {
+    unsigned char x = i < a.size() ? static_cast<unsigned char>(a[i]) : 0;
+    unsigned char y = i < b.size() ? static_cast<unsigned char>(b[i]) : 0;
+    diff |= x ^ y;
+  }
+  return diff == 0;
+}
+
 }  // namespace
 
-Result<std::map<std::string, std::string>> load_tokens(const std::string& path) {
+Result<TokenTable> load_tokens(const std::string& path) {
   auto text = fs::read_file(path, 1 << 20);
   if (!text) return text.error();
   json j = json::parse(*text, nullptr, false);
   if (j.is_discarded() || !j.is_object() || j.empty()) {
     return invalid("token file " + path +
-                   " must be a non-empty JSON object {\"token\": \"tenant\"}");
+                   " must be a non-empty JSON object {\"token\": \"tenant\" | {\"tenant\": …}}");
   }
-  std::map<std::string, std::string> out;
+  TokenTable out;
   for (auto& [k, v] : j.items()) {
-    if (!v.is_string() || k.size() < 16)
-      return invalid("token file " + path + ": tokens need 16+ characters and a tenant string");
-    out[k] = v.get<std::string>();
+    if (k.size() < 16) return invalid("token file " + path + ": tokens need 16+ characters");
+    Principal p;
+    if (v.is_string()) {
+      p.tenant = v.get<std::string>();
+    } else if (v.is_object() && v.contains("tenant") && v["tenant"].is_string()) {
+      p.tenant = v["tenant"].get<std::string>();
+      if (auto a = v.find("admin"); a != v.end()) {
+        if (!a->is_boolean()) return invalid("token file " + path + ": admin must be true or false");
+        p.admin = a->get<bool>();
+      }
+    } else {
+      return invalid("token file " + path +
+                     ": each token maps to a tenant string or {\"tenant\": \"t\", \"admin\": bool}");
+    }
+    if (p.tenant.empty()) return invalid("token file " + path + ": a tenant name is empty");
+    out[k] = std::move(p);
   }
   return out;
 }
 
-const std::string* bearer_tenant(std::string_view authorization,
-                                 const std::map<std::string, std::string>& tokens) {
+const Principal* bearer_principal(std::string_view authorization, const TokenTable& tokens) {
   constexpr std::string_view kScheme = "Bearer ";
   if (authorization.substr(0, kScheme.size()) != kScheme) return nullptr;
-  auto it = tokens.find(std::string(authorization.substr(kScheme.size())));
-  return it == tokens.end() ? nullptr : &it->second;
+  std::string_view presented = authorization.substr(kScheme.size());
+  const Principal* found = nullptr;
+  // Every entry is compared in full: no early exit, no ordered lookup.
+  for (const auto& [token, principal] : tokens) {
+    if (constant_time_equal(token, presented)) found = &principal;
+  }
+  return found;
+}
+
+std::optional<Error> check_bearer(std::string_view path, std::string_view authorization,
+                                  bool from_unix_socket, const TokenTable& tokens) {
+  if (from_unix_socket || tokens.empty() || path == "/healthz" || path == "/readyz")
+    return std::nullopt;
+  if (bearer_principal(authorization, tokens)) return std::nullopt;
+  return make_error(Code::kUnauthenticated, "a valid 'Authorization: Bearer <token>' is required");
+}
+
+std::string service_token(const TokenTable& tokens) {
+  for (const auto& [token, principal] : tokens) {
+    if (principal.admin) return token;
+  }
+  return tokens.empty() ? std::string() : tokens.begin()->first;
 }
 
 bool is_loopback_listen(const std::string& host_port) {

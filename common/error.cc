@@ -10,6 +10,8 @@ std::string_view code_name(Code code) {
       return "invalid_argument";
     case Code::kUnauthenticated:
       return "unauthenticated";
+    case Code::kPermissionDenied:
+      return "permission_denied";
     case Code::kNotFound:
       return "not_found";
     case Code::kConflict:
@@ -34,6 +36,8 @@ int http_status(Code code) {
       return 400;
     case Code::kUnauthenticated:
       return 401;
+    case Code::kPermissionDenied:
+      return 403;
     case Code::kNotFound:
       return 404;
     case Code::kConflict:

@@ -14,6 +14,7 @@ namespace swissbox {
 enum class Code {
   kInvalidArgument,
   kUnauthenticated,
+  kPermissionDenied,
   kNotFound,
   kConflict,
   kTooLarge,

@@ -1,6 +1,10 @@
 #include "common/http_server.h"
 
 #include <fmt/format.h>
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -53,13 +57,40 @@ std::string_view reason(unsigned status) {
   return bhttp::obsolete_reason(static_cast<bhttp::status>(status));
 }
 
+// A body the server will not read is read and dropped for this long after the answer, so
+// that a client still sending it gets to read the answer instead of a reset.
+constexpr auto kLinger = std::chrono::seconds(5);
+
+// The answer to a connection the server will not serve; written without waiting.
+void refuse_connection(int fd, std::string_view why) {
+  std::string body = fmt::format(R"({{"error":{{"code":"unavailable","message":"{}"}}}})", why) + "\n";
+  std::string out = fmt::format(
+      "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+      "Content-Length: {}\r\nConnection: close\r\n\r\n{}",
+      body.size(), body);
+  (void)!::send(fd, out.data(), out.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
+// The peer's address, the key of the per-client limit.
+std::string peer_address(int fd) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof(ss);
+  if (getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return "?";
+  char buf[INET6_ADDRSTRLEN] = "?";
+  if (ss.ss_family == AF_INET)
+    inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(&ss)->sin_addr, buf, sizeof(buf));
+  if (ss.ss_family == AF_INET6)
+    inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(&ss)->sin6_addr, buf, sizeof(buf));
+  return buf;
+}
+
 }  // namespace
 
 // One connection: reads requests one at a time, writes answers from a queue.
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(Server& server, generic::socket socket, bool is_unix)
-      : server_(server), stream_(std::move(socket)), is_unix_(is_unix) {}
+  Session(Server& server, generic::socket socket, bool is_unix, std::string client)
+      : server_(server), stream_(std::move(socket)), is_unix_(is_unix), client_(std::move(client)) {}
 
   void start() {
     asio::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->read(); });
@@ -166,8 +197,18 @@ class Session : public std::enable_shared_from_this<Session> {
     bool has_body = !header_parser_->is_done();
     bool expect_continue = has_body && beast::iequals(header[bhttp::field::expect], "100-continue");
     const auto& stream_body = server_.options().stream_body;
+    if (const auto& admit = server_.options().admit) {
+      if (auto refused = admit(header, is_unix_)) {
+        return answer_unread(*refused, std::string(header.method_string()) + " " +
+                                           std::string(header.target()));
+      }
+    }
     bool streamed = has_body && stream_body && stream_body(header);
-    uint64_t limit = streamed ? server_.options().stream_body_limit : server_.options().body_limit;
+    uint64_t whole_limit = server_.options().body_limit;
+    if (const auto& limit_for = server_.options().body_limit_for) {
+      if (uint64_t l = limit_for(header); l > 0) whole_limit = l;
+    }
+    uint64_t limit = streamed ? server_.options().stream_body_limit : whole_limit;
     if (auto n = header_parser_->content_length(); n && *n > limit) {
       return read_failed(bhttp::error::body_limit);
     }
@@ -185,7 +226,7 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     parser_.emplace(std::move(*header_parser_));
     header_parser_.reset();
-    parser_->body_limit(server_.options().body_limit);
+    parser_->body_limit(whole_limit);
     if (!has_body) return on_read({});
     if (expect_continue) write_continue();
     buffer_.reserve(kBodyPiece);  // Beast reads no more than the buffer's room (512 bytes)
@@ -201,17 +242,26 @@ class Session : public std::enable_shared_from_this<Session> {
     dispatch(std::move(req), nullptr);
   }
 
-  void read_failed(beast::error_code ec) {
+  // Answers a request whose body (if any) stays unread; the connection then lingers to
+  // drop that body and closes.
+  void answer_unread(const Error& error, std::string request_line = "-") {
     header_parser_.reset();
     parser_.reset();
+    busy_ = true;
+    unread_body_ = true;
+    auto res = std::make_shared<Responder>(shared_from_this(), new_request_id(), false, 11);
+    res->set_request_line(std::move(request_line));
+    res->send_error(error);
+  }
+
+  void read_failed(beast::error_code ec) {
     if (ec == bhttp::error::body_limit || ec == bhttp::error::header_limit) {
-      busy_ = true;
-      auto res = std::make_shared<Responder>(shared_from_this(), new_request_id(), false, 11);
-      res->send_error(make_error(Code::kTooLarge, ec == bhttp::error::body_limit
-                                                      ? "request body exceeds the limit"
-                                                      : "request headers exceed the limit"));
-      return;
+      return answer_unread(make_error(Code::kTooLarge, ec == bhttp::error::body_limit
+                                                           ? "request body exceeds the limit"
+                                                           : "request headers exceed the limit"));
     }
+    header_parser_.reset();
+    parser_.reset();
     // Timeouts, resets and EOF end the connection; a malformed request gets a 400 first.
     if (ec.category() == bhttp::make_error_code(bhttp::error::bad_method).category() &&
         ec != bhttp::error::end_of_stream) {
@@ -329,13 +379,33 @@ class Session : public std::enable_shared_from_this<Session> {
       if (done.last) {
         self->on_gone_ = nullptr;  // answered in full: nothing to cancel any more
         self->stream_.expires_never();
-        // An answer given before the body was read whole leaves unread bytes: close.
-        if (done.close_after || self->body_parser_) return self->close();
+        // An answer given before the body was read whole leaves unread bytes: close, after
+        // dropping them for a while so that the client reads the answer.
+        if (self->unread_body_ || self->body_parser_) return self->linger_close();
+        if (done.close_after) return self->close();
         self->read();
         return;
       }
       self->flush();
     });
+  }
+
+  void linger_close() {
+    if (closed_) return;
+    beast::error_code ec;
+    stream_.socket().shutdown(generic::socket::shutdown_send, ec);
+    body_parser_.reset();
+    stream_.expires_after(kLinger);
+    discard_input();
+  }
+
+  void discard_input() {
+    linger_buf_.resize(kBodyPiece);
+    stream_.async_read_some(asio::buffer(linger_buf_),
+                            [self = shared_from_this()](beast::error_code ec, size_t) {
+                              if (ec || self->closed_) return self->close();
+                              self->discard_input();
+                            });
   }
 
   void close() {
@@ -352,12 +422,15 @@ class Session : public std::enable_shared_from_this<Session> {
     beast::error_code ec;
     stream_.socket().shutdown(generic::socket::shutdown_both, ec);
     stream_.close();
-    server_.remove_session(this);
+    server_.remove_session(this, client_);
   }
 
   Server& server_;
   Stream stream_;
   bool is_unix_;
+  std::string client_;
+  bool unread_body_ = false;
+  std::string linger_buf_;
   beast::flat_buffer buffer_;
   std::optional<bhttp::request_parser<bhttp::empty_body>> header_parser_;
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
@@ -488,10 +561,18 @@ struct Server::Listener {
 };
 
 Server::Server(asio::io_context& ioc, ServerOptions opts, Handler handler)
-    : ioc_(ioc), opts_(opts), handler_(std::move(handler)) {}
+    : ioc_(ioc), opts_(opts), handler_(std::move(handler)) {
+  // Connections may take half of the fds; the rest stay for sandboxes, files and runsc.
+  rlimit nofile{};
+  if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY) {
+    opts_.max_connections = std::max<size_t>(16, std::min<size_t>(opts_.max_connections, nofile.rlim_cur / 2));
+  }
+  reserve_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
 
 Server::~Server() {
   for (const auto& p : unix_paths_) ::unlink(p.c_str());
+  if (reserve_fd_ >= 0) ::close(reserve_fd_);
 }
 
 Status Server::listen_tcp(const std::string& host_port) {
@@ -546,26 +627,72 @@ void Server::accept(std::shared_ptr<Listener> l) {
   l->acceptor.async_accept(asio::make_strand(ioc_),
                            [this, l](boost::system::error_code ec, generic::socket sock) {
                              if (ec) {
-                               if (ec != asio::error::operation_aborted && !draining_) accept(l);
-                               return;
+                               if (ec == asio::error::operation_aborted || draining_) return;
+                               if (ec == asio::error::no_descriptors ||
+                                   ec.value() == ENFILE || ec == asio::error::no_buffer_space ||
+                                   ec == asio::error::no_memory) {
+                                 return shed_and_retry(l);
+                               }
+                               return accept(l);
                              }
                              if (draining_) return;
+                             std::string client;
                              if (!l->is_unix) {
                                sock.set_option(asio::ip::tcp::no_delay(true), ec);
+                               client = peer_address(sock.native_handle());
+                               if (!admit_connection(client)) {
+                                 refuse_connection(sock.native_handle(),
+                                                   "too many connections; try again");
+                                 sock.close(ec);
+                                 return accept(l);
+                               }
                              }
-                             auto s = std::make_shared<Session>(*this, std::move(sock), l->is_unix);
+                             auto s = std::make_shared<Session>(*this, std::move(sock), l->is_unix,
+                                                                std::move(client));
                              add_session(s);
                              s->start();
                              accept(l);
                            });
 }
 
+bool Server::admit_connection(const std::string& client) {
+  if (tcp_sessions_ >= opts_.max_connections) return false;
+  size_t& mine = per_client_[client];
+  if (mine >= opts_.max_connections_per_client) return false;
+  ++mine;
+  ++tcp_sessions_;
+  return true;
+}
+
+void Server::shed_and_retry(std::shared_ptr<Listener> l) {
+  if (reserve_fd_ >= 0) {
+    ::close(reserve_fd_);
+    reserve_fd_ = -1;
+    int fd = ::accept4(l->acceptor.native_handle(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd >= 0) {
+      refuse_connection(fd, "the server is out of file descriptors; try again");
+      ::close(fd);
+    }
+    reserve_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  }
+  log::warn("accept: out of file descriptors; pausing", {{"open_connections", tcp_sessions_}});
+  auto timer = std::make_shared<asio::steady_timer>(ioc_, std::chrono::milliseconds(100));
+  timer->async_wait([this, l, timer](boost::system::error_code ec) {
+    if (!ec && !draining_) accept(l);
+  });
+}
+
 void Server::add_session(const std::shared_ptr<Session>& s) {
   asio::post(ioc_, [this, w = std::weak_ptr<Session>(s)] { sessions_.insert(w); });
 }
 
-void Server::remove_session(Session* s) {
-  asio::post(ioc_, [this, s] {
+void Server::remove_session(Session* s, const std::string& client) {
+  asio::post(ioc_, [this, s, client] {
+    if (!client.empty()) {
+      if (tcp_sessions_ > 0) --tcp_sessions_;
+      auto it = per_client_.find(client);
+      if (it != per_client_.end() && --it->second == 0) per_client_.erase(it);
+    }
     for (auto it = sessions_.begin(); it != sessions_.end();) {
       auto p = it->lock();
       if (!p || p.get() == s) {

@@ -12,6 +12,7 @@
 #include <boost/beast/http/string_body.hpp>
 #include <chrono>
 #include <functional>
+#include <map>
 #include <memory>
 #include <nlohmann/json_fwd.hpp>
 #include <optional>
@@ -40,6 +41,19 @@ struct ServerOptions {
   // whole body may be up to stream_body_limit.
   std::function<bool(const RequestHeader&)> stream_body;
   uint64_t stream_body_limit = 1ull << 30;
+  // Runs once a request's header is read, before any of its body: an Error answers the
+  // request at once and the connection closes (its body is read and dropped, for a bounded
+  // time, so that the client sees the answer). Authentication goes here, so that nobody
+  // without a token makes the server hold a body.
+  std::function<std::optional<Error>(const RequestHeader&, bool from_unix_socket)> admit;
+  // The limit of a body read whole, per request (e.g. small for JSON routes); 0 or unset:
+  // body_limit.
+  std::function<uint64_t(const RequestHeader&)> body_limit_for;
+  // TCP connections open at once, in all and from one client address; beyond them a new
+  // connection gets a 503 and is closed. The unix socket is never limited. Server lowers
+  // max_connections to what its NOFILE limit leaves room for (half of it).
+  size_t max_connections = 4096;
+  size_t max_connections_per_client = 512;
   // Probes and polls (every second, from kubelets and schedulers): their successful
   // answers are logged at debug, not info.
   std::set<std::string, std::less<>> quiet_paths = {"/healthz", "/readyz", "/metrics", "/v1/node"};
@@ -140,9 +154,9 @@ class Server {
   // done (at the latest after `grace`).
   void drain(std::chrono::milliseconds grace, std::function<void()> done);
 
-  // Internal: sessions register themselves.
+  // Internal: sessions register themselves; `client` is the peer's address ("" for unix).
   void add_session(const std::shared_ptr<Session>& s);
-  void remove_session(Session* s);
+  void remove_session(Session* s, const std::string& client);
   const ServerOptions& options() const { return opts_; }
   const Handler& handler() const { return handler_; }
   bool draining() const { return draining_; }
@@ -150,6 +164,11 @@ class Server {
  private:
   struct Listener;
   void accept(std::shared_ptr<Listener> l);
+  // Whether a new TCP connection from `client` fits under the limits (counted if so).
+  bool admit_connection(const std::string& client);
+  // Out of fds: frees the reserve to take one waiting connection off the backlog with a
+  // 503, then tries accepting again after a pause instead of spinning.
+  void shed_and_retry(std::shared_ptr<Listener> l);
   void check_drained();
 
   boost::asio::io_context& ioc_;
@@ -162,6 +181,9 @@ class Server {
   bool draining_ = false;
   std::function<void()> drained_;
   std::unique_ptr<boost::asio::steady_timer> drain_timer_;
+  size_t tcp_sessions_ = 0;
+  std::map<std::string, size_t> per_client_;
+  int reserve_fd_ = -1;  // an fd kept free for shed_and_retry
 };
 
 // Splits "a=b&c=d" (percent-decoded).

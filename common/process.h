@@ -13,6 +13,9 @@
 
 namespace swissbox {
 
+// Raises this process's soft RLIMIT_NOFILE to its hard limit; answers the soft limit now.
+uint64_t raise_fd_limit();
+
 struct ProcessOptions {
   std::vector<std::string> argv;  // argv[0] must be an absolute path
   std::vector<std::string> env;   // "K=V"; empty = a minimal PATH only

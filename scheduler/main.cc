@@ -13,6 +13,7 @@
 #include "common/auth.h"
 #include "common/fs.h"
 #include "common/http_server.h"
+#include "common/process.h"
 #include "common/log.h"
 #include "scheduler/service.h"
 
@@ -138,15 +139,16 @@ int main(int argc, char** argv) {
       return 2;
     }
     so.tokens = *tokens;
-    // Agents accept the same token file; polling shows them its first token.
-    so.agent_token = tokens->begin()->first;
+    // Agents accept the same token file; polling shows them an admin token if it has one.
+    so.agent_token = service_token(*tokens);
   }
+  log::info("file descriptor limit", {{"nofile", static_cast<int64_t>(raise_fd_limit())}});
 
   boost::asio::io_context ioc;
   auto work = boost::asio::make_work_guard(ioc);
   Metrics metrics;
   sched::Scheduler scheduler(ioc, so, metrics);
-  http::Server server(ioc, sched::Scheduler::server_options(),
+  http::Server server(ioc, scheduler.server_options(),
                       [&](http::Request&& req, std::shared_ptr<http::Responder> res) {
                         scheduler.handle(std::move(req), std::move(res));
                       });

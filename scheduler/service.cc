@@ -81,10 +81,22 @@ Scheduler::Scheduler(asio::io_context& ioc, SchedulerOptions opts, Metrics& metr
                     "head, retries included, by template and one-shot language.");
 }
 
-http::ServerOptions Scheduler::server_options() {
+http::ServerOptions Scheduler::server_options() const {
   http::ServerOptions o;
   // File uploads are relayed as they arrive, never held whole.
   o.stream_body = [](const http::RequestHeader& h) { return h.method() == bhttp::verb::put; };
+  o.admit = [this](const http::RequestHeader& h, bool from_unix_socket) {
+    std::string_view target = h.target();
+    auto auth = h.find(bhttp::field::authorization);
+    return check_bearer(target.substr(0, target.find('?')),
+                        auth == h.end() ? std::string_view{} : auth->value(), from_unix_socket,
+                        opts_.tokens);
+  };
+  // What the scheduler reads whole is JSON to place (code and stdin included).
+  o.body_limit_for = [](const http::RequestHeader& h) -> uint64_t {
+    auto m = h.method();
+    return m == bhttp::verb::get || m == bhttp::verb::delete_ ? 64 << 10 : 16 << 20;
+  };
   return o;
 }
 
@@ -169,15 +181,19 @@ void Scheduler::handle(http::Request&& req, std::shared_ptr<http::Responder> res
     return res->send_json(ok ? 200 : 503,
                           {{"ready", ok}, {"reason", ok ? "nodes reporting" : "no eligible node reports"}});
   }
-  if (path == "/metrics") {
-    return res->send(200, metrics_.render() + render_process_metrics(), "text/plain; version=0.0.4");
-  }
+  const Principal* who = nullptr;
   if (!opts_.tokens.empty()) {
     auto it = req.find(bhttp::field::authorization);
-    if (!bearer_tenant(it == req.end() ? std::string_view{} : it->value(), opts_.tokens)) {
+    who = bearer_principal(it == req.end() ? std::string_view{} : it->value(), opts_.tokens);
+    if (!who) {
       return res->send_error(make_error(Code::kUnauthenticated,
                                         "a valid 'Authorization: Bearer <token>' is required"));
     }
+  }
+  if (path == "/metrics") {
+    if (who && !who->admin)
+      return res->send_error(make_error(Code::kPermissionDenied, "/metrics needs an admin token"));
+    return res->send(200, metrics_.render() + render_process_metrics(), "text/plain; version=0.0.4");
   }
   const auto m = req.method();
   if (path == "/v1/nodes" && m == bhttp::verb::get) return nodes(res);

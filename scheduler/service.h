@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "common/auth.h"
 #include "common/http_server.h"
 #include "common/metrics.h"
 #include "scheduler/registry.h"
@@ -31,7 +32,7 @@ struct SchedulerOptions {
   PlacementPolicy policy;
   std::chrono::milliseconds poll_interval{1000};
   std::chrono::milliseconds agent_timeout{60 * 60 * 1000 + 30000};  // above the longest exec
-  std::map<std::string, std::string> tokens;  // token → tenant; empty: no auth (loopback)
+  TokenTable tokens;  // empty: no auth (loopback)
   std::string agent_token;  // what the scheduler itself shows agents when polling
 };
 
@@ -39,7 +40,8 @@ class Scheduler {
  public:
   Scheduler(boost::asio::io_context& ioc, SchedulerOptions opts, Metrics& metrics);
   // What the HTTP server in front of it needs (uploads relayed piece by piece).
-  static http::ServerOptions server_options();
+  // Streams uploads through, and checks the token on the header (before any body).
+  http::ServerOptions server_options() const;
   void start();
   void handle(http::Request&& req, std::shared_ptr<http::Responder> res);
   // Whether some node could take a sandbox now (readiness).

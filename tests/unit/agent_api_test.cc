@@ -56,7 +56,7 @@ class AgentApiTest : public ::testing::Test {
     std::this_thread::sleep_for(150ms);
   }
 
-  void Start(std::map<std::string, int> pool, int max_sandboxes = 8) {
+  void Start(std::map<std::string, int> pool, int max_sandboxes = 8, ApiOptions api = {}) {
     ManagerOptions mo;
     mo.node_name = "unit";
     mo.pool_targets = std::move(pool);
@@ -65,9 +65,11 @@ class AgentApiTest : public ::testing::Test {
     mo.exec_grace = 300ms;
     mo.file_op_deadline = 300ms;
     mgr_ = std::make_unique<SandboxManager>(ioc_, workers_, *runtime_, mo, metrics_);
-    api_ = std::make_unique<AgentApi>(*mgr_, metrics_, ApiOptions{});
+    api_ = std::make_unique<AgentApi>(*mgr_, metrics_, std::move(api));
     http::ServerOptions so;
     so.body_limit = 1 << 20;
+    so.admit = [this](const http::RequestHeader& h, bool u) { return api_->admit(h, u); };
+    so.body_limit_for = [this](const http::RequestHeader& h) { return api_->body_limit(h); };
     server_ = std::make_unique<http::Server>(
         ioc_, so, [this](http::Request&& r, std::shared_ptr<http::Responder> res) {
           api_->handle(std::move(r), std::move(res));
@@ -94,8 +96,10 @@ class AgentApiTest : public ::testing::Test {
   }
 
   std::pair<unsigned, json> Call(std::string_view method, const std::string& path,
-                                 const std::string& body = {}) {
-    auto r = client_->request(method, path, body);
+                                 const std::string& body = {}, const std::string& token = {}) {
+    http::Headers h;
+    if (!token.empty()) h.push_back({"Authorization", "Bearer " + token});
+    auto r = client_->request(method, path, body, h);
     EXPECT_TRUE(r.ok()) << (r.ok() ? "" : r.error().to_string());
     if (!r.ok()) return {0, {}};
     json j = json::parse(r->body, nullptr, false);
@@ -117,6 +121,26 @@ class AgentApiTest : public ::testing::Test {
   std::unique_ptr<http::Client> client_;
   std::thread io_thread_;
 };
+
+// The pools belong to the node: one tenant must not empty them for the others (the audit
+// set default to 0 with a tenant's token and the next tenant's create got 429).
+TEST_F(AgentApiTest, OnlyAdminsChangeThePoolsOrReadTheMetrics) {
+  ApiOptions api;
+  api.tokens = {{"tenant-a-token-0123456789", {"a", false}}, {"admin-token-0123456789", {"ops", true}}};
+  Start({{"default", 1}}, 8, api);
+  const std::string tenant = "tenant-a-token-0123456789", admin = "admin-token-0123456789";
+  EXPECT_EQ(Call("PUT", "/v1/warmpool/default", R"({"target":0})").first, 401u);
+  auto [status, body] = Call("PUT", "/v1/warmpool/default", R"({"target":0})", tenant);
+  EXPECT_EQ(status, 403u) << body;
+  EXPECT_EQ(body["error"].value("code", ""), "permission_denied");
+  EXPECT_EQ(Call("GET", "/v1/warmpool", "", tenant).second["templates"]["default"].value("target", -1), 1);
+  EXPECT_EQ(Call("GET", "/metrics", "", tenant).first, 403u);
+  EXPECT_EQ(Call("PUT", "/v1/warmpool/default", R"({"target":2})", admin).first, 200u);
+  EXPECT_EQ(Call("GET", "/metrics", "", admin).first, 200u);
+  EXPECT_EQ(Call("GET", "/healthz").first, 200u);
+  // A JSON route takes a small body: a tenant's 2 MiB create is refused before it is read.
+  EXPECT_EQ(Call("POST", "/v1/sandboxes", std::string(2 << 20, ' '), tenant).first, 413u);
+}
 
 TEST_F(AgentApiTest, PoolFillsAndClaimStartsNoSandbox) {
   Start({{"default", 2}});

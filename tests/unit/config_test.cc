@@ -68,7 +68,34 @@ TEST(AgentConfig, TokenFileAllowsNonLoopbackListen) {
   ASSERT_TRUE(c.ok()) << c.error().to_string();
   auto t = load_tokens(tokens.path);
   ASSERT_TRUE(t.ok());
-  EXPECT_EQ(t->at("0123456789abcdef0123"), "tenant-a");
+  EXPECT_EQ(t->at("0123456789abcdef0123").tenant, "tenant-a");
+  EXPECT_FALSE(t->at("0123456789abcdef0123").admin);
+}
+
+TEST(Tokens, ObjectEntriesCarryAnAdminFlagAndBadOnesAreRefused) {
+  TempFile tokens(R"({"0123456789abcdef0123":"tenant-a",
+                      "admin-token-0123456789":{"tenant":"ops","admin":true}})");
+  ASSERT_TRUE(tokens.ok);
+  auto t = load_tokens(tokens.path);
+  ASSERT_TRUE(t.ok()) << t.error().to_string();
+  const Principal* ops = bearer_principal("Bearer admin-token-0123456789", *t);
+  ASSERT_NE(ops, nullptr);
+  EXPECT_EQ(ops->tenant, "ops");
+  EXPECT_TRUE(ops->admin);
+  EXPECT_EQ(service_token(*t), "admin-token-0123456789");
+  // A prefix, an extension, another scheme or no header match nothing.
+  for (const char* h : {"Bearer admin-token-012345678", "Bearer admin-token-01234567890",
+                        "Basic admin-token-0123456789", "", "Bearer "})
+    EXPECT_EQ(bearer_principal(h, *t), nullptr) << h;
+  EXPECT_FALSE(check_bearer("/v1/sandboxes", "", false, *t)->message.empty());
+  EXPECT_FALSE(check_bearer("/healthz", "", false, *t).has_value());
+  EXPECT_FALSE(check_bearer("/v1/sandboxes", "", true, *t).has_value());  // the unix socket
+  for (const char* bad : {R"({"0123456789abcdef0123":{"tenant":"a","admin":"yes"}})",
+                          R"({"0123456789abcdef0123":{"admin":true}})",
+                          R"({"0123456789abcdef0123":""})", R"({"short":"a"})"}) {
+    TempFile f(bad);
+    EXPECT_FALSE(load_tokens(f.path).ok()) << bad;
+  }
 }
 
 TEST(AgentConfig, EgressFlagsAndPolicyFile) {

@@ -177,6 +177,57 @@ TEST_F(HttpTest, BodyOverLimitIs413AndMalformedIs400) {
   EXPECT_EQ(std::string(buf).rfind("HTTP/1.1 400", 0), 0u) << buf;
 }
 
+// A request refused on its header (no token) is answered before its body is read, and the
+// body is dropped for a while so that a client still sending it reads the answer. Bodies past
+// the limit likewise: a 20 MiB upload gets a readable 413, not a reset.
+TEST_F(HttpTest, RefusedOnTheHeaderTheBodyIsNeverHeldAndTheClientReadsTheAnswer) {
+  ServerOptions o;
+  o.body_limit = 1000;
+  o.admit = [](const RequestHeader& h, bool) -> std::optional<Error> {
+    if (h.find(boost::beast::http::field::authorization) == h.end())
+      return make_error(Code::kUnauthenticated, "no token");
+    return std::nullopt;
+  };
+  o.body_limit_for = [](const RequestHeader& h) -> uint64_t { return h.target() == "/big" ? 4000 : 0; };
+  Start(o);
+  Client c(tcp());
+  auto r = c.request("POST", "/x", std::string(20 << 20, 'x'));
+  ASSERT_TRUE(r.ok()) << r.error().to_string();
+  EXPECT_EQ(r->status, 401u);
+  EXPECT_EQ(requests_.load(), 0);
+  Headers token = {{"Authorization", "Bearer t"}};
+  auto big = c.request("POST", "/x", std::string(20 << 20, 'x'), token);
+  ASSERT_TRUE(big.ok()) << big.error().to_string();
+  EXPECT_EQ(big->status, 413u);
+  // The per-request limit: /big takes 4000 bytes, others 1000.
+  EXPECT_EQ(c.request("POST", "/big", std::string(3000, 'x'), token)->status, 200u);
+  EXPECT_EQ(c.request("POST", "/x", std::string(3000, 'x'), token)->status, 413u);
+}
+
+TEST_F(HttpTest, ConnectionsPastTheCapAreAnswered503AndTheUnixSocketStillServes) {
+  ServerOptions o;
+  o.max_connections_per_client = 3;
+  Start(o);
+  std::vector<int> held;
+  for (int i = 0; i < 3; ++i) held.push_back(ConnectRaw());
+  int extra = ConnectRaw();
+  ASSERT_GE(extra, 0);
+  EXPECT_EQ(ReadUntil(extra, "\r\n").rfind("HTTP/1.1 503", 0), 0u);
+  close(extra);
+  EXPECT_EQ(Client("unix:" + sock_).request("GET", "/x")->status, 200u);
+  close(held.back());
+  held.pop_back();
+  // The slot comes back once the server saw the close.
+  bool served = false;
+  for (int i = 0; i < 50 && !served; ++i) {
+    auto r = Client(tcp()).request("GET", "/x");
+    served = r.ok() && r->status == 200;
+    if (!served) std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_TRUE(served);
+  for (int fd : held) close(fd);
+}
+
 TEST_F(HttpTest, SlowClientIsDisconnected) {
   ServerOptions o;
   o.read_timeout = 300ms;

@@ -23,7 +23,8 @@ namespace {
 
 using json = nlohmann::json;
 using namespace std::chrono_literals;
-constexpr char kToken[] = "tenant-token-0123456789";
+constexpr char kToken[] = "tenant-token-0123456789";       // admin
+constexpr char kPlainToken[] = "plain-token-0123456789";  // a tenant's, no admin
 
 namespace bhttp = boost::beast::http;
 constexpr size_t kFileBytes = 9 << 20;  // above what the scheduler relays whole
@@ -102,11 +103,11 @@ class SchedulerService : public ::testing::Test {
     o.agents = {big_->address(), "localhost:" + std::to_string(small_->server.tcp_port())};
     o.poll_interval = 100ms;
     o.policy.stale_after = 2s;  // a slow (sanitizer) run may delay a poll
-    o.tokens = {{kToken, "tenant-a"}};
+    o.tokens = {{kToken, {"tenant-a", true}}, {kPlainToken, {"tenant-b", false}}};
     o.agent_token = kToken;
     o.agent_timeout = 1s;
     scheduler_ = std::make_unique<Scheduler>(ioc_, o, metrics_);
-    server_ = std::make_unique<http::Server>(ioc_, Scheduler::server_options(),
+    server_ = std::make_unique<http::Server>(ioc_, scheduler_->server_options(),
                                              [this](http::Request&& req, std::shared_ptr<http::Responder> res) {
                                                scheduler_->handle(std::move(req), std::move(res));
                                              });
@@ -162,7 +163,12 @@ TEST_F(SchedulerService, RefusedCreatesGoToTheNextNodeWithTheCallersToken) {
 TEST_F(SchedulerService, MetricsAreValidPrometheusText) {
   http::Client c(address());
   ASSERT_EQ(c.request("POST", "/v1/sandboxes", "{}", auth())->status, 201u);
-  auto r = c.request("GET", "/metrics");
+  // Metrics and the node list are not for anyone who can reach the port.
+  EXPECT_EQ(c.request("GET", "/metrics")->status, 401u);
+  EXPECT_EQ(c.request("GET", "/v1/nodes")->status, 401u);
+  http::Headers plain = {{"Authorization", std::string("Bearer ") + kPlainToken}};
+  EXPECT_EQ(c.request("GET", "/metrics", "", plain)->status, 403u);
+  auto r = c.request("GET", "/metrics", "", auth());
   ASSERT_TRUE(r.ok());
   EXPECT_NE(r->body.find("swissbox_scheduler_placements_total{result=\"placed\"} 1"), std::string::npos)
       << r->body;
