@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <ifaddrs.h>
 #include <netinet/in.h>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <array>
@@ -26,13 +27,25 @@ namespace {
 
 class Conn : public std::enable_shared_from_this<Conn> {
  public:
-  Conn(EgressProxy& proxy, tcp::socket client, EgressProxy::Policy policy)
+  // slot: the sandbox address whose connection count this one holds ("" for none).
+  Conn(EgressProxy& proxy, tcp::socket client, EgressProxy::Policy policy, std::string slot)
       : proxy_(proxy),
         client_(std::move(client)),
         upstream_(proxy.ioc()),
         resolver_(proxy.ioc()),
         timer_(proxy.ioc()),
-        policy_(std::move(policy)) {}
+        policy_(std::move(policy)),
+        slot_(std::move(slot)) {}
+  ~Conn() {
+    if (!slot_.empty()) proxy_.release_slot(slot_);
+  }
+
+  // A connection past the sandbox's limit: answered and closed without reading it.
+  void refuse_over_limit() {
+    arm(proxy_.options().header_timeout);
+    refuse(503, fmt::format("this sandbox already has {} connections open through the proxy",
+                            proxy_.options().max_connections_per_sandbox));
+  }
 
   void start() {
     arm(proxy_.options().header_timeout);
@@ -201,12 +214,16 @@ class Conn : public std::enable_shared_from_this<Conn> {
   }
 
   void refuse(int status, const std::string& why) {
-    count(status == 403 ? "denied" : "failed");
+    count(status == 403 ? "denied" : status == 503 ? "over_limit" : "failed");
     log::warn("egress refused", {{"sandbox", policy_.sandbox_id}, {"host", host_}, {"reason", why}});
     std::string body = "swissbox egress: " + why + "\n";
     pending_ = fmt::format("HTTP/1.1 {} {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n"
                            "Connection: close\r\n\r\n{}",
-                           status, status == 403 ? "Forbidden" : status == 400 ? "Bad Request" : "Bad Gateway",
+                           status,
+                           status == 403   ? "Forbidden"
+                           : status == 400 ? "Bad Request"
+                           : status == 503 ? "Service Unavailable"
+                                           : "Bad Gateway",
                            body.size(), body);
     asio::async_write(client_, asio::buffer(pending_),
                       [self = shared_from_this()](boost::system::error_code, size_t) { self->close(); });
@@ -230,6 +247,7 @@ class Conn : public std::enable_shared_from_this<Conn> {
   tcp::resolver resolver_;
   asio::steady_timer timer_;
   EgressProxy::Policy policy_;
+  std::string slot_;
   asio::streambuf head_buf_{kMaxHead};
   std::string host_, forward_, pending_;
   uint16_t port_ = 0;
@@ -249,6 +267,10 @@ struct EgressProxy::Listener {
 
 EgressProxy::EgressProxy(asio::io_context& ioc, EgressProxyOptions options, Metrics& metrics)
     : ioc_(ioc), opts_(std::move(options)), metrics_(metrics) {
+  rlimit nofile{};
+  if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY) {
+    opts_.max_connections = std::max<size_t>(16, std::min<size_t>(opts_.max_connections, nofile.rlim_cur / 8));
+  }
   metrics_.describe("swissbox_egress_connections_total", Metrics::Type::kCounter,
                     "Connections sandboxes opened through the egress proxy, by result.");
 }
@@ -271,12 +293,22 @@ Status EgressProxy::listen() {
 void EgressProxy::accept() {
   listener_->acceptor.async_accept([this](boost::system::error_code ec, tcp::socket s) {
     if (ec == asio::error::operation_aborted) return;
+    if (ec == asio::error::no_descriptors || ec.value() == ENFILE) {
+      // Out of fds: try again after a pause rather than spin on the error.
+      log::warn("egress proxy: out of file descriptors; pausing", {{"open", open_}});
+      auto timer = std::make_shared<asio::steady_timer>(ioc_, std::chrono::milliseconds(100));
+      timer->async_wait([this, timer](boost::system::error_code) { accept(); });
+      return;
+    }
     if (!ec) {
       boost::system::error_code peer_ec;
       auto peer = s.remote_endpoint(peer_ec);
-      auto policy = peer_ec ? std::nullopt : policy_of(peer.address().to_string());
-      if (policy) {
-        std::make_shared<Conn>(*this, std::move(s), std::move(*policy))->start();
+      std::string ip = peer_ec ? std::string() : peer.address().to_string();
+      auto policy = peer_ec ? std::nullopt : policy_of(ip);
+      if (policy && take_slot(ip)) {
+        std::make_shared<Conn>(*this, std::move(s), std::move(*policy), ip)->start();
+      } else if (policy) {
+        std::make_shared<Conn>(*this, std::move(s), std::move(*policy), "")->refuse_over_limit();
       } else {
         // Not a sandbox with network (the filter should have stopped it): no answer at all.
         metrics_.add("swissbox_egress_connections_total", Metrics::labels({{"result", "stranger"}}));
@@ -284,6 +316,21 @@ void EgressProxy::accept() {
     }
     accept();
   });
+}
+
+bool EgressProxy::take_slot(const std::string& ip) {
+  if (open_ >= opts_.max_connections) return false;
+  size_t& mine = open_by_sandbox_[ip];
+  if (mine >= opts_.max_connections_per_sandbox) return false;
+  ++mine;
+  ++open_;
+  return true;
+}
+
+void EgressProxy::release_slot(const std::string& ip) {
+  if (open_ > 0) --open_;
+  auto it = open_by_sandbox_.find(ip);
+  if (it != open_by_sandbox_.end() && --it->second == 0) open_by_sandbox_.erase(it);
 }
 
 void EgressProxy::allow(const std::string& sandbox_ip, const std::string& sandbox_id,

@@ -32,6 +32,11 @@ struct EgressProxyOptions {
   std::chrono::milliseconds header_timeout{10000};
   std::chrono::milliseconds connect_timeout{10000};
   std::chrono::milliseconds idle_timeout{300000};
+  // Connections open at once: from one sandbox, and in all (each holds two fds; the proxy
+  // lowers the total to what a quarter of its NOFILE limit allows). Past them a sandbox's
+  // new connection is answered 503 and closed.
+  size_t max_connections_per_sandbox = 256;
+  size_t max_connections = 4096;
 };
 
 class EgressProxy {
@@ -55,6 +60,10 @@ class EgressProxy {
   };
   std::optional<Policy> policy_of(const std::string& sandbox_ip) const;
   bool denied(const boost::asio::ip::address& a) const;
+  // Counts a connection of the sandbox at `ip` if it fits under the limits; on the proxy's
+  // thread only.
+  bool take_slot(const std::string& ip);
+  void release_slot(const std::string& ip);
   const EgressProxyOptions& options() const { return opts_; }
   Metrics& metrics() { return metrics_; }
   boost::asio::io_context& ioc() { return ioc_; }
@@ -69,6 +78,9 @@ class EgressProxy {
   std::unique_ptr<Listener> listener_;
   mutable std::mutex mu_;
   std::map<std::string, Policy> policies_;  // by sandbox address
+  // Open connections, in all and by sandbox address: touched on the proxy's thread only.
+  size_t open_ = 0;
+  std::map<std::string, size_t> open_by_sandbox_;
 };
 
 }  // namespace swissbox

@@ -89,8 +89,13 @@ std::string peer_address(int fd) {
 // One connection: reads requests one at a time, writes answers from a queue.
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(Server& server, generic::socket socket, bool is_unix, std::string client)
-      : server_(server), stream_(std::move(socket)), is_unix_(is_unix), client_(std::move(client)) {}
+  // limited: taken past the connection limits, it answers probes only (ServerOptions).
+  Session(Server& server, generic::socket socket, bool is_unix, std::string client, bool limited)
+      : server_(server),
+        stream_(std::move(socket)),
+        is_unix_(is_unix),
+        client_(std::move(client)),
+        limited_(limited) {}
 
   void start() {
     asio::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->read(); });
@@ -181,8 +186,10 @@ class Session : public std::enable_shared_from_this<Session> {
     // body's fate is known: on_header applies the right limit instead.
     header_parser_->body_limit(std::numeric_limits<std::uint64_t>::max());
     // The whole request (header and a buffered body) must arrive within this.
-    stream_.expires_after(first_request_ ? server_.options().read_timeout
-                                         : server_.options().idle_timeout);
+    // A connection taken for probes only gets little time: a flood must not hold the reserve.
+    stream_.expires_after(limited_         ? std::chrono::milliseconds(2000)
+                          : first_request_ ? server_.options().read_timeout
+                                           : server_.options().idle_timeout);
     busy_ = false;
     bhttp::async_read_header(
         stream_, buffer_, *header_parser_,
@@ -197,6 +204,14 @@ class Session : public std::enable_shared_from_this<Session> {
     bool has_body = !header_parser_->is_done();
     bool expect_continue = has_body && beast::iequals(header[bhttp::field::expect], "100-continue");
     const auto& stream_body = server_.options().stream_body;
+    if (limited_) {
+      std::string_view target = header.target();
+      if (!server_.options().quiet_paths.count(target.substr(0, target.find('?')))) {
+        return answer_unread(
+            make_error(Code::kUnavailable, "too many connections; only health probes are answered"),
+            std::string(header.method_string()) + " " + std::string(target));
+      }
+    }
     if (const auto& admit = server_.options().admit) {
       if (auto refused = admit(header, is_unix_)) {
         return answer_unread(*refused, std::string(header.method_string()) + " " +
@@ -278,7 +293,8 @@ class Session : public std::enable_shared_from_this<Session> {
     std::string rid = it != req.end() && valid_request_id(it->value()) ? std::string(it->value())
                                                                        : new_request_id();
     auto res = std::make_shared<Responder>(shared_from_this(), std::move(rid),
-                                           req.keep_alive() && !server_.draining(), req.version());
+                                           req.keep_alive() && !server_.draining() && !limited_,
+                                           req.version());
     res->set_request_line(std::string(req.method_string()) + " " + std::string(req.target()));
     std::string_view target = req.target();
     res->set_quiet(req.method() == bhttp::verb::get &&
@@ -422,13 +438,14 @@ class Session : public std::enable_shared_from_this<Session> {
     beast::error_code ec;
     stream_.socket().shutdown(generic::socket::shutdown_both, ec);
     stream_.close();
-    server_.remove_session(this, client_);
+    server_.remove_session(this, client_, limited_);
   }
 
   Server& server_;
   Stream stream_;
   bool is_unix_;
   std::string client_;
+  bool limited_;
   bool unread_body_ = false;
   std::string linger_buf_;
   beast::flat_buffer buffer_;
@@ -637,18 +654,22 @@ void Server::accept(std::shared_ptr<Listener> l) {
                              }
                              if (draining_) return;
                              std::string client;
+                             bool limited = false;
                              if (!l->is_unix) {
                                sock.set_option(asio::ip::tcp::no_delay(true), ec);
                                client = peer_address(sock.native_handle());
                                if (!admit_connection(client)) {
-                                 refuse_connection(sock.native_handle(),
-                                                   "too many connections; try again");
-                                 sock.close(ec);
-                                 return accept(l);
+                                 limited = true;
+                                 if (!admit_probe_connection()) {
+                                   refuse_connection(sock.native_handle(),
+                                                     "too many connections; try again");
+                                   sock.close(ec);
+                                   return accept(l);
+                                 }
                                }
                              }
                              auto s = std::make_shared<Session>(*this, std::move(sock), l->is_unix,
-                                                                std::move(client));
+                                                                std::move(client), limited);
                              add_session(s);
                              s->start();
                              accept(l);
@@ -661,6 +682,12 @@ bool Server::admit_connection(const std::string& client) {
   if (mine >= opts_.max_connections_per_client) return false;
   ++mine;
   ++tcp_sessions_;
+  return true;
+}
+
+bool Server::admit_probe_connection() {
+  if (probe_sessions_ >= ServerOptions::kProbeReserve) return false;
+  ++probe_sessions_;
   return true;
 }
 
@@ -686,9 +713,11 @@ void Server::add_session(const std::shared_ptr<Session>& s) {
   asio::post(ioc_, [this, w = std::weak_ptr<Session>(s)] { sessions_.insert(w); });
 }
 
-void Server::remove_session(Session* s, const std::string& client) {
-  asio::post(ioc_, [this, s, client] {
-    if (!client.empty()) {
+void Server::remove_session(Session* s, const std::string& client, bool limited) {
+  asio::post(ioc_, [this, s, client, limited] {
+    if (limited) {
+      if (probe_sessions_ > 0) --probe_sessions_;
+    } else if (!client.empty()) {
       if (tcp_sessions_ > 0) --tcp_sessions_;
       auto it = per_client_.find(client);
       if (it != per_client_.end() && --it->second == 0) per_client_.erase(it);

@@ -49,11 +49,14 @@ struct ServerOptions {
   // The limit of a body read whole, per request (e.g. small for JSON routes); 0 or unset:
   // body_limit.
   std::function<uint64_t(const RequestHeader&)> body_limit_for;
-  // TCP connections open at once, in all and from one client address; beyond them a new
-  // connection gets a 503 and is closed. The unix socket is never limited. Server lowers
-  // max_connections to what its NOFILE limit leaves room for (half of it).
+  // TCP connections open at once, in all and from one client address. Past either limit a
+  // connection is still taken while kProbeReserve more fit, but it answers only the
+  // quiet_paths probes (so that a kubelet or a scheduler still sees the node) and 503 to
+  // anything else, then closes; past that too it gets a 503 at once. The unix socket is
+  // never limited. Server lowers max_connections to what half its NOFILE limit allows.
   size_t max_connections = 4096;
   size_t max_connections_per_client = 512;
+  static constexpr size_t kProbeReserve = 64;
   // Probes and polls (every second, from kubelets and schedulers): their successful
   // answers are logged at debug, not info.
   std::set<std::string, std::less<>> quiet_paths = {"/healthz", "/readyz", "/metrics", "/v1/node"};
@@ -156,7 +159,7 @@ class Server {
 
   // Internal: sessions register themselves; `client` is the peer's address ("" for unix).
   void add_session(const std::shared_ptr<Session>& s);
-  void remove_session(Session* s, const std::string& client);
+  void remove_session(Session* s, const std::string& client, bool limited);
   const ServerOptions& options() const { return opts_; }
   const Handler& handler() const { return handler_; }
   bool draining() const { return draining_; }
@@ -166,6 +169,8 @@ class Server {
   void accept(std::shared_ptr<Listener> l);
   // Whether a new TCP connection from `client` fits under the limits (counted if so).
   bool admit_connection(const std::string& client);
+  // Whether it fits in the reserve for probes (counted if so).
+  bool admit_probe_connection();
   // Out of fds: frees the reserve to take one waiting connection off the backlog with a
   // 503, then tries accepting again after a pause instead of spinning.
   void shed_and_retry(std::shared_ptr<Listener> l);
@@ -182,6 +187,7 @@ class Server {
   std::function<void()> drained_;
   std::unique_ptr<boost::asio::steady_timer> drain_timer_;
   size_t tcp_sessions_ = 0;
+  size_t probe_sessions_ = 0;  // taken past the limits, for probes only
   std::map<std::string, size_t> per_client_;
   int reserve_fd_ = -1;  // an fd kept free for shed_and_retry
 };

@@ -2,9 +2,15 @@
 // runner frames on every fd it can open, a forger that outlives an agent restart, a flood on
 // the runner's stderr, answers too big for one frame. Each case must leave the agent alive,
 // other sandboxes serving, and the node's memory and disk bounded. Needs root and runsc.
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 
+#include <atomic>
+#include <sstream>
+
+#include "common/http_server.h"
 #include "support/agent_fixture.h"
 
 namespace swissbox::testing {
@@ -57,6 +63,10 @@ print(json.dumps({"opened": opened, "refused": refused}))
 
 class Hostile : public AgentRunsc {
  protected:
+  static void SetUpTestSuite() {
+    extra_args_.clear();  // another suite of this binary may have set its own
+    AgentRunsc::SetUpTestSuite();
+  }
   static bool agent_alive() {
     return pid_ > 0 && waitpid(pid_, nullptr, WNOHANG) == 0 &&
            http::Client(tcp()).request("GET", "/healthz")->status == 200;
@@ -173,6 +183,119 @@ TEST_F(Hostile, AnswersLargerThanOneFrameDoNotKillTheSandbox) {
   auto r = c.request("POST", "/v1/sandboxes/" + id + "/exec", big.dump());
   EXPECT_EQ(r->status, 413u) << r->body;
   EXPECT_EQ(echo(id), "ok\n");
+}
+
+// Idle connections past the NOFILE limit the audit had (1,024) stopped /healthz, exec and the
+// unix socket, and the accept loop spun re-arming on EMFILE.
+TEST_F(Hostile, AConnectionFloodLeavesProbesTheUnixSocketAndExecWorking) {
+  std::string id = create();
+  auto cpu_ticks = [] {
+    auto stat = fs::read_file("/proc/" + std::to_string(pid_) + "/stat");
+    if (!stat) return 0L;
+    std::istringstream in(stat->substr(stat->rfind(')') + 2));
+    std::string f;
+    long utime = 0, stime = 0;
+    for (int i = 3; i <= 15 && in >> f; ++i) {
+      if (i == 14) utime = std::stol(f);
+      if (i == 15) stime = std::stol(f);
+    }
+    return utime + stime;
+  };
+  std::vector<int> flood;
+  for (int i = 0; i < 1100; ++i) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port_);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0) flood.push_back(fd);
+    else close(fd);
+  }
+  EXPECT_EQ(flood.size(), 1100u);
+  // The probe reserve's idle connections time out within 2 s; the agent does not spin.
+  long before = cpu_ticks();
+  std::this_thread::sleep_for(2500ms);
+  long used_ms = (cpu_ticks() - before) * 1000 / sysconf(_SC_CLK_TCK);
+  EXPECT_LT(used_ms, 500) << "the agent spent " << used_ms << " ms of CPU in 2.5 s of an idle flood";
+  EXPECT_EQ(http::Client(tcp()).request("GET", "/healthz")->status, 200u);
+  http::Client unix_client("unix:" + dir_ + "/agent.sock");
+  EXPECT_EQ(unix_client.request("GET", "/v1/sandboxes")->status, 200u);
+  json r = json::parse(unix_client.request("POST", "/v1/sandboxes/" + id + "/exec",
+                                           json{{"command", "echo ok"}}.dump())->body);
+  EXPECT_EQ(r.value("stdout", ""), "ok\n") << r.dump();
+  for (int fd : flood) close(fd);
+  EXPECT_TRUE(agent_alive());
+  bool served = false;  // once the agent saw the closes, TCP clients are served again
+  for (int i = 0; i < 50 && !served; ++i) {
+    auto got = http::Client(tcp()).request("POST", "/v1/sandboxes/" + id + "/exec",
+                                           json{{"command", "echo ok"}}.dump());
+    served = got.ok() && got->status == 200;
+    if (!served) std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_TRUE(served);
+}
+
+// With a token file: what one tenant's token (or none) can do to the node and to others.
+class HostileTenants : public AgentRunsc {
+ protected:
+  static constexpr const char* kTenantA = "tenant-a-token-0123456789";
+  static constexpr const char* kTenantB = "tenant-b-token-0123456789";
+  static constexpr const char* kAdmin = "admin-token-0123456789abc";
+  static void SetUpTestSuite() {
+    char tmpl[] = "/tmp/swissbox-tokens-XXXXXX";
+    token_dir_ = mkdtemp(tmpl);
+    std::string file = token_dir_ + "/tokens.json";
+    (void)fs::write_file_atomic(
+        file, json{{kTenantA, "a"}, {kTenantB, "b"}, {kAdmin, {{"tenant", "ops"}, {"admin", true}}}}.dump());
+    extra_args_ = {"--token-file", file};
+    AgentRunsc::SetUpTestSuite();
+  }
+  static void TearDownTestSuite() {
+    AgentRunsc::TearDownTestSuite();
+    extra_args_.clear();
+    (void)fs::remove_tree(token_dir_);
+  }
+  static http::ClientResponse as(const char* token, std::string_view method, const std::string& path,
+                                 const std::string& body = {}) {
+    http::Headers h;
+    if (token) h.push_back({"Authorization", std::string("Bearer ") + token});
+    auto r = http::Client(tcp()).request(method, path, body, h);
+    EXPECT_TRUE(r.ok()) << path;
+    return r.ok() ? *r : http::ClientResponse{};
+  }
+  static inline std::string token_dir_;
+};
+
+TEST_F(HostileTenants, TokenlessBodiesAreRefusedBeforeTheAgentHoldsThem) {
+  long rss_before = rss_kb(pid_);
+  std::vector<std::thread> hogs;
+  std::atomic<int> refused{0};
+  for (int i = 0; i < 5; ++i) {
+    hogs.emplace_back([&] {
+      auto r = http::Client(tcp()).request("POST", "/v1/sandboxes", std::string(64 << 20, '{'));
+      if (r.ok() && r->status == 401) ++refused;
+    });
+  }
+  for (auto& t : hogs) t.join();
+  EXPECT_EQ(refused.load(), 5);
+  long grown_mb = (rss_kb(pid_) - rss_before) / 1024;
+  EXPECT_LT(grown_mb, 16) << "five token-less 64 MiB bodies grew the agent by " << grown_mb << " MiB";
+}
+
+TEST_F(HostileTenants, ATenantCannotChangeThePoolsReadOthersOrTheirUsage) {
+  auto created = as(kTenantA, "POST", "/v1/sandboxes", "{}");
+  ASSERT_EQ(created.status, 201u) << created.body;
+  std::string id = json::parse(created.body).value("id", "");
+  auto pool = as(kTenantB, "PUT", "/v1/warmpool/default", R"({"target":0})");
+  EXPECT_EQ(pool.status, 403u) << pool.body;
+  EXPECT_EQ(json::parse(as(kTenantB, "GET", "/v1/warmpool").body)["templates"]["default"].value("target", -1), 2);
+  EXPECT_EQ(as(kTenantB, "GET", "/v1/sandboxes/" + id).status, 404u);
+  EXPECT_EQ(as(kTenantB, "DELETE", "/v1/sandboxes/" + id).status, 404u);
+  EXPECT_EQ(as(kTenantB, "GET", "/metrics").status, 403u);
+  EXPECT_EQ(as(nullptr, "GET", "/metrics").status, 401u);
+  EXPECT_EQ(as(kAdmin, "GET", "/metrics").status, 200u);
+  EXPECT_EQ(as(kAdmin, "PUT", "/v1/warmpool/default", R"({"target":2})").status, 200u);
+  EXPECT_EQ(as(kTenantA, "DELETE", "/v1/sandboxes/" + id).status, 204u);
 }
 
 }  // namespace

@@ -204,16 +204,24 @@ TEST_F(HttpTest, RefusedOnTheHeaderTheBodyIsNeverHeldAndTheClientReadsTheAnswer)
   EXPECT_EQ(c.request("POST", "/x", std::string(3000, 'x'), token)->status, 413u);
 }
 
-TEST_F(HttpTest, ConnectionsPastTheCapAreAnswered503AndTheUnixSocketStillServes) {
+// Past the limits a client gets probes answered (a kubelet still sees the node) and a 503 for
+// anything else; past the probes' reserve too, a 503 at once. The unix socket always serves.
+TEST_F(HttpTest, ConnectionsPastTheCapAnswerProbesOnlyAndTheUnixSocketStillServes) {
   ServerOptions o;
   o.max_connections_per_client = 3;
   Start(o);
   std::vector<int> held;
   for (int i = 0; i < 3; ++i) held.push_back(ConnectRaw());
+  EXPECT_EQ(Client(tcp()).request("GET", "/healthz")->status, 200u);
+  EXPECT_EQ(Client(tcp()).request("GET", "/x")->status, 503u);
+  EXPECT_EQ(requests_.load(), 1);
+  std::vector<int> probes;
+  for (size_t i = 0; i < ServerOptions::kProbeReserve; ++i) probes.push_back(ConnectRaw());
   int extra = ConnectRaw();
   ASSERT_GE(extra, 0);
   EXPECT_EQ(ReadUntil(extra, "\r\n").rfind("HTTP/1.1 503", 0), 0u);
   close(extra);
+  for (int fd : probes) close(fd);
   EXPECT_EQ(Client("unix:" + sock_).request("GET", "/x")->status, 200u);
   close(held.back());
   held.pop_back();
