@@ -2,7 +2,10 @@
 
 #include <fmt/format.h>
 
+#include <sys/random.h>
+
 #include <cctype>
+#include <cerrno>
 #include <random>
 
 namespace swissbox {
@@ -29,8 +32,22 @@ std::string sandbox_id_node(std::string_view node_name) {
 }
 
 std::string new_sandbox_id(std::string_view node_name) {
-  static thread_local std::mt19937_64 rng{std::random_device{}()};
-  return fmt::format("sbx-{}-{:012x}", sandbox_id_node(node_name), rng() & 0xffffffffffffULL);
+  // 48 bits from the kernel's CSPRNG for every id: a generator seeded once (an mt19937_64
+  // from 32 bits of random_device) gives every later id away from one that was seen.
+  unsigned char b[6];
+  size_t got = 0;
+  while (got < sizeof(b)) {
+    ssize_t n = getrandom(b + got, sizeof(b) - got, 0);
+    if (n > 0) {
+      got += static_cast<size_t>(n);
+    } else if (errno != EINTR) {
+      std::random_device kernel;  // no getrandom(2): libstdc++ reads /dev/urandom then
+      for (; got < sizeof(b); ++got) b[got] = static_cast<unsigned char>(kernel());
+    }
+  }
+  uint64_t v = 0;
+  for (unsigned char c : b) v = (v << 8) | c;
+  return fmt::format("sbx-{}-{:012x}", sandbox_id_node(node_name), v);
 }
 
 std::optional<std::string> node_of_sandbox_id(std::string_view id) {

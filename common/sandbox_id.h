@@ -13,7 +13,7 @@ bool valid_sandbox_id(std::string_view id);
 // The node part of ids made on a node of this name (lowercased, other characters '-',
 // at most 40 characters).
 std::string sandbox_id_node(std::string_view node_name);
-// A fresh id for that node.
+// A fresh id for that node, 48 bits from getrandom(2) each.
 std::string new_sandbox_id(std::string_view node_name);
 // The node part of an id; nullopt when the id is not one.
 std::optional<std::string> node_of_sandbox_id(std::string_view id);

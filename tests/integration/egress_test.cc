@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 
 #include <atomic>
+#include <future>
 #include <thread>
 
 #include "agent/egress_filter.h"
@@ -251,6 +252,54 @@ print(json.dumps(out))
   ASSERT_TRUE(log.ok());
   EXPECT_EQ(log->find(std::string("\0", 1) + ".allowed.test"), std::string::npos);
   EXPECT_EQ(log->find('\r'), std::string::npos);
+  EXPECT_EQ(http::Client(tcp()).request("DELETE", "/v1/sandboxes/" + id)->status, 204u);
+}
+
+// 1,100 connections to the proxy from one sandbox (the audit's fd exhaustion): past 256 they
+// are answered 503 at once; another sandbox and the agent's API keep working meanwhile.
+TEST_F(Egress, AConnectionFloodFromOneSandboxStaysWithinItsShare) {
+  std::string id = create_egress(), other = create_egress();
+  const std::string flood = R"PY(
+import os, socket, json, time
+host, port = os.environ["http_proxy"].split("//")[-1].rstrip("/").rsplit(":", 1)
+held, refused, failed = [], 0, 0
+for i in range(1100):
+    try:
+        s = socket.create_connection((host, int(port)), timeout=5)
+        held.append(s)
+    except OSError:
+        failed += 1
+time.sleep(0.5)
+for s in held:
+    s.setblocking(False)
+    try:
+        if s.recv(64).startswith(b"HTTP/1.1 503"):
+            refused += 1
+    except BlockingIOError:
+        pass
+print(json.dumps({"held": len(held), "refused": refused, "failed": failed}))
+time.sleep(3)
+)PY";
+  auto flooding = std::async(std::launch::async, [&] {
+    return post("/v1/sandboxes/" + id + "/code", {{"language", "python"}, {"code", flood}});
+  });
+  std::this_thread::sleep_for(2s);  // the flood is open and held
+  json ok = run(other, "curl -sS -m 10 http://allowed.test/");
+  EXPECT_EQ(ok.value("stdout", ""), "hello from allowed\n") << ok.dump();
+  EXPECT_EQ(http::Client(tcp()).request("GET", "/healthz")->status, 200u);
+  json r = flooding.get();
+  json got = json::parse(r.value("stdout", "{}"), nullptr, false);
+  ASSERT_TRUE(got.is_object()) << r.dump().substr(0, 600);
+  EXPECT_EQ(got.value("refused", 0), 1100 - 256) << got.dump();
+  // Its connections closed, the sandbox gets through again.
+  bool through = false;
+  for (int i = 0; i < 20 && !through; ++i) {
+    through = run(id, "curl -sS -m 10 http://allowed.test/").value("stdout", "") == "hello from allowed\n";
+    if (!through) std::this_thread::sleep_for(200ms);
+  }
+  EXPECT_TRUE(through);
+  for (const auto& sb : {id, other})
+    EXPECT_EQ(http::Client(tcp()).request("DELETE", "/v1/sandboxes/" + sb)->status, 204u);
 }
 
 TEST_F(Egress, RateLimitHoldsAndCountersMatch) {
