@@ -1,5 +1,6 @@
 // swissbox-agent: wires the runsc driver, the sandbox manager and the HTTP API together
 // and runs them on one I/O thread plus a worker pool for blocking work.
+#include <signal.h>
 #include <unistd.h>
 
 #include <boost/asio/executor_work_guard.hpp>
@@ -26,6 +27,10 @@
 using namespace swissbox;
 
 int main(int argc, char** argv) {
+  // A runner or bridge that dies (or code in the sandbox that kills its bridge) leaves the
+  // agent writing into a closed socket: that is an EPIPE for its channel, never a signal
+  // that ends the agent with every sandbox of the node.
+  signal(SIGPIPE, SIG_IGN);
   std::vector<std::string> args(argv + 1, argv + argc);
   for (const auto& a : args) {
     if (a == "--help" || a == "-h") {

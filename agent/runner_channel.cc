@@ -56,8 +56,12 @@ bool RunnerChannel::dispatch(proto::Event event) {
     fail("the runner gave up on the channel: " + event.message.substr(0, 200));
     return false;
   }
+  if (event.kind == proto::EventKind::kHello) {
+    if (!event.secret.empty() && runner_secret_.empty()) runner_secret_ = event.secret;
+    return true;
+  }
   auto it = handlers_.find(event.id);
-  if (it == handlers_.end()) return true;  // hello, or a late event of a finished request
+  if (it == handlers_.end()) return true;  // a late event of a finished request
   // The handler is out of the map while it runs: it may make new calls or close the channel
   // (a one-shot deletes its sandbox on exit) without seeing itself twice.
   const uint64_t id = event.id;

@@ -38,6 +38,8 @@ class RunnerChannel : public std::enable_shared_from_this<RunnerChannel> {
   void notify(const nlohmann::json& header, std::string_view payload = {});
   void close(const std::string& reason);
   bool alive() const { return alive_; }
+  // The secret of the runner's first hello ("" until then, or from a runner without one).
+  const std::string& runner_secret() const { return runner_secret_; }
   size_t pending() const { return handlers_.size(); }
 
  private:
@@ -55,6 +57,7 @@ class RunnerChannel : public std::enable_shared_from_this<RunnerChannel> {
   std::function<void(const std::string&)> on_lost_;
   std::array<char, 65536> buf_;
   uint64_t next_id_ = 1;
+  std::string runner_secret_;
   bool alive_ = true;
 };
 

@@ -146,15 +146,21 @@ json make_oci_config(const SandboxSpec& spec, const RootfsLayout& rootfs,
                     {"type", "bind"},
                     {"source", support_dir},
                     {"options", {"rbind", "ro", "nosuid", "nodev"}}});
-  json caps = json::array();
+  // The runner is root inside gVisor with only what it needs to run commands as the
+  // sandbox's user (setuid/setgid), to end them (kill) and to set a language worker's task
+  // limit (prlimit on another user's process: sys_resource, gVisor's own, not the host's);
+  // the commands get uid:gid and no capability at all. So code in the sandbox cannot kill -9 its PID 1, trace it, or reopen
+  // its fds through /proc/1/fd.
+  json caps = json::array({"CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_SYS_RESOURCE"});
   json config = {
       {"ociVersion", "1.0.2"},
       {"hostname", spec.hostname},
       {"root", {{"path", rootfs.root}, {"readonly", true}}},
       {"process",
        {{"terminal", false},
-        {"user", {{"uid", spec.uid}, {"gid", spec.gid}}},
-        {"args", {std::string(kSupportMount) + "/init"}},
+        {"user", {{"uid", 0}, {"gid", 0}}},
+        {"args", {std::string(kSupportMount) + "/init", "--user",
+                  fmt::format("{}:{}", spec.uid, spec.gid)}},
         {"env", spec.env},
         {"cwd", "/workspace"},
         {"noNewPrivileges", true},
@@ -162,8 +168,8 @@ json make_oci_config(const SandboxSpec& spec, const RootfsLayout& rootfs,
          {{"bounding", caps},
           {"effective", caps},
           {"permitted", caps},
-          {"inheritable", caps},
-          {"ambient", caps}}},
+          {"inheritable", json::array()},
+          {"ambient", json::array()}}},
         {"rlimits", {{{"type", "RLIMIT_NOFILE"}, {"hard", 4096}, {"soft", 4096}}}}}},
       {"mounts", mounts},
       {"linux",
@@ -371,9 +377,8 @@ Result<RunnerLink> RunscDriver::reattach(const std::string& id) {
   auto io = open_runner_io(sandbox_dir(id));
   if (!io) return io.error();
   ProcessOptions bridge;
-  SandboxSpec defaults;
-  bridge.argv = command({"exec", "--user", fmt::format("{}:{}", defaults.uid, defaults.gid), id,
-                         std::string(kSupportMount) + "/init", "--bridge"},
+  // Root, as the runner: code in the sandbox cannot signal or trace the bridge either.
+  bridge.argv = command({"exec", "--user", "0:0", id, std::string(kSupportMount) + "/init", "--bridge"},
                         has_network(id));
   bridge.stdin_fd = io->runner.get();
   bridge.stdout_fd = io->runner.get();

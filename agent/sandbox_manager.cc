@@ -352,6 +352,7 @@ void SandboxManager::start_one(const std::string& pool,
           return ready(make_error(Code::kUnavailable, err.empty() ? "agent stopping" : err));
         }
         finish(true);
+        sb->runner_secret = sb->channel->runner_secret();
         sb->created_at = std::chrono::system_clock::now();
         sb->last_used = Clock::now();
         sandboxes_[sb->id] = sb;
@@ -418,6 +419,8 @@ void SandboxManager::adopt(Sandbox record, RunnerLink link) {
   allow_egress(*sb);
   metrics_.add("swissbox_sandboxes_adopted_total");
   log::info("sandbox of the earlier run adopted", {{"sandbox", sb->id}, {"tenant", sb->tenant}});
+  // The bridge's first frame proves to the runner that the agent is on the other end.
+  sb->channel->notify({{"op", "attach"}, {"secret", sb->runner_secret}});
   // The bridge answers or the channel dies and on_lost fails the sandbox with the reason.
   sb->channel->call({{"op", "ping"}}, {}, [](const proto::Event&) { return true; });
 }

@@ -40,6 +40,9 @@ struct Sandbox {
   int64_t bandwidth_kbit = 0;   // 0: the node's default
   std::string network_address;  // the sandbox's own address ("egress" only)
   std::string network_gateway;  // the node's end, where the egress proxy listens
+  // From the runner's first hello; a reattaching agent presents it (op attach) through the
+  // bridge, so that code in the sandbox cannot pose as the agent on the reattach socket.
+  std::string runner_secret;
   std::string tenant;
   SandboxState state = SandboxState::kWarm;
   Limits limits;

@@ -35,6 +35,7 @@ json sandbox_record(const Sandbox& sb) {
           {"warm", sb.from_pool},
           {"exec_count", sb.exec_count},
           {"last_exit_code", sb.last_exit_code},
+          {"runner_secret", sb.runner_secret},
           {"network",
            {{"mode", sb.network},
             {"egress_allowlist", sb.egress_allowlist},
@@ -65,6 +66,7 @@ Result<Sandbox> sandbox_from_record(const json& r) {
     sb.from_pool = r.at("warm").get<bool>();
     sb.exec_count = r.at("exec_count").get<uint64_t>();
     sb.last_exit_code = r.at("last_exit_code").get<int>();
+    sb.runner_secret = r.value("runner_secret", std::string());
     if (auto n = r.find("network"); n != r.end()) {
       sb.network = n->at("mode").get<std::string>();
       if (sb.network != kNetworkNone && sb.network != kNetworkEgress)

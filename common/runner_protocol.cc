@@ -206,6 +206,10 @@ std::optional<Event> decode_event(Frame frame, std::string* error) {
     case EventKind::kHello:
       f.integer("pid", &e.pid, false, 1, INT32_MAX);
       f.integer("version", &e.version, false, 0, INT32_MAX);
+      f.string("secret", &e.secret);
+      if (e.secret.size() > 64 ||
+          e.secret.find_first_not_of("0123456789abcdef") != std::string::npos)
+        f.wrong("secret", "is not up to 64 hex digits");
       break;
     case EventKind::kFatal:
       f.string("message", &e.message);

@@ -15,6 +15,9 @@
 //   list {path}                  → entries {entries:[{name,type,size,mode,mtime}]} … → result
 //                                  (split so that no header passes kMaxHeader)
 //   delete {path, recursive}     → result
+//   attach {secret}              (no answer; the first frame through a reattach bridge, which
+//                                  becomes the controller only with the secret of the runner's
+//                                  first hello)
 //   stat {path}                  → result {name,type,size,mode,mtime}
 // Every result is {"ev":"result","id":N,"ok":true,…} or {…,"ok":false,"error":{"errno":E,
 // "message":"…"}}. init announces itself with {"ev":"hello","pid":P,"version":V} at start
@@ -100,6 +103,7 @@ struct Event {
   std::vector<FileEntry> entries;   // entries (and the result of a list from an older runner)
   int64_t pid = 0;                  // hello, result of ping
   int version = 0;                  // hello
+  std::string secret;               // hello at start: what a reattaching bridge presents
   ExitStatus exit;                  // exit
 
   // The event an open request gets when its runner's channel ends (never on the wire).

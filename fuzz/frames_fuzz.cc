@@ -1,6 +1,8 @@
 // The runner protocol's frame decoder on arbitrary bytes fed in arbitrary pieces: it must
 // never crash, never hand out a frame it could not re-encode, and stop at the first
-// malformed frame. The first input byte picks the piece size.
+// malformed frame; the typed event decoder the agent runs on every frame must never throw
+// (an uncaught exception aborts the fuzzer) and must explain each refusal. The first input
+// byte picks the piece size.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -24,6 +26,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       again.feed(wire.data(), wire.size());
       auto back = again.next();
       if (!back || back->header != f->header || back->payload != f->payload) abort();
+      std::string why;
+      auto event = swissbox::proto::decode_event(std::move(*f), &why);
+      if (!event && why.empty()) abort();
     }
     if (!d.error().empty()) {
       // Poisoned for good: more bytes give nothing.

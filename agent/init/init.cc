@@ -8,6 +8,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -18,6 +19,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <map>
@@ -104,6 +107,31 @@ std::string resolve(const std::string& path) {
   return g_workspace + "/" + path;
 }
 
+// The user commands run as (--user UID:GID); -1: the runner's own (tests on the host).
+uid_t g_uid = static_cast<uid_t>(-1);
+gid_t g_gid = static_cast<gid_t>(-1);
+
+// File requests act as the commands' user, so that what they create is theirs and what
+// they may not touch stays untouched: the effective ids change for the request's duration
+// (the saved set-user-id stays 0 to come back; the runner is single-threaded).
+class AsCommandUser {
+ public:
+  AsCommandUser() {
+    if (g_uid == static_cast<uid_t>(-1)) return;
+    active_ = setresgid(-1, g_gid, -1) == 0 && setresuid(-1, g_uid, -1) == 0;
+  }
+  ~AsCommandUser() {
+    if (g_uid == static_cast<uid_t>(-1)) return;
+    (void)!setresuid(-1, 0, -1);
+    (void)!setresgid(-1, 0, -1);
+  }
+  // False when the switch failed: the request must not run as root.
+  bool ok() const { return g_uid == static_cast<uid_t>(-1) || active_; }
+
+ private:
+  bool active_ = false;
+};
+
 // For the runner's pipe ends, which carry no other status flag: no F_GETFL first.
 void set_nonblock(int fd) { fcntl(fd, F_SETFL, O_NONBLOCK); }
 
@@ -141,6 +169,13 @@ struct Command {
   Clock::time_point finalize_by = Clock::time_point::max();
 };
 
+// A connection to the reattach socket that has not yet shown the runner's secret.
+struct Candidate {
+  unique_fd fd;
+  swissbox::proto::Decoder decoder;
+  Clock::time_point deadline;
+};
+
 class Runner {
  public:
   Runner() {
@@ -156,12 +191,17 @@ class Runner {
     // memory (gVisor checks dumpability for both). Its channel is a socket, which they
     // cannot reopen through /proc/1/fd either (agent/runtime.h).
     prctl(PR_SET_DUMPABLE, 0);
+    spawner_.set_user(g_uid, g_gid);
     fcntl(STDIN_FILENO, F_SETFL, fcntl(STDIN_FILENO, F_GETFL) | O_NONBLOCK);
-    if (self_ == 1) listen_bridge();
+    if (self_ == 1 && make_secret()) listen_bridge();
   }
 
   int run() {
-    send({{"ev", "hello"}, {"pid", getpid()}, {"version", 1}});
+    // The secret goes to the agent on the channel runsc gave us, which nothing else in the
+    // sandbox can read or write; a later bridge must present it (accept_controller).
+    json hello = {{"ev", "hello"}, {"pid", getpid()}, {"version", 2}};
+    if (listener_) hello["secret"] = secret_;
+    send(hello);
     spawner_.prepare();
     char buf[kReadChunk];
     for (;;) {
@@ -173,7 +213,9 @@ class Runner {
       // A new controller is taken only while there is none: a process in the sandbox
       // cannot take the channel from a live agent.
       bool orphaned = control_eof_ || g_out_fd < 0;
-      if (listener_ && orphaned) fds.push_back({listener_.get(), POLLIN, 0}), owners.push_back({nullptr, 0});
+      if (listener_ && orphaned && candidates_.size() < kMaxCandidates)
+        fds.push_back({listener_.get(), POLLIN, 0}), owners.push_back({nullptr, 0});
+      for (auto& cand : candidates_) fds.push_back({cand.fd.get(), POLLIN, 0}), owners.push_back({nullptr, 3});
       fds.push_back({sigchld_.get(), POLLIN, 0});
       owners.push_back({nullptr, 1});
       for (auto& [id, c] : commands_) {
@@ -199,7 +241,11 @@ class Runner {
         if (cmd == nullptr && fds[i].fd == g_in_fd && !control_eof_) {
           read_control(buf);
         } else if (cmd == nullptr && listener_ && fds[i].fd == listener_.get()) {
-          accept_controller();
+          accept_candidate();
+        } else if (cmd == nullptr && stream == 3) {
+          // A candidate that proves itself replaces commands_ (new ids): the pointers this
+          // round collected are stale, so the round ends here.
+          if (read_candidate(fds[i].fd, buf)) break;
         } else if (cmd == nullptr && stream == 2) {
           worker_loaded(fds[i].fd);
         } else if (cmd == nullptr) {
@@ -255,44 +301,103 @@ class Runner {
     }
   }
 
-  // A bridge connected: it is the control channel from now on. Commands of the previous
-  // agent keep running, but their ids meant something only to it: they get ids no agent
-  // uses and their events are dropped by the new one.
-  void accept_controller() {
+  // 16 random bytes as hex: what a bridge must present to become the controller.
+  bool make_secret() {
+    unsigned char b[16];
+    if (getrandom(b, sizeof(b), 0) != static_cast<ssize_t>(sizeof(b))) return false;
+    static const char kHex[] = "0123456789abcdef";
+    for (unsigned char c : b) secret_ += kHex[c >> 4], secret_ += kHex[c & 15];
+    return true;
+  }
+
+  // Someone connected to the reattach socket. Anyone in the sandbox can: it becomes the
+  // controller only once its first frame is {"op":"attach","secret":…} with this runner's
+  // secret, within kAttachWindow.
+  void accept_candidate() {
     unique_fd conn(accept4(listener_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
     if (!conn) return;
-    controller_ = std::move(conn);  // closes the previous bridge's connection, if any
+    candidates_.push_back({std::move(conn), {}, Clock::now() + kAttachWindow});
+  }
+
+  // True when the candidate on `fd` became the controller.
+  bool read_candidate(int fd, char* buf) {
+    auto it = std::find_if(candidates_.begin(), candidates_.end(),
+                           [fd](const Candidate& c) { return c.fd.get() == fd; });
+    if (it == candidates_.end()) return false;
+    ssize_t r = read(fd, buf, kReadChunk);
+    if (r < 0 && (errno == EAGAIN || errno == EINTR)) return false;
+    if (r <= 0) return candidates_.erase(it), false;
+    it->decoder.feed(buf, r);
+    auto frame = it->decoder.next();
+    if (!frame) {
+      if (!it->decoder.error().empty() || it->decoder.buffered() > 4096) candidates_.erase(it);
+      return false;
+    }
+    const json& h = frame->header;
+    auto op = h.find("op");
+    auto secret = h.find("secret");
+    bool proven = op != h.end() && *op == "attach" && secret != h.end() && secret->is_string() &&
+                  same_secret(secret->get<std::string>());
+    if (!proven) return candidates_.erase(it), false;
+    Candidate winner = std::move(*it);
+    candidates_.clear();  // the others were not the agent
+    become_controller(std::move(winner));
+    return true;
+  }
+
+  bool same_secret(const std::string& s) const {
+    if (s.size() != secret_.size()) return false;
+    unsigned char diff = 0;
+    for (size_t i = 0; i < s.size(); ++i) diff |= static_cast<unsigned char>(s[i] ^ secret_[i]);
+    return diff == 0;
+  }
+
+  // The proven bridge is the control channel from now on. Commands of the previous agent
+  // keep running, but their ids meant something only to it: they get ids no agent uses and
+  // their events are dropped by the new one.
+  void become_controller(Candidate c) {
+    controller_ = std::move(c.fd);  // closes the previous bridge's connection, if any
     g_in_fd = g_out_fd = controller_.get();
     control_eof_ = false;
-    decoder_ = swissbox::proto::Decoder();
+    decoder_ = std::move(c.decoder);  // may hold the agent's next requests already
     std::map<uint64_t, Command> kept;
     for (auto& [id, c] : commands_) {
       c.id = kOrphanIds + orphan_seq_++;
       kept.emplace(c.id, std::move(c));
     }
     commands_ = std::move(kept);
-    send({{"ev", "hello"}, {"pid", getpid()}, {"version", 1}, {"reattached", true},
+    send({{"ev", "hello"}, {"pid", getpid()}, {"version", 2}, {"reattached", true},
           {"running", commands_.size()}});
+    while (auto frame = decoder_.next()) handle(*frame);
   }
 
   void handle(swissbox::proto::Frame& f) {
     const json& h = f.header;
-    uint64_t id = h.value("id", uint64_t{0});
-    std::string op = h.value("op", "");
+    uint64_t id = 0;
+    // A malformed request is answered as one; it never ends PID 1 (and with it the sandbox).
     try {
+      auto id_it = h.find("id");
+      if (id_it != h.end() && id_it->is_number_unsigned()) id = id_it->get<uint64_t>();
+      std::string op = h.value("op", "");
+      if (op == "attach") return;  // the bridge's proof, already checked: nothing to answer
       if (op == "ping") return send_result(id, {{"pid", getpid()}});
       if (op == "exec" && h.contains("language")) return start_program(id, h, std::move(f.payload));
       if (op == "exec") return start_exec(id, h, std::move(f.payload));
       if (op == "prepare") return prepare_workers(id, h);
       if (op == "stdin") return feed_stdin(id, h, std::move(f.payload));
       if (op == "signal") return signal_command(id, h.value("signal", SIGTERM));
-      if (op == "read_file") return read_file(id, h);
-      if (op == "write_file") return write_file(id, h, f.payload);
-      if (op == "list") return list_dir(id, h);
-      if (op == "stat") return stat_path(id, h);
-      if (op == "delete") return delete_path(id, h);
+      if (op == "read_file" || op == "write_file" || op == "list" || op == "stat" ||
+          op == "delete") {
+        AsCommandUser as_user;
+        if (!as_user.ok()) return send_error(id, errno, "switch to the sandbox's user");
+        if (op == "read_file") return read_file(id, h);
+        if (op == "write_file") return write_file(id, h, f.payload);
+        if (op == "list") return list_dir(id, h);
+        if (op == "stat") return stat_path(id, h);
+        return delete_path(id, h);
+      }
       send_error(id, EINVAL, "unknown op '" + op + "'");
-    } catch (const json::exception& e) {
+    } catch (const std::exception& e) {
       send_error(id, EINVAL, std::string("bad request: ") + e.what());
     }
   }
@@ -762,6 +867,7 @@ class Runner {
   void tick() {
     auto now = Clock::now();
     guard_memory(now);
+    std::erase_if(candidates_, [now](const Candidate& c) { return now >= c.deadline; });
     std::vector<uint64_t> done;
     for (auto& [id, c] : commands_) {
       if (!c.exited && now >= c.deadline) {
@@ -799,6 +905,7 @@ class Runner {
     auto next = Clock::time_point::max();
     for (auto& [id, c] : commands_) next = std::min({next, c.deadline, c.finalize_by});
     if (guarding()) next = std::min(next, guard_.next_check());
+    for (const auto& c : candidates_) next = std::min(next, c.deadline);
     if (next == Clock::time_point::max()) return -1;
     auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(next - now).count() + 1;
     return static_cast<int>(std::max<int64_t>(0, ms));
@@ -965,6 +1072,10 @@ class Runner {
   swissbox::init::MemoryGuard guard_;
   bool control_eof_ = false;
   unique_fd listener_, controller_;
+  static constexpr size_t kMaxCandidates = 8;
+  static constexpr auto kAttachWindow = std::chrono::seconds(2);
+  std::vector<Candidate> candidates_;  // connected to the reattach socket, not yet proven
+  std::string secret_;
   static constexpr uint64_t kOrphanIds = uint64_t{1} << 62;
   uint64_t orphan_seq_ = 0;
   swissbox::proto::Decoder decoder_;
@@ -1013,6 +1124,17 @@ int bridge() {
 
 int main(int argc, char** argv) {
   if (argc > 1 && strcmp(argv[1], "--bridge") == 0) return bridge();
+  // --user UID:GID: commands and file requests run as that user; the runner stays root
+  // (inside gVisor) so that their code cannot signal it, trace it or open its fds.
+  if (argc > 2 && strcmp(argv[1], "--user") == 0) {
+    unsigned long uid = 0, gid = 0;
+    if (sscanf(argv[2], "%lu:%lu", &uid, &gid) != 2 || uid == 0) {
+      fprintf(stderr, "swissbox-init: --user needs UID:GID of a user other than root\n");
+      return 2;
+    }
+    g_uid = static_cast<uid_t>(uid);
+    g_gid = static_cast<gid_t>(gid);
+  }
   if (const char* ws = getenv("SWISSBOX_WORKSPACE"); ws && ws[0] == '/') g_workspace = ws;
   Runner runner;
   return runner.run();

@@ -38,7 +38,20 @@ struct Setup {
   char* const* envp = nullptr;
   const char* cwd = nullptr;
   rlimit nproc{0, 0};
+  uid_t uid = static_cast<uid_t>(-1);  // -1: keep the runner's
+  gid_t gid = static_cast<gid_t>(-1);
 };
+
+// Becomes the command's user: groups, then gid, then uid (which drops every capability).
+// Raw system calls: the callers run in a child that shares the runner's memory. 0 or errno.
+int become_user(uid_t uid, gid_t gid) {
+  if (gid != static_cast<gid_t>(-1)) {
+    if (syscall(SYS_setgroups, 0, nullptr) != 0) return errno;
+    if (syscall(SYS_setresgid, gid, gid, gid) != 0) return errno;
+  }
+  if (uid != static_cast<uid_t>(-1) && syscall(SYS_setresuid, uid, uid, uid) != 0) return errno;
+  return 0;
+}
 
 // The spare: a child sharing the runner's memory (CLONE_VM) but with its own fd table.
 // Until woken it runs beside the runner, so it makes raw system calls only (errno is the
@@ -60,6 +73,11 @@ int spare_main(void* arg) {
   char go = 0;
   if (syscall(SYS_read, 3, &go, 1) != 1) syscall(SYS_exit, 0);
 
+  // The user first: the task limit then counts that user's processes.
+  if (int err = become_user(s.uid, s.gid)) {
+    syscall(SYS_write, 4, &err, sizeof err);
+    syscall(SYS_exit, 127);
+  }
   if (s.nproc.rlim_max > 0) syscall(SYS_prlimit64, 0, RLIMIT_NPROC, &s.nproc, nullptr);
   prctl(PR_SET_PDEATHSIG, 0);  // from here on the process belongs to its command
   signal(SIGPIPE, SIG_DFL);    // the runner ignores it; a command must not inherit that
@@ -198,6 +216,8 @@ int Spawner::launch_spare(const char* file, char* const* argv, char* const* envp
   s->setup.envp = envp;
   s->setup.cwd = cwd;
   s->setup.nproc = {nproc, nproc};
+  s->setup.uid = uid_;
+  s->setup.gid = gid_;
   char go = 1;
   if (write(s->wake.get(), &go, 1) != 1) {
     dying_.push_back(std::move(s));
@@ -238,11 +258,17 @@ int Spawner::launch_vfork(const char* file, char* const* argv, char* const* envp
   // child_err, and no signal handler may run in it.
   volatile int child_err = 0;
   const int fds[3] = {in[0].get(), o[1].get(), e[1].get()};
+  const uid_t uid = uid_;
+  const gid_t gid = gid_;
   sigset_t all, old;
   sigfillset(&all);
   sigprocmask(SIG_SETMASK, &all, &old);
   pid_t pid = vfork();
   if (pid == 0) {
+    if (int err = become_user(uid, gid)) {
+      child_err = err;
+      _exit(127);
+    }
     if (nproc > 0) {
       rlimit both{nproc, nproc};
       if (setrlimit(RLIMIT_NPROC, &both) != 0) {

@@ -54,6 +54,9 @@ class Spawner {
   Spawner(const Spawner&) = delete;
   Spawner& operator=(const Spawner&) = delete;
 
+  // Commands from now on run as uid:gid with no supplementary groups (the runner itself
+  // runs as root inside the sandbox, so that they cannot signal, trace or reopen it).
+  void set_user(uid_t uid, gid_t gid) { uid_ = uid, gid_ = gid; }
   // Starts the command; 0, or the errno of the failed start (nothing is left running then).
   int launch(const LaunchRequest& req, Launched* out);
   // Makes the spare for the next launch if there is none.
@@ -69,10 +72,12 @@ class Spawner {
   const char* program(const std::string& argv0) const;
   int launch_spare(const char* file, char* const* argv, char* const* envp, const char* cwd,
                    rlim_t nproc, Launched* out);
-  static int launch_vfork(const char* file, char* const* argv, char* const* envp, const char* cwd,
-                          rlim_t nproc, int fd3, Launched* out);
+  int launch_vfork(const char* file, char* const* argv, char* const* envp, const char* cwd,
+                   rlim_t nproc, int fd3, Launched* out);
 
   std::string static_bash_;  // empty: the image has none
+  uid_t uid_ = static_cast<uid_t>(-1);  // -1: the runner's own
+  gid_t gid_ = static_cast<gid_t>(-1);
   std::unique_ptr<Spare> spare_;
   void* free_stack_ = nullptr;  // the last exec'd spare's stack, for the next spare
   // Spares whose exec failed: their stack stays mapped until they are reaped.

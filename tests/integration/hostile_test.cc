@@ -53,8 +53,21 @@ def attack():
                 pass
             os.close(f)
     return opened, refused
+import socket
+squatters = []
+def squat():
+    # The runner's reattach socket: whoever connects while it has no agent.
+    try:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect("\0swissbox-runner")
+        s.sendall(frames[0])
+        squatters.append(s)
+    except OSError:
+        pass
 rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 1
 for i in range(rounds):
+    if len(squatters) < 20:
+        squat()
     opened, refused = attack()
     if rounds > 1:
         time.sleep(0.05)
@@ -97,9 +110,11 @@ TEST_F(Hostile, ForgedFramesOnEveryOpenableFdLeaveTheAgentAndTheSandboxServing) 
   std::string out = r.value("stdout", "");
   json report = json::parse(out.substr(out.rfind('{', out.rfind("\"opened\""))), nullptr, false);
   ASSERT_TRUE(report.is_object()) << r.dump().substr(0, 2000);
-  // The runner's channel cannot be reopened: its stdin and stdout are a host socket.
-  EXPECT_EQ(report["refused"].value("/proc/1/fd/0", ""), "No such device or address") << report.dump();
-  EXPECT_EQ(report["refused"].value("/proc/1/fd/1", ""), "No such device or address") << report.dump();
+  // Nothing of the runner (root, not dumpable) opens, and its channel least of all: its
+  // stdin and stdout are a host socket (ENXIO even for a process that may open the rest).
+  EXPECT_TRUE(report["refused"].contains("/proc/1/fd/0")) << report.dump();
+  EXPECT_TRUE(report["refused"].contains("/proc/1/fd/1")) << report.dump();
+  for (const auto& p : report["opened"]) EXPECT_NE(p.get<std::string>().rfind("/proc/1/", 0), 0u) << p;
   EXPECT_TRUE(agent_alive()) << "see " << dir_ << "/agent.log";
   EXPECT_EQ(echo(id), "ok\n");
   EXPECT_EQ(echo(other), "ok\n");
@@ -135,13 +150,18 @@ TEST_F(Hostile, ABackgroundForgerDoesNotReachTheAgentAcrossARestart) {
   EXPECT_EQ(http::Client(tcp()).request("DELETE", "/v1/sandboxes/" + id)->status, 204u);
 }
 
-// The runner's stderr lies on the sandbox's own disk: a flood into /proc/1/fd/2 fills that
-// disk, up to its size, and nothing of the node's.
+// The audit wrote 50 MiB into /proc/1/fd/2, the runner's stderr, then a file on the node's
+// root filesystem. Now the runner is root and not dumpable (the open is refused), and its
+// stderr lies on the sandbox's own disk besides: a flood could only fill that disk.
 TEST_F(Hostile, AFloodOnTheRunnersStderrStaysWithinTheSandboxDisk) {
   std::string id = post("/v1/sandboxes", {{"disk_mb", 64}}, 201).value("id", "");
   json r = run_python(id, R"PY(
 import os
-f = os.open("/proc/1/fd/2", os.O_WRONLY)
+try:
+    f = os.open("/proc/1/fd/2", os.O_WRONLY)
+except OSError as e:
+    print("refused", e.strerror)
+    raise SystemExit(0)
 chunk, written = b"E" * (1 << 20), 0
 try:
     while written < (100 << 20):
@@ -150,8 +170,10 @@ try:
 except OSError as e:
     print("stopped", written >> 20, e.strerror)
 )PY");
-  EXPECT_EQ(r.value("stdout", "").rfind("stopped ", 0), 0u) << r.dump();
-  EXPECT_NE(r.value("stdout", "").find("No space left on device"), std::string::npos) << r.dump();
+  std::string out = r.value("stdout", "");
+  bool refused = out.rfind("refused ", 0) == 0;
+  bool stopped = out.rfind("stopped ", 0) == 0 && out.find("No space left on device") != std::string::npos;
+  EXPECT_TRUE(refused || stopped) << r.dump();
   // On the host: nothing in the sandbox's directory outside its disk image grew.
   std::string dir = dir_ + "/state/sandboxes/" + id;
   int64_t outside = 0;

@@ -40,10 +40,13 @@ TEST(OciConfig, ReadOnlyRootNonRootNoCapsNoNetwork) {
   RootfsLayout rootfs{"/r", {{"/usr", "/usr", true}}};
   auto c = make_oci_config(spec, rootfs, "/state/ws", "/state/tmp", "/state/support");
   EXPECT_EQ(c["root"]["readonly"], true);
-  EXPECT_EQ(c["process"]["user"]["uid"], 1000);
+  // The runner is root with four capabilities; it runs commands as 1000:1000.
+  EXPECT_EQ(c["process"]["user"]["uid"], 0);
   EXPECT_EQ(c["process"]["noNewPrivileges"], true);
-  EXPECT_TRUE(c["process"]["capabilities"]["bounding"].empty());
-  EXPECT_EQ(c["process"]["args"][0], "/.swissbox/init");
+  EXPECT_EQ(c["process"]["capabilities"]["bounding"],
+            nlohmann::json::array({"CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_SYS_RESOURCE"}));
+  EXPECT_TRUE(c["process"]["capabilities"]["ambient"].empty());
+  EXPECT_EQ(c["process"]["args"], nlohmann::json::array({"/.swissbox/init", "--user", "1000:1000"}));
   bool has_netns = false;
   for (auto& ns : c["linux"]["namespaces"]) has_netns |= ns["type"] == "network";
   EXPECT_TRUE(has_netns);
