@@ -150,6 +150,17 @@ TEST_F(Hostile, ABackgroundForgerDoesNotReachTheAgentAcrossARestart) {
   EXPECT_EQ(http::Client(tcp()).request("DELETE", "/v1/sandboxes/" + id)->status, 204u);
 }
 
+// PID 1 is root inside gVisor: the sandbox's code (uid 1000) can neither kill nor trace it.
+TEST_F(Hostile, KillingOrTracingTheRunnerIsRefused) {
+  std::string id = create();
+  json r = exec(id, {{"command", "kill -9 1; echo kill=$?; python3 -c 'import ctypes; "
+                                  "print(\"ptrace\", ctypes.CDLL(None).ptrace(16, 1, 0, 0))'"}});
+  EXPECT_NE(r.value("stdout", "").find("kill=1"), std::string::npos) << r.dump();
+  EXPECT_NE(r.value("stderr", "").find("Operation not permitted"), std::string::npos) << r.dump();
+  EXPECT_NE(r.value("stdout", "").find("ptrace -1"), std::string::npos) << r.dump();
+  EXPECT_EQ(echo(id), "ok\n");
+}
+
 // The audit wrote 50 MiB into /proc/1/fd/2, the runner's stderr, then a file on the node's
 // root filesystem. Now the runner is root and not dumpable (the open is refused), and its
 // stderr lies on the sandbox's own disk besides: a flood could only fill that disk.
