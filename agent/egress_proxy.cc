@@ -271,6 +271,7 @@ EgressProxy::EgressProxy(asio::io_context& ioc, EgressProxyOptions options, Metr
   if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY) {
     opts_.max_connections = std::max<size_t>(16, std::min<size_t>(opts_.max_connections, nofile.rlim_cur / 8));
   }
+  open_ = ConnectionLimits(opts_.max_connections, opts_.max_connections_per_sandbox);
   metrics_.describe("swissbox_egress_connections_total", Metrics::Type::kCounter,
                     "Connections sandboxes opened through the egress proxy, by result.");
 }
@@ -295,7 +296,7 @@ void EgressProxy::accept() {
     if (ec == asio::error::operation_aborted) return;
     if (ec == asio::error::no_descriptors || ec.value() == ENFILE) {
       // Out of fds: try again after a pause rather than spin on the error.
-      log::warn("egress proxy: out of file descriptors; pausing", {{"open", open_}});
+      log::warn("egress proxy: out of file descriptors; pausing", {{"open", open_.open()}});
       auto timer = std::make_shared<asio::steady_timer>(ioc_, std::chrono::milliseconds(100));
       timer->async_wait([this, timer](boost::system::error_code) { accept(); });
       return;
@@ -318,20 +319,9 @@ void EgressProxy::accept() {
   });
 }
 
-bool EgressProxy::take_slot(const std::string& ip) {
-  if (open_ >= opts_.max_connections) return false;
-  size_t& mine = open_by_sandbox_[ip];
-  if (mine >= opts_.max_connections_per_sandbox) return false;
-  ++mine;
-  ++open_;
-  return true;
-}
+bool EgressProxy::take_slot(const std::string& ip) { return open_.take(ip); }
 
-void EgressProxy::release_slot(const std::string& ip) {
-  if (open_ > 0) --open_;
-  auto it = open_by_sandbox_.find(ip);
-  if (it != open_by_sandbox_.end() && --it->second == 0) open_by_sandbox_.erase(it);
-}
+void EgressProxy::release_slot(const std::string& ip) { open_.release(ip); }
 
 void EgressProxy::allow(const std::string& sandbox_ip, const std::string& sandbox_id,
                         std::vector<std::string> patterns,

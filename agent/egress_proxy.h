@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "agent/egress_policy.h"
+#include "common/connection_limits.h"
 #include "common/error.h"
 #include "common/metrics.h"
 
@@ -79,8 +80,7 @@ class EgressProxy {
   mutable std::mutex mu_;
   std::map<std::string, Policy> policies_;  // by sandbox address
   // Open connections, in all and by sandbox address: touched on the proxy's thread only.
-  size_t open_ = 0;
-  std::map<std::string, size_t> open_by_sandbox_;
+  ConnectionLimits open_{0, 0};
 };
 
 }  // namespace swissbox

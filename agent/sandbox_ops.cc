@@ -292,15 +292,9 @@ void send_command(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, ExecRequest 
                     : st.error());
           return true;
         }
-        const proto::ExitStatus& x = e.exit;
-        outcome->exit_code = x.exit_code;
-        outcome->signal = x.signal;
-        outcome->duration_ms = x.duration_ms;
-        outcome->cpu_ms = x.cpu_ms;
-        outcome->max_rss_kb = x.max_rss_kb;
-        outcome->timed_out = x.timed_out;
-        outcome->oom_killed = x.oom_killed;
-        outcome->truncated = outcome->truncated || x.truncated;
+        bool truncated_here = outcome->truncated;
+        static_cast<proto::ExitStatus&>(*outcome) = e.exit;
+        outcome->truncated = outcome->truncated || truncated_here;
         sb->exec_count++;
         sb->last_exit_code = outcome->exit_code;
         finish(std::move(*outcome));

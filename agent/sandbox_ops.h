@@ -41,15 +41,8 @@ struct ExecRequest {
   std::string code;
 };
 
-struct ExecOutcome {
-  int exit_code = -1;
-  int signal = 0;
-  double duration_ms = 0;
-  double cpu_ms = 0;
-  int64_t max_rss_kb = 0;
-  bool timed_out = false;
-  bool truncated = false;
-  bool oom_killed = false;
+// The runner's exit report, and what the agent adds to it.
+struct ExecOutcome : proto::ExitStatus {
   // Set when the sandbox died under the command (it is failed now).
   std::string sandbox_failure;
   std::string out, err;

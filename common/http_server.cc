@@ -584,6 +584,7 @@ Server::Server(asio::io_context& ioc, ServerOptions opts, Handler handler)
   if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY) {
     opts_.max_connections = std::max<size_t>(16, std::min<size_t>(opts_.max_connections, nofile.rlim_cur / 2));
   }
+  connections_ = ConnectionLimits(opts_.max_connections, opts_.max_connections_per_client);
   reserve_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
 }
 
@@ -676,14 +677,7 @@ void Server::accept(std::shared_ptr<Listener> l) {
                            });
 }
 
-bool Server::admit_connection(const std::string& client) {
-  if (tcp_sessions_ >= opts_.max_connections) return false;
-  size_t& mine = per_client_[client];
-  if (mine >= opts_.max_connections_per_client) return false;
-  ++mine;
-  ++tcp_sessions_;
-  return true;
-}
+bool Server::admit_connection(const std::string& client) { return connections_.take(client); }
 
 bool Server::admit_probe_connection() {
   if (probe_sessions_ >= ServerOptions::kProbeReserve) return false;
@@ -702,7 +696,7 @@ void Server::shed_and_retry(std::shared_ptr<Listener> l) {
     }
     reserve_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   }
-  log::warn("accept: out of file descriptors; pausing", {{"open_connections", tcp_sessions_}});
+  log::warn("accept: out of file descriptors; pausing", {{"open_connections", connections_.open()}});
   auto timer = std::make_shared<asio::steady_timer>(ioc_, std::chrono::milliseconds(100));
   timer->async_wait([this, l, timer](boost::system::error_code ec) {
     if (!ec && !draining_) accept(l);
@@ -718,9 +712,7 @@ void Server::remove_session(Session* s, const std::string& client, bool limited)
     if (limited) {
       if (probe_sessions_ > 0) --probe_sessions_;
     } else if (!client.empty()) {
-      if (tcp_sessions_ > 0) --tcp_sessions_;
-      auto it = per_client_.find(client);
-      if (it != per_client_.end() && --it->second == 0) per_client_.erase(it);
+      connections_.release(client);
     }
     for (auto it = sessions_.begin(); it != sessions_.end();) {
       auto p = it->lock();

@@ -21,6 +21,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/connection_limits.h"
 #include "common/error.h"
 
 namespace swissbox::http {
@@ -186,9 +187,8 @@ class Server {
   bool draining_ = false;
   std::function<void()> drained_;
   std::unique_ptr<boost::asio::steady_timer> drain_timer_;
-  size_t tcp_sessions_ = 0;
-  size_t probe_sessions_ = 0;  // taken past the limits, for probes only
-  std::map<std::string, size_t> per_client_;
+  ConnectionLimits connections_{0, 0};  // TCP sessions, in all and per client address
+  size_t probe_sessions_ = 0;           // taken past the limits, for probes only
   int reserve_fd_ = -1;  // an fd kept free for shed_and_retry
 };
 
