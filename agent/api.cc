@@ -185,6 +185,14 @@ uint64_t AgentApi::body_limit(const http::RequestHeader& header) const {
   return kSmallJson;
 }
 
+bool AgentApi::streams_body(const http::RequestHeader& header) {
+  std::string_view target = header.target();
+  std::string_view path = target.substr(0, target.find('?'));
+  constexpr std::string_view kFiles = "/files";
+  return header.method() == bhttp::verb::put && path.rfind("/v1/sandboxes/", 0) == 0 &&
+         path.size() > kFiles.size() && path.substr(path.size() - kFiles.size()) == kFiles;
+}
+
 void AgentApi::handle(http::Request&& req, std::shared_ptr<http::Responder> res) {
   auto c = std::make_shared<Call>();
   c->req = std::move(req);
@@ -406,6 +414,12 @@ void AgentApi::files(Call& c, std::shared_ptr<Sandbox> sb, bool list) {
     return read_file(mgr_, sb, path, [res](Result<std::string> r) {
       if (!r) return res->send_error(r.error());
       res->send(200, std::move(*r), "application/octet-stream");
+    });
+  }
+  if (m == bhttp::verb::put && c.res->body()) {
+    return upload_file(mgr_, sb, path, c.res->body(), [res, path](Status st) {
+      if (!st) return res->send_error(st.error());
+      res->send_json(200, {{"path", path}, {"ok", true}});
     });
   }
   if (m == bhttp::verb::put) {

@@ -32,6 +32,8 @@ class AgentApi {
   // before a body is read; JSON routes take small bodies, file uploads and code larger ones.
   std::optional<Error> admit(const http::RequestHeader& header, bool from_unix_socket) const;
   uint64_t body_limit(const http::RequestHeader& header) const;
+  // http::ServerOptions::stream_body: file uploads reach the sandbox as they arrive.
+  static bool streams_body(const http::RequestHeader& header);
 
  private:
   struct Call;

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "agent/api.h"
+#include "agent/sandbox_ops.h"
 #include "agent/config.h"
 #include "agent/cri_monitor.h"
 #include "agent/egress_filter.h"
@@ -172,6 +173,8 @@ int main(int argc, char** argv) {
   http::ServerOptions so;
   so.admit = [&api](const http::RequestHeader& h, bool unix_socket) { return api.admit(h, unix_socket); };
   so.body_limit_for = [&api](const http::RequestHeader& h) { return api.body_limit(h); };
+  so.stream_body = &AgentApi::streams_body;
+  so.stream_body_limit = kMaxFileBytes;
   http::Server server(ioc, so,
                       [&api](http::Request&& req, std::shared_ptr<http::Responder> res) {
                         api.handle(std::move(req), std::move(res));

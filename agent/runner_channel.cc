@@ -96,23 +96,26 @@ uint64_t RunnerChannel::call(json header, std::string_view payload, EventFn fn) 
   return id;
 }
 
-void RunnerChannel::notify(const json& header, std::string_view payload) {
-  if (alive_) push(proto::encode(header, payload));
+void RunnerChannel::notify(const json& header, std::string_view payload,
+                           std::function<void()> written) {
+  if (alive_) push(proto::encode(header, payload), std::move(written));
 }
 
-void RunnerChannel::push(std::string frame) {
-  writes_.push_back(std::move(frame));
+void RunnerChannel::push(std::string frame, std::function<void()> written) {
+  writes_.push_back({std::move(frame), std::move(written)});
   if (writes_.size() == 1) write_next();
 }
 
 void RunnerChannel::write_next() {
   if (writes_.empty() || !alive_) return;
-  asio::async_write(socket_, asio::buffer(writes_.front()),
+  asio::async_write(socket_, asio::buffer(writes_.front().frame),
                     [self = shared_from_this()](boost::system::error_code ec, size_t) {
                       if (!self->alive_) return;
                       if (ec) return self->fail("runner write failed: " + ec.message());
+                      auto written = std::move(self->writes_.front().written);
                       self->writes_.pop_front();
                       self->write_next();
+                      if (written) written();
                     });
 }
 

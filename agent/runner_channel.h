@@ -34,8 +34,11 @@ class RunnerChannel : public std::enable_shared_from_this<RunnerChannel> {
   // request whose header would pass the protocol's limit is not sent: fn gets a failed
   // result with E2BIG at once.
   uint64_t call(nlohmann::json header, std::string_view payload, EventFn fn);
-  // Sends a frame that expects no answer (stdin, signal) for an existing request id.
-  void notify(const nlohmann::json& header, std::string_view payload = {});
+  // Sends a frame that expects no answer (stdin, signal, more of a file) for an existing
+  // request id. `written`, if set, runs once the frame is in the socket (a producer that
+  // waits for it queues one frame at most); never if the channel dies first.
+  void notify(const nlohmann::json& header, std::string_view payload = {},
+              std::function<void()> written = {});
   void close(const std::string& reason);
   bool alive() const { return alive_; }
   // The secret of the runner's first hello ("" until then, or from a runner without one).
@@ -44,7 +47,7 @@ class RunnerChannel : public std::enable_shared_from_this<RunnerChannel> {
 
  private:
   void read();
-  void push(std::string frame);
+  void push(std::string frame, std::function<void()> written = {});
   void write_next();
   void fail(const std::string& reason);
   // Routes one decoded event to its request; false once the channel is gone.
@@ -53,7 +56,11 @@ class RunnerChannel : public std::enable_shared_from_this<RunnerChannel> {
   boost::asio::posix::stream_descriptor socket_;
   proto::Decoder decoder_;
   std::map<uint64_t, EventFn> handlers_;
-  std::deque<std::string> writes_;
+  struct Write {
+    std::string frame;
+    std::function<void()> written;
+  };
+  std::deque<Write> writes_;
   std::function<void(const std::string&)> on_lost_;
   std::array<char, 65536> buf_;
   uint64_t next_id_ = 1;

@@ -394,6 +394,56 @@ void write_file(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string pa
   } while (off < data.size());
 }
 
+void upload_file(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string path,
+                 std::shared_ptr<http::BodyReader> body, std::function<void(Status)> done) {
+  struct Upload {
+    uint64_t id = 0;  // the runner's request, once the first piece went
+    size_t bytes = 0;
+    bool ended = false;
+    http::BodyReader::ReadHandler step;  // reset when the upload ends: it refers to itself
+  };
+  auto up = std::make_shared<Upload>();
+  auto finish = settle_once<Status>(mgr, sb, mgr.options().file_op_deadline, "write " + path,
+                                    std::move(done));
+  // The client failed (went away, too large): the runner's request is closed with an empty
+  // last piece and the partial file goes.
+  auto abandon = [sb, up, path, finish](Error why) {
+    up->ended = true;
+    up->step = nullptr;  // not the handler running now (the reader holds a copy)
+    if (up->id != 0 && sb->channel->alive()) {
+      sb->channel->notify({{"op", "write_file"}, {"path", path}, {"append", true}, {"last", true}, {"id", up->id}});
+      sb->channel->call({{"op", "delete"}, {"path", path}}, {}, [](const proto::Event&) { return true; });
+    }
+    finish(std::move(why));
+  };
+  up->step = [sb, up, path, body, finish, abandon](Result<std::string> piece, bool last) {
+    if (up->ended) return;
+    if (!piece) return abandon(piece.error());
+    up->bytes += piece->size();
+    if (up->bytes > kMaxFileBytes) return abandon(make_error(Code::kTooLarge, "file larger than 64 MiB"));
+    auto next = [up, body, last] {
+      if (!last && !up->ended && up->step) body->read(up->step);
+    };
+    if (up->id == 0) {
+      // An empty first frame creates (truncates) the file; the pieces follow, and the
+      // runner answers the one marked last.
+      json create = {{"op", "write_file"}, {"path", path}, {"append", false}, {"last", false}};
+      up->id = sb->channel->call(create, {}, [sb, up, finish](const proto::Event& e) {
+        up->ended = true;
+        up->step = nullptr;
+        finish(final_status(*sb, e));
+        return true;
+      });
+      if (up->ended) return;  // refused at once (the channel is gone)
+    }
+    json h = {{"op", "write_file"}, {"path", path}, {"append", true}, {"last", last}, {"id", up->id}};
+    // The handler running now is the reader's copy: dropping ours only ends the cycle.
+    if (last) up->step = nullptr;
+    sb->channel->notify(h, *piece, next);
+  };
+  body->read(up->step);
+}
+
 void list_dir(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string path,
               std::function<void(Result<std::vector<proto::FileEntry>>)> done) {
   auto entries = std::make_shared<std::vector<proto::FileEntry>>();

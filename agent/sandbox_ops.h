@@ -12,6 +12,7 @@
 
 #include "agent/sandbox_manager.h"
 #include "common/error.h"
+#include "common/http_server.h"
 #include "common/runner_protocol.h"
 
 namespace swissbox {
@@ -81,6 +82,11 @@ void read_file(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string pat
                std::function<void(Result<std::string>)> done);
 void write_file(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string path,
                 std::string data, std::function<void(Status)> done);
+// A file upload as it arrives: each piece of the request body goes to the runner once the
+// one before it is in the runner's socket, so the agent holds one piece (64 KiB), never
+// the file. A failed or cut-off upload removes what it wrote.
+void upload_file(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string path,
+                 std::shared_ptr<http::BodyReader> body, std::function<void(Status)> done);
 void list_dir(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string path,
               std::function<void(Result<std::vector<proto::FileEntry>>)> done);
 void delete_path(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string path,

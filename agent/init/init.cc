@@ -18,10 +18,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <cerrno>
-#include <cstdio>
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <map>
 #include <optional>
@@ -187,9 +187,10 @@ class Runner {
     signal(SIGPIPE, SIG_IGN);
     // Orphans of our commands come to us even when we are not PID 1 (tests on the host).
     prctl(PR_SET_CHILD_SUBREAPER, 1);
-    // Commands run as the runner's uid: not dumpable, they cannot ptrace it or read its
-    // memory (gVisor checks dumpability for both). Its channel is a socket, which they
-    // cannot reopen through /proc/1/fd either (agent/runtime.h).
+    // In a sandbox the runner is root and commands run as --user: they cannot signal,
+    // trace or open it. Not dumpable as well, for a runner started without --user (and
+    // gVisor checks dumpability for ptrace and /proc/<pid>/mem). Its channel is a socket,
+    // which nobody can reopen through /proc/1/fd (agent/runtime.h).
     prctl(PR_SET_DUMPABLE, 0);
     spawner_.set_user(g_uid, g_gid);
     fcntl(STDIN_FILENO, F_SETFL, fcntl(STDIN_FILENO, F_GETFL) | O_NONBLOCK);
@@ -198,7 +199,7 @@ class Runner {
 
   int run() {
     // The secret goes to the agent on the channel runsc gave us, which nothing else in the
-    // sandbox can read or write; a later bridge must present it (accept_controller).
+    // sandbox can read or write; a later bridge must present it (read_candidate).
     json hello = {{"ev", "hello"}, {"pid", getpid()}, {"version", 2}};
     if (listener_) hello["secret"] = secret_;
     send(hello);

@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "agent/api.h"
+#include "agent/sandbox_ops.h"
 #include "agent/sandbox_manager.h"
 #include "common/http_client.h"
 #include "common/http_server.h"
@@ -70,6 +71,8 @@ class AgentApiTest : public ::testing::Test {
     so.body_limit = 1 << 20;
     so.admit = [this](const http::RequestHeader& h, bool u) { return api_->admit(h, u); };
     so.body_limit_for = [this](const http::RequestHeader& h) { return api_->body_limit(h); };
+    so.stream_body = &AgentApi::streams_body;
+    so.stream_body_limit = kMaxFileBytes;
     server_ = std::make_unique<http::Server>(
         ioc_, so, [this](http::Request&& r, std::shared_ptr<http::Responder> res) {
           api_->handle(std::move(r), std::move(res));
@@ -411,6 +414,45 @@ TEST_F(AgentApiTest, BadRequestsGetTheErrorShapeAndChangeNothing) {
   EXPECT_GE(metrics_.get("swissbox_http_requests_total",
                          Metrics::labels({{"method", "POST"}, {"code", "201"}})),
             1);
+}
+
+// Uploads reach the sandbox as they arrive (the agent holds one 64 KiB piece, never the
+// file): 5 MiB arrive whole and byte for byte; one cut off midway leaves no partial file.
+TEST_F(AgentApiTest, UploadsStreamIntoTheSandboxAndACutOffOneLeavesNothing) {
+  Start({{"default", 1}});
+  auto [s, sb] = Call("POST", "/v1/sandboxes", "{}");
+  ASSERT_EQ(s, 201u);
+  std::string id = sb["id"];
+  std::string data(5 << 20, '\0');
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 2654435761u >> 24);
+  auto put = client_->request("PUT", "/v1/sandboxes/" + id + "/files?path=big.bin", data);
+  ASSERT_TRUE(put.ok());
+  EXPECT_EQ(put->status, 200u) << put->body;
+  auto got = client_->request("GET", "/v1/sandboxes/" + id + "/files?path=big.bin");
+  ASSERT_TRUE(got.ok());
+  EXPECT_TRUE(got->body == data) << got->body.size() << " bytes came back";
+
+  // 1 MiB of a declared 3 MiB, then the client goes away.
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(server_->tcp_port());
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  std::string head = "PUT /v1/sandboxes/" + id + "/files?path=cut.bin HTTP/1.1\r\nHost: x\r\n"
+                     "Content-Length: 3145728\r\n\r\n";
+  std::string part = head + std::string(1 << 20, 'c');
+  ASSERT_EQ(write(fd, part.data(), part.size()), static_cast<ssize_t>(part.size()));
+  std::this_thread::sleep_for(200ms);
+  close(fd);
+  bool gone = false;
+  for (int i = 0; i < 50 && !gone; ++i) {
+    std::this_thread::sleep_for(20ms);
+    gone = Call("GET", "/v1/sandboxes/" + id + "/files/list?path=.").second.dump().find("cut.bin") ==
+           std::string::npos;
+  }
+  EXPECT_TRUE(gone) << "the cut-off upload left a partial file";
+  EXPECT_EQ(Call("POST", "/v1/sandboxes/" + id + "/exec", R"({"command":"echo ok"})").second["stdout"], "ok\n");
 }
 
 TEST_F(AgentApiTest, DeleteDestroysAndOneShotCleansUp) {
