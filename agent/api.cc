@@ -342,10 +342,35 @@ void AgentApi::create_sandbox(Call& c) {
 namespace {
 
 // Streams one exec as SSE: stdout/stderr events as output arrives, then exit (or error).
+// A client that reads slower than the command writes holds the command back: past kHigh
+// bytes waiting for the client the runner stops reading the command's pipes (it blocks on
+// its next write), and starts again below kLow. So a stream holds ≈ 1 MiB of the agent's
+// memory, whatever the command writes and however slowly the client reads.
 struct SseExec {
-  static OutputFn output(std::shared_ptr<http::Responder> res) {
-    return [res](bool is_err, std::string_view data) {
-      res->write_chunk(sse_event(is_err ? "stderr" : "stdout", {{"data", data}}));
+  static constexpr size_t kHigh = 1 << 20, kLow = 256 << 10;
+  struct Flow {
+    size_t queued = 0;
+    bool paused = false;
+    std::weak_ptr<ExecHandle> handle;  // set once the command was handed to the runner
+  };
+  static OutputFn output(std::shared_ptr<http::Responder> res, std::shared_ptr<Flow> flow) {
+    return [res, flow](bool is_err, std::string_view data) {
+      std::string event = sse_event(is_err ? "stderr" : "stdout", {{"data", data}});
+      flow->queued += event.size();
+      auto handle = flow->handle.lock();
+      if (handle && !flow->paused && flow->queued > kHigh) {
+        flow->paused = true;
+        handle->pause(true);
+      }
+      size_t n = event.size();
+      res->write_chunk(std::move(event), [flow, n] {
+        flow->queued -= std::min(flow->queued, n);
+        auto h = flow->handle.lock();
+        if (h && flow->paused && flow->queued < kLow) {
+          flow->paused = false;
+          h->pause(false);
+        }
+      });
     };
   }
   static ExecDoneFn done(std::shared_ptr<http::Responder> res, std::function<void()> after = {}) {
@@ -381,11 +406,13 @@ void AgentApi::exec(Call& c, std::shared_ptr<Sandbox> sb, bool code) {
   if (c.wants_sse()) {
     res->start_stream(200, "text/event-stream");
     auto done = SseExec::done(res);
-    auto handle = run_exec(mgr_, sb, std::move(*req), SseExec::output(res),
+    auto flow = std::make_shared<SseExec::Flow>();
+    auto handle = run_exec(mgr_, sb, std::move(*req), SseExec::output(res, flow),
                            [done, count](Result<ExecOutcome> r) {
                              count(r);
                              done(std::move(r));
                            });
+    flow->handle = handle;
     watch_client(res, handle);
     return;
   }
@@ -475,12 +502,14 @@ void AgentApi::execute_oneshot(Call& c) {
                 auto run = [this, res, sse, box, cleanup, count, req = std::move(req)]() mutable {
                   if (sse) {
                     res->start_stream(200, "text/event-stream");
-                    auto handle = run_exec(mgr_, box, std::move(req), SseExec::output(res),
+                    auto flow = std::make_shared<SseExec::Flow>();
+                    auto handle = run_exec(mgr_, box, std::move(req), SseExec::output(res, flow),
                                            [count, done = SseExec::done(res, cleanup)](
                                                Result<ExecOutcome> r) {
                                              count(r);
                                              done(std::move(r));
                                            });
+                    flow->handle = handle;
                     watch_client(res, handle);
                     return;
                   }

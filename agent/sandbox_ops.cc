@@ -312,6 +312,11 @@ void send_command(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, ExecRequest 
 
 }  // namespace
 
+void ExecHandle::pause(bool on) {
+  auto ch = channel.lock();
+  if (ch && id != 0 && !cancelled) ch->notify({{"op", on ? "pause" : "resume"}, {"id", id}});
+}
+
 void ExecHandle::cancel() {
   cancelled = true;
   auto ch = channel.lock();

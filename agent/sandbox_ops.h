@@ -67,6 +67,8 @@ using ExecDoneFn = std::function<void(Result<ExecOutcome>)>;
 // Use on the I/O thread only.
 struct ExecHandle {
   void cancel();
+  // Stops reading the command's output (it blocks once its pipes are full), or starts again.
+  void pause(bool on);
   // Set once the command has been sent to the runner.
   std::weak_ptr<RunnerChannel> channel;
   uint64_t id = 0;

@@ -10,6 +10,8 @@
 //                                  duration_ms, cpu_ms, max_rss_kb, timed_out, truncated}
 //   stdin {eof} payload          (no answer; feeds a running exec)
 //   signal {signal}              (no answer; signals the exec's process group)
+//   pause, resume                (no answer; stop/start reading the exec's output, so that
+//                                  a command whose client reads slowly blocks on its writes)
 //   read_file {path, max_bytes}  → data (payload) … → result {size} | result {error}
 //   write_file {path, mode, append, last} payload → result on last | result {error}
 //   list {path}                  → entries {entries:[{name,type,size,mode,mtime}]} … → result

@@ -45,6 +45,9 @@ constexpr size_t kReadChunk = 64 * 1024;
 constexpr size_t kDefaultCap = 1 << 20;
 constexpr size_t kMaxCap = 16 << 20;
 constexpr auto kDrainGrace = std::chrono::milliseconds(100);
+// How long the output of a command that ended while its reader was paused (a slow SSE
+// client) may wait to be read before the rest is dropped.
+constexpr auto kPausedDrainGrace = std::chrono::seconds(30);
 constexpr size_t kMaxListEntries = 10000;
 // /workspace in a sandbox; SWISSBOX_WORKSPACE moves it (tests run the runner on the host).
 std::string g_workspace = "/workspace";
@@ -158,6 +161,9 @@ struct Command {
   bool timed_out = false;
   bool oom_killed = false;
   bool exited = false;
+  // The agent's client is behind: the pipes are not read, so the command blocks on its next
+  // write once they are full (backpressure, op pause/resume).
+  bool paused = false;
   int status = 0;
   rusage usage{};
   // A worker's CPU time when it got the program (its start-up is not the program's), and
@@ -220,8 +226,8 @@ class Runner {
       fds.push_back({sigchld_.get(), POLLIN, 0});
       owners.push_back({nullptr, 1});
       for (auto& [id, c] : commands_) {
-        if (c.out) fds.push_back({c.out.get(), POLLIN, 0}), owners.push_back({&c, 0});
-        if (c.err) fds.push_back({c.err.get(), POLLIN, 0}), owners.push_back({&c, 1});
+        if (c.out && !c.paused) fds.push_back({c.out.get(), POLLIN, 0}), owners.push_back({&c, 0});
+        if (c.err && !c.paused) fds.push_back({c.err.get(), POLLIN, 0}), owners.push_back({&c, 1});
         if (c.in && !c.pending_in.empty()) {
           fds.push_back({c.in.get(), POLLOUT, 0}), owners.push_back({&c, 2});
         }
@@ -387,6 +393,7 @@ class Runner {
       if (op == "prepare") return prepare_workers(id, h);
       if (op == "stdin") return feed_stdin(id, h, std::move(f.payload));
       if (op == "signal") return signal_command(id, h.value("signal", SIGTERM));
+      if (op == "pause" || op == "resume") return pause_command(id, op == "pause");
       if (op == "read_file" || op == "write_file" || op == "list" || op == "stat" ||
           op == "delete") {
         AsCommandUser as_user;
@@ -712,6 +719,14 @@ class Runner {
     if (it != commands_.end() && !it->second.exited) kill(-it->second.pid, sig);
   }
 
+  void pause_command(uint64_t id, bool pause) {
+    auto it = commands_.find(id);
+    if (it == commands_.end()) return;
+    Command& c = it->second;
+    c.paused = pause;
+    if (!pause && c.exited) c.finalize_by = std::min(c.finalize_by, Clock::now() + kDrainGrace);
+  }
+
   // Reads what the pipe holds. From poll (revents given): a hang-up without data is EOF
   // without a read, and a short read ends the turn (poll reports what arrives later);
   // without revents it reads until EAGAIN or EOF (the final drain).
@@ -776,7 +791,7 @@ class Runner {
       kill_strays();
     }
     c.in.reset();
-    c.finalize_by = Clock::now() + kDrainGrace;
+    c.finalize_by = Clock::now() + (c.paused ? kPausedDrainGrace : kDrainGrace);
   }
 
   // Processes that left their command's group (setsid, setpgid) end up as children of the
@@ -876,7 +891,10 @@ class Runner {
         kill(-c.pid, SIGKILL);
         c.deadline = Clock::time_point::max();
       }
-      if (c.exited && ((!c.out && !c.err) || now >= c.finalize_by)) done.push_back(id);
+      if (c.exited && ((!c.out && !c.err) || now >= c.finalize_by)) {
+        if (c.paused && (c.out || c.err)) c.truncated = true;  // its reader never caught up
+        done.push_back(id);
+      }
     }
     for (uint64_t id : done) finish(commands_.at(id)), commands_.erase(id);
   }

@@ -613,5 +613,34 @@ TEST_F(AgentApiTest, SseStreamsOutputThenExit) {
   EXPECT_NE(all.find("\"exit_code\":4"), std::string::npos) << all;
 }
 
+// A client that stops reading an SSE stream holds the command back (the agent queues about
+// 1 MiB, then the runner stops reading the command's pipes) instead of the agent queueing
+// all the command writes: 15 MB of output take as long as the client's pause.
+TEST_F(AgentApiTest, ASlowSseClientHoldsTheCommandBack) {
+  Start({{"default", 1}});
+  std::string id = Call("POST", "/v1/sandboxes", "{}").second["id"];
+  std::string exit_event;
+  size_t bytes = 0;
+  bool paused = false;
+  auto r = client_->stream(
+      "POST", "/v1/sandboxes/" + id + "/exec",
+      R"({"command":"yes | head -c 15000000","max_output_bytes":16777216})",
+      {{"Accept", "text/event-stream"}}, [&](std::string_view d) {
+        if (!paused) {
+          paused = true;
+          std::this_thread::sleep_for(1500ms);
+        }
+        bytes += d.size();
+        if (auto at = d.find("event: exit"); at != std::string_view::npos) exit_event = d.substr(at);
+      });
+  ASSERT_TRUE(r.ok());
+  EXPECT_GT(bytes, 15000000u);
+  auto data = exit_event.find("data: ");
+  ASSERT_NE(data, std::string::npos) << exit_event;
+  json exit = json::parse(exit_event.substr(data + 6, exit_event.find('\n', data) - data - 6));
+  EXPECT_EQ(exit.value("truncated", true), false) << exit;
+  EXPECT_GE(exit.value("duration_ms", 0.0), 1000.0) << "the command ran on while its client read nothing";
+}
+
 }  // namespace
 }  // namespace swissbox
