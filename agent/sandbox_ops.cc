@@ -405,6 +405,7 @@ void upload_file(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string p
     uint64_t id = 0;  // the runner's request, once the first piece went
     size_t bytes = 0;
     bool ended = false;
+    bool sent_last = false;
     http::BodyReader::ReadHandler step;  // reset when the upload ends: it refers to itself
   };
   auto up = std::make_shared<Upload>();
@@ -412,16 +413,23 @@ void upload_file(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string p
                                     std::move(done));
   // The client failed (went away, too large): the runner's request is closed with an empty
   // last piece and the partial file goes.
-  auto abandon = [sb, up, path, finish](Error why) {
+  // Ends the runner's request (it keeps a failed write's id until the last piece).
+  auto close_request = [sb, up, path] {
+    if (up->id == 0 || up->sent_last || !sb->channel->alive()) return;
+    up->sent_last = true;
+    sb->channel->notify({{"op", "write_file"}, {"path", path}, {"append", true}, {"last", true}, {"id", up->id}});
+  };
+  auto abandon = [sb, up, path, finish, close_request](Error why) {
     up->ended = true;
     up->step = nullptr;  // not the handler running now (the reader holds a copy)
     if (up->id != 0 && sb->channel->alive()) {
-      sb->channel->notify({{"op", "write_file"}, {"path", path}, {"append", true}, {"last", true}, {"id", up->id}});
+      close_request();
       sb->channel->call({{"op", "delete"}, {"path", path}}, {}, [](const proto::Event&) { return true; });
     }
     finish(std::move(why));
   };
-  up->step = [sb, up, path, body, finish, abandon](Result<std::string> piece, bool last) {
+  up->step = [sb, up, path, body, finish, abandon, close_request](Result<std::string> piece,
+                                                                  bool last) {
     if (up->ended) return;
     if (!piece) return abandon(piece.error());
     up->bytes += piece->size();
@@ -433,17 +441,23 @@ void upload_file(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string p
       // An empty first frame creates (truncates) the file; the pieces follow, and the
       // runner answers the one marked last.
       json create = {{"op", "write_file"}, {"path", path}, {"append", false}, {"last", false}};
-      up->id = sb->channel->call(create, {}, [sb, up, finish](const proto::Event& e) {
+      up->id = sb->channel->call(create, {}, [sb, up, path, finish, close_request](const proto::Event& e) {
         up->ended = true;
         up->step = nullptr;
-        finish(final_status(*sb, e));
+        Status st = final_status(*sb, e);
+        if (!st && sb->channel->alive()) {
+          // An early error (disk full): the rest of the body is not sent, what was written goes.
+          close_request();
+          sb->channel->call({{"op", "delete"}, {"path", path}}, {}, [](const proto::Event&) { return true; });
+        }
+        finish(std::move(st));
         return true;
       });
       if (up->ended) return;  // refused at once (the channel is gone)
     }
     json h = {{"op", "write_file"}, {"path", path}, {"append", true}, {"last", last}, {"id", up->id}};
     // The handler running now is the reader's copy: dropping ours only ends the cycle.
-    if (last) up->step = nullptr;
+    if (last) up->step = nullptr, up->sent_last = true;
     sb->channel->notify(h, *piece, next);
   };
   body->read(up->step);

@@ -150,6 +150,22 @@ TEST_F(Hostile, ABackgroundForgerDoesNotReachTheAgentAcrossARestart) {
   EXPECT_EQ(http::Client(tcp()).request("DELETE", "/v1/sandboxes/" + id)->status, 204u);
 }
 
+// An upload past the sandbox's disk: the runner's ENOSPC ends it with a 429 while the rest
+// of the body is still arriving; nothing of it lands outside the sandbox's disk.
+TEST_F(Hostile, AnUploadPastTheDiskEndsWith429AndTheSandboxGoesOn) {
+  std::string id = post("/v1/sandboxes", {{"disk_mb", 16}}, 201).value("id", "");
+  http::Client c(tcp());
+  auto put = c.request("PUT", "/v1/sandboxes/" + id + "/files?path=fill.bin", std::string(30 << 20, 'f'));
+  ASSERT_TRUE(put.ok()) << put.error().to_string();
+  EXPECT_EQ(put->status, 429u) << put->body;
+  EXPECT_EQ(echo(id), "ok\n");
+  // The partial file went with the failed upload: the disk has its room back.
+  json ls = exec(id, {{"command", "ls fill.bin 2>&1; df --output=avail -m . | tail -1"}});
+  EXPECT_NE(ls.value("stdout", "").find("No such file"), std::string::npos) << ls.dump();
+  auto small = c.request("PUT", "/v1/sandboxes/" + id + "/files?path=small.txt", "fits");
+  EXPECT_EQ(small->status, 200u) << small->body;
+}
+
 // PID 1 is root inside gVisor: the sandbox's code (uid 1000) can neither kill nor trace it.
 TEST_F(Hostile, KillingOrTracingTheRunnerIsRefused) {
   std::string id = create();
