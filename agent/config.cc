@@ -82,6 +82,8 @@ std::optional<IntField> int_field(AgentConfig& c, const std::string& key) {
   if (key == "refill-concurrency") return IntField{&c.refill_concurrency, 1, 10000};
   if (key == "exec-slots") return IntField{&c.exec_slots, 0, 10000};
   if (key == "exec-slot-hold-ms") return IntField{&c.exec_slot_hold_ms, 1, 60000};
+  if (key == "max-connections") return IntField{&c.max_connections, 16, 1000000};
+  if (key == "max-connections-per-client") return IntField{&c.max_connections_per_client, 1, 1000000};
   return std::nullopt;
 }
 
@@ -191,6 +193,7 @@ std::string agent_usage() {
          "         [--pool TEMPLATE[:egress][+LANGUAGE]=N]... [--platform ptrace|systrap] [--cgroup-parent PATH]\n"
          "         [--node-name NAME] [--region ZONE] [--token-file FILE] [--log-level L]\n"
          "         [--max-sandboxes N] [--refill-concurrency N] [--init PATH] [--gc-interval SECONDS]\n"
+         "         [--max-connections N] [--max-connections-per-client N]\n"
          "         [--harden true|false] [--keep-sandboxes-on-exit true|false]\n"
          "         [--egress-pool CIDR] [--egress-link-prefix P] [--egress-proxy-port N]\n"
          "         [--egress-deny CIDR,…] [--egress-hosts NAME=IP,…] [--egress-rate-kbit N]\n"

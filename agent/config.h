@@ -34,6 +34,9 @@ struct AgentConfig {
   // CPU, 0: no limit.
   int exec_slots = -1;
   int exec_slot_hold_ms = 50;
+  // TCP connections at once, in all and per client address (http::ServerOptions).
+  int max_connections = 4096;
+  int max_connections_per_client = 512;
   int gc_interval_s = 60;  // garbage collection of unexplained runtime sandboxes
   bool harden = true;      // drop capabilities and install the seccomp filter at start
   // On SIGTERM, leave active sandboxes running for the next agent (a DaemonSet update)

@@ -171,6 +171,8 @@ int main(int argc, char** argv) {
   ao.cri = cri.get();
   AgentApi api(manager, metrics, ao);
   http::ServerOptions so;
+  so.max_connections = static_cast<size_t>(cfg->max_connections);
+  so.max_connections_per_client = static_cast<size_t>(cfg->max_connections_per_client);
   so.admit = [&api](const http::RequestHeader& h, bool unix_socket) { return api.admit(h, unix_socket); };
   so.body_limit_for = [&api](const http::RequestHeader& h) { return api.body_limit(h); };
   so.stream_body = &AgentApi::streams_body;

@@ -72,6 +72,15 @@ TEST(AgentConfig, TokenFileAllowsNonLoopbackListen) {
   EXPECT_FALSE(t->at("0123456789abcdef0123").admin);
 }
 
+TEST(AgentConfig, ConnectionLimits) {
+  auto c = parse_agent_config({"--max-connections", "2000", "--max-connections-per-client", "64"});
+  ASSERT_TRUE(c.ok()) << c.error().to_string();
+  EXPECT_EQ(c->max_connections, 2000);
+  EXPECT_EQ(c->max_connections_per_client, 64);
+  EXPECT_FALSE(parse_agent_config({"--max-connections", "3"}).ok());
+  EXPECT_FALSE(parse_agent_config({"--max-connections-per-client", "0"}).ok());
+}
+
 TEST(Tokens, ObjectEntriesCarryAnAdminFlagAndBadOnesAreRefused) {
   TempFile tokens(R"({"0123456789abcdef0123":"tenant-a",
                       "admin-token-0123456789":{"tenant":"ops","admin":true}})");
