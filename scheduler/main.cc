@@ -27,12 +27,15 @@ constexpr const char* kUsage =
     "         (a HOST that is a name, such as the agents' headless Service, is resolved at\n"
     "          every poll and each of its addresses is an agent)\n"
     "         [--allowed-regions Z1,Z2] [--token-file FILE] [--log-level L]\n"
-    "         [--poll-interval-ms N] [--sample-k K]\n";
+    "         [--poll-interval-ms N] [--sample-k K]\n"
+    "         [--max-connections N] [--max-connections-per-client N]\n";
 
 struct Config {
   std::string listen = "127.0.0.1:7800";
   std::string agents, regions = "ch-gva-2,ch-dk-2", token_file, log_level = "info";
   int poll_ms = 1000, sample_k = 2;
+  // An orchestrator pod is one client: size this for the calls one pod has open at once.
+  int max_connections = 4096, max_connections_per_client = 1024;
 };
 
 std::vector<std::string> split(const std::string& s) {
@@ -61,6 +64,8 @@ Status apply(Config& c, const std::string& key, const std::string& v) {
   else if (key == "log-level") c.log_level = v;
   else if (key == "poll-interval-ms") return number(&c.poll_ms, 100, 60000);
   else if (key == "sample-k") return number(&c.sample_k, 1, 64);
+  else if (key == "max-connections") return number(&c.max_connections, 16, 1000000);
+  else if (key == "max-connections-per-client") return number(&c.max_connections_per_client, 1, 1000000);
   else return make_error(Code::kInvalidArgument, "unknown option --" + key);
   return ok_status();
 }
@@ -150,7 +155,10 @@ int main(int argc, char** argv) {
   auto work = boost::asio::make_work_guard(ioc);
   Metrics metrics;
   sched::Scheduler scheduler(ioc, so, metrics);
-  http::Server server(ioc, scheduler.server_options(),
+  http::ServerOptions server_options = scheduler.server_options();
+  server_options.max_connections = static_cast<size_t>(cfg->max_connections);
+  server_options.max_connections_per_client = static_cast<size_t>(cfg->max_connections_per_client);
+  http::Server server(ioc, server_options,
                       [&](http::Request&& req, std::shared_ptr<http::Responder> res) {
                         scheduler.handle(std::move(req), std::move(res));
                       });
