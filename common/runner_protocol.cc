@@ -198,7 +198,9 @@ std::optional<Event> decode_event(Frame frame, std::string* error) {
   }
   Fields f(h, ev);
   const bool has_id = e.kind != EventKind::kHello && e.kind != EventKind::kFatal;
-  f.integer("id", &e.id, has_id, 1, UINT64_MAX);
+  // Id 0 answers no request (a runner of the previous version answers an op it does not
+  // know, such as attach, with id 0): decoded, then dropped as unrouted.
+  f.integer("id", &e.id, has_id, 0, UINT64_MAX);
   const bool carries_payload =
       e.kind == EventKind::kStdout || e.kind == EventKind::kStderr || e.kind == EventKind::kData;
   if (!carries_payload && !frame.payload.empty()) f.wrong("payload", "not expected");
