@@ -163,34 +163,25 @@ std::function<void(const Result<ExecOutcome>&)> AgentApi::run_recorder(std::stri
 }
 
 std::optional<Error> AgentApi::admit(const http::RequestHeader& header, bool from_unix_socket) const {
-  std::string_view target = header.target();
-  auto auth = header.find(bhttp::field::authorization);
-  return check_bearer(target.substr(0, target.find('?')),
-                      auth == header.end() ? std::string_view{} : auth->value(), from_unix_socket,
-                      opts_.tokens);
+  return http::check_bearer(header, from_unix_socket, opts_.tokens);
 }
 
 uint64_t AgentApi::body_limit(const http::RequestHeader& header) const {
   constexpr uint64_t kSmallJson = 1 << 20;
   const auto m = header.method();
   if (m == bhttp::verb::get || m == bhttp::verb::head || m == bhttp::verb::delete_) return 64 << 10;
-  std::string_view target = header.target();
-  std::string_view path = target.substr(0, target.find('?'));
-  auto ends_with = [&](std::string_view tail) {
-    return path.size() >= tail.size() && path.substr(path.size() - tail.size()) == tail;
-  };
-  if (m == bhttp::verb::put && ends_with("/files")) return kMaxFileBytes;
+  std::string_view path = http::target_path(header.target());
+  if (m == bhttp::verb::put && path.ends_with("/files")) return kMaxFileBytes;
   // Code and stdin travel in these.
-  if (path == "/v1/execute" || ends_with("/exec") || ends_with("/code")) return opts_.max_json_body;
+  if (path == "/v1/execute" || path.ends_with("/exec") || path.ends_with("/code"))
+    return opts_.max_json_body;
   return kSmallJson;
 }
 
 bool AgentApi::streams_body(const http::RequestHeader& header) {
-  std::string_view target = header.target();
-  std::string_view path = target.substr(0, target.find('?'));
-  constexpr std::string_view kFiles = "/files";
-  return header.method() == bhttp::verb::put && path.rfind("/v1/sandboxes/", 0) == 0 &&
-         path.size() > kFiles.size() && path.substr(path.size() - kFiles.size()) == kFiles;
+  std::string_view path = http::target_path(header.target());
+  return header.method() == bhttp::verb::put && path.starts_with("/v1/sandboxes/") &&
+         path.ends_with("/files");
 }
 
 void AgentApi::handle(http::Request&& req, std::shared_ptr<http::Responder> res) {

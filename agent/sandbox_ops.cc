@@ -411,25 +411,25 @@ void upload_file(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string p
   auto up = std::make_shared<Upload>();
   auto finish = settle_once<Status>(mgr, sb, mgr.options().file_op_deadline, "write " + path,
                                     std::move(done));
-  // The client failed (went away, too large): the runner's request is closed with an empty
-  // last piece and the partial file goes.
-  // Ends the runner's request (it keeps a failed write's id until the last piece).
-  auto close_request = [sb, up, path] {
-    if (up->id == 0 || up->sent_last || !sb->channel->alive()) return;
-    up->sent_last = true;
-    sb->channel->notify({{"op", "write_file"}, {"path", path}, {"append", true}, {"last", true}, {"id", up->id}});
+  // An upload that fails midway leaves nothing: the runner's request is closed with an
+  // empty last piece (it keeps a failed write's id until then) and the partial file goes.
+  auto discard_partial = [sb, up, path] {
+    if (up->id == 0 || !sb->channel->alive()) return;
+    if (!up->sent_last) {
+      up->sent_last = true;
+      sb->channel->notify({{"op", "write_file"}, {"path", path}, {"append", true}, {"last", true}, {"id", up->id}});
+    }
+    sb->channel->call({{"op", "delete"}, {"path", path}}, {}, [](const proto::Event&) { return true; });
   };
-  auto abandon = [sb, up, path, finish, close_request](Error why) {
+  // The client failed (went away, sent too much).
+  auto abandon = [up, finish, discard_partial](Error why) {
     up->ended = true;
     up->step = nullptr;  // not the handler running now (the reader holds a copy)
-    if (up->id != 0 && sb->channel->alive()) {
-      close_request();
-      sb->channel->call({{"op", "delete"}, {"path", path}}, {}, [](const proto::Event&) { return true; });
-    }
+    discard_partial();
     finish(std::move(why));
   };
-  up->step = [sb, up, path, body, finish, abandon, close_request](Result<std::string> piece,
-                                                                  bool last) {
+  up->step = [sb, up, path, body, finish, abandon, discard_partial](Result<std::string> piece,
+                                                                    bool last) {
     if (up->ended) return;
     if (!piece) return abandon(piece.error());
     up->bytes += piece->size();
@@ -441,15 +441,11 @@ void upload_file(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string p
       // An empty first frame creates (truncates) the file; the pieces follow, and the
       // runner answers the one marked last.
       json create = {{"op", "write_file"}, {"path", path}, {"append", false}, {"last", false}};
-      up->id = sb->channel->call(create, {}, [sb, up, path, finish, close_request](const proto::Event& e) {
+      up->id = sb->channel->call(create, {}, [sb, up, finish, discard_partial](const proto::Event& e) {
         up->ended = true;
         up->step = nullptr;
         Status st = final_status(*sb, e);
-        if (!st && sb->channel->alive()) {
-          // An early error (disk full): the rest of the body is not sent, what was written goes.
-          close_request();
-          sb->channel->call({{"op", "delete"}, {"path", path}}, {}, [](const proto::Event&) { return true; });
-        }
+        if (!st) discard_partial();  // an early error (disk full): the rest is not sent
         finish(std::move(st));
         return true;
       });

@@ -204,13 +204,10 @@ class Session : public std::enable_shared_from_this<Session> {
     bool has_body = !header_parser_->is_done();
     bool expect_continue = has_body && beast::iequals(header[bhttp::field::expect], "100-continue");
     const auto& stream_body = server_.options().stream_body;
-    if (limited_) {
-      std::string_view target = header.target();
-      if (!server_.options().quiet_paths.count(target.substr(0, target.find('?')))) {
-        return answer_unread(
-            make_error(Code::kUnavailable, "too many connections; only health probes are answered"),
-            std::string(header.method_string()) + " " + std::string(target));
-      }
+    if (limited_ && !server_.options().quiet_paths.count(target_path(header.target()))) {
+      return answer_unread(
+          make_error(Code::kUnavailable, "too many connections; only health probes are answered"),
+          std::string(header.method_string()) + " " + std::string(header.target()));
     }
     if (const auto& admit = server_.options().admit) {
       if (auto refused = admit(header, is_unix_)) {
@@ -298,7 +295,7 @@ class Session : public std::enable_shared_from_this<Session> {
     res->set_request_line(std::string(req.method_string()) + " " + std::string(req.target()));
     std::string_view target = req.target();
     res->set_quiet(req.method() == bhttp::verb::get &&
-                   server_.options().quiet_paths.count(target.substr(0, target.find('?'))) > 0);
+                   server_.options().quiet_paths.count(target_path(target)) > 0);
     if (body) {
       res->set_body(std::move(body));  // timeouts now apply per piece
     } else {
@@ -771,6 +768,14 @@ std::string percent_decode(std::string_view s) {
     }
   }
   return out;
+}
+
+std::optional<Error> check_bearer(const RequestHeader& header, bool from_unix_socket,
+                                  const TokenTable& tokens) {
+  auto auth = header.find(bhttp::field::authorization);
+  return swissbox::check_bearer(target_path(header.target()),
+                                auth == header.end() ? std::string_view{} : auth->value(),
+                                from_unix_socket, tokens);
 }
 
 std::vector<std::pair<std::string, std::string>> parse_query(std::string_view q) {

@@ -21,6 +21,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/auth.h"
 #include "common/connection_limits.h"
 #include "common/error.h"
 
@@ -191,6 +192,16 @@ class Server {
   size_t probe_sessions_ = 0;           // taken past the limits, for probes only
   int reserve_fd_ = -1;  // an fd kept free for shed_and_retry
 };
+
+// The path of a request target, without its query.
+inline std::string_view target_path(std::string_view target) {
+  return target.substr(0, target.find('?'));
+}
+
+// ServerOptions::admit for a server with bearer tokens (agent, scheduler): check_bearer on
+// the header's path and Authorization.
+std::optional<Error> check_bearer(const RequestHeader& header, bool from_unix_socket,
+                                  const TokenTable& tokens);
 
 // Splits "a=b&c=d" (percent-decoded).
 std::vector<std::pair<std::string, std::string>> parse_query(std::string_view q);

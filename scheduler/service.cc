@@ -86,11 +86,7 @@ http::ServerOptions Scheduler::server_options() const {
   // File uploads are relayed as they arrive, never held whole.
   o.stream_body = [](const http::RequestHeader& h) { return h.method() == bhttp::verb::put; };
   o.admit = [this](const http::RequestHeader& h, bool from_unix_socket) {
-    std::string_view target = h.target();
-    auto auth = h.find(bhttp::field::authorization);
-    return check_bearer(target.substr(0, target.find('?')),
-                        auth == h.end() ? std::string_view{} : auth->value(), from_unix_socket,
-                        opts_.tokens);
+    return http::check_bearer(h, from_unix_socket, opts_.tokens);
   };
   // What the scheduler reads whole is JSON to place (code and stdin included).
   o.body_limit_for = [](const http::RequestHeader& h) -> uint64_t {
@@ -174,7 +170,7 @@ void Scheduler::poll_agent(const std::string& address) {
 
 void Scheduler::handle(http::Request&& req, std::shared_ptr<http::Responder> res) {
   std::string_view target = req.target();
-  std::string path(target.substr(0, target.find('?')));
+  std::string path(http::target_path(target));
   if (path == "/healthz") return res->send_json(200, {{"status", "ok"}});
   if (path == "/readyz") {
     bool ok = can_place();

@@ -12,6 +12,7 @@
 
 #include "common/http_server.h"
 #include "support/agent_fixture.h"
+#include "support/loopback.h"
 
 namespace swissbox::testing {
 namespace {
@@ -252,13 +253,7 @@ TEST_F(Hostile, AConnectionFloodLeavesProbesTheUnixSocketAndExecWorking) {
   };
   std::vector<int> flood;
   for (int i = 0; i < 1100; ++i) {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port_);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0) flood.push_back(fd);
-    else close(fd);
+    if (int fd = connect_loopback(port_); fd >= 0) flood.push_back(fd);
   }
   EXPECT_EQ(flood.size(), 1100u);
   // The probe reserve's idle connections time out within 2 s; the agent does not spin.

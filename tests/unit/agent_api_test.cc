@@ -21,6 +21,7 @@
 #include "common/http_client.h"
 #include "common/http_server.h"
 #include "support/host_runtime.h"
+#include "support/loopback.h"
 #include "support/promtool.h"
 
 namespace swissbox {
@@ -433,12 +434,8 @@ TEST_F(AgentApiTest, UploadsStreamIntoTheSandboxAndACutOffOneLeavesNothing) {
   EXPECT_TRUE(got->body == data) << got->body.size() << " bytes came back";
 
   // 1 MiB of a declared 3 MiB, then the client goes away.
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(server_->tcp_port());
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  int fd = testing::connect_loopback(server_->tcp_port());
+  ASSERT_GE(fd, 0);
   std::string head = "PUT /v1/sandboxes/" + id + "/files?path=cut.bin HTTP/1.1\r\nHost: x\r\n"
                      "Content-Length: 3145728\r\n\r\n";
   std::string part = head + std::string(1 << 20, 'c');
@@ -547,12 +544,8 @@ TEST_F(AgentApiTest, LeavingAnSseStreamKillsTheCommand) {
   std::string body = R"({"command":"echo started; exec sleep 31.5"})";
   // Close-on-exec: a runner the host runtime starts meanwhile (the pool's refill) must not
   // inherit the client's end, or closing it here would not end the connection.
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(server_->tcp_port());
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  int fd = testing::connect_loopback(server_->tcp_port());
+  ASSERT_GE(fd, 0);
   std::string req = "POST /v1/sandboxes/" + id +
                     "/exec HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n" +
                     "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;

@@ -11,6 +11,7 @@
 
 #include "common/http_client.h"
 #include "common/http_server.h"
+#include "support/loopback.h"
 
 namespace swissbox::http {
 namespace {
@@ -65,18 +66,7 @@ class HttpTest : public ::testing::Test {
   }
   std::string tcp() const { return "127.0.0.1:" + std::to_string(server_->tcp_port()); }
   // A plain TCP connection, for bytes no HTTP client would send.
-  int ConnectRaw() const {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(server_->tcp_port());
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
-      close(fd);
-      return -1;
-    }
-    return fd;
-  }
+  int ConnectRaw() const { return testing::connect_loopback(server_->tcp_port()); }
 
   // Reads a streamed body piece by piece; answers "<bytes> <sum of bytes>".
   static void ReadAll(std::shared_ptr<Responder> res) {
