@@ -22,6 +22,7 @@
 #include "agent/runner_channel.h"
 #include "agent/runtime.h"
 #include "agent/sandbox_spec.h"
+#include "common/limits.h"
 #include "common/metrics.h"
 
 namespace swissbox {
@@ -80,7 +81,7 @@ struct ManagerOptions {
   // Commands that start at once; the rest queue (ExecGate). 0: no gate.
   int exec_slots = 0;
   std::chrono::milliseconds exec_slot_hold{50};
-  std::chrono::milliseconds ready_timeout{15000};
+  std::chrono::milliseconds ready_timeout = limits::kReadyTimeout;
   std::chrono::seconds health_interval{10};
   std::chrono::seconds failed_retention{600};
   // How often the runtime's sandboxes (containers, directories, cgroups) are compared with
@@ -91,8 +92,8 @@ struct ManagerOptions {
   std::chrono::milliseconds refill_delay{100};
   // The agent's own guard above a command's timeout, and the deadline of a file request:
   // past them a request answers deadline_exceeded even if the runner never does.
-  std::chrono::milliseconds exec_grace{10000};
-  std::chrono::milliseconds file_op_deadline{60000};
+  std::chrono::milliseconds exec_grace = limits::kExecGrace;
+  std::chrono::milliseconds file_op_deadline = limits::kFileOpDeadline;
   // Run once in every new sandbox before it counts as ready (empty: none).
   std::vector<std::string> warmup_argv = {"/bin/bash", "-c", "/bin/true"};
   // Where active sandboxes' records live (empty: nothing survives a restart).

@@ -13,16 +13,17 @@
 #include "agent/sandbox_manager.h"
 #include "common/error.h"
 #include "common/http_server.h"
+#include "common/limits.h"
 #include "common/runner_protocol.h"
 
 namespace swissbox {
 
-constexpr size_t kDefaultOutputCap = 1 << 20;
-constexpr size_t kMaxOutputCap = 16 << 20;
-constexpr int64_t kDefaultExecTimeoutMs = 60000;
-constexpr int64_t kMaxExecTimeoutMs = 3600 * 1000;
-constexpr size_t kMaxFileBytes = 64 << 20;
-constexpr size_t kMaxListEntries = 10000;  // the runner stops listing there
+using limits::kDefaultExecTimeoutMs;
+using limits::kDefaultOutputCap;
+using limits::kMaxExecTimeoutMs;
+using limits::kMaxFileBytes;
+using limits::kMaxListEntries;
+using limits::kMaxOutputCap;
 
 struct ExecRequest {
   std::vector<std::string> argv;

@@ -307,7 +307,7 @@ void Scheduler::relay(std::shared_ptr<Forward> f, const std::string& address,
   up.headers = f->headers;
   up.body = f->body;
   up.body_stream = f->body_stream;
-  up.timeout = opts_.agent_timeout;
+  up.answer_timeout = opts_.deadlines.for_call(f->method, http::target_path(f->target), f->body);
   UpstreamHandlers h;
   h.on_head = [this, f, r, refusable = on_refused != nullptr](const http::ClientResponse& head) {
     r->head = head;

@@ -20,6 +20,7 @@
 #include "common/auth.h"
 #include "common/http_server.h"
 #include "common/metrics.h"
+#include "scheduler/deadlines.h"
 #include "scheduler/registry.h"
 
 namespace swissbox::sched {
@@ -31,7 +32,8 @@ struct SchedulerOptions {
   std::vector<std::string> agents;
   PlacementPolicy policy;
   std::chrono::milliseconds poll_interval{1000};
-  std::chrono::milliseconds agent_timeout{60 * 60 * 1000 + 30000};  // above the longest exec
+  // How long a call waits for an agent's answer, per operation.
+  AgentDeadlines deadlines;
   TokenTable tokens;  // empty: no auth (loopback)
   std::string agent_token;  // what the scheduler itself shows agents when polling
 };

@@ -132,7 +132,7 @@ class Call : public UpstreamCall, public std::enable_shared_from_this<Call> {
     // whole pieces, or a large answer costs a system call per 512 bytes.
     buf_.reserve(kPiece);
     parser_->body_limit(std::numeric_limits<std::uint64_t>::max());  // callers cap what they keep
-    stream_.expires_after(req_.timeout);
+    stream_.expires_after(answer_timeout());
     bhttp::async_read_header(stream_, buf_, *parser_,
                              [self = shared_from_this()](beast::error_code ec, size_t) {
                                if (self->done_) return;
@@ -155,7 +155,7 @@ class Call : public UpstreamCall, public std::enable_shared_from_this<Call> {
     piece_.resize(kPiece);
     parser_->get().body().data = piece_.data();
     parser_->get().body().size = piece_.size();
-    stream_.expires_after(req_.timeout);
+    stream_.expires_after(answer_timeout());
     bhttp::async_read_some(
         stream_, buf_, *parser_, [self = shared_from_this()](beast::error_code ec, size_t) {
           if (self->done_) return;
@@ -169,11 +169,16 @@ class Call : public UpstreamCall, public std::enable_shared_from_this<Call> {
         });
   }
 
+  std::chrono::milliseconds answer_timeout() const {
+    return req_.answer_timeout.count() > 0 ? req_.answer_timeout : req_.timeout;
+  }
+
   void fail(beast::error_code ec, std::string_view what) {
     if (ec == beast::error::timeout) {
+      auto waited = sent_ ? answer_timeout() : req_.timeout;
       return finish(make_error(Code::kDeadlineExceeded,
                                fmt::format("{} {}: no progress within {} ms", what, req_.address,
-                                           req_.timeout.count())));
+                                           waited.count())));
     }
     finish(Error{Code::kUnavailable, ec.value(),
                  fmt::format("{} {}: {}", what, req_.address, ec.message())});

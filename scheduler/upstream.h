@@ -25,8 +25,12 @@ struct UpstreamRequest {
   std::string body;                               // sent whole, unless
   std::shared_ptr<http::BodyReader> body_stream;  // relayed from the client piece by piece
   std::chrono::milliseconds connect_timeout{2000};
-  // For sending, for the answer's head, and between two pieces of the answer's body.
+  // For each write of the request (no progress sending it that long: the agent is stuck).
   std::chrono::milliseconds timeout{60000};
+  // For the answer's head once the request is sent, and between two pieces of its body:
+  // the agent's own deadline for the operation (it may work, or a command be silent, that
+  // long). Zero: the same as timeout.
+  std::chrono::milliseconds answer_timeout{0};
 };
 
 struct UpstreamHandlers {

@@ -32,6 +32,7 @@
 #include "agent/init/memory_guard.h"
 #include "agent/init/spawner.h"
 #include "agent/init/workers.h"
+#include "common/limits.h"
 #include "common/runner_protocol.h"
 #include "common/unique_fd.h"
 
@@ -42,13 +43,10 @@ using swissbox::unique_fd;
 using Clock = std::chrono::steady_clock;
 
 constexpr size_t kReadChunk = 64 * 1024;
-constexpr size_t kDefaultCap = 1 << 20;
-constexpr size_t kMaxCap = 16 << 20;
 constexpr auto kDrainGrace = std::chrono::milliseconds(100);
 // How long the output of a command that ended while its reader was paused (a slow SSE
 // client) may wait to be read before the rest is dropped.
 constexpr auto kPausedDrainGrace = std::chrono::seconds(30);
-constexpr size_t kMaxListEntries = 10000;
 // /workspace in a sandbox; SWISSBOX_WORKSPACE moves it (tests run the runner on the host).
 std::string g_workspace = "/workspace";
 
@@ -154,7 +152,7 @@ struct Command {
   std::optional<swissbox::init::Language> language;
   std::vector<std::string> env;  // for the worker that replaces this one (keep_worker)
   bool keep_worker = false;
-  size_t cap = kDefaultCap;
+  size_t cap = swissbox::limits::kDefaultOutputCap;
   size_t sent[2] = {0, 0};
   bool truncated = false;
   bool background = false;
@@ -423,7 +421,7 @@ class Runner {
   Command new_command(uint64_t id, const json& h) {
     Command c;
     c.id = id;
-    c.cap = std::min<size_t>(h.value("output_cap", kDefaultCap), kMaxCap);
+    c.cap = std::min<size_t>(h.value("output_cap", swissbox::limits::kDefaultOutputCap), swissbox::limits::kMaxOutputCap);
     c.background = h.value("background", false);
     c.start = Clock::now();
     // The guard reads gVisor's /proc/meminfo; on a host (tests) it would count the machine.
@@ -1029,7 +1027,7 @@ class Runner {
         send({{"ev", "entries"}, {"id", id}, {"entries", std::exchange(entries, json::array())}});
         bytes = 0;
       }
-      if (++total >= kMaxListEntries) break;
+      if (++total >= swissbox::limits::kMaxListEntries) break;
     }
     closedir(d);
     if (!entries.empty()) send({{"ev", "entries"}, {"id", id}, {"entries", std::move(entries)}});

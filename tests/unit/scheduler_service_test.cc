@@ -7,6 +7,7 @@
 #include <atomic>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -28,6 +29,7 @@ constexpr char kPlainToken[] = "plain-token-0123456789";  // a tenant's, no admi
 
 namespace bhttp = boost::beast::http;
 constexpr size_t kFileBytes = 9 << 20;  // above what the scheduler relays whole
+constexpr auto kSlowStore = std::chrono::milliseconds(1500);
 
 std::string pattern(size_t n) {
   std::string s(n, '\0');
@@ -43,7 +45,7 @@ uint64_t sum(const std::string& s) {
 // A stand-in agent: reports itself, and either refuses creates (429) or makes sandboxes.
 struct FakeAgent {
   FakeAgent(boost::asio::io_context& ioc, std::string name, int capacity, bool refuses)
-      : name(std::move(name)), server(ioc, {}, [this, capacity, refuses](http::Request&& req,
+      : name(std::move(name)), server(ioc, {}, [this, &ioc, capacity, refuses](http::Request&& req,
                                                                           std::shared_ptr<http::Responder> res) {
           std::string target(req.target());
           if (auto it = req.find("Authorization"); it != req.end()) {
@@ -72,7 +74,13 @@ struct FakeAgent {
             return res->send_json(201, {{"id", new_sandbox_id(this->name)}, {"node", this->name}});
           }
           if (target.find("/files?") != std::string::npos && req.method() == bhttp::verb::put) {
-            return res->send_json(200, {{"bytes", req.body().size()}, {"sum", sum(req.body())}});
+            json stored = {{"bytes", req.body().size()}, {"sum", sum(req.body())}};
+            if (target.find("path=slow") == std::string::npos) return res->send_json(200, stored);
+            // A node that takes its time to store the upload (a slow disk, a sanitizer build).
+            auto later = std::make_shared<boost::asio::steady_timer>(ioc, kSlowStore);
+            return later->async_wait([later, res, stored](boost::system::error_code) {
+              res->send_json(200, stored);
+            });
           }
           if (target.find("/files?") != std::string::npos) {
             return res->send(200, pattern(kFileBytes), "application/octet-stream");
@@ -105,7 +113,12 @@ class SchedulerService : public ::testing::Test {
     o.policy.stale_after = 2s;  // a slow (sanitizer) run may delay a poll
     o.tokens = {{kToken, {"tenant-a", true}}, {kPlainToken, {"tenant-b", false}}};
     o.agent_token = kToken;
-    o.agent_timeout = 1s;
+    // The agent's deadlines, shortened: a hung node is found in a second, a slow answer
+    // within its file deadline is waited for.
+    o.deadlines.exec_grace = 200ms;
+    o.deadlines.ready = 200ms;
+    o.deadlines.slack = 300ms;
+    o.deadlines.file_op = 3s;
     scheduler_ = std::make_unique<Scheduler>(ioc_, o, metrics_);
     server_ = std::make_unique<http::Server>(ioc_, scheduler_->server_options(),
                                              [this](http::Request&& req, std::shared_ptr<http::Responder> res) {
@@ -217,7 +230,7 @@ TEST_F(SchedulerService, RoutesByTheNodeInTheIdAndAnswers503ForUnknownNodes) {
 
 TEST_F(SchedulerService, ACallTheNodeReceivedIsNeverRepeatedElsewhere) {
   http::Client c(address());
-  auto r = c.request("POST", "/v1/execute", R"({"language":"bash","code":"echo once"})", auth());
+  auto r = c.request("POST", "/v1/execute", R"({"language":"bash","code":"echo once","timeout_ms":300})", auth());
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->status, 503u) << r->body;
   EXPECT_NE(r->body.find("may have run"), std::string::npos) << r->body;
@@ -244,6 +257,44 @@ TEST_F(SchedulerService, FileBytesPassThroughBothWaysUnchanged) {
   EXPECT_EQ(get->status, 200u);
   EXPECT_EQ(head.header("Transfer-Encoding"), "chunked");
   EXPECT_TRUE(down == pattern(kFileBytes));
+}
+
+// Found on a fresh machine: an upload the node took 1,357 ms to store was answered 503 "node
+// did not answer" although it succeeded. The scheduler waits as long as the agent's own
+// deadline for the operation, not a fixed second.
+TEST_F(SchedulerService, ASlowAnswerWithinTheAgentsDeadlineIsWaitedFor) {
+  http::Client c(address());
+  std::string files = "/v1/sandboxes/" + new_sandbox_id("small") + "/files?path=slow.bin";
+  auto start = std::chrono::steady_clock::now();
+  auto put = c.request("PUT", files, pattern(1 << 20), auth());
+  ASSERT_TRUE(put.ok()) << put.error().to_string();
+  EXPECT_EQ(put->status, 200u) << put->body;
+  EXPECT_GE(std::chrono::steady_clock::now() - start, kSlowStore);
+  EXPECT_EQ(json::parse(put->body, nullptr, false).value("bytes", 0u), 1u << 20);
+}
+
+}  // namespace
+}  // namespace swissbox::sched
+
+namespace swissbox::sched {
+namespace {
+
+TEST(AgentDeadlines, FollowTheAgentsOwnDeadlinePerOperation) {
+  using namespace std::chrono_literals;
+  AgentDeadlines d;
+  d.exec_grace = 10s;
+  d.ready = 15s;
+  d.file_op = 60s;
+  d.slack = 30s;
+  EXPECT_EQ(d.for_call("POST", "/v1/sandboxes/sbx-a-1/exec", R"({"timeout_ms":5000})"), 45s);
+  EXPECT_EQ(d.for_call("POST", "/v1/sandboxes/sbx-a-1/code", "{}"), 100s);  // the default 60 s
+  EXPECT_EQ(d.for_call("POST", "/v1/execute", R"({"timeout_ms":1000})"), 56s);
+  // A timeout the agent refuses is answered at once; it never stretches the wait.
+  EXPECT_EQ(d.for_call("POST", "/v1/sandboxes/sbx-a-1/exec", R"({"timeout_ms":1e12})"), 100s);
+  EXPECT_EQ(d.for_call("POST", "/v1/sandboxes/sbx-a-1/exec", R"({"timeout_ms":99999999999})"),
+            std::chrono::milliseconds(limits::kMaxExecTimeoutMs) + 40s);
+  EXPECT_EQ(d.for_call("POST", "/v1/sandboxes", "{}"), 45s);
+  EXPECT_EQ(d.for_call("PUT", "/v1/sandboxes/sbx-a-1/files", ""), 90s);
 }
 
 }  // namespace
