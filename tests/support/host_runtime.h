@@ -1,11 +1,17 @@
 // A SandboxRuntime for unit tests: each "sandbox" is swissbox-init started as a plain host
 // process with its own temp workspace. It exercises the real runner, channel, manager and
 // API without root or runsc; it is never used by the product.
+//
+// Isolated (root only): each runner is PID 1 of its own PID and network namespaces, as in
+// a sandbox, so it behaves as there (commands outlive a lost agent, the reattach socket
+// listens), and reattach() connects through the real `swissbox-init --bridge`.
 #pragma once
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sched.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -15,6 +21,7 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "agent/runtime.h"
 #include "common/fs.h"
@@ -23,14 +30,15 @@ namespace swissbox::testing {
 
 class HostRuntime : public SandboxRuntime {
  public:
-  HostRuntime(std::string init_path, std::string root)
-      : init_(std::move(init_path)), root_(std::move(root)) {}
+  HostRuntime(std::string init_path, std::string root, bool isolated = false)
+      : init_(std::move(init_path)), root_(std::move(root)), isolated_(isolated) {}
   ~HostRuntime() override {
     std::lock_guard lock(mu_);
     for (auto& [id, pid] : pids_) {
       kill(pid, SIGKILL);
       waitpid(pid, nullptr, 0);
     }
+    reap_bridges(0);
   }
 
   Result<RunnerLink> start(const SandboxSpec& spec) override {
@@ -50,7 +58,10 @@ class HostRuntime : public SandboxRuntime {
     std::string env_ws = "SWISSBOX_WORKSPACE=" + ws;
     char* envp[] = {env_ws.data(), const_cast<char*>("PATH=/usr/bin:/bin"), nullptr};
     char* argv[] = {const_cast<char*>(init_.c_str()), nullptr};
-    pid_t pid = fork();
+    // clone() without a stack runs the child on a copy of this one, as fork() does.
+    pid_t pid = isolated_ ? static_cast<pid_t>(syscall(SYS_clone, CLONE_NEWPID | CLONE_NEWNET | SIGCHLD,
+                                                       nullptr, nullptr, nullptr, nullptr))
+                          : fork();
     if (pid == 0) {
       dup2(sv[1], 0);
       dup2(sv[1], 1);
@@ -58,6 +69,10 @@ class HostRuntime : public SandboxRuntime {
       _exit(127);
     }
     close(sv[1]);
+    if (pid < 0) {
+      close(sv[0]);
+      return sys_error("start the runner");
+    }
     std::lock_guard lock(mu_);
     pids_[spec.id] = pid;
     return RunnerLink{unique_fd(sv[0])};
@@ -84,6 +99,49 @@ class HostRuntime : public SandboxRuntime {
       waitpid(pid, nullptr, 0);
     }
     return fs::remove_tree(root_ + "/" + id);
+  }
+
+  // Isolated runners only: `swissbox-init --bridge` in the runner's network namespace (where
+  // its abstract reattach socket is), as root, on a new socket pair, as runsc exec runs it.
+  Result<RunnerLink> reattach(const std::string& id) override {
+    if (!isolated_) return SandboxRuntime::reattach(id);
+    pid_t runner = -1;
+    {
+      std::lock_guard lock(mu_);
+      if (auto it = pids_.find(id); it != pids_.end()) runner = it->second;
+    }
+    if (runner < 0) return make_error(Code::kNotFound, "no sandbox " + id);
+    unique_fd netns(open(("/proc/" + std::to_string(runner) + "/ns/net").c_str(), O_RDONLY | O_CLOEXEC));
+    if (!netns) return sys_error("open the runner's network namespace");
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return sys_error("socketpair");
+    char bridge_flag[] = "--bridge";
+    char* argv[] = {const_cast<char*>(init_.c_str()), bridge_flag, nullptr};
+    char* envp[] = {nullptr};
+    pid_t pid = fork();
+    if (pid == 0) {
+      if (setns(netns.get(), CLONE_NEWNET) != 0) _exit(126);
+      dup2(sv[1], 0);
+      dup2(sv[1], 1);
+      execve(argv[0], argv, envp);
+      _exit(127);
+    }
+    close(sv[1]);
+    if (pid < 0) {
+      close(sv[0]);
+      return sys_error("start the bridge");
+    }
+    std::lock_guard lock(mu_);
+    reap_bridges(WNOHANG);
+    bridges_.push_back(pid);
+    return RunnerLink{unique_fd(sv[0])};
+  }
+
+  // The runner's host PID (isolated: PID 1 of its namespace).
+  pid_t runner_pid(const std::string& id) {
+    std::lock_guard lock(mu_);
+    auto it = pids_.find(id);
+    return it == pids_.end() ? -1 : it->second;
   }
 
   Status set_limits(const std::string& id, const Limits& limits) override {
@@ -151,7 +209,17 @@ class HostRuntime : public SandboxRuntime {
   std::atomic<int> starts{0}, destroys{0}, fail_next{0}, start_delay_ms{0};
 
  private:
+  // Bridges end when their channel closes (0: kill and wait for all of them).
+  void reap_bridges(int options) {
+    std::erase_if(bridges_, [options](pid_t pid) {
+      if (options == 0) kill(pid, SIGKILL);
+      return waitpid(pid, nullptr, options) != 0;
+    });
+  }
+
   std::string init_, root_;
+  bool isolated_;
+  std::vector<pid_t> bridges_;
   std::mutex mu_;
   std::map<std::string, pid_t> pids_;
   std::map<std::string, Limits> limits_;

@@ -66,7 +66,8 @@ class AgentApiTest : public ::testing::Test {
     mo.health_interval = 1s;
     mo.exec_grace = 300ms;
     mo.file_op_deadline = 300ms;
-    mgr_ = std::make_unique<SandboxManager>(ioc_, workers_, *runtime_, mo, metrics_);
+    mo.records_dir = root_ + "/records";
+    mgr_ = std::make_unique<SandboxManager>(*ioc_, workers_, *runtime_, mo, metrics_);
     api_ = std::make_unique<AgentApi>(*mgr_, metrics_, std::move(api));
     http::ServerOptions so;
     so.body_limit = 1 << 20;
@@ -75,25 +76,34 @@ class AgentApiTest : public ::testing::Test {
     so.stream_body = &AgentApi::streams_body;
     so.stream_body_limit = kMaxFileBytes;
     server_ = std::make_unique<http::Server>(
-        ioc_, so, [this](http::Request&& r, std::shared_ptr<http::Responder> res) {
+        *ioc_, so, [this](http::Request&& r, std::shared_ptr<http::Responder> res) {
           api_->handle(std::move(r), std::move(res));
         });
     ASSERT_TRUE(server_->listen_tcp("127.0.0.1:0").ok());
     std::promise<Status> started;
     mgr_->start([&](Status st) { started.set_value(st); });
-    io_thread_ = std::thread([this] { ioc_.run(); });
+    io_thread_ = std::thread([this] { ioc_->run(); });
     ASSERT_TRUE(started.get_future().get().ok());
     client_ = std::make_unique<http::Client>("127.0.0.1:" + std::to_string(server_->tcp_port()));
   }
 
+  // Stops the agent as an update does (keep_active: its sandboxes go on running, for the
+  // next agent process to adopt); a next Start() is that process.
+  void Stop(bool keep_active) {
+    std::promise<void> done;
+    boost::asio::post(*ioc_, [&] { mgr_->shutdown(keep_active, [&] { done.set_value(); }); });
+    done.get_future().wait_for(10s);
+    ioc_->stop();
+    io_thread_.join();
+    client_.reset();
+    server_.reset();
+    api_.reset();
+    mgr_.reset();
+    ioc_ = std::make_unique<boost::asio::io_context>();
+  }
+
   void TearDown() override {
-    if (mgr_) {
-      std::promise<void> done;
-      boost::asio::post(ioc_, [&] { mgr_->shutdown(false, [&] { done.set_value(); }); });
-      done.get_future().wait_for(10s);
-      ioc_.stop();
-      io_thread_.join();
-    }
+    if (mgr_) Stop(false);
     workers_.join();
     runtime_.reset();
     (void)fs::remove_tree(root_);
@@ -115,7 +125,7 @@ class AgentApiTest : public ::testing::Test {
   }
 
   std::string root_;
-  boost::asio::io_context ioc_;
+  std::unique_ptr<boost::asio::io_context> ioc_ = std::make_unique<boost::asio::io_context>();
   boost::asio::thread_pool workers_{2};
   Metrics metrics_;
   std::unique_ptr<testing::HostRuntime> runtime_;
@@ -391,6 +401,9 @@ TEST_F(AgentApiTest, BadRequestsGetTheErrorShapeAndChangeNothing) {
        "invalid_argument"},
       {"POST", "/v1/execute", R"({"language":"brainfuck","code":"+"})", 400, "invalid_argument"},
       {"POST", "/v1/sandboxes", std::string(2 << 20, ' '), 413, "too_large"},
+      // A fresh machine's client saw its connection reset, with no status, while it still sent
+      // this: the answer is given, and the rest of the body dropped, before the close.
+      {"POST", "/v1/execute", std::string(100 << 20, ' '), 413, "too_large"},
       {"GET", "/v1/nothing-here", "", 404, "not_found"},
       {"PUT", "/v1/warmpool/default", R"({"target":-1})", 400, "invalid_argument"},
       {"PUT", "/v1/warmpool/unknown", R"({"target":1})", 404, "not_found"},
@@ -633,6 +646,55 @@ TEST_F(AgentApiTest, ASlowSseClientHoldsTheCommandBack) {
   json exit = json::parse(exit_event.substr(data + 6, exit_event.find('\n', data) - data - 6));
   EXPECT_EQ(exit.value("truncated", true), false) << exit;
   EXPECT_GE(exit.value("duration_ms", 0.0), 1000.0) << "the command ran on while its client read nothing";
+}
+
+// Found by reading swissbox-init: a bridge that proved itself in the same poll round as a
+// command's output was ready rebuilt the command table while the round still held
+// pointers into it (a use after free once per reattach). Here the runner is PID 1 of its
+// own namespaces, as in a sandbox, and in the sanitizer build it is built with ASan: the
+// agent restarts three times while a command writes without a pause, and each new agent
+// reattaches to the same runner and serves it.
+// Processes named `comm` in the PID namespace of `pid`.
+int ProcessesInNamespaceOf(pid_t pid, const std::string& comm) {
+  namespace stdfs = std::filesystem;
+  std::error_code ec;
+  auto ns = stdfs::read_symlink("/proc/" + std::to_string(pid) + "/ns/pid", ec);
+  int n = 0;
+  for (const auto& e : stdfs::directory_iterator("/proc", ec)) {
+    std::error_code gone;
+    if (stdfs::read_symlink(e.path() / "ns" / "pid", gone) != ns || gone) continue;
+    auto name = fs::read_file((e.path() / "comm").string());
+    n += name && *name == comm + "\n";
+  }
+  return n;
+}
+
+TEST_F(AgentApiTest, ReattachWhileACommandStreamsOutput) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root: the runner runs as PID 1 of its own namespaces";
+  runtime_ = std::make_unique<testing::HostRuntime>(SWISSBOX_INIT_PATH, root_, /*isolated=*/true);
+  Start({});
+  auto [status, sb] = Call("POST", "/v1/sandboxes", "{}");
+  ASSERT_EQ(status, 201u) << sb;
+  const std::string id = sb["id"];
+  const pid_t runner = runtime_->runner_pid(id);
+  // Its client goes away with the first agent; the command goes on writing.
+  std::thread writer([this, port = server_->tcp_port(), id] {
+    http::Client c("127.0.0.1:" + std::to_string(port));
+    (void)c.request("POST", "/v1/sandboxes/" + id + "/exec",
+                    R"({"command":"yes streaming-output-line","timeout_ms":20000})");
+  });
+  ASSERT_TRUE(wait_until([&] { return ProcessesInNamespaceOf(runner, "yes") == 1; }));
+  for (int restart = 0; restart < 3; ++restart) {
+    Stop(/*keep_active=*/true);
+    ASSERT_EQ(ProcessesInNamespaceOf(runner, "yes"), 1) << "the command must go on without an agent";
+    Start({});
+    auto [s, out] = Call("POST", "/v1/sandboxes/" + id + "/exec", R"({"command":"echo served"})");
+    ASSERT_EQ(s, 200u) << "restart " << restart << ": " << out;
+    EXPECT_EQ(out.value("stdout", ""), "served\n");
+  }
+  EXPECT_EQ(runtime_->runner_pid(id), runner);
+  EXPECT_EQ(kill(runner, 0), 0) << "the runner died";
+  writer.join();
 }
 
 }  // namespace
