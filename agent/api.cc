@@ -292,13 +292,14 @@ void AgentApi::sandbox_route(Call& c, const std::string& id, const std::string& 
   const auto m = c.req.method();
   if (rest.empty()) {
     if (m == bhttp::verb::get) {
-      mgr_.sample_usage(*sb);
-      json j = sb->to_json(mgr_.node_name());
-      if (auto f = mgr_.runtime().footprint(sb->id)) {
-        j["metrics"]["memory_pss_bytes"] = f->pss_bytes;
-        j["metrics"]["memory_rss_bytes"] = f->rss_bytes;
-      }
-      return c.res->send_json(200, j);
+      return mgr_.read_usage(sb, [this, sb, res = c.res](std::optional<MemoryFootprint> f) {
+        json j = sb->to_json(mgr_.node_name());
+        if (f) {
+          j["metrics"]["memory_pss_bytes"] = f->pss_bytes;
+          j["metrics"]["memory_rss_bytes"] = f->rss_bytes;
+        }
+        res->send_json(200, j);
+      });
     }
     if (m == bhttp::verb::delete_) {
       if (auto st = mgr_.remove(id, "deleted by API"); !st) return c.fail(st.error());
@@ -591,13 +592,15 @@ void AgentApi::warmpool(Call& c, const std::string& tmpl) {
           {"target", p.target}, {"ready", p.ready}, {"starting", p.starting}, {"active", p.active}};
     }
     // ?memory=1: the mean host memory of each pool's ready sandboxes (reads /proc of each).
-    if (c.param("memory") == "1" || c.param("memory") == "true") {
-      for (const auto& [name, f] : mgr_.warm_footprints()) {
+    if (c.param("memory") != "1" && c.param("memory") != "true")
+      return c.res->send_json(200, {{"templates", out}});
+    return mgr_.warm_footprints([out, res = c.res](std::map<std::string, MemoryFootprint> fs) mutable {
+      for (const auto& [name, f] : fs) {
         out[name]["memory_pss_bytes"] = f.pss_bytes;
         out[name]["memory_rss_bytes"] = f.rss_bytes;
       }
-    }
-    return c.res->send_json(200, {{"templates", out}});
+      res->send_json(200, {{"templates", out}});
+    });
   }
   if (m != bhttp::verb::put)
     return c.fail(make_error(Code::kInvalidArgument, "use PUT on /v1/warmpool/{template}"));

@@ -469,9 +469,13 @@ Status RunscDriver::set_limits(const std::string& id, const Limits& limits) {
   return opts_.cgroups->set_limits(id, host_cgroup_limits(limits, opts_.platform));
 }
 
-Result<CgroupUsage> RunscDriver::usage(const std::string& id) {
+Result<CgroupUsage> RunscDriver::cgroup_usage(const std::string& id) {
   if (!opts_.cgroups) return make_error(Code::kUnavailable, "no cgroups: usage unknown");
-  auto u = opts_.cgroups->usage(id);
+  return opts_.cgroups->usage(id);
+}
+
+Result<CgroupUsage> RunscDriver::usage(const std::string& id) {
+  auto u = cgroup_usage(id);
   if (!u) return u;
   if (auto link = opts_.egress ? this->link(id) : std::nullopt) {
     if (auto bytes = opts_.egress->bytes_in_out(*link)) {

@@ -75,6 +75,7 @@ class RunscDriver : public SandboxRuntime {
   // pipes) to the runner's control socket. It lives as long as the channel.
   Result<RunnerLink> reattach(const std::string& id) override;
   Status set_limits(const std::string& id, const Limits& limits) override;
+  Result<CgroupUsage> cgroup_usage(const std::string& id) override;
   Result<CgroupUsage> usage(const std::string& id) override;
   std::optional<MemoryFootprint> footprint(const std::string& id) override;
   Result<std::vector<std::string>> list() override;

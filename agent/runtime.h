@@ -31,13 +31,17 @@ class SandboxRuntime {
   virtual Result<RunnerLink> start(const SandboxSpec& spec) = 0;
   // Kills and removes the sandbox and everything made for it. Idempotent.
   virtual Status destroy(const std::string& id) = 0;
-  // Rewrites a running sandbox's limits (claim time): file writes only, cheap enough for
-  // the I/O thread.
+  // Rewrites a running sandbox's limits (claim time): cgroup files and the disk's
+  // reservation (fallocate). Short, but blocking: not on the I/O thread.
   virtual Status set_limits(const std::string& id, const Limits& limits) = 0;
-  // What the sandbox uses now; cheap enough for the I/O thread.
+  // What the sandbox uses now: cgroup files, its disk (statvfs), its link's counters
+  // (netlink). Not on the I/O thread.
   virtual Result<CgroupUsage> usage(const std::string& id) = 0;
-  // Host memory of the sandbox's processes (PSS and RSS, from /proc); nullopt when the
-  // runtime cannot tell. Reads a few /proc files: cheap enough for the I/O thread.
+  // The cgroup part of usage() alone (a few small files): what tells why the host ended a
+  // sandbox, read on the I/O thread when its runner goes away.
+  virtual Result<CgroupUsage> cgroup_usage(const std::string& id) { return usage(id); }
+  // Host memory of the sandbox's processes (PSS and RSS, from /proc/<pid>/smaps_rollup);
+  // nullopt when the runtime cannot tell. Not on the I/O thread.
   virtual std::optional<MemoryFootprint> footprint(const std::string& /*id*/) { return std::nullopt; }
   // Reconnects to the runner of a sandbox that an earlier agent process started (its
   // control socket died with that process).

@@ -154,7 +154,10 @@ SandboxManager::SandboxManager(asio::io_context& ioc, asio::thread_pool& workers
                     "Leftover sandboxes of an earlier run removed at start.");
 }
 
-SandboxManager::~SandboxManager() { destroy_workers_.join(); }
+SandboxManager::~SandboxManager() {
+  host_work_.join();
+  destroy_workers_.join();
+}
 
 std::string SandboxManager::new_id() { return new_sandbox_id(opts_.node_name); }
 
@@ -439,53 +442,7 @@ void SandboxManager::create(const CreateRequest& req, std::string tenant, json m
                                      opts_.node_name)),
               false);
   }
-  // Claim-time limits are cgroup file writes on the running sandbox, no runsc call; a
-  // bandwidth other than the node's default is one netlink call per direction.
-  auto t0 = Clock::now();
-  auto claim = [this, req, tenant, metadata, t0](SandboxPtr sb, bool warm) -> Status {
-    if (sb->limits != req.limits) {
-      if (auto st = runtime_.set_limits(sb->id, req.limits); !st) {
-        retire(sb->id, "limits could not be applied: " + st.error().to_string());
-        return st;
-      }
-    }
-    if (sb->bandwidth_kbit != req.bandwidth_kbit) {
-      if (auto st = runtime_.set_bandwidth(sb->id, req.bandwidth_kbit); !st) {
-        retire(sb->id, "bandwidth could not be applied: " + st.error().to_string());
-        return st;
-      }
-      sb->bandwidth_kbit = req.bandwidth_kbit;
-    }
-    sb->state = SandboxState::kActive;
-    sb->tenant = tenant;
-    sb->limits = req.limits;
-    sb->env = req.env;
-    sb->egress_allowlist = req.egress_allowlist;
-    if (auto t = opts_.egress_template_allow.find(req.template_name);
-        req.egress_allowlist.empty() && t != opts_.egress_template_allow.end()) {
-      sb->egress_allowlist = t->second;
-    }
-    allow_egress(*sb);
-    sb->timeout = req.timeout;
-    sb->metadata = metadata.is_object() ? metadata : json::object();
-    sb->from_pool = warm;
-    sb->created_at = std::chrono::system_clock::now();
-    sb->last_used = Clock::now();
-    // On disk before the API answers: a crash from here on leaves a sandbox to take back.
-    if (records_) {
-      if (auto st = records_->save(*sb); !st) {
-        retire(sb->id, "its record could not be written: " + st.error().to_string());
-        return st;
-      }
-    }
-    auto labels = Metrics::labels({{"template", req.template_name}, {"warm", warm ? "true" : "false"}});
-    metrics_.add("swissbox_claims_total", labels);
-    metrics_.observe("swissbox_claim_duration_seconds", labels,
-                     std::chrono::duration<double>(Clock::now() - t0).count());
-    log::info("sandbox claimed", {{"sandbox", sb->id}, {"tenant", tenant}, {"warm", warm}});
-    update_gauges();
-    return ok_status();
-  };
+  auto terms = std::make_shared<ClaimTerms>(ClaimTerms{req, std::move(tenant), std::move(metadata), Clock::now()});
   // A one-shot's language pool first (its worker is loaded), then the plain pool.
   std::vector<std::string> pools = {pool_key(req.template_name, req.network)};
   if (!req.language.empty()) pools.insert(pools.begin(), pool_key(req.template_name, req.network, req.language));
@@ -495,13 +452,12 @@ void SandboxManager::create(const CreateRequest& req, std::string tenant, json m
       SandboxPtr sb = pool.back();
       pool.pop_back();
       if (!sb->channel->alive()) continue;  // lost meanwhile; on_lost cleans it up
-      if (auto st = claim(sb, true); !st) return fn(st.error(), false);
-      refill_later();
-      return fn(sb, true);
+      claim(sb, true, terms, std::move(fn));
+      return refill_later();
     }
   }
   // Cold start: the same path as a refill, claimed as soon as the runner answers.
-  auto cold_start = [this, claim, fn, key = pool_key(req.template_name, req.network)] {
+  auto cold_start = [this, terms, fn, key = pool_key(req.template_name, req.network)] {
     if (stopping_) return fn(make_error(Code::kUnavailable, "the agent is shutting down"), false);
     if (total_sandboxes() >= opts_.max_sandboxes) {
       return fn(make_error(Code::kResourceExhausted,
@@ -510,10 +466,9 @@ void SandboxManager::create(const CreateRequest& req, std::string tenant, json m
                 false);
     }
     metrics_.add("swissbox_cold_starts_total", Metrics::labels({{"pool", key}}));
-    start_one(key, [claim, fn](Result<SandboxPtr> r) {
+    start_one(key, [this, terms, fn](Result<SandboxPtr> r) {
       if (!r) return fn(r.error(), false);
-      if (auto st = claim(*r, false); !st) return fn(st.error(), false);
-      fn(*r, false);
+      claim(*r, false, terms, fn);
     });
     refill();
   };
@@ -528,14 +483,86 @@ void SandboxManager::create(const CreateRequest& req, std::string tenant, json m
         static_cast<int>(waiters_[key].size()) >= kMaxWaitersPerStart * opts_.refill_concurrency)
       continue;
     metrics_.add("swissbox_claim_waits_total", Metrics::labels({{"pool", key}}));
-    waiters_[key].push_back([claim, fn, cold_start](Result<SandboxPtr> r) {
+    waiters_[key].push_back([this, terms, fn, cold_start](Result<SandboxPtr> r) {
       if (!r) return cold_start();
-      if (auto st = claim(*r, true); !st) return fn(st.error(), false);
-      fn(*r, true);
+      claim(*r, true, terms, fn);
     });
     return;
   }
   cold_start();
+}
+
+// The host side of a claim — limits other than the pool's (cgroup writes, and the disk
+// reservation's fallocate), a bandwidth other than the node's default (netlink in the
+// sandbox's namespace) — runs on the host-work threads; the sandbox stays out of every pool
+// and hidden meanwhile (still warm: lost meanwhile, it is retired as a warm one), and is the
+// tenant's once that work is done and its record written.
+void SandboxManager::claim(SandboxPtr sb, bool warm, std::shared_ptr<const ClaimTerms> terms,
+                           CreateFn fn) {
+  const CreateRequest& req = terms->req;
+  bool limits = sb->limits != req.limits, bandwidth = sb->bandwidth_kbit != req.bandwidth_kbit;
+  if (!limits && !bandwidth) return finish_claim(std::move(sb), warm, std::move(terms), ok_status(), std::move(fn));
+  asio::post(host_work_, [this, sb, warm, terms, fn = std::move(fn), limits, bandwidth]() mutable {
+    Status st = ok_status();
+    if (limits) {
+      if (auto r = runtime_.set_limits(sb->id, terms->req.limits); !r)
+        st = Error{r.error().code, r.error().sys_errno, "limits could not be applied: " + r.error().message};
+    }
+    if (st && bandwidth) {
+      if (auto r = runtime_.set_bandwidth(sb->id, terms->req.bandwidth_kbit); !r)
+        st = Error{r.error().code, r.error().sys_errno, "bandwidth could not be applied: " + r.error().message};
+    }
+    asio::post(ioc_, [this, sb = std::move(sb), warm, terms = std::move(terms), st = std::move(st),
+                      fn = std::move(fn)]() mutable {
+      finish_claim(std::move(sb), warm, std::move(terms), std::move(st), std::move(fn));
+    });
+  });
+}
+
+void SandboxManager::finish_claim(SandboxPtr sb, bool warm, std::shared_ptr<const ClaimTerms> terms,
+                                  Status host_work, CreateFn fn) {
+  const CreateRequest& req = terms->req;
+  if (stopping_) return fn(make_error(Code::kUnavailable, "the agent is shutting down"), false);
+  if (find(sb->id) != sb || !sb->channel->alive()) {
+    return fn(make_error(Code::kUnavailable,
+                         fmt::format("sandbox {} was lost while it was being claimed: {}", sb->id,
+                                     sb->failure.empty() ? "its runner went away" : sb->failure)),
+              false);
+  }
+  if (!host_work) {
+    retire(sb->id, host_work.error().to_string());
+    return fn(host_work.error(), false);
+  }
+  sb->state = SandboxState::kActive;
+  sb->tenant = terms->tenant;
+  sb->limits = req.limits;
+  sb->bandwidth_kbit = req.bandwidth_kbit;
+  sb->env = req.env;
+  sb->egress_allowlist = req.egress_allowlist;
+  if (auto t = opts_.egress_template_allow.find(req.template_name);
+      req.egress_allowlist.empty() && t != opts_.egress_template_allow.end()) {
+    sb->egress_allowlist = t->second;
+  }
+  allow_egress(*sb);
+  sb->timeout = req.timeout;
+  sb->metadata = terms->metadata.is_object() ? terms->metadata : json::object();
+  sb->from_pool = warm;
+  sb->created_at = std::chrono::system_clock::now();
+  sb->last_used = Clock::now();
+  // On disk before the API answers: a crash from here on leaves a sandbox to take back.
+  if (records_) {
+    if (auto st = records_->save(*sb); !st) {
+      retire(sb->id, "its record could not be written: " + st.error().to_string());
+      return fn(st.error(), false);
+    }
+  }
+  auto labels = Metrics::labels({{"template", req.template_name}, {"warm", warm ? "true" : "false"}});
+  metrics_.add("swissbox_claims_total", labels);
+  metrics_.observe("swissbox_claim_duration_seconds", labels,
+                   std::chrono::duration<double>(Clock::now() - terms->started).count());
+  log::info("sandbox claimed", {{"sandbox", sb->id}, {"tenant", sb->tenant}, {"warm", warm}});
+  update_gauges();
+  fn(std::move(sb), warm);
 }
 
 SandboxManager::SandboxPtr SandboxManager::find(const std::string& id) const {
@@ -552,9 +579,85 @@ std::vector<SandboxManager::SandboxPtr> SandboxManager::list(const std::string& 
   return out;
 }
 
-void SandboxManager::sample_usage(Sandbox& sb) {
-  auto u = runtime_.usage(sb.id);
-  if (!u) return;
+void SandboxManager::read_usage(SandboxPtr sb, std::function<void(std::optional<MemoryFootprint>)> done) {
+  asio::post(host_work_, [this, sb = std::move(sb), done = std::move(done)]() mutable {
+    auto u = runtime_.usage(sb->id);
+    auto f = runtime_.footprint(sb->id);
+    asio::post(ioc_, [this, sb = std::move(sb), u = std::move(u), f, done = std::move(done)] {
+      if (u && find(sb->id) == sb) apply_usage(*sb, *u);
+      done(f);
+    });
+  });
+}
+
+void SandboxManager::warm_footprints(std::function<void(std::map<std::string, MemoryFootprint>)> done) {
+  std::map<std::string, std::vector<std::string>> ids;
+  for (const auto& [pool, ready] : ready_) {
+    for (const auto& sb : ready) ids[pool].push_back(sb->id);
+  }
+  asio::post(host_work_, [this, ids = std::move(ids), done = std::move(done)]() mutable {
+    std::map<std::string, MemoryFootprint> out;
+    for (const auto& [pool, members] : ids) {
+      MemoryFootprint sum;
+      int64_t n = 0;
+      for (const auto& id : members) {
+        auto f = runtime_.footprint(id);
+        if (!f) continue;
+        sum.pss_bytes += f->pss_bytes;
+        sum.rss_bytes += f->rss_bytes;
+        ++n;
+      }
+      if (n > 0) out[pool] = {sum.pss_bytes / n, sum.rss_bytes / n};
+    }
+    asio::post(ioc_, [out = std::move(out), done = std::move(done)] { done(out); });
+  });
+}
+
+// Every live sandbox's host usage, read on the host-work threads in batches (a claim's
+// host work queued meanwhile waits for one batch, not for all); the totals are set once
+// the last batch is back. A round still under way when the next tick comes is not doubled.
+void SandboxManager::sample_all_usage() {
+  if (sampling_) return;
+  std::vector<SandboxPtr> live;
+  for (const auto& [id, sb] : sandboxes_) {
+    if (sb->state != SandboxState::kFailed) live.push_back(sb);
+  }
+  constexpr size_t kBatch = 16;
+  auto round = std::make_shared<size_t>((live.size() + kBatch - 1) / kBatch);
+  if (*round == 0) return set_usage_totals();
+  sampling_ = true;
+  for (size_t first = 0; first < live.size(); first += kBatch) {
+    std::vector<SandboxPtr> batch(live.begin() + first, live.begin() + std::min(live.size(), first + kBatch));
+    asio::post(host_work_, [this, batch = std::move(batch), round]() mutable {
+      std::vector<std::pair<SandboxPtr, CgroupUsage>> read;
+      for (auto& sb : batch) {
+        if (auto u = runtime_.usage(sb->id)) read.emplace_back(std::move(sb), std::move(*u));
+      }
+      asio::post(ioc_, [this, read = std::move(read), round] {
+        for (const auto& [sb, u] : read) {
+          if (find(sb->id) == sb && sb->state != SandboxState::kFailed) apply_usage(*sb, u);
+        }
+        if (--*round > 0) return;
+        sampling_ = false;
+        set_usage_totals();
+      });
+    });
+  }
+}
+
+void SandboxManager::set_usage_totals() {
+  int64_t memory = 0, disk = 0;
+  for (const auto& [id, sb] : sandboxes_) {
+    if (sb->state == SandboxState::kFailed || !sb->usage) continue;
+    memory += sb->usage->memory_bytes;
+    disk += std::max<int64_t>(0, sb->usage->disk_used_bytes);
+  }
+  metrics_.set("swissbox_sandboxes_memory_bytes", {}, static_cast<double>(memory));
+  metrics_.set("swissbox_sandboxes_disk_bytes", {}, static_cast<double>(disk));
+}
+
+void SandboxManager::apply_usage(Sandbox& sb, const CgroupUsage& usage) {
+  const CgroupUsage* u = &usage;
   auto now = Clock::now();
   double before = sb.usage ? sb.usage->cpu_seconds : u->cpu_seconds;
   if (sb.state == SandboxState::kActive && u->cpu_seconds > before) {
@@ -646,8 +749,9 @@ void SandboxManager::on_lost(const std::string& id, const std::string& reason) {
   sb->failure = reason;
   forget_egress(*sb);
   // When the host's limits end a sandbox (an OOM kill of the sentry, a sentry that cannot
-  // make threads) the runner's pipe closing is all that is seen: the cgroup tells why.
-  sample_usage(*sb);
+  // make threads) the runner's pipe closing is all that is seen: the cgroup tells why. Read
+  // here, before anyone can ask (a rare path, and a few small files).
+  if (auto u = runtime_.cgroup_usage(id)) sb->usage = *u;
   if (sb->usage && sb->usage->oom_kills > 0) {
     sb->failure_kind = "oom";
     sb->failure = fmt::format(
@@ -718,15 +822,7 @@ void SandboxManager::tick() {
     retire(id, "idle timeout");
   }
   for (const auto& id : forgotten) retire(id, "failed record retention over");
-  int64_t memory = 0, disk = 0;
-  for (const auto& [id, sb] : sandboxes_) {
-    if (sb->state == SandboxState::kFailed) continue;
-    sample_usage(*sb);
-    if (sb->usage) memory += sb->usage->memory_bytes;
-    if (sb->usage) disk += std::max<int64_t>(0, sb->usage->disk_used_bytes);
-  }
-  metrics_.set("swissbox_sandboxes_memory_bytes", {}, static_cast<double>(memory));
-  metrics_.set("swissbox_sandboxes_disk_bytes", {}, static_cast<double>(disk));
+  sample_all_usage();
   if (now >= next_gc_) {
     next_gc_ = now + opts_.gc_interval;
     collect_garbage();
@@ -855,23 +951,6 @@ std::map<std::string, PoolStatus> SandboxManager::pool_status() const {
   }
   for (const auto& [id, sb] : sandboxes_) {
     if (sb->state == SandboxState::kActive) out[sb->pool()].active++;
-  }
-  return out;
-}
-
-std::map<std::string, MemoryFootprint> SandboxManager::warm_footprints() {
-  std::map<std::string, MemoryFootprint> out;
-  for (const auto& [pool, ready] : ready_) {
-    MemoryFootprint sum;
-    int64_t n = 0;
-    for (const auto& sb : ready) {
-      auto f = runtime_.footprint(sb->id);
-      if (!f) continue;
-      sum.pss_bytes += f->pss_bytes;
-      sum.rss_bytes += f->rss_bytes;
-      ++n;
-    }
-    if (n > 0) out[pool] = {sum.pss_bytes / n, sum.rss_bytes / n};
   }
   return out;
 }

@@ -138,8 +138,9 @@ class SandboxManager {
   Status remove(const std::string& id, const std::string& why);
 
   std::map<std::string, PoolStatus> pool_status() const;
-  // Per pool, the mean memory footprint of its ready sandboxes (pools with none are left out).
-  std::map<std::string, MemoryFootprint> warm_footprints();
+  // Per pool, the mean memory footprint of its ready sandboxes (pools with none are left
+  // out), read on the host-work threads; done on the I/O thread.
+  void warm_footprints(std::function<void(std::map<std::string, MemoryFootprint>)> done);
   // pool: a pool key ("default", "default:egress", "default+python").
   Status set_pool_target(const std::string& pool, int target);
   bool pools_warm() const;
@@ -155,8 +156,9 @@ class SandboxManager {
   const ManagerOptions& options() const { return opts_; }
   ExecGate& exec_gate() { return exec_gate_; }
   Metrics& metrics() { return metrics_; }
-  // Reads the sandbox's host usage now (cgroup files: cheap) into sb.usage.
-  void sample_usage(Sandbox& sb);
+  // Reads the sandbox's host usage (into sb.usage) and memory footprint on the host-work
+  // threads; done(footprint) on the I/O thread.
+  void read_usage(SandboxPtr sb, std::function<void(std::optional<MemoryFootprint>)> done);
   // Tells the egress proxy what an active sandbox with network may reach, and its commands
   // where the proxy is.
   void allow_egress(Sandbox& sb);
@@ -175,7 +177,22 @@ class SandboxManager {
   void release_stranded_waiters();
   // Starts one sandbox of the template; ready(sandbox) runs once its runner answers.
   void start_one(const std::string& template_name, std::function<void(Result<SandboxPtr>)> ready);
+  // What a create asks of the sandbox it gets, kept until the claim is over.
+  struct ClaimTerms {
+    CreateRequest req;
+    std::string tenant;
+    nlohmann::json metadata;
+    std::chrono::steady_clock::time_point started;
+  };
+  // Makes a ready sandbox, out of its pool, the tenant's; fn(sandbox or error, warm).
+  void claim(SandboxPtr sb, bool warm, std::shared_ptr<const ClaimTerms> terms, CreateFn fn);
+  void finish_claim(SandboxPtr sb, bool warm, std::shared_ptr<const ClaimTerms> terms,
+                    Status host_work, CreateFn fn);
   void on_lost(const std::string& id, const std::string& reason);
+  void sample_all_usage();
+  void set_usage_totals();
+  // A usage sample into the sandbox: CPU percent, and the tenant's CPU and network counters.
+  void apply_usage(Sandbox& sb, const CgroupUsage& u);
   // Serves a sandbox of an earlier agent process again, over reattached runner pipes.
   void adopt(Sandbox record, RunnerLink link);
   void retire(const std::string& id, const std::string& why);
@@ -192,6 +209,11 @@ class SandboxManager {
   // refill the pools. `runsc delete --force` takes ≈ 1.5 s but almost no CPU (it waits for
   // the sandbox to go), so several run at once.
   boost::asio::thread_pool destroy_workers_{8};
+  // Short host work that must not run on the I/O thread: a claim's limits (cgroup writes,
+  // the disk reservation's fallocate) and bandwidth (netlink), the per-second usage
+  // samples (cgroup files, statvfs, netlink counters) and memory footprints (smaps). Never
+  // a runsc call: starts queue on workers_, so a claim never waits behind one.
+  boost::asio::thread_pool host_work_{2};
   SandboxRuntime& runtime_;
   ManagerOptions opts_;
   Metrics& metrics_;
@@ -213,6 +235,7 @@ class SandboxManager {
   std::chrono::steady_clock::time_point next_health_;
   std::chrono::steady_clock::time_point next_gc_;
   bool gc_running_ = false;
+  bool sampling_ = false;  // a usage round is under way on the host-work threads
   std::set<std::string> starting_ids_;  // made by start_one, not yet ready or failed
   // Per pool: refill starts under way, and the creates waiting for them (at most one each).
   std::map<std::string, int> refilling_;
