@@ -61,8 +61,9 @@ int main(int argc, char** argv) {
     log::info("hardened", {{"capabilities_dropped", hardened->capabilities_dropped},
                            {"syscalls_denied", hardened->syscalls_denied}});
   }
-  if (auto st = reap_orphans(); !st) {
-    log::error("cannot reap orphaned sandbox processes", {{"error", st.error().to_string()}});
+  auto reaper = OrphanReaper::start();
+  if (!reaper) {
+    log::error("cannot reap orphaned sandbox processes", {{"error", reaper.error().to_string()}});
     return 1;
   }
   TokenTable tokens;

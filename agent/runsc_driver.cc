@@ -385,8 +385,11 @@ Result<RunnerLink> RunscDriver::reattach(const std::string& id) {
   bridge.stderr_fd = io->log.get();
   auto pid = spawn_process(bridge);
   if (!pid) return pid.error();
-  // The bridge ends when the channel closes; reap it then, off every other path.
-  std::thread([pid = *pid] { wait_process(pid, nullptr, 0); }).detach();
+  // The bridge ends with the sandbox, or when the agent closes the channel; destroy()
+  // reaps it (a channel that closes early fails the sandbox, which destroys it).
+  std::lock_guard lock(bridges_mu_);
+  if (auto earlier = bridges_.find(id); earlier != bridges_.end()) end_process(earlier->second);
+  bridges_[id] = *pid;
   return RunnerLink{std::move(io->agent)};
 }
 
@@ -415,9 +418,26 @@ bool RunscDriver::remove_runsc_records(const std::string& id) const {
   return unlink(state.c_str()) == 0;
 }
 
+RunscDriver::~RunscDriver() {
+  std::lock_guard lock(bridges_mu_);
+  for (const auto& [id, pid] : bridges_) end_process(pid);
+}
+
+void RunscDriver::end_process(pid_t pid) {
+  kill(pid, SIGKILL);
+  wait_process(pid, nullptr, 0);
+}
+
 Status RunscDriver::destroy(const std::string& id) {
+  {
+    std::lock_guard lock(bridges_mu_);
+    if (auto bridge = bridges_.find(id); bridge != bridges_.end()) {
+      end_process(bridge->second);
+      bridges_.erase(bridge);
+    }
+  }
   // The sandbox's host processes (sentry, gofer, ptrace stubs) are all in its cgroup.
-  // Killed first (the agent reaps them: reap_orphans), they leave runsc only its records,
+  // Killed first (the agent reaps them: OrphanReaper), they leave runsc only its records,
   // which the agent removes itself instead of starting `runsc delete`, a Go process: node
   // CPU per delete 17.5–20.8 → 8.3–11.7 ms on the dev VM, where a one-shot's whole cycle
   // (start, run, delete) is ≈ 200 ms. Without cgroups, or when the records are not as

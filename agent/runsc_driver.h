@@ -68,6 +68,7 @@ class RunscDriver : public SandboxRuntime {
  public:
   // Checks runsc, prepares the rootfs and the support files; fails with the reason.
   static Result<std::unique_ptr<RunscDriver>> create(RunscOptions opts);
+  ~RunscDriver() override;
 
   Result<RunnerLink> start(const SandboxSpec& spec) override;
   Status destroy(const std::string& id) override;
@@ -102,8 +103,13 @@ class RunscDriver : public SandboxRuntime {
   bool remove_runsc_records(const std::string& id) const;
   // What the agent made around the sandbox: network, disk, directory, cgroup.
   Status remove_host_side(const std::string& id);
+  // Kills and reaps a child the driver started and owns (a bridge).
+  static void end_process(pid_t pid);
 
   RunscOptions opts_;
+  // The `runsc exec … --bridge` of each reattached sandbox, reaped when it is destroyed.
+  std::mutex bridges_mu_;
+  std::map<std::string, pid_t> bridges_;
   mutable std::mutex links_mu_;
   mutable std::map<std::string, std::optional<SandboxLink>> links_;
   SandboxDisk disk_;

@@ -173,35 +173,48 @@ pid_t wait_process(pid_t pid, int* status, int options) {
   return w;
 }
 
-Status reap_orphans() {
+Result<std::unique_ptr<OrphanReaper>> OrphanReaper::start() {
   if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) return sys_error("prctl(PR_SET_CHILD_SUBREAPER)");
-  std::thread([] {
-    // While a started child waits for its starter (run_process may still be draining its
-    // pipes), waitid keeps returning it: look again after a growing pause.
-    auto pause = std::chrono::milliseconds(1);
-    pid_t waiting_for = 0;
-    for (;;) {
-      // Waits for any child to end, without reaping it: it may be one a starter reaps.
-      siginfo_t info{};
-      if (waitid(P_ALL, 0, &info, WEXITED | WNOWAIT) != 0) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));  // ECHILD: none yet
-        continue;
-      }
-      {
-        std::unique_lock starting(g_starting);
-        if (!is_started(info.si_pid)) {
-          waitpid(info.si_pid, nullptr, WNOHANG);
-          continue;
-        }
-      }
-      if (std::exchange(waiting_for, info.si_pid) != info.si_pid) {
-        pause = std::chrono::milliseconds(1);
-      }
-      std::this_thread::sleep_for(pause);
-      pause = std::min(pause * 2, std::chrono::milliseconds(50));
+  std::unique_ptr<OrphanReaper> r(new OrphanReaper());
+  r->thread_ = std::thread([raw = r.get()] { raw->run(); });
+  return r;
+}
+
+OrphanReaper::~OrphanReaper() {
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+  }
+  wake_.notify_all();
+  thread_.join();
+}
+
+// Polls (WNOHANG) so that it can be stopped: every millisecond right after a child ended,
+// backing off to every 50 ms while none does.
+void OrphanReaper::run() {
+  constexpr auto kIdle = std::chrono::milliseconds(50);
+  auto pause = std::chrono::milliseconds(1);
+  for (;;) {
+    {
+      std::unique_lock lock(mu_);
+      if (wake_.wait_for(lock, pause, [this] { return stop_; })) return;
     }
-  }).detach();
-  return ok_status();
+    // Looks at an ended child without reaping it: it may be one a starter reaps. While a
+    // started child waits for its starter (run_process may still be draining its pipes),
+    // waitid keeps answering it: the back-off covers that too.
+    siginfo_t info{};
+    if (waitid(P_ALL, 0, &info, WEXITED | WNOWAIT | WNOHANG) != 0 || info.si_pid == 0) {
+      pause = std::min(pause * 2, kIdle);
+      continue;
+    }
+    std::unique_lock starting(g_starting);
+    if (is_started(info.si_pid)) {
+      pause = std::min(pause * 2, kIdle);
+      continue;
+    }
+    waitpid(info.si_pid, nullptr, WNOHANG);
+    pause = std::chrono::milliseconds(0);
+  }
 }
 
 Result<pid_t> spawn_process(const ProcessOptions& opts) {

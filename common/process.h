@@ -5,8 +5,12 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <functional>
+#include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/error.h"
@@ -47,11 +51,28 @@ Result<pid_t> spawn_process(const ProcessOptions& opts);
 pid_t wait_process(pid_t pid, int* status, int options);
 
 // Makes this process the reaper of its orphaned descendants (PR_SET_CHILD_SUBREAPER) and
-// reaps them on a background thread, leaving the children that run_process and
+// reaps them on a thread of its own, leaving the children that run_process and
 // spawn_process started to their callers. `runsc run --detach` leaves the sandbox and
 // gofer processes orphaned: without this they are reaped by the host's init, which may
-// take seconds (≈ 2 s on the dev VM), and `runsc delete` waits for that. Once per process.
-Status reap_orphans();
+// take seconds (≈ 2 s on the dev VM), and `runsc delete` waits for that. One per process;
+// its thread stops when it is destroyed (orphans that end later stay zombies until the
+// process ends).
+class OrphanReaper {
+ public:
+  static Result<std::unique_ptr<OrphanReaper>> start();
+  ~OrphanReaper();
+  OrphanReaper(const OrphanReaper&) = delete;
+  OrphanReaper& operator=(const OrphanReaper&) = delete;
+
+ private:
+  OrphanReaper() = default;
+  void run();
+
+  std::mutex mu_;
+  std::condition_variable wake_;
+  bool stop_ = false;
+  std::thread thread_;
+};
 
 // Memory of a set of host processes from /proc/<pid>/smaps_rollup: PSS (shared pages
 // divided among their users, so a sum over processes counts each page once) and RSS.

@@ -64,7 +64,8 @@ pid_t parent_of(pid_t pid) {
 // a background sleep behind; the sleeps become this process's children and, once they
 // end, must not stay zombies, while run_process still gets every command's own status.
 int orphans_are_reaped() {
-  if (!reap_orphans().ok()) return 10;
+  auto reaper = OrphanReaper::start();
+  if (!reaper.ok()) return 10;
   std::vector<pid_t> orphans;
   for (int i = 0; i < 20; ++i) {
     ProcessOptions o;
