@@ -784,7 +784,9 @@ class Runner {
   }
 
   void on_leader_exit(Command& c) {
-    if (!c.background) {
+    if (c.background) {
+      keep_background_orphans();
+    } else {
       kill(-c.pid, SIGKILL);
       kill_strays();
     }
@@ -792,13 +794,36 @@ class Runner {
     c.finalize_by = Clock::now() + (c.paused ? kPausedDrainGrace : kDrainGrace);
   }
 
+  // A background command's leader is gone: the processes it left became the runner's
+  // children as it died, and they are the command's to keep. Kept by pid, because a daemon
+  // may not have left the command's group yet (setsid, nohup and sleep exec one after the
+  // other): once it makes its own group and session, their id is its pid. Processes in a
+  // running foreground command's group are that command's.
+  void keep_background_orphans() {
+    std::set<pid_t> known = {spawner_.spare_pid()};
+    std::set<pid_t> foreground_groups;
+    for (auto& [lang, w] : idle_workers_) known.insert(w.io.pid);
+    for (auto& [id, c] : commands_) {
+      known.insert(c.pid);
+      if (!c.exited && !c.background) foreground_groups.insert(c.pid);
+    }
+    for (pid_t pid : children()) {
+      if (known.count(pid) || kept_orphans_.count(pid)) continue;
+      auto st = proc_stat(pid);
+      if (st && !foreground_groups.count(st->pgrp)) kept_orphans_.insert(pid);
+    }
+  }
+
   // Processes that left their command's group (setsid, setpgid) end up as children of the
   // runner once their parent dies; they are killed when a foreground command ends, unless
   // they belong to a running command, a background one, or are the spare. Process groups of
   // background commands stay protected after their leader is gone, as long as some process
-  // of the group lives.
+  // of the group lives, and so do the processes a background command left (and their
+  // groups and sessions).
   void kill_strays() {
+    std::erase_if(kept_orphans_, [](pid_t p) { return kill(p, 0) != 0 && errno == ESRCH; });
     std::set<pid_t> protect = background_groups_;
+    protect.insert(kept_orphans_.begin(), kept_orphans_.end());
     for (auto& [lang, w] : idle_workers_) protect.insert(w.io.pid);
     for (auto& [id, c] : commands_) {
       if (!c.exited || c.background) protect.insert(c.pid);
@@ -1099,6 +1124,7 @@ class Runner {
   std::map<uint64_t, Command> commands_;
   std::set<uint64_t> failed_writes_;
   std::set<pid_t> background_groups_;
+  std::set<pid_t> kept_orphans_;  // processes background commands left (keep_background_orphans)
   std::map<swissbox::init::Language, swissbox::init::Worker> idle_workers_;
   std::map<uint64_t, std::set<swissbox::init::Language>> preparing_;  // prepare requests
 };

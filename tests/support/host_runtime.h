@@ -2,14 +2,15 @@
 // process with its own temp workspace. It exercises the real runner, channel, manager and
 // API without root or runsc; it is never used by the product.
 //
-// Isolated (root only): each runner is PID 1 of its own PID and network namespaces, as in
-// a sandbox, so it behaves as there (commands outlive a lost agent, the reattach socket
+// Isolated (root only): each runner is PID 1 of its own PID, network and mount namespaces
+// (with its own /proc), as in a sandbox, so it behaves as there (commands outlive a lost agent, the reattach socket
 // listens), and reattach() connects through the real `swissbox-init --bridge`.
 #pragma once
 
 #include <fcntl.h>
 #include <signal.h>
 #include <sched.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -56,13 +57,27 @@ class HostRuntime : public SandboxRuntime {
     // Everything the child needs is built before fork(): the test process has other threads,
     // and a malloc in the child can deadlock on an allocator lock one of them held.
     std::string env_ws = "SWISSBOX_WORKSPACE=" + ws;
+    std::string meminfo = root_ + "/meminfo";
+    if (isolated_) {
+      if (auto st = fs::write_file_atomic(meminfo, "MemTotal: 8388608 kB\nMemFree: 8388608 kB\n"); !st)
+        return st.error();
+    }
     char* envp[] = {env_ws.data(), const_cast<char*>("PATH=/usr/bin:/bin"), nullptr};
     char* argv[] = {const_cast<char*>(init_.c_str()), nullptr};
     // clone() without a stack runs the child on a copy of this one, as fork() does.
-    pid_t pid = isolated_ ? static_cast<pid_t>(syscall(SYS_clone, CLONE_NEWPID | CLONE_NEWNET | SIGCHLD,
+    pid_t pid = isolated_ ? static_cast<pid_t>(syscall(SYS_clone, CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWNS | SIGCHLD,
                                                        nullptr, nullptr, nullptr, nullptr))
                           : fork();
     if (pid == 0) {
+      // Its own /proc, as in a sandbox: the runner reads its children and their groups
+      // there, and its memory guard scans it.
+      // Its meminfo says nothing is in use: in gVisor it counts the sandbox's pages alone,
+      // and the host's would have the runner's memory guard kill the biggest process.
+      if (isolated_ && (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
+                        mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0 ||
+                        mount(meminfo.c_str(), "/proc/meminfo", nullptr, MS_BIND, nullptr) != 0)) {
+        _exit(126);
+      }
       dup2(sv[1], 0);
       dup2(sv[1], 1);
       execve(argv[0], argv, envp);

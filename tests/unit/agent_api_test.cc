@@ -678,7 +678,7 @@ TEST_F(AgentApiTest, ReattachWhileACommandStreamsOutput) {
   const std::string id = sb["id"];
   const pid_t runner = runtime_->runner_pid(id);
   // Its client goes away with the first agent; the command goes on writing.
-  std::thread writer([this, port = server_->tcp_port(), id] {
+  std::jthread writer([this, port = server_->tcp_port(), id] {
     http::Client c("127.0.0.1:" + std::to_string(port));
     (void)c.request("POST", "/v1/sandboxes/" + id + "/exec",
                     R"({"command":"yes streaming-output-line","timeout_ms":20000})");
@@ -694,7 +694,33 @@ TEST_F(AgentApiTest, ReattachWhileACommandStreamsOutput) {
   }
   EXPECT_EQ(runtime_->runner_pid(id), runner);
   EXPECT_EQ(kill(runner, 0), 0) << "the runner died";
-  writer.join();
+
+}
+
+// A daemon a background command starts (setsid nohup …&) outlives the command and every
+// foreground command after it; it was killed as a stray when the next foreground command
+// ended (the integration test that looks for it with ps was flaky). Isolated runner: its
+// namespace ends with it, daemon included.
+TEST_F(AgentApiTest, ADaemonOfABackgroundCommandOutlivesTheCommandsAfterIt) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root: the runner runs as PID 1 of its own namespaces";
+  runtime_ = std::make_unique<testing::HostRuntime>(SWISSBOX_INIT_PATH, root_, /*isolated=*/true);
+  Start({});
+  auto [status, sb] = Call("POST", "/v1/sandboxes", "{}");
+  ASSERT_EQ(status, 201u) << sb;
+  const std::string id = sb["id"];
+  const pid_t runner = runtime_->runner_pid(id);
+  auto exec = [&](const std::string& command, bool background = false) {
+    json body = {{"command", command}, {"background", background}};
+    return Call("POST", "/v1/sandboxes/" + id + "/exec", body.dump()).first;
+  };
+  ASSERT_EQ(exec("setsid nohup sleep 1000 >/dev/null 2>&1 &"), 200u);
+  ASSERT_TRUE(wait_until([&] { return ProcessesInNamespaceOf(runner, "sleep") == 0; }))
+      << "a foreground command's daemon is killed when the command ends";
+  ASSERT_EQ(exec("setsid nohup sleep 1000 >/dev/null 2>&1 &", true), 200u);
+  ASSERT_TRUE(wait_until([&] { return ProcessesInNamespaceOf(runner, "sleep") == 1; }));
+  for (int i = 0; i < 5; ++i) ASSERT_EQ(exec("true"), 200u);
+  EXPECT_EQ(ProcessesInNamespaceOf(runner, "sleep"), 1) << "the background command's daemon was killed";
+  Call("DELETE", "/v1/sandboxes/" + id);
 }
 
 }  // namespace
