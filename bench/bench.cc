@@ -29,6 +29,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -67,6 +68,8 @@ struct Options {
   double duration_s = 0;  // > 0: run each scenario this long instead of N iterations
   double rate = 0;        // sustained: one-shots per second (0: the pool's refill rate)
   int pool_size = 10;     // sustained and refill: the pool's target
+  std::vector<int> scale_live = {10, 300};  // scale: idle active sandboxes at each step
+  double scale_idle_s = 30;                 // scale: the idle window for the agent's CPU
   std::string pool() const { return network == "none" ? "default" : "default:" + network; }
   json create_body() const { return network == "none" ? json::object() : json{{"network", network}}; }
 };
@@ -346,25 +349,73 @@ std::string oneshot_pool(Api& api, const std::string& lang) {
   return "default";
 }
 
-// Claim + first exec, and the claim alone.
+// Claim + first exec (into s), and the claim alone, on a full idle pool.
+void claim_and_echo(Api& api, const Options& o, Stats& s, Stats& claim) {
+  wait_for_warm(api, o.pool());
+  auto t0 = Clock::now();
+  json sb = api.call("POST", "/v1/sandboxes", o.create_body(), 201);
+  sb.is_null() ? void(claim.errors++) : claim.ms.push_back(since_ms(t0));
+  json r = sb.is_null() ? json()
+                        : api.call("POST", "/v1/sandboxes/" + sb.value("id", "") + "/exec",
+                                   {{"command", {"echo", "hi"}}}, 200);
+  double ms = since_ms(t0);
+  bool ok = !r.is_null() && r.value("stdout", "") == "hi\n";
+  if (!sb.is_null()) api.call("DELETE", "/v1/sandboxes/" + sb.value("id", ""), nullptr, 204);
+  ok ? s.ms.push_back(ms) : void(s.errors++);
+}
+
 std::pair<Stats, Stats> bench_warm(const Options& o) {
   Api api(o);
   Stats s, claim;
   Loop loop(o, "warm");
-  while (loop.next()) {
-    wait_for_warm(api, o.pool());
-    auto t0 = Clock::now();
-    json sb = api.call("POST", "/v1/sandboxes", o.create_body(), 201);
-    sb.is_null() ? void(claim.errors++) : claim.ms.push_back(since_ms(t0));
-    json r = sb.is_null() ? json()
-                          : api.call("POST", "/v1/sandboxes/" + sb.value("id", "") + "/exec",
-                                     {{"command", {"echo", "hi"}}}, 200);
-    double ms = since_ms(t0);
-    bool ok = !r.is_null() && r.value("stdout", "") == "hi\n";
-    if (!sb.is_null()) api.call("DELETE", "/v1/sandboxes/" + sb.value("id", ""), nullptr, 204);
-    ok ? s.ms.push_back(ms) : void(s.errors++);
-  }
+  while (loop.next()) claim_and_echo(api, o, s, claim);
   return {s, claim};
+}
+
+// The agent process's CPU seconds so far (process_cpu_seconds_total in its /metrics).
+std::optional<double> agent_cpu_s(Api& api) {
+  std::string text = api.text("/metrics");
+  size_t at = text.find("\nprocess_cpu_seconds_total ");
+  if (at == std::string::npos) return std::nullopt;
+  return atof(text.c_str() + at + strlen("\nprocess_cpu_seconds_total "));
+}
+
+// The agent with --live LOW,HIGH idle active sandboxes: its own CPU over --idle seconds in
+// which nobody calls it, then claim + echo on top of them (as the warm scenario), at each.
+void bench_scale(const Options& o, Report& report) {
+  Api api(o);
+  if (!api.is_agent()) die("scale needs an agent as --target");
+  std::vector<std::string> held;
+  for (int live : o.scale_live) {
+    Loop creating(o, fmt::format("scale: {} live", live), live - static_cast<int>(held.size()));
+    while (creating.next()) {
+      json sb = api.call("POST", "/v1/sandboxes", o.create_body(), 201);
+      if (sb.is_null()) {
+        for (const auto& id : held) api.call("DELETE", "/v1/sandboxes/" + id, nullptr, 204);
+        die(fmt::format("scale: create {} of {} refused (the agent's --max-sandboxes must leave "
+                        "room for them and its pool)", held.size() + 1, live));
+      }
+      held.push_back(sb.value("id", ""));
+    }
+    wait_for_warm(api, o.pool());  // the refills the creates caused are over
+    swissbox::bench::ScalePoint point;
+    point.live = live;
+    auto cpu0 = agent_cpu_s(api);
+    auto t0 = Clock::now();
+    std::this_thread::sleep_for(std::chrono::duration<double>(o.scale_idle_s));
+    auto cpu1 = agent_cpu_s(api);
+    if (!cpu0 || !cpu1) die("scale: the agent's /metrics has no process_cpu_seconds_total (admin token?)");
+    point.agent_cpu_percent = 100 * (*cpu1 - *cpu0) / (since_ms(t0) / 1000);
+    Stats claim;
+    Loop loop(o, fmt::format("scale: claim + echo, {} live", live));
+    while (loop.next()) claim_and_echo(api, o, point.claim_exec, claim);
+    report.scale.push_back(std::move(point));
+  }
+  Loop deleting(o, "scale: delete", static_cast<int>(held.size()));
+  for (const auto& id : held) {
+    deleting.next();
+    api.call("DELETE", "/v1/sandboxes/" + id, nullptr, 204);
+  }
 }
 
 // Execs on one sandbox, alternating the program `echo hi` (what `runsc exec` runs) and the
@@ -641,9 +692,11 @@ constexpr const char* kUsage =
     "                      [--iterations N | --duration S] [--lang L1,L2]\n"
     "                      [--concurrency C1,C2,… (also --clients)]\n"
     "                      [--rate R] [--pool-size N] [--network none|egress]\n"
+    "                      [--live N1,N2,… (scale)] [--idle S (scale)]\n"
     "                      [--platform ptrace|systrap] [--runsc PATH]\n"
     "                      [--json FILE] [--svg FILE] [--markdown FILE]\n"
-    "scenarios: cold runsc-exec warm exec oneshot concurrency refill memory sustained, or all\n";
+    "scenarios: cold runsc-exec warm exec oneshot concurrency refill memory sustained scale,\n"
+    "           or all (all but scale, which holds hundreds of sandboxes)\n";
 
 Options parse(int argc, char** argv) {
   Options o;
@@ -662,7 +715,12 @@ Options parse(int argc, char** argv) {
     else if (a == "--lang") o.langs = split(next());
     else if (a == "--rate") o.rate = std::max(0.1, atof(next().c_str()));
     else if (a == "--pool-size") o.pool_size = std::max(1, atoi(next().c_str()));
-    else if (a == "--json") o.json_out = next();
+    else if (a == "--idle") o.scale_idle_s = std::max(1.0, atof(next().c_str()));
+    else if (a == "--live") {
+      o.scale_live.clear();
+      for (const auto& n : split(next())) o.scale_live.push_back(std::max(1, atoi(n.c_str())));
+      std::sort(o.scale_live.begin(), o.scale_live.end());
+    } else if (a == "--json") o.json_out = next();
     else if (a == "--svg") o.svg_out = next();
     else if (a == "--markdown") o.md_out = next();
     else if (a == "--clients" || a == "--concurrency") {
@@ -729,6 +787,8 @@ int main(int argc, char** argv) {
       bench_refills(o, report);
     } else if (sc == "memory") {
       report.memory = bench_memory(o);
+    } else if (sc == "scale") {
+      bench_scale(o, report);
     } else if (sc == "sustained") {
       // Without --rate: one-shots as fast as the pool refills (measured now, or by the
       // refill scenario of this run).

@@ -68,6 +68,19 @@ std::string Report::markdown() const {
       out += fmt::format("| {} | {:.1f} | {:.1f} |\n", m.what, m.pss_mb, m.rss_mb);
     }
   }
+  if (!scale.empty()) {
+    out += "\n| idle active sandboxes | agent CPU, % of one core | claim + echo p50 ms | p99 ms |\n"
+           "|---|---|---|---|\n";
+    for (const auto& p : scale) {
+      out += fmt::format("| {} | {:.1f} | {:.1f} | {:.1f} |\n", p.live, p.agent_cpu_percent,
+                         p.claim_exec.pct(50), p.claim_exec.pct(99));
+    }
+    const auto& few = scale.front().claim_exec;
+    if (scale.size() > 1 && few.pct(50) > 0) {
+      out += fmt::format("claim + echo p50 with {} live / with {} live: {:.2f}x\n", scale.back().live,
+                         scale.front().live, scale.back().claim_exec.pct(50) / few.pct(50));
+    }
+  }
   if (cold_fallbacks) {
     out += fmt::format("\nsustained at {:.1f} one-shots/s: {} cold-start fallbacks\n",
                        sustained_rate.value_or(0), *cold_fallbacks);
@@ -115,6 +128,12 @@ json Report::to_json() const {
     j["memory"].push_back({{"sandbox", m.what}, {"pss_mb", m.pss_mb}, {"rss_mb", m.rss_mb}});
   }
   if (cold_fallbacks) j["sustained_cold_fallbacks"] = *cold_fallbacks;
+  for (const auto& p : scale) {
+    json point = stats_json(p.claim_exec);
+    point["live"] = p.live;
+    point["agent_cpu_percent"] = p.agent_cpu_percent;
+    j["scale"].push_back(point);
+  }
   for (const auto& [key, m] : {std::pair{"before", machine_before}, {"after", machine_after}}) {
     if (m) j["machine"][key] = {{"compute_ms", m->compute_ms}, {"pingpong_ms", m->pingpong_ms}};
   }

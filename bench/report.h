@@ -30,6 +30,14 @@ struct MemoryRow {
   double pss_mb = 0, rss_mb = 0;
 };
 
+// The agent with `live` idle active sandboxes: its own CPU (percent of one core, over an
+// idle window) and claim + first exec on top of them.
+struct ScalePoint {
+  int live = 0;
+  double agent_cpu_percent = 0;
+  Stats claim_exec;
+};
+
 // How fast the machine was: a fixed integer loop and 20,000 round trips of one byte
 // over pipes between two processes (scheduler and context-switch cost, what gVisor's
 // ptrace platform lives on). A shared VM drifts: on the dev VM the loop took 55–76 ms and
@@ -48,6 +56,7 @@ struct Report {
   std::optional<int> refill_count;
   std::optional<double> sustained_rate;  // one-shots per second offered
   std::vector<MemoryRow> memory;
+  std::vector<ScalePoint> scale;
   std::optional<int> cold_fallbacks;  // during the sustained scenario
   // Node CPU (every process, all CPUs) per sandbox made ready, by pool, and per one-shot of
   // the sustained scenario (its claim, run, delete and the refill it causes): known when
