@@ -192,8 +192,9 @@ OrphanReaper::~OrphanReaper() {
 // Polls (WNOHANG) so that it can be stopped: every millisecond right after a child ended,
 // backing off to every 50 ms while none does.
 void OrphanReaper::run() {
-  constexpr auto kIdle = std::chrono::milliseconds(50);
-  auto pause = std::chrono::milliseconds(1);
+  constexpr auto kBusy = std::chrono::milliseconds(1), kIdle = std::chrono::milliseconds(50);
+  auto pause = kBusy;
+  auto back_off = [&] { pause = std::clamp(pause * 2, kBusy, kIdle); };
   for (;;) {
     {
       std::unique_lock lock(mu_);
@@ -204,12 +205,12 @@ void OrphanReaper::run() {
     // waitid keeps answering it: the back-off covers that too.
     siginfo_t info{};
     if (waitid(P_ALL, 0, &info, WEXITED | WNOWAIT | WNOHANG) != 0 || info.si_pid == 0) {
-      pause = std::min(pause * 2, kIdle);
+      back_off();
       continue;
     }
     std::unique_lock starting(g_starting);
     if (is_started(info.si_pid)) {
-      pause = std::min(pause * 2, kIdle);
+      back_off();
       continue;
     }
     waitpid(info.si_pid, nullptr, WNOHANG);

@@ -1,6 +1,7 @@
 #include "common/process.h"
 
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -82,6 +83,16 @@ int orphans_are_reaped() {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
   }
+  // Idle, the reaper polls at most every 50 ms: it once spun after its first reap (28 % of
+  // a core in an idle agent), which 300 ms of this process's CPU time would show.
+  auto cpu_ms = [] {
+    rusage u{};
+    getrusage(RUSAGE_SELF, &u);
+    return (u.ru_utime.tv_sec + u.ru_stime.tv_sec) * 1000.0 + (u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1000.0;
+  };
+  double before = cpu_ms();
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  if (cpu_ms() - before > 60) return 14;
   return 0;
 }
 
