@@ -7,8 +7,8 @@
 #include <optional>
 #include <sstream>
 
-#include "agent/egress_policy.h"
-#include "agent/sandbox_spec.h"
+#include "agent/net/egress_policy.h"
+#include "agent/runtime/sandbox_spec.h"
 #include "common/fs.h"
 
 namespace swissbox {

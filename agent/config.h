@@ -43,7 +43,7 @@ struct AgentConfig {
   // instead of destroying them; warm ones are always destroyed.
   bool keep_sandboxes_on_exit = true;
   // Egress networking (network "egress"); off while egress_pool is empty. See
-  // agent/sandbox_network.h, egress_filter.h and egress_proxy.h.
+  // agent/net/sandbox_network.h, egress_filter.h and egress_proxy.h.
   std::string egress_pool;                 // node-local IPv4 CIDR for the sandboxes' /30s
   std::string egress_link_prefix = "sbx";  // host-side veth names: <prefix><index>
   int egress_proxy_port = 3128;

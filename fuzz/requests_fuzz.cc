@@ -9,8 +9,8 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "agent/sandbox_ops.h"
-#include "agent/sandbox_spec.h"
+#include "agent/sandbox/sandbox_ops.h"
+#include "agent/runtime/sandbox_spec.h"
 #include "common/http_server.h"
 
 namespace bhttp = boost::beast::http;

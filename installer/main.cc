@@ -23,7 +23,7 @@
 #include "common/log.h"
 #include "common/process.h"
 #include "installer/containerd_config.h"
-#include "installer/cri_client.h"
+#include "cri/cri_client.h"
 
 using namespace swissbox;
 using json = nlohmann::json;

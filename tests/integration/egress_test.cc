@@ -14,9 +14,9 @@
 #include <future>
 #include <thread>
 
-#include "agent/egress_filter.h"
-#include "agent/netns.h"
-#include "agent/veth.h"
+#include "agent/net/egress_filter.h"
+#include "agent/net/netns.h"
+#include "agent/net/veth.h"
 #include "support/agent_fixture.h"
 
 namespace swissbox::testing {

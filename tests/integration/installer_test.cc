@@ -8,7 +8,7 @@
 #include <atomic>
 #include <thread>
 
-#include "installer/cri_client.h"
+#include "cri/cri_client.h"
 #include "support/agent_fixture.h"
 
 namespace swissbox::testing {

@@ -8,7 +8,7 @@
 
 #include <fmt/format.h>
 
-#include "agent/netns.h"
+#include "agent/net/netns.h"
 #include "support/agent_fixture.h"
 
 namespace swissbox::testing {

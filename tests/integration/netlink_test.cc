@@ -14,9 +14,9 @@
 #include <fcntl.h>
 #include <poll.h>
 
-#include "agent/egress_filter.h"
-#include "agent/netns.h"
-#include "agent/veth.h"
+#include "agent/net/egress_filter.h"
+#include "agent/net/netns.h"
+#include "agent/net/veth.h"
 #include "common/unique_fd.h"
 
 namespace swissbox {

@@ -24,7 +24,7 @@
 #include <string>
 #include <vector>
 
-#include "agent/runtime.h"
+#include "agent/runtime/runtime.h"
 #include "common/fs.h"
 
 namespace swissbox::testing {

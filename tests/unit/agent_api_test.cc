@@ -15,9 +15,9 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
-#include "agent/api.h"
-#include "agent/sandbox_ops.h"
-#include "agent/sandbox_manager.h"
+#include "agent/api/api.h"
+#include "agent/sandbox/sandbox_ops.h"
+#include "agent/sandbox/sandbox_manager.h"
 #include "common/http_client.h"
 #include "common/http_server.h"
 #include "support/host_runtime.h"

@@ -1,6 +1,6 @@
 // Both cgroup drivers on temp trees shaped like /sys/fs/cgroup, and the v1 driver on the
 // real hierarchy when this host has one and we are root.
-#include "agent/cgroups.h"
+#include "agent/runtime/cgroups.h"
 
 #include <gtest/gtest.h>
 #include <signal.h>

@@ -1,7 +1,7 @@
 // The egress proxy's pure decisions: allowlist patterns and the node-wide deny ranges.
 #include <gtest/gtest.h>
 
-#include "agent/egress_policy.h"
+#include "agent/net/egress_policy.h"
 
 namespace swissbox {
 namespace {

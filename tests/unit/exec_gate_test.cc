@@ -1,4 +1,4 @@
-#include "agent/exec_gate.h"
+#include "agent/sandbox/exec_gate.h"
 
 #include <gtest/gtest.h>
 

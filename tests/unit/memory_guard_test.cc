@@ -1,4 +1,4 @@
-#include "agent/init/memory_guard.h"
+#include "runner/memory_guard.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>

@@ -5,7 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "agent/runsc_driver.h"
+#include "agent/runtime/runsc_driver.h"
 #include "common/fs.h"
 
 namespace swissbox {

@@ -3,9 +3,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "agent/api.h"
-#include "agent/sandbox_ops.h"
-#include "agent/sandbox_spec.h"
+#include "agent/api/api.h"
+#include "agent/sandbox/sandbox_ops.h"
+#include "agent/runtime/sandbox_spec.h"
 
 namespace swissbox {
 namespace {

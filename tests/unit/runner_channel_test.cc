@@ -6,7 +6,7 @@
 
 #include <boost/asio/io_context.hpp>
 
-#include "agent/runner_channel.h"
+#include "agent/sandbox/runner_channel.h"
 
 namespace swissbox {
 namespace {

@@ -1,6 +1,6 @@
 // The runner's process starter: the spare path, the posix_spawn fallback, and the spare
 // going away (killed, stopped) between commands.
-#include "agent/init/spawner.h"
+#include "runner/spawner.h"
 
 #include <gtest/gtest.h>
 #include <signal.h>

@@ -1,6 +1,6 @@
 // Language workers on the host: the protocol on fd 3, the program's semantics, and the
 // helpers that decide which worker may run what.
-#include "agent/init/workers.h"
+#include "runner/workers.h"
 
 #include <gtest/gtest.h>
 #include <poll.h>

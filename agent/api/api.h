@@ -1,0 +1,65 @@
+// The agent's HTTP API (DESIGN.md table): routing, authentication to a tenant, request
+// validation and the JSON answers. Served on TCP and on the root-only unix socket.
+#pragma once
+
+#include <functional>
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include "agent/sandbox/sandbox_manager.h"
+#include "common/auth.h"
+#include "common/http_server.h"
+#include "common/metrics.h"
+
+namespace swissbox {
+
+class CriMonitor;
+
+struct ApiOptions {
+  std::string region = "dev";
+  const CriMonitor* cri = nullptr;  // the node's container runtime, if the agent watches it
+  TokenTable tokens;  // empty = no auth (the agent then listens on loopback only)
+  size_t max_json_body = 16 << 20;
+};
+
+class AgentApi {
+ public:
+  AgentApi(SandboxManager& mgr, Metrics& metrics, ApiOptions opts);
+  void handle(http::Request&& req, std::shared_ptr<http::Responder> res);
+  // http::ServerOptions::admit and body_limit_for: the token is checked on the header,
+  // before a body is read; JSON routes take small bodies, file uploads and code larger ones.
+  std::optional<Error> admit(const http::RequestHeader& header, bool from_unix_socket) const;
+  uint64_t body_limit(const http::RequestHeader& header) const;
+  // http::ServerOptions::stream_body: file uploads reach the sandbox as they arrive.
+  static bool streams_body(const http::RequestHeader& header);
+
+ private:
+  struct Call;
+  void route(Call& c);
+  void sandbox_route(Call& c, const std::string& id, const std::string& rest);
+  void create_sandbox(Call& c);
+  void exec(Call& c, std::shared_ptr<Sandbox> sb, bool code);
+  void watch_client(const std::shared_ptr<http::Responder>& res,
+                    const std::shared_ptr<struct ExecHandle>& handle);
+  void files(Call& c, std::shared_ptr<Sandbox> sb, bool list);
+  void execute_oneshot(Call& c);
+  void node_info(Call& c);
+  void warmpool(Call& c, const std::string& tmpl);
+  // Counts a finished run (kind: exec, code, oneshot): its outcome, truncation, the
+  // tenant's executions and its latency by template and language.
+  std::function<void(const Result<struct ExecOutcome>&)> run_recorder(
+      std::string kind, std::string template_name, std::string tenant,
+      const struct ExecRequest& req);
+
+  SandboxManager& mgr_;
+  Metrics& metrics_;
+  ApiOptions opts_;
+};
+
+// Nesting deeper than max_depth is refused before the JSON parser sees it (the parser
+// recurses per level).
+bool json_depth_ok(std::string_view text, int max_depth);
+
+}  // namespace swissbox

@@ -1,0 +1,160 @@
+#include "agent/runtime/sandbox_spec.h"
+
+#include <algorithm>
+
+#include "agent/net/egress_policy.h"
+
+#include <nlohmann/json.hpp>
+
+namespace swissbox {
+
+using json = nlohmann::json;
+
+const std::map<std::string, Template>& builtin_templates() {
+  static const std::map<std::string, Template> kTemplates = {
+      {"default", {"default", {2, 512, 10240, 512}}},
+      {"lightweight", {"lightweight", {1, 256, 5120, 256}}},
+      {"heavy", {"heavy", {4, 2048, 20480, 1024}}},
+      {"browser", {"browser", {2, 1024, 10240, 1024}}},
+  };
+  return kTemplates;
+}
+
+std::string pool_key(const std::string& template_name, const std::string& network,
+                     const std::string& language) {
+  std::string key = template_name;
+  if (network != kNetworkNone) key += ":" + network;
+  if (!language.empty()) key += "+" + language;
+  return key;
+}
+
+const std::vector<std::string>& worker_languages() {
+  static const std::vector<std::string> langs = {"python", "javascript", "typescript"};
+  return langs;
+}
+
+std::optional<PoolKey> parse_pool_key(const std::string& key) {
+  PoolKey k;
+  auto plus = key.find('+');
+  std::string rest = key.substr(0, plus);
+  if (plus != std::string::npos) k.language = key.substr(plus + 1);
+  auto colon = rest.find(':');
+  k.template_name = rest.substr(0, colon);
+  if (colon != std::string::npos) k.network = rest.substr(colon + 1);
+  const auto& langs = worker_languages();
+  bool network_ok = colon == std::string::npos || k.network == kNetworkEgress;
+  bool language_ok = plus == std::string::npos ||
+                     std::find(langs.begin(), langs.end(), k.language) != langs.end();
+  if (!builtin_templates().count(k.template_name) || !network_ok || !language_ok) return std::nullopt;
+  return k;
+}
+
+const std::map<std::string, std::string>& base_environment() {
+  static const std::map<std::string, std::string> env = {
+      {"PATH", "/usr/local/bin:/usr/bin:/bin"},
+      {"HOME", "/workspace"},
+      {"LC_CTYPE", "C.UTF-8"},
+      {"SHELL", "/bin/bash"},
+      {"USER", "sandbox"},
+  };
+  return env;
+}
+
+bool valid_env_name(std::string_view name) {
+  if (name.empty() || name.size() > 256 || (name[0] >= '0' && name[0] <= '9')) return false;
+  for (char c : name) {
+    if (!isalnum(static_cast<unsigned char>(c)) && c != '_') return false;
+  }
+  return true;
+}
+
+namespace {
+
+Error invalid(const std::string& msg) { return make_error(Code::kInvalidArgument, msg); }
+
+template <typename T>
+Status read_number(const json& body, const char* field, T min, T max, T* out) {
+  auto it = body.find(field);
+  if (it == body.end() || it->is_null()) return ok_status();
+  if (!it->is_number()) return invalid(std::string(field) + " must be a number");
+  double v = it->get<double>();
+  if (v < static_cast<double>(min) || v > static_cast<double>(max)) {
+    return invalid(std::string(field) + " must be between " + std::to_string(min) + " and " +
+                   std::to_string(max));
+  }
+  *out = static_cast<T>(v);
+  return ok_status();
+}
+
+}  // namespace
+
+Result<CreateRequest> parse_create_request(const json& body, const LimitBounds& bounds,
+                                           json* metadata_out) {
+  if (!body.is_object()) return invalid("request body must be a JSON object");
+  CreateRequest req;
+  if (auto it = body.find("template"); it != body.end() && !it->is_null()) {
+    if (!it->is_string()) return invalid("template must be a string");
+    req.template_name = it->get<std::string>();
+  }
+  auto tmpl = builtin_templates().find(req.template_name);
+  if (tmpl == builtin_templates().end()) {
+    return invalid("unknown template '" + req.template_name +
+                   "' (known: default, lightweight, heavy, browser)");
+  }
+  req.limits = tmpl->second.limits;
+  if (auto st = read_number(body, "cpu", 0.1, bounds.max_cpu, &req.limits.cpu); !st)
+    return st.error();
+  if (auto st =
+          read_number<int64_t>(body, "memory_mb", 64, bounds.max_memory_mb, &req.limits.memory_mb);
+      !st) {
+    return st.error();
+  }
+  if (auto st = read_number<int64_t>(body, "disk_mb", 16, bounds.max_disk_mb, &req.limits.disk_mb);
+      !st) {
+    return st.error();
+  }
+  if (auto st = read_number<int64_t>(body, "pids", 16, bounds.max_pids, &req.limits.pids); !st)
+    return st.error();
+  int64_t timeout_s = req.timeout.count();
+  if (auto st = read_number<int64_t>(body, "timeout_s", 1, 7 * 24 * 3600, &timeout_s); !st)
+    return st.error();
+  req.timeout = std::chrono::seconds(timeout_s);
+  if (auto it = body.find("network"); it != body.end() && !it->is_null()) {
+    if (!it->is_string() || (*it != kNetworkNone && *it != kNetworkEgress))
+      return invalid("network must be \"none\" or \"egress\"");
+    req.network = it->get<std::string>();
+  }
+  if (auto it = body.find("egress_allowlist"); it != body.end() && !it->is_null()) {
+    if (!it->is_array()) return invalid("egress_allowlist must be an array of host names");
+    if (it->size() > 64) return invalid("egress_allowlist has more than 64 entries");
+    for (const auto& h : *it) {
+      if (!h.is_string() || !valid_allow_pattern(h.get<std::string>()))
+        return invalid("egress_allowlist entry " + h.dump() +
+                       " is not a host name or *.suffix pattern");
+      req.egress_allowlist.push_back(h.get<std::string>());
+    }
+    if (req.network != kNetworkEgress && !req.egress_allowlist.empty())
+      return invalid("egress_allowlist needs network \"egress\"");
+  }
+  if (auto st = read_number<int64_t>(body, "bandwidth_kbit", 64, 10'000'000, &req.bandwidth_kbit); !st)
+    return st.error();
+  if (req.bandwidth_kbit != 0 && req.network != kNetworkEgress)
+    return invalid("bandwidth_kbit needs network \"egress\"");
+  if (auto it = body.find("env"); it != body.end() && !it->is_null()) {
+    if (!it->is_object()) return invalid("env must be an object of strings");
+    if (it->size() > 256) return invalid("env has more than 256 entries");
+    for (auto& [k, v] : it->items()) {
+      if (!valid_env_name(k)) return invalid("env name '" + k + "' is not valid");
+      if (!v.is_string()) return invalid("env value of " + k + " must be a string");
+      req.env[k] = v.get<std::string>();
+    }
+  }
+  if (auto it = body.find("metadata"); it != body.end() && !it->is_null()) {
+    if (!it->is_object()) return invalid("metadata must be an object");
+    if (it->dump().size() > 16384) return invalid("metadata is larger than 16 KiB");
+    if (metadata_out) *metadata_out = *it;
+  }
+  return req;
+}
+
+}  // namespace swissbox

@@ -1,0 +1,1006 @@
+#include "agent/sandbox/sandbox_manager.h"
+
+#include <fmt/format.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <boost/asio/post.hpp>
+#include <future>
+#include <random>
+
+#include "agent/net/egress_proxy.h"
+#include "agent/sandbox/sandbox_records.h"
+#include "common/log.h"
+
+namespace swissbox {
+
+namespace asio = boost::asio;
+using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+// How many creates may queue per refill start when their pools are empty (see create()).
+constexpr int kMaxWaitersPerStart = 4;
+
+namespace {
+
+// Teardown yields to serving: a destroy worker runs at nice 10, and so do the runsc
+// processes it starts (a child takes its thread's nice value), so that on a busy CPU
+// refills and commands come first. Nice 10 still gets ≈ 10 % of a contended CPU.
+void lower_this_threads_priority() {
+  thread_local bool lowered = false;
+  if (!std::exchange(lowered, true)) setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), 10);
+}
+
+}  // namespace
+
+std::string_view state_name(SandboxState s) {
+  switch (s) {
+    case SandboxState::kWarm:
+      return "warm";
+    case SandboxState::kActive:
+      return "active";
+    case SandboxState::kFailed:
+      return "failed";
+  }
+  return "unknown";
+}
+
+json Sandbox::to_json(const std::string& node) const {
+  auto created =
+      std::chrono::duration_cast<std::chrono::milliseconds>(created_at.time_since_epoch());
+  json j = {{"id", id},
+            {"node", node},
+            {"template", template_name},
+            {"tenant", tenant},
+            {"state", state_name(state)},
+            {"limits",
+             // cpu, memory and pids are the sandbox's cgroup; disk comes with its quota.
+             {{"cpu", limits.cpu},
+              {"memory_mb", limits.memory_mb},
+              {"pids", limits.pids},
+              {"disk_mb", limits.disk_mb}}},
+            {"created_at", created.count() / 1000.0},
+            {"timeout_s", timeout.count()},
+            {"warm", from_pool},
+            {"metadata", metadata},
+            {"metrics",
+             {{"exec_count", exec_count},
+              {"last_exit_code", last_exit_code},
+              {"health", health_misses == 0 ? "ok" : "unresponsive"},
+              {"health_check_failures", health_failures_total}}}};
+  if (usage) {
+    json& m = j["metrics"];
+    m["cpu_seconds"] = usage->cpu_seconds;
+    m["cpu_percent"] = cpu_percent;
+    m["memory_bytes"] = usage->memory_bytes;
+    m["memory_peak_bytes"] = usage->memory_peak_bytes;
+    m["host_tasks"] = usage->pids;
+    m["oom_kills"] = usage->oom_kills;
+    if (usage->disk_used_bytes >= 0) {
+      m["disk_used_bytes"] = usage->disk_used_bytes;
+      m["disk_limit_bytes"] = usage->disk_limit_bytes;
+    }
+  }
+  j["network"] = {{"mode", network}};
+  if (network == kNetworkEgress) {
+    json& n = j["network"];
+    n["address"] = network_address;
+    n["egress_allowlist"] = egress_allowlist;
+    n["bandwidth_kbit"] = bandwidth_kbit;
+    if (usage && usage->net_in_bytes >= 0) {
+      n["bytes_in"] = usage->net_in_bytes;
+      n["bytes_out"] = usage->net_out_bytes;
+    }
+  }
+  if (!failure.empty()) j["failure"] = failure;
+  return j;
+}
+
+SandboxManager::SandboxManager(asio::io_context& ioc, asio::thread_pool& workers,
+                               SandboxRuntime& runtime, ManagerOptions opts, Metrics& metrics)
+    : ioc_(ioc),
+      workers_(workers),
+      runtime_(runtime),
+      opts_(std::move(opts)),
+      metrics_(metrics),
+      tick_timer_(ioc),
+      refill_timer_(ioc),
+      exec_gate_(ioc, opts_.exec_slots, opts_.exec_slot_hold) {
+  if (!opts_.records_dir.empty()) records_ = std::make_unique<RecordStore>(opts_.records_dir);
+  using T = Metrics::Type;
+  metrics_.describe("swissbox_sandboxes", T::kGauge, "Sandboxes on this node by state.");
+  metrics_.describe("swissbox_pool_target", T::kGauge, "Warm pool target per template.");
+  metrics_.describe("swissbox_pool_ready", T::kGauge, "Warm sandboxes ready to claim.");
+  metrics_.describe("swissbox_pool_starting", T::kGauge, "Warm sandboxes being started.");
+  metrics_.describe("swissbox_claims_total", T::kCounter, "Sandbox creations, warm or cold.");
+  metrics_.describe("swissbox_sandbox_starts_total", T::kCounter,
+                    "runsc sandbox starts by result.");
+  metrics_.describe("swissbox_sandbox_start_duration_seconds", T::kHistogram,
+                    "Time to make a sandbox ready (runsc create + start, runner answer, warm-up, "
+                    "language worker loaded), by pool.");
+  metrics_.describe("swissbox_claim_duration_seconds", T::kHistogram,
+                    "Time from a create request to a sandbox claimed for it, by template and "
+                    "whether it came warm from a pool.");
+  metrics_.describe("swissbox_cold_starts_total", T::kCounter,
+                    "Creates that found their pool empty and started a sandbox, by pool.");
+  metrics_.describe("swissbox_pool_active", T::kGauge, "Claimed sandboxes that came from each pool.");
+  metrics_.describe("swissbox_claim_waits_total", T::kCounter,
+                    "Creates that found their pools empty and took a sandbox that was already "
+                    "starting for the pool, by pool.");
+  metrics_.describe("swissbox_exec_queue_seconds", T::kHistogram,
+                    "Time a command waited for one of the node's exec slots.");
+  metrics_.describe("swissbox_exec_slots", T::kGauge, "Commands that may start at once (0: no limit).");
+  metrics_.describe("swissbox_exec_slots_in_use", T::kGauge, "Exec slots held by starting commands.");
+  metrics_.describe("swissbox_exec_queued", T::kGauge, "Commands waiting for an exec slot.");
+  metrics_.describe("swissbox_sandbox_failures_total", T::kCounter,
+                    "Sandboxes lost while warm or active, by state.");
+  metrics_.describe("swissbox_sandbox_limit_failures_total", T::kCounter,
+                    "Sandboxes ended by a host limit they hit (oom, tasks).");
+  metrics_.describe("swissbox_sandboxes_adopted_total", T::kCounter,
+                    "Active sandboxes of an earlier agent process served again after a restart.");
+  metrics_.describe("swissbox_gc_bad_records_total", T::kCounter,
+                    "Unreadable sandbox records found and removed at start.");
+  metrics_.describe("swissbox_sandbox_destroys_total", T::kCounter, "Sandbox removals by result.");
+  metrics_.describe("swissbox_tenant_cpu_seconds_total", T::kCounter,
+                    "Host CPU time of claimed sandboxes (sentry, gofer, code) per tenant.");
+  metrics_.describe("swissbox_node_draining", T::kGauge, "1 while the node takes no new sandboxes.");
+  metrics_.describe("swissbox_sandboxes_disk_bytes", T::kGauge,
+                    "Bytes the sandboxes' files use on their disks.");
+  metrics_.describe("swissbox_sandboxes_memory_bytes", T::kGauge,
+                    "Host memory charged to the cgroups of all sandboxes of this node.");
+  metrics_.describe("swissbox_health_check_failures_total", T::kCounter,
+                    "Runner pings that got no answer in time, by sandbox state.");
+  metrics_.describe("swissbox_gc_removed_total", T::kCounter,
+                    "Leftover sandboxes of an earlier run removed at start.");
+}
+
+SandboxManager::~SandboxManager() {
+  host_work_.join();
+  destroy_workers_.join();
+}
+
+std::string SandboxManager::new_id() { return new_sandbox_id(opts_.node_name); }
+
+void SandboxManager::start(std::function<void(Status)> done) {
+  if (records_) {
+    if (auto st = records_->open(); !st) return done(st.error());
+  }
+  asio::post(workers_, [this, done = std::move(done)] {
+    auto ids = runtime_.list();
+    if (!ids) {
+      asio::post(ioc_, [done, e = ids.error()] { done(e); });
+      return;
+    }
+    // An active sandbox with a record and a running runtime sandbox is taken back; every
+    // other thing the runtime holds (warm sandboxes, half-made or half-deleted ones) is
+    // garbage from the earlier run and is removed before serving.
+    std::set<std::string> leftover(ids->begin(), ids->end());
+    std::vector<std::pair<Sandbox, RunnerLink>> adopted;
+    int bad = 0;
+    for (Sandbox& rec : records_ ? records_->load(&bad) : std::vector<Sandbox>{}) {
+      if (!leftover.count(rec.id)) {
+        log::warn("sandbox of the earlier run is gone", {{"sandbox", rec.id}});
+        (void)records_->remove(rec.id);
+        continue;
+      }
+      auto link = runtime_.reattach(rec.id);
+      if (!link) {
+        log::warn("sandbox of the earlier run could not be reattached",
+                  {{"sandbox", rec.id}, {"error", link.error().to_string()}});
+        (void)records_->remove(rec.id);
+        continue;
+      }
+      leftover.erase(rec.id);
+      adopted.emplace_back(std::move(rec), std::move(*link));
+    }
+    // In parallel on the delete threads: a crash amid a burst of deletes can leave dozens,
+    // at ≈ 1.5 s each.
+    std::vector<std::future<void>> removals;
+    for (const auto& id : leftover) {
+      std::packaged_task<void()> remove([this, id] {
+        auto st = runtime_.destroy(id);
+        log::info("gc removed leftover sandbox", {{"sandbox", id}, {"ok", st.ok()}});
+        metrics_.add("swissbox_gc_removed_total");
+      });
+      removals.push_back(remove.get_future());
+      asio::post(destroy_workers_, std::move(remove));
+    }
+    for (auto& r : removals) r.wait();
+    if (bad > 0) metrics_.add("swissbox_gc_bad_records_total", {}, bad);
+    asio::post(ioc_, [this, done, adopted = std::move(adopted)]() mutable {
+      for (auto& [rec, link] : adopted) adopt(std::move(rec), std::move(link));
+      next_health_ = Clock::now() + opts_.health_interval;
+      next_gc_ = Clock::now() + opts_.gc_interval;
+      refill();
+      tick();
+      done(ok_status());
+    });
+  });
+}
+
+int SandboxManager::total_sandboxes() const {
+  int live = 0;
+  for (const auto& [id, sb] : sandboxes_) live += sb->state != SandboxState::kFailed;
+  return live + starting_total_;
+}
+
+void SandboxManager::refill() {
+  if (stopping_) return release_stranded_waiters();
+  // Each start goes to the pool that is furthest below its target (as a fraction of it),
+  // so that a burst on one pool is not refilled only after the pools before it by name.
+  auto emptiest = [this]() -> std::string {
+    std::string best;
+    double best_fill = 1;
+    for (const auto& [tmpl, target] : opts_.pool_targets) {
+      double fill = target > 0 ? (ready_[tmpl].size() + starting_[tmpl]) / double(target) : 1;
+      if (fill < best_fill) best = tmpl, best_fill = fill;
+    }
+    return best;
+  };
+  while (starting_total_ < opts_.refill_concurrency && total_sandboxes() < opts_.max_sandboxes) {
+    std::string tmpl = emptiest();
+    if (tmpl.empty()) break;
+    ++refilling_[tmpl];
+    start_one(tmpl, [this, tmpl = tmpl](Result<SandboxPtr> r) {
+      --refilling_[tmpl];
+      // A create that found the pool empty waits for this start (or, if it failed, starts
+      // its own sandbox).
+      if (auto& waiting = waiters_[tmpl]; !waiting.empty()) {
+        auto waiter = std::move(waiting.front());
+        waiting.pop_front();
+        if (r && !(*r)->channel->alive()) r = make_error(Code::kUnavailable, "the sandbox was lost");
+        waiter(std::move(r));
+        return refill();
+      }
+      if (!r) {
+        log::warn("warm sandbox failed to start",
+                  {{"template", tmpl}, {"error", r.error().to_string()}});
+        // Back off a little so a broken runtime does not spin.
+        auto t = std::make_shared<asio::steady_timer>(ioc_, std::chrono::seconds(2));
+        t->async_wait([this, t](boost::system::error_code) { refill(); });
+        return;
+      }
+      ready_[tmpl].push_back(*r);
+      update_gauges();
+      refill();
+    });
+  }
+  release_stranded_waiters();
+  update_gauges();
+}
+
+// Creates waiting on a pool that no longer refills (target lowered, node full, stopping)
+// start their own sandboxes (or get the reason they cannot).
+void SandboxManager::release_stranded_waiters() {
+  for (auto& [pool, waiting] : waiters_) {
+    if (refilling_[pool] > 0 && !stopping_) continue;
+    auto stranded = std::move(waiting);
+    waiting.clear();
+    for (auto& w : stranded) w(make_error(Code::kUnavailable, "the pool stopped refilling"));
+  }
+}
+
+void SandboxManager::refill_later() {
+  if (refill_pending_) return;
+  refill_pending_ = true;
+  refill_timer_.expires_after(opts_.refill_delay);
+  refill_timer_.async_wait([this](boost::system::error_code ec) {
+    refill_pending_ = false;
+    if (!ec) refill();
+  });
+}
+
+void SandboxManager::start_one(const std::string& pool,
+                               std::function<void(Result<SandboxPtr>)> ready) {
+  PoolKey key = *parse_pool_key(pool);
+  auto sb = std::make_shared<Sandbox>();
+  sb->id = new_id();
+  sb->template_name = key.template_name;
+  sb->network = key.network;
+  sb->language = key.language;
+  sb->limits = builtin_templates().at(key.template_name).limits;
+  SandboxSpec spec;
+  spec.id = sb->id;
+  spec.hostname = "sandbox";
+  spec.limits = sb->limits;
+  spec.network = key.network;
+  for (const auto& [k, v] : base_environment()) spec.env.push_back(k + "=" + v);
+  ++starting_[pool];
+  ++starting_total_;
+  starting_ids_.insert(sb->id);
+  auto t0 = Clock::now();
+  asio::post(workers_, [this, sb, spec, ready = std::move(ready), t0]() mutable {
+    auto link = runtime_.start(spec);
+    if (link && spec.network == kNetworkEgress) {
+      if (auto addrs = runtime_.network(spec.id)) {
+        sb->network_address = addrs->sandbox_ip;  // not shared with the I/O thread yet
+        sb->network_gateway = addrs->gateway_ip;
+      }
+    }
+    asio::post(ioc_, [this, sb, ready = std::move(ready), t0, link = std::move(link)]() mutable {
+      auto finish = [this, sb, t0](bool ok) {
+        starting_ids_.erase(sb->id);
+        --starting_[sb->pool()];
+        --starting_total_;
+        metrics_.add("swissbox_sandbox_starts_total",
+                     Metrics::labels({{"result", ok ? "ok" : "error"}}));
+        std::chrono::duration<double> d = Clock::now() - t0;
+        if (ok) {
+          metrics_.observe("swissbox_sandbox_start_duration_seconds",
+                           Metrics::labels({{"pool", sb->pool()}}), d.count());
+        }
+        check_all_destroyed();
+      };
+      if (!link) {
+        finish(false);
+        return ready(link.error());
+      }
+      sb->channel = std::make_shared<RunnerChannel>(ioc_, std::move(link->socket));
+      sb->channel->start([this, id = sb->id](const std::string& why) { on_lost(id, why); });
+      // Ready means the runner answers; a sandbox that does not within the deadline is
+      // destroyed rather than handed out.
+      auto timer = std::make_shared<asio::steady_timer>(ioc_, opts_.ready_timeout);
+      auto answered = std::make_shared<bool>(false);
+      auto done = [this, sb, ready, finish, timer, answered, t0](std::string err) mutable {
+        if (*answered) return;
+        *answered = true;
+        timer->cancel();
+        unready_.erase(sb->id);
+        if (!err.empty() || stopping_) {
+          sb->channel->close("not ready");
+          // Queued before finish(): a shutdown waiting for the last start must also wait
+          // for this destroy.
+          destroy_later(sb->id, err.empty() ? "agent stopping" : err);
+          finish(err.empty());
+          return ready(make_error(Code::kUnavailable, err.empty() ? "agent stopping" : err));
+        }
+        finish(true);
+        sb->runner_secret = sb->channel->runner_secret();
+        sb->created_at = std::chrono::system_clock::now();
+        sb->last_used = Clock::now();
+        sandboxes_[sb->id] = sb;
+        log::info("sandbox ready",
+                  {{"sandbox", sb->id},
+                   {"template", sb->template_name},
+                   {"ms", std::chrono::duration<double, std::milli>(Clock::now() - t0).count()}});
+        ready(sb);
+      };
+      timer->async_wait([done](boost::system::error_code ec) mutable {
+        if (!ec) done("runner did not answer within the start deadline");
+      });
+      unready_[sb->id] = sb;
+      // Ready = the runner answered and ran the warm-up command: each sandbox has its own
+      // page cache, and without it the claimer's first command pays for loading the loader,
+      // libc and the shell through the gofer.
+      // A language pool's sandbox is ready once its worker has loaded the runtime.
+      auto load_worker = [sb, done]() mutable {
+        if (sb->language.empty()) return done("");
+        sb->channel->call({{"op", "prepare"},
+                           {"languages", {sb->language}},
+                           {"env", base_environment()}},
+                          {}, [sb, done](const proto::Event& e) mutable {
+                            if (e.kind == proto::EventKind::kResult && e.ok) return done(""), true;
+                            done(fmt::format("{} worker: {}", sb->language, e.message));
+                            return true;
+                          });
+      };
+      std::vector<std::string> warmup = opts_.warmup_argv;
+      sb->channel->call({{"op", "ping"}}, {}, [sb, done, warmup, load_worker](const proto::Event& e) mutable {
+        if (e.kind != proto::EventKind::kResult) {
+          done(e.message);
+          return true;
+        }
+        // A language pool's worker load warms the loader and libc itself.
+        if (warmup.empty() || !sb->language.empty()) {
+          load_worker();
+          return true;
+        }
+        sb->channel->call({{"op", "exec"},
+                           {"argv", warmup},
+                           {"timeout_ms", 10000},
+                           {"env", base_environment()}},
+                          {}, [done, load_worker](const proto::Event& e) mutable {
+                            using proto::EventKind;
+                            if (e.kind == EventKind::kStdout || e.kind == EventKind::kStderr) return false;
+                            // A failing warm-up only means a cold cache, not a broken sandbox.
+                            if (e.kind == EventKind::kLost) return done(e.message), true;
+                            load_worker();
+                            return true;
+                          });
+        return true;
+      });
+    });
+  });
+}
+
+void SandboxManager::adopt(Sandbox record, RunnerLink link) {
+  auto sb = std::make_shared<Sandbox>(std::move(record));
+  sb->last_used = Clock::now();
+  sb->channel = std::make_shared<RunnerChannel>(ioc_, std::move(link.socket));
+  sb->channel->start([this, id = sb->id](const std::string& why) { on_lost(id, why); });
+  sandboxes_[sb->id] = sb;
+  allow_egress(*sb);
+  metrics_.add("swissbox_sandboxes_adopted_total");
+  log::info("sandbox of the earlier run adopted", {{"sandbox", sb->id}, {"tenant", sb->tenant}});
+  // The bridge's first frame proves to the runner that the agent is on the other end.
+  sb->channel->notify({{"op", "attach"}, {"secret", sb->runner_secret}});
+  // The bridge answers or the channel dies and on_lost fails the sandbox with the reason.
+  sb->channel->call({{"op", "ping"}}, {}, [](const proto::Event&) { return true; });
+}
+
+void SandboxManager::create(const CreateRequest& req, std::string tenant, json metadata,
+                            CreateFn fn) {
+  if (stopping_) return fn(make_error(Code::kUnavailable, "the agent is shutting down"), false);
+  if (draining_) {
+    return fn(make_error(Code::kConflict,
+                         fmt::format("node {} is draining: it takes no new sandboxes", opts_.node_name)),
+              false);
+  }
+  if (req.network == kNetworkEgress && !(runtime_.offers_egress() && opts_.egress_proxy)) {
+    return fn(make_error(Code::kInvalidArgument,
+                         fmt::format("node {} offers no network to sandboxes (network \"none\" only)",
+                                     opts_.node_name)),
+              false);
+  }
+  auto terms = std::make_shared<ClaimTerms>(ClaimTerms{req, std::move(tenant), std::move(metadata), Clock::now()});
+  // A one-shot's language pool first (its worker is loaded), then the plain pool.
+  std::vector<std::string> pools = {pool_key(req.template_name, req.network)};
+  if (!req.language.empty()) pools.insert(pools.begin(), pool_key(req.template_name, req.network, req.language));
+  for (const auto& key : pools) {
+    auto& pool = ready_[key];
+    while (!pool.empty()) {
+      SandboxPtr sb = pool.back();
+      pool.pop_back();
+      if (!sb->channel->alive()) continue;  // lost meanwhile; on_lost cleans it up
+      claim(sb, true, terms, std::move(fn));
+      return refill_later();
+    }
+  }
+  // Cold start: the same path as a refill, claimed as soon as the runner answers.
+  auto cold_start = [this, terms, fn, key = pool_key(req.template_name, req.network)] {
+    if (stopping_) return fn(make_error(Code::kUnavailable, "the agent is shutting down"), false);
+    if (total_sandboxes() >= opts_.max_sandboxes) {
+      return fn(make_error(Code::kResourceExhausted,
+                           fmt::format("node {} is at its limit of {} sandboxes", opts_.node_name,
+                                       opts_.max_sandboxes)),
+                false);
+    }
+    metrics_.add("swissbox_cold_starts_total", Metrics::labels({{"pool", key}}));
+    start_one(key, [this, terms, fn](Result<SandboxPtr> r) {
+      if (!r) return fn(r.error(), false);
+      claim(*r, false, terms, fn);
+    });
+    refill();
+  };
+  // The pools are empty but refilling: the create takes the next sandbox the refill makes
+  // ready. A start under way ends sooner than a cold start begun now, and a burst queues
+  // behind the refill instead of adding starts that slow every start on the node's cores
+  // (measured: one-shots at 9/s for 30 s on two cores drained the pool, then made 182 cold
+  // starts and a p99 of 5.6 s; queued, none, p99 2.9 s). Past kMaxWaitersPerStart waiting
+  // creates per concurrent refill start (per pool), a create cold-starts.
+  for (const auto& key : pools) {
+    if (refilling_[key] == 0 ||
+        static_cast<int>(waiters_[key].size()) >= kMaxWaitersPerStart * opts_.refill_concurrency)
+      continue;
+    metrics_.add("swissbox_claim_waits_total", Metrics::labels({{"pool", key}}));
+    waiters_[key].push_back([this, terms, fn, cold_start](Result<SandboxPtr> r) {
+      if (!r) return cold_start();
+      claim(*r, true, terms, fn);
+    });
+    return;
+  }
+  cold_start();
+}
+
+// The host side of a claim — limits other than the pool's (cgroup writes, and the disk
+// reservation's fallocate), a bandwidth other than the node's default (netlink in the
+// sandbox's namespace) — runs on the host-work threads; the sandbox stays out of every pool
+// and hidden meanwhile (still warm: lost meanwhile, it is retired as a warm one), and is the
+// tenant's once that work is done and its record written.
+void SandboxManager::claim(SandboxPtr sb, bool warm, std::shared_ptr<const ClaimTerms> terms,
+                           CreateFn fn) {
+  const CreateRequest& req = terms->req;
+  bool limits = sb->limits != req.limits, bandwidth = sb->bandwidth_kbit != req.bandwidth_kbit;
+  if (!limits && !bandwidth) return finish_claim(std::move(sb), warm, std::move(terms), ok_status(), std::move(fn));
+  asio::post(host_work_, [this, sb, warm, terms, fn = std::move(fn), limits, bandwidth]() mutable {
+    Status st = ok_status();
+    if (limits) {
+      if (auto r = runtime_.set_limits(sb->id, terms->req.limits); !r)
+        st = Error{r.error().code, r.error().sys_errno, "limits could not be applied: " + r.error().message};
+    }
+    if (st && bandwidth) {
+      if (auto r = runtime_.set_bandwidth(sb->id, terms->req.bandwidth_kbit); !r)
+        st = Error{r.error().code, r.error().sys_errno, "bandwidth could not be applied: " + r.error().message};
+    }
+    asio::post(ioc_, [this, sb = std::move(sb), warm, terms = std::move(terms), st = std::move(st),
+                      fn = std::move(fn)]() mutable {
+      finish_claim(std::move(sb), warm, std::move(terms), std::move(st), std::move(fn));
+    });
+  });
+}
+
+void SandboxManager::finish_claim(SandboxPtr sb, bool warm, std::shared_ptr<const ClaimTerms> terms,
+                                  Status host_work, CreateFn fn) {
+  const CreateRequest& req = terms->req;
+  if (stopping_) return fn(make_error(Code::kUnavailable, "the agent is shutting down"), false);
+  if (find(sb->id) != sb || !sb->channel->alive()) {
+    return fn(make_error(Code::kUnavailable,
+                         fmt::format("sandbox {} was lost while it was being claimed: {}", sb->id,
+                                     sb->failure.empty() ? "its runner went away" : sb->failure)),
+              false);
+  }
+  if (!host_work) {
+    retire(sb->id, host_work.error().to_string());
+    return fn(host_work.error(), false);
+  }
+  sb->state = SandboxState::kActive;
+  sb->tenant = terms->tenant;
+  sb->limits = req.limits;
+  sb->bandwidth_kbit = req.bandwidth_kbit;
+  sb->env = req.env;
+  sb->egress_allowlist = req.egress_allowlist;
+  if (auto t = opts_.egress_template_allow.find(req.template_name);
+      req.egress_allowlist.empty() && t != opts_.egress_template_allow.end()) {
+    sb->egress_allowlist = t->second;
+  }
+  allow_egress(*sb);
+  sb->timeout = req.timeout;
+  sb->metadata = terms->metadata.is_object() ? terms->metadata : json::object();
+  sb->from_pool = warm;
+  sb->created_at = std::chrono::system_clock::now();
+  sb->last_used = Clock::now();
+  // On disk before the API answers: a crash from here on leaves a sandbox to take back.
+  if (records_) {
+    if (auto st = records_->save(*sb); !st) {
+      retire(sb->id, "its record could not be written: " + st.error().to_string());
+      return fn(st.error(), false);
+    }
+  }
+  auto labels = Metrics::labels({{"template", req.template_name}, {"warm", warm ? "true" : "false"}});
+  metrics_.add("swissbox_claims_total", labels);
+  metrics_.observe("swissbox_claim_duration_seconds", labels,
+                   std::chrono::duration<double>(Clock::now() - terms->started).count());
+  log::info("sandbox claimed", {{"sandbox", sb->id}, {"tenant", sb->tenant}, {"warm", warm}});
+  update_gauges();
+  fn(std::move(sb), warm);
+}
+
+SandboxManager::SandboxPtr SandboxManager::find(const std::string& id) const {
+  auto it = sandboxes_.find(id);
+  return it == sandboxes_.end() ? nullptr : it->second;
+}
+
+std::vector<SandboxManager::SandboxPtr> SandboxManager::list(const std::string& tenant) const {
+  std::vector<SandboxPtr> out;
+  for (const auto& [id, sb] : sandboxes_) {
+    if (sb->state == SandboxState::kWarm) continue;
+    if (tenant.empty() || sb->tenant == tenant) out.push_back(sb);
+  }
+  return out;
+}
+
+void SandboxManager::read_usage(SandboxPtr sb, std::function<void(std::optional<MemoryFootprint>)> done) {
+  asio::post(host_work_, [this, sb = std::move(sb), done = std::move(done)]() mutable {
+    auto u = runtime_.usage(sb->id);
+    auto f = runtime_.footprint(sb->id);
+    asio::post(ioc_, [this, sb = std::move(sb), u = std::move(u), f, done = std::move(done)] {
+      if (u && find(sb->id) == sb) apply_usage(*sb, *u);
+      done(f);
+    });
+  });
+}
+
+void SandboxManager::warm_footprints(std::function<void(std::map<std::string, MemoryFootprint>)> done) {
+  std::map<std::string, std::vector<std::string>> ids;
+  for (const auto& [pool, ready] : ready_) {
+    for (const auto& sb : ready) ids[pool].push_back(sb->id);
+  }
+  asio::post(host_work_, [this, ids = std::move(ids), done = std::move(done)]() mutable {
+    std::map<std::string, MemoryFootprint> out;
+    for (const auto& [pool, members] : ids) {
+      MemoryFootprint sum;
+      int64_t n = 0;
+      for (const auto& id : members) {
+        auto f = runtime_.footprint(id);
+        if (!f) continue;
+        sum.pss_bytes += f->pss_bytes;
+        sum.rss_bytes += f->rss_bytes;
+        ++n;
+      }
+      if (n > 0) out[pool] = {sum.pss_bytes / n, sum.rss_bytes / n};
+    }
+    asio::post(ioc_, [out = std::move(out), done = std::move(done)] { done(out); });
+  });
+}
+
+// Every live sandbox's host usage, read on the host-work threads in batches (a claim's
+// host work queued meanwhile waits for one batch, not for all); the totals are set once
+// the last batch is back. A round still under way when the next tick comes is not doubled.
+void SandboxManager::sample_all_usage() {
+  if (sampling_) return;
+  std::vector<SandboxPtr> live;
+  for (const auto& [id, sb] : sandboxes_) {
+    if (sb->state != SandboxState::kFailed) live.push_back(sb);
+  }
+  constexpr size_t kBatch = 16;
+  auto round = std::make_shared<size_t>((live.size() + kBatch - 1) / kBatch);
+  if (*round == 0) return set_usage_totals();
+  sampling_ = true;
+  for (size_t first = 0; first < live.size(); first += kBatch) {
+    std::vector<SandboxPtr> batch(live.begin() + first, live.begin() + std::min(live.size(), first + kBatch));
+    asio::post(host_work_, [this, batch = std::move(batch), round]() mutable {
+      std::vector<std::pair<SandboxPtr, CgroupUsage>> read;
+      for (auto& sb : batch) {
+        if (auto u = runtime_.usage(sb->id)) read.emplace_back(std::move(sb), std::move(*u));
+      }
+      asio::post(ioc_, [this, read = std::move(read), round] {
+        for (const auto& [sb, u] : read) {
+          if (find(sb->id) == sb && sb->state != SandboxState::kFailed) apply_usage(*sb, u);
+        }
+        if (--*round > 0) return;
+        sampling_ = false;
+        set_usage_totals();
+      });
+    });
+  }
+}
+
+void SandboxManager::set_usage_totals() {
+  int64_t memory = 0, disk = 0;
+  for (const auto& [id, sb] : sandboxes_) {
+    if (sb->state == SandboxState::kFailed || !sb->usage) continue;
+    memory += sb->usage->memory_bytes;
+    disk += std::max<int64_t>(0, sb->usage->disk_used_bytes);
+  }
+  metrics_.set("swissbox_sandboxes_memory_bytes", {}, static_cast<double>(memory));
+  metrics_.set("swissbox_sandboxes_disk_bytes", {}, static_cast<double>(disk));
+}
+
+void SandboxManager::apply_usage(Sandbox& sb, const CgroupUsage& usage) {
+  const CgroupUsage* u = &usage;
+  auto now = Clock::now();
+  double before = sb.usage ? sb.usage->cpu_seconds : u->cpu_seconds;
+  if (sb.state == SandboxState::kActive && u->cpu_seconds > before) {
+    metrics_.add("swissbox_tenant_cpu_seconds_total", Metrics::labels({{"tenant", sb.tenant}}),
+                 u->cpu_seconds - before);
+  }
+  if (sb.state == SandboxState::kActive && u->net_in_bytes >= 0) {
+    auto add = [&](const char* direction, int64_t now_bytes, int64_t before_bytes) {
+      if (now_bytes > before_bytes)
+        metrics_.add("swissbox_tenant_network_bytes_total",
+                     Metrics::labels({{"tenant", sb.tenant}, {"direction", direction}}),
+                     static_cast<double>(now_bytes - before_bytes));
+    };
+    // Counted from the claim on: a warm sandbox's own traffic (none) is nobody's.
+    int64_t in0 = sb.usage ? std::max<int64_t>(sb.usage->net_in_bytes, 0) : u->net_in_bytes;
+    int64_t out0 = sb.usage ? std::max<int64_t>(sb.usage->net_out_bytes, 0) : u->net_out_bytes;
+    add("in", u->net_in_bytes, in0);
+    add("out", u->net_out_bytes, out0);
+  }
+  double wall = std::chrono::duration<double>(now - sb.cpu_base_at).count();
+  if (sb.cpu_base < 0) {
+    sb.cpu_base = u->cpu_seconds;
+    sb.cpu_base_at = now;
+  } else if (wall >= 0.5) {
+    sb.cpu_percent = 100.0 * (u->cpu_seconds - sb.cpu_base) / wall;
+    sb.cpu_base = u->cpu_seconds;
+    sb.cpu_base_at = now;
+  }
+  sb.usage = *u;
+}
+
+void SandboxManager::allow_egress(Sandbox& sb) {
+  if (sb.network != kNetworkEgress || sb.network_address.empty() || !opts_.egress_proxy) return;
+  std::optional<std::vector<std::string>> ceiling;
+  if (auto t = opts_.egress_tenant_allow.find(sb.tenant); t != opts_.egress_tenant_allow.end())
+    ceiling = t->second;
+  opts_.egress_proxy->allow(sb.network_address, sb.id, sb.egress_allowlist, std::move(ceiling));
+  // Every command finds the way out in the variables curl, pip, npm and requests read;
+  // the request's own env wins.
+  std::string proxy = fmt::format("http://{}:{}", sb.network_gateway, opts_.egress_proxy_port);
+  for (const char* k : {"HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"}) sb.env.try_emplace(k, proxy);
+  sb.env.try_emplace("NO_PROXY", "localhost,127.0.0.1");
+  sb.env.try_emplace("no_proxy", "localhost,127.0.0.1");
+}
+
+void SandboxManager::forget_egress(const Sandbox& sb) {
+  if (!sb.network_address.empty() && opts_.egress_proxy) opts_.egress_proxy->forget(sb.network_address);
+}
+
+void SandboxManager::touch(Sandbox& sb, int delta) {
+  sb.busy += delta;
+  sb.last_used = Clock::now();
+}
+
+Status SandboxManager::remove(const std::string& id, const std::string& why) {
+  auto it = sandboxes_.find(id);
+  if (it == sandboxes_.end()) return make_error(Code::kNotFound, "sandbox " + id + " not found");
+  SandboxPtr sb = it->second;
+  sandboxes_.erase(it);
+  auto& pool = ready_[sb->pool()];
+  std::erase(pool, sb);
+  forget_egress(*sb);
+  bool failed = sb->state == SandboxState::kFailed;
+  if (sb->channel) sb->channel->close("sandbox deleted");
+  // A failed sandbox was already destroyed when it failed.
+  if (!failed) destroy_later(id, why);
+  update_gauges();
+  refill();
+  return ok_status();
+}
+
+void SandboxManager::retire(const std::string& id, const std::string& why) {
+  // Internal removals: the sandbox may already be gone, which is fine.
+  (void)remove(id, why);
+}
+
+void SandboxManager::on_lost(const std::string& id, const std::string& reason) {
+  auto sb = find(id);
+  if (!sb) return;  // deleted by us
+  metrics_.add("swissbox_sandbox_failures_total",
+               Metrics::labels({{"state", state_name(sb->state)}}));
+  log::warn("sandbox lost",
+            {{"sandbox", id}, {"state", state_name(sb->state)}, {"reason", reason}});
+  if (sb->state == SandboxState::kWarm) {
+    retire(id, "lost while warm: " + reason);
+    return;
+  }
+  sb->state = SandboxState::kFailed;
+  sb->failure = reason;
+  forget_egress(*sb);
+  // When the host's limits end a sandbox (an OOM kill of the sentry, a sentry that cannot
+  // make threads) the runner's pipe closing is all that is seen: the cgroup tells why. Read
+  // here, before anyone can ask (a rare path, and a few small files).
+  if (auto u = runtime_.cgroup_usage(id)) sb->usage = *u;
+  if (sb->usage && sb->usage->oom_kills > 0) {
+    sb->failure_kind = "oom";
+    sb->failure = fmt::format(
+        "out of memory: the sandbox went over its memory limit of {} MiB faster than its "
+        "guard could stop it and the host killed it ({})",
+        sb->limits.memory_mb, reason);
+  } else if (sb->usage && sb->usage->pids_limit_hits > 0) {
+    sb->failure_kind = "tasks";
+    sb->failure = fmt::format(
+        "task limit: the sandbox's processes (pids {}) made the runtime exceed its host task "
+        "limit and it stopped ({})",
+        sb->limits.pids, reason);
+  }
+  if (!sb->failure_kind.empty()) {
+    metrics_.add("swissbox_sandbox_limit_failures_total",
+                 Metrics::labels({{"limit", sb->failure_kind}}));
+  }
+  sb->last_used = Clock::now();
+  destroy_later(id, reason);
+  update_gauges();
+}
+
+void SandboxManager::destroy_later(const std::string& id, const std::string& why) {
+  // Gone from disk before anyone hears of the removal: a crash from here on must not
+  // bring the sandbox back.
+  if (records_) {
+    if (auto st = records_->remove(id); !st)
+      log::error("sandbox record not removed", {{"sandbox", id}, {"error", st.error().to_string()}});
+  }
+  destroying_.insert(id);
+  asio::post(destroy_workers_, [this, id, why] {
+    lower_this_threads_priority();
+    auto st = runtime_.destroy(id);
+    if (!st)
+      log::error("sandbox destroy failed", {{"sandbox", id}, {"error", st.error().to_string()}});
+    else
+      log::info("sandbox destroyed", {{"sandbox", id}, {"why", why}});
+    metrics_.add("swissbox_sandbox_destroys_total",
+                 Metrics::labels({{"result", st.ok() ? "ok" : "error"}}));
+    asio::post(ioc_, [this, id] {
+      destroying_.erase(id);
+      check_all_destroyed();
+    });
+  });
+}
+
+void SandboxManager::check_all_destroyed() {
+  // Shutdown is over when no start is in flight and no destroy is pending.
+  if (destroying_.empty() && starting_total_ == 0 && on_all_destroyed_) {
+    std::exchange(on_all_destroyed_, nullptr)();
+  }
+}
+
+void SandboxManager::tick() {
+  if (stopping_) return;
+  auto now = Clock::now();
+  std::vector<std::string> expired, forgotten;
+  for (const auto& [id, sb] : sandboxes_) {
+    if (sb->state == SandboxState::kActive && sb->busy == 0 && now - sb->last_used > sb->timeout) {
+      expired.push_back(id);
+    }
+    if (sb->state == SandboxState::kFailed && now - sb->last_used > opts_.failed_retention) {
+      forgotten.push_back(id);
+    }
+  }
+  for (const auto& id : expired) {
+    log::info("sandbox expired", {{"sandbox", id}});
+    retire(id, "idle timeout");
+  }
+  for (const auto& id : forgotten) retire(id, "failed record retention over");
+  sample_all_usage();
+  if (now >= next_gc_) {
+    next_gc_ = now + opts_.gc_interval;
+    collect_garbage();
+  }
+  if (now >= next_health_) {
+    next_health_ = now + opts_.health_interval;
+    health_check();
+  }
+  tick_timer_.expires_after(std::chrono::seconds(1));
+  tick_timer_.async_wait([this](boost::system::error_code ec) {
+    if (!ec) tick();
+  });
+}
+
+// Every warm and active sandbox's runner is pinged; a warm one that misses is replaced at
+// once, an active one is failed after three misses in a row (a long burst of output can
+// delay one answer, a hung runner misses them all).
+// The runtime lists everything it holds; what the agent neither serves, starts nor deletes
+// is left from a failure the agent did not see (a destroy that failed, a crash mid-start).
+void SandboxManager::collect_garbage() {
+  if (gc_running_ || stopping_) return;
+  gc_running_ = true;
+  asio::post(workers_, [this] {
+    auto ids = runtime_.list();
+    for (const auto& what : runtime_.remove_orphans()) {
+      log::warn("gc: removed a network link no sandbox explains", {{"link", what}});
+      metrics_.add("swissbox_gc_removed_total");
+    }
+    asio::post(ioc_, [this, ids = std::move(ids)]() mutable {
+      gc_running_ = false;
+      if (stopping_) return;
+      if (!ids) {
+        log::warn("gc: listing the runtime failed", {{"error", ids.error().to_string()}});
+        return;
+      }
+      for (const auto& id : *ids) {
+        if (sandboxes_.count(id) || destroying_.count(id) || starting_ids_.count(id)) continue;
+        log::warn("gc: removing a sandbox the agent does not know", {{"sandbox", id}});
+        metrics_.add("swissbox_gc_removed_total");
+        destroy_later(id, "garbage collection");
+      }
+    });
+  });
+}
+
+void SandboxManager::health_check() {
+  for (const auto& [id, sb] : sandboxes_) {
+    if (sb->state != SandboxState::kFailed) ping(sb);
+  }
+}
+
+void SandboxManager::ping(const SandboxPtr& sb) {
+  static constexpr int kMissesToFail = 3;
+  auto answered = std::make_shared<bool>(false);
+  auto timer = std::make_shared<asio::steady_timer>(ioc_, std::chrono::seconds(5));
+  timer->async_wait([this, sb, answered](boost::system::error_code ec) {
+    if (ec || *answered || find(sb->id) != sb) return;
+    sb->health_misses++;
+    sb->health_failures_total++;
+    metrics_.add("swissbox_health_check_failures_total",
+                 Metrics::labels({{"state", state_name(sb->state)}}));
+    log::warn("sandbox missed a health check",
+              {{"sandbox", sb->id}, {"state", state_name(sb->state)}, {"misses", sb->health_misses}});
+    if (sb->state == SandboxState::kWarm) {
+      retire(sb->id, "health check timed out");
+    } else if (sb->state == SandboxState::kActive && sb->health_misses >= kMissesToFail) {
+      sb->channel->close(fmt::format("the runner missed {} health checks", kMissesToFail));
+    }
+  });
+  sb->channel->call({{"op", "ping"}}, {}, [sb, answered, timer](const proto::Event& e) {
+    *answered = true;
+    timer->cancel();
+    if (e.kind == proto::EventKind::kResult) sb->health_misses = 0;
+    return true;
+  });
+}
+
+void SandboxManager::set_draining(bool on) {
+  if (draining_ != on) log::info(on ? "draining" : "undrained", {{"node", opts_.node_name}});
+  draining_ = on;
+  metrics_.set("swissbox_node_draining", {}, on ? 1 : 0);
+}
+
+void SandboxManager::shutdown(bool keep_active, std::function<void()> done) {
+  stopping_ = true;
+  tick_timer_.cancel();
+  refill_timer_.cancel();
+  release_stranded_waiters();
+  std::vector<std::string> ids;
+  for (const auto& [id, sb] : sandboxes_) ids.push_back(id);
+  for (const auto& id : ids) {
+    SandboxPtr sb = sandboxes_.at(id);
+    if (keep_active && sb->state == SandboxState::kActive) {
+      // Left running with its record for the next agent process; forgotten first, so that
+      // closing its channel is not taken for a lost sandbox.
+      sandboxes_.erase(id);
+      if (sb->channel) sb->channel->close("agent stopping; the sandbox stays for the next agent");
+      log::info("sandbox left for the next agent", {{"sandbox", id}});
+      continue;
+    }
+    retire(id, "agent shutdown");
+  }
+  // Closing fails the readiness call, whose handler queues the destroy.
+  auto unready = unready_;
+  for (const auto& [id, sb] : unready) sb->channel->close("agent stopping");
+  if (destroying_.empty() && starting_total_ == 0) return done();
+  on_all_destroyed_ = std::move(done);
+}
+
+std::map<std::string, PoolStatus> SandboxManager::pool_status() const {
+  std::map<std::string, PoolStatus> out;
+  std::set<std::string> pools;
+  for (const auto& [name, t] : builtin_templates()) {
+    pools.insert(name);
+    if (runtime_.offers_egress() && opts_.egress_proxy) pools.insert(pool_key(name, kNetworkEgress));
+  }
+  for (const auto& [name, target] : opts_.pool_targets) pools.insert(name);  // language pools
+  for (const auto& name : pools) {
+    PoolStatus& p = out[name];
+    auto tgt = opts_.pool_targets.find(name);
+    p.target = tgt == opts_.pool_targets.end() ? 0 : tgt->second;
+    auto r = ready_.find(name);
+    p.ready = r == ready_.end() ? 0 : static_cast<int>(r->second.size());
+    auto s = starting_.find(name);
+    p.starting = s == starting_.end() ? 0 : s->second;
+  }
+  for (const auto& [id, sb] : sandboxes_) {
+    if (sb->state == SandboxState::kActive) out[sb->pool()].active++;
+  }
+  return out;
+}
+
+Status SandboxManager::set_pool_target(const std::string& tmpl, int target) {
+  auto key = parse_pool_key(tmpl);
+  if (!key) return make_error(Code::kNotFound, "unknown pool '" + tmpl + "'");
+  if (key->network == kNetworkEgress && !(runtime_.offers_egress() && opts_.egress_proxy))
+    return make_error(Code::kInvalidArgument, "this node offers no network to sandboxes");
+  if (target < 0 || target > opts_.max_sandboxes) {
+    return make_error(Code::kInvalidArgument,
+                      fmt::format("target must be between 0 and {}", opts_.max_sandboxes));
+  }
+  opts_.pool_targets[tmpl] = target;
+  // Shrinking retires the surplus warm sandboxes.
+  auto& pool = ready_[tmpl];
+  while (static_cast<int>(pool.size()) > target) retire(pool.front()->id, "pool target lowered");
+  refill();
+  return ok_status();
+}
+
+bool SandboxManager::pools_warm() const {
+  for (const auto& [tmpl, target] : opts_.pool_targets) {
+    auto r = ready_.find(tmpl);
+    if (target > 0 && (r == ready_.end() || r->second.empty())) return false;
+  }
+  return true;
+}
+
+int SandboxManager::active_count() const {
+  int n = 0;
+  for (const auto& [id, sb] : sandboxes_) n += sb->state == SandboxState::kActive;
+  return n;
+}
+
+void SandboxManager::update_gauges() {
+  std::map<std::string_view, int> by_state{{"warm", 0}, {"active", 0}, {"failed", 0}};
+  for (const auto& [id, sb] : sandboxes_) by_state[state_name(sb->state)]++;
+  for (const auto& [s, n] : by_state)
+    metrics_.set("swissbox_sandboxes", Metrics::labels({{"state", s}}), n);
+  for (const auto& [name, p] : pool_status()) {
+    auto l = Metrics::labels({{"template", name}});
+    metrics_.set("swissbox_pool_target", l, p.target);
+    metrics_.set("swissbox_pool_ready", l, p.ready);
+    metrics_.set("swissbox_pool_starting", l, p.starting);
+    metrics_.set("swissbox_pool_active", l, p.active);
+  }
+  metrics_.set("swissbox_exec_slots", {}, opts_.exec_slots);
+  metrics_.set("swissbox_exec_slots_in_use", {}, exec_gate_.in_use());
+  metrics_.set("swissbox_exec_queued", {}, exec_gate_.queued());
+}
+
+}  // namespace swissbox

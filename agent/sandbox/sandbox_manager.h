@@ -1,0 +1,246 @@
+// SandboxManager owns every sandbox of the node: the warm pools (refilled in the background
+// with bounded concurrency, health-checked), claims (no runsc call: pop, record, answer),
+// cold starts when a pool is empty, idle expiry, and deletion (runsc work in the
+// background). All state lives on the I/O thread; runtime calls run on the worker pool.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <chrono>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "agent/sandbox/exec_gate.h"
+#include "agent/sandbox/runner_channel.h"
+#include "agent/runtime/runtime.h"
+#include "agent/runtime/sandbox_spec.h"
+#include "common/limits.h"
+#include "common/metrics.h"
+
+namespace swissbox {
+
+class EgressProxy;
+
+enum class SandboxState { kWarm, kActive, kFailed };
+std::string_view state_name(SandboxState s);
+
+struct Sandbox {
+  std::string id;
+  std::string template_name;
+  std::string network = kNetworkNone;
+  std::string language;  // the worker its pool loaded ("": none); see PoolKey
+  std::vector<std::string> egress_allowlist;
+  int64_t bandwidth_kbit = 0;   // 0: the node's default
+  std::string network_address;  // the sandbox's own address ("egress" only)
+  std::string network_gateway;  // the node's end, where the egress proxy listens
+  // From the runner's first hello; a reattaching agent presents it (op attach) through the
+  // bridge, so that code in the sandbox cannot pose as the agent on the reattach socket.
+  std::string runner_secret;
+  std::string tenant;
+  SandboxState state = SandboxState::kWarm;
+  Limits limits;
+  std::map<std::string, std::string> env;
+  nlohmann::json metadata = nlohmann::json::object();
+  std::chrono::seconds timeout{900};
+  std::chrono::system_clock::time_point created_at;
+  std::chrono::steady_clock::time_point last_used;
+  bool from_pool = false;
+  std::string failure;
+  // Why the host ended it, when the sandbox's cgroup tells: "oom" or "tasks" ("": unknown).
+  std::string failure_kind;
+  uint64_t exec_count = 0;
+  int last_exit_code = 0;
+  int busy = 0;  // requests in flight; an idle sandbox may expire, a busy one never
+  // Host resources (the sandbox's cgroup), sampled every second and on GET.
+  std::optional<CgroupUsage> usage;
+  double cpu_percent = 0;  // over the last ≥ 0.5 s; 100 = one full CPU
+  double cpu_base = -1;    // CPU seconds at cpu_base_at, the start of that interval
+  std::chrono::steady_clock::time_point cpu_base_at;
+  // Runner pings: consecutive misses and all misses; three in a row fail the sandbox.
+  int health_misses = 0;
+  int health_failures_total = 0;
+  std::shared_ptr<RunnerChannel> channel;
+
+  nlohmann::json to_json(const std::string& node) const;
+  std::string pool() const { return pool_key(template_name, network, language); }
+};
+
+struct ManagerOptions {
+  std::string node_name = "node";
+  std::map<std::string, int> pool_targets = {{"default", 2}};
+  int max_sandboxes = 32;
+  int refill_concurrency = 4;
+  // Commands that start at once; the rest queue (ExecGate). 0: no gate.
+  int exec_slots = 0;
+  std::chrono::milliseconds exec_slot_hold{50};
+  std::chrono::milliseconds ready_timeout = limits::kReadyTimeout;
+  std::chrono::seconds health_interval{10};
+  std::chrono::seconds failed_retention{600};
+  // How often the runtime's sandboxes (containers, directories, cgroups) are compared with
+  // the agent's and the unexplained ones removed.
+  std::chrono::seconds gc_interval{60};
+  // A claim's replacement starts this much later: a runsc start takes both cores of a small
+  // node for ≈ 200 ms, and the claimer's first command should not compete with it.
+  std::chrono::milliseconds refill_delay{100};
+  // The agent's own guard above a command's timeout, and the deadline of a file request:
+  // past them a request answers deadline_exceeded even if the runner never does.
+  std::chrono::milliseconds exec_grace = limits::kExecGrace;
+  std::chrono::milliseconds file_op_deadline = limits::kFileOpDeadline;
+  // Run once in every new sandbox before it counts as ready (empty: none).
+  std::vector<std::string> warmup_argv = {"/bin/bash", "-c", "/bin/true"};
+  // Where active sandboxes' records live (empty: nothing survives a restart).
+  std::string records_dir;
+  // Where sandboxes with network get out (null: the runtime offers no network); its port,
+  // for the proxy variables every command of such a sandbox sees.
+  EgressProxy* egress_proxy = nullptr;
+  uint16_t egress_proxy_port = 3128;
+  // A template's allowlist, for requests that bring none; a tenant's ceiling, which every
+  // host its sandboxes reach must match too.
+  std::map<std::string, std::vector<std::string>> egress_template_allow, egress_tenant_allow;
+};
+
+struct PoolStatus {
+  int target = 0, ready = 0, starting = 0, active = 0;
+};
+
+class RecordStore;
+
+class SandboxManager {
+ public:
+  using SandboxPtr = std::shared_ptr<Sandbox>;
+  using CreateFn = std::function<void(Result<SandboxPtr>, bool warm)>;
+
+  SandboxManager(boost::asio::io_context& ioc, boost::asio::thread_pool& workers,
+                 SandboxRuntime& runtime, ManagerOptions opts, Metrics& metrics);
+  ~SandboxManager();
+
+  // Takes back the active sandboxes an earlier agent process left (their records and
+  // running runtime sandboxes), removes everything else the runtime holds, then fills the
+  // pools. done(error) once that is over.
+  void start(std::function<void(Status)> done);
+  // Stops refilling and destroys every sandbox, except active ones when keep_active (an
+  // agent update: the next agent process adopts them); done() when the rest are gone.
+  void shutdown(bool keep_active, std::function<void()> done);
+
+  void create(const CreateRequest& req, std::string tenant, nlohmann::json metadata, CreateFn fn);
+  // nullptr when unknown.
+  SandboxPtr find(const std::string& id) const;
+  std::vector<SandboxPtr> list(const std::string& tenant) const;  // empty tenant = all
+  // Forgets the sandbox now; the runtime clean-up runs in the background.
+  Status remove(const std::string& id, const std::string& why);
+
+  std::map<std::string, PoolStatus> pool_status() const;
+  // Per pool, the mean memory footprint of its ready sandboxes (pools with none are left
+  // out), read on the host-work threads; done on the I/O thread.
+  void warm_footprints(std::function<void(std::map<std::string, MemoryFootprint>)> done);
+  // pool: a pool key ("default", "default:egress", "default+python").
+  Status set_pool_target(const std::string& pool, int target);
+  bool pools_warm() const;
+  int active_count() const;
+  // A draining node takes no new sandboxes (creates answer 409); the ones it has go on.
+  void set_draining(bool on);
+  bool draining() const { return draining_; }
+  int deleting_count() const { return static_cast<int>(destroying_.size()); }
+  int capacity() const { return opts_.max_sandboxes; }
+  const std::string& node_name() const { return opts_.node_name; }
+  SandboxRuntime& runtime() { return runtime_; }
+  boost::asio::io_context& io() { return ioc_; }
+  const ManagerOptions& options() const { return opts_; }
+  ExecGate& exec_gate() { return exec_gate_; }
+  Metrics& metrics() { return metrics_; }
+  // Reads the sandbox's host usage (into sb.usage) and memory footprint on the host-work
+  // threads; done(footprint) on the I/O thread.
+  void read_usage(SandboxPtr sb, std::function<void(std::optional<MemoryFootprint>)> done);
+  // Tells the egress proxy what an active sandbox with network may reach, and its commands
+  // where the proxy is.
+  void allow_egress(Sandbox& sb);
+  // The sandbox is gone or failed: the proxy refuses its address from now on.
+  void forget_egress(const Sandbox& sb);
+  // Brings the gauges (sandboxes by state, pools, exec slots) up to date, e.g. for a scrape.
+  void update_gauges();
+  // Marks a request in flight on the sandbox (no expiry meanwhile) and refreshes last_used.
+  void touch(Sandbox& sb, int delta);
+
+ private:
+  std::string new_id();
+  int total_sandboxes() const;
+  void refill();
+  void refill_later();
+  void release_stranded_waiters();
+  // Starts one sandbox of the template; ready(sandbox) runs once its runner answers.
+  void start_one(const std::string& template_name, std::function<void(Result<SandboxPtr>)> ready);
+  // What a create asks of the sandbox it gets, kept until the claim is over.
+  struct ClaimTerms {
+    CreateRequest req;
+    std::string tenant;
+    nlohmann::json metadata;
+    std::chrono::steady_clock::time_point started;
+  };
+  // Makes a ready sandbox, out of its pool, the tenant's; fn(sandbox or error, warm).
+  void claim(SandboxPtr sb, bool warm, std::shared_ptr<const ClaimTerms> terms, CreateFn fn);
+  void finish_claim(SandboxPtr sb, bool warm, std::shared_ptr<const ClaimTerms> terms,
+                    Status host_work, CreateFn fn);
+  void on_lost(const std::string& id, const std::string& reason);
+  void sample_all_usage();
+  void set_usage_totals();
+  // A usage sample into the sandbox: CPU percent, and the tenant's CPU and network counters.
+  void apply_usage(Sandbox& sb, const CgroupUsage& u);
+  // Serves a sandbox of an earlier agent process again, over reattached runner pipes.
+  void adopt(Sandbox record, RunnerLink link);
+  void retire(const std::string& id, const std::string& why);
+  void destroy_later(const std::string& id, const std::string& why);
+  void check_all_destroyed();
+  void tick();
+  void health_check();
+  void collect_garbage();
+  void ping(const SandboxPtr& sb);
+
+  boost::asio::io_context& ioc_;
+  boost::asio::thread_pool& workers_;
+  // Deletes get threads of their own, so a burst of them never holds up the starts that
+  // refill the pools. `runsc delete --force` takes ≈ 1.5 s but almost no CPU (it waits for
+  // the sandbox to go), so several run at once.
+  boost::asio::thread_pool destroy_workers_{8};
+  // Short host work that must not run on the I/O thread: a claim's limits (cgroup writes,
+  // the disk reservation's fallocate) and bandwidth (netlink), the per-second usage
+  // samples (cgroup files, statvfs, netlink counters) and memory footprints (smaps). Never
+  // a runsc call: starts queue on workers_, so a claim never waits behind one.
+  boost::asio::thread_pool host_work_{2};
+  SandboxRuntime& runtime_;
+  ManagerOptions opts_;
+  Metrics& metrics_;
+  std::map<std::string, SandboxPtr> sandboxes_;
+  std::map<std::string, std::vector<SandboxPtr>> ready_;  // per template, LIFO
+  std::map<std::string, int> starting_;
+  // Sandboxes whose runner is up but not yet ready; shutdown closes their channels rather
+  // than waiting out the start deadline.
+  std::map<std::string, SandboxPtr> unready_;
+  std::set<std::string> destroying_;
+  std::unique_ptr<RecordStore> records_;
+  int starting_total_ = 0;
+  bool stopping_ = false;
+  bool draining_ = false;
+  std::function<void()> on_all_destroyed_;
+  boost::asio::steady_timer tick_timer_;
+  boost::asio::steady_timer refill_timer_;
+  bool refill_pending_ = false;
+  std::chrono::steady_clock::time_point next_health_;
+  std::chrono::steady_clock::time_point next_gc_;
+  bool gc_running_ = false;
+  bool sampling_ = false;  // a usage round is under way on the host-work threads
+  std::set<std::string> starting_ids_;  // made by start_one, not yet ready or failed
+  // Per pool: refill starts under way, and the creates waiting for them (at most one each).
+  std::map<std::string, int> refilling_;
+  std::map<std::string, std::deque<std::function<void(Result<SandboxPtr>)>>> waiters_;
+  ExecGate exec_gate_;
+};
+
+}  // namespace swissbox

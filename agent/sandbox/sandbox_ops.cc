@@ -1,0 +1,498 @@
+#include "agent/sandbox/sandbox_ops.h"
+
+#include <fmt/format.h>
+#include <signal.h>
+
+#include <atomic>
+#include <boost/asio/steady_timer.hpp>
+
+#include "common/runner_protocol.h"
+
+namespace swissbox {
+
+using json = nlohmann::json;
+
+namespace {
+
+Error invalid(const std::string& m) { return make_error(Code::kInvalidArgument, m); }
+
+// A lost runner means the sandbox itself died under the request.
+Error lost_error(const Sandbox& sb, const proto::Event& e) {
+  std::string why = sb.failure.empty() ? e.message : sb.failure;
+  return make_error(Code::kConflict, fmt::format("sandbox {} failed: {}", sb.id, why));
+}
+
+// Maps a runner-side errno to the API's codes.
+Error runner_error(const proto::Event& e) {
+  Code code = Code::kInvalidArgument;
+  switch (e.error_errno) {
+    case ENOENT: code = Code::kNotFound; break;
+    case EFBIG: case E2BIG: code = Code::kTooLarge; break;
+    case EEXIST: case EBUSY: case ENOTEMPTY: code = Code::kConflict; break;
+    case ENOSPC: case EDQUOT: code = Code::kResourceExhausted; break;
+    default: break;
+  }
+  return make_error(code, e.message.empty() ? "runner error" : e.message);
+}
+
+Status parse_common(const json& body, ExecRequest* req) {
+  if (auto it = body.find("stdin"); it != body.end() && !it->is_null()) {
+    if (!it->is_string()) return invalid("stdin must be a string");
+    req->stdin_data = it->get<std::string>();
+  }
+  if (auto it = body.find("env"); it != body.end() && !it->is_null()) {
+    if (!it->is_object()) return invalid("env must be an object of strings");
+    for (auto& [k, v] : it->items()) {
+      if (!valid_env_name(k)) return invalid("env name '" + k + "' is not valid");
+      if (!v.is_string()) return invalid("env value of " + k + " must be a string");
+      req->env[k] = v.get<std::string>();
+    }
+  }
+  if (auto it = body.find("cwd"); it != body.end() && !it->is_null()) {
+    if (!it->is_string() || it->get<std::string>().empty())
+      return invalid("cwd must be a non-empty string");
+    req->cwd = it->get<std::string>();
+    if (req->cwd.find('\0') != std::string::npos) return invalid("cwd contains a NUL byte");
+  }
+  if (auto it = body.find("timeout_ms"); it != body.end() && !it->is_null()) {
+    if (!it->is_number_integer() || it->get<int64_t>() <= 0 ||
+        it->get<int64_t>() > kMaxExecTimeoutMs) {
+      return invalid(
+          fmt::format("timeout_ms must be an integer between 1 and {}", kMaxExecTimeoutMs));
+    }
+    req->timeout_ms = it->get<int64_t>();
+  }
+  if (auto it = body.find("max_output_bytes"); it != body.end() && !it->is_null()) {
+    if (!it->is_number_integer() || it->get<int64_t>() <= 0 ||
+        it->get<int64_t>() > static_cast<int64_t>(kMaxOutputCap)) {
+      return invalid(fmt::format("max_output_bytes must be between 1 and {}", kMaxOutputCap));
+    }
+    req->output_cap = it->get<size_t>();
+  }
+  if (auto it = body.find("background"); it != body.end() && !it->is_null()) {
+    if (!it->is_boolean()) return invalid("background must be a boolean");
+    req->background = it->get<bool>();
+  }
+  return ok_status();
+}
+
+}  // namespace
+
+json ExecOutcome::to_json(bool with_output) const {
+  json j = {{"exit_code", exit_code},   {"duration_ms", duration_ms}, {"cpu_ms", cpu_ms},
+            {"max_rss_kb", max_rss_kb}, {"timed_out", timed_out},     {"oom_killed", oom_killed},
+            {"truncated", truncated}};
+  if (signal) j["signal"] = signal;
+  if (!sandbox_failure.empty()) j["sandbox_failure"] = sandbox_failure;
+  if (with_output) {
+    j["stdout"] = out;
+    j["stderr"] = err;
+  }
+  return j;
+}
+
+Result<ExecRequest> parse_exec_request(const json& body) {
+  if (!body.is_object()) return invalid("request body must be a JSON object");
+  ExecRequest req;
+  auto it = body.find("command");
+  if (it == body.end() || it->is_null()) return invalid("command is required");
+  if (it->is_string()) {
+    if (it->get<std::string>().empty()) return invalid("command must not be empty");
+    req.argv = {"/bin/bash", "-c", it->get<std::string>()};
+  } else if (it->is_array()) {
+    if (it->empty()) return invalid("command must not be empty");
+    if (it->size() > 4096) return invalid("command has more than 4096 arguments");
+    for (const auto& a : *it) {
+      if (!a.is_string()) return invalid("command array must hold strings only");
+      req.argv.push_back(a.get<std::string>());
+    }
+    if (req.argv[0].empty()) return invalid("command[0] must not be empty");
+  } else {
+    return invalid("command must be an array of strings or a shell string");
+  }
+  for (const auto& a : req.argv) {
+    if (a.find('\0') != std::string::npos) return invalid("command contains a NUL byte");
+  }
+  if (auto st = parse_common(body, &req); !st) return st.error();
+  return req;
+}
+
+const std::vector<std::string>& supported_languages() {
+  static const std::vector<std::string> kLangs = {"python", "bash", "javascript", "typescript"};
+  return kLangs;
+}
+
+Result<ExecRequest> parse_code_request(const json& body) {
+  if (!body.is_object()) return invalid("request body must be a JSON object");
+  auto lang_it = body.find("language");
+  if (lang_it == body.end() || !lang_it->is_string())
+    return invalid("language is required (python, bash, javascript, typescript)");
+  auto code_it = body.find("code");
+  if (code_it == body.end() || !code_it->is_string())
+    return invalid("code is required and must be a string");
+  ExecRequest req;
+  std::string lang = lang_it->get<std::string>();
+  if (lang == "python" || lang == "python3") {
+    req.language = "python";
+  } else if (lang == "bash" || lang == "shell") {
+    static std::atomic<uint64_t> seq{0};
+    req.code_path = fmt::format("/tmp/.swissbox-code-{}.sh", ++seq);
+    req.argv = {"/bin/bash", req.code_path};
+  } else if (lang == "javascript" || lang == "node") {
+    req.language = "javascript";
+  } else if (lang == "typescript") {
+    req.language = "typescript";
+  } else {
+    return invalid("unknown language '" + lang + "' (python, bash, javascript, typescript)");
+  }
+  req.code = code_it->get<std::string>();
+  if (req.code.size() > kMaxFileBytes)
+    return make_error(Code::kTooLarge, "code is larger than 64 MiB");
+  if (auto st = parse_common(body, &req); !st) return st.error();
+  return req;
+}
+
+Status validate_sandbox_path(const std::string& path) {
+  if (path.empty()) return invalid("path is required");
+  if (path.size() > 4096) return invalid("path is longer than 4096 bytes");
+  if (path.find('\0') != std::string::npos) return invalid("path contains a NUL byte");
+  return ok_status();
+}
+
+namespace {
+
+// The outcome of a request's final event: a lost runner, a runner-side error, or success.
+// Any other event there is the runner breaking the protocol.
+Status final_status(const Sandbox& sb, const proto::Event& e) {
+  if (e.kind == proto::EventKind::kLost) return lost_error(sb, e);
+  if (e.kind != proto::EventKind::kResult)
+    return make_error(Code::kInternal, "the runner answered with an unexpected event");
+  if (!e.ok) return runner_error(e);
+  return ok_status();
+}
+
+// Wraps a request's completion: it runs exactly once, either with the runner's answer or,
+// when none came within `limit` (a frozen sandbox), with deadline_exceeded. While it is
+// pending the sandbox counts as busy and cannot expire.
+template <typename T>
+std::function<void(T)> settle_once(SandboxManager& mgr, const std::shared_ptr<Sandbox>& sb,
+                                   std::chrono::milliseconds limit, std::string what,
+                                   std::function<void(T)> done) {
+  struct State {
+    explicit State(boost::asio::io_context& ioc) : timer(ioc) {}
+    boost::asio::steady_timer timer;
+    bool settled = false;
+  };
+  auto state = std::make_shared<State>(mgr.io());
+  mgr.touch(*sb, +1);
+  std::function<void(T)> finish = [&mgr, sb, state, done](T value) {
+    if (state->settled) return;
+    state->settled = true;
+    state->timer.cancel();
+    mgr.touch(*sb, -1);
+    done(std::move(value));
+  };
+  state->timer.expires_after(limit);
+  state->timer.async_wait([finish, what, limit, id = sb->id](boost::system::error_code ec) {
+    if (ec) return;
+    finish(make_error(
+        Code::kDeadlineExceeded,
+        fmt::format("{} in sandbox {} got no answer within {} ms", what, id, limit.count())));
+  });
+  return finish;
+}
+
+void send_command(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, ExecRequest req,
+                  OutputFn on_output, ExecDoneFn done, std::shared_ptr<ExecHandle> handle);
+
+// The command goes to the runner once the node's exec gate lets it start.
+void start_command(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, ExecRequest req,
+                   OutputFn on_output, ExecDoneFn done, std::shared_ptr<ExecHandle> handle) {
+  auto queued_at = std::chrono::steady_clock::now();
+  mgr.exec_gate().enter([&mgr, sb = std::move(sb), req = std::move(req), on_output,
+                         done = std::move(done), handle, queued_at](ExecGate::TicketPtr ticket) mutable {
+    if (ticket) {
+      mgr.metrics().observe("swissbox_exec_queue_seconds", {},
+                            std::chrono::duration<double>(std::chrono::steady_clock::now() - queued_at).count());
+    }
+    send_command(mgr, std::move(sb), std::move(req), std::move(on_output),
+                 [done = std::move(done), ticket](Result<ExecOutcome> r) {
+                   if (ticket) ticket->release();
+                   done(std::move(r));
+                 },
+                 std::move(handle));
+  });
+}
+
+void send_command(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, ExecRequest req,
+                  OutputFn on_output, ExecDoneFn done, std::shared_ptr<ExecHandle> handle) {
+  if (handle->cancelled) {
+    return done(make_error(Code::kInvalidArgument, "exec cancelled by the client"));
+  }
+  json env = base_environment();
+  for (const auto& [k, v] : sb->env) env[k] = v;
+  for (const auto& [k, v] : req.env) env[k] = v;
+  // A language worker reads its program from the same input stream, ahead of stdin.
+  size_t code_bytes = req.code.size();
+  if (!req.language.empty()) req.stdin_data.insert(0, req.code);
+  size_t first = std::min(req.stdin_data.size(), static_cast<size_t>(proto::kMaxPayload));
+  bool more_stdin = first < req.stdin_data.size();
+  json header = {{"op", "exec"},
+                 {"env", env},
+                 {"timeout_ms", req.timeout_ms},
+                 {"output_cap", req.output_cap},
+                 {"background", req.background},
+                 {"memory_limit", sb->limits.memory_mb << 20},
+                 {"pids_limit", sb->limits.pids},
+                 {"stdin_eof", !more_stdin}};
+  if (!req.cwd.empty()) header["cwd"] = req.cwd;
+  if (req.language.empty()) {
+    header["argv"] = req.argv;
+  } else {
+    header["language"] = req.language;
+    header["code_bytes"] = code_bytes;
+    header["keep_worker"] = req.keep_worker;
+  }
+  auto outcome = std::make_shared<ExecOutcome>();
+  auto finish = settle_once<Result<ExecOutcome>>(
+      mgr, sb, std::chrono::milliseconds(req.timeout_ms) + mgr.options().exec_grace, "exec",
+      std::move(done));
+  uint64_t id = sb->channel->call(
+      header, std::string_view(req.stdin_data).substr(0, first),
+      [sb, outcome, on_output, finish, cap = req.output_cap](const proto::Event& e) {
+        using proto::EventKind;
+        if (e.kind == EventKind::kStdout || e.kind == EventKind::kStderr) {
+          // The cap holds here too, whatever the runner sends: collected output and output
+          // streamed to a client that reads slowly both stay within it.
+          bool is_err = e.kind == EventKind::kStderr;
+          size_t& seen = is_err ? outcome->err_bytes : outcome->out_bytes;
+          size_t room = cap - std::min(cap, seen);
+          std::string_view piece = std::string_view(e.payload).substr(0, room);
+          seen += piece.size();
+          if (piece.size() < e.payload.size()) outcome->truncated = true;
+          if (piece.empty()) return false;
+          if (on_output) {
+            on_output(is_err, piece);
+          } else {
+            (is_err ? outcome->err : outcome->out).append(piece);
+          }
+          return false;
+        }
+        if (e.kind == EventKind::kLost && !sb->failure_kind.empty()) {
+          // A host limit ended the whole sandbox while this command ran: it is the result.
+          outcome->signal = SIGKILL;
+          outcome->oom_killed = sb->failure_kind == "oom";
+          outcome->sandbox_failure = sb->failure;
+          finish(std::move(*outcome));
+          return true;
+        }
+        if (e.kind != EventKind::kExit) {
+          Status st = final_status(*sb, e);
+          finish(st ? make_error(Code::kInternal, "the runner answered exec without an exit")
+                    : st.error());
+          return true;
+        }
+        bool truncated_here = outcome->truncated;
+        static_cast<proto::ExitStatus&>(*outcome) = e.exit;
+        outcome->truncated = outcome->truncated || truncated_here;
+        sb->exec_count++;
+        sb->last_exit_code = outcome->exit_code;
+        finish(std::move(*outcome));
+        return true;
+      });
+  handle->channel = sb->channel;
+  handle->id = id;
+  // Stdin beyond one frame follows in frames of its own.
+  for (size_t off = first; off < req.stdin_data.size(); off += proto::kMaxPayload) {
+    size_t n = std::min(req.stdin_data.size() - off, static_cast<size_t>(proto::kMaxPayload));
+    sb->channel->notify({{"op", "stdin"}, {"id", id}, {"eof", off + n >= req.stdin_data.size()}},
+                        std::string_view(req.stdin_data).substr(off, n));
+  }
+}
+
+}  // namespace
+
+void ExecHandle::pause(bool on) {
+  auto ch = channel.lock();
+  if (ch && id != 0 && !cancelled) ch->notify({{"op", on ? "pause" : "resume"}, {"id", id}});
+}
+
+void ExecHandle::cancel() {
+  cancelled = true;
+  auto ch = channel.lock();
+  if (ch && id != 0) ch->notify({{"op", "signal"}, {"id", id}, {"signal", SIGKILL}});
+}
+
+std::shared_ptr<ExecHandle> run_exec(SandboxManager& mgr, std::shared_ptr<Sandbox> sb,
+                                     ExecRequest req, OutputFn on_output, ExecDoneFn done) {
+  auto handle = std::make_shared<ExecHandle>();
+  if (req.code_path.empty()) {
+    start_command(mgr, std::move(sb), std::move(req), on_output, done, handle);
+    return handle;
+  }
+  std::string path = req.code_path;
+  std::string code = std::move(req.code);
+  write_file(mgr, sb, path, std::move(code),
+             [&mgr, sb, req = std::move(req), on_output, done, handle](Status st) mutable {
+               if (!st) return done(st.error());
+               std::string path = req.code_path;
+               start_command(
+                   mgr, sb, std::move(req), on_output,
+                   [sb, path, done](Result<ExecOutcome> r) {
+                     // The code file goes with the run; failures here do not matter.
+                     if (sb->channel->alive()) {
+                       sb->channel->call({{"op", "delete"}, {"path", path}}, {},
+                                         [](const proto::Event&) { return true; });
+                     }
+                     done(std::move(r));
+                   },
+                   handle);
+             });
+  return handle;
+}
+
+void read_file(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string path,
+               std::function<void(Result<std::string>)> done) {
+  auto data = std::make_shared<std::string>();
+  auto finish = settle_once<Result<std::string>>(mgr, sb, mgr.options().file_op_deadline,
+                                                 "read " + path, std::move(done));
+  sb->channel->call({{"op", "read_file"}, {"path", path}, {"max_bytes", kMaxFileBytes}}, {},
+                    [sb, data, finish](const proto::Event& e) {
+                      if (e.kind == proto::EventKind::kData) {
+                        if (data->size() + e.payload.size() > kMaxFileBytes) {
+                          // More than it was asked for: not a runner that keeps the protocol.
+                          finish(make_error(Code::kInternal, "the runner sent more than the file's limit"));
+                          sb->channel->close("the runner sent more file data than asked for");
+                          return true;
+                        }
+                        data->append(e.payload);
+                        return false;
+                      }
+                      Status st = final_status(*sb, e);
+                      finish(st ? Result<std::string>(std::move(*data)) : st.error());
+                      return true;
+                    });
+}
+
+void write_file(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string path,
+                std::string data, std::function<void(Status)> done) {
+  auto finish = settle_once<Status>(mgr, sb, mgr.options().file_op_deadline, "write " + path,
+                                    std::move(done));
+  size_t off = 0;
+  uint64_t id = 0;
+  // The first frame creates (truncates) the file; further frames append under the same id.
+  do {
+    size_t n = std::min(data.size() - off, static_cast<size_t>(proto::kMaxPayload));
+    bool last = off + n >= data.size();
+    json h = {{"op", "write_file"}, {"path", path}, {"append", off > 0}, {"last", last}};
+    std::string_view chunk = std::string_view(data).substr(off, n);
+    if (off == 0) {
+      id = sb->channel->call(h, chunk, [sb, finish](const proto::Event& e) {
+        finish(final_status(*sb, e));
+        return true;
+      });
+    } else {
+      h["id"] = id;
+      sb->channel->notify(h, chunk);
+    }
+    off += n;
+  } while (off < data.size());
+}
+
+void upload_file(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string path,
+                 std::shared_ptr<http::BodyReader> body, std::function<void(Status)> done) {
+  struct Upload {
+    uint64_t id = 0;  // the runner's request, once the first piece went
+    size_t bytes = 0;
+    bool ended = false;
+    bool sent_last = false;
+    http::BodyReader::ReadHandler step;  // reset when the upload ends: it refers to itself
+  };
+  auto up = std::make_shared<Upload>();
+  auto finish = settle_once<Status>(mgr, sb, mgr.options().file_op_deadline, "write " + path,
+                                    std::move(done));
+  // An upload that fails midway leaves nothing: the runner's request is closed with an
+  // empty last piece (it keeps a failed write's id until then) and the partial file goes.
+  auto discard_partial = [sb, up, path] {
+    if (up->id == 0 || !sb->channel->alive()) return;
+    if (!up->sent_last) {
+      up->sent_last = true;
+      sb->channel->notify({{"op", "write_file"}, {"path", path}, {"append", true}, {"last", true}, {"id", up->id}});
+    }
+    sb->channel->call({{"op", "delete"}, {"path", path}}, {}, [](const proto::Event&) { return true; });
+  };
+  // The client failed (went away, sent too much).
+  auto abandon = [up, finish, discard_partial](Error why) {
+    up->ended = true;
+    up->step = nullptr;  // not the handler running now (the reader holds a copy)
+    discard_partial();
+    finish(std::move(why));
+  };
+  up->step = [sb, up, path, body, finish, abandon, discard_partial](Result<std::string> piece,
+                                                                    bool last) {
+    if (up->ended) return;
+    if (!piece) return abandon(piece.error());
+    up->bytes += piece->size();
+    if (up->bytes > kMaxFileBytes) return abandon(make_error(Code::kTooLarge, "file larger than 64 MiB"));
+    auto next = [up, body, last] {
+      if (!last && !up->ended && up->step) body->read(up->step);
+    };
+    if (up->id == 0) {
+      // An empty first frame creates (truncates) the file; the pieces follow, and the
+      // runner answers the one marked last.
+      json create = {{"op", "write_file"}, {"path", path}, {"append", false}, {"last", false}};
+      up->id = sb->channel->call(create, {}, [sb, up, finish, discard_partial](const proto::Event& e) {
+        up->ended = true;
+        up->step = nullptr;
+        Status st = final_status(*sb, e);
+        if (!st) discard_partial();  // an early error (disk full): the rest is not sent
+        finish(std::move(st));
+        return true;
+      });
+      if (up->ended) return;  // refused at once (the channel is gone)
+    }
+    json h = {{"op", "write_file"}, {"path", path}, {"append", true}, {"last", last}, {"id", up->id}};
+    // The handler running now is the reader's copy: dropping ours only ends the cycle.
+    if (last) up->step = nullptr, up->sent_last = true;
+    sb->channel->notify(h, *piece, next);
+  };
+  body->read(up->step);
+}
+
+void list_dir(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string path,
+              std::function<void(Result<std::vector<proto::FileEntry>>)> done) {
+  auto entries = std::make_shared<std::vector<proto::FileEntry>>();
+  auto finish = settle_once<Result<std::vector<proto::FileEntry>>>(
+      mgr, sb, mgr.options().file_op_deadline, "list " + path, std::move(done));
+  sb->channel->call({{"op", "list"}, {"path", path}}, {},
+                    [sb, entries, finish](const proto::Event& e) {
+                      auto take = [&] {
+                        if (entries->size() + e.entries.size() > kMaxListEntries) return false;
+                        for (const auto& x : e.entries) entries->push_back(x);
+                        return true;
+                      };
+                      if (!take()) {
+                        finish(make_error(Code::kInternal, "the runner sent more entries than a list holds"));
+                        sb->channel->close("the runner sent more directory entries than a list holds");
+                        return true;
+                      }
+                      if (e.kind == proto::EventKind::kEntries) return false;
+                      Status st = final_status(*sb, e);
+                      finish(st ? Result<std::vector<proto::FileEntry>>(std::move(*entries))
+                                : st.error());
+                      return true;
+                    });
+}
+
+void delete_path(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string path,
+                 bool recursive, std::function<void(Status)> done) {
+  auto finish = settle_once<Status>(mgr, sb, mgr.options().file_op_deadline, "delete " + path,
+                                    std::move(done));
+  sb->channel->call({{"op", "delete"}, {"path", path}, {"recursive", recursive}}, {},
+                    [sb, finish](const proto::Event& e) {
+                      finish(final_status(*sb, e));
+                      return true;
+                    });
+}
+
+}  // namespace swissbox

@@ -1,0 +1,99 @@
+// What runs inside a sandbox through its runner: commands, language runs and file access.
+// Requests are parsed and validated here (the API edge), then sent over the sandbox's
+// RunnerChannel. Callbacks run on the I/O thread.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "agent/sandbox/sandbox_manager.h"
+#include "common/error.h"
+#include "common/http_server.h"
+#include "common/limits.h"
+#include "common/runner_protocol.h"
+
+namespace swissbox {
+
+using limits::kDefaultExecTimeoutMs;
+using limits::kDefaultOutputCap;
+using limits::kMaxExecTimeoutMs;
+using limits::kMaxFileBytes;
+using limits::kMaxListEntries;
+using limits::kMaxOutputCap;
+
+struct ExecRequest {
+  std::vector<std::string> argv;
+  std::string stdin_data;
+  std::map<std::string, std::string> env;
+  std::string cwd;  // empty: the sandbox's /workspace
+  int64_t timeout_ms = kDefaultExecTimeoutMs;
+  size_t output_cap = kDefaultOutputCap;
+  bool background = false;
+  // Language runs. python, javascript, typescript: the sandbox's language worker runs the
+  // code (no file, no argv); keep_worker (session sandboxes) has the runner load the next
+  // worker of the language once this one ends. bash: the code is written to code_path
+  // first, then argv runs.
+  std::string language;
+  bool keep_worker = false;
+  std::string code_path;
+  std::string code;
+};
+
+// The runner's exit report, and what the agent adds to it.
+struct ExecOutcome : proto::ExitStatus {
+  // Set when the sandbox died under the command (it is failed now).
+  std::string sandbox_failure;
+  std::string out, err;
+  size_t out_bytes = 0, err_bytes = 0;  // what the command wrote, up to the cap
+  nlohmann::json to_json(bool with_output) const;
+};
+
+// POST …/exec body: {command: [argv] | "shell string", stdin, env, cwd, timeout_ms,
+// max_output_bytes, background}.
+Result<ExecRequest> parse_exec_request(const nlohmann::json& body);
+// POST …/code body: {language: python|bash|javascript|typescript, code, stdin, env, cwd,
+// timeout_ms, max_output_bytes}.
+Result<ExecRequest> parse_code_request(const nlohmann::json& body);
+// The languages /code and /v1/execute accept.
+const std::vector<std::string>& supported_languages();
+
+using OutputFn = std::function<void(bool is_stderr, std::string_view data)>;
+using ExecDoneFn = std::function<void(Result<ExecOutcome>)>;
+
+// Stops a running exec (SIGKILL to its process group), e.g. when its SSE client leaves.
+// Use on the I/O thread only.
+struct ExecHandle {
+  void cancel();
+  // Stops reading the command's output (it blocks once its pipes are full), or starts again.
+  void pause(bool on);
+  // Set once the command has been sent to the runner.
+  std::weak_ptr<RunnerChannel> channel;
+  uint64_t id = 0;
+  bool cancelled = false;
+};
+
+// Runs the request; with on_output set, output is streamed there instead of collected.
+std::shared_ptr<ExecHandle> run_exec(SandboxManager& mgr, std::shared_ptr<Sandbox> sb,
+                                     ExecRequest req, OutputFn on_output, ExecDoneFn done);
+
+// Files: paths are resolved inside the sandbox by the runner (relative = under /workspace).
+void read_file(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string path,
+               std::function<void(Result<std::string>)> done);
+void write_file(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string path,
+                std::string data, std::function<void(Status)> done);
+// A file upload as it arrives: each piece of the request body goes to the runner once the
+// one before it is in the runner's socket, so the agent holds one piece (64 KiB), never
+// the file. A failed or cut-off upload removes what it wrote.
+void upload_file(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string path,
+                 std::shared_ptr<http::BodyReader> body, std::function<void(Status)> done);
+void list_dir(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string path,
+              std::function<void(Result<std::vector<proto::FileEntry>>)> done);
+void delete_path(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string path,
+                 bool recursive, std::function<void(Status)> done);
+Status validate_sandbox_path(const std::string& path);
+
+}  // namespace swissbox

@@ -1,0 +1,1184 @@
+// swissbox-init: the first process of every sandbox. Serves the runner protocol
+// (common/runner_protocol.h) on fd 0/1: runs commands in their own process groups with
+// timeouts and output caps, reaps every zombie, and reads/writes files inside the sandbox.
+// Single-threaded poll loop: no command may block another; only a write to the agent may
+// wait, and the agent always reads.
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/random.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "runner/memory_guard.h"
+#include "runner/spawner.h"
+#include "runner/workers.h"
+#include "common/limits.h"
+#include "common/runner_protocol.h"
+#include "common/unique_fd.h"
+
+namespace {
+
+using json = nlohmann::json;
+using swissbox::unique_fd;
+using Clock = std::chrono::steady_clock;
+
+constexpr size_t kReadChunk = 64 * 1024;
+constexpr auto kDrainGrace = std::chrono::milliseconds(100);
+// How long the output of a command that ended while its reader was paused (a slow SSE
+// client) may wait to be read before the rest is dropped.
+constexpr auto kPausedDrainGrace = std::chrono::seconds(30);
+// /workspace in a sandbox; SWISSBOX_WORKSPACE moves it (tests run the runner on the host).
+std::string g_workspace = "/workspace";
+
+// The control channel: the pipes runsc create gave us, or later a bridge's connection.
+int g_in_fd = STDIN_FILENO;
+int g_out_fd = STDOUT_FILENO;
+
+// After an agent restart the new agent reaches the runner through `runsc exec init
+// --bridge`, which connects here (an abstract socket: nothing on any filesystem).
+constexpr char kBridgeName[] = "swissbox-runner";
+
+sockaddr_un bridge_address(socklen_t* len) {
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  memcpy(a.sun_path + 1, kBridgeName, sizeof(kBridgeName) - 1);
+  *len = offsetof(sockaddr_un, sun_path) + 1 + sizeof(kBridgeName) - 1;
+  return a;
+}
+
+void send(const json& header, std::string_view payload = {}) {
+  if (g_out_fd < 0) return;
+  std::string buf = swissbox::proto::encode(header, payload);
+  size_t off = 0;
+  while (off < buf.size()) {
+    ssize_t n = write(g_out_fd, buf.data() + off, buf.size() - off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) {
+      pollfd p{g_out_fd, POLLOUT, 0};
+      poll(&p, 1, -1);
+      continue;
+    }
+    if (n <= 0) {  // the agent went away: keep running, drop events until it returns
+      g_out_fd = -1;
+      return;
+    }
+    off += n;
+  }
+}
+
+json error_json(int err, const std::string& what) {
+  return {{"errno", err}, {"message", what + ": " + std::strerror(err)}};
+}
+
+void send_result(uint64_t id, json fields = json::object()) {
+  fields["ev"] = "result";
+  fields["id"] = id;
+  fields["ok"] = true;
+  send(fields);
+}
+
+void send_error(uint64_t id, int err, const std::string& what) {
+  send({{"ev", "result"}, {"id", id}, {"ok", false}, {"error", error_json(err, what)}});
+}
+
+// Relative paths are relative to /workspace. Everything resolves inside the sandbox's own
+// filesystem, so neither ".." nor symlinks can leave it.
+std::string resolve(const std::string& path) {
+  if (!path.empty() && path[0] == '/') return path;
+  return g_workspace + "/" + path;
+}
+
+// The user commands run as (--user UID:GID); -1: the runner's own (tests on the host).
+uid_t g_uid = static_cast<uid_t>(-1);
+gid_t g_gid = static_cast<gid_t>(-1);
+
+// File requests act as the commands' user, so that what they create is theirs and what
+// they may not touch stays untouched: the effective ids change for the request's duration
+// (the saved set-user-id stays 0 to come back; the runner is single-threaded).
+class AsCommandUser {
+ public:
+  AsCommandUser() {
+    if (g_uid == static_cast<uid_t>(-1)) return;
+    active_ = setresgid(-1, g_gid, -1) == 0 && setresuid(-1, g_uid, -1) == 0;
+  }
+  ~AsCommandUser() {
+    if (g_uid == static_cast<uid_t>(-1)) return;
+    (void)!setresuid(-1, 0, -1);
+    (void)!setresgid(-1, 0, -1);
+  }
+  // False when the switch failed: the request must not run as root.
+  bool ok() const { return g_uid == static_cast<uid_t>(-1) || active_; }
+
+ private:
+  bool active_ = false;
+};
+
+// For the runner's pipe ends, which carry no other status flag: no F_GETFL first.
+void set_nonblock(int fd) { fcntl(fd, F_SETFL, O_NONBLOCK); }
+
+struct Command {
+  uint64_t id = 0;
+  pid_t pid = -1;
+  unique_fd in, out, err;
+  std::string pending_in;
+  bool in_eof = false;
+  // A language worker's program channel: the header line and the program's bytes go there
+  // first; the request's input stream carries program_left more program bytes, then stdin.
+  unique_fd program;
+  std::string pending_program;
+  size_t program_left = 0;
+  bool program_sent = false;
+  std::string program_reply;  // what the worker wrote back (its exit report)
+  std::optional<swissbox::init::Language> language;
+  std::vector<std::string> env;  // for the worker that replaces this one (keep_worker)
+  bool keep_worker = false;
+  size_t cap = swissbox::limits::kDefaultOutputCap;
+  size_t sent[2] = {0, 0};
+  bool truncated = false;
+  bool background = false;
+  bool timed_out = false;
+  bool oom_killed = false;
+  bool exited = false;
+  // The agent's client is behind: the pipes are not read, so the command blocks on its next
+  // write once they are full (backpressure, op pause/resume).
+  bool paused = false;
+  int status = 0;
+  rusage usage{};
+  // A worker's CPU time when it got the program (its start-up is not the program's), and
+  // when it reported the program's end (before the process is reaped).
+  double cpu_before_ms = 0;
+  std::optional<double> cpu_at_end_ms;
+  Clock::time_point start;
+  Clock::time_point deadline = Clock::time_point::max();
+  Clock::time_point finalize_by = Clock::time_point::max();
+};
+
+// A connection to the reattach socket that has not yet shown the runner's secret.
+struct Candidate {
+  unique_fd fd;
+  swissbox::proto::Decoder decoder;
+  Clock::time_point deadline;
+};
+
+class Runner {
+ public:
+  Runner() {
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &mask, nullptr);
+    sigchld_.reset(signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
+    signal(SIGPIPE, SIG_IGN);
+    // Orphans of our commands come to us even when we are not PID 1 (tests on the host).
+    prctl(PR_SET_CHILD_SUBREAPER, 1);
+    // In a sandbox the runner is root and commands run as --user: they cannot signal,
+    // trace or open it. Not dumpable as well, for a runner started without --user (and
+    // gVisor checks dumpability for ptrace and /proc/<pid>/mem). Its channel is a socket,
+    // which nobody can reopen through /proc/1/fd (agent/runtime/runtime.h).
+    prctl(PR_SET_DUMPABLE, 0);
+    spawner_.set_user(g_uid, g_gid);
+    fcntl(STDIN_FILENO, F_SETFL, fcntl(STDIN_FILENO, F_GETFL) | O_NONBLOCK);
+    if (self_ == 1 && make_secret()) listen_bridge();
+  }
+
+  int run() {
+    // The secret goes to the agent on the channel runsc gave us, which nothing else in the
+    // sandbox can read or write; a later bridge must present it (read_candidate).
+    json hello = {{"ev", "hello"}, {"pid", getpid()}, {"version", 2}};
+    if (listener_) hello["secret"] = secret_;
+    send(hello);
+    spawner_.prepare();
+    char buf[kReadChunk];
+    for (;;) {
+      std::vector<pollfd> fds;
+      // Commands: stream 0/1 = out/err, 2 = stdin, 3 = program. Runner: 0 = control or
+      // listener, 1 = SIGCHLD, 2 = a starting worker's channel.
+      std::vector<std::pair<Command*, int>> owners;
+      if (!control_eof_) fds.push_back({g_in_fd, POLLIN, 0}), owners.push_back({nullptr, 0});
+      // A new controller is taken only while there is none: a process in the sandbox
+      // cannot take the channel from a live agent.
+      bool orphaned = control_eof_ || g_out_fd < 0;
+      if (listener_ && orphaned && candidates_.size() < kMaxCandidates)
+        fds.push_back({listener_.get(), POLLIN, 0}), owners.push_back({nullptr, 0});
+      for (auto& cand : candidates_) fds.push_back({cand.fd.get(), POLLIN, 0}), owners.push_back({nullptr, 3});
+      fds.push_back({sigchld_.get(), POLLIN, 0});
+      owners.push_back({nullptr, 1});
+      for (auto& [id, c] : commands_) {
+        if (c.out && !c.paused) fds.push_back({c.out.get(), POLLIN, 0}), owners.push_back({&c, 0});
+        if (c.err && !c.paused) fds.push_back({c.err.get(), POLLIN, 0}), owners.push_back({&c, 1});
+        if (c.in && !c.pending_in.empty()) {
+          fds.push_back({c.in.get(), POLLOUT, 0}), owners.push_back({&c, 2});
+        }
+        if (c.program && !c.pending_program.empty()) {
+          fds.push_back({c.program.get(), POLLOUT, 0}), owners.push_back({&c, 3});
+        } else if (c.program && c.program_sent && !c.exited) {
+          fds.push_back({c.program.get(), POLLIN, 0}), owners.push_back({&c, 4});
+        }
+      }
+      for (auto& [lang, w] : idle_workers_) {
+        if (!w.ready) fds.push_back({w.channel.get(), POLLIN, 0}), owners.push_back({nullptr, 2});
+      }
+      int n = poll(fds.data(), fds.size(), next_timeout_ms());
+      if (n < 0 && errno != EINTR) return 1;
+      for (size_t i = 0; n > 0 && i < fds.size(); ++i) {
+        if (fds[i].revents == 0) continue;
+        auto [cmd, stream] = owners[i];
+        if (cmd == nullptr && fds[i].fd == g_in_fd && !control_eof_) {
+          read_control(buf);
+        } else if (cmd == nullptr && listener_ && fds[i].fd == listener_.get()) {
+          accept_candidate();
+        } else if (cmd == nullptr && stream == 3) {
+          // A candidate that proves itself replaces commands_ (new ids): the pointers this
+          // round collected are stale, so the round ends here.
+          if (read_candidate(fds[i].fd, buf)) break;
+        } else if (cmd == nullptr && stream == 2) {
+          worker_loaded(fds[i].fd);
+        } else if (cmd == nullptr) {
+          reap();
+        } else if (stream == 2) {
+          flush_stdin(*cmd);
+        } else if (stream == 3) {
+          flush_program(*cmd);
+        } else if (stream == 4) {
+          read_program_reply(*cmd, buf);
+        } else {
+          read_output(*cmd, stream, buf, fds[i].revents);
+        }
+      }
+      tick();
+    }
+  }
+
+ private:
+  void read_control(char* buf) {
+    for (;;) {
+      ssize_t r = read(g_in_fd, buf, kReadChunk);
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0) return;  // EAGAIN
+      if (r == 0) {
+        // The agent closed its end. In a sandbox (PID 1) running commands go on and the
+        // sandbox waits for the agent; anywhere else (tests on the host) that is the end.
+        control_eof_ = true;
+        g_out_fd = -1;
+        if (getpid() != 1) {
+          for (auto& [cid, c] : commands_) kill(-c.pid, SIGKILL);
+          _exit(0);
+        }
+        return;
+      }
+      decoder_.feed(buf, r);
+      while (auto frame = decoder_.next()) handle(*frame);
+      if (!decoder_.error().empty()) {
+        send({{"ev", "fatal"}, {"message", decoder_.error()}});
+        control_eof_ = true;
+        return;
+      }
+    }
+  }
+
+  void listen_bridge() {
+    listener_.reset(socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    socklen_t len;
+    sockaddr_un a = bridge_address(&len);
+    if (!listener_ || bind(listener_.get(), reinterpret_cast<sockaddr*>(&a), len) != 0 ||
+        listen(listener_.get(), 4) != 0) {
+      listener_.reset();  // no reattach for this sandbox; everything else works
+    }
+  }
+
+  // 16 random bytes as hex: what a bridge must present to become the controller.
+  bool make_secret() {
+    unsigned char b[16];
+    if (getrandom(b, sizeof(b), 0) != static_cast<ssize_t>(sizeof(b))) return false;
+    static const char kHex[] = "0123456789abcdef";
+    for (unsigned char c : b) secret_ += kHex[c >> 4], secret_ += kHex[c & 15];
+    return true;
+  }
+
+  // Someone connected to the reattach socket. Anyone in the sandbox can: it becomes the
+  // controller only once its first frame is {"op":"attach","secret":…} with this runner's
+  // secret, within kAttachWindow.
+  void accept_candidate() {
+    unique_fd conn(accept4(listener_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+    if (!conn) return;
+    candidates_.push_back({std::move(conn), {}, Clock::now() + kAttachWindow});
+  }
+
+  // True when the candidate on `fd` became the controller.
+  bool read_candidate(int fd, char* buf) {
+    auto it = std::find_if(candidates_.begin(), candidates_.end(),
+                           [fd](const Candidate& c) { return c.fd.get() == fd; });
+    if (it == candidates_.end()) return false;
+    ssize_t r = read(fd, buf, kReadChunk);
+    if (r < 0 && (errno == EAGAIN || errno == EINTR)) return false;
+    if (r <= 0) return candidates_.erase(it), false;
+    it->decoder.feed(buf, r);
+    auto frame = it->decoder.next();
+    if (!frame) {
+      if (!it->decoder.error().empty() || it->decoder.buffered() > 4096) candidates_.erase(it);
+      return false;
+    }
+    const json& h = frame->header;
+    auto op = h.find("op");
+    auto secret = h.find("secret");
+    bool proven = op != h.end() && *op == "attach" && secret != h.end() && secret->is_string() &&
+                  same_secret(secret->get<std::string>());
+    if (!proven) return candidates_.erase(it), false;
+    Candidate winner = std::move(*it);
+    candidates_.clear();  // the others were not the agent
+    become_controller(std::move(winner));
+    return true;
+  }
+
+  bool same_secret(const std::string& s) const {
+    if (s.size() != secret_.size()) return false;
+    unsigned char diff = 0;
+    for (size_t i = 0; i < s.size(); ++i) diff |= static_cast<unsigned char>(s[i] ^ secret_[i]);
+    return diff == 0;
+  }
+
+  // The proven bridge is the control channel from now on. Commands of the previous agent
+  // keep running, but their ids meant something only to it: they get ids no agent uses and
+  // their events are dropped by the new one.
+  void become_controller(Candidate c) {
+    controller_ = std::move(c.fd);  // closes the previous bridge's connection, if any
+    g_in_fd = g_out_fd = controller_.get();
+    control_eof_ = false;
+    decoder_ = std::move(c.decoder);  // may hold the agent's next requests already
+    std::map<uint64_t, Command> kept;
+    for (auto& [id, c] : commands_) {
+      c.id = kOrphanIds + orphan_seq_++;
+      kept.emplace(c.id, std::move(c));
+    }
+    commands_ = std::move(kept);
+    send({{"ev", "hello"}, {"pid", getpid()}, {"version", 2}, {"reattached", true},
+          {"running", commands_.size()}});
+    while (auto frame = decoder_.next()) handle(*frame);
+  }
+
+  void handle(swissbox::proto::Frame& f) {
+    const json& h = f.header;
+    uint64_t id = 0;
+    // A malformed request is answered as one; it never ends PID 1 (and with it the sandbox).
+    try {
+      auto id_it = h.find("id");
+      if (id_it != h.end() && id_it->is_number_unsigned()) id = id_it->get<uint64_t>();
+      std::string op = h.value("op", "");
+      if (op == "attach") return;  // the bridge's proof, already checked: nothing to answer
+      if (op == "ping") return send_result(id, {{"pid", getpid()}});
+      if (op == "exec" && h.contains("language")) return start_program(id, h, std::move(f.payload));
+      if (op == "exec") return start_exec(id, h, std::move(f.payload));
+      if (op == "prepare") return prepare_workers(id, h);
+      if (op == "stdin") return feed_stdin(id, h, std::move(f.payload));
+      if (op == "signal") return signal_command(id, h.value("signal", SIGTERM));
+      if (op == "pause" || op == "resume") return pause_command(id, op == "pause");
+      if (op == "read_file" || op == "write_file" || op == "list" || op == "stat" ||
+          op == "delete") {
+        AsCommandUser as_user;
+        if (!as_user.ok()) return send_error(id, errno, "switch to the sandbox's user");
+        if (op == "read_file") return read_file(id, h);
+        if (op == "write_file") return write_file(id, h, f.payload);
+        if (op == "list") return list_dir(id, h);
+        if (op == "stat") return stat_path(id, h);
+        return delete_path(id, h);
+      }
+      send_error(id, EINVAL, "unknown op '" + op + "'");
+    } catch (const std::exception& e) {
+      send_error(id, EINVAL, std::string("bad request: ") + e.what());
+    }
+  }
+
+  // The request's "env" object as K=V entries.
+  static std::vector<std::string> env_entries(const json& h) {
+    std::vector<std::string> env;
+    auto it = h.find("env");
+    if (it == h.end() || !it->is_object()) return env;
+    for (auto& [k, v] : it->items()) env.push_back(k + "=" + v.get<std::string>());
+    return env;
+  }
+
+  // What every command takes from its exec request.
+  Command new_command(uint64_t id, const json& h) {
+    Command c;
+    c.id = id;
+    c.cap = std::min<size_t>(h.value("output_cap", swissbox::limits::kDefaultOutputCap), swissbox::limits::kMaxOutputCap);
+    c.background = h.value("background", false);
+    c.start = Clock::now();
+    // The guard reads gVisor's /proc/meminfo; on a host (tests) it would count the machine.
+    if (self_ == 1) guard_.set_limit(h.value("memory_limit", int64_t{0}));
+    // An idle sandbox (the runner, idle workers) is far below its limit: the first reading
+    // can wait for the guard's interval, so a short command costs no read of /proc/meminfo.
+    if (!guarding()) guard_.defer(c.start);
+    int64_t timeout_ms = h.value("timeout_ms", int64_t{0});
+    if (timeout_ms > 0) c.deadline = c.start + std::chrono::milliseconds(timeout_ms);
+    c.in_eof = h.value("stdin_eof", true);
+    c.env = env_entries(h);
+    return c;
+  }
+
+  // A command that could not start: answered like a shell, 127 for a missing program, 126
+  // otherwise, the reason on stderr.
+  void report_not_started(uint64_t id, int err, const std::string& what) {
+    std::string msg = "swissbox-init: " + what + ": " + std::strerror(err) + "\n";
+    send({{"ev", "stderr"}, {"id", id}}, msg);
+    send({{"ev", "exit"},
+          {"id", id},
+          {"exit_code", err == ENOENT ? 127 : 126},
+          {"signal", 0},
+          {"duration_ms", 0.0},
+          {"cpu_ms", 0.0},
+          {"max_rss_kb", 0},
+          {"timed_out", false},
+          {"truncated", false}});
+  }
+
+  Command& add_command(Command c, swissbox::init::Launched& proc, std::string input) {
+    c.pid = proc.pid;
+    c.in = std::move(proc.in);
+    c.out = std::move(proc.out);
+    c.err = std::move(proc.err);
+    set_nonblock(c.in.get());
+    set_nonblock(c.out.get());
+    set_nonblock(c.err.get());
+    uint64_t id = c.id;
+    auto& stored = commands_[id] = std::move(c);
+    take_input(stored, std::move(input));
+    return stored;
+  }
+
+  void start_exec(uint64_t id, const json& h, std::string stdin_data) {
+    if (commands_.count(id)) return send_error(id, EEXIST, "exec id in use");
+    std::vector<std::string> argv = h.at("argv").get<std::vector<std::string>>();
+    if (argv.empty()) return send_error(id, EINVAL, "exec: empty argv");
+    std::string argv0 = argv[0];
+    std::string cwd = resolve(h.value("cwd", g_workspace));
+    Command c = new_command(id, h);
+    swissbox::init::Launched proc;
+    rlim_t nproc = h.value("pids_limit", rlim_t{0});
+    if (int err = spawner_.launch({std::move(argv), c.env, cwd, nproc}, &proc)) {
+      return report_not_started(id, err, access(cwd.c_str(), X_OK) != 0 ? "cwd " + cwd : argv0);
+    }
+    add_command(std::move(c), proc, std::move(stdin_data));
+    spawner_.prepare();  // while the command loads, not on the next one's path
+  }
+
+  // A program in a language with workers: the idle worker runs it when it can (same
+  // start-up environment), a new one otherwise. The request's input stream starts with the
+  // program (code_bytes), then stdin.
+  void start_program(uint64_t id, const json& h, std::string input) {
+    using namespace swissbox::init;
+    if (commands_.count(id)) return send_error(id, EEXIST, "exec id in use");
+    auto lang = language_from_name(h.at("language").get<std::string>());
+    if (!lang) return send_error(id, EINVAL, "exec: no worker for language " + h["language"].dump());
+    std::string cwd = resolve(h.value("cwd", g_workspace));
+    Command c = new_command(id, h);
+    c.language = lang;
+    c.keep_worker = h.value("keep_worker", false);
+    c.program_left = h.value("code_bytes", size_t{0});
+    Worker w;
+    auto idle = idle_workers_.find(*lang);
+    if (idle != idle_workers_.end() && worker_env_compatible(idle->second.env, c.env)) {
+      w = std::move(idle->second);
+      idle_workers_.erase(idle);
+    } else if (int err = start_worker(spawner_, *lang, c.env, cwd, &w)) {
+      return report_not_started(id, err, access(cwd.c_str(), X_OK) != 0 ? "cwd " + cwd
+                                                                         : worker_argv(*lang)[0]);
+    }
+    // Workers start without the task limit (a kept one serves later requests); the program
+    // gets the request's before it gets its code.
+    if (rlim_t nproc = h.value("pids_limit", rlim_t{0}); nproc > 0) {
+      rlimit both{nproc, nproc};
+      if (prlimit(w.io.pid, RLIMIT_NPROC, &both, nullptr) != 0) {
+        int err = errno;
+        kill(-w.io.pid, SIGKILL);
+        return report_not_started(id, err, "task limit of the worker");
+      }
+    }
+    if (auto loaded = process_cpu_ms(w.io.pid)) c.cpu_before_ms = *loaded;
+    c.program = std::move(w.channel);
+    c.pending_program = worker_header(*lang, cwd, c.env);
+    Command& stored = add_command(std::move(c), w.io, std::move(input));
+    flush_program(stored);
+  }
+
+  // Starts idle workers for the languages asked for; answers once all of them have loaded
+  // their runtime (or one failed).
+  void prepare_workers(uint64_t id, const json& h) {
+    using namespace swissbox::init;
+    std::vector<std::string> env = env_entries(h);
+    std::set<Language> waiting;
+    for (const auto& name : h.value("languages", std::vector<std::string>{})) {
+      auto lang = language_from_name(name);
+      if (!lang) return send_error(id, EINVAL, "prepare: no worker for language '" + name + "'");
+      if (int err = add_idle_worker(*lang, env)) {
+        return send_error(id, err, std::string("start a ") + name + " worker");
+      }
+      if (!idle_workers_.at(*lang).ready) waiting.insert(*lang);
+    }
+    if (waiting.empty()) return send_result(id);
+    preparing_[id] = std::move(waiting);
+  }
+
+  int add_idle_worker(swissbox::init::Language lang, const std::vector<std::string>& env) {
+    if (idle_workers_.count(lang)) return 0;
+    swissbox::init::Worker w;
+    if (int err = start_worker(spawner_, lang, env, g_workspace, &w)) return err;
+    idle_workers_.emplace(lang, std::move(w));
+    return 0;
+  }
+
+  void worker_loaded(int channel_fd) {
+    for (auto it = idle_workers_.begin(); it != idle_workers_.end(); ++it) {
+      if (it->second.channel.get() != channel_fd) continue;
+      bool dead = false;
+      if (read_ready(it->second, &dead)) return prepared(it->first, 0);
+      if (dead) {
+        kill(-it->second.io.pid, SIGKILL);  // reaped as usual; it is nobody's command
+        auto lang = it->first;
+        idle_workers_.erase(it);
+        prepared(lang, ECHILD);
+      }
+      return;
+    }
+  }
+
+  // A worker of `lang` loaded (err 0) or died: answers the prepare requests it completes.
+  void prepared(swissbox::init::Language lang, int err) {
+    for (auto it = preparing_.begin(); it != preparing_.end();) {
+      if (!it->second.count(lang)) {
+        ++it;
+        continue;
+      }
+      it->second.erase(lang);
+      if (err != 0) {
+        send_error(it->first, err,
+                   std::string("the ") + swissbox::init::language_name(lang) +
+                       " worker exited while loading");
+        it = preparing_.erase(it);
+      } else if (it->second.empty()) {
+        send_result(it->first);
+        it = preparing_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+
+  void feed_stdin(uint64_t id, const json& h, std::string data) {
+    auto it = commands_.find(id);
+    if (it == commands_.end()) return;
+    if (h.value("eof", false)) it->second.in_eof = true;
+    take_input(it->second, std::move(data));
+  }
+
+  // The request's input stream: a worker's program first, then the command's stdin.
+  void take_input(Command& c, std::string data) {
+    size_t n = std::min(c.program_left, data.size());
+    if (n > 0) {
+      c.pending_program.append(data, 0, n);
+      c.program_left -= n;
+      data.erase(0, n);
+      flush_program(c);
+    }
+    if (c.in) c.pending_in += data;
+    flush_stdin(c);
+  }
+
+  // Everything of the program written: the worker sees EOF and runs it.
+  void flush_program(Command& c) {
+    while (!c.pending_program.empty() && c.program) {
+      ssize_t w = write(c.program.get(), c.pending_program.data(), c.pending_program.size());
+      if (w < 0 && errno == EINTR) continue;
+      if (w < 0 && errno == EAGAIN) return;
+      if (w < 0) {  // the worker is gone; the reaper reports how it ended
+        c.pending_program.clear();
+        c.program.reset();
+        return;
+      }
+      c.pending_program.erase(0, w);
+    }
+    // The channel stays open until the command ends: closing it while the worker's "R" is
+    // unread would reset the connection under the worker's reads.
+    if (c.program && !c.program_sent && c.pending_program.empty() && c.program_left == 0) {
+      shutdown(c.program.get(), SHUT_WR);
+      c.program_sent = true;
+    }
+  }
+
+  void flush_stdin(Command& c) {
+    while (!c.pending_in.empty() && c.in) {
+      ssize_t w = write(c.in.get(), c.pending_in.data(), c.pending_in.size());
+      if (w < 0 && errno == EINTR) continue;
+      if (w < 0 && errno == EAGAIN) return;
+      if (w < 0) {  // the command closed its stdin
+        c.pending_in.clear();
+        c.in.reset();
+        return;
+      }
+      c.pending_in.erase(0, w);
+    }
+    if (c.pending_in.empty() && c.in_eof) c.in.reset();
+  }
+
+  void read_program_reply(Command& c, char* buf) {
+    for (;;) {
+      ssize_t r = read(c.program.get(), buf, kReadChunk);
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0 && errno == EAGAIN) break;
+      if (r <= 0) {  // the worker closed it (or died): the reaper reports the exit
+        c.program.reset();
+        return;
+      }
+      c.program_reply.append(buf, r);  // "R", then "X<code>\n": only the end matters
+      if (c.program_reply.size() > 64) c.program_reply.erase(0, c.program_reply.size() - 64);
+    }
+    if (auto code = swissbox::init::reported_exit(c.program_reply)) program_over(c, *code, buf);
+  }
+
+  // The worker reported its program's end: all its output is in the pipes. The command is
+  // answered now; the process's teardown (and anything it left, unless background) goes on
+  // without holding up the answer.
+  void program_over(Command& c, int code, char* buf) {
+    c.cpu_at_end_ms = process_cpu_ms(c.pid);
+    c.usage.ru_maxrss = proc_rss_kb(c.pid);
+    read_output(c, 0, buf);
+    read_output(c, 1, buf);
+    c.out.reset();
+    c.err.reset();
+    c.program.reset();
+    c.exited = true;
+    c.status = code << 8;  // as wait() reports exit(code)
+    on_leader_exit(c);
+  }
+
+  static double tv_ms(const timeval& tv) { return tv.tv_sec * 1000.0 + tv.tv_usec / 1000.0; }
+
+  // A process's CPU time (all its threads, to the nanosecond; /proc/<pid>/stat counts
+  // clock ticks of 10 ms, for user and system time each).
+  static std::optional<double> process_cpu_ms(pid_t pid) {
+    clockid_t clock;
+    timespec ts;
+    if (clock_getcpuclockid(pid, &clock) != 0 || clock_gettime(clock, &ts) != 0) return std::nullopt;
+    return ts.tv_sec * 1000.0 + ts.tv_nsec / 1e6;
+  }
+
+  // A process's group and session from /proc/<pid>/stat.
+  struct ProcStat {
+    pid_t pgrp = 0, sid = 0;
+  };
+  static std::optional<ProcStat> proc_stat(pid_t pid) {
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+    size_t n = swissbox::init::read_small(path, buf, sizeof(buf) - 1).size();
+    if (n == 0) return std::nullopt;
+    buf[n] = 0;
+    const char* p = strrchr(buf, ')');  // comm may contain spaces
+    ProcStat st;
+    char state;
+    if (!p || sscanf(p + 1, " %c %*d %d %d", &state, &st.pgrp, &st.sid) != 3) return std::nullopt;
+    return st;
+  }
+
+  // The peak resident size of a process that is still there (kB), for its exit report;
+  // gVisor shows no VmHWM: the resident size at the end is the closest it tells.
+  static long proc_rss_kb(pid_t pid) {
+    char path[64], buf[4096];
+    snprintf(path, sizeof path, "/proc/%d/status", pid);
+    size_t n = swissbox::init::read_small(path, buf, sizeof buf - 1).size();
+    if (n == 0) return 0;
+    buf[n] = 0;
+    if (const char* hwm = strstr(buf, "VmHWM:")) return strtol(hwm + 6, nullptr, 10);
+    if (const char* rss = strstr(buf, "VmRSS:")) return strtol(rss + 6, nullptr, 10);
+    return 0;
+  }
+
+  void signal_command(uint64_t id, int sig) {
+    auto it = commands_.find(id);
+    if (it != commands_.end() && !it->second.exited) kill(-it->second.pid, sig);
+  }
+
+  void pause_command(uint64_t id, bool pause) {
+    auto it = commands_.find(id);
+    if (it == commands_.end()) return;
+    Command& c = it->second;
+    c.paused = pause;
+    if (!pause && c.exited) c.finalize_by = std::min(c.finalize_by, Clock::now() + kDrainGrace);
+  }
+
+  // Reads what the pipe holds. From poll (revents given): a hang-up without data is EOF
+  // without a read, and a short read ends the turn (poll reports what arrives later);
+  // without revents it reads until EAGAIN or EOF (the final drain).
+  void read_output(Command& c, int stream, char* buf, short revents = 0) {
+    unique_fd& fd = stream == 0 ? c.out : c.err;
+    if ((revents & (POLLHUP | POLLIN)) == POLLHUP) return fd.reset();
+    for (;;) {
+      ssize_t r = read(fd.get(), buf, kReadChunk);
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0 && errno == EAGAIN) return;
+      if (r <= 0) {
+        fd.reset();
+        return;
+      }
+      // Past the cap the bytes are drained and dropped, so the command never blocks on a
+      // full pipe and the agent never buffers more than the cap.
+      size_t room = c.cap - std::min(c.cap, c.sent[stream]);
+      size_t n = std::min(room, static_cast<size_t>(r));
+      if (n < static_cast<size_t>(r)) c.truncated = true;
+      if (n > 0) {
+        c.sent[stream] += n;
+        send({{"ev", stream == 0 ? "stdout" : "stderr"}, {"id", c.id}}, std::string_view(buf, n));
+      }
+      if (revents != 0 && r < static_cast<ssize_t>(kReadChunk)) return;
+    }
+  }
+
+  void reap() {
+    // Only empties the signalfd: wait4 below finds every child that ended.
+    signalfd_siginfo si[16];
+    while (read(sigchld_.get(), si, sizeof(si)) == static_cast<ssize_t>(sizeof(si))) {
+    }
+    for (;;) {
+      int status = 0;
+      rusage ru{};
+      pid_t pid = wait4(-1, &status, WNOHANG, &ru);
+      if (pid <= 0) return;
+      spawner_.on_reaped(pid);
+      idle_worker_gone(pid);
+      for (auto& [id, c] : commands_) {
+        if (c.pid != pid || c.exited) continue;  // exited: its worker reported it already
+        c.exited = true;
+        c.status = status;
+        c.usage = ru;
+        on_leader_exit(c);
+      }
+    }
+  }
+
+  void idle_worker_gone(pid_t pid) {
+    for (auto it = idle_workers_.begin(); it != idle_workers_.end(); ++it) {
+      if (it->second.io.pid != pid) continue;
+      auto lang = it->first;
+      idle_workers_.erase(it);
+      return prepared(lang, ECHILD);
+    }
+  }
+
+  void on_leader_exit(Command& c) {
+    if (c.background) {
+      keep_background_orphans();
+    } else {
+      kill(-c.pid, SIGKILL);
+      kill_strays();
+    }
+    c.in.reset();
+    c.finalize_by = Clock::now() + (c.paused ? kPausedDrainGrace : kDrainGrace);
+  }
+
+  // A background command's leader is gone: the processes it left became the runner's
+  // children as it died, and they are the command's to keep. Kept by pid, because a daemon
+  // may not have left the command's group yet (setsid, nohup and sleep exec one after the
+  // other): once it makes its own group and session, their id is its pid. Processes in a
+  // running foreground command's group are that command's.
+  void keep_background_orphans() {
+    std::set<pid_t> known = {spawner_.spare_pid()};
+    std::set<pid_t> foreground_groups;
+    for (auto& [lang, w] : idle_workers_) known.insert(w.io.pid);
+    for (auto& [id, c] : commands_) {
+      known.insert(c.pid);
+      if (!c.exited && !c.background) foreground_groups.insert(c.pid);
+    }
+    for (pid_t pid : children()) {
+      if (known.count(pid) || kept_orphans_.count(pid)) continue;
+      auto st = proc_stat(pid);
+      if (st && !foreground_groups.count(st->pgrp)) kept_orphans_.insert(pid);
+    }
+  }
+
+  // Processes that left their command's group (setsid, setpgid) end up as children of the
+  // runner once their parent dies; they are killed when a foreground command ends, unless
+  // they belong to a running command, a background one, or are the spare. Process groups of
+  // background commands stay protected after their leader is gone, as long as some process
+  // of the group lives, and so do the processes a background command left (and their
+  // groups and sessions).
+  void kill_strays() {
+    std::erase_if(kept_orphans_, [](pid_t p) { return kill(p, 0) != 0 && errno == ESRCH; });
+    std::set<pid_t> protect = background_groups_;
+    protect.insert(kept_orphans_.begin(), kept_orphans_.end());
+    for (auto& [lang, w] : idle_workers_) protect.insert(w.io.pid);
+    for (auto& [id, c] : commands_) {
+      if (!c.exited || c.background) protect.insert(c.pid);
+    }
+    for (int round = 0; round < 3; ++round) {
+      bool killed = false;
+      for (pid_t pid : children()) {
+        // The spare may not have made its own group yet.
+        if (pid == spawner_.spare_pid() || protect.count(pid)) continue;
+        auto st = proc_stat(pid);
+        if (!st || protect.count(st->pgrp) || protect.count(st->sid)) continue;
+        kill(pid, SIGKILL);
+        killed = true;
+      }
+      if (!killed) break;
+      usleep(2000);
+      reap_strays();
+    }
+    std::erase_if(background_groups_, [](pid_t g) { return kill(-g, 0) != 0 && errno == ESRCH; });
+  }
+
+  // The runner's own children: one read instead of a stat of every process in /proc.
+  std::vector<pid_t> children() const {
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/self/task/%d/children", static_cast<int>(self_tid_));
+    std::vector<pid_t> out;
+    unique_fd fd(open(path, O_RDONLY | O_CLOEXEC));
+    if (!fd) return out;
+    std::string text;
+    char buf[4096];
+    for (ssize_t n; (n = read(fd.get(), buf, sizeof(buf))) > 0;) {
+      text.append(buf, n);
+      if (n < static_cast<ssize_t>(sizeof(buf))) break;  // a short read is the whole file
+    }
+    for (const char* p = text.c_str(); *p;) {
+      char* end;
+      long pid = strtol(p, &end, 10);
+      if (end == p) break;
+      out.push_back(static_cast<pid_t>(pid));
+      p = end;
+    }
+    return out;
+  }
+
+  void reap_strays() {
+    for (;;) {
+      int status;
+      pid_t pid = waitpid(-1, &status, WNOHANG);
+      if (pid <= 0) return;
+      spawner_.on_reaped(pid);
+      for (auto& [id, c] : commands_) {
+        if (c.pid == pid && !c.exited) c.exited = true, c.status = status;
+      }
+    }
+  }
+
+  bool guarding() const { return !commands_.empty() || !background_groups_.empty(); }
+
+  // Kills the biggest process once the sandbox's code uses more than its memory limit; the
+  // command it belongs to (by process group or session) is reported as OOM-killed.
+  void guard_memory(Clock::time_point now) {
+    if (!guarding()) return;
+    if (now < guard_.next_check()) return;
+    pid_t victim = guard_.check(now, {self_, spawner_.spare_pid()});
+    if (victim <= 0) return;
+    auto st = proc_stat(victim);
+    pid_t pgrp = st ? st->pgrp : 0, sid = st ? st->sid : 0;
+    kill(victim, SIGKILL);
+    for (auto& [id, c] : commands_) {
+      if (c.pid != pgrp && c.pid != sid) continue;
+      c.oom_killed = true;
+      kill(-c.pid, SIGKILL);
+      std::string msg = "swissbox-init: killed process " + std::to_string(victim) +
+                        ": the sandbox's memory limit of " + std::to_string(guard_.limit() >> 20) +
+                        " MiB was reached\n";
+      if (c.sent[1] < c.cap) send({{"ev", "stderr"}, {"id", id}}, msg);
+    }
+  }
+
+  void tick() {
+    auto now = Clock::now();
+    guard_memory(now);
+    std::erase_if(candidates_, [now](const Candidate& c) { return now >= c.deadline; });
+    std::vector<uint64_t> done;
+    for (auto& [id, c] : commands_) {
+      if (!c.exited && now >= c.deadline) {
+        c.timed_out = true;
+        kill(-c.pid, SIGKILL);
+        c.deadline = Clock::time_point::max();
+      }
+      if (c.exited && ((!c.out && !c.err) || now >= c.finalize_by)) {
+        if (c.paused && (c.out || c.err)) c.truncated = true;  // its reader never caught up
+        done.push_back(id);
+      }
+    }
+    for (uint64_t id : done) finish(commands_.at(id)), commands_.erase(id);
+  }
+
+  void finish(Command& c) {
+    if (c.background) background_groups_.insert(c.pid);
+    // A session's next program in this language finds a loaded worker.
+    if (c.language && c.keep_worker) add_idle_worker(*c.language, c.env);
+    auto dur = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - c.start);
+    json ev = {{"ev", "exit"},
+               {"id", c.id},
+               {"exit_code", WIFEXITED(c.status) ? WEXITSTATUS(c.status) : -1},
+               {"signal", WIFSIGNALED(c.status) ? WTERMSIG(c.status) : 0},
+               {"duration_ms", dur.count() / 1000.0},
+               {"cpu_ms", std::max(0.0, c.cpu_at_end_ms.value_or(tv_ms(c.usage.ru_utime) +
+                                                                  tv_ms(c.usage.ru_stime)) -
+                                            c.cpu_before_ms)},
+               {"max_rss_kb", c.usage.ru_maxrss},
+               {"timed_out", c.timed_out},
+               {"oom_killed", c.oom_killed},
+               {"truncated", c.truncated}};
+    send(ev);
+  }
+
+  int next_timeout_ms() const {
+    auto now = Clock::now();
+    auto next = Clock::time_point::max();
+    for (auto& [id, c] : commands_) next = std::min({next, c.deadline, c.finalize_by});
+    if (guarding()) next = std::min(next, guard_.next_check());
+    for (const auto& c : candidates_) next = std::min(next, c.deadline);
+    if (next == Clock::time_point::max()) return -1;
+    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(next - now).count() + 1;
+    return static_cast<int>(std::max<int64_t>(0, ms));
+  }
+
+  // ---- files --------------------------------------------------------------------------
+
+  void read_file(uint64_t id, const json& h) {
+    std::string path = resolve(h.at("path").get<std::string>());
+    uint64_t max = h.value("max_bytes", uint64_t{64} << 20);
+    unique_fd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
+    if (!fd) return send_error(id, errno, "open " + path);
+    struct stat st;
+    if (fstat(fd.get(), &st) != 0) return send_error(id, errno, "stat " + path);
+    if (S_ISDIR(st.st_mode)) return send_error(id, EISDIR, path);
+    if (!S_ISREG(st.st_mode)) return send_error(id, EINVAL, path + " is not a regular file");
+    if (static_cast<uint64_t>(st.st_size) > max) return send_error(id, EFBIG, path);
+    std::string buf(256 * 1024, '\0');
+    uint64_t total = 0;
+    for (;;) {
+      ssize_t r = read(fd.get(), buf.data(), buf.size());
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0) return send_error(id, errno, "read " + path);
+      if (r == 0) break;
+      total += r;
+      if (total > max) return send_error(id, EFBIG, path);
+      send({{"ev", "data"}, {"id", id}}, std::string_view(buf.data(), r));
+    }
+    send_result(id, {{"size", total}});
+  }
+
+  static int make_parents(const std::string& path) {
+    for (size_t pos = 1; (pos = path.find('/', pos)) != std::string::npos; ++pos) {
+      std::string dir = path.substr(0, pos);
+      if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) return errno;
+    }
+    return 0;
+  }
+
+  void write_file(uint64_t id, const json& h, const std::string& data) {
+    std::string path = resolve(h.at("path").get<std::string>());
+    bool append = h.value("append", false);
+    bool last = h.value("last", true);
+    // A write that failed already got its error; its remaining chunks are dropped.
+    if (append && failed_writes_.count(id)) {
+      if (last) failed_writes_.erase(id);
+      return;
+    }
+    auto fail = [&](int err, const std::string& what) {
+      if (!last) failed_writes_.insert(id);
+      send_error(id, err, what);
+    };
+    if (!append) {
+      if (int err = make_parents(path)) return fail(err, "mkdir for " + path);
+    }
+    int flags = O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW | (append ? O_APPEND : O_TRUNC);
+    unique_fd fd(open(path.c_str(), flags, h.value("mode", 0644)));
+    if (!fd) return fail(errno, "open " + path);
+    size_t off = 0;
+    while (off < data.size()) {
+      ssize_t w = write(fd.get(), data.data() + off, data.size() - off);
+      if (w < 0 && errno == EINTR) continue;
+      if (w < 0) return fail(errno, "write " + path);
+      off += w;
+    }
+    if (last) send_result(id);
+  }
+
+  static const char* type_name(mode_t m) {
+    if (S_ISREG(m)) return "file";
+    if (S_ISDIR(m)) return "dir";
+    if (S_ISLNK(m)) return "symlink";
+    return "other";
+  }
+
+  static json entry_json(const std::string& name, const struct stat& st) {
+    return {{"name", name},
+            {"type", type_name(st.st_mode)},
+            {"size", static_cast<uint64_t>(st.st_size)},
+            {"mode", st.st_mode & 07777},
+            {"mtime", static_cast<int64_t>(st.st_mtime)}};
+  }
+
+  void list_dir(uint64_t id, const json& h) {
+    std::string path = resolve(h.value("path", std::string(".")));
+    DIR* d = opendir(path.c_str());
+    if (!d) return send_error(id, errno, "opendir " + path);
+    // Entries go out in frames whose header stays well below the protocol's limit (a name
+    // of 255 bytes escapes to at most 1.5 kB of JSON).
+    constexpr size_t kFrameBudget = 32 * 1024;
+    json entries = json::array();
+    size_t bytes = 0, total = 0;
+    while (dirent* e = readdir(d)) {
+      std::string name = e->d_name;
+      if (name == "." || name == "..") continue;
+      struct stat st;
+      if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+      json entry = entry_json(name, st);
+      bytes += entry.dump().size() + 1;
+      entries.push_back(std::move(entry));
+      if (bytes >= kFrameBudget) {
+        send({{"ev", "entries"}, {"id", id}, {"entries", std::exchange(entries, json::array())}});
+        bytes = 0;
+      }
+      if (++total >= swissbox::limits::kMaxListEntries) break;
+    }
+    closedir(d);
+    if (!entries.empty()) send({{"ev", "entries"}, {"id", id}, {"entries", std::move(entries)}});
+    send_result(id);
+  }
+
+  void stat_path(uint64_t id, const json& h) {
+    std::string path = resolve(h.at("path").get<std::string>());
+    struct stat st;
+    if (lstat(path.c_str(), &st) != 0) return send_error(id, errno, "stat " + path);
+    send_result(id, entry_json(path, st));
+  }
+
+  static int remove_tree(const std::string& path) {
+    struct stat st;
+    if (lstat(path.c_str(), &st) != 0) return errno;
+    if (S_ISDIR(st.st_mode)) {
+      DIR* d = opendir(path.c_str());
+      if (!d) return errno;
+      std::vector<std::string> names;
+      while (dirent* e = readdir(d)) {
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) names.push_back(e->d_name);
+      }
+      closedir(d);
+      for (auto& n : names) {
+        if (int err = remove_tree(path + "/" + n)) return err;
+      }
+      return rmdir(path.c_str()) == 0 ? 0 : errno;
+    }
+    return unlink(path.c_str()) == 0 ? 0 : errno;
+  }
+
+  void delete_path(uint64_t id, const json& h) {
+    std::string path = resolve(h.at("path").get<std::string>());
+    if (path == g_workspace || path == g_workspace + "/" || path == "/") {
+      return send_error(id, EBUSY, "refusing to delete " + path);
+    }
+    int err = 0;
+    if (h.value("recursive", false)) {
+      err = remove_tree(path);
+    } else {
+      struct stat st;
+      if (lstat(path.c_str(), &st) != 0)
+        err = errno;
+      else if (S_ISDIR(st.st_mode))
+        err = rmdir(path.c_str()) == 0 ? 0 : errno;
+      else
+        err = unlink(path.c_str()) == 0 ? 0 : errno;
+    }
+    if (err) return send_error(id, err, "delete " + path);
+    send_result(id);
+  }
+
+  unique_fd sigchld_;
+  // The runner's pid and (single) thread id, asked once.
+  const pid_t self_ = getpid();
+  const pid_t self_tid_ = gettid();
+  swissbox::init::Spawner spawner_;
+  swissbox::init::MemoryGuard guard_;
+  bool control_eof_ = false;
+  unique_fd listener_, controller_;
+  static constexpr size_t kMaxCandidates = 8;
+  static constexpr auto kAttachWindow = std::chrono::seconds(2);
+  std::vector<Candidate> candidates_;  // connected to the reattach socket, not yet proven
+  std::string secret_;
+  static constexpr uint64_t kOrphanIds = uint64_t{1} << 62;
+  uint64_t orphan_seq_ = 0;
+  swissbox::proto::Decoder decoder_;
+  std::map<uint64_t, Command> commands_;
+  std::set<uint64_t> failed_writes_;
+  std::set<pid_t> background_groups_;
+  std::set<pid_t> kept_orphans_;  // processes background commands left (keep_background_orphans)
+  std::map<swissbox::init::Language, swissbox::init::Worker> idle_workers_;
+  std::map<uint64_t, std::set<swissbox::init::Language>> preparing_;  // prepare requests
+};
+
+}  // namespace
+
+// --bridge: relays this process's stdin/stdout (the pipes of `runsc exec`, held by a
+// restarted agent) to the runner's control socket, until either side closes.
+int bridge() {
+  unique_fd sock(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  socklen_t len;
+  sockaddr_un a = bridge_address(&len);
+  if (!sock || connect(sock.get(), reinterpret_cast<sockaddr*>(&a), len) != 0) {
+    fprintf(stderr, "swissbox-init --bridge: connect to the runner: %s\n", strerror(errno));
+    return 1;
+  }
+  signal(SIGPIPE, SIG_IGN);
+  prctl(PR_SET_DUMPABLE, 0);  // as the runner: no ptrace from the sandbox's code
+  struct Leg {
+    int from, to;
+  } legs[2] = {{STDIN_FILENO, sock.get()}, {sock.get(), STDOUT_FILENO}};
+  char buf[kReadChunk];
+  for (;;) {
+    pollfd p[2] = {{legs[0].from, POLLIN, 0}, {legs[1].from, POLLIN, 0}};
+    if (poll(p, 2, -1) < 0 && errno != EINTR) return 1;
+    for (int i = 0; i < 2; ++i) {
+      if (p[i].revents == 0) continue;
+      ssize_t r = read(legs[i].from, buf, sizeof buf);
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) return 0;
+      for (ssize_t off = 0; off < r;) {
+        ssize_t w = write(legs[i].to, buf + off, r - off);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return 0;
+        off += w;
+      }
+    }
+  }
+}
+
+int main(int argc, char** argv) {
+  if (argc > 1 && strcmp(argv[1], "--bridge") == 0) return bridge();
+  // --user UID:GID: commands and file requests run as that user; the runner stays root
+  // (inside gVisor) so that their code cannot signal it, trace it or open its fds.
+  if (argc > 2 && strcmp(argv[1], "--user") == 0) {
+    unsigned long uid = 0, gid = 0;
+    if (sscanf(argv[2], "%lu:%lu", &uid, &gid) != 2 || uid == 0) {
+      fprintf(stderr, "swissbox-init: --user needs UID:GID of a user other than root\n");
+      return 2;
+    }
+    g_uid = static_cast<uid_t>(uid);
+    g_gid = static_cast<gid_t>(gid);
+  }
+  if (const char* ws = getenv("SWISSBOX_WORKSPACE"); ws && ws[0] == '/') g_workspace = ws;
+  Runner runner;
+  return runner.run();
+}
