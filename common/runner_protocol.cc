@@ -71,7 +71,8 @@ using json = nlohmann::json;
 // field that is wrong is remembered and every later read is a no-op.
 class Fields {
  public:
-  Fields(const json& h, std::string ev) : h_(h), ev_(std::move(ev)) {}
+  // what: how an error starts, e.g. "runner sent a bad 'exit' event".
+  Fields(const json& h, std::string what) : h_(h), what_(std::move(what)) {}
 
   // Integers in [lo, hi]; a number with a fraction or out of range is an error.
   template <typename T>
@@ -109,6 +110,24 @@ class Fields {
     if (!v->is_string()) return wrong(name, "not a string");
     *out = v->get<std::string>();
   }
+  void strings(const char* name, std::vector<std::string>* out, bool required = false) {
+    const json* v = find(name, required);
+    if (!v) return;
+    if (!v->is_array()) return wrong(name, "not an array");
+    for (const json& s : *v) {
+      if (!s.is_string()) return wrong(name, "has an element that is not a string");
+      out->push_back(s.get<std::string>());
+    }
+  }
+  void string_map(const char* name, std::map<std::string, std::string>* out) {
+    const json* v = find(name, false);
+    if (!v) return;
+    if (!v->is_object()) return wrong(name, "not an object");
+    for (const auto& [k, val] : v->items()) {
+      if (!val.is_string()) return wrong(name, "has a value that is not a string");
+      (*out)[k] = val.get<std::string>();
+    }
+  }
   bool has(const char* name) const { return h_.contains(name); }
   const json* find(const char* name, bool required) {
     if (!error_.empty()) return nullptr;
@@ -119,23 +138,25 @@ class Fields {
     }
     return &*it;
   }
-  void wrong(const std::string& name, const std::string& what) {
-    if (error_.empty()) error_ = "runner sent a bad '" + ev_ + "' event: " + name + " " + what;
+  void wrong(const std::string& name, const std::string& problem) {
+    if (error_.empty()) error_ = what_ + ": " + name + " " + problem;
   }
   const std::string& error() const { return error_; }
 
  private:
   const json& h_;
-  std::string ev_;
+  std::string what_;
   std::string error_;
 };
+
+std::string bad_event(const std::string& ev) { return "runner sent a bad '" + ev + "' event"; }
 
 std::optional<FileEntry> decode_entry(const json& j, Fields* outer) {
   if (!j.is_object()) {
     outer->wrong("entry", "not an object");
     return std::nullopt;
   }
-  Fields f(j, "entry");
+  Fields f(j, bad_event("entry"));
   FileEntry e;
   f.string("name", &e.name, true);
   f.string("type", &e.type, true);
@@ -196,7 +217,7 @@ std::optional<Event> decode_event(Frame frame, std::string* error) {
     *error = "runner sent an unknown event";
     return std::nullopt;
   }
-  Fields f(h, ev);
+  Fields f(h, bad_event(ev));
   const bool has_id = e.kind != EventKind::kHello && e.kind != EventKind::kFatal;
   // Id 0 answers no request (a runner of the previous version answers an op it does not
   // know, such as attach, with id 0): decoded, then dropped as unrouted.
@@ -222,7 +243,7 @@ std::optional<Event> decode_event(Frame frame, std::string* error) {
         const json* err = f.find("error", true);
         if (err && !err->is_object()) f.wrong("error", "not an object");
         if (err && err->is_object()) {
-          Fields ef(*err, "error");
+          Fields ef(*err, bad_event("error"));
           ef.integer("errno", &e.error_errno, false, 0, 4095);
           ef.string("message", &e.message);
           if (!ef.error().empty()) f.wrong("error", "(" + ef.error() + ")");
@@ -259,6 +280,79 @@ std::optional<Event> decode_event(Frame frame, std::string* error) {
   }
   e.payload = std::move(frame.payload);
   return e;
+}
+
+json hello_event(int64_t pid, const std::string& secret, std::optional<size_t> reattached_running) {
+  json h = {{"ev", "hello"}, {"pid", pid}, {"version", kVersion}};
+  if (!secret.empty()) h["secret"] = secret;
+  if (reattached_running) h["reattached"] = true, h["running"] = *reattached_running;
+  return h;
+}
+
+json exit_event(uint64_t id, const ExitStatus& s) {
+  return {{"ev", "exit"},           {"id", id},
+          {"exit_code", s.exit_code}, {"signal", s.signal},
+          {"duration_ms", s.duration_ms}, {"cpu_ms", s.cpu_ms},
+          {"max_rss_kb", s.max_rss_kb}, {"timed_out", s.timed_out},
+          {"truncated", s.truncated},   {"oom_killed", s.oom_killed}};
+}
+
+json fatal_event(const std::string& message) { return {{"ev", "fatal"}, {"message", message}}; }
+
+json encode_op(const ExecOp& op) {
+  json h = {{"op", "exec"},
+            {"env", op.env},
+            {"timeout_ms", op.timeout_ms},
+            {"output_cap", op.output_cap},
+            {"background", op.background},
+            {"memory_limit", op.memory_limit},
+            {"pids_limit", op.pids_limit},
+            {"stdin_eof", op.stdin_eof}};
+  if (!op.cwd.empty()) h["cwd"] = op.cwd;
+  if (op.language.empty()) {
+    h["argv"] = op.argv;
+  } else {
+    h["language"] = op.language;
+    h["code_bytes"] = op.code_bytes;
+    h["keep_worker"] = op.keep_worker;
+  }
+  return h;
+}
+
+json encode_op(const PrepareOp& op) {
+  return {{"op", "prepare"}, {"languages", op.languages}, {"env", op.env}};
+}
+
+std::optional<ExecOp> decode_exec(const json& h, std::string* error) {
+  Fields f(h, "bad 'exec' request");
+  ExecOp op;
+  f.string("language", &op.language);
+  if (op.language.empty()) {
+    f.strings("argv", &op.argv, true);
+    if (f.error().empty() && op.argv.empty()) f.wrong("argv", "is empty");
+  } else {
+    f.integer("code_bytes", &op.code_bytes, false, 0, UINT64_MAX);
+    f.boolean("keep_worker", &op.keep_worker);
+  }
+  f.string_map("env", &op.env);
+  f.string("cwd", &op.cwd);
+  f.integer("timeout_ms", &op.timeout_ms, false, 0, INT64_MAX);
+  f.integer("output_cap", &op.output_cap, false, 0, UINT64_MAX);
+  f.boolean("background", &op.background);
+  f.integer("memory_limit", &op.memory_limit, false, 0, INT64_MAX);
+  f.integer("pids_limit", &op.pids_limit, false, 0, INT64_MAX);
+  f.boolean("stdin_eof", &op.stdin_eof);
+  if (!f.error().empty()) return *error = f.error(), std::nullopt;
+  return op;
+}
+
+std::optional<PrepareOp> decode_prepare(const json& h, std::string* error) {
+  Fields f(h, "bad 'prepare' request");
+  PrepareOp op;
+  f.strings("languages", &op.languages);
+  f.string_map("env", &op.env);
+  if (!f.error().empty()) return *error = f.error(), std::nullopt;
+  return op;
 }
 
 }  // namespace swissbox::proto

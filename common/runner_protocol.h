@@ -5,9 +5,9 @@
 // carry "ev" and the "id" of the request they answer. Many requests run at once,
 // multiplexed by id. Ops and their events:
 //   ping                          → result {pid}
-//   exec {argv, env, cwd, timeout_ms, output_cap, background, stdin_eof}
-//        payload = first stdin   → stdout/stderr (payload) … → exit {exit_code, signal,
-//                                  duration_ms, cpu_ms, max_rss_kb, timed_out, truncated}
+//   exec (ExecOp) payload = first stdin (a program's code first)
+//                                 → stdout/stderr (payload) … → exit (ExitStatus)
+//   prepare (PrepareOp)           → result once the languages' idle workers have loaded
 //   stdin {eof} payload          (no answer; feeds a running exec)
 //   signal {signal}              (no answer; signals the exec's process group)
 //   pause, resume                (no answer; stop/start reading the exec's output, so that
@@ -22,8 +22,10 @@
 //                                  first hello)
 //   stat {path}                  → result {name,type,size,mode,mtime}
 // Every result is {"ev":"result","id":N,"ok":true,…} or {…,"ok":false,"error":{"errno":E,
-// "message":"…"}}. init announces itself with {"ev":"hello","pid":P,"version":V} at start
-// and sends {"ev":"fatal","message":…} before it stops reading a broken channel.
+// "message":"…"}}. init announces itself with hello_event() at start (and after a
+// reattach) and sends fatal_event() before it stops reading a broken channel. The ops with
+// more than a field or two (exec, prepare) and the runner's hello, exit and fatal events
+// are structs here with one encoder and one decoder each.
 //
 // The runner runs as the sandbox's user, so the agent treats every byte of it as hostile:
 // decode_event() turns a frame into a typed Event with every field type- and range-checked,
@@ -32,6 +34,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -39,6 +42,9 @@
 #include <vector>
 
 namespace swissbox::proto {
+
+// In every hello. 2: the reattach secret, attach, pause/resume, prepare.
+constexpr int kVersion = 2;
 
 constexpr uint32_t kMaxHeader = 64 * 1024;
 constexpr uint32_t kMaxPayload = 1024 * 1024;
@@ -114,5 +120,41 @@ struct Event {
 
 // A typed event, or nullopt with *error saying which field of which event was wrong.
 std::optional<Event> decode_event(Frame frame, std::string* error);
+
+// What the runner sends: hello (reattached: how many commands of the earlier agent still
+// run), exit, fatal. decode_event() reads them.
+nlohmann::json hello_event(int64_t pid, const std::string& secret, std::optional<size_t> reattached_running);
+nlohmann::json exit_event(uint64_t id, const ExitStatus& status);
+nlohmann::json fatal_event(const std::string& message);
+
+// exec: a command (argv), or a program that the language's worker runs (language set; its
+// code, code_bytes long, leads the input stream, and the command's stdin follows).
+struct ExecOp {
+  std::vector<std::string> argv;
+  std::string language;
+  uint64_t code_bytes = 0;
+  bool keep_worker = false;  // load the language's next worker once this one ends
+  std::map<std::string, std::string> env;
+  std::string cwd;             // empty: the workspace
+  int64_t timeout_ms = 0;      // 0: none
+  uint64_t output_cap = 1 << 20;  // per stream
+  bool background = false;     // what it leaves running is not killed when it ends
+  int64_t memory_limit = 0;    // bytes, for the runner's memory guard; 0: none
+  int64_t pids_limit = 0;      // RLIMIT_NPROC of the command; 0: none
+  bool stdin_eof = true;       // the payload is all of the input
+};
+
+// prepare: start an idle worker per language, with this environment.
+struct PrepareOp {
+  std::vector<std::string> languages;
+  std::map<std::string, std::string> env;
+};
+
+// The request header (without its id, which the channel adds).
+nlohmann::json encode_op(const ExecOp& op);
+nlohmann::json encode_op(const PrepareOp& op);
+// The runner's decoders: nullopt with *error naming the field that was wrong.
+std::optional<ExecOp> decode_exec(const nlohmann::json& header, std::string* error);
+std::optional<PrepareOp> decode_prepare(const nlohmann::json& header, std::string* error);
 
 }  // namespace swissbox::proto

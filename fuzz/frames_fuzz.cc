@@ -1,7 +1,8 @@
 // The runner protocol's frame decoder on arbitrary bytes fed in arbitrary pieces: it must
 // never crash, never hand out a frame it could not re-encode, and stop at the first
 // malformed frame; the typed event decoder the agent runs on every frame must never throw
-// (an uncaught exception aborts the fuzzer) and must explain each refusal. The first input
+// (an uncaught exception aborts the fuzzer) and must explain each refusal; so must the
+// runner's decoders of the exec and prepare ops. The first input
 // byte picks the piece size.
 #include <cstddef>
 #include <cstdint>
@@ -26,7 +27,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       again.feed(wire.data(), wire.size());
       auto back = again.next();
       if (!back || back->header != f->header || back->payload != f->payload) abort();
+      // The runner's op decoders read the same headers: they never throw either.
       std::string why;
+      if (!swissbox::proto::decode_exec(f->header, &why) && why.empty()) abort();
+      why.clear();
+      if (!swissbox::proto::decode_prepare(f->header, &why) && why.empty()) abort();
+      why.clear();
       auto event = swissbox::proto::decode_event(std::move(*f), &why);
       if (!event && why.empty()) abort();
     }

@@ -38,6 +38,8 @@
 
 namespace {
 
+namespace proto = swissbox::proto;
+
 using json = nlohmann::json;
 using swissbox::unique_fd;
 using Clock = std::chrono::steady_clock;
@@ -204,9 +206,7 @@ class Runner {
   int run() {
     // The secret goes to the agent on the channel runsc gave us, which nothing else in the
     // sandbox can read or write; a later bridge must present it (read_candidate).
-    json hello = {{"ev", "hello"}, {"pid", getpid()}, {"version", 2}};
-    if (listener_) hello["secret"] = secret_;
-    send(hello);
+    send(proto::hello_event(getpid(), listener_ ? secret_ : std::string(), std::nullopt));
     spawner_.prepare();
     char buf[kReadChunk];
     for (;;) {
@@ -289,7 +289,7 @@ class Runner {
       decoder_.feed(buf, r);
       while (auto frame = decoder_.next()) handle(*frame);
       if (!decoder_.error().empty()) {
-        send({{"ev", "fatal"}, {"message", decoder_.error()}});
+        send(proto::fatal_event(decoder_.error()));
         control_eof_ = true;
         return;
       }
@@ -371,8 +371,7 @@ class Runner {
       kept.emplace(c.id, std::move(c));
     }
     commands_ = std::move(kept);
-    send({{"ev", "hello"}, {"pid", getpid()}, {"version", 2}, {"reattached", true},
-          {"running", commands_.size()}});
+    send(proto::hello_event(getpid(), "", commands_.size()));
     while (auto frame = decoder_.next()) handle(*frame);
   }
 
@@ -386,9 +385,18 @@ class Runner {
       std::string op = h.value("op", "");
       if (op == "attach") return;  // the bridge's proof, already checked: nothing to answer
       if (op == "ping") return send_result(id, {{"pid", getpid()}});
-      if (op == "exec" && h.contains("language")) return start_program(id, h, std::move(f.payload));
-      if (op == "exec") return start_exec(id, h, std::move(f.payload));
-      if (op == "prepare") return prepare_workers(id, h);
+      std::string error;
+      if (op == "exec") {
+        auto exec = proto::decode_exec(h, &error);
+        if (!exec) return send_error(id, EINVAL, error);
+        if (!exec->language.empty()) return start_program(id, *exec, std::move(f.payload));
+        return start_exec(id, *exec, std::move(f.payload));
+      }
+      if (op == "prepare") {
+        auto prepare = proto::decode_prepare(h, &error);
+        if (!prepare) return send_error(id, EINVAL, error);
+        return prepare_workers(id, *prepare);
+      }
       if (op == "stdin") return feed_stdin(id, h, std::move(f.payload));
       if (op == "signal") return signal_command(id, h.value("signal", SIGTERM));
       if (op == "pause" || op == "resume") return pause_command(id, op == "pause");
@@ -408,31 +416,28 @@ class Runner {
     }
   }
 
-  // The request's "env" object as K=V entries.
-  static std::vector<std::string> env_entries(const json& h) {
-    std::vector<std::string> env;
-    auto it = h.find("env");
-    if (it == h.end() || !it->is_object()) return env;
-    for (auto& [k, v] : it->items()) env.push_back(k + "=" + v.get<std::string>());
-    return env;
+  // A request's environment as K=V entries.
+  static std::vector<std::string> env_entries(const std::map<std::string, std::string>& env) {
+    std::vector<std::string> out;
+    for (const auto& [k, v] : env) out.push_back(k + "=" + v);
+    return out;
   }
 
   // What every command takes from its exec request.
-  Command new_command(uint64_t id, const json& h) {
+  Command new_command(uint64_t id, const proto::ExecOp& op) {
     Command c;
     c.id = id;
-    c.cap = std::min<size_t>(h.value("output_cap", swissbox::limits::kDefaultOutputCap), swissbox::limits::kMaxOutputCap);
-    c.background = h.value("background", false);
+    c.cap = std::min<size_t>(op.output_cap, swissbox::limits::kMaxOutputCap);
+    c.background = op.background;
     c.start = Clock::now();
     // The guard reads gVisor's /proc/meminfo; on a host (tests) it would count the machine.
-    if (self_ == 1) guard_.set_limit(h.value("memory_limit", int64_t{0}));
+    if (self_ == 1) guard_.set_limit(op.memory_limit);
     // An idle sandbox (the runner, idle workers) is far below its limit: the first reading
     // can wait for the guard's interval, so a short command costs no read of /proc/meminfo.
     if (!guarding()) guard_.defer(c.start);
-    int64_t timeout_ms = h.value("timeout_ms", int64_t{0});
-    if (timeout_ms > 0) c.deadline = c.start + std::chrono::milliseconds(timeout_ms);
-    c.in_eof = h.value("stdin_eof", true);
-    c.env = env_entries(h);
+    if (op.timeout_ms > 0) c.deadline = c.start + std::chrono::milliseconds(op.timeout_ms);
+    c.in_eof = op.stdin_eof;
+    c.env = env_entries(op.env);
     return c;
   }
 
@@ -441,15 +446,9 @@ class Runner {
   void report_not_started(uint64_t id, int err, const std::string& what) {
     std::string msg = "swissbox-init: " + what + ": " + std::strerror(err) + "\n";
     send({{"ev", "stderr"}, {"id", id}}, msg);
-    send({{"ev", "exit"},
-          {"id", id},
-          {"exit_code", err == ENOENT ? 127 : 126},
-          {"signal", 0},
-          {"duration_ms", 0.0},
-          {"cpu_ms", 0.0},
-          {"max_rss_kb", 0},
-          {"timed_out", false},
-          {"truncated", false}});
+    proto::ExitStatus status;
+    status.exit_code = err == ENOENT ? 127 : 126;
+    send(proto::exit_event(id, status));
   }
 
   Command& add_command(Command c, swissbox::init::Launched& proc, std::string input) {
@@ -466,16 +465,14 @@ class Runner {
     return stored;
   }
 
-  void start_exec(uint64_t id, const json& h, std::string stdin_data) {
+  void start_exec(uint64_t id, const proto::ExecOp& op, std::string stdin_data) {
     if (commands_.count(id)) return send_error(id, EEXIST, "exec id in use");
-    std::vector<std::string> argv = h.at("argv").get<std::vector<std::string>>();
-    if (argv.empty()) return send_error(id, EINVAL, "exec: empty argv");
-    std::string argv0 = argv[0];
-    std::string cwd = resolve(h.value("cwd", g_workspace));
-    Command c = new_command(id, h);
+    const std::string& argv0 = op.argv[0];  // decode_exec refuses an empty argv
+    std::string cwd = resolve(op.cwd.empty() ? g_workspace : op.cwd);
+    Command c = new_command(id, op);
     swissbox::init::Launched proc;
-    rlim_t nproc = h.value("pids_limit", rlim_t{0});
-    if (int err = spawner_.launch({std::move(argv), c.env, cwd, nproc}, &proc)) {
+    rlim_t nproc = static_cast<rlim_t>(op.pids_limit);
+    if (int err = spawner_.launch({op.argv, c.env, cwd, nproc}, &proc)) {
       return report_not_started(id, err, access(cwd.c_str(), X_OK) != 0 ? "cwd " + cwd : argv0);
     }
     add_command(std::move(c), proc, std::move(stdin_data));
@@ -485,16 +482,16 @@ class Runner {
   // A program in a language with workers: the idle worker runs it when it can (same
   // start-up environment), a new one otherwise. The request's input stream starts with the
   // program (code_bytes), then stdin.
-  void start_program(uint64_t id, const json& h, std::string input) {
+  void start_program(uint64_t id, const proto::ExecOp& op, std::string input) {
     using namespace swissbox::init;
     if (commands_.count(id)) return send_error(id, EEXIST, "exec id in use");
-    auto lang = language_from_name(h.at("language").get<std::string>());
-    if (!lang) return send_error(id, EINVAL, "exec: no worker for language " + h["language"].dump());
-    std::string cwd = resolve(h.value("cwd", g_workspace));
-    Command c = new_command(id, h);
+    auto lang = language_from_name(op.language);
+    if (!lang) return send_error(id, EINVAL, "exec: no worker for language '" + op.language + "'");
+    std::string cwd = resolve(op.cwd.empty() ? g_workspace : op.cwd);
+    Command c = new_command(id, op);
     c.language = lang;
-    c.keep_worker = h.value("keep_worker", false);
-    c.program_left = h.value("code_bytes", size_t{0});
+    c.keep_worker = op.keep_worker;
+    c.program_left = op.code_bytes;
     Worker w;
     auto idle = idle_workers_.find(*lang);
     if (idle != idle_workers_.end() && worker_env_compatible(idle->second.env, c.env)) {
@@ -506,7 +503,7 @@ class Runner {
     }
     // Workers start without the task limit (a kept one serves later requests); the program
     // gets the request's before it gets its code.
-    if (rlim_t nproc = h.value("pids_limit", rlim_t{0}); nproc > 0) {
+    if (rlim_t nproc = static_cast<rlim_t>(op.pids_limit); nproc > 0) {
       rlimit both{nproc, nproc};
       if (prlimit(w.io.pid, RLIMIT_NPROC, &both, nullptr) != 0) {
         int err = errno;
@@ -523,11 +520,11 @@ class Runner {
 
   // Starts idle workers for the languages asked for; answers once all of them have loaded
   // their runtime (or one failed).
-  void prepare_workers(uint64_t id, const json& h) {
+  void prepare_workers(uint64_t id, const proto::PrepareOp& op) {
     using namespace swissbox::init;
-    std::vector<std::string> env = env_entries(h);
+    std::vector<std::string> env = env_entries(op.env);
     std::set<Language> waiting;
-    for (const auto& name : h.value("languages", std::vector<std::string>{})) {
+    for (const auto& name : op.languages) {
       auto lang = language_from_name(name);
       if (!lang) return send_error(id, EINVAL, "prepare: no worker for language '" + name + "'");
       if (int err = add_idle_worker(*lang, env)) {
@@ -927,19 +924,17 @@ class Runner {
     // A session's next program in this language finds a loaded worker.
     if (c.language && c.keep_worker) add_idle_worker(*c.language, c.env);
     auto dur = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - c.start);
-    json ev = {{"ev", "exit"},
-               {"id", c.id},
-               {"exit_code", WIFEXITED(c.status) ? WEXITSTATUS(c.status) : -1},
-               {"signal", WIFSIGNALED(c.status) ? WTERMSIG(c.status) : 0},
-               {"duration_ms", dur.count() / 1000.0},
-               {"cpu_ms", std::max(0.0, c.cpu_at_end_ms.value_or(tv_ms(c.usage.ru_utime) +
-                                                                  tv_ms(c.usage.ru_stime)) -
-                                            c.cpu_before_ms)},
-               {"max_rss_kb", c.usage.ru_maxrss},
-               {"timed_out", c.timed_out},
-               {"oom_killed", c.oom_killed},
-               {"truncated", c.truncated}};
-    send(ev);
+    proto::ExitStatus status;
+    status.exit_code = WIFEXITED(c.status) ? WEXITSTATUS(c.status) : -1;
+    status.signal = WIFSIGNALED(c.status) ? WTERMSIG(c.status) : 0;
+    status.duration_ms = dur.count() / 1000.0;
+    status.cpu_ms = std::max(0.0, c.cpu_at_end_ms.value_or(tv_ms(c.usage.ru_utime) + tv_ms(c.usage.ru_stime)) -
+                                      c.cpu_before_ms);
+    status.max_rss_kb = c.usage.ru_maxrss;
+    status.timed_out = c.timed_out;
+    status.oom_killed = c.oom_killed;
+    status.truncated = c.truncated;
+    send(proto::exit_event(c.id, status));
   }
 
   int next_timeout_ms() const {

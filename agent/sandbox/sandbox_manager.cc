@@ -375,9 +375,7 @@ void SandboxManager::start_one(const std::string& pool,
       // A language pool's sandbox is ready once its worker has loaded the runtime.
       auto load_worker = [sb, done]() mutable {
         if (sb->language.empty()) return done("");
-        sb->channel->call({{"op", "prepare"},
-                           {"languages", {sb->language}},
-                           {"env", base_environment()}},
+        sb->channel->call(proto::encode_op(proto::PrepareOp{{sb->language}, base_environment()}),
                           {}, [sb, done](const proto::Event& e) mutable {
                             if (e.kind == proto::EventKind::kResult && e.ok) return done(""), true;
                             done(fmt::format("{} worker: {}", sb->language, e.message));
@@ -395,11 +393,11 @@ void SandboxManager::start_one(const std::string& pool,
           load_worker();
           return true;
         }
-        sb->channel->call({{"op", "exec"},
-                           {"argv", warmup},
-                           {"timeout_ms", 10000},
-                           {"env", base_environment()}},
-                          {}, [done, load_worker](const proto::Event& e) mutable {
+        proto::ExecOp op;
+        op.argv = warmup;
+        op.timeout_ms = 10000;
+        op.env = base_environment();
+        sb->channel->call(proto::encode_op(op), {}, [done, load_worker](const proto::Event& e) mutable {
                             using proto::EventKind;
                             if (e.kind == EventKind::kStdout || e.kind == EventKind::kStderr) return false;
                             // A failing warm-up only means a cold cache, not a broken sandbox.

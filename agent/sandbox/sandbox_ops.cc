@@ -229,36 +229,34 @@ void send_command(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, ExecRequest 
   if (handle->cancelled) {
     return done(make_error(Code::kInvalidArgument, "exec cancelled by the client"));
   }
-  json env = base_environment();
-  for (const auto& [k, v] : sb->env) env[k] = v;
-  for (const auto& [k, v] : req.env) env[k] = v;
+  proto::ExecOp op;
+  op.env = base_environment();
+  for (const auto& [k, v] : sb->env) op.env[k] = v;
+  for (const auto& [k, v] : req.env) op.env[k] = v;
   // A language worker reads its program from the same input stream, ahead of stdin.
-  size_t code_bytes = req.code.size();
-  if (!req.language.empty()) req.stdin_data.insert(0, req.code);
+  if (req.language.empty()) {
+    op.argv = req.argv;
+  } else {
+    op.language = req.language;
+    op.code_bytes = req.code.size();
+    op.keep_worker = req.keep_worker;
+    req.stdin_data.insert(0, req.code);
+  }
   size_t first = std::min(req.stdin_data.size(), static_cast<size_t>(proto::kMaxPayload));
   bool more_stdin = first < req.stdin_data.size();
-  json header = {{"op", "exec"},
-                 {"env", env},
-                 {"timeout_ms", req.timeout_ms},
-                 {"output_cap", req.output_cap},
-                 {"background", req.background},
-                 {"memory_limit", sb->limits.memory_mb << 20},
-                 {"pids_limit", sb->limits.pids},
-                 {"stdin_eof", !more_stdin}};
-  if (!req.cwd.empty()) header["cwd"] = req.cwd;
-  if (req.language.empty()) {
-    header["argv"] = req.argv;
-  } else {
-    header["language"] = req.language;
-    header["code_bytes"] = code_bytes;
-    header["keep_worker"] = req.keep_worker;
-  }
+  op.cwd = req.cwd;
+  op.timeout_ms = req.timeout_ms;
+  op.output_cap = req.output_cap;
+  op.background = req.background;
+  op.memory_limit = sb->limits.memory_mb << 20;
+  op.pids_limit = sb->limits.pids;
+  op.stdin_eof = !more_stdin;
   auto outcome = std::make_shared<ExecOutcome>();
   auto finish = settle_once<Result<ExecOutcome>>(
       mgr, sb, std::chrono::milliseconds(req.timeout_ms) + mgr.options().exec_grace, "exec",
       std::move(done));
   uint64_t id = sb->channel->call(
-      header, std::string_view(req.stdin_data).substr(0, first),
+      proto::encode_op(op), std::string_view(req.stdin_data).substr(0, first),
       [sb, outcome, on_output, finish, cap = req.output_cap](const proto::Event& e) {
         using proto::EventKind;
         if (e.kind == EventKind::kStdout || e.kind == EventKind::kStderr) {

@@ -125,3 +125,90 @@ TEST(RunnerEvents, DecodesWhatTheRunnerSends) {
 
 }  // namespace
 }  // namespace swissbox::proto
+
+namespace swissbox::proto {
+namespace {
+
+// What the agent encodes is what the runner decodes, field for field; what the runner
+// sends as exit and hello is what the agent reads.
+TEST(RunnerOps, ExecAndPrepareRoundTrip) {
+  ExecOp op;
+  op.language = "python";
+  op.code_bytes = 12;
+  op.keep_worker = true;
+  op.env = {{"A", "1"}, {"PATH", "/bin"}};
+  op.cwd = "sub";
+  op.timeout_ms = 5000;
+  op.output_cap = 4096;
+  op.background = true;
+  op.memory_limit = 256 << 20;
+  op.pids_limit = 64;
+  op.stdin_eof = false;
+  std::string error;
+  auto back = decode_exec(encode_op(op), &error);
+  ASSERT_TRUE(back) << error;
+  EXPECT_EQ(back->language, "python");
+  EXPECT_EQ(back->code_bytes, 12u);
+  EXPECT_TRUE(back->keep_worker);
+  EXPECT_EQ(back->env, op.env);
+  EXPECT_EQ(back->cwd, "sub");
+  EXPECT_EQ(back->timeout_ms, 5000);
+  EXPECT_EQ(back->output_cap, 4096u);
+  EXPECT_TRUE(back->background);
+  EXPECT_EQ(back->memory_limit, 256 << 20);
+  EXPECT_EQ(back->pids_limit, 64);
+  EXPECT_FALSE(back->stdin_eof);
+  ExecOp command;
+  command.argv = {"echo", "hi"};
+  auto c = decode_exec(encode_op(command), &error);
+  ASSERT_TRUE(c) << error;
+  EXPECT_EQ(c->argv, command.argv);
+  EXPECT_TRUE(c->language.empty());
+  auto prepare = decode_prepare(encode_op(PrepareOp{{"python", "javascript"}, {{"HOME", "/workspace"}}}), &error);
+  ASSERT_TRUE(prepare) << error;
+  EXPECT_EQ(prepare->languages, (std::vector<std::string>{"python", "javascript"}));
+  EXPECT_EQ(prepare->env.at("HOME"), "/workspace");
+
+  ExitStatus status;
+  status.exit_code = 3;
+  status.signal = 9;
+  status.duration_ms = 12.5;
+  status.max_rss_kb = 2048;
+  status.timed_out = status.truncated = status.oom_killed = true;
+  auto exit = decode_event({exit_event(7, status), ""}, &error);
+  ASSERT_TRUE(exit) << error;
+  EXPECT_EQ(exit->id, 7u);
+  EXPECT_EQ(exit->exit.exit_code, 3);
+  EXPECT_EQ(exit->exit.signal, 9);
+  EXPECT_EQ(exit->exit.max_rss_kb, 2048);
+  EXPECT_TRUE(exit->exit.timed_out && exit->exit.truncated && exit->exit.oom_killed);
+  auto hello = decode_event({hello_event(1, "00ff", std::nullopt), ""}, &error);
+  ASSERT_TRUE(hello) << error;
+  EXPECT_EQ(hello->version, kVersion);
+  EXPECT_EQ(hello->secret, "00ff");
+}
+
+TEST(RunnerOps, TheRunnerRefusesMalformedExecAndPrepareWithTheField) {
+  using json = nlohmann::json;
+  const std::pair<json, std::string> bad[] = {
+      {json{{"op", "exec"}}, "argv missing"},
+      {json{{"op", "exec"}, {"argv", json::array()}}, "argv is empty"},
+      {json{{"op", "exec"}, {"argv", "echo hi"}}, "argv not an array"},
+      {json{{"op", "exec"}, {"argv", {"echo", 1}}}, "argv has an element"},
+      {json{{"op", "exec"}, {"argv", {"true"}}, {"env", {{"A", 1}}}}, "env has a value"},
+      {json{{"op", "exec"}, {"argv", {"true"}}, {"timeout_ms", -1}}, "timeout_ms out of range"},
+      {json{{"op", "exec"}, {"argv", {"true"}}, {"stdin_eof", "yes"}}, "stdin_eof not a boolean"},
+      {json{{"op", "exec"}, {"language", "python"}, {"code_bytes", 1.5}}, "code_bytes not an integer"},
+  };
+  for (const auto& [header, why] : bad) {
+    std::string error;
+    EXPECT_FALSE(decode_exec(header, &error)) << header.dump();
+    EXPECT_NE(error.find(why), std::string::npos) << header.dump() << " → " << error;
+  }
+  std::string error;
+  EXPECT_FALSE(decode_prepare(json{{"languages", "python"}}, &error));
+  EXPECT_NE(error.find("languages not an array"), std::string::npos) << error;
+}
+
+}  // namespace
+}  // namespace swissbox::proto
