@@ -12,6 +12,7 @@
 
 #include "common/fs.h"
 #include "common/http_client.h"
+#include "common/node_report.h"
 
 using json = nlohmann::json;
 using swissbox::http::Client;
@@ -260,10 +261,12 @@ int main(int argc, char** argv) {
   }
   if (cmd == "pool" && rest.size() <= 1) return ctl.pool(rest.empty() ? "" : rest[0]);
   if ((cmd == "drain" || cmd == "undrain") && rest.empty()) {
-    json node = json::parse(ctl.call("POST", "/v1/node/" + cmd).body);
-    if (ctl.as_json) return puts(node.dump(2).c_str()), 0;
-    printf("%s: draining=%s, %d active\n", node.value("node", "").c_str(),
-           node.value("draining", false) ? "yes" : "no", node.value("active", 0));
+    json answer = json::parse(ctl.call("POST", "/v1/node/" + cmd).body);
+    if (ctl.as_json) return puts(answer.dump(2).c_str()), 0;
+    auto node = swissbox::NodeReport::parse(answer);
+    if (!node) return fprintf(stderr, "swissboxctl: %s\n", node.error().to_string().c_str()), 1;
+    printf("%s: draining=%s, %d active, %d warm\n", node->node.c_str(), node->draining ? "yes" : "no",
+           node->active, node->warm_total());
     return 0;
   }
   fputs(kUsage, stderr);

@@ -1,5 +1,6 @@
 #include "scheduler/registry.h"
 
+#include "common/node_report.h"
 #include "common/sandbox_id.h"
 
 namespace swissbox::sched {
@@ -7,27 +8,22 @@ namespace swissbox::sched {
 using json = nlohmann::json;
 
 Result<NodeState> parse_node_report(const json& r) {
-  try {
-    NodeState n;
-    n.name = r.at("node").get<std::string>();
-    n.region = r.value("region", "");
-    n.draining = r.value("draining", false);
-    n.capacity = r.at("capacity").at("max_sandboxes").get<int>();
-    n.cpus = r["capacity"].value("cpus", 0);
-    n.memory_bytes = r["capacity"].value("memory_bytes", uint64_t{0});
-    if (auto rt = r.find("runtime"); rt != r.end() && rt->is_object()) n.platform = rt->value("platform", "");
-    if (auto load = r.find("load"); load != r.end() && load->is_object()) {
-      n.loadavg_1m = load->value("loadavg_1m", 0.0);
-      n.memory_available_bytes = load->value("memory_available_bytes", uint64_t{0});
-    }
-    n.active = r.at("active").get<int>();
-    n.warm = r.at("warm").get<std::map<std::string, int>>();
-    for (const auto& [t, w] : n.warm) n.warm_total += w;
-    if (n.name.empty()) return make_error(Code::kInvalidArgument, "node report without a name");
-    return n;
-  } catch (const json::exception& e) {
-    return make_error(Code::kInvalidArgument, std::string("bad node report: ") + e.what());
-  }
+  auto report = NodeReport::parse(r);
+  if (!report) return report.error();
+  NodeState n;
+  n.name = report->node;
+  n.region = report->region;
+  n.platform = report->platform;
+  n.draining = report->draining;
+  n.capacity = report->max_sandboxes;
+  n.cpus = report->cpus;
+  n.memory_bytes = report->memory_bytes;
+  n.memory_available_bytes = report->memory_available_bytes;
+  n.loadavg_1m = report->loadavg_1m;
+  n.active = report->active;
+  n.warm_total = report->warm_total();
+  n.warm = std::move(report->warm);
+  return n;
 }
 
 void NodeRegistry::update(const std::string& address, NodeState report, Clock::time_point now) {

@@ -13,6 +13,7 @@
 #include "common/auth.h"
 #include "common/fs.h"
 #include "common/log.h"
+#include "common/node_report.h"
 
 namespace swissbox {
 
@@ -552,33 +553,29 @@ uint64_t memory_available_bytes() {
 }  // namespace
 
 void AgentApi::node_info(Call& c) {
-  json warm = json::object();
-  int warm_total = 0;
-  for (const auto& [name, p] : mgr_.pool_status()) warm[name] = p.ready, warm_total += p.ready;
+  NodeReport r;
+  r.node = mgr_.node_name();
+  r.region = opts_.region;
   auto& rt = mgr_.runtime();
+  r.runtime_name = rt.name();
+  r.runtime_version = rt.version();
+  r.platform = rt.platform();
+  r.max_sandboxes = mgr_.capacity();
+  r.cpus = static_cast<int>(std::thread::hardware_concurrency());
   struct sysinfo si {};
   sysinfo(&si);
+  r.memory_bytes = static_cast<uint64_t>(si.totalram) * si.mem_unit;
   double loadavg[1] = {0};
   getloadavg(loadavg, 1);
-  c.res->send_json(
-      200,
-      {{"node", mgr_.node_name()},
-       {"region", opts_.region},
-       {"runtime", {{"name", rt.name()}, {"version", rt.version()}, {"platform", rt.platform()}}},
-       {"capacity",
-        {{"max_sandboxes", mgr_.capacity()},
-         {"cpus", std::thread::hardware_concurrency()},
-         {"memory_bytes", static_cast<uint64_t>(si.totalram) * si.mem_unit}}},
-       {"load",
-        {{"loadavg_1m", loadavg[0]},
-         {"memory_available_bytes", memory_available_bytes()}}},
-       {"active", mgr_.active_count()},
-       {"warm_total", warm_total},
-       {"deleting", mgr_.deleting_count()},
-       {"warm", warm},
-       {"languages", supported_languages()},
-       {"draining", mgr_.draining()},
-       {"cri", opts_.cri ? opts_.cri->to_json() : json(nullptr)}});
+  r.loadavg_1m = loadavg[0];
+  r.memory_available_bytes = memory_available_bytes();
+  r.active = mgr_.active_count();
+  r.deleting = mgr_.deleting_count();
+  for (const auto& [name, p] : mgr_.pool_status()) r.warm[name] = p.ready;
+  r.languages = supported_languages();
+  r.draining = mgr_.draining();
+  if (opts_.cri) r.cri = opts_.cri->to_json();
+  c.res->send_json(200, r.to_json());
 }
 
 void AgentApi::warmpool(Call& c, const std::string& tmpl) {

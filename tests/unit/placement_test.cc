@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include "common/node_report.h"
 #include "common/sandbox_id.h"
 #include "scheduler/registry.h"
 
@@ -150,3 +151,40 @@ TEST(NodeRegistry, ParsesReportsAndKeysNodesByTheirIdPart) {
 
 }  // namespace
 }  // namespace swissbox::sched
+
+namespace swissbox {
+namespace {
+
+// The agent writes the report with to_json, the scheduler and swissboxctl read it with
+// parse: every field comes back; a report without what placement needs is refused.
+TEST(NodeReport, WhatTheAgentWritesTheSchedulerReads) {
+  NodeReport r;
+  r.node = "n1";
+  r.region = "ch-dk-2";
+  r.runtime_name = "runsc";
+  r.runtime_version = "20240729";
+  r.platform = "ptrace";
+  r.max_sandboxes = 64;
+  r.cpus = 2;
+  r.memory_bytes = 1ull << 34;
+  r.loadavg_1m = 0.5;
+  r.memory_available_bytes = 1ull << 33;
+  r.active = 7;
+  r.deleting = 1;
+  r.warm = {{"default", 2}, {"default+python", 1}};
+  r.languages = {"python", "bash"};
+  r.draining = true;
+  auto back = NodeReport::parse(r.to_json());
+  ASSERT_TRUE(back.ok()) << back.error().to_string();
+  EXPECT_EQ(back->to_json(), r.to_json());
+  EXPECT_EQ(back->warm_total(), 3);
+  EXPECT_EQ(r.to_json().value("warm_total", 0), 3);
+  for (const char* field : {"node", "capacity", "active", "warm"}) {
+    auto without = r.to_json();
+    without.erase(field);
+    EXPECT_FALSE(NodeReport::parse(without).ok()) << field;
+  }
+}
+
+}  // namespace
+}  // namespace swissbox

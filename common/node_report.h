@@ -1,0 +1,39 @@
+// What an agent reports about its node (GET /v1/node, and the answer to a drain): the
+// scheduler places sandboxes by it, swissboxctl shows it. One definition for all three:
+// the agent writes it with to_json(), the others read it with parse().
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "common/error.h"
+
+namespace swissbox {
+
+struct NodeReport {
+  std::string node;
+  std::string region;
+  std::string runtime_name, runtime_version, platform;  // "runsc", its version, "ptrace"
+  int max_sandboxes = 0;  // warm + active
+  int cpus = 0;
+  uint64_t memory_bytes = 0;
+  double loadavg_1m = 0;
+  uint64_t memory_available_bytes = 0;
+  int active = 0;
+  int deleting = 0;
+  std::map<std::string, int> warm;  // ready sandboxes per pool key (the pools offered)
+  std::vector<std::string> languages;
+  bool draining = false;
+  nlohmann::json cri;  // the node's containerd as CRI shows it; null without --cri-socket
+
+  int warm_total() const;
+  nlohmann::json to_json() const;
+  // The fields a reader needs (node, capacity.max_sandboxes, active, warm) must be there;
+  // the rest default when an older agent leaves them out.
+  static Result<NodeReport> parse(const nlohmann::json& j);
+};
+
+}  // namespace swissbox
