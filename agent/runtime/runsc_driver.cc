@@ -320,7 +320,7 @@ Result<RunnerLink> RunscDriver::start(const SandboxSpec& spec) {
     with_cgroup.cgroup_path = opts_.cgroups->oci_path(spec.id);
   }
   if (auto st = fs::make_dirs(bundle, 0700); !st) return fail(st.error());
-  const bool netstack = spec.network == "egress";
+  const bool netstack = spec.network == NetworkMode::kEgress;
   if (netstack) {
     if (!opts_.egress) {
       return fail(make_error(Code::kInvalidArgument, "this node offers no network to sandboxes"));

@@ -20,10 +20,20 @@ const std::map<std::string, Template>& builtin_templates() {
   return kTemplates;
 }
 
-std::string pool_key(const std::string& template_name, const std::string& network,
+std::string_view network_name(NetworkMode mode) {
+  return mode == NetworkMode::kEgress ? "egress" : "none";
+}
+
+std::optional<NetworkMode> parse_network(std::string_view name) {
+  if (name == "none") return NetworkMode::kNone;
+  if (name == "egress") return NetworkMode::kEgress;
+  return std::nullopt;
+}
+
+std::string pool_key(const std::string& template_name, NetworkMode network,
                      const std::string& language) {
   std::string key = template_name;
-  if (network != kNetworkNone) key += ":" + network;
+  if (network != NetworkMode::kNone) key += ":" + std::string(network_name(network));
   if (!language.empty()) key += "+" + language;
   return key;
 }
@@ -40,9 +50,14 @@ std::optional<PoolKey> parse_pool_key(const std::string& key) {
   if (plus != std::string::npos) k.language = key.substr(plus + 1);
   auto colon = rest.find(':');
   k.template_name = rest.substr(0, colon);
-  if (colon != std::string::npos) k.network = rest.substr(colon + 1);
+  bool network_ok = true;
+  if (colon != std::string::npos) {
+    // "default:none" is not a key: the plain pool is "default".
+    auto mode = parse_network(rest.substr(colon + 1));
+    network_ok = mode == NetworkMode::kEgress;
+    k.network = NetworkMode::kEgress;
+  }
   const auto& langs = worker_languages();
-  bool network_ok = colon == std::string::npos || k.network == kNetworkEgress;
   bool language_ok = plus == std::string::npos ||
                      std::find(langs.begin(), langs.end(), k.language) != langs.end();
   if (!builtin_templates().count(k.template_name) || !network_ok || !language_ok) return std::nullopt;
@@ -120,9 +135,9 @@ Result<CreateRequest> parse_create_request(const json& body, const LimitBounds& 
     return st.error();
   req.timeout = std::chrono::seconds(timeout_s);
   if (auto it = body.find("network"); it != body.end() && !it->is_null()) {
-    if (!it->is_string() || (*it != kNetworkNone && *it != kNetworkEgress))
-      return invalid("network must be \"none\" or \"egress\"");
-    req.network = it->get<std::string>();
+    auto mode = it->is_string() ? parse_network(it->get<std::string>()) : std::nullopt;
+    if (!mode) return invalid("network must be \"none\" or \"egress\"");
+    req.network = *mode;
   }
   if (auto it = body.find("egress_allowlist"); it != body.end() && !it->is_null()) {
     if (!it->is_array()) return invalid("egress_allowlist must be an array of host names");
@@ -133,12 +148,12 @@ Result<CreateRequest> parse_create_request(const json& body, const LimitBounds& 
                        " is not a host name or *.suffix pattern");
       req.egress_allowlist.push_back(h.get<std::string>());
     }
-    if (req.network != kNetworkEgress && !req.egress_allowlist.empty())
+    if (req.network != NetworkMode::kEgress && !req.egress_allowlist.empty())
       return invalid("egress_allowlist needs network \"egress\"");
   }
   if (auto st = read_number<int64_t>(body, "bandwidth_kbit", 64, 10'000'000, &req.bandwidth_kbit); !st)
     return st.error();
-  if (req.bandwidth_kbit != 0 && req.network != kNetworkEgress)
+  if (req.bandwidth_kbit != 0 && req.network != NetworkMode::kEgress)
     return invalid("bandwidth_kbit needs network \"egress\"");
   if (auto it = body.find("env"); it != body.end() && !it->is_null()) {
     if (!it->is_object()) return invalid("env must be an object of strings");

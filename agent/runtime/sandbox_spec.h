@@ -30,10 +30,12 @@ struct Template {
 // default / lightweight / heavy / browser, as DESIGN.md lists them.
 const std::map<std::string, Template>& builtin_templates();
 
-// Network modes: "none" (loopback only, the default) and "egress" (a veth into the node,
-// out only through the egress proxy; see agent/net/sandbox_network.h).
-inline constexpr const char* kNetworkNone = "none";
-inline constexpr const char* kNetworkEgress = "egress";
+// Network modes: none (loopback only, the default) and egress (a veth into the node, out
+// only through the egress proxy; see agent/net/sandbox_network.h). Named "none" and
+// "egress" in requests, pool keys and records.
+enum class NetworkMode { kNone, kEgress };
+std::string_view network_name(NetworkMode mode);
+std::optional<NetworkMode> parse_network(std::string_view name);
 
 // Warm pools are per template and network mode, since the mode is fixed when runsc starts
 // the sandbox, and optionally per language: the pool's sandboxes hold a loaded worker of it
@@ -41,10 +43,10 @@ inline constexpr const char* kNetworkEgress = "egress";
 // "default", "default:egress", "default+python", "default:egress+typescript".
 struct PoolKey {
   std::string template_name;
-  std::string network = kNetworkNone;
+  NetworkMode network = NetworkMode::kNone;
   std::string language;  // "" (no worker), python, javascript or typescript
 };
-std::string pool_key(const std::string& template_name, const std::string& network,
+std::string pool_key(const std::string& template_name, NetworkMode network,
                      const std::string& language = "");
 // nullopt if the template, network or language is unknown.
 std::optional<PoolKey> parse_pool_key(const std::string& key);
@@ -62,7 +64,7 @@ struct LimitBounds {
 struct CreateRequest {
   std::string template_name = "default";
   Limits limits;
-  std::string network = kNetworkNone;
+  NetworkMode network = NetworkMode::kNone;
   std::vector<std::string> egress_allowlist;  // host names and "*.suffix" patterns
   int64_t bandwidth_kbit = 0;                 // both ways; 0: the node's default
   std::map<std::string, std::string> env;
@@ -86,7 +88,7 @@ struct SandboxSpec {
   uint32_t gid = 1000;
   Limits limits;
   std::string cgroup_path;  // linux.cgroupsPath; empty = none
-  std::string network = "none";  // "none" (loopback only) or "egress"
+  NetworkMode network = NetworkMode::kNone;
   std::string netns_path;        // the pinned network namespace to join; empty = a new one
 };
 

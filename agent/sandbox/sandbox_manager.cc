@@ -45,6 +45,18 @@ std::string_view state_name(SandboxState s) {
   return "unknown";
 }
 
+std::string_view limit_name(HostLimit l) {
+  switch (l) {
+    case HostLimit::kMemory:
+      return "oom";
+    case HostLimit::kTasks:
+      return "tasks";
+    case HostLimit::kNone:
+      break;
+  }
+  return "";
+}
+
 json Sandbox::to_json(const std::string& node) const {
   auto created =
       std::chrono::duration_cast<std::chrono::milliseconds>(created_at.time_since_epoch());
@@ -81,8 +93,8 @@ json Sandbox::to_json(const std::string& node) const {
       m["disk_limit_bytes"] = usage->disk_limit_bytes;
     }
   }
-  j["network"] = {{"mode", network}};
-  if (network == kNetworkEgress) {
+  j["network"] = {{"mode", network_name(network)}};
+  if (network == NetworkMode::kEgress) {
     json& n = j["network"];
     n["address"] = network_address;
     n["egress_allowlist"] = egress_allowlist;
@@ -311,7 +323,7 @@ void SandboxManager::start_one(const std::string& pool,
   auto t0 = Clock::now();
   asio::post(workers_, [this, sb, spec, ready = std::move(ready), t0]() mutable {
     auto link = runtime_.start(spec);
-    if (link && spec.network == kNetworkEgress) {
+    if (link && spec.network == NetworkMode::kEgress) {
       if (auto addrs = runtime_.network(spec.id)) {
         sb->network_address = addrs->sandbox_ip;  // not shared with the I/O thread yet
         sb->network_gateway = addrs->gateway_ip;
@@ -434,7 +446,7 @@ void SandboxManager::create(const CreateRequest& req, std::string tenant, json m
                          fmt::format("node {} is draining: it takes no new sandboxes", opts_.node_name)),
               false);
   }
-  if (req.network == kNetworkEgress && !(runtime_.offers_egress() && opts_.egress_proxy)) {
+  if (req.network == NetworkMode::kEgress && !(runtime_.offers_egress() && opts_.egress_proxy)) {
     return fn(make_error(Code::kInvalidArgument,
                          fmt::format("node {} offers no network to sandboxes (network \"none\" only)",
                                      opts_.node_name)),
@@ -688,7 +700,7 @@ void SandboxManager::apply_usage(Sandbox& sb, const CgroupUsage& usage) {
 }
 
 void SandboxManager::allow_egress(Sandbox& sb) {
-  if (sb.network != kNetworkEgress || sb.network_address.empty() || !opts_.egress_proxy) return;
+  if (sb.network != NetworkMode::kEgress || sb.network_address.empty() || !opts_.egress_proxy) return;
   std::optional<std::vector<std::string>> ceiling;
   if (auto t = opts_.egress_tenant_allow.find(sb.tenant); t != opts_.egress_tenant_allow.end())
     ceiling = t->second;
@@ -751,21 +763,21 @@ void SandboxManager::on_lost(const std::string& id, const std::string& reason) {
   // here, before anyone can ask (a rare path, and a few small files).
   if (auto u = runtime_.cgroup_usage(id)) sb->usage = *u;
   if (sb->usage && sb->usage->oom_kills > 0) {
-    sb->failure_kind = "oom";
+    sb->failure_limit = HostLimit::kMemory;
     sb->failure = fmt::format(
         "out of memory: the sandbox went over its memory limit of {} MiB faster than its "
         "guard could stop it and the host killed it ({})",
         sb->limits.memory_mb, reason);
   } else if (sb->usage && sb->usage->pids_limit_hits > 0) {
-    sb->failure_kind = "tasks";
+    sb->failure_limit = HostLimit::kTasks;
     sb->failure = fmt::format(
         "task limit: the sandbox's processes (pids {}) made the runtime exceed its host task "
         "limit and it stopped ({})",
         sb->limits.pids, reason);
   }
-  if (!sb->failure_kind.empty()) {
+  if (sb->failure_limit != HostLimit::kNone) {
     metrics_.add("swissbox_sandbox_limit_failures_total",
-                 Metrics::labels({{"limit", sb->failure_kind}}));
+                 Metrics::labels({{"limit", limit_name(sb->failure_limit)}}));
   }
   sb->last_used = Clock::now();
   destroy_later(id, reason);
@@ -935,7 +947,7 @@ std::map<std::string, PoolStatus> SandboxManager::pool_status() const {
   std::set<std::string> pools;
   for (const auto& [name, t] : builtin_templates()) {
     pools.insert(name);
-    if (runtime_.offers_egress() && opts_.egress_proxy) pools.insert(pool_key(name, kNetworkEgress));
+    if (runtime_.offers_egress() && opts_.egress_proxy) pools.insert(pool_key(name, NetworkMode::kEgress));
   }
   for (const auto& [name, target] : opts_.pool_targets) pools.insert(name);  // language pools
   for (const auto& name : pools) {
@@ -956,7 +968,7 @@ std::map<std::string, PoolStatus> SandboxManager::pool_status() const {
 Status SandboxManager::set_pool_target(const std::string& tmpl, int target) {
   auto key = parse_pool_key(tmpl);
   if (!key) return make_error(Code::kNotFound, "unknown pool '" + tmpl + "'");
-  if (key->network == kNetworkEgress && !(runtime_.offers_egress() && opts_.egress_proxy))
+  if (key->network == NetworkMode::kEgress && !(runtime_.offers_egress() && opts_.egress_proxy))
     return make_error(Code::kInvalidArgument, "this node offers no network to sandboxes");
   if (target < 0 || target > opts_.max_sandboxes) {
     return make_error(Code::kInvalidArgument,

@@ -32,10 +32,15 @@ class EgressProxy;
 enum class SandboxState { kWarm, kActive, kFailed };
 std::string_view state_name(SandboxState s);
 
+// Why the host ended a sandbox, when its cgroup tells: its memory limit (an OOM kill of
+// the sentry) or its task limit.
+enum class HostLimit { kNone, kMemory, kTasks };
+std::string_view limit_name(HostLimit l);  // "", "oom", "tasks" (the metric's label)
+
 struct Sandbox {
   std::string id;
   std::string template_name;
-  std::string network = kNetworkNone;
+  NetworkMode network = NetworkMode::kNone;
   std::string language;  // the worker its pool loaded ("": none); see PoolKey
   std::vector<std::string> egress_allowlist;
   int64_t bandwidth_kbit = 0;   // 0: the node's default
@@ -54,8 +59,7 @@ struct Sandbox {
   std::chrono::steady_clock::time_point last_used;
   bool from_pool = false;
   std::string failure;
-  // Why the host ended it, when the sandbox's cgroup tells: "oom" or "tasks" ("": unknown).
-  std::string failure_kind;
+  HostLimit failure_limit = HostLimit::kNone;
   uint64_t exec_count = 0;
   int last_exit_code = 0;
   int busy = 0;  // requests in flight; an idle sandbox may expire, a busy one never

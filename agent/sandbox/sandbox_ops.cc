@@ -276,10 +276,10 @@ void send_command(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, ExecRequest 
           }
           return false;
         }
-        if (e.kind == EventKind::kLost && !sb->failure_kind.empty()) {
+        if (e.kind == EventKind::kLost && sb->failure_limit != HostLimit::kNone) {
           // A host limit ended the whole sandbox while this command ran: it is the result.
           outcome->signal = SIGKILL;
-          outcome->oom_killed = sb->failure_kind == "oom";
+          outcome->oom_killed = sb->failure_limit == HostLimit::kMemory;
           outcome->sandbox_failure = sb->failure;
           finish(std::move(*outcome));
           return true;

@@ -37,7 +37,7 @@ json sandbox_record(const Sandbox& sb) {
           {"last_exit_code", sb.last_exit_code},
           {"runner_secret", sb.runner_secret},
           {"network",
-           {{"mode", sb.network},
+           {{"mode", network_name(sb.network)},
             {"egress_allowlist", sb.egress_allowlist},
             {"bandwidth_kbit", sb.bandwidth_kbit},
             {"address", sb.network_address},
@@ -68,9 +68,9 @@ Result<Sandbox> sandbox_from_record(const json& r) {
     sb.last_exit_code = r.at("last_exit_code").get<int>();
     sb.runner_secret = r.value("runner_secret", std::string());
     if (auto n = r.find("network"); n != r.end()) {
-      sb.network = n->at("mode").get<std::string>();
-      if (sb.network != kNetworkNone && sb.network != kNetworkEgress)
-        return make_error(Code::kInvalidArgument, "unknown network " + sb.network);
+      auto mode = parse_network(n->at("mode").get<std::string>());
+      if (!mode) return make_error(Code::kInvalidArgument, "unknown network " + n->at("mode").dump());
+      sb.network = *mode;
       sb.egress_allowlist = n->at("egress_allowlist").get<std::vector<std::string>>();
       sb.bandwidth_kbit = n->at("bandwidth_kbit").get<int64_t>();
       sb.network_address = n->at("address").get<std::string>();

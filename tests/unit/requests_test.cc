@@ -51,12 +51,12 @@ TEST(CreateRequest, EgressTakesAnAllowlistAndABandwidth) {
            {"bandwidth_kbit", 1000}},
       LimitBounds{}, nullptr);
   ASSERT_TRUE(r.ok()) << r.error().to_string();
-  EXPECT_EQ(r->network, "egress");
+  EXPECT_EQ(r->network, NetworkMode::kEgress);
   EXPECT_EQ(r->egress_allowlist.size(), 2u);
   EXPECT_EQ(r->bandwidth_kbit, 1000);
-  EXPECT_EQ(pool_key("default", "egress"), "default:egress");
-  EXPECT_EQ(pool_key("heavy", "none"), "heavy");
-  EXPECT_EQ(pool_key("default", "egress", "python"), "default:egress+python");
+  EXPECT_EQ(pool_key("default", NetworkMode::kEgress), "default:egress");
+  EXPECT_EQ(pool_key("heavy", NetworkMode::kNone), "heavy");
+  EXPECT_EQ(pool_key("default", NetworkMode::kEgress, "python"), "default:egress+python");
   EXPECT_TRUE(parse_pool_key("heavy:egress").has_value());
   EXPECT_FALSE(parse_pool_key("heavy:none").has_value());
   EXPECT_FALSE(parse_pool_key("nope:egress").has_value());
@@ -64,10 +64,10 @@ TEST(CreateRequest, EgressTakesAnAllowlistAndABandwidth) {
   auto ts = parse_pool_key("default:egress+typescript");
   ASSERT_TRUE(ts.has_value());
   EXPECT_EQ(ts->template_name, "default");
-  EXPECT_EQ(ts->network, "egress");
+  EXPECT_EQ(ts->network, NetworkMode::kEgress);
   EXPECT_EQ(ts->language, "typescript");
   EXPECT_EQ(pool_key(ts->template_name, ts->network, ts->language), "default:egress+typescript");
-  EXPECT_EQ(parse_pool_key("lightweight+python")->network, "none");
+  EXPECT_EQ(parse_pool_key("lightweight+python")->network, NetworkMode::kNone);
   EXPECT_FALSE(parse_pool_key("default+bash").has_value());
   EXPECT_FALSE(parse_pool_key("default+").has_value());
 }
