@@ -33,85 +33,11 @@ void lower_this_threads_priority() {
 
 }  // namespace
 
-std::string_view state_name(SandboxState s) {
-  switch (s) {
-    case SandboxState::kWarm:
-      return "warm";
-    case SandboxState::kActive:
-      return "active";
-    case SandboxState::kFailed:
-      return "failed";
-  }
-  return "unknown";
-}
-
-std::string_view limit_name(HostLimit l) {
-  switch (l) {
-    case HostLimit::kMemory:
-      return "oom";
-    case HostLimit::kTasks:
-      return "tasks";
-    case HostLimit::kNone:
-      break;
-  }
-  return "";
-}
-
-json Sandbox::to_json(const std::string& node) const {
-  auto created =
-      std::chrono::duration_cast<std::chrono::milliseconds>(created_at.time_since_epoch());
-  json j = {{"id", id},
-            {"node", node},
-            {"template", template_name},
-            {"tenant", tenant},
-            {"state", state_name(state)},
-            {"limits",
-             // cpu, memory and pids are the sandbox's cgroup; disk comes with its quota.
-             {{"cpu", limits.cpu},
-              {"memory_mb", limits.memory_mb},
-              {"pids", limits.pids},
-              {"disk_mb", limits.disk_mb}}},
-            {"created_at", created.count() / 1000.0},
-            {"timeout_s", timeout.count()},
-            {"warm", from_pool},
-            {"metadata", metadata},
-            {"metrics",
-             {{"exec_count", exec_count},
-              {"last_exit_code", last_exit_code},
-              {"health", health_misses == 0 ? "ok" : "unresponsive"},
-              {"health_check_failures", health_failures_total}}}};
-  if (usage) {
-    json& m = j["metrics"];
-    m["cpu_seconds"] = usage->cpu_seconds;
-    m["cpu_percent"] = cpu_percent;
-    m["memory_bytes"] = usage->memory_bytes;
-    m["memory_peak_bytes"] = usage->memory_peak_bytes;
-    m["host_tasks"] = usage->pids;
-    m["oom_kills"] = usage->oom_kills;
-    if (usage->disk_used_bytes >= 0) {
-      m["disk_used_bytes"] = usage->disk_used_bytes;
-      m["disk_limit_bytes"] = usage->disk_limit_bytes;
-    }
-  }
-  j["network"] = {{"mode", network_name(network)}};
-  if (network == NetworkMode::kEgress) {
-    json& n = j["network"];
-    n["address"] = network_address;
-    n["egress_allowlist"] = egress_allowlist;
-    n["bandwidth_kbit"] = bandwidth_kbit;
-    if (usage && usage->net_in_bytes >= 0) {
-      n["bytes_in"] = usage->net_in_bytes;
-      n["bytes_out"] = usage->net_out_bytes;
-    }
-  }
-  if (!failure.empty()) j["failure"] = failure;
-  return j;
-}
-
 SandboxManager::SandboxManager(asio::io_context& ioc, asio::thread_pool& workers,
                                SandboxRuntime& runtime, ManagerOptions opts, Metrics& metrics)
     : ioc_(ioc),
       workers_(workers),
+      meter_(ioc, runtime, metrics),
       runtime_(runtime),
       opts_(std::move(opts)),
       metrics_(metrics),
@@ -167,7 +93,7 @@ SandboxManager::SandboxManager(asio::io_context& ioc, asio::thread_pool& workers
 }
 
 SandboxManager::~SandboxManager() {
-  host_work_.join();
+  meter_.host_work().join();
   destroy_workers_.join();
 }
 
@@ -512,7 +438,7 @@ void SandboxManager::claim(SandboxPtr sb, bool warm, std::shared_ptr<const Claim
   const CreateRequest& req = terms->req;
   bool limits = sb->limits != req.limits, bandwidth = sb->bandwidth_kbit != req.bandwidth_kbit;
   if (!limits && !bandwidth) return finish_claim(std::move(sb), warm, std::move(terms), ok_status(), std::move(fn));
-  asio::post(host_work_, [this, sb, warm, terms, fn = std::move(fn), limits, bandwidth]() mutable {
+  asio::post(meter_.host_work(), [this, sb, warm, terms, fn = std::move(fn), limits, bandwidth]() mutable {
     Status st = ok_status();
     if (limits) {
       if (auto r = runtime_.set_limits(sb->id, terms->req.limits); !r)
@@ -590,14 +516,7 @@ std::vector<SandboxManager::SandboxPtr> SandboxManager::list(const std::string& 
 }
 
 void SandboxManager::read_usage(SandboxPtr sb, std::function<void(std::optional<MemoryFootprint>)> done) {
-  asio::post(host_work_, [this, sb = std::move(sb), done = std::move(done)]() mutable {
-    auto u = runtime_.usage(sb->id);
-    auto f = runtime_.footprint(sb->id);
-    asio::post(ioc_, [this, sb = std::move(sb), u = std::move(u), f, done = std::move(done)] {
-      if (u && find(sb->id) == sb) apply_usage(*sb, *u);
-      done(f);
-    });
-  });
+  meter_.read(std::move(sb), [this](const Sandbox& s) { return find(s.id).get() == &s; }, std::move(done));
 }
 
 void SandboxManager::warm_footprints(std::function<void(std::map<std::string, MemoryFootprint>)> done) {
@@ -605,98 +524,28 @@ void SandboxManager::warm_footprints(std::function<void(std::map<std::string, Me
   for (const auto& [pool, ready] : ready_) {
     for (const auto& sb : ready) ids[pool].push_back(sb->id);
   }
-  asio::post(host_work_, [this, ids = std::move(ids), done = std::move(done)]() mutable {
-    std::map<std::string, MemoryFootprint> out;
-    for (const auto& [pool, members] : ids) {
-      MemoryFootprint sum;
-      int64_t n = 0;
-      for (const auto& id : members) {
-        auto f = runtime_.footprint(id);
-        if (!f) continue;
-        sum.pss_bytes += f->pss_bytes;
-        sum.rss_bytes += f->rss_bytes;
-        ++n;
-      }
-      if (n > 0) out[pool] = {sum.pss_bytes / n, sum.rss_bytes / n};
-    }
-    asio::post(ioc_, [out = std::move(out), done = std::move(done)] { done(out); });
-  });
+  meter_.footprints(std::move(ids), std::move(done));
 }
 
-// Every live sandbox's host usage, read on the host-work threads in batches (a claim's
-// host work queued meanwhile waits for one batch, not for all); the totals are set once
-// the last batch is back. A round still under way when the next tick comes is not doubled.
+// Every live sandbox's usage; the node's totals once all of it is in.
 void SandboxManager::sample_all_usage() {
-  if (sampling_) return;
   std::vector<SandboxPtr> live;
   for (const auto& [id, sb] : sandboxes_) {
     if (sb->state != SandboxState::kFailed) live.push_back(sb);
   }
-  constexpr size_t kBatch = 16;
-  auto round = std::make_shared<size_t>((live.size() + kBatch - 1) / kBatch);
-  if (*round == 0) return set_usage_totals();
-  sampling_ = true;
-  for (size_t first = 0; first < live.size(); first += kBatch) {
-    std::vector<SandboxPtr> batch(live.begin() + first, live.begin() + std::min(live.size(), first + kBatch));
-    asio::post(host_work_, [this, batch = std::move(batch), round]() mutable {
-      std::vector<std::pair<SandboxPtr, CgroupUsage>> read;
-      for (auto& sb : batch) {
-        if (auto u = runtime_.usage(sb->id)) read.emplace_back(std::move(sb), std::move(*u));
-      }
-      asio::post(ioc_, [this, read = std::move(read), round] {
-        for (const auto& [sb, u] : read) {
-          if (find(sb->id) == sb && sb->state != SandboxState::kFailed) apply_usage(*sb, u);
+  meter_.sample(
+      std::move(live),
+      [this](const Sandbox& s) { return find(s.id).get() == &s && s.state != SandboxState::kFailed; },
+      [this] {
+        int64_t memory = 0, disk = 0;
+        for (const auto& [id, sb] : sandboxes_) {
+          if (sb->state == SandboxState::kFailed || !sb->usage) continue;
+          memory += sb->usage->memory_bytes;
+          disk += std::max<int64_t>(0, sb->usage->disk_used_bytes);
         }
-        if (--*round > 0) return;
-        sampling_ = false;
-        set_usage_totals();
+        metrics_.set("swissbox_sandboxes_memory_bytes", {}, static_cast<double>(memory));
+        metrics_.set("swissbox_sandboxes_disk_bytes", {}, static_cast<double>(disk));
       });
-    });
-  }
-}
-
-void SandboxManager::set_usage_totals() {
-  int64_t memory = 0, disk = 0;
-  for (const auto& [id, sb] : sandboxes_) {
-    if (sb->state == SandboxState::kFailed || !sb->usage) continue;
-    memory += sb->usage->memory_bytes;
-    disk += std::max<int64_t>(0, sb->usage->disk_used_bytes);
-  }
-  metrics_.set("swissbox_sandboxes_memory_bytes", {}, static_cast<double>(memory));
-  metrics_.set("swissbox_sandboxes_disk_bytes", {}, static_cast<double>(disk));
-}
-
-void SandboxManager::apply_usage(Sandbox& sb, const CgroupUsage& usage) {
-  const CgroupUsage* u = &usage;
-  auto now = Clock::now();
-  double before = sb.usage ? sb.usage->cpu_seconds : u->cpu_seconds;
-  if (sb.state == SandboxState::kActive && u->cpu_seconds > before) {
-    metrics_.add("swissbox_tenant_cpu_seconds_total", Metrics::labels({{"tenant", sb.tenant}}),
-                 u->cpu_seconds - before);
-  }
-  if (sb.state == SandboxState::kActive && u->net_in_bytes >= 0) {
-    auto add = [&](const char* direction, int64_t now_bytes, int64_t before_bytes) {
-      if (now_bytes > before_bytes)
-        metrics_.add("swissbox_tenant_network_bytes_total",
-                     Metrics::labels({{"tenant", sb.tenant}, {"direction", direction}}),
-                     static_cast<double>(now_bytes - before_bytes));
-    };
-    // Counted from the claim on: a warm sandbox's own traffic (none) is nobody's.
-    int64_t in0 = sb.usage ? std::max<int64_t>(sb.usage->net_in_bytes, 0) : u->net_in_bytes;
-    int64_t out0 = sb.usage ? std::max<int64_t>(sb.usage->net_out_bytes, 0) : u->net_out_bytes;
-    add("in", u->net_in_bytes, in0);
-    add("out", u->net_out_bytes, out0);
-  }
-  double wall = std::chrono::duration<double>(now - sb.cpu_base_at).count();
-  if (sb.cpu_base < 0) {
-    sb.cpu_base = u->cpu_seconds;
-    sb.cpu_base_at = now;
-  } else if (wall >= 0.5) {
-    sb.cpu_percent = 100.0 * (u->cpu_seconds - sb.cpu_base) / wall;
-    sb.cpu_base = u->cpu_seconds;
-    sb.cpu_base_at = now;
-  }
-  sb.usage = *u;
 }
 
 void SandboxManager::allow_egress(Sandbox& sb) {

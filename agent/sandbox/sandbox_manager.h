@@ -19,6 +19,8 @@
 #include <vector>
 
 #include "agent/sandbox/exec_gate.h"
+#include "agent/sandbox/sandbox.h"
+#include "agent/sandbox/usage_meter.h"
 #include "agent/sandbox/runner_channel.h"
 #include "agent/runtime/runtime.h"
 #include "agent/runtime/sandbox_spec.h"
@@ -28,54 +30,6 @@
 namespace swissbox {
 
 class EgressProxy;
-
-enum class SandboxState { kWarm, kActive, kFailed };
-std::string_view state_name(SandboxState s);
-
-// Why the host ended a sandbox, when its cgroup tells: its memory limit (an OOM kill of
-// the sentry) or its task limit.
-enum class HostLimit { kNone, kMemory, kTasks };
-std::string_view limit_name(HostLimit l);  // "", "oom", "tasks" (the metric's label)
-
-struct Sandbox {
-  std::string id;
-  std::string template_name;
-  NetworkMode network = NetworkMode::kNone;
-  std::string language;  // the worker its pool loaded ("": none); see PoolKey
-  std::vector<std::string> egress_allowlist;
-  int64_t bandwidth_kbit = 0;   // 0: the node's default
-  std::string network_address;  // the sandbox's own address ("egress" only)
-  std::string network_gateway;  // the node's end, where the egress proxy listens
-  // From the runner's first hello; a reattaching agent presents it (op attach) through the
-  // bridge, so that code in the sandbox cannot pose as the agent on the reattach socket.
-  std::string runner_secret;
-  std::string tenant;
-  SandboxState state = SandboxState::kWarm;
-  Limits limits;
-  std::map<std::string, std::string> env;
-  nlohmann::json metadata = nlohmann::json::object();
-  std::chrono::seconds timeout{900};
-  std::chrono::system_clock::time_point created_at;
-  std::chrono::steady_clock::time_point last_used;
-  bool from_pool = false;
-  std::string failure;
-  HostLimit failure_limit = HostLimit::kNone;
-  uint64_t exec_count = 0;
-  int last_exit_code = 0;
-  int busy = 0;  // requests in flight; an idle sandbox may expire, a busy one never
-  // Host resources (the sandbox's cgroup), sampled every second and on GET.
-  std::optional<CgroupUsage> usage;
-  double cpu_percent = 0;  // over the last ≥ 0.5 s; 100 = one full CPU
-  double cpu_base = -1;    // CPU seconds at cpu_base_at, the start of that interval
-  std::chrono::steady_clock::time_point cpu_base_at;
-  // Runner pings: consecutive misses and all misses; three in a row fail the sandbox.
-  int health_misses = 0;
-  int health_failures_total = 0;
-  std::shared_ptr<RunnerChannel> channel;
-
-  nlohmann::json to_json(const std::string& node) const;
-  std::string pool() const { return pool_key(template_name, network, language); }
-};
 
 struct ManagerOptions {
   std::string node_name = "node";
@@ -194,9 +148,6 @@ class SandboxManager {
                     Status host_work, CreateFn fn);
   void on_lost(const std::string& id, const std::string& reason);
   void sample_all_usage();
-  void set_usage_totals();
-  // A usage sample into the sandbox: CPU percent, and the tenant's CPU and network counters.
-  void apply_usage(Sandbox& sb, const CgroupUsage& u);
   // Serves a sandbox of an earlier agent process again, over reattached runner pipes.
   void adopt(Sandbox record, RunnerLink link);
   void retire(const std::string& id, const std::string& why);
@@ -213,11 +164,10 @@ class SandboxManager {
   // refill the pools. `runsc delete --force` takes ≈ 1.5 s but almost no CPU (it waits for
   // the sandbox to go), so several run at once.
   boost::asio::thread_pool destroy_workers_{8};
-  // Short host work that must not run on the I/O thread: a claim's limits (cgroup writes,
-  // the disk reservation's fallocate) and bandwidth (netlink), the per-second usage
-  // samples (cgroup files, statvfs, netlink counters) and memory footprints (smaps). Never
-  // a runsc call: starts queue on workers_, so a claim never waits behind one.
-  boost::asio::thread_pool host_work_{2};
+  // Reads the sandboxes' host usage; its threads also do a claim's short host work (limits:
+  // cgroup writes, the disk reservation's fallocate; bandwidth: netlink). Never a runsc
+  // call: starts queue on workers_, so a claim never waits behind one.
+  UsageMeter meter_;
   SandboxRuntime& runtime_;
   ManagerOptions opts_;
   Metrics& metrics_;
@@ -239,7 +189,6 @@ class SandboxManager {
   std::chrono::steady_clock::time_point next_health_;
   std::chrono::steady_clock::time_point next_gc_;
   bool gc_running_ = false;
-  bool sampling_ = false;  // a usage round is under way on the host-work threads
   std::set<std::string> starting_ids_;  // made by start_one, not yet ready or failed
   // Per pool: refill starts under way, and the creates waiting for them (at most one each).
   std::map<std::string, int> refilling_;

@@ -1,0 +1,54 @@
+// The host usage of a node's sandboxes, read off the I/O thread (cgroup files, the
+// sandbox's disk, its link's counters over netlink, smaps for memory footprints) on two
+// threads of its own, and applied to each sandbox back on the I/O thread: its usage and
+// CPU percent, and its tenant's CPU and network counters. The every-second round reads
+// in batches of 16, so a claim's host work queued meanwhile waits for one batch, not all.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "agent/runtime/runtime.h"
+#include "agent/sandbox/sandbox.h"
+#include "common/metrics.h"
+
+namespace swissbox {
+
+class UsageMeter {
+ public:
+  using SandboxPtr = std::shared_ptr<Sandbox>;
+  // Whether a reading may still be applied to the sandbox (it was not removed meanwhile).
+  using Still = std::function<bool(const Sandbox&)>;
+
+  UsageMeter(boost::asio::io_context& ioc, SandboxRuntime& runtime, Metrics& metrics);
+  ~UsageMeter();  // waits for the readings under way
+
+  // Reads every sandbox given; done() on the I/O thread once all readings are applied. A
+  // round asked for while one is under way is skipped (done is not called).
+  void sample(std::vector<SandboxPtr> sandboxes, Still still, std::function<void()> done);
+  // One sandbox's usage (applied) and memory footprint, for GET.
+  void read(SandboxPtr sb, Still still, std::function<void(std::optional<MemoryFootprint>)> done);
+  // The mean footprint of the sandboxes of each pool (pool → ids); pools with none left out.
+  void footprints(std::map<std::string, std::vector<std::string>> pools,
+                  std::function<void(std::map<std::string, MemoryFootprint>)> done);
+  // A reading into the sandbox; CPU and network counted to its tenant while it is active
+  // (from its claim on: a warm sandbox's usage is nobody's).
+  void apply(Sandbox& sb, const CgroupUsage& usage);
+  // The thread pool for other short host work of the manager (a claim's limits, bandwidth).
+  boost::asio::thread_pool& host_work() { return host_work_; }
+
+ private:
+  boost::asio::io_context& ioc_;
+  SandboxRuntime& runtime_;
+  Metrics& metrics_;
+  boost::asio::thread_pool host_work_{2};
+  bool sampling_ = false;  // a round is under way
+};
+
+}  // namespace swissbox
