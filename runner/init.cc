@@ -3,7 +3,6 @@
 // timeouts and output caps, reaps every zombie, and reads/writes files inside the sandbox.
 // Single-threaded poll loop: no command may block another; only a write to the agent may
 // wait, and the agent always reads.
-#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -29,16 +28,19 @@
 #include <string>
 #include <vector>
 
-#include "runner/memory_guard.h"
-#include "runner/spawner.h"
-#include "runner/workers.h"
 #include "common/limits.h"
 #include "common/runner_protocol.h"
 #include "common/unique_fd.h"
+#include "runner/control.h"
+#include "runner/files.h"
+#include "runner/memory_guard.h"
+#include "runner/spawner.h"
+#include "runner/workers.h"
 
 namespace {
 
 namespace proto = swissbox::proto;
+using namespace swissbox::init;
 
 using json = nlohmann::json;
 using swissbox::unique_fd;
@@ -49,91 +51,6 @@ constexpr auto kDrainGrace = std::chrono::milliseconds(100);
 // How long the output of a command that ended while its reader was paused (a slow SSE
 // client) may wait to be read before the rest is dropped.
 constexpr auto kPausedDrainGrace = std::chrono::seconds(30);
-// /workspace in a sandbox; SWISSBOX_WORKSPACE moves it (tests run the runner on the host).
-std::string g_workspace = "/workspace";
-
-// The control channel: the pipes runsc create gave us, or later a bridge's connection.
-int g_in_fd = STDIN_FILENO;
-int g_out_fd = STDOUT_FILENO;
-
-// After an agent restart the new agent reaches the runner through `runsc exec init
-// --bridge`, which connects here (an abstract socket: nothing on any filesystem).
-constexpr char kBridgeName[] = "swissbox-runner";
-
-sockaddr_un bridge_address(socklen_t* len) {
-  sockaddr_un a{};
-  a.sun_family = AF_UNIX;
-  memcpy(a.sun_path + 1, kBridgeName, sizeof(kBridgeName) - 1);
-  *len = offsetof(sockaddr_un, sun_path) + 1 + sizeof(kBridgeName) - 1;
-  return a;
-}
-
-void send(const json& header, std::string_view payload = {}) {
-  if (g_out_fd < 0) return;
-  std::string buf = swissbox::proto::encode(header, payload);
-  size_t off = 0;
-  while (off < buf.size()) {
-    ssize_t n = write(g_out_fd, buf.data() + off, buf.size() - off);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && errno == EAGAIN) {
-      pollfd p{g_out_fd, POLLOUT, 0};
-      poll(&p, 1, -1);
-      continue;
-    }
-    if (n <= 0) {  // the agent went away: keep running, drop events until it returns
-      g_out_fd = -1;
-      return;
-    }
-    off += n;
-  }
-}
-
-json error_json(int err, const std::string& what) {
-  return {{"errno", err}, {"message", what + ": " + std::strerror(err)}};
-}
-
-void send_result(uint64_t id, json fields = json::object()) {
-  fields["ev"] = "result";
-  fields["id"] = id;
-  fields["ok"] = true;
-  send(fields);
-}
-
-void send_error(uint64_t id, int err, const std::string& what) {
-  send({{"ev", "result"}, {"id", id}, {"ok", false}, {"error", error_json(err, what)}});
-}
-
-// Relative paths are relative to /workspace. Everything resolves inside the sandbox's own
-// filesystem, so neither ".." nor symlinks can leave it.
-std::string resolve(const std::string& path) {
-  if (!path.empty() && path[0] == '/') return path;
-  return g_workspace + "/" + path;
-}
-
-// The user commands run as (--user UID:GID); -1: the runner's own (tests on the host).
-uid_t g_uid = static_cast<uid_t>(-1);
-gid_t g_gid = static_cast<gid_t>(-1);
-
-// File requests act as the commands' user, so that what they create is theirs and what
-// they may not touch stays untouched: the effective ids change for the request's duration
-// (the saved set-user-id stays 0 to come back; the runner is single-threaded).
-class AsCommandUser {
- public:
-  AsCommandUser() {
-    if (g_uid == static_cast<uid_t>(-1)) return;
-    active_ = setresgid(-1, g_gid, -1) == 0 && setresuid(-1, g_uid, -1) == 0;
-  }
-  ~AsCommandUser() {
-    if (g_uid == static_cast<uid_t>(-1)) return;
-    (void)!setresuid(-1, 0, -1);
-    (void)!setresgid(-1, 0, -1);
-  }
-  // False when the switch failed: the request must not run as root.
-  bool ok() const { return g_uid == static_cast<uid_t>(-1) || active_; }
-
- private:
-  bool active_ = false;
-};
 
 // For the runner's pipe ends, which carry no other status flag: no F_GETFL first.
 void set_nonblock(int fd) { fcntl(fd, F_SETFL, O_NONBLOCK); }
@@ -400,16 +317,7 @@ class Runner {
       if (op == "stdin") return feed_stdin(id, h, std::move(f.payload));
       if (op == "signal") return signal_command(id, h.value("signal", SIGTERM));
       if (op == "pause" || op == "resume") return pause_command(id, op == "pause");
-      if (op == "read_file" || op == "write_file" || op == "list" || op == "stat" ||
-          op == "delete") {
-        AsCommandUser as_user;
-        if (!as_user.ok()) return send_error(id, errno, "switch to the sandbox's user");
-        if (op == "read_file") return read_file(id, h);
-        if (op == "write_file") return write_file(id, h, f.payload);
-        if (op == "list") return list_dir(id, h);
-        if (op == "stat") return stat_path(id, h);
-        return delete_path(id, h);
-      }
+      if (FileOps::handles(op)) return files_.handle(op, id, h, f.payload);
       send_error(id, EINVAL, "unknown op '" + op + "'");
     } catch (const std::exception& e) {
       send_error(id, EINVAL, std::string("bad request: ") + e.what());
@@ -948,159 +856,7 @@ class Runner {
     return static_cast<int>(std::max<int64_t>(0, ms));
   }
 
-  // ---- files --------------------------------------------------------------------------
-
-  void read_file(uint64_t id, const json& h) {
-    std::string path = resolve(h.at("path").get<std::string>());
-    uint64_t max = h.value("max_bytes", uint64_t{64} << 20);
-    unique_fd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
-    if (!fd) return send_error(id, errno, "open " + path);
-    struct stat st;
-    if (fstat(fd.get(), &st) != 0) return send_error(id, errno, "stat " + path);
-    if (S_ISDIR(st.st_mode)) return send_error(id, EISDIR, path);
-    if (!S_ISREG(st.st_mode)) return send_error(id, EINVAL, path + " is not a regular file");
-    if (static_cast<uint64_t>(st.st_size) > max) return send_error(id, EFBIG, path);
-    std::string buf(256 * 1024, '\0');
-    uint64_t total = 0;
-    for (;;) {
-      ssize_t r = read(fd.get(), buf.data(), buf.size());
-      if (r < 0 && errno == EINTR) continue;
-      if (r < 0) return send_error(id, errno, "read " + path);
-      if (r == 0) break;
-      total += r;
-      if (total > max) return send_error(id, EFBIG, path);
-      send({{"ev", "data"}, {"id", id}}, std::string_view(buf.data(), r));
-    }
-    send_result(id, {{"size", total}});
-  }
-
-  static int make_parents(const std::string& path) {
-    for (size_t pos = 1; (pos = path.find('/', pos)) != std::string::npos; ++pos) {
-      std::string dir = path.substr(0, pos);
-      if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) return errno;
-    }
-    return 0;
-  }
-
-  void write_file(uint64_t id, const json& h, const std::string& data) {
-    std::string path = resolve(h.at("path").get<std::string>());
-    bool append = h.value("append", false);
-    bool last = h.value("last", true);
-    // A write that failed already got its error; its remaining chunks are dropped.
-    if (append && failed_writes_.count(id)) {
-      if (last) failed_writes_.erase(id);
-      return;
-    }
-    auto fail = [&](int err, const std::string& what) {
-      if (!last) failed_writes_.insert(id);
-      send_error(id, err, what);
-    };
-    if (!append) {
-      if (int err = make_parents(path)) return fail(err, "mkdir for " + path);
-    }
-    int flags = O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW | (append ? O_APPEND : O_TRUNC);
-    unique_fd fd(open(path.c_str(), flags, h.value("mode", 0644)));
-    if (!fd) return fail(errno, "open " + path);
-    size_t off = 0;
-    while (off < data.size()) {
-      ssize_t w = write(fd.get(), data.data() + off, data.size() - off);
-      if (w < 0 && errno == EINTR) continue;
-      if (w < 0) return fail(errno, "write " + path);
-      off += w;
-    }
-    if (last) send_result(id);
-  }
-
-  static const char* type_name(mode_t m) {
-    if (S_ISREG(m)) return "file";
-    if (S_ISDIR(m)) return "dir";
-    if (S_ISLNK(m)) return "symlink";
-    return "other";
-  }
-
-  static json entry_json(const std::string& name, const struct stat& st) {
-    return {{"name", name},
-            {"type", type_name(st.st_mode)},
-            {"size", static_cast<uint64_t>(st.st_size)},
-            {"mode", st.st_mode & 07777},
-            {"mtime", static_cast<int64_t>(st.st_mtime)}};
-  }
-
-  void list_dir(uint64_t id, const json& h) {
-    std::string path = resolve(h.value("path", std::string(".")));
-    DIR* d = opendir(path.c_str());
-    if (!d) return send_error(id, errno, "opendir " + path);
-    // Entries go out in frames whose header stays well below the protocol's limit (a name
-    // of 255 bytes escapes to at most 1.5 kB of JSON).
-    constexpr size_t kFrameBudget = 32 * 1024;
-    json entries = json::array();
-    size_t bytes = 0, total = 0;
-    while (dirent* e = readdir(d)) {
-      std::string name = e->d_name;
-      if (name == "." || name == "..") continue;
-      struct stat st;
-      if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
-      json entry = entry_json(name, st);
-      bytes += entry.dump().size() + 1;
-      entries.push_back(std::move(entry));
-      if (bytes >= kFrameBudget) {
-        send({{"ev", "entries"}, {"id", id}, {"entries", std::exchange(entries, json::array())}});
-        bytes = 0;
-      }
-      if (++total >= swissbox::limits::kMaxListEntries) break;
-    }
-    closedir(d);
-    if (!entries.empty()) send({{"ev", "entries"}, {"id", id}, {"entries", std::move(entries)}});
-    send_result(id);
-  }
-
-  void stat_path(uint64_t id, const json& h) {
-    std::string path = resolve(h.at("path").get<std::string>());
-    struct stat st;
-    if (lstat(path.c_str(), &st) != 0) return send_error(id, errno, "stat " + path);
-    send_result(id, entry_json(path, st));
-  }
-
-  static int remove_tree(const std::string& path) {
-    struct stat st;
-    if (lstat(path.c_str(), &st) != 0) return errno;
-    if (S_ISDIR(st.st_mode)) {
-      DIR* d = opendir(path.c_str());
-      if (!d) return errno;
-      std::vector<std::string> names;
-      while (dirent* e = readdir(d)) {
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) names.push_back(e->d_name);
-      }
-      closedir(d);
-      for (auto& n : names) {
-        if (int err = remove_tree(path + "/" + n)) return err;
-      }
-      return rmdir(path.c_str()) == 0 ? 0 : errno;
-    }
-    return unlink(path.c_str()) == 0 ? 0 : errno;
-  }
-
-  void delete_path(uint64_t id, const json& h) {
-    std::string path = resolve(h.at("path").get<std::string>());
-    if (path == g_workspace || path == g_workspace + "/" || path == "/") {
-      return send_error(id, EBUSY, "refusing to delete " + path);
-    }
-    int err = 0;
-    if (h.value("recursive", false)) {
-      err = remove_tree(path);
-    } else {
-      struct stat st;
-      if (lstat(path.c_str(), &st) != 0)
-        err = errno;
-      else if (S_ISDIR(st.st_mode))
-        err = rmdir(path.c_str()) == 0 ? 0 : errno;
-      else
-        err = unlink(path.c_str()) == 0 ? 0 : errno;
-    }
-    if (err) return send_error(id, err, "delete " + path);
-    send_result(id);
-  }
-
+  FileOps files_;
   unique_fd sigchld_;
   // The runner's pid and (single) thread id, asked once.
   const pid_t self_ = getpid();
@@ -1117,7 +873,6 @@ class Runner {
   uint64_t orphan_seq_ = 0;
   swissbox::proto::Decoder decoder_;
   std::map<uint64_t, Command> commands_;
-  std::set<uint64_t> failed_writes_;
   std::set<pid_t> background_groups_;
   std::set<pid_t> kept_orphans_;  // processes background commands left (keep_background_orphans)
   std::map<swissbox::init::Language, swissbox::init::Worker> idle_workers_;
@@ -1125,40 +880,6 @@ class Runner {
 };
 
 }  // namespace
-
-// --bridge: relays this process's stdin/stdout (the pipes of `runsc exec`, held by a
-// restarted agent) to the runner's control socket, until either side closes.
-int bridge() {
-  unique_fd sock(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  socklen_t len;
-  sockaddr_un a = bridge_address(&len);
-  if (!sock || connect(sock.get(), reinterpret_cast<sockaddr*>(&a), len) != 0) {
-    fprintf(stderr, "swissbox-init --bridge: connect to the runner: %s\n", strerror(errno));
-    return 1;
-  }
-  signal(SIGPIPE, SIG_IGN);
-  prctl(PR_SET_DUMPABLE, 0);  // as the runner: no ptrace from the sandbox's code
-  struct Leg {
-    int from, to;
-  } legs[2] = {{STDIN_FILENO, sock.get()}, {sock.get(), STDOUT_FILENO}};
-  char buf[kReadChunk];
-  for (;;) {
-    pollfd p[2] = {{legs[0].from, POLLIN, 0}, {legs[1].from, POLLIN, 0}};
-    if (poll(p, 2, -1) < 0 && errno != EINTR) return 1;
-    for (int i = 0; i < 2; ++i) {
-      if (p[i].revents == 0) continue;
-      ssize_t r = read(legs[i].from, buf, sizeof buf);
-      if (r < 0 && errno == EINTR) continue;
-      if (r <= 0) return 0;
-      for (ssize_t off = 0; off < r;) {
-        ssize_t w = write(legs[i].to, buf + off, r - off);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) return 0;
-        off += w;
-      }
-    }
-  }
-}
 
 int main(int argc, char** argv) {
   if (argc > 1 && strcmp(argv[1], "--bridge") == 0) return bridge();

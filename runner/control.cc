@@ -1,0 +1,103 @@
+#include "runner/control.h"
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstddef>
+#include <cstdio>
+#include <cstring>
+
+#include "common/runner_protocol.h"
+#include "common/unique_fd.h"
+
+namespace swissbox::init {
+
+using json = nlohmann::json;
+
+int g_in_fd = STDIN_FILENO;
+int g_out_fd = STDOUT_FILENO;
+
+
+sockaddr_un bridge_address(socklen_t* len) {
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  memcpy(a.sun_path + 1, kBridgeName, sizeof(kBridgeName) - 1);
+  *len = offsetof(sockaddr_un, sun_path) + 1 + sizeof(kBridgeName) - 1;
+  return a;
+}
+
+void send(const json& header, std::string_view payload) {
+  if (g_out_fd < 0) return;
+  std::string buf = swissbox::proto::encode(header, payload);
+  size_t off = 0;
+  while (off < buf.size()) {
+    ssize_t n = write(g_out_fd, buf.data() + off, buf.size() - off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) {
+      pollfd p{g_out_fd, POLLOUT, 0};
+      poll(&p, 1, -1);
+      continue;
+    }
+    if (n <= 0) {  // the agent went away: keep running, drop events until it returns
+      g_out_fd = -1;
+      return;
+    }
+    off += n;
+  }
+}
+
+json error_json(int err, const std::string& what) {
+  return {{"errno", err}, {"message", what + ": " + std::strerror(err)}};
+}
+
+void send_result(uint64_t id, json fields) {
+  fields["ev"] = "result";
+  fields["id"] = id;
+  fields["ok"] = true;
+  send(fields);
+}
+
+void send_error(uint64_t id, int err, const std::string& what) {
+  send({{"ev", "result"}, {"id", id}, {"ok", false}, {"error", error_json(err, what)}});
+}
+
+// --bridge: relays this process's stdin/stdout (the pipes of `runsc exec`, held by a
+// restarted agent) to the runner's control socket, until either side closes.
+int bridge() {
+  swissbox::unique_fd sock(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  socklen_t len;
+  sockaddr_un a = bridge_address(&len);
+  if (!sock || connect(sock.get(), reinterpret_cast<sockaddr*>(&a), len) != 0) {
+    fprintf(stderr, "swissbox-init --bridge: connect to the runner: %s\n", strerror(errno));
+    return 1;
+  }
+  signal(SIGPIPE, SIG_IGN);
+  prctl(PR_SET_DUMPABLE, 0);  // as the runner: no ptrace from the sandbox's code
+  struct Leg {
+    int from, to;
+  } legs[2] = {{STDIN_FILENO, sock.get()}, {sock.get(), STDOUT_FILENO}};
+  char buf[64 * 1024];
+  for (;;) {
+    pollfd p[2] = {{legs[0].from, POLLIN, 0}, {legs[1].from, POLLIN, 0}};
+    if (poll(p, 2, -1) < 0 && errno != EINTR) return 1;
+    for (int i = 0; i < 2; ++i) {
+      if (p[i].revents == 0) continue;
+      ssize_t r = read(legs[i].from, buf, sizeof buf);
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) return 0;
+      for (ssize_t off = 0; off < r;) {
+        ssize_t w = write(legs[i].to, buf + off, r - off);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return 0;
+        off += w;
+      }
+    }
+  }
+}
+
+
+}  // namespace swissbox::init
