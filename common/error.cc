@@ -56,6 +56,14 @@ int http_status(Code code) {
   return 500;
 }
 
+std::string_view code_name_of_status(unsigned status) {
+  if (status < 400) return "";
+  for (int c = 0; c <= static_cast<int>(Code::kInternal); ++c) {
+    if (http_status(static_cast<Code>(c)) == static_cast<int>(status)) return code_name(static_cast<Code>(c));
+  }
+  return status >= 500 ? "internal" : "other";
+}
+
 std::string Error::to_string() const {
   if (sys_errno == 0) return message;
   return message + ": " + std::strerror(sys_errno);

@@ -26,6 +26,9 @@ enum class Code {
 
 std::string_view code_name(Code code);
 int http_status(Code code);
+// The code an answer's status stands for (the table above, read backwards): "" below 400,
+// "internal" for another 5xx, "other" for another 4xx.
+std::string_view code_name_of_status(unsigned status);
 
 struct Error {
   Code code = Code::kInternal;

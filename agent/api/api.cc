@@ -119,22 +119,6 @@ AgentApi::AgentApi(SandboxManager& mgr, Metrics& metrics, ApiOptions opts)
 
 namespace {
 
-// The error code an answer's status stands for (DESIGN.md's table); "" below 400.
-std::string_view error_code_of(unsigned status) {
-  switch (status) {
-    case 400: return "invalid_argument";
-    case 401: return "unauthenticated";
-    case 403: return "permission_denied";
-    case 404: return "not_found";
-    case 409: return "conflict";
-    case 413: return "too_large";
-    case 429: return "resource_exhausted";
-    case 503: return "unavailable";
-    case 504: return "deadline_exceeded";
-    default: return status >= 500 ? "internal" : status >= 400 ? "other" : "";
-  }
-}
-
 std::string language_label(const ExecRequest& req) {
   if (!req.language.empty()) return req.language;
   return req.code_path.empty() ? "command" : "bash";
@@ -196,7 +180,7 @@ void AgentApi::handle(http::Request&& req, std::shared_ptr<http::Responder> res)
   c->res->on_answer([this, method = std::string(c->req.method_string())](unsigned status) {
     metrics_.add("swissbox_http_requests_total",
                  Metrics::labels({{"method", method}, {"code", std::to_string(status)}}));
-    if (auto code = error_code_of(status); !code.empty())
+    if (auto code = code_name_of_status(status); !code.empty())
       metrics_.add("swissbox_api_errors_total", Metrics::labels({{"code", code}}));
   });
 

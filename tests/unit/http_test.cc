@@ -348,3 +348,20 @@ TEST(QueryString, DecodesPercentAndPlus) {
 
 }  // namespace
 }  // namespace swissbox::http
+
+namespace swissbox {
+namespace {
+
+// Every code's status reads back as that code (the API error metric labels by it).
+TEST(ErrorCodes, EachStatusReadsBackAsItsCode) {
+  for (int c = 0; c <= static_cast<int>(Code::kInternal); ++c) {
+    auto code = static_cast<Code>(c);
+    EXPECT_EQ(code_name_of_status(http_status(code)), code_name(code));
+  }
+  EXPECT_EQ(code_name_of_status(200), "");
+  EXPECT_EQ(code_name_of_status(418), "other");
+  EXPECT_EQ(code_name_of_status(502), "internal");
+}
+
+}  // namespace
+}  // namespace swissbox
