@@ -228,6 +228,25 @@ void SandboxManager::refill_later() {
   });
 }
 
+// One sandbox's start, as a sequence of steps on the I/O thread, each ending it on failure:
+//   start_one    the runtime starts it (workers_), then
+//   on_started   its runner channel opens and the start deadline is armed,
+//   warm_up      the runner answers a ping and runs the warm-up command (each sandbox has
+//                its own page cache: without it the claimer's first command pays for
+//                loading the loader, libc and the shell through the gofer), or
+//   load_worker  for a language pool, its worker loads the runtime (which warms the cache
+//                as well), and
+//   start_over   it is ready (or failed: destroyed, never handed out).
+struct SandboxManager::Starting {
+  Starting(asio::io_context& ioc, SandboxPtr s, std::function<void(Result<SandboxPtr>)> r)
+      : sb(std::move(s)), ready(std::move(r)), deadline(ioc) {}
+  SandboxPtr sb;
+  std::function<void(Result<SandboxPtr>)> ready;
+  Clock::time_point t0 = Clock::now();
+  asio::steady_timer deadline;
+  bool over = false;
+};
+
 void SandboxManager::start_one(const std::string& pool,
                                std::function<void(Result<SandboxPtr>)> ready) {
   PoolKey key = *parse_pool_key(pool);
@@ -246,107 +265,102 @@ void SandboxManager::start_one(const std::string& pool,
   ++starting_[pool];
   ++starting_total_;
   starting_ids_.insert(sb->id);
-  auto t0 = Clock::now();
-  asio::post(workers_, [this, sb, spec, ready = std::move(ready), t0]() mutable {
+  auto start = std::make_shared<Starting>(ioc_, sb, std::move(ready));
+  asio::post(workers_, [this, start, spec] {
     auto link = runtime_.start(spec);
     if (link && spec.network == NetworkMode::kEgress) {
       if (auto addrs = runtime_.network(spec.id)) {
-        sb->network_address = addrs->sandbox_ip;  // not shared with the I/O thread yet
-        sb->network_gateway = addrs->gateway_ip;
+        start->sb->network_address = addrs->sandbox_ip;  // not shared with the I/O thread yet
+        start->sb->network_gateway = addrs->gateway_ip;
       }
     }
-    asio::post(ioc_, [this, sb, ready = std::move(ready), t0, link = std::move(link)]() mutable {
-      auto finish = [this, sb, t0](bool ok) {
-        starting_ids_.erase(sb->id);
-        --starting_[sb->pool()];
-        --starting_total_;
-        metrics_.add("swissbox_sandbox_starts_total",
-                     Metrics::labels({{"result", ok ? "ok" : "error"}}));
-        std::chrono::duration<double> d = Clock::now() - t0;
-        if (ok) {
-          metrics_.observe("swissbox_sandbox_start_duration_seconds",
-                           Metrics::labels({{"pool", sb->pool()}}), d.count());
-        }
-        check_all_destroyed();
-      };
-      if (!link) {
-        finish(false);
-        return ready(link.error());
-      }
-      sb->channel = std::make_shared<RunnerChannel>(ioc_, std::move(link->socket));
-      sb->channel->start([this, id = sb->id](const std::string& why) { on_lost(id, why); });
-      // Ready means the runner answers; a sandbox that does not within the deadline is
-      // destroyed rather than handed out.
-      auto timer = std::make_shared<asio::steady_timer>(ioc_, opts_.ready_timeout);
-      auto answered = std::make_shared<bool>(false);
-      auto done = [this, sb, ready, finish, timer, answered, t0](std::string err) mutable {
-        if (*answered) return;
-        *answered = true;
-        timer->cancel();
-        unready_.erase(sb->id);
-        if (!err.empty() || stopping_) {
-          sb->channel->close("not ready");
-          // Queued before finish(): a shutdown waiting for the last start must also wait
-          // for this destroy.
-          destroy_later(sb->id, err.empty() ? "agent stopping" : err);
-          finish(err.empty());
-          return ready(make_error(Code::kUnavailable, err.empty() ? "agent stopping" : err));
-        }
-        finish(true);
-        sb->runner_secret = sb->channel->runner_secret();
-        sb->created_at = std::chrono::system_clock::now();
-        sb->last_used = Clock::now();
-        sandboxes_[sb->id] = sb;
-        log::info("sandbox ready",
-                  {{"sandbox", sb->id},
-                   {"template", sb->template_name},
-                   {"ms", std::chrono::duration<double, std::milli>(Clock::now() - t0).count()}});
-        ready(sb);
-      };
-      timer->async_wait([done](boost::system::error_code ec) mutable {
-        if (!ec) done("runner did not answer within the start deadline");
-      });
-      unready_[sb->id] = sb;
-      // Ready = the runner answered and ran the warm-up command: each sandbox has its own
-      // page cache, and without it the claimer's first command pays for loading the loader,
-      // libc and the shell through the gofer.
-      // A language pool's sandbox is ready once its worker has loaded the runtime.
-      auto load_worker = [sb, done]() mutable {
-        if (sb->language.empty()) return done("");
-        sb->channel->call(proto::encode_op(proto::PrepareOp{{sb->language}, base_environment()}),
-                          {}, [sb, done](const proto::Event& e) mutable {
-                            if (e.kind == proto::EventKind::kResult && e.ok) return done(""), true;
-                            done(fmt::format("{} worker: {}", sb->language, e.message));
-                            return true;
-                          });
-      };
-      std::vector<std::string> warmup = opts_.warmup_argv;
-      sb->channel->call({{"op", "ping"}}, {}, [sb, done, warmup, load_worker](const proto::Event& e) mutable {
-        if (e.kind != proto::EventKind::kResult) {
-          done(e.message);
-          return true;
-        }
-        // A language pool's worker load warms the loader and libc itself.
-        if (warmup.empty() || !sb->language.empty()) {
-          load_worker();
-          return true;
-        }
-        proto::ExecOp op;
-        op.argv = warmup;
-        op.timeout_ms = 10000;
-        op.env = base_environment();
-        sb->channel->call(proto::encode_op(op), {}, [done, load_worker](const proto::Event& e) mutable {
-                            using proto::EventKind;
-                            if (e.kind == EventKind::kStdout || e.kind == EventKind::kStderr) return false;
-                            // A failing warm-up only means a cold cache, not a broken sandbox.
-                            if (e.kind == EventKind::kLost) return done(e.message), true;
-                            load_worker();
-                            return true;
-                          });
-        return true;
-      });
-    });
+    asio::post(ioc_, [this, start, link = std::move(link)]() mutable { on_started(start, std::move(link)); });
   });
+}
+
+void SandboxManager::on_started(std::shared_ptr<Starting> start, Result<RunnerLink> link) {
+  SandboxPtr sb = start->sb;
+  if (!link) {
+    count_start_end(*start, false);
+    return start->ready(link.error());
+  }
+  sb->channel = std::make_shared<RunnerChannel>(ioc_, std::move(link->socket));
+  sb->channel->start([this, id = sb->id](const std::string& why) { on_lost(id, why); });
+  start->deadline.expires_after(opts_.ready_timeout);
+  start->deadline.async_wait([this, start](boost::system::error_code ec) {
+    if (!ec) start_over(start, "runner did not answer within the start deadline");
+  });
+  unready_[sb->id] = sb;
+  sb->channel->call({{"op", "ping"}}, {}, [this, start](const proto::Event& e) {
+    if (e.kind != proto::EventKind::kResult) return start_over(start, e.message), true;
+    warm_up(start);
+    return true;
+  });
+}
+
+void SandboxManager::warm_up(std::shared_ptr<Starting> start) {
+  if (opts_.warmup_argv.empty() || !start->sb->language.empty()) return load_worker(start);
+  proto::ExecOp op;
+  op.argv = opts_.warmup_argv;
+  op.timeout_ms = 10000;
+  op.env = base_environment();
+  start->sb->channel->call(proto::encode_op(op), {}, [this, start](const proto::Event& e) {
+    using proto::EventKind;
+    if (e.kind == EventKind::kStdout || e.kind == EventKind::kStderr) return false;
+    // A failing warm-up only means a cold cache, not a broken sandbox.
+    if (e.kind == EventKind::kLost) return start_over(start, e.message), true;
+    load_worker(start);
+    return true;
+  });
+}
+
+void SandboxManager::load_worker(std::shared_ptr<Starting> start) {
+  const SandboxPtr& sb = start->sb;
+  if (sb->language.empty()) return start_over(start, "");
+  sb->channel->call(proto::encode_op(proto::PrepareOp{{sb->language}, base_environment()}), {},
+                    [this, start](const proto::Event& e) {
+                      if (e.kind == proto::EventKind::kResult && e.ok) return start_over(start, ""), true;
+                      start_over(start, fmt::format("{} worker: {}", start->sb->language, e.message));
+                      return true;
+                    });
+}
+
+void SandboxManager::start_over(std::shared_ptr<Starting> start, std::string err) {
+  if (std::exchange(start->over, true)) return;
+  SandboxPtr sb = start->sb;
+  start->deadline.cancel();
+  unready_.erase(sb->id);
+  if (!err.empty() || stopping_) {
+    sb->channel->close("not ready");
+    // Queued before the start is counted over: a shutdown waiting for the last start must
+    // also wait for this destroy.
+    destroy_later(sb->id, err.empty() ? "agent stopping" : err);
+    count_start_end(*start, err.empty());
+    return start->ready(make_error(Code::kUnavailable, err.empty() ? "agent stopping" : err));
+  }
+  count_start_end(*start, true);
+  sb->runner_secret = sb->channel->runner_secret();
+  sb->created_at = std::chrono::system_clock::now();
+  sb->last_used = Clock::now();
+  sandboxes_[sb->id] = sb;
+  log::info("sandbox ready",
+            {{"sandbox", sb->id},
+             {"template", sb->template_name},
+             {"ms", std::chrono::duration<double, std::milli>(Clock::now() - start->t0).count()}});
+  start->ready(sb);
+}
+
+void SandboxManager::count_start_end(const Starting& start, bool ok) {
+  const SandboxPtr& sb = start.sb;
+  starting_ids_.erase(sb->id);
+  --starting_[sb->pool()];
+  --starting_total_;
+  metrics_.add("swissbox_sandbox_starts_total", Metrics::labels({{"result", ok ? "ok" : "error"}}));
+  if (ok) {
+    metrics_.observe("swissbox_sandbox_start_duration_seconds", Metrics::labels({{"pool", sb->pool()}}),
+                     std::chrono::duration<double>(Clock::now() - start.t0).count());
+  }
+  check_all_destroyed();
 }
 
 void SandboxManager::adopt(Sandbox record, RunnerLink link) {

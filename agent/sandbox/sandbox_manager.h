@@ -133,8 +133,15 @@ class SandboxManager {
   void refill();
   void refill_later();
   void release_stranded_waiters();
-  // Starts one sandbox of the template; ready(sandbox) runs once its runner answers.
-  void start_one(const std::string& template_name, std::function<void(Result<SandboxPtr>)> ready);
+  // Starts one sandbox of the pool; ready(sandbox) runs once its runner answers, has warmed
+  // up and (language pools) loaded its worker. The steps, in order (sandbox_manager.cc):
+  struct Starting;
+  void start_one(const std::string& pool, std::function<void(Result<SandboxPtr>)> ready);
+  void on_started(std::shared_ptr<Starting> start, Result<RunnerLink> link);
+  void warm_up(std::shared_ptr<Starting> start);
+  void load_worker(std::shared_ptr<Starting> start);
+  void start_over(std::shared_ptr<Starting> start, std::string err);  // err "": ready
+  void count_start_end(const Starting& start, bool ok);
   // What a create asks of the sandbox it gets, kept until the claim is over.
   struct ClaimTerms {
     CreateRequest req;
