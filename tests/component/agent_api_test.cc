@@ -120,6 +120,17 @@ class AgentApiTest : public ::testing::Test {
     return {r->status, j};
   }
 
+  // As root: an agent whose runners are PID 1 of their own namespaces, as in a sandbox
+  // (HostRuntime isolated), and one sandbox of it; its id and its runner's host pid.
+  void StartIsolatedSandbox(std::string* id, pid_t* runner) {
+    runtime_ = std::make_unique<testing::HostRuntime>(SWISSBOX_INIT_PATH, root_, /*isolated=*/true);
+    Start({});
+    auto [status, sb] = Call("POST", "/v1/sandboxes", "{}");
+    ASSERT_EQ(status, 201u) << sb;
+    *id = sb["id"];
+    *runner = runtime_->runner_pid(*id);
+  }
+
   int Ready(const std::string& tmpl = "default") {
     return Call("GET", "/v1/warmpool").second["templates"][tmpl].value("ready", -1);
   }
@@ -671,12 +682,9 @@ int ProcessesInNamespaceOf(pid_t pid, const std::string& comm) {
 
 TEST_F(AgentApiTest, ReattachWhileACommandStreamsOutput) {
   if (geteuid() != 0) GTEST_SKIP() << "needs root: the runner runs as PID 1 of its own namespaces";
-  runtime_ = std::make_unique<testing::HostRuntime>(SWISSBOX_INIT_PATH, root_, /*isolated=*/true);
-  Start({});
-  auto [status, sb] = Call("POST", "/v1/sandboxes", "{}");
-  ASSERT_EQ(status, 201u) << sb;
-  const std::string id = sb["id"];
-  const pid_t runner = runtime_->runner_pid(id);
+  std::string id;
+  pid_t runner = 0;
+  ASSERT_NO_FATAL_FAILURE(StartIsolatedSandbox(&id, &runner));
   // Its client goes away with the first agent; the command goes on writing.
   std::jthread writer([this, port = server_->tcp_port(), id] {
     http::Client c("127.0.0.1:" + std::to_string(port));
@@ -703,12 +711,9 @@ TEST_F(AgentApiTest, ReattachWhileACommandStreamsOutput) {
 // namespace ends with it, daemon included.
 TEST_F(AgentApiTest, ADaemonOfABackgroundCommandOutlivesTheCommandsAfterIt) {
   if (geteuid() != 0) GTEST_SKIP() << "needs root: the runner runs as PID 1 of its own namespaces";
-  runtime_ = std::make_unique<testing::HostRuntime>(SWISSBOX_INIT_PATH, root_, /*isolated=*/true);
-  Start({});
-  auto [status, sb] = Call("POST", "/v1/sandboxes", "{}");
-  ASSERT_EQ(status, 201u) << sb;
-  const std::string id = sb["id"];
-  const pid_t runner = runtime_->runner_pid(id);
+  std::string id;
+  pid_t runner = 0;
+  ASSERT_NO_FATAL_FAILURE(StartIsolatedSandbox(&id, &runner));
   auto exec = [&](const std::string& command, bool background = false) {
     json body = {{"command", command}, {"background", background}};
     return Call("POST", "/v1/sandboxes/" + id + "/exec", body.dump()).first;

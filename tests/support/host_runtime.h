@@ -78,19 +78,13 @@ class HostRuntime : public SandboxRuntime {
                         mount(meminfo.c_str(), "/proc/meminfo", nullptr, MS_BIND, nullptr) != 0)) {
         _exit(126);
       }
-      dup2(sv[1], 0);
-      dup2(sv[1], 1);
-      execve(argv[0], argv, envp);
-      _exit(127);
+      exec_on_socket(sv[1], argv, envp);
     }
-    close(sv[1]);
-    if (pid < 0) {
-      close(sv[0]);
-      return sys_error("start the runner");
-    }
+    auto link = parent_end(pid, sv, "start the runner");
+    if (!link) return link.error();
     std::lock_guard lock(mu_);
     pids_[spec.id] = pid;
-    return RunnerLink{unique_fd(sv[0])};
+    return RunnerLink{std::move(*link)};
   }
 
   // The runner process alone: enough to see the figures reach the API.
@@ -136,20 +130,14 @@ class HostRuntime : public SandboxRuntime {
     pid_t pid = fork();
     if (pid == 0) {
       if (setns(netns.get(), CLONE_NEWNET) != 0) _exit(126);
-      dup2(sv[1], 0);
-      dup2(sv[1], 1);
-      execve(argv[0], argv, envp);
-      _exit(127);
+      exec_on_socket(sv[1], argv, envp);
     }
-    close(sv[1]);
-    if (pid < 0) {
-      close(sv[0]);
-      return sys_error("start the bridge");
-    }
+    auto link = parent_end(pid, sv, "start the bridge");
+    if (!link) return link.error();
     std::lock_guard lock(mu_);
     reap_bridges(WNOHANG);
     bridges_.push_back(pid);
-    return RunnerLink{unique_fd(sv[0])};
+    return RunnerLink{std::move(*link)};
   }
 
   // The runner's host PID (isolated: PID 1 of its namespace).
@@ -224,6 +212,23 @@ class HostRuntime : public SandboxRuntime {
   std::atomic<int> starts{0}, destroys{0}, fail_next{0}, start_delay_ms{0};
 
  private:
+  // In the child: the socket pair's end as stdin and stdout, then the program.
+  [[noreturn]] static void exec_on_socket(int fd, char* const argv[], char* const envp[]) {
+    dup2(fd, 0);
+    dup2(fd, 1);
+    execve(argv[0], argv, envp);
+    _exit(127);
+  }
+  // In the parent: the other end, once the child (pid) was made.
+  static Result<unique_fd> parent_end(pid_t pid, int sv[2], const char* what) {
+    close(sv[1]);
+    if (pid < 0) {
+      close(sv[0]);
+      return sys_error(what);
+    }
+    return unique_fd(sv[0]);
+  }
+
   // Bridges end when their channel closes (0: kill and wait for all of them).
   void reap_bridges(int options) {
     std::erase_if(bridges_, [options](pid_t pid) {
