@@ -11,6 +11,7 @@
 #include <signal.h>
 #include <sched.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -69,6 +70,9 @@ class HostRuntime : public SandboxRuntime {
                                                        nullptr, nullptr, nullptr, nullptr))
                           : fork();
     if (pid == 0) {
+      // Ends with the thread that started it, so that a test that dies leaves no runner
+      // (PID 1 of its namespace, its commands with it) behind.
+      if (isolated_) prctl(PR_SET_PDEATHSIG, SIGKILL);
       // Its own /proc, as in a sandbox: the runner reads its children and their groups
       // there, and its memory guard scans it.
       // Its meminfo says nothing is in use: in gVisor it counts the sandbox's pages alone,
