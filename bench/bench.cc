@@ -386,12 +386,19 @@ void bench_scale(const Options& o, Report& report) {
   Api api(o);
   if (!api.is_agent()) die("scale needs an agent as --target");
   std::vector<std::string> held;
+  auto release = [&] {
+    Loop deleting(o, "scale: delete", static_cast<int>(held.size()));
+    for (const auto& id : held) {
+      deleting.next();
+      api.call("DELETE", "/v1/sandboxes/" + id, nullptr, 204);
+    }
+  };
   for (int live : o.scale_live) {
     Loop creating(o, fmt::format("scale: {} live", live), live - static_cast<int>(held.size()));
     while (creating.next()) {
       json sb = api.call("POST", "/v1/sandboxes", o.create_body(), 201);
       if (sb.is_null()) {
-        for (const auto& id : held) api.call("DELETE", "/v1/sandboxes/" + id, nullptr, 204);
+        release();
         die(fmt::format("scale: create {} of {} refused (the agent's --max-sandboxes must leave "
                         "room for them and its pool)", held.size() + 1, live));
       }
@@ -411,11 +418,7 @@ void bench_scale(const Options& o, Report& report) {
     while (loop.next()) claim_and_echo(api, o, point.claim_exec, claim);
     report.scale.push_back(std::move(point));
   }
-  Loop deleting(o, "scale: delete", static_cast<int>(held.size()));
-  for (const auto& id : held) {
-    deleting.next();
-    api.call("DELETE", "/v1/sandboxes/" + id, nullptr, 204);
-  }
+  release();
 }
 
 // Execs on one sandbox, alternating the program `echo hi` (what `runsc exec` runs) and the
@@ -683,6 +686,14 @@ std::vector<std::string> split(const std::string& list) {
   return out;
 }
 
+// "4,1,16" → 1, 4, 16 (each at least 1).
+std::vector<int> counts(const std::string& list) {
+  std::vector<int> out;
+  for (const auto& n : split(list)) out.push_back(std::max(1, atoi(n.c_str())));
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
 void write_out(const std::string& path, const std::string& text) {
   if (!path.empty() && !swissbox::fs::write_file_atomic(path, text)) die("write " + path);
 }
@@ -716,18 +727,12 @@ Options parse(int argc, char** argv) {
     else if (a == "--rate") o.rate = std::max(0.1, atof(next().c_str()));
     else if (a == "--pool-size") o.pool_size = std::max(1, atoi(next().c_str()));
     else if (a == "--idle") o.scale_idle_s = std::max(1.0, atof(next().c_str()));
-    else if (a == "--live") {
-      o.scale_live.clear();
-      for (const auto& n : split(next())) o.scale_live.push_back(std::max(1, atoi(n.c_str())));
-      std::sort(o.scale_live.begin(), o.scale_live.end());
-    } else if (a == "--json") o.json_out = next();
+    else if (a == "--live") o.scale_live = counts(next());
+    else if (a == "--json") o.json_out = next();
     else if (a == "--svg") o.svg_out = next();
     else if (a == "--markdown") o.md_out = next();
-    else if (a == "--clients" || a == "--concurrency") {
-      o.clients.clear();
-      for (const auto& c : split(next())) o.clients.push_back(std::max(1, atoi(c.c_str())));
-      std::sort(o.clients.begin(), o.clients.end());
-    } else if (a == "--network") {
+    else if (a == "--clients" || a == "--concurrency") o.clients = counts(next());
+    else if (a == "--network") {
       o.network = next();
       if (o.network != "none" && o.network != "egress") die("--network must be none or egress");
     } else if (a == "--help") {

@@ -331,6 +331,11 @@ class Runner {
     return out;
   }
 
+  // A request's working directory: its cwd, resolved, or the workspace.
+  static std::string working_directory(const proto::ExecOp& op) {
+    return resolve(op.cwd.empty() ? g_workspace : op.cwd);
+  }
+
   // What every command takes from its exec request.
   Command new_command(uint64_t id, const proto::ExecOp& op) {
     Command c;
@@ -376,7 +381,7 @@ class Runner {
   void start_exec(uint64_t id, const proto::ExecOp& op, std::string stdin_data) {
     if (commands_.count(id)) return send_error(id, EEXIST, "exec id in use");
     const std::string& argv0 = op.argv[0];  // decode_exec refuses an empty argv
-    std::string cwd = resolve(op.cwd.empty() ? g_workspace : op.cwd);
+    std::string cwd = working_directory(op);
     Command c = new_command(id, op);
     swissbox::init::Launched proc;
     rlim_t nproc = static_cast<rlim_t>(op.pids_limit);
@@ -395,7 +400,7 @@ class Runner {
     if (commands_.count(id)) return send_error(id, EEXIST, "exec id in use");
     auto lang = language_from_name(op.language);
     if (!lang) return send_error(id, EINVAL, "exec: no worker for language '" + op.language + "'");
-    std::string cwd = resolve(op.cwd.empty() ? g_workspace : op.cwd);
+    std::string cwd = working_directory(op);
     Command c = new_command(id, op);
     c.language = lang;
     c.keep_worker = op.keep_worker;

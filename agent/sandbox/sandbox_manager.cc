@@ -37,7 +37,7 @@ SandboxManager::SandboxManager(asio::io_context& ioc, asio::thread_pool& workers
                                SandboxRuntime& runtime, ManagerOptions opts, Metrics& metrics)
     : ioc_(ioc),
       workers_(workers),
-      meter_(ioc, runtime, metrics),
+      meter_(ioc, host_work_, runtime, metrics),
       runtime_(runtime),
       opts_(std::move(opts)),
       metrics_(metrics),
@@ -93,7 +93,7 @@ SandboxManager::SandboxManager(asio::io_context& ioc, asio::thread_pool& workers
 }
 
 SandboxManager::~SandboxManager() {
-  meter_.host_work().join();
+  host_work_.join();
   destroy_workers_.join();
 }
 
@@ -452,15 +452,13 @@ void SandboxManager::claim(SandboxPtr sb, bool warm, std::shared_ptr<const Claim
   const CreateRequest& req = terms->req;
   bool limits = sb->limits != req.limits, bandwidth = sb->bandwidth_kbit != req.bandwidth_kbit;
   if (!limits && !bandwidth) return finish_claim(std::move(sb), warm, std::move(terms), ok_status(), std::move(fn));
-  asio::post(meter_.host_work(), [this, sb, warm, terms, fn = std::move(fn), limits, bandwidth]() mutable {
-    Status st = ok_status();
-    if (limits) {
-      if (auto r = runtime_.set_limits(sb->id, terms->req.limits); !r)
-        st = Error{r.error().code, r.error().sys_errno, "limits could not be applied: " + r.error().message};
-    }
-    if (st && bandwidth) {
-      if (auto r = runtime_.set_bandwidth(sb->id, terms->req.bandwidth_kbit); !r)
-        st = Error{r.error().code, r.error().sys_errno, "bandwidth could not be applied: " + r.error().message};
+  asio::post(host_work_, [this, sb, warm, terms, fn = std::move(fn), limits, bandwidth]() mutable {
+    const char* step = "limits";
+    Status st = limits ? runtime_.set_limits(sb->id, terms->req.limits) : ok_status();
+    if (st && bandwidth) step = "bandwidth", st = runtime_.set_bandwidth(sb->id, terms->req.bandwidth_kbit);
+    if (!st) {
+      const Error& e = st.error();
+      st = Error{e.code, e.sys_errno, fmt::format("{} could not be applied: {}", step, e.message)};
     }
     asio::post(ioc_, [this, sb = std::move(sb), warm, terms = std::move(terms), st = std::move(st),
                       fn = std::move(fn)]() mutable {

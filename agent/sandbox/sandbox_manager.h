@@ -171,9 +171,10 @@ class SandboxManager {
   // refill the pools. `runsc delete --force` takes ≈ 1.5 s but almost no CPU (it waits for
   // the sandbox to go), so several run at once.
   boost::asio::thread_pool destroy_workers_{8};
-  // Reads the sandboxes' host usage; its threads also do a claim's short host work (limits:
-  // cgroup writes, the disk reservation's fallocate; bandwidth: netlink). Never a runsc
-  // call: starts queue on workers_, so a claim never waits behind one.
+  // Short host work that must not run on the I/O thread: a claim's limits (cgroup writes,
+  // the disk reservation's fallocate) and bandwidth (netlink), and the usage readings of
+  // meter_. Never a runsc call: starts queue on workers_, so a claim never waits behind one.
+  boost::asio::thread_pool host_work_{2};
   UsageMeter meter_;
   SandboxRuntime& runtime_;
   ManagerOptions opts_;

@@ -7,10 +7,9 @@ namespace swissbox {
 namespace asio = boost::asio;
 using Clock = std::chrono::steady_clock;
 
-UsageMeter::UsageMeter(asio::io_context& ioc, SandboxRuntime& runtime, Metrics& metrics)
-    : ioc_(ioc), runtime_(runtime), metrics_(metrics) {}
-
-UsageMeter::~UsageMeter() { host_work_.join(); }
+UsageMeter::UsageMeter(asio::io_context& ioc, asio::thread_pool& host_work, SandboxRuntime& runtime,
+                       Metrics& metrics)
+    : ioc_(ioc), runtime_(runtime), metrics_(metrics), host_work_(host_work) {}
 
 void UsageMeter::read(SandboxPtr sb, Still still, std::function<void(std::optional<MemoryFootprint>)> done) {
   asio::post(host_work_, [this, sb = std::move(sb), still = std::move(still), done = std::move(done)]() mutable {

@@ -1,6 +1,6 @@
 // The host usage of a node's sandboxes, read off the I/O thread (cgroup files, the
-// sandbox's disk, its link's counters over netlink, smaps for memory footprints) on two
-// threads of its own, and applied to each sandbox back on the I/O thread: its usage and
+// sandbox's disk, its link's counters over netlink, smaps for memory footprints) on the
+// manager's host-work threads, and applied to each sandbox back on the I/O thread: its usage and
 // CPU percent, and its tenant's CPU and network counters. The every-second round reads
 // in batches of 16, so a claim's host work queued meanwhile waits for one batch, not all.
 #pragma once
@@ -26,8 +26,9 @@ class UsageMeter {
   // Whether a reading may still be applied to the sandbox (it was not removed meanwhile).
   using Still = std::function<bool(const Sandbox&)>;
 
-  UsageMeter(boost::asio::io_context& ioc, SandboxRuntime& runtime, Metrics& metrics);
-  ~UsageMeter();  // waits for the readings under way
+  // host_work: where readings run; its owner joins it before the meter goes.
+  UsageMeter(boost::asio::io_context& ioc, boost::asio::thread_pool& host_work,
+             SandboxRuntime& runtime, Metrics& metrics);
 
   // Reads every sandbox given; done() on the I/O thread once all readings are applied. A
   // round asked for while one is under way is skipped (done is not called).
@@ -40,14 +41,12 @@ class UsageMeter {
   // A reading into the sandbox; CPU and network counted to its tenant while it is active
   // (from its claim on: a warm sandbox's usage is nobody's).
   void apply(Sandbox& sb, const CgroupUsage& usage);
-  // The thread pool for other short host work of the manager (a claim's limits, bandwidth).
-  boost::asio::thread_pool& host_work() { return host_work_; }
 
  private:
   boost::asio::io_context& ioc_;
   SandboxRuntime& runtime_;
   Metrics& metrics_;
-  boost::asio::thread_pool host_work_{2};
+  boost::asio::thread_pool& host_work_;
   bool sampling_ = false;  // a round is under way
 };
 
