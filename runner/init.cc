@@ -824,23 +824,12 @@ class Runner {
         kill(-c.pid, SIGKILL);
         c.deadline = Clock::time_point::max();
       }
-      if (c.exited && ((!c.out && !c.err && group_gone(c)) || now >= c.finalize_by)) {
+      if (c.exited && ((!c.out && !c.err) || now >= c.finalize_by)) {
         if (c.paused && (c.out || c.err)) c.truncated = true;  // its reader never caught up
         done.push_back(id);
       }
     }
     for (uint64_t id : done) finish(commands_.at(id)), commands_.erase(id);
-  }
-
-  // A foreground command is over once its process group is gone too, not only its output:
-  // its processes were killed when its leader ended, and until the runner reaps them they
-  // still count against the user's task limit, so a command sent right after a fork bomb
-  // could fail to fork. Reaping is prompt (SIGCHLD wakes the loop) and finalize_by bounds
-  // the wait. A background command's group stays; a language run answers on its worker's
-  // report, before the worker's teardown, as it always did.
-  bool group_gone(const Command& c) const {
-    if (c.background || c.language) return true;
-    return kill(-c.pid, 0) != 0 && errno == ESRCH;
   }
 
   void finish(Command& c) {
