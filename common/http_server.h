@@ -119,7 +119,8 @@ class Responder : public std::enable_shared_from_this<Responder> {
   // False once the client has gone away (a stream can stop producing).
   bool client_alive() const;
   // fn runs once if the connection closes before this answer is complete (a client leaving
-  // an SSE stream); it runs on the connection's strand.
+  // an SSE stream); it runs on the connection's strand. The connection keeps fn until then:
+  // what fn captures must not hold the connection (capture such things weakly).
   void on_client_gone(std::function<void()> fn);
 
  private:

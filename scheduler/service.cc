@@ -367,7 +367,13 @@ void Scheduler::relay(std::shared_ptr<Forward> f, const std::string& address,
   };
   auto call = start_upstream(ioc_, std::move(up), std::move(h));
   // A client that leaves stops the agent's work too (the agent sees its connection close).
-  f->res->on_client_gone([call] { call->cancel(); });
+  // Weak: the call holds the client's upload stream, which holds the connection that keeps
+  // this function; a strong pointer was a cycle whenever the connection outlived its last
+  // write's completion (LeakSanitizer, SchedulerService teardown). A running call is kept
+  // alive by its own pending operations.
+  f->res->on_client_gone([weak = std::weak_ptr<UpstreamCall>(call)] {
+    if (auto running = weak.lock()) running->cancel();
+  });
 }
 
 void Scheduler::list_all(http::Request&& req, std::shared_ptr<http::Responder> res) {

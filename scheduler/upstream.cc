@@ -191,9 +191,11 @@ class Call : public UpstreamCall, public std::enable_shared_from_this<Call> {
     stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
     stream_.close();
     resolver_.cancel();
-    // Handlers may hold the call (fetch does): drop them to break the cycle.
+    // Handlers may hold the call (fetch does), and the upload stream holds the client's
+    // connection: drop both, so that an ended call refers to nothing.
     auto end = std::move(h_.on_end);
     h_ = {};
+    req_.body_stream.reset();
     end(std::move(st), sent_);
   }
 
