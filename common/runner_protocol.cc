@@ -1,5 +1,6 @@
 #include "common/runner_protocol.h"
 
+#include <algorithm>
 #include <cstring>
 
 namespace swissbox::proto {
@@ -151,6 +152,37 @@ class Fields {
 
 std::string bad_event(const std::string& ev) { return "runner sent a bad '" + ev + "' event"; }
 
+bool is_display_format(const std::string& key) {
+  const auto& known = display_formats();
+  return std::find(known.begin(), known.end(), key) != known.end();
+}
+
+// Why a display event's value is not what display_payload() makes; empty when it is.
+std::string display_problem(const json& v) {
+  if (!v.is_object()) return "is not a JSON object";
+  for (const auto& [key, val] : v.items()) {
+    if (key == "is_main_result") {
+      if (!val.is_boolean()) return "is_main_result is not a boolean";
+    } else if (!is_display_format(key)) {
+      return "has an unknown format " + json(key).dump();
+    } else if (key != "json" && !val.is_string()) {
+      return "format " + key + " is not a string";
+    }
+  }
+  return {};
+}
+
+constexpr const char* kExceptionFields[] = {"name", "value", "traceback"};
+
+std::string exception_problem(const json& v) {
+  if (!v.is_object()) return "is not a JSON object";
+  for (const char* field : kExceptionFields) {
+    auto it = v.find(field);
+    if (it == v.end() || !it->is_string()) return std::string(field) + " is not a string";
+  }
+  return {};
+}
+
 std::optional<FileEntry> decode_entry(const json& j, Fields* outer) {
   if (!j.is_object()) {
     outer->wrong("entry", "not an object");
@@ -207,7 +239,8 @@ std::optional<Event> decode_event(Frame frame, std::string* error) {
   static const std::pair<const char*, EventKind> kKinds[] = {
       {"hello", EventKind::kHello},   {"result", EventKind::kResult}, {"stdout", EventKind::kStdout},
       {"stderr", EventKind::kStderr}, {"data", EventKind::kData},     {"entries", EventKind::kEntries},
-      {"exit", EventKind::kExit},     {"fatal", EventKind::kFatal}};
+      {"exit", EventKind::kExit},     {"fatal", EventKind::kFatal},   {"display", EventKind::kDisplay},
+      {"exception", EventKind::kException}};
   Event e;
   bool known = false;
   for (auto [name, kind] : kKinds) {
@@ -224,7 +257,15 @@ std::optional<Event> decode_event(Frame frame, std::string* error) {
   f.integer("id", &e.id, has_id, 0, UINT64_MAX);
   const bool carries_payload =
       e.kind == EventKind::kStdout || e.kind == EventKind::kStderr || e.kind == EventKind::kData;
-  if (!carries_payload && !frame.payload.empty()) f.wrong("payload", "not expected");
+  const bool carries_value = e.kind == EventKind::kDisplay || e.kind == EventKind::kException;
+  if (!carries_payload && !carries_value && !frame.payload.empty()) f.wrong("payload", "not expected");
+  if (carries_value) {
+    e.value = json::parse(frame.payload, nullptr, false);
+    frame.payload.clear();
+    std::string problem = e.kind == EventKind::kDisplay ? display_problem(e.value)
+                                                        : exception_problem(e.value);
+    if (!problem.empty()) f.wrong("payload", problem);
+  }
   switch (e.kind) {
     case EventKind::kHello:
       f.integer("pid", &e.pid, false, 1, INT32_MAX);
@@ -319,6 +360,60 @@ json encode_op(const ExecOp& op) {
   return h;
 }
 
+const std::vector<std::string>& display_formats() {
+  static const std::vector<std::string> kFormats = {"text",  "html", "markdown", "svg",
+                                                    "png",   "jpeg", "pdf",      "latex",
+                                                    "json",  "javascript"};
+  return kFormats;
+}
+
+json display_payload(const json& kernel_data) {
+  json out = {{"is_main_result", false}};
+  if (!kernel_data.is_object()) return out;
+  for (const auto& [key, val] : kernel_data.items()) {
+    if (key == "is_main_result" && val.is_boolean()) out[key] = val;
+    if (is_display_format(key) && (key == "json" || val.is_string())) out[key] = val;
+  }
+  return out;
+}
+
+json exception_payload(const json& kernel_error) {
+  json out = json::object();
+  for (const char* field : kExceptionFields) {
+    auto it = kernel_error.is_object() ? kernel_error.find(field) : kernel_error.end();
+    out[field] = it != kernel_error.end() && it->is_string() ? it->get<std::string>() : "";
+  }
+  return out;
+}
+
+bool valid_context_id(std::string_view id) {
+  if (id.empty() || id.size() > 64) return false;
+  return std::all_of(id.begin(), id.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '_' || c == '-';
+  });
+}
+
+json encode_op(const ContextStartOp& op) {
+  json h = {{"op", "context_start"},
+            {"context", op.context},
+            {"language", op.language},
+            {"env", op.env},
+            {"pids_limit", op.pids_limit}};
+  if (!op.cwd.empty()) h["cwd"] = op.cwd;
+  return h;
+}
+
+json encode_op(const ContextRunOp& op) {
+  return {{"op", "context_run"},          {"context", op.context},
+          {"env", op.env},                {"timeout_ms", op.timeout_ms},
+          {"output_cap", op.output_cap},  {"memory_limit", op.memory_limit}};
+}
+
+json context_op(std::string_view op, const std::string& context) {
+  return {{"op", op}, {"context", context}};
+}
+
 json encode_op(const PrepareOp& op) {
   return {{"op", "prepare"}, {"languages", op.languages}, {"env", op.env}};
 }
@@ -353,6 +448,48 @@ std::optional<PrepareOp> decode_prepare(const json& h, std::string* error) {
   f.string_map("env", &op.env);
   if (!f.error().empty()) return *error = f.error(), std::nullopt;
   return op;
+}
+
+namespace {
+
+void context_field(Fields& f, std::string* context) {
+  f.string("context", context, true);
+  if (f.error().empty() && !valid_context_id(*context))
+    f.wrong("context", "is not 1-64 of [A-Za-z0-9_-]");
+}
+
+}  // namespace
+
+std::optional<ContextStartOp> decode_context_start(const json& h, std::string* error) {
+  Fields f(h, "bad 'context_start' request");
+  ContextStartOp op;
+  context_field(f, &op.context);
+  f.string("language", &op.language, true);
+  f.string("cwd", &op.cwd);
+  f.string_map("env", &op.env);
+  f.integer("pids_limit", &op.pids_limit, false, 0, INT64_MAX);
+  if (!f.error().empty()) return *error = f.error(), std::nullopt;
+  return op;
+}
+
+std::optional<ContextRunOp> decode_context_run(const json& h, std::string* error) {
+  Fields f(h, "bad 'context_run' request");
+  ContextRunOp op;
+  context_field(f, &op.context);
+  f.string_map("env", &op.env);
+  f.integer("timeout_ms", &op.timeout_ms, false, 0, INT64_MAX);
+  f.integer("output_cap", &op.output_cap, false, 0, UINT64_MAX);
+  f.integer("memory_limit", &op.memory_limit, false, 0, INT64_MAX);
+  if (!f.error().empty()) return *error = f.error(), std::nullopt;
+  return op;
+}
+
+std::optional<std::string> decode_context_name(const json& h, std::string* error) {
+  Fields f(h, "bad context request");
+  std::string context;
+  context_field(f, &context);
+  if (!f.error().empty()) return *error = f.error(), std::nullopt;
+  return context;
 }
 
 }  // namespace swissbox::proto

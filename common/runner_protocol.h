@@ -21,6 +21,16 @@
 //                                  becomes the controller only with the secret of the runner's
 //                                  first hello)
 //   stat {path}                  → result {name,type,size,mode,mtime}
+//   context_start (ContextStartOp) → result once the context's interpreter has loaded
+//   context_run (ContextRunOp) payload = the cell's code
+//                                 → stdout/stderr (payload), display (payload: a value shown,
+//                                    DisplayFormats), exception (payload {name, value,
+//                                    traceback}) … → exit (ExitStatus; exit_code 1 when the
+//                                    cell raised). Runs of one context are queued in order.
+//   context_restart {context}    → result once a fresh interpreter has loaded (same id)
+//   context_stop {context}       → result
+//   signal on a context run's id interrupts the cell (SIGINT; killed and restarted if it
+//   does not end within a grace); pause/resume work on it as on an exec.
 // Every result is {"ev":"result","id":N,"ok":true,…} or {…,"ok":false,"error":{"errno":E,
 // "message":"…"}}. init announces itself with hello_event() at start (and after a
 // reattach) and sends fatal_event() before it stops reading a broken channel. The ops with
@@ -43,8 +53,8 @@
 
 namespace swissbox::proto {
 
-// In every hello. 2: the reattach secret, attach, pause/resume, prepare.
-constexpr int kVersion = 2;
+// In every hello. 2: the reattach secret, attach, pause/resume, prepare. 3: contexts.
+constexpr int kVersion = 3;
 
 constexpr uint32_t kMaxHeader = 64 * 1024;
 constexpr uint32_t kMaxPayload = 1024 * 1024;
@@ -76,7 +86,15 @@ class Decoder {
 };
 
 // What the agent reads from a runner.
-enum class EventKind { kHello, kResult, kStdout, kStderr, kData, kEntries, kExit, kFatal, kLost };
+enum class EventKind {
+  kHello, kResult, kStdout, kStderr, kData, kEntries, kExit, kFatal, kLost,
+  kDisplay,    // a context run showed a value (value: DisplayFormats, checked)
+  kException,  // a context run raised (value: {name, value, traceback}, strings)
+};
+
+// The formats a displayed value may carry besides is_main_result (a bool): each a string
+// (png and jpeg base64), except json, any JSON value.
+const std::vector<std::string>& display_formats();
 
 struct FileEntry {
   std::string name;
@@ -113,6 +131,7 @@ struct Event {
   int version = 0;                  // hello
   std::string secret;               // hello at start: what a reattaching bridge presents
   ExitStatus exit;                  // exit
+  nlohmann::json value;             // display, exception
 
   // The event an open request gets when its runner's channel ends (never on the wire).
   static Event lost(uint64_t id, std::string why);
@@ -150,11 +169,46 @@ struct PrepareOp {
   std::map<std::string, std::string> env;
 };
 
+// A context id: 1-64 of [A-Za-z0-9_-].
+bool valid_context_id(std::string_view id);
+
+// context_start: a long-lived interpreter (python, javascript, typescript, bash) whose
+// globals persist from one run to the next.
+struct ContextStartOp {
+  std::string context;
+  std::string language;
+  std::string cwd;  // empty: the workspace
+  std::map<std::string, std::string> env;
+  int64_t pids_limit = 0;  // RLIMIT_NPROC of the interpreter; 0: none
+};
+
+// context_run: one cell (the frame's payload, at most kMaxPayload bytes).
+struct ContextRunOp {
+  std::string context;
+  std::map<std::string, std::string> env;  // for this run only (bash: exported, it stays)
+  int64_t timeout_ms = 0;                  // 0: none
+  uint64_t output_cap = 1 << 20;           // per stream; displayed values count as stdout
+  int64_t memory_limit = 0;                // bytes, for the runner's memory guard; 0: none
+};
+
 // The request header (without its id, which the channel adds).
 nlohmann::json encode_op(const ExecOp& op);
 nlohmann::json encode_op(const PrepareOp& op);
+nlohmann::json encode_op(const ContextStartOp& op);
+nlohmann::json encode_op(const ContextRunOp& op);
+// context_stop and context_restart.
+nlohmann::json context_op(std::string_view op, const std::string& context);
 // The runner's decoders: nullopt with *error naming the field that was wrong.
 std::optional<ExecOp> decode_exec(const nlohmann::json& header, std::string* error);
 std::optional<PrepareOp> decode_prepare(const nlohmann::json& header, std::string* error);
+std::optional<ContextStartOp> decode_context_start(const nlohmann::json& header, std::string* error);
+std::optional<ContextRunOp> decode_context_run(const nlohmann::json& header, std::string* error);
+// The context a context_stop or context_restart names.
+std::optional<std::string> decode_context_name(const nlohmann::json& header, std::string* error);
+
+// What the runner sends for a value a cell showed, and for what it raised. The runner
+// passes on only what these keep of a kernel's message (known formats, strings).
+nlohmann::json display_payload(const nlohmann::json& kernel_data);
+nlohmann::json exception_payload(const nlohmann::json& kernel_error);
 
 }  // namespace swissbox::proto

@@ -31,9 +31,11 @@
 #include "common/limits.h"
 #include "common/runner_protocol.h"
 #include "common/unique_fd.h"
+#include "runner/contexts.h"
 #include "runner/control.h"
 #include "runner/files.h"
 #include "runner/memory_guard.h"
+#include "runner/proc.h"
 #include "runner/spawner.h"
 #include "runner/workers.h"
 
@@ -129,7 +131,7 @@ class Runner {
     for (;;) {
       std::vector<pollfd> fds;
       // Commands: stream 0/1 = out/err, 2 = stdin, 3 = program. Runner: 0 = control or
-      // listener, 1 = SIGCHLD, 2 = a starting worker's channel.
+      // listener, 1 = SIGCHLD, 2 = a starting worker's channel, kContextFd = a context's.
       std::vector<std::pair<Command*, int>> owners;
       if (!control_eof_) fds.push_back({g_in_fd, POLLIN, 0}), owners.push_back({nullptr, 0});
       // A new controller is taken only while there is none: a process in the sandbox
@@ -155,6 +157,8 @@ class Runner {
       for (auto& [lang, w] : idle_workers_) {
         if (!w.ready) fds.push_back({w.channel.get(), POLLIN, 0}), owners.push_back({nullptr, 2});
       }
+      contexts_.add_pollfds(&fds);
+      owners.resize(fds.size(), {nullptr, kContextFd});
       int n = poll(fds.data(), fds.size(), next_timeout_ms());
       if (n < 0 && errno != EINTR) return 1;
       for (size_t i = 0; n > 0 && i < fds.size(); ++i) {
@@ -170,6 +174,8 @@ class Runner {
           if (read_candidate(fds[i].fd, buf)) break;
         } else if (cmd == nullptr && stream == 2) {
           worker_loaded(fds[i].fd);
+        } else if (cmd == nullptr && stream == kContextFd) {
+          contexts_.on_ready(fds[i].fd, fds[i].revents);
         } else if (cmd == nullptr) {
           reap();
         } else if (stream == 2) {
@@ -288,6 +294,7 @@ class Runner {
       kept.emplace(c.id, std::move(c));
     }
     commands_ = std::move(kept);
+    contexts_.reassign_ids([this] { return kOrphanIds + orphan_seq_++; });
     send(proto::hello_event(getpid(), "", commands_.size()));
     while (auto frame = decoder_.next()) handle(*frame);
   }
@@ -309,14 +316,39 @@ class Runner {
         if (!exec->language.empty()) return start_program(id, *exec, std::move(f.payload));
         return start_exec(id, *exec, std::move(f.payload));
       }
+      if (op == "context_start") {
+        auto start = proto::decode_context_start(h, &error);
+        if (!start) return send_error(id, EINVAL, error);
+        start->cwd = resolve(start->cwd.empty() ? g_workspace : start->cwd);
+        return contexts_.start(id, *start);
+      }
+      if (op == "context_run") {
+        auto run = proto::decode_context_run(h, &error);
+        if (!run) return send_error(id, EINVAL, error);
+        if (self_ == 1) guard_.set_limit(run->memory_limit);
+        if (!guarding()) guard_.defer(Clock::now());
+        return contexts_.run(id, *run, std::move(f.payload));
+      }
+      if (op == "context_stop" || op == "context_restart") {
+        auto context = proto::decode_context_name(h, &error);
+        if (!context) return send_error(id, EINVAL, error);
+        if (op == "context_stop") return contexts_.stop(id, *context);
+        return contexts_.restart(id, *context);
+      }
       if (op == "prepare") {
         auto prepare = proto::decode_prepare(h, &error);
         if (!prepare) return send_error(id, EINVAL, error);
         return prepare_workers(id, *prepare);
       }
       if (op == "stdin") return feed_stdin(id, h, std::move(f.payload));
-      if (op == "signal") return signal_command(id, h.value("signal", SIGTERM));
-      if (op == "pause" || op == "resume") return pause_command(id, op == "pause");
+      if (op == "signal") {
+        if (contexts_.interrupt(id)) return;  // a cell is interrupted, whatever the signal
+        return signal_command(id, h.value("signal", SIGTERM));
+      }
+      if (op == "pause" || op == "resume") {
+        if (contexts_.pause(id, op == "pause")) return;
+        return pause_command(id, op == "pause");
+      }
       if (FileOps::handles(op)) return files_.handle(op, id, h, f.payload);
       send_error(id, EINVAL, "unknown op '" + op + "'");
     } catch (const std::exception& e) {
@@ -583,45 +615,6 @@ class Runner {
 
   static double tv_ms(const timeval& tv) { return tv.tv_sec * 1000.0 + tv.tv_usec / 1000.0; }
 
-  // A process's CPU time (all its threads, to the nanosecond; /proc/<pid>/stat counts
-  // clock ticks of 10 ms, for user and system time each).
-  static std::optional<double> process_cpu_ms(pid_t pid) {
-    clockid_t clock;
-    timespec ts;
-    if (clock_getcpuclockid(pid, &clock) != 0 || clock_gettime(clock, &ts) != 0) return std::nullopt;
-    return ts.tv_sec * 1000.0 + ts.tv_nsec / 1e6;
-  }
-
-  // A process's group and session from /proc/<pid>/stat.
-  struct ProcStat {
-    pid_t pgrp = 0, sid = 0;
-  };
-  static std::optional<ProcStat> proc_stat(pid_t pid) {
-    char path[64], buf[1024];
-    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-    size_t n = swissbox::init::read_small(path, buf, sizeof(buf) - 1).size();
-    if (n == 0) return std::nullopt;
-    buf[n] = 0;
-    const char* p = strrchr(buf, ')');  // comm may contain spaces
-    ProcStat st;
-    char state;
-    if (!p || sscanf(p + 1, " %c %*d %d %d", &state, &st.pgrp, &st.sid) != 3) return std::nullopt;
-    return st;
-  }
-
-  // The peak resident size of a process that is still there (kB), for its exit report;
-  // gVisor shows no VmHWM: the resident size at the end is the closest it tells.
-  static long proc_rss_kb(pid_t pid) {
-    char path[64], buf[4096];
-    snprintf(path, sizeof path, "/proc/%d/status", pid);
-    size_t n = swissbox::init::read_small(path, buf, sizeof buf - 1).size();
-    if (n == 0) return 0;
-    buf[n] = 0;
-    if (const char* hwm = strstr(buf, "VmHWM:")) return strtol(hwm + 6, nullptr, 10);
-    if (const char* rss = strstr(buf, "VmRSS:")) return strtol(rss + 6, nullptr, 10);
-    return 0;
-  }
-
   void signal_command(uint64_t id, int sig) {
     auto it = commands_.find(id);
     if (it != commands_.end() && !it->second.exited) kill(-it->second.pid, sig);
@@ -673,6 +666,7 @@ class Runner {
       pid_t pid = wait4(-1, &status, WNOHANG, &ru);
       if (pid <= 0) return;
       spawner_.on_reaped(pid);
+      if (contexts_.on_reaped(pid, status)) continue;
       idle_worker_gone(pid);
       for (auto& [id, c] : commands_) {
         if (c.pid != pid || c.exited) continue;  // exited: its worker reported it already
@@ -713,6 +707,7 @@ class Runner {
     std::set<pid_t> known = {spawner_.spare_pid()};
     std::set<pid_t> foreground_groups;
     for (auto& [lang, w] : idle_workers_) known.insert(w.io.pid);
+    for (pid_t kernel : contexts_.pids()) known.insert(kernel);
     for (auto& [id, c] : commands_) {
       known.insert(c.pid);
       if (!c.exited && !c.background) foreground_groups.insert(c.pid);
@@ -735,6 +730,7 @@ class Runner {
     std::set<pid_t> protect = background_groups_;
     protect.insert(kept_orphans_.begin(), kept_orphans_.end());
     for (auto& [lang, w] : idle_workers_) protect.insert(w.io.pid);
+    for (pid_t kernel : contexts_.pids()) protect.insert(kernel);  // and their groups
     for (auto& [id, c] : commands_) {
       if (!c.exited || c.background) protect.insert(c.pid);
     }
@@ -784,13 +780,16 @@ class Runner {
       pid_t pid = waitpid(-1, &status, WNOHANG);
       if (pid <= 0) return;
       spawner_.on_reaped(pid);
+      if (contexts_.on_reaped(pid, status)) continue;
       for (auto& [id, c] : commands_) {
         if (c.pid == pid && !c.exited) c.exited = true, c.status = status;
       }
     }
   }
 
-  bool guarding() const { return !commands_.empty() || !background_groups_.empty(); }
+  bool guarding() const {
+    return !commands_.empty() || !background_groups_.empty() || contexts_.running();
+  }
 
   // Kills the biggest process once the sandbox's code uses more than its memory limit; the
   // command it belongs to (by process group or session) is reported as OOM-killed.
@@ -802,13 +801,14 @@ class Runner {
     auto st = proc_stat(victim);
     pid_t pgrp = st ? st->pgrp : 0, sid = st ? st->sid : 0;
     kill(victim, SIGKILL);
+    std::string msg = "swissbox-init: killed process " + std::to_string(victim) +
+                      ": the sandbox's memory limit of " + std::to_string(guard_.limit() >> 20) +
+                      " MiB was reached\n";
+    if (contexts_.oom_killed(pgrp, sid, msg)) return;
     for (auto& [id, c] : commands_) {
       if (c.pid != pgrp && c.pid != sid) continue;
       c.oom_killed = true;
       kill(-c.pid, SIGKILL);
-      std::string msg = "swissbox-init: killed process " + std::to_string(victim) +
-                        ": the sandbox's memory limit of " + std::to_string(guard_.limit() >> 20) +
-                        " MiB was reached\n";
       if (c.sent[1] < c.cap) send({{"ev", "stderr"}, {"id", id}}, msg);
     }
   }
@@ -816,6 +816,7 @@ class Runner {
   void tick() {
     auto now = Clock::now();
     guard_memory(now);
+    contexts_.tick(now);
     std::erase_if(candidates_, [now](const Candidate& c) { return now >= c.deadline; });
     std::vector<uint64_t> done;
     for (auto& [id, c] : commands_) {
@@ -854,6 +855,7 @@ class Runner {
     auto now = Clock::now();
     auto next = Clock::time_point::max();
     for (auto& [id, c] : commands_) next = std::min({next, c.deadline, c.finalize_by});
+    next = std::min(next, contexts_.next_deadline());
     if (guarding()) next = std::min(next, guard_.next_check());
     for (const auto& c : candidates_) next = std::min(next, c.deadline);
     if (next == Clock::time_point::max()) return -1;
@@ -868,6 +870,9 @@ class Runner {
   const pid_t self_tid_ = gettid();
   swissbox::init::Spawner spawner_;
   swissbox::init::MemoryGuard guard_;
+  static constexpr int kContextFd = 5;  // a poll entry of contexts_
+  swissbox::init::Contexts contexts_{
+      spawner_, [](const json& h, std::string_view payload) { send(h, payload); }};
   bool control_eof_ = false;
   unique_fd listener_, controller_;
   static constexpr size_t kMaxCandidates = 8;
