@@ -29,4 +29,10 @@ inline constexpr milliseconds kFileOpDeadline{60000};
 // How long a new sandbox may take to start (a claim that finds no warm one starts one).
 inline constexpr milliseconds kReadyTimeout{15000};
 
+// Stateful code contexts per sandbox, and how long one may take to load its interpreter
+// (tens of milliseconds on a host, hundreds in gVisor, TypeScript's transpiler the most; a
+// minute is a sandbox that is stuck).
+inline constexpr size_t kMaxContexts = 16;
+inline constexpr milliseconds kContextStartDeadline{60000};
+
 }  // namespace swissbox::limits

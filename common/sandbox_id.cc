@@ -31,23 +31,27 @@ std::string sandbox_id_node(std::string_view node_name) {
   return node.empty() ? "node" : node;
 }
 
-std::string new_sandbox_id(std::string_view node_name) {
-  // 48 bits from the kernel's CSPRNG for every id: a generator seeded once (an mt19937_64
-  // from 32 bits of random_device) gives every later id away from one that was seen.
-  unsigned char b[6];
+std::string random_hex(size_t bytes) {
+  // From the kernel's CSPRNG every time: a generator seeded once (an mt19937_64 from 32
+  // bits of random_device) gives every later value away from one that was seen.
+  std::string b(bytes, '\0');
   size_t got = 0;
-  while (got < sizeof(b)) {
-    ssize_t n = getrandom(b + got, sizeof(b) - got, 0);
+  while (got < bytes) {
+    ssize_t n = getrandom(b.data() + got, bytes - got, 0);
     if (n > 0) {
       got += static_cast<size_t>(n);
     } else if (errno != EINTR) {
       std::random_device kernel;  // no getrandom(2): libstdc++ reads /dev/urandom then
-      for (; got < sizeof(b); ++got) b[got] = static_cast<unsigned char>(kernel());
+      for (; got < bytes; ++got) b[got] = static_cast<char>(kernel());
     }
   }
-  uint64_t v = 0;
-  for (unsigned char c : b) v = (v << 8) | c;
-  return fmt::format("sbx-{}-{:012x}", sandbox_id_node(node_name), v);
+  std::string out;
+  for (unsigned char c : b) out += fmt::format("{:02x}", c);
+  return out;
+}
+
+std::string new_sandbox_id(std::string_view node_name) {
+  return fmt::format("sbx-{}-{}", sandbox_id_node(node_name), random_hex(6));
 }
 
 std::optional<std::string> node_of_sandbox_id(std::string_view id) {

@@ -2,6 +2,7 @@
 // routes a call to the owning node without shared state.
 #pragma once
 
+#include <cstddef>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -15,6 +16,8 @@ bool valid_sandbox_id(std::string_view id);
 std::string sandbox_id_node(std::string_view node_name);
 // A fresh id for that node, 48 bits from getrandom(2) each.
 std::string new_sandbox_id(std::string_view node_name);
+// `bytes` random bytes from getrandom(2), as lowercase hex (ids, tokens).
+std::string random_hex(size_t bytes);
 // The node part of an id; nullopt when the id is not one.
 std::optional<std::string> node_of_sandbox_id(std::string_view id);
 

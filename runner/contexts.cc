@@ -131,8 +131,8 @@ void Contexts::start(uint64_t id, const proto::ContextStartOp& op) {
     return send_error(id, EINVAL, "no context for language '" + op.language + "'");
   }
   if (contexts_.count(op.context)) return send_error(id, EEXIST, "context " + op.context + " exists");
-  if (contexts_.size() >= kMaxContexts) {
-    return send_error(id, ENOSPC, "a sandbox has at most " + std::to_string(kMaxContexts) + " contexts");
+  if (contexts_.size() >= limits::kMaxContexts) {
+    return send_error(id, ENOSPC, "a sandbox has at most " + std::to_string(limits::kMaxContexts) + " contexts");
   }
   auto c = std::make_unique<Context>();
   c->id = op.context;
@@ -328,6 +328,9 @@ void Contexts::on_kernel_line(Context& c, std::string_view line) {
   }
   Run* r = c.running();
   if (!r) return;  // nothing of a cell's: a kernel may not speak out of turn
+  // What the cell printed before it showed a value or raised is in the pipes already (the
+  // kernel writes them unbuffered): it goes first, so that the client sees the cell's order.
+  drain_output(c);
   if (type == "display") {
     std::string payload = proto::display_payload(m.value("data", json())).dump(
         -1, ' ', false, json::error_handler_t::replace);
@@ -352,7 +355,6 @@ void Contexts::on_kernel_line(Context& c, std::string_view line) {
                                  x->is_number_integer() && *x >= 0 && *x <= 255) {
       exit_code = x->get<int>();
     }
-    drain_output(c);
     finish_run(c, exit_code, 0);
     begin_next(c);
   }

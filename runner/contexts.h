@@ -29,6 +29,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/limits.h"
 #include "common/runner_protocol.h"
 #include "common/unique_fd.h"
 #include "runner/kernels.h"
@@ -40,7 +41,6 @@ class Contexts {
  public:
   using Clock = std::chrono::steady_clock;
   using Send = std::function<void(const nlohmann::json& header, std::string_view payload)>;
-  static constexpr size_t kMaxContexts = 16;
   static constexpr size_t kMaxKernelLine = 4 << 20;
   static constexpr auto kInterruptGrace = std::chrono::seconds(2);
 

@@ -1,6 +1,7 @@
 // The agent's HTTP API: admission (token, body limits), the routing table, and what every
 // answer records (request and error metrics). Each resource's handlers are in a file of
-// their own: sandboxes.cc, runs.cc (exec, code, one-shots), files.cc, node.cc (node, pools).
+// their own: sandboxes.cc, runs.cc (exec, code, one-shots), files.cc, contexts.cc,
+// node.cc (node, pools).
 #include "agent/api/api.h"
 
 #include <fmt/format.h>
@@ -242,6 +243,9 @@ void AgentApi::sandbox_route(Call& c, const std::string& id, const std::string& 
   if (rest == "/code" && m == bhttp::verb::post) return exec(c, sb, true);
   if (rest == "/files") return files(c, sb, false);
   if (rest == "/files/list" && m == bhttp::verb::get) return files(c, sb, true);
+  if (rest == "/contexts" || rest.starts_with("/contexts/")) {
+    return contexts(c, sb, rest.substr(std::string_view("/contexts").size()));
+  }
   c.fail(make_error(Code::kNotFound,
                     "no route for " + std::string(c.req.method_string()) + " " + c.path));
 }

@@ -44,6 +44,8 @@ class AgentApi {
   void watch_client(const std::shared_ptr<http::Responder>& res,
                     const std::shared_ptr<struct ExecHandle>& handle);
   void files(Call& c, std::shared_ptr<Sandbox> sb, bool list);
+  // rest: what follows …/contexts ("", "/{cid}", "/{cid}/restart").
+  void contexts(Call& c, std::shared_ptr<Sandbox> sb, const std::string& rest);
   void execute_oneshot(Call& c);
   void node_info(Call& c);
   void warmpool(Call& c, const std::string& tmpl);

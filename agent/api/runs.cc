@@ -42,6 +42,10 @@ struct SseExec {
       });
     };
   }
+  // A context run's values and exception, as SSE result and error events.
+  static ValueFn values(std::shared_ptr<http::Responder> res) {
+    return [res](std::string_view kind, const json& value) { res->write_chunk(sse_event(kind, value)); };
+  }
   static ExecDoneFn done(std::shared_ptr<http::Responder> res, std::function<void()> after = {}) {
     return [res, after](Result<ExecOutcome> r) {
       if (r)
@@ -69,6 +73,17 @@ void AgentApi::exec(Call& c, std::shared_ptr<Sandbox> sb, bool code) {
   if (!body) return c.fail(body.error());
   auto req = code ? parse_code_request(*body) : parse_exec_request(*body);
   if (!req) return c.fail(req.error());
+  if (!req->context_id.empty()) {
+    auto ctx = sb->contexts.find(req->context_id);
+    if (ctx == sb->contexts.end()) {
+      return c.fail(make_error(Code::kNotFound, "no context " + req->context_id + " in sandbox " + sb->id));
+    }
+    if (!req->language.empty() && req->language != ctx->second.language) {
+      return c.fail(make_error(Code::kInvalidArgument, "context " + req->context_id + " runs " +
+                                                           ctx->second.language + ", not " + req->language));
+    }
+    req->language = ctx->second.language;
+  }
   req->keep_worker = true;  // a session: its next run in this language finds a worker loaded
   auto res = c.res;
   auto count = run_recorder(code ? "code" : "exec", sb->template_name, sb->tenant, *req);
@@ -80,7 +95,8 @@ void AgentApi::exec(Call& c, std::shared_ptr<Sandbox> sb, bool code) {
                            [done, count](Result<ExecOutcome> r) {
                              count(r);
                              done(std::move(r));
-                           });
+                           },
+                           SseExec::values(res));
     flow->handle = handle;
     watch_client(res, handle);
     return;

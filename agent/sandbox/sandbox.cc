@@ -79,4 +79,8 @@ json Sandbox::to_json(const std::string& node) const {
   return j;
 }
 
+nlohmann::json ContextInfo::to_json(const std::string& id) const {
+  return {{"id", id}, {"language", language}, {"cwd", cwd.empty() ? "/workspace" : cwd}};
+}
+
 }  // namespace swissbox

@@ -26,6 +26,13 @@ std::string_view state_name(SandboxState s);
 enum class HostLimit { kNone, kMemory, kTasks };
 std::string_view limit_name(HostLimit l);  // "", "oom", "tasks" (the metric's label)
 
+// A stateful code context the sandbox's runner keeps (runner/contexts.h).
+struct ContextInfo {
+  std::string language;  // python, javascript, typescript, bash
+  std::string cwd;       // as asked; empty: the workspace
+  nlohmann::json to_json(const std::string& id) const;
+};
+
 struct Sandbox {
   std::string id;
   std::string template_name;
@@ -61,6 +68,7 @@ struct Sandbox {
   int health_misses = 0;
   int health_failures_total = 0;
   std::shared_ptr<RunnerChannel> channel;
+  std::map<std::string, ContextInfo> contexts;  // by id; in the record, so reattach finds them
 
   nlohmann::json to_json(const std::string& node) const;
   std::string pool() const { return pool_key(template_name, network, language); }

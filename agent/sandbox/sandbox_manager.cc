@@ -578,6 +578,10 @@ void SandboxManager::forget_egress(const Sandbox& sb) {
   if (!sb.network_address.empty() && opts_.egress_proxy) opts_.egress_proxy->forget(sb.network_address);
 }
 
+Status SandboxManager::save_record(const Sandbox& sb) {
+  return records_ ? records_->save(sb) : ok_status();
+}
+
 void SandboxManager::touch(Sandbox& sb, int delta) {
   sb.busy += delta;
   sb.last_used = Clock::now();

@@ -126,6 +126,8 @@ class SandboxManager {
   void update_gauges();
   // Marks a request in flight on the sandbox (no expiry meanwhile) and refreshes last_used.
   void touch(Sandbox& sb, int delta);
+  // Writes an active sandbox's record again (its contexts changed).
+  Status save_record(const Sandbox& sb);
 
  private:
   std::string new_id();

@@ -6,7 +6,9 @@
 #include <atomic>
 #include <boost/asio/steady_timer.hpp>
 
+#include "common/log.h"
 #include "common/runner_protocol.h"
+#include "common/sandbox_id.h"
 
 namespace swissbox {
 
@@ -88,6 +90,8 @@ json ExecOutcome::to_json(bool with_output) const {
     j["stdout"] = out;
     j["stderr"] = err;
   }
+  if (in_context && with_output) j["results"] = results;
+  if (in_context) j["error"] = error;
   return j;
 }
 
@@ -122,33 +126,82 @@ const std::vector<std::string>& supported_languages() {
   return kLangs;
 }
 
+std::optional<std::string> canonical_language(const std::string& name) {
+  static const std::pair<const char*, const char*> kNames[] = {
+      {"python", "python"},         {"python3", "python"}, {"bash", "bash"},
+      {"shell", "bash"},            {"sh", "bash"},        {"javascript", "javascript"},
+      {"js", "javascript"},         {"node", "javascript"}, {"typescript", "typescript"},
+      {"ts", "typescript"}};
+  for (auto [alias, canonical] : kNames) {
+    if (name == alias) return canonical;
+  }
+  return std::nullopt;
+}
+
 Result<ExecRequest> parse_code_request(const json& body) {
   if (!body.is_object()) return invalid("request body must be a JSON object");
+  ExecRequest req;
+  if (auto it = body.find("context_id"); it != body.end() && !it->is_null()) {
+    if (!it->is_string() || !proto::valid_context_id(it->get<std::string>()))
+      return invalid("context_id must be a context's id");
+    req.context_id = it->get<std::string>();
+  }
   auto lang_it = body.find("language");
-  if (lang_it == body.end() || !lang_it->is_string())
+  bool has_language = lang_it != body.end() && !lang_it->is_null();
+  if ((!has_language && req.context_id.empty()) || (has_language && !lang_it->is_string()))
     return invalid("language is required (python, bash, javascript, typescript)");
   auto code_it = body.find("code");
   if (code_it == body.end() || !code_it->is_string())
     return invalid("code is required and must be a string");
-  ExecRequest req;
-  std::string lang = lang_it->get<std::string>();
-  if (lang == "python" || lang == "python3") {
-    req.language = "python";
-  } else if (lang == "bash" || lang == "shell") {
+  std::optional<std::string> lang;
+  if (has_language) {
+    lang = canonical_language(lang_it->get<std::string>());
+    if (!lang) {
+      return invalid("unknown language '" + lang_it->get<std::string>() +
+                     "' (python, bash, javascript, typescript)");
+    }
+  }
+  req.code = code_it->get<std::string>();
+  if (!req.context_id.empty()) {
+    req.language = lang.value_or("");
+    if (req.code.size() > proto::kMaxPayload)
+      return make_error(Code::kTooLarge, "a context's code is at most 1 MiB per run");
+    if (auto st = parse_common(body, &req); !st) return st.error();
+    if (!req.stdin_data.empty()) return invalid("a context run takes no stdin");
+    return req;
+  }
+  if (*lang == "bash") {
     static std::atomic<uint64_t> seq{0};
     req.code_path = fmt::format("/tmp/.swissbox-code-{}.sh", ++seq);
     req.argv = {"/bin/bash", req.code_path};
-  } else if (lang == "javascript" || lang == "node") {
-    req.language = "javascript";
-  } else if (lang == "typescript") {
-    req.language = "typescript";
   } else {
-    return invalid("unknown language '" + lang + "' (python, bash, javascript, typescript)");
+    req.language = *lang;
   }
-  req.code = code_it->get<std::string>();
   if (req.code.size() > kMaxFileBytes)
     return make_error(Code::kTooLarge, "code is larger than 64 MiB");
   if (auto st = parse_common(body, &req); !st) return st.error();
+  return req;
+}
+
+Result<ContextRequest> parse_context_request(const json& body) {
+  if (!body.is_object()) return invalid("request body must be a JSON object");
+  ContextRequest req;
+  auto lang_it = body.find("language");
+  std::string name = lang_it != body.end() && lang_it->is_string() ? lang_it->get<std::string>() : "python";
+  if (lang_it != body.end() && !lang_it->is_null() && !lang_it->is_string())
+    return invalid("language must be a string");
+  auto lang = canonical_language(name);
+  if (!lang) return invalid("unknown language '" + name + "' (python, bash, javascript, typescript)");
+  req.language = *lang;
+  // The fields an exec takes for its environment and directory, checked the same way.
+  ExecRequest common;
+  json subset = json::object();
+  for (const char* k : {"env", "cwd"}) {
+    if (auto it = body.find(k); it != body.end()) subset[k] = *it;
+  }
+  if (auto st = parse_common(subset, &common); !st) return st.error();
+  req.cwd = common.cwd;
+  req.env = common.env;
   return req;
 }
 
@@ -202,20 +255,26 @@ std::function<void(T)> settle_once(SandboxManager& mgr, const std::shared_ptr<Sa
   return finish;
 }
 
+// Where a run's events go as they come.
+struct RunSinks {
+  OutputFn output;
+  ValueFn value;
+};
+
 void send_command(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, ExecRequest req,
-                  OutputFn on_output, ExecDoneFn done, std::shared_ptr<ExecHandle> handle);
+                  RunSinks sinks, ExecDoneFn done, std::shared_ptr<ExecHandle> handle);
 
 // The command goes to the runner once the node's exec gate lets it start.
 void start_command(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, ExecRequest req,
-                   OutputFn on_output, ExecDoneFn done, std::shared_ptr<ExecHandle> handle) {
+                   RunSinks sinks, ExecDoneFn done, std::shared_ptr<ExecHandle> handle) {
   auto queued_at = std::chrono::steady_clock::now();
-  mgr.exec_gate().enter([&mgr, sb = std::move(sb), req = std::move(req), on_output,
+  mgr.exec_gate().enter([&mgr, sb = std::move(sb), req = std::move(req), sinks = std::move(sinks),
                          done = std::move(done), handle, queued_at](ExecGate::TicketPtr ticket) mutable {
     if (ticket) {
       mgr.metrics().observe("swissbox_exec_queue_seconds", {},
                             std::chrono::duration<double>(std::chrono::steady_clock::now() - queued_at).count());
     }
-    send_command(mgr, std::move(sb), std::move(req), std::move(on_output),
+    send_command(mgr, std::move(sb), std::move(req), std::move(sinks),
                  [done = std::move(done), ticket](Result<ExecOutcome> r) {
                    if (ticket) ticket->release();
                    done(std::move(r));
@@ -224,14 +283,21 @@ void start_command(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, ExecRequest
   });
 }
 
-void send_command(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, ExecRequest req,
-                  OutputFn on_output, ExecDoneFn done, std::shared_ptr<ExecHandle> handle) {
-  if (handle->cancelled) {
-    return done(make_error(Code::kInvalidArgument, "exec cancelled by the client"));
+// The request as the runner takes it: its header and the first payload (a context run's
+// cell whole; an exec's first frame of input, the rest following as stdin frames).
+std::pair<json, std::string> runner_request(const Sandbox& sb, ExecRequest& req) {
+  if (!req.context_id.empty()) {
+    proto::ContextRunOp op;
+    op.context = req.context_id;
+    op.env = req.env;
+    op.timeout_ms = req.timeout_ms;
+    op.output_cap = req.output_cap;
+    op.memory_limit = sb.limits.memory_mb << 20;
+    return {proto::encode_op(op), std::move(req.code)};
   }
   proto::ExecOp op;
   op.env = base_environment();
-  for (const auto& [k, v] : sb->env) op.env[k] = v;
+  for (const auto& [k, v] : sb.env) op.env[k] = v;
   for (const auto& [k, v] : req.env) op.env[k] = v;
   // A language worker reads its program from the same input stream, ahead of stdin.
   if (req.language.empty()) {
@@ -243,22 +309,44 @@ void send_command(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, ExecRequest 
     req.stdin_data.insert(0, req.code);
   }
   size_t first = std::min(req.stdin_data.size(), static_cast<size_t>(proto::kMaxPayload));
-  bool more_stdin = first < req.stdin_data.size();
   op.cwd = req.cwd;
   op.timeout_ms = req.timeout_ms;
   op.output_cap = req.output_cap;
   op.background = req.background;
-  op.memory_limit = sb->limits.memory_mb << 20;
-  op.pids_limit = sb->limits.pids;
-  op.stdin_eof = !more_stdin;
+  op.memory_limit = sb.limits.memory_mb << 20;
+  op.pids_limit = sb.limits.pids;
+  op.stdin_eof = first == req.stdin_data.size();
+  std::string payload = req.stdin_data.substr(0, first);
+  req.stdin_data.erase(0, first);
+  return {proto::encode_op(op), std::move(payload)};
+}
+
+void send_command(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, ExecRequest req,
+                  RunSinks sinks, ExecDoneFn done, std::shared_ptr<ExecHandle> handle) {
+  if (handle->cancelled) {
+    return done(make_error(Code::kInvalidArgument, "exec cancelled by the client"));
+  }
+  auto [header, payload] = runner_request(*sb, req);
   auto outcome = std::make_shared<ExecOutcome>();
+  outcome->in_context = !req.context_id.empty();
   auto finish = settle_once<Result<ExecOutcome>>(
       mgr, sb, std::chrono::milliseconds(req.timeout_ms) + mgr.options().exec_grace, "exec",
       std::move(done));
   uint64_t id = sb->channel->call(
-      proto::encode_op(op), std::string_view(req.stdin_data).substr(0, first),
-      [sb, outcome, on_output, finish, cap = req.output_cap](const proto::Event& e) {
+      header, payload,
+      [sb, outcome, sinks, finish, cap = req.output_cap](const proto::Event& e) {
         using proto::EventKind;
+        const auto& on_output = sinks.output;
+        if (e.kind == EventKind::kDisplay || e.kind == EventKind::kException) {
+          std::string_view kind = e.kind == EventKind::kDisplay ? "result" : "error";
+          if (sinks.value) {
+            sinks.value(kind, e.value);
+          } else if (e.kind == EventKind::kDisplay) {
+            outcome->results.push_back(e.value);
+          }
+          if (e.kind == EventKind::kException) outcome->error = e.value;
+          return false;
+        }
         if (e.kind == EventKind::kStdout || e.kind == EventKind::kStderr) {
           // The cap holds here too, whatever the runner sends: collected output and output
           // streamed to a client that reads slowly both stay within it.
@@ -301,7 +389,7 @@ void send_command(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, ExecRequest 
   handle->channel = sb->channel;
   handle->id = id;
   // Stdin beyond one frame follows in frames of its own.
-  for (size_t off = first; off < req.stdin_data.size(); off += proto::kMaxPayload) {
+  for (size_t off = 0; off < req.stdin_data.size(); off += proto::kMaxPayload) {
     size_t n = std::min(req.stdin_data.size() - off, static_cast<size_t>(proto::kMaxPayload));
     sb->channel->notify({{"op", "stdin"}, {"id", id}, {"eof", off + n >= req.stdin_data.size()}},
                         std::string_view(req.stdin_data).substr(off, n));
@@ -322,20 +410,22 @@ void ExecHandle::cancel() {
 }
 
 std::shared_ptr<ExecHandle> run_exec(SandboxManager& mgr, std::shared_ptr<Sandbox> sb,
-                                     ExecRequest req, OutputFn on_output, ExecDoneFn done) {
+                                     ExecRequest req, OutputFn on_output, ExecDoneFn done,
+                                     ValueFn on_value) {
   auto handle = std::make_shared<ExecHandle>();
+  RunSinks sinks{std::move(on_output), std::move(on_value)};
   if (req.code_path.empty()) {
-    start_command(mgr, std::move(sb), std::move(req), on_output, done, handle);
+    start_command(mgr, std::move(sb), std::move(req), std::move(sinks), done, handle);
     return handle;
   }
   std::string path = req.code_path;
   std::string code = std::move(req.code);
   write_file(mgr, sb, path, std::move(code),
-             [&mgr, sb, req = std::move(req), on_output, done, handle](Status st) mutable {
+             [&mgr, sb, req = std::move(req), sinks, done, handle](Status st) mutable {
                if (!st) return done(st.error());
                std::string path = req.code_path;
                start_command(
-                   mgr, sb, std::move(req), on_output,
+                   mgr, sb, std::move(req), std::move(sinks),
                    [sb, path, done](Result<ExecOutcome> r) {
                      // The code file goes with the run; failures here do not matter.
                      if (sb->channel->alive()) {
@@ -491,6 +581,74 @@ void delete_path(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string p
                       finish(final_status(*sb, e));
                       return true;
                     });
+}
+
+void start_context(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, ContextRequest req,
+                   std::function<void(Result<std::string>)> done) {
+  if (sb->contexts.size() >= limits::kMaxContexts) {
+    return done(make_error(Code::kResourceExhausted,
+                           fmt::format("sandbox {} has {} contexts, the most it may have", sb->id,
+                                       limits::kMaxContexts)));
+  }
+  proto::ContextStartOp op;
+  op.context = "ctx-" + random_hex(8);
+  op.language = req.language;
+  op.cwd = req.cwd;
+  op.env = base_environment();
+  for (const auto& [k, v] : sb->env) op.env[k] = v;
+  for (const auto& [k, v] : req.env) op.env[k] = v;
+  op.pids_limit = sb->limits.pids;
+  auto finish = settle_once<Status>(mgr, sb, limits::kContextStartDeadline, "context start",
+                                    [&mgr, sb, id = op.context, info = ContextInfo{req.language, req.cwd},
+                                     done = std::move(done)](Status st) {
+                                      if (!st) return done(st.error());
+                                      sb->contexts[id] = info;
+                                      if (auto saved = mgr.save_record(*sb); !saved) {
+                                        log::warn("sandbox record not written",
+                                                  {{"sandbox", sb->id}, {"error", saved.error().to_string()}});
+                                      }
+                                      done(id);
+                                    });
+  sb->channel->call(proto::encode_op(op), {}, [sb, finish](const proto::Event& e) {
+    finish(final_status(*sb, e));
+    return true;
+  });
+}
+
+namespace {
+
+// A context op that answers with a result: restart and stop.
+void context_call(SandboxManager& mgr, const std::shared_ptr<Sandbox>& sb, std::string_view op,
+                  const std::string& id, std::function<void(Status)> done) {
+  if (!sb->contexts.count(id)) {
+    return done(make_error(Code::kNotFound, fmt::format("no context {} in sandbox {}", id, sb->id)));
+  }
+  auto finish = settle_once<Status>(mgr, sb, limits::kContextStartDeadline, std::string(op), std::move(done));
+  sb->channel->call(proto::context_op(op, id), {}, [sb, finish](const proto::Event& e) {
+    finish(final_status(*sb, e));
+    return true;
+  });
+}
+
+}  // namespace
+
+void restart_context(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string id,
+                     std::function<void(Status)> done) {
+  context_call(mgr, sb, "context_restart", id, [&mgr, sb, id, done](Status st) {
+    // A context whose interpreter cannot load again is gone in the runner.
+    if (!st && st.error().code != Code::kDeadlineExceeded) sb->contexts.erase(id), (void)mgr.save_record(*sb);
+    done(std::move(st));
+  });
+}
+
+void stop_context(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string id,
+                  std::function<void(Status)> done) {
+  context_call(mgr, sb, "context_stop", id, [&mgr, sb, id, done](Status st) {
+    // Known here, unknown to the runner (its kernel never loaded again): gone all the same.
+    bool gone = st || (st.error().code == Code::kNotFound && sb->contexts.count(id));
+    if (gone) sb->contexts.erase(id), (void)mgr.save_record(*sb);
+    done(gone ? ok_status() : std::move(st));
+  });
 }
 
 }  // namespace swissbox

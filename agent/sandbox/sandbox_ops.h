@@ -41,6 +41,9 @@ struct ExecRequest {
   bool keep_worker = false;
   std::string code_path;
   std::string code;
+  // A stateful context's id: the code runs there as a cell (at most proto::kMaxPayload
+  // bytes; env applies to this run only, stdin is not used).
+  std::string context_id;
 };
 
 // The runner's exit report, and what the agent adds to it.
@@ -49,6 +52,10 @@ struct ExecOutcome : proto::ExitStatus {
   std::string sandbox_failure;
   std::string out, err;
   size_t out_bytes = 0, err_bytes = 0;  // what the command wrote, up to the cap
+  // A context run: the values it showed and what it raised (null: nothing).
+  bool in_context = false;
+  nlohmann::json results = nlohmann::json::array();
+  nlohmann::json error;
   nlohmann::json to_json(bool with_output) const;
 };
 
@@ -56,13 +63,35 @@ struct ExecOutcome : proto::ExitStatus {
 // max_output_bytes, background}.
 Result<ExecRequest> parse_exec_request(const nlohmann::json& body);
 // POST …/code body: {language: python|bash|javascript|typescript, code, stdin, env, cwd,
-// timeout_ms, max_output_bytes}.
+// timeout_ms, max_output_bytes} or {context_id, code, env, timeout_ms, max_output_bytes}
+// (language optional then; the caller checks it against the context's).
 Result<ExecRequest> parse_code_request(const nlohmann::json& body);
 // The languages /code and /v1/execute accept.
 const std::vector<std::string>& supported_languages();
+// A language name as /code and contexts take it (python3, js, node, ts, sh, shell are
+// aliases); nullopt when unknown.
+std::optional<std::string> canonical_language(const std::string& name);
+
+// POST …/contexts body: {language, cwd?, env?}.
+struct ContextRequest {
+  std::string language;
+  std::string cwd;
+  std::map<std::string, std::string> env;
+};
+Result<ContextRequest> parse_context_request(const nlohmann::json& body);
+// Starts a context (its interpreter loaded) and records it in the sandbox; done gets its id.
+void start_context(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, ContextRequest req,
+                   std::function<void(Result<std::string>)> done);
+// A fresh interpreter under the same id; the one before (and its state) is gone.
+void restart_context(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string id,
+                     std::function<void(Status)> done);
+void stop_context(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string id,
+                  std::function<void(Status)> done);
 
 using OutputFn = std::function<void(bool is_stderr, std::string_view data)>;
 using ExecDoneFn = std::function<void(Result<ExecOutcome>)>;
+// A context run's value shown (kind "result") or exception (kind "error"), as it comes.
+using ValueFn = std::function<void(std::string_view kind, const nlohmann::json& value)>;
 
 // Stops a running exec (SIGKILL to its process group), e.g. when its SSE client leaves.
 // Use on the I/O thread only.
@@ -76,9 +105,11 @@ struct ExecHandle {
   bool cancelled = false;
 };
 
-// Runs the request; with on_output set, output is streamed there instead of collected.
+// Runs the request; with on_output set, output is streamed there instead of collected, and
+// with on_value set a context run's values and exception go there.
 std::shared_ptr<ExecHandle> run_exec(SandboxManager& mgr, std::shared_ptr<Sandbox> sb,
-                                     ExecRequest req, OutputFn on_output, ExecDoneFn done);
+                                     ExecRequest req, OutputFn on_output, ExecDoneFn done,
+                                     ValueFn on_value = nullptr);
 
 // Files: paths are resolved inside the sandbox by the runner (relative = under /workspace).
 void read_file(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string path,

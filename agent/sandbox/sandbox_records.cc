@@ -14,6 +14,12 @@ namespace {
 
 constexpr int kRecordVersion = 1;
 
+json contexts_record(const Sandbox& sb) {
+  json out = json::object();
+  for (const auto& [id, c] : sb.contexts) out[id] = {{"language", c.language}, {"cwd", c.cwd}};
+  return out;
+}
+
 }  // namespace
 
 json sandbox_record(const Sandbox& sb) {
@@ -36,6 +42,7 @@ json sandbox_record(const Sandbox& sb) {
           {"exec_count", sb.exec_count},
           {"last_exit_code", sb.last_exit_code},
           {"runner_secret", sb.runner_secret},
+          {"contexts", contexts_record(sb)},
           {"network",
            {{"mode", network_name(sb.network)},
             {"egress_allowlist", sb.egress_allowlist},
@@ -67,6 +74,11 @@ Result<Sandbox> sandbox_from_record(const json& r) {
     sb.exec_count = r.at("exec_count").get<uint64_t>();
     sb.last_exit_code = r.at("last_exit_code").get<int>();
     sb.runner_secret = r.value("runner_secret", std::string());
+    if (auto cs = r.find("contexts"); cs != r.end()) {  // absent in records before contexts
+      for (const auto& [id, c] : cs->items()) {
+        sb.contexts[id] = {c.at("language").get<std::string>(), c.at("cwd").get<std::string>()};
+      }
+    }
     if (auto n = r.find("network"); n != r.end()) {
       auto mode = parse_network(n->at("mode").get<std::string>());
       if (!mode) return make_error(Code::kInvalidArgument, "unknown network " + n->at("mode").dump());

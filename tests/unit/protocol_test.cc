@@ -212,3 +212,70 @@ TEST(RunnerOps, TheRunnerRefusesMalformedExecAndPrepareWithTheField) {
 
 }  // namespace
 }  // namespace swissbox::proto
+
+namespace swissbox::proto {
+namespace {
+
+using json = nlohmann::json;
+
+// What a cell shows and raises comes from the sandbox's user through the kernel: the runner
+// keeps only known formats and fields, and the agent refuses anything else.
+TEST(ContextEvents, OnlyKnownFormatsAndStringFieldsPass) {
+  json kept = display_payload({{"is_main_result", true},
+                               {"text", "42"},
+                               {"png", "iVBOR"},
+                               {"json", {{"a", 1}}},
+                               {"html", 7},            // not a string: dropped
+                               {"evil", "x"},          // unknown format: dropped
+                               {"t", "display"}});
+  EXPECT_EQ(kept, json({{"is_main_result", true}, {"text", "42"}, {"png", "iVBOR"}, {"json", {{"a", 1}}}}));
+  EXPECT_EQ(display_payload("not an object"), json({{"is_main_result", false}}));
+  EXPECT_EQ(exception_payload({{"name", "E"}, {"value", 3}}),
+            json({{"name", "E"}, {"value", ""}, {"traceback", ""}}));
+
+  std::string error;
+  auto shown = decode_event(Frame{{{"ev", "display"}, {"id", 5}}, kept.dump()}, &error);
+  ASSERT_TRUE(shown.has_value()) << error;
+  EXPECT_EQ(shown->kind, EventKind::kDisplay);
+  EXPECT_EQ(shown->value, kept);
+  EXPECT_TRUE(shown->payload.empty());
+  auto raised = decode_event(
+      Frame{{{"ev", "exception"}, {"id", 5}}, R"({"name":"E","value":"v","traceback":"t"})"}, &error);
+  ASSERT_TRUE(raised.has_value()) << error;
+  EXPECT_EQ(raised->value.value("name", ""), "E");
+
+  for (std::string bad : {"", "[1]", "not json", R"({"text":1})", R"({"evil":"x"})",
+                          R"({"is_main_result":"yes"})"}) {
+    EXPECT_FALSE(decode_event(Frame{{{"ev", "display"}, {"id", 5}}, bad}, &error)) << bad;
+  }
+  for (std::string bad : {"{}", R"({"name":"E","value":"v"})", R"({"name":1,"value":"v","traceback":"t"})"}) {
+    EXPECT_FALSE(decode_event(Frame{{{"ev", "exception"}, {"id", 5}}, bad}, &error)) << bad;
+  }
+}
+
+TEST(ContextOps, RoundTripAndRefuseBadIds) {
+  ContextStartOp start;
+  start.context = "ctx-0123abcd";
+  start.language = "python";
+  start.env = {{"A", "b"}};
+  start.pids_limit = 64;
+  std::string error;
+  auto s = decode_context_start(encode_op(start), &error);
+  ASSERT_TRUE(s.has_value()) << error;
+  EXPECT_EQ(s->context, start.context);
+  EXPECT_EQ(s->env, start.env);
+  EXPECT_EQ(s->pids_limit, 64);
+  ContextRunOp run;
+  run.context = "c1";
+  run.timeout_ms = 500;
+  auto r = decode_context_run(encode_op(run), &error);
+  ASSERT_TRUE(r.has_value()) << error;
+  EXPECT_EQ(r->timeout_ms, 500);
+  for (std::string id : {std::string(), std::string("../x"), std::string("a b"), std::string(65, 'a')}) {
+    EXPECT_FALSE(decode_context_name(context_op("context_stop", id), &error)) << id;
+  }
+  EXPECT_TRUE(decode_context_name(context_op("context_stop", "ok_id-1"), &error));
+}
+
+}  // namespace
+}  // namespace swissbox::proto
