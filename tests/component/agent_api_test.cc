@@ -20,7 +20,7 @@
 #include "agent/sandbox/sandbox_manager.h"
 #include "common/http_client.h"
 #include "common/http_server.h"
-#include "component/agent_fixture.h"
+#include "component/api_fixture.h"
 #include "support/host_runtime.h"
 #include "support/loopback.h"
 #include "support/promtool.h"

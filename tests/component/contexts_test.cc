@@ -6,7 +6,7 @@
 
 #include <string>
 
-#include "component/agent_fixture.h"
+#include "component/api_fixture.h"
 
 namespace swissbox {
 namespace {

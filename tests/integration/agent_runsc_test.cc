@@ -65,6 +65,39 @@ TEST_F(AgentRunsc, LanguagePoolOneShotsRunInAPreloadedInterpreter) {
   set_target("default+typescript", 0);
 }
 
+// Stateful contexts inside gVisor: each language's kernel keeps its state, shows its final
+// expression, and a Python cell past its timeout is interrupted with the state kept.
+TEST_F(AgentRunsc, ContextsKeepStateInEveryLanguage) {
+  std::string id = create();
+  auto run = [&](const std::string& ctx, const std::string& code, int timeout_ms = 20000) {
+    return post("/v1/sandboxes/" + id + "/code",
+                {{"context_id", ctx}, {"code", code}, {"timeout_ms", timeout_ms}});
+  };
+  auto main_text = [](const json& r) {
+    for (const auto& res : r.value("results", json::array())) {
+      if (res.value("is_main_result", false)) return res.value("text", "");
+    }
+    return std::string("<none> ") + r.dump();
+  };
+  std::map<std::string, std::string> ctx;
+  for (std::string lang : {"python", "javascript", "typescript", "bash"}) {
+    ctx[lang] = post("/v1/sandboxes/" + id + "/contexts", {{"language", lang}}, 201).value("id", "");
+    ASSERT_FALSE(ctx[lang].empty()) << lang;
+  }
+  run(ctx["python"], "x = 41");
+  EXPECT_EQ(main_text(run(ctx["python"], "x + 1")), "42");
+  json slow = run(ctx["python"], "import time\ntime.sleep(60)", 1000);
+  EXPECT_TRUE(slow.value("timed_out", false)) << slow;
+  EXPECT_EQ(slow["error"].value("name", ""), "KeyboardInterrupt") << slow;
+  EXPECT_EQ(main_text(run(ctx["python"], "x")), "41");
+  run(ctx["javascript"], "const v = await Promise.resolve(6)");
+  EXPECT_EQ(main_text(run(ctx["javascript"], "const v = 7; v * 6")), "42");
+  run(ctx["typescript"], "const n: number = 21");
+  EXPECT_EQ(main_text(run(ctx["typescript"], "n * 2")), "42");
+  run(ctx["bash"], "N=42; cd /tmp");
+  EXPECT_EQ(run(ctx["bash"], "echo $N $PWD").value("stdout", ""), "42 /tmp\n");
+}
+
 TEST_F(AgentRunsc, SessionKeepsFilesCwdAndEnv) {
   std::string id = create();
   EXPECT_EQ(
