@@ -1,6 +1,7 @@
 // Commands and code: POST …/exec and …/code (whole, or as SSE), and the one-shot
 // POST /v1/execute.
 #include "agent/api/call.h"
+#include "agent/api/run_stream.h"
 #include "agent/sandbox/sandbox_ops.h"
 
 namespace swissbox {
@@ -10,54 +11,14 @@ using json = nlohmann::json;
 
 namespace {
 
-// Streams one exec as SSE: stdout/stderr events as output arrives, then exit (or error).
-// A client that reads slower than the command writes holds the command back: past kHigh
-// bytes waiting for the client the runner stops reading the command's pipes (it blocks on
-// its next write), and starts again below kLow. So a stream holds ≈ 1 MiB of the agent's
-// memory, whatever the command writes and however slowly the client reads.
-struct SseExec {
-  static constexpr size_t kHigh = 1 << 20, kLow = 256 << 10;
-  struct Flow {
-    size_t queued = 0;
-    bool paused = false;
-    std::weak_ptr<ExecHandle> handle;  // set once the command was handed to the runner
-  };
-  static OutputFn output(std::shared_ptr<http::Responder> res, std::shared_ptr<Flow> flow) {
-    return [res, flow](bool is_err, std::string_view data) {
-      std::string event = sse_event(is_err ? "stderr" : "stdout", {{"data", data}});
-      flow->queued += event.size();
-      auto handle = flow->handle.lock();
-      if (handle && !flow->paused && flow->queued > kHigh) {
-        flow->paused = true;
-        handle->pause(true);
-      }
-      size_t n = event.size();
-      res->write_chunk(std::move(event), [flow, n] {
-        flow->queued -= std::min(flow->queued, n);
-        auto h = flow->handle.lock();
-        if (h && flow->paused && flow->queued < kLow) {
-          flow->paused = false;
-          h->pause(false);
-        }
-      });
-    };
-  }
-  // A context run's values and exception, as SSE result and error events.
-  static ValueFn values(std::shared_ptr<http::Responder> res) {
-    return [res](std::string_view kind, const json& value) { res->write_chunk(sse_event(kind, value)); };
-  }
-  static ExecDoneFn done(std::shared_ptr<http::Responder> res, std::function<void()> after = {}) {
-    return [res, after](Result<ExecOutcome> r) {
-      if (r)
-        res->write_chunk(sse_event("exit", r->to_json(false)));
-      else
-        res->write_chunk(sse_event(
-            "error", {{"code", code_name(r.error().code)}, {"message", r.error().to_string()}}));
-      res->end_stream();
-      if (after) after();
-    };
-  }
-};
+// The native API's stream: SSE events named by kind; a run that could not be done ends
+// with an error event {code, message}.
+std::shared_ptr<RunStream> sse_stream(std::shared_ptr<http::Responder> res) {
+  res->start_stream(200, "text/event-stream");
+  return std::make_shared<RunStream>(std::move(res), [](std::string_view kind, const json& data) {
+    return sse_event(kind == "failed" ? "error" : kind, data);
+  });
+}
 
 }  // namespace
 
@@ -88,16 +49,14 @@ void AgentApi::exec(Call& c, std::shared_ptr<Sandbox> sb, bool code) {
   auto res = c.res;
   auto count = run_recorder(code ? "code" : "exec", sb->template_name, sb->tenant, *req);
   if (c.wants_sse()) {
-    res->start_stream(200, "text/event-stream");
-    auto done = SseExec::done(res);
-    auto flow = std::make_shared<SseExec::Flow>();
-    auto handle = run_exec(mgr_, sb, std::move(*req), SseExec::output(res, flow),
-                           [done, count](Result<ExecOutcome> r) {
+    auto stream = sse_stream(res);
+    auto handle = run_exec(mgr_, sb, std::move(*req), stream->output(),
+                           [done = stream->done(), count](Result<ExecOutcome> r) {
                              count(r);
                              done(std::move(r));
                            },
-                           SseExec::values(res));
-    flow->handle = handle;
+                           stream->values());
+    stream->set_handle(handle);
     watch_client(res, handle);
     return;
   }
@@ -143,15 +102,14 @@ void AgentApi::execute_oneshot(Call& c) {
                 auto cleanup = [this, id = box->id] { (void)mgr_.remove(id, "one-shot finished"); };
                 auto run = [this, res, sse, box, cleanup, count, req = std::move(req)]() mutable {
                   if (sse) {
-                    res->start_stream(200, "text/event-stream");
-                    auto flow = std::make_shared<SseExec::Flow>();
-                    auto handle = run_exec(mgr_, box, std::move(req), SseExec::output(res, flow),
-                                           [count, done = SseExec::done(res, cleanup)](
+                    auto stream = sse_stream(res);
+                    auto handle = run_exec(mgr_, box, std::move(req), stream->output(),
+                                           [count, done = stream->done(cleanup)](
                                                Result<ExecOutcome> r) {
                                              count(r);
                                              done(std::move(r));
                                            });
-                    flow->handle = handle;
+                    stream->set_handle(handle);
                     watch_client(res, handle);
                     return;
                   }

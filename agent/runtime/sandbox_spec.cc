@@ -16,6 +16,9 @@ const std::map<std::string, Template>& builtin_templates() {
       {"lightweight", {"lightweight", {1, 256, 5120, 256}}},
       {"heavy", {"heavy", {4, 2048, 20480, 1024}}},
       {"browser", {"browser", {2, 1024, 10240, 1024}}},
+      // default's root with numpy, pandas and matplotlib (installer/build-rootfs.sh), for
+      // stateful code contexts (E2B's code-interpreter-v1).
+      {"code-interpreter", {"code-interpreter", {2, 1024, 10240, 512}}},
   };
   return kTemplates;
 }

@@ -69,6 +69,8 @@ struct CreateRequest {
   int64_t bandwidth_kbit = 0;                 // both ways; 0: the node's default
   std::map<std::string, std::string> env;
   std::chrono::seconds timeout{900};   // idle expiry
+  std::chrono::seconds lifetime{0};    // end of life after the claim, busy or not; 0: none
+  std::string client_template;         // the name an E2B client asked for
   nlohmann::json* metadata = nullptr;  // not owned; copied by the manager
   // A one-shot run's language: a sandbox of that language's pool is taken first.
   std::string language;

@@ -30,6 +30,7 @@ std::string_view limit_name(HostLimit l);  // "", "oom", "tasks" (the metric's l
 struct ContextInfo {
   std::string language;  // python, javascript, typescript, bash
   std::string cwd;       // as asked; empty: the workspace
+  uint64_t runs = 0;     // cells run since the agent started (E2B's execution count)
   nlohmann::json to_json(const std::string& id) const;
 };
 
@@ -52,6 +53,12 @@ struct Sandbox {
   nlohmann::json metadata = nlohmann::json::object();
   std::chrono::seconds timeout{900};
   std::chrono::system_clock::time_point created_at;
+  // An end of life, busy or not (E2B's timeout); the epoch: none.
+  std::chrono::system_clock::time_point end_at{};
+  // What an E2B client calls it: the templateID it asked for, and the token its envd and
+  // code-interpreter calls must carry (X-Access-Token).
+  std::string client_template;
+  std::string access_token;
   std::chrono::steady_clock::time_point last_used;
   bool from_pool = false;
   std::string failure;

@@ -1,5 +1,7 @@
 #include "agent/sandbox/sandbox_manager.h"
 
+#include "common/sandbox_id.h"
+
 #include <fmt/format.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -496,6 +498,9 @@ void SandboxManager::finish_claim(SandboxPtr sb, bool warm, std::shared_ptr<cons
   sb->metadata = terms->metadata.is_object() ? terms->metadata : json::object();
   sb->from_pool = warm;
   sb->created_at = std::chrono::system_clock::now();
+  if (req.lifetime.count() > 0) sb->end_at = sb->created_at + req.lifetime;
+  sb->client_template = req.client_template;
+  sb->access_token = random_hex(16);
   sb->last_used = Clock::now();
   // On disk before the API answers: a crash from here on leaves a sandbox to take back.
   if (records_) {
@@ -683,18 +688,19 @@ void SandboxManager::check_all_destroyed() {
 void SandboxManager::tick() {
   if (stopping_) return;
   auto now = Clock::now();
+  auto wall_now = std::chrono::system_clock::now();
   std::vector<std::string> expired, forgotten;
   for (const auto& [id, sb] : sandboxes_) {
-    if (sb->state == SandboxState::kActive && sb->busy == 0 && now - sb->last_used > sb->timeout) {
-      expired.push_back(id);
-    }
+    bool idle = sb->busy == 0 && now - sb->last_used > sb->timeout;
+    bool over = sb->end_at.time_since_epoch().count() != 0 && wall_now >= sb->end_at;
+    if (sb->state == SandboxState::kActive && (idle || over)) expired.push_back(id);
     if (sb->state == SandboxState::kFailed && now - sb->last_used > opts_.failed_retention) {
       forgotten.push_back(id);
     }
   }
   for (const auto& id : expired) {
     log::info("sandbox expired", {{"sandbox", id}});
-    retire(id, "idle timeout");
+    retire(id, "timeout");
   }
   for (const auto& id : forgotten) retire(id, "failed record retention over");
   sample_all_usage();

@@ -43,6 +43,10 @@ json sandbox_record(const Sandbox& sb) {
           {"last_exit_code", sb.last_exit_code},
           {"runner_secret", sb.runner_secret},
           {"contexts", contexts_record(sb)},
+          {"end_at_ms", std::chrono::duration_cast<std::chrono::milliseconds>(
+                            sb.end_at.time_since_epoch()).count()},
+          {"client_template", sb.client_template},
+          {"access_token", sb.access_token},
           {"network",
            {{"mode", network_name(sb.network)},
             {"egress_allowlist", sb.egress_allowlist},
@@ -74,7 +78,12 @@ Result<Sandbox> sandbox_from_record(const json& r) {
     sb.exec_count = r.at("exec_count").get<uint64_t>();
     sb.last_exit_code = r.at("last_exit_code").get<int>();
     sb.runner_secret = r.value("runner_secret", std::string());
-    if (auto cs = r.find("contexts"); cs != r.end()) {  // absent in records before contexts
+    // Absent in records written before contexts and the E2B surface.
+    sb.end_at = std::chrono::system_clock::time_point(
+        std::chrono::milliseconds(r.value("end_at_ms", int64_t{0})));
+    sb.client_template = r.value("client_template", std::string());
+    sb.access_token = r.value("access_token", std::string());
+    if (auto cs = r.find("contexts"); cs != r.end()) {
       for (const auto& [id, c] : cs->items()) {
         sb.contexts[id] = {c.at("language").get<std::string>(), c.at("cwd").get<std::string>()};
       }
