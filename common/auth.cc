@@ -59,7 +59,11 @@ Result<TokenTable> load_tokens(const std::string& path) {
 const Principal* bearer_principal(std::string_view authorization, const TokenTable& tokens) {
   constexpr std::string_view kScheme = "Bearer ";
   if (authorization.substr(0, kScheme.size()) != kScheme) return nullptr;
-  std::string_view presented = authorization.substr(kScheme.size());
+  return token_principal(authorization.substr(kScheme.size()), tokens);
+}
+
+const Principal* token_principal(std::string_view presented, const TokenTable& tokens) {
+  if (presented.empty()) return nullptr;
   const Principal* found = nullptr;
   // Every entry is compared in full: no early exit, no ordered lookup.
   for (const auto& [token, principal] : tokens) {

@@ -24,6 +24,9 @@ using TokenTable = std::map<std::string, Principal>;
 // A token file: a JSON object whose keys are tokens of 16+ characters and whose values are
 // a tenant name or {"tenant": "t", "admin": true|false}.
 Result<TokenTable> load_tokens(const std::string& path);
+// The principal of a token (E2B's X-API-KEY); nullptr when it names none. Constant time as
+// below.
+const Principal* token_principal(std::string_view token, const TokenTable& tokens);
 // The principal of an Authorization header value "Bearer <token>"; nullptr when the header
 // is not that or names no known token. Compares in time that depends only on the sizes of
 // the table and the presented token, never on how much of a known token it matches.

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "agent/api/call.h"
+#include "agent/api/e2b/e2b.h"
 #include "agent/api/cri_monitor.h"
 #include "agent/sandbox/sandbox_ops.h"
 #include "common/auth.h"
@@ -92,6 +93,21 @@ std::function<void(const Result<ExecOutcome>&)> AgentApi::run_recorder(std::stri
 }
 
 std::optional<Error> AgentApi::admit(const http::RequestHeader& header, bool from_unix_socket) const {
+  switch (e2b::kind_of(header)) {
+    case e2b::Kind::kControl:
+      return std::nullopt;  // small bodies; the key is checked with the body, in E2B's shape
+    case e2b::Kind::kSandbox: {
+      // A sandbox's token is checked before its body (an upload) is read.
+      if (from_unix_socket) return std::nullopt;
+      std::string_view token = e2b::header(header, "X-Access-Token");
+      if (token.empty()) token = e2b::header(header, "E2B-Traffic-Access-Token");
+      auto sb = mgr_.find(std::string(e2b::header(header, "E2b-Sandbox-Id")));
+      if (sb && e2b::access_allowed(*sb, token)) return std::nullopt;
+      return make_error(Code::kUnauthenticated, "X-Access-Token does not open this sandbox");
+    }
+    case e2b::Kind::kNone:
+      break;
+  }
   return http::check_bearer(header, from_unix_socket, opts_.tokens);
 }
 
@@ -104,6 +120,10 @@ uint64_t AgentApi::body_limit(const http::RequestHeader& header) const {
   // Code and stdin travel in these.
   if (path == "/v1/execute" || path.ends_with("/exec") || path.ends_with("/code"))
     return opts_.max_json_body;
+  if (e2b::kind_of(header) == e2b::Kind::kSandbox) {
+    if (path == "/execute") return opts_.max_json_body;
+    if (path == "/files") return kMaxFileBytes + (1 << 20);  // a multipart upload
+  }
   return kSmallJson;
 }
 
@@ -128,10 +148,22 @@ void AgentApi::handle(http::Request&& req, std::shared_ptr<http::Responder> res)
       metrics_.add("swissbox_api_errors_total", Metrics::labels({{"code", code}}));
   });
 
+  auto e2b_kind = e2b::kind_of(c->req);
   if (c->res->peer_is_unix()) {
     c->operator_ = true;
     c->admin = true;
     c->tenant = "local";
+  } else if (e2b_kind == e2b::Kind::kSandbox) {
+    // Authorised by the sandbox's access token (e2b_sandbox).
+  } else if (e2b_kind == e2b::Kind::kControl) {
+    // E2B's API key names the tenant, through the same token file.
+    std::string_view key = e2b::header(c->req, "X-API-KEY");
+    const Principal* who = token_principal(key, opts_.tokens);
+    if (!opts_.tokens.empty() && !who) {
+      return e2b::fail(c->res, make_error(Code::kUnauthenticated, "Invalid API key"));
+    }
+    c->tenant = who ? who->tenant : "default";
+    c->admin = who ? who->admin : true;
   } else if (!opts_.tokens.empty() && c->path != "/healthz" && c->path != "/readyz") {
     auto it = c->req.find(bhttp::field::authorization);
     const Principal* who =
@@ -147,6 +179,8 @@ void AgentApi::handle(http::Request&& req, std::shared_ptr<http::Responder> res)
     c->admin = opts_.tokens.empty();
   }
   try {
+    if (e2b_kind == e2b::Kind::kControl) return e2b_control(*c);
+    if (e2b_kind == e2b::Kind::kSandbox) return e2b_sandbox(*c);
     route(*c);
   } catch (const std::exception& e) {
     c->fail(make_error(Code::kInternal, std::string("unexpected error: ") + e.what()));

@@ -46,6 +46,12 @@ class AgentApi {
   void files(Call& c, std::shared_ptr<Sandbox> sb, bool list);
   // rest: what follows …/contexts ("", "/{cid}", "/{cid}/restart").
   void contexts(Call& c, std::shared_ptr<Sandbox> sb, const std::string& rest);
+  // E2B's API (agent/api/e2b/): the control plane, and the calls for one sandbox (envd,
+  // and the code interpreter on port 49999) with its access token checked.
+  void e2b_control(Call& c);
+  void e2b_sandbox(Call& c);
+  void e2b_interpreter(Call& c, std::shared_ptr<Sandbox> sb);
+  void e2b_envd(Call& c, std::shared_ptr<Sandbox> sb);
   void execute_oneshot(Call& c);
   void node_info(Call& c);
   void warmpool(Call& c, const std::string& tmpl);

@@ -591,7 +591,10 @@ void start_context(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, ContextRequ
                                        limits::kMaxContexts)));
   }
   proto::ContextStartOp op;
-  op.context = "ctx-" + random_hex(8);
+  op.context = req.id.empty() ? "ctx-" + random_hex(8) : req.id;
+  if (sb->contexts.count(op.context)) {
+    return done(make_error(Code::kConflict, "context " + op.context + " exists"));
+  }
   op.language = req.language;
   op.cwd = req.cwd;
   op.env = base_environment();

@@ -74,6 +74,7 @@ std::optional<std::string> canonical_language(const std::string& name);
 
 // POST …/contexts body: {language, cwd?, env?}.
 struct ContextRequest {
+  std::string id;  // empty: a new one
   std::string language;
   std::string cwd;
   std::map<std::string, std::string> env;

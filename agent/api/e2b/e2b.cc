@@ -1,0 +1,136 @@
+#include "agent/api/e2b/e2b.h"
+
+#include <fmt/format.h>
+#include <time.h>
+
+#include <cmath>
+
+#include "agent/sandbox/sandbox_ops.h"
+
+namespace swissbox::e2b {
+
+using json = nlohmann::json;
+namespace bhttp = boost::beast::http;
+
+namespace {
+
+Error invalid(const std::string& m) { return make_error(Code::kInvalidArgument, m); }
+
+// E2B's template ids and swissbox's: its two public ones, and swissbox's own by name.
+std::optional<std::string> template_of(const std::string& id) {
+  if (id == "base") return "default";
+  if (id == "code-interpreter-v1" || id == "code-interpreter") return "code-interpreter";
+  if (builtin_templates().count(id)) return id;
+  return std::nullopt;
+}
+
+Status string_map(const json& body, const char* field, std::map<std::string, std::string>* out) {
+  auto it = body.find(field);
+  if (it == body.end() || it->is_null()) return ok_status();
+  if (!it->is_object()) return invalid(fmt::format("{} must be an object of strings", field));
+  for (const auto& [k, v] : it->items()) {
+    if (!v.is_string()) return invalid(fmt::format("{}.{} must be a string", field, k));
+    (*out)[k] = v.get<std::string>();
+  }
+  return ok_status();
+}
+
+}  // namespace
+
+Kind kind_of(const http::RequestHeader& h) {
+  if (!header(h, "E2b-Sandbox-Id").empty()) return Kind::kSandbox;
+  std::string_view path = http::target_path(h.target());
+  for (std::string_view prefix : {"/sandboxes", "/v2/sandboxes"}) {
+    if (path == prefix || path.starts_with(std::string(prefix) + "/")) return Kind::kControl;
+  }
+  return Kind::kNone;
+}
+
+std::string_view header(const http::RequestHeader& h, std::string_view name) {
+  auto it = h.find(name);
+  return it == h.end() ? std::string_view{} : it->value();
+}
+
+bool access_allowed(const Sandbox& sb, std::string_view token) {
+  const std::string& want = sb.access_token;
+  if (want.empty() || token.size() != want.size()) return false;
+  unsigned char diff = 0;
+  for (size_t i = 0; i < want.size(); ++i) diff |= static_cast<unsigned char>(want[i] ^ token[i]);
+  return diff == 0;
+}
+
+void fail(const std::shared_ptr<http::Responder>& res, const Error& e) {
+  int status = http_status(e.code);
+  res->send_json(status, {{"code", status}, {"message", e.to_string()}});
+}
+
+Result<CreateRequest> parse_create(const json& body, json* metadata) {
+  if (!body.is_object()) return invalid("request body must be a JSON object");
+  CreateRequest req;
+  std::string tmpl = "base";
+  if (auto it = body.find("templateID"); it != body.end() && !it->is_null()) {
+    if (!it->is_string()) return invalid("templateID must be a string");
+    tmpl = it->get<std::string>();
+  }
+  auto name = template_of(tmpl);
+  if (!name) return make_error(Code::kNotFound, "template '" + tmpl + "' not found");
+  req.template_name = *name;
+  req.client_template = tmpl;
+  req.limits = builtin_templates().at(*name).limits;
+  int64_t timeout = kDefaultTimeoutS;
+  if (auto it = body.find("timeout"); it != body.end() && !it->is_null()) {
+    if (!it->is_number_integer() || it->get<int64_t>() < 1 || it->get<int64_t>() > 7 * 24 * 3600)
+      return invalid("timeout must be a whole number of seconds between 1 and 604800");
+    timeout = it->get<int64_t>();
+  }
+  // The life E2B gives a sandbox; idle for as long, it ends as well.
+  req.lifetime = std::chrono::seconds(timeout);
+  req.timeout = std::chrono::seconds(timeout);
+  if (auto st = string_map(body, "envVars", &req.env); !st) return st.error();
+  for (const auto& [k, v] : req.env) {
+    if (!valid_env_name(k)) return invalid("envVars name '" + k + "' is not valid");
+  }
+  std::map<std::string, std::string> meta;
+  if (auto st = string_map(body, "metadata", &meta); !st) return st.error();
+  *metadata = json(meta);
+  return req;
+}
+
+json sandbox_json(const Sandbox& sb) {
+  return {{"sandboxID", sb.id},
+          {"templateID", sb.client_template.empty() ? sb.template_name : sb.client_template},
+          {"alias", sb.template_name},
+          {"clientID", "swissbox"},
+          {"envdVersion", kEnvdVersion},
+          {"envdAccessToken", sb.access_token},
+          {"trafficAccessToken", sb.access_token}};
+}
+
+json listed_json(const Sandbox& sb, bool detail) {
+  auto end = sb.end_at.time_since_epoch().count() != 0 ? sb.end_at : sb.created_at + sb.timeout;
+  json j = {{"sandboxID", sb.id},
+            {"templateID", sb.client_template.empty() ? sb.template_name : sb.client_template},
+            {"alias", sb.template_name},
+            {"clientID", "swissbox"},
+            {"startedAt", rfc3339(sb.created_at)},
+            {"endAt", rfc3339(end)},
+            {"cpuCount", static_cast<int64_t>(std::ceil(sb.limits.cpu))},
+            {"memoryMB", sb.limits.memory_mb},
+            {"diskSizeMB", sb.limits.disk_mb},
+            {"state", "running"},
+            {"envdVersion", kEnvdVersion},
+            {"metadata", sb.metadata}};
+  if (detail) j["envdAccessToken"] = sb.access_token;
+  return j;
+}
+
+std::string rfc3339(std::chrono::system_clock::time_point t) {
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
+  time_t secs = static_cast<time_t>(ms / 1000);
+  tm utc{};
+  gmtime_r(&secs, &utc);
+  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", utc.tm_year + 1900,
+                     utc.tm_mon + 1, utc.tm_mday, utc.tm_hour, utc.tm_min, utc.tm_sec, ms % 1000);
+}
+
+}  // namespace swissbox::e2b

@@ -1,0 +1,54 @@
+// E2B's API on swissbox: what the control plane, envd and the code interpreter's routes
+// share. The official SDKs, pointed at an agent or a scheduler with E2B_API_URL and
+// E2B_SANDBOX_URL (one plain-HTTP base URL), must work unchanged; ../shared/
+// e2b-protocol-facts.md has what they send and expect. Internal to agent/api.
+//
+//   control plane   /sandboxes…, /v2/sandboxes…   X-API-KEY → a tenant (the token file)
+//   envd            any path with E2b-Sandbox-Id   X-Access-Token = the sandbox's token
+//   interpreter     the same, E2b-Sandbox-Port: 49999 (/execute, /contexts)
+//
+// Errors use E2B's shape {"code": <status>, "message": "…"}; the SDKs read the JSON code.
+#pragma once
+
+#include <chrono>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <string_view>
+
+#include "agent/runtime/sandbox_spec.h"
+#include "agent/sandbox/sandbox.h"
+#include "common/error.h"
+#include "common/http_server.h"
+
+namespace swissbox::e2b {
+
+// The envd version swissbox answers as: ≥ 0.4.0 (the SDK sends no user), ≥ 0.5.2
+// (closeStdin), < 0.5.7 (uploads stay multipart).
+inline constexpr char kEnvdVersion[] = "0.5.4";
+inline constexpr char kCodeInterpreterPort[] = "49999";
+// A sandbox's default life, as E2B's (seconds).
+inline constexpr int64_t kDefaultTimeoutS = 300;
+
+enum class Kind { kNone, kControl, kSandbox };
+Kind kind_of(const http::RequestHeader& header);
+
+// A header's value, "" when absent.
+std::string_view header(const http::RequestHeader& h, std::string_view name);
+
+// Whether `token` is the sandbox's access token (compared in constant time).
+bool access_allowed(const Sandbox& sb, std::string_view token);
+
+// Answers in E2B's error shape with the error's HTTP status.
+void fail(const std::shared_ptr<http::Responder>& res, const Error& e);
+
+// POST /sandboxes and /v2/sandboxes: {templateID, timeout, metadata, envVars, …}.
+Result<CreateRequest> parse_create(const nlohmann::json& body, nlohmann::json* metadata);
+
+// The Sandbox answer of create and connect (with the access tokens).
+nlohmann::json sandbox_json(const Sandbox& sb);
+// ListedSandbox; with detail, SandboxDetail (adds the access token).
+nlohmann::json listed_json(const Sandbox& sb, bool detail);
+
+std::string rfc3339(std::chrono::system_clock::time_point t);
+
+}  // namespace swissbox::e2b
