@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the read-only root filesystem for sandboxes from Debian packages (bash, coreutils,
-# python3 with pip, nodejs) plus the TypeScript compiler from npm, into OUT_DIR, and records
+# python3 with pip, numpy, pandas and matplotlib for the code-interpreter template, nodejs) plus the TypeScript compiler from npm, into OUT_DIR, and records
 # what is in it (OUT_DIR/etc/swissbox-rootfs.packages). The agent uses it with
 # `--rootfs OUT_DIR`. Needs root, debootstrap and npm (scripts/install-deps.sh has npm;
 # `apt-get install debootstrap`). The Debian mirror is the one this machine's apt uses.
@@ -17,7 +17,7 @@ mirror=$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/nu
 
 echo "build-rootfs: debootstrap bookworm from $mirror into $out"
 debootstrap --variant=minbase \
-  --include=bash,bash-static,coreutils,procps,ca-certificates,python3,python3-pip,python3-venv,nodejs \
+  --include=bash,bash-static,coreutils,procps,ca-certificates,python3,python3-pip,python3-venv,nodejs,python3-numpy,python3-pandas,python3-matplotlib \
   bookworm "$out" "$mirror" >"$out.debootstrap.log" 2>&1 ||
   { tail -20 "$out.debootstrap.log"; exit 1; }
 
@@ -25,7 +25,8 @@ echo "build-rootfs: TypeScript from npm"
 npm install --prefix "$out/usr/local/lib" --no-audit --no-fund --silent typescript@5.6.3
 
 # Mount points the agent binds into every sandbox, and nothing the sandbox need not see.
-mkdir -p "$out/workspace" "$out/tmp" "$out/.swissbox"
+mkdir -p "$out/workspace" "$out/tmp" "$out/.swissbox" "$out/home"
+ln -sfn /workspace "$out/home/user"  # E2B's user home is the workspace
 chmod 1777 "$out/tmp"
 rm -rf "$out/var/cache/apt/archives/"*.deb "$out/var/lib/apt/lists/"* "$out.debootstrap.log"
 {

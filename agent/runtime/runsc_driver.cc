@@ -67,8 +67,14 @@ Result<RootfsLayout> prepare_host_rootfs(const std::string& state_dir) {
   RootfsLayout layout;
   layout.root = state_dir + "/rootfs-host";
   for (const char* d : {"", "/usr", "/etc", "/etc/alternatives", "/tmp", "/workspace", "/proc",
-                        "/dev", "/sys", kSupportMount}) {
+                        "/dev", "/sys", "/home", kSupportMount}) {
     if (auto st = fs::make_dirs(layout.root + d); !st) return st.error();
+  }
+  // E2B's user home: the workspace under the name E2B's sandboxes give it.
+  std::string home = layout.root + "/home/user";
+  if (char link[64]; readlink(home.c_str(), link, sizeof link) != 10 || std::string_view(link, 10) != "/workspace") {
+    unlink(home.c_str());
+    if (symlink("/workspace", home.c_str()) != 0) return sys_error("symlink " + home);
   }
   layout.binds.push_back({"/usr", "/usr", true});
   // Merged-/usr hosts have /bin -> usr/bin etc.: mirror the symlinks; bind real directories.
