@@ -21,6 +21,9 @@
 //                                  becomes the controller only with the secret of the runner's
 //                                  first hello)
 //   stat {path}                  → result {name,type,size,mode,mtime}
+//   mkdir {path}                 → result {name,…} of the new directory (parents made too;
+//                                  EEXIST when the path exists)
+//   rename {from, to}            → result {name,…} of the moved entry (parents of to made)
 //   context_start (ContextStartOp) → result once the context's interpreter has loaded
 //   context_run (ContextRunOp) payload = the cell's code
 //                                 → stdout/stderr (payload), display (payload: a value shown,

@@ -100,7 +100,8 @@ int remove_tree(const std::string& path) {
 }  // namespace
 
 bool FileOps::handles(std::string_view op) {
-  return op == "read_file" || op == "write_file" || op == "list" || op == "stat" || op == "delete";
+  return op == "read_file" || op == "write_file" || op == "list" || op == "stat" ||
+         op == "delete" || op == "mkdir" || op == "rename";
 }
 
 void FileOps::handle(std::string_view op, uint64_t id, const json& h, const std::string& payload) {
@@ -110,6 +111,8 @@ void FileOps::handle(std::string_view op, uint64_t id, const json& h, const std:
   if (op == "write_file") return write_file(id, h, payload);
   if (op == "list") return list_dir(id, h);
   if (op == "stat") return stat_path(id, h);
+  if (op == "mkdir") return make_dir(id, h);
+  if (op == "rename") return rename_path(id, h);
   return delete_path(id, h);
 }
 
@@ -204,6 +207,25 @@ void FileOps::stat_path(uint64_t id, const json& h) {
   send_result(id, entry_json(path, st));
 }
 
+
+void FileOps::make_dir(uint64_t id, const json& h) {
+  std::string path = resolve(h.at("path").get<std::string>());
+  struct stat st;
+  if (lstat(path.c_str(), &st) == 0) return send_error(id, EEXIST, path + " exists");
+  if (int err = make_parents(path + "/.")) return send_error(id, err, "mkdir " + path);
+  if (lstat(path.c_str(), &st) != 0) return send_error(id, errno, "stat " + path);
+  send_result(id, entry_json(path, st));
+}
+
+void FileOps::rename_path(uint64_t id, const json& h) {
+  std::string from = resolve(h.at("from").get<std::string>());
+  std::string to = resolve(h.at("to").get<std::string>());
+  if (int err = make_parents(to)) return send_error(id, err, "mkdir for " + to);
+  if (rename(from.c_str(), to.c_str()) != 0) return send_error(id, errno, "rename " + from + " to " + to);
+  struct stat st;
+  if (lstat(to.c_str(), &st) != 0) return send_error(id, errno, "stat " + to);
+  send_result(id, entry_json(to, st));
+}
 
 void FileOps::delete_path(uint64_t id, const json& h) {
   std::string path = resolve(h.at("path").get<std::string>());

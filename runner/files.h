@@ -1,4 +1,4 @@
-// The runner's file requests (read_file, write_file, list, stat, delete; see
+// The runner's file requests (read_file, write_file, list, stat, delete, mkdir, rename; see
 // common/runner_protocol.h), answered as the commands' user so that what they create is
 // theirs and what they may not touch stays untouched. Paths resolve inside the sandbox's
 // own filesystem, relative ones under the workspace.
@@ -36,6 +36,8 @@ class FileOps {
   void list_dir(uint64_t id, const nlohmann::json& h);
   void stat_path(uint64_t id, const nlohmann::json& h);
   void delete_path(uint64_t id, const nlohmann::json& h);
+  void make_dir(uint64_t id, const nlohmann::json& h);
+  void rename_path(uint64_t id, const nlohmann::json& h);
 
   // Uploads whose write failed: their remaining pieces are dropped.
   std::set<uint64_t> failed_writes_;

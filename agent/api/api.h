@@ -16,6 +16,9 @@
 namespace swissbox {
 
 class CriMonitor;
+namespace e2b {
+struct Processes;
+}
 
 struct ApiOptions {
   std::string region = "dev";
@@ -52,6 +55,8 @@ class AgentApi {
   void e2b_sandbox(Call& c);
   void e2b_interpreter(Call& c, std::shared_ptr<Sandbox> sb);
   void e2b_envd(Call& c, std::shared_ptr<Sandbox> sb);
+  void e2b_process_start(Call& c, std::shared_ptr<Sandbox> sb);
+  void e2b_upload(Call& c, std::shared_ptr<Sandbox> sb);
   void execute_oneshot(Call& c);
   void node_info(Call& c);
   void warmpool(Call& c, const std::string& tmpl);
@@ -64,6 +69,7 @@ class AgentApi {
   SandboxManager& mgr_;
   Metrics& metrics_;
   ApiOptions opts_;
+  std::shared_ptr<e2b::Processes> envd_processes_;  // what envd's Process/Start runs
 };
 
 // Nesting deeper than max_depth is refused before the JSON parser sees it (the parser

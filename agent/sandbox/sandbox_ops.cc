@@ -315,7 +315,7 @@ std::pair<json, std::string> runner_request(const Sandbox& sb, ExecRequest& req)
   op.background = req.background;
   op.memory_limit = sb.limits.memory_mb << 20;
   op.pids_limit = sb.limits.pids;
-  op.stdin_eof = first == req.stdin_data.size();
+  op.stdin_eof = first == req.stdin_data.size() && !req.keep_stdin_open;
   std::string payload = req.stdin_data.substr(0, first);
   req.stdin_data.erase(0, first);
   return {proto::encode_op(op), std::move(payload)};
@@ -401,6 +401,24 @@ void send_command(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, ExecRequest 
 void ExecHandle::pause(bool on) {
   auto ch = channel.lock();
   if (ch && id != 0 && !cancelled) ch->notify({{"op", on ? "pause" : "resume"}, {"id", id}});
+}
+
+void ExecHandle::signal(int sig) {
+  auto ch = channel.lock();
+  if (ch && id != 0 && !cancelled) ch->notify({{"op", "signal"}, {"id", id}, {"signal", sig}});
+}
+
+void ExecHandle::send_stdin(std::string_view data, bool eof) {
+  auto ch = channel.lock();
+  if (!ch || id == 0 || cancelled) return;
+  // In frames the protocol takes; an empty one carries only the end.
+  size_t off = 0;
+  do {
+    size_t n = std::min(data.size() - off, static_cast<size_t>(proto::kMaxPayload));
+    bool last = off + n >= data.size();
+    ch->notify({{"op", "stdin"}, {"id", id}, {"eof", eof && last}}, data.substr(off, n));
+    off += n;
+  } while (off < data.size());
 }
 
 void ExecHandle::cancel() {
@@ -652,6 +670,37 @@ void stop_context(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string 
     if (gone) sb->contexts.erase(id), (void)mgr.save_record(*sb);
     done(gone ? ok_status() : std::move(st));
   });
+}
+
+namespace {
+
+// A file request answered with one entry (stat, mkdir, rename).
+void entry_call(SandboxManager& mgr, const std::shared_ptr<Sandbox>& sb, json op, std::string what,
+                EntryFn done) {
+  auto finish = settle_once<Result<proto::FileEntry>>(mgr, sb, mgr.options().file_op_deadline,
+                                                      std::move(what), std::move(done));
+  sb->channel->call(op, {}, [sb, finish](const proto::Event& e) {
+    Status st = final_status(*sb, e);
+    if (!st) return finish(st.error()), true;
+    if (!e.entry) return finish(make_error(Code::kInternal, "the runner answered without the entry")), true;
+    finish(*e.entry);
+    return true;
+  });
+}
+
+}  // namespace
+
+void stat_path(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string path, EntryFn done) {
+  entry_call(mgr, sb, {{"op", "stat"}, {"path", path}}, "stat " + path, std::move(done));
+}
+
+void make_dir(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string path, EntryFn done) {
+  entry_call(mgr, sb, {{"op", "mkdir"}, {"path", path}}, "mkdir " + path, std::move(done));
+}
+
+void move_path(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string from, std::string to,
+               EntryFn done) {
+  entry_call(mgr, sb, {{"op", "rename"}, {"from", from}, {"to", to}}, "move " + from, std::move(done));
 }
 
 }  // namespace swissbox

@@ -41,6 +41,8 @@ struct ExecRequest {
   bool keep_worker = false;
   std::string code_path;
   std::string code;
+  // Input stays open after stdin_data: more comes through ExecHandle::send_stdin.
+  bool keep_stdin_open = false;
   // A stateful context's id: the code runs there as a cell (at most proto::kMaxPayload
   // bytes; env applies to this run only, stdin is not used).
   std::string context_id;
@@ -100,6 +102,10 @@ struct ExecHandle {
   void cancel();
   // Stops reading the command's output (it blocks once its pipes are full), or starts again.
   void pause(bool on);
+  // A signal to the command's process group; more input, and with eof its end (a command
+  // started with keep_stdin_open).
+  void signal(int sig);
+  void send_stdin(std::string_view data, bool eof);
   // Set once the command has been sent to the runner.
   std::weak_ptr<RunnerChannel> channel;
   uint64_t id = 0;
@@ -126,6 +132,14 @@ void list_dir(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string path
               std::function<void(Result<std::vector<proto::FileEntry>>)> done);
 void delete_path(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string path,
                  bool recursive, std::function<void(Status)> done);
+// One entry (not followed if it is a symlink), a new directory (with its parents; conflict
+// when the path exists), and a move (the destination's parents made): each answers the
+// entry as it is afterwards.
+using EntryFn = std::function<void(Result<proto::FileEntry>)>;
+void stat_path(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string path, EntryFn done);
+void make_dir(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string path, EntryFn done);
+void move_path(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string from, std::string to,
+               EntryFn done);
 Status validate_sandbox_path(const std::string& path);
 
 }  // namespace swissbox

@@ -86,6 +86,8 @@ Result<CreateRequest> parse_create(const json& body, json* metadata) {
   // The life E2B gives a sandbox; idle for as long, it ends as well.
   req.lifetime = std::chrono::seconds(timeout);
   req.timeout = std::chrono::seconds(timeout);
+  // As in E2B's sandboxes: the user's home is where commands and files start.
+  req.env = {{"HOME", "/home/user"}, {"USER", "user"}};
   if (auto st = string_map(body, "envVars", &req.env); !st) return st.error();
   for (const auto& [k, v] : req.env) {
     if (!valid_env_name(k)) return invalid("envVars name '" + k + "' is not valid");
@@ -122,6 +124,48 @@ json listed_json(const Sandbox& sb, bool detail) {
             {"metadata", sb.metadata}};
   if (detail) j["envdAccessToken"] = sb.access_token;
   return j;
+}
+
+EnvdProcess* Processes::find(const std::string& sandbox, const json& selector) {
+  auto sb = by_sandbox.find(sandbox);
+  if (sb == by_sandbox.end() || !selector.is_object()) return nullptr;
+  if (auto pid = selector.find("pid"); pid != selector.end() && pid->is_number_integer()) {
+    auto it = sb->second.find(pid->get<int64_t>());
+    return it == sb->second.end() ? nullptr : &it->second;
+  }
+  if (auto tag = selector.find("tag"); tag != selector.end() && tag->is_string()) {
+    for (auto& [pid, p] : sb->second) {
+      if (p.tag == tag->get<std::string>()) return &p;
+    }
+  }
+  return nullptr;
+}
+
+std::string client_path(const std::string& path) {
+  if (!path.empty() && path[0] == '/') return path;
+  return path.empty() || path == "." ? "/home/user" : "/home/user/" + path;
+}
+
+json entry_info(const std::string& path, const proto::FileEntry& e) {
+  static const std::map<std::string, std::string> kTypes = {
+      {"file", "FILE_TYPE_FILE"}, {"dir", "FILE_TYPE_DIRECTORY"}, {"symlink", "FILE_TYPE_SYMLINK"}};
+  auto type = kTypes.find(e.type);
+  std::string perms = e.type == "dir" ? "d" : e.type == "symlink" ? "l" : "-";
+  for (int shift = 6; shift >= 0; shift -= 3) {
+    perms += (e.mode >> shift) & 4 ? 'r' : '-';
+    perms += (e.mode >> shift) & 2 ? 'w' : '-';
+    perms += (e.mode >> shift) & 1 ? 'x' : '-';
+  }
+  std::string name = path.substr(path.find_last_of('/') + 1);
+  return {{"name", name.empty() ? path : name},
+          {"type", type == kTypes.end() ? "FILE_TYPE_UNSPECIFIED" : type->second},
+          {"path", path},
+          {"size", std::to_string(e.size)},
+          {"mode", e.mode},
+          {"permissions", perms},
+          {"owner", "user"},
+          {"group", "user"},
+          {"modifiedTime", rfc3339(std::chrono::system_clock::time_point(std::chrono::seconds(e.mtime)))}};
 }
 
 std::string rfc3339(std::chrono::system_clock::time_point t) {

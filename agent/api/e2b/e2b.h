@@ -17,6 +17,7 @@
 
 #include "agent/runtime/sandbox_spec.h"
 #include "agent/sandbox/sandbox.h"
+#include "common/runner_protocol.h"
 #include "common/error.h"
 #include "common/http_server.h"
 
@@ -50,5 +51,24 @@ nlohmann::json sandbox_json(const Sandbox& sb);
 nlohmann::json listed_json(const Sandbox& sb, bool detail);
 
 std::string rfc3339(std::chrono::system_clock::time_point t);
+
+// The processes envd's Process/Start runs, by sandbox, under the pids E2B's SDKs use to
+// signal them, feed their stdin and list them. Kept while they run; on the I/O thread.
+struct EnvdProcess {
+  nlohmann::json config;  // ProcessConfig {cmd, args, envs, cwd}
+  std::string tag;
+  std::shared_ptr<struct ExecHandle> handle;
+};
+struct Processes {
+  std::map<std::string, std::map<int64_t, EnvdProcess>> by_sandbox;
+  int64_t next_pid = 1000;
+  // The process a ProcessSelector ({pid} or {tag}) names in a sandbox; nullptr if none.
+  EnvdProcess* find(const std::string& sandbox, const nlohmann::json& selector);
+};
+
+// A sandbox path as E2B's clients see it: relative ones under the user's home.
+std::string client_path(const std::string& path);
+// EntryInfo of envd's filesystem service for an entry at `path`.
+nlohmann::json entry_info(const std::string& path, const proto::FileEntry& e);
 
 }  // namespace swissbox::e2b

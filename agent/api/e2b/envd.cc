@@ -1,12 +1,72 @@
 // E2B's envd (E2b-Sandbox-Port: 49983): processes and the filesystem of one sandbox, over
-// the Connect protocol (JSON codec) and plain HTTP for /files and /health.
+// the Connect protocol (JSON codec), and plain HTTP for /files and /health.
+//
+// Process/Start runs a command like POST …/exec in the background mode (what it leaves
+// running stays, as with E2B), streams start, data and end events as they happen, and
+// keeps it under a pid until it ends, for SendSignal, SendInput, CloseStdin and List.
+#include <signal.h>
+
 #include "agent/api/call.h"
 #include "agent/api/e2b/e2b.h"
+#include "agent/api/e2b/multipart.h"
+#include "agent/api/run_stream.h"
+#include "common/base64.h"
+#include "common/connect.h"
 
 namespace swissbox {
 
 namespace bhttp = boost::beast::http;
 using json = nlohmann::json;
+
+namespace {
+
+constexpr size_t kMaxRpcMessage = 4 << 20;
+
+void rpc_fail(const std::shared_ptr<http::Responder>& res, const Error& e) {
+  res->send_json(http_status(e.code), connect::error_json(e));
+}
+
+// One Process/Start event on the wire. kind as RunStream's (runs.cc).
+std::string process_event(std::string_view kind, const json& data) {
+  if (kind == "stdout" || kind == "stderr") {
+    return connect::message(
+        {{"event", {{"data", {{kind, base64_encode(data.value("data", ""))}}}}}});
+  }
+  if (kind == "exit") {
+    int code = data.value("exit_code", -1);
+    int sig = data.value("signal", 0);
+    json end = {{"exited", sig == 0 && code >= 0},
+                {"status", sig != 0 ? std::string(sig == SIGKILL ? "signal: killed"
+                                                                 : "signal: " + std::to_string(sig))
+                                    : "exit status " + std::to_string(code)}};
+    if (code != 0) end["exitCode"] = sig != 0 ? -1 : code;
+    if (data.value("timed_out", false)) end["error"] = "the command timed out";
+    return connect::message({{"event", {{"end", end}}}}) + connect::end_stream();
+  }
+  if (kind == "failed") {
+    Error e = make_error(Code::kUnavailable, data.value("message", ""));
+    return connect::end_stream(&e);
+  }
+  return {};
+}
+
+Result<std::map<std::string, std::string>> string_map(const json& j, const char* what) {
+  std::map<std::string, std::string> out;
+  if (j.is_null()) return out;
+  if (!j.is_object()) return make_error(Code::kInvalidArgument, std::string(what) + " must be an object");
+  for (const auto& [k, v] : j.items()) {
+    if (!v.is_string()) return make_error(Code::kInvalidArgument, std::string(what) + "." + k + " must be a string");
+    out[k] = v.get<std::string>();
+  }
+  return out;
+}
+
+std::string str(const json& j, const char* key) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_string() ? it->get<std::string>() : "";
+}
+
+}  // namespace
 
 void AgentApi::e2b_sandbox(Call& c) {
   std::string id(e2b::header(c.req, "E2b-Sandbox-Id"));
@@ -30,10 +90,208 @@ void AgentApi::e2b_sandbox(Call& c) {
 }
 
 void AgentApi::e2b_envd(Call& c, std::shared_ptr<Sandbox> sb) {
-  (void)sb;
-  if (c.path == "/health") return c.res->send(204, {}, {});
-  e2b::fail(c.res, make_error(Code::kNotFound, "no route for " + std::string(c.req.method_string()) +
-                                                   " " + c.path + " on envd"));
+  const auto m = c.req.method();
+  auto res = c.res;
+  const std::string& p = c.path;
+  if (p == "/health") return res->send(204, {}, {});
+  if (p == "/files" && m == bhttp::verb::get) {
+    std::string path = c.param("path");
+    if (auto st = validate_sandbox_path(path); !st) return e2b::fail(res, st.error());
+    return read_file(mgr_, sb, path, [res](Result<std::string> r) {
+      if (!r) return e2b::fail(res, r.error());
+      res->send(200, std::move(*r), "application/octet-stream");
+    });
+  }
+  if (p == "/files" && m == bhttp::verb::post) return e2b_upload(c, sb);
+  if (m != bhttp::verb::post) {
+    return rpc_fail(res, make_error(Code::kNotFound, "no route for " + std::string(c.req.method_string()) + " " + p));
+  }
+  if (p == "/process.Process/Start") return e2b_process_start(c, sb);
+  // The unary calls: a JSON message in, a JSON message out.
+  json msg = c.req.body().empty() ? json::object() : json::parse(c.req.body(), nullptr, false);
+  if (!msg.is_object()) return rpc_fail(res, make_error(Code::kInvalidArgument, "the request is not a JSON object"));
+  auto ok = [res](const json& answer) { res->send_json(200, answer); };
+  auto entry_answer = [res](std::string path) {
+    return [res, path](Result<proto::FileEntry> e) {
+      if (!e) return rpc_fail(res, e.error());
+      res->send_json(200, {{"entry", e2b::entry_info(path, *e)}});
+    };
+  };
+  std::string path = e2b::client_path(str(msg, "path"));
+  if (p == "/process.Process/List") {
+    json list = json::array();
+    for (const auto& [pid, proc] : envd_processes_->by_sandbox[sb->id]) {
+      json item = {{"config", proc.config}, {"pid", pid}};
+      if (!proc.tag.empty()) item["tag"] = proc.tag;
+      list.push_back(std::move(item));
+    }
+    return ok({{"processes", list}});
+  }
+  if (p == "/process.Process/SendSignal" || p == "/process.Process/SendInput" ||
+      p == "/process.Process/CloseStdin") {
+    auto* proc = envd_processes_->find(sb->id, msg.value("process", json()));
+    if (!proc) return rpc_fail(res, make_error(Code::kNotFound, "process not found"));
+    if (p == "/process.Process/SendSignal") {
+      std::string sig = str(msg, "signal");
+      if (sig == "SIGNAL_SIGKILL") {
+        proc->handle->cancel();
+      } else if (sig == "SIGNAL_SIGTERM") {
+        proc->handle->signal(SIGTERM);
+      } else {
+        return rpc_fail(res, make_error(Code::kInvalidArgument, "signal must be SIGNAL_SIGKILL or SIGNAL_SIGTERM"));
+      }
+      return ok(json::object());
+    }
+    if (p == "/process.Process/CloseStdin") {
+      proc->handle->send_stdin({}, true);
+      return ok(json::object());
+    }
+    json input = msg.value("input", json::object());
+    auto data = base64_decode(input.is_object() ? str(input, "stdin") : "");
+    if (!data) return rpc_fail(res, make_error(Code::kInvalidArgument, "input.stdin is not base64"));
+    proc->handle->send_stdin(*data, false);
+    return ok(json::object());
+  }
+  if (p == "/filesystem.Filesystem/Stat") {
+    if (auto st = validate_sandbox_path(path); !st) return rpc_fail(res, st.error());
+    return stat_path(mgr_, sb, path, entry_answer(path));
+  }
+  if (p == "/filesystem.Filesystem/MakeDir") {
+    if (auto st = validate_sandbox_path(path); !st) return rpc_fail(res, st.error());
+    return make_dir(mgr_, sb, path, entry_answer(path));
+  }
+  if (p == "/filesystem.Filesystem/Move") {
+    std::string from = e2b::client_path(str(msg, "source"));
+    std::string to = e2b::client_path(str(msg, "destination"));
+    for (const auto& x : {from, to}) {
+      if (auto st = validate_sandbox_path(x); !st) return rpc_fail(res, st.error());
+    }
+    return move_path(mgr_, sb, from, to, entry_answer(to));
+  }
+  if (p == "/filesystem.Filesystem/Remove") {
+    if (auto st = validate_sandbox_path(path); !st) return rpc_fail(res, st.error());
+    return delete_path(mgr_, sb, path, /*recursive=*/true, [res](Status st) {
+      if (!st) return rpc_fail(res, st.error());
+      res->send_json(200, json::object());
+    });
+  }
+  if (p == "/filesystem.Filesystem/ListDir") {
+    if (auto st = validate_sandbox_path(path); !st) return rpc_fail(res, st.error());
+    return list_dir(mgr_, sb, path, [res, path](Result<std::vector<proto::FileEntry>> r) {
+      if (!r) return rpc_fail(res, r.error());
+      json entries = json::array();
+      std::string dir = path.ends_with("/") ? path : path + "/";
+      for (const auto& e : *r) entries.push_back(e2b::entry_info(dir + e.name, e));
+      res->send_json(200, {{"entries", std::move(entries)}});
+    });
+  }
+  rpc_fail(res, make_error(Code::kNotFound, p + " is not served (swissbox's envd: Process Start, List, "
+                                            "SendSignal, SendInput, CloseStdin; Filesystem Stat, "
+                                            "ListDir, MakeDir, Move, Remove)"));
+}
+
+void AgentApi::e2b_process_start(Call& c, std::shared_ptr<Sandbox> sb) {
+  auto res = c.res;
+  auto msg = connect::request_message(c.req.body(), kMaxRpcMessage);
+  res->start_stream(200, "application/connect+json");
+  auto refuse = [&](const Error& e) {
+    res->write_chunk(connect::end_stream(&e));
+    res->end_stream();
+  };
+  if (!msg) return refuse(msg.error());
+  json process = msg->value("process", json::object());
+  if (!process.is_object() || str(process, "cmd").empty()) {
+    return refuse(make_error(Code::kInvalidArgument, "process.cmd is required"));
+  }
+  if (msg->contains("pty") && !(*msg)["pty"].is_null()) {
+    return refuse(make_error(Code::kInvalidArgument, "a PTY is not served yet"));
+  }
+  ExecRequest req;
+  req.argv.push_back(str(process, "cmd"));
+  for (const auto& a : process.value("args", json::array())) {
+    if (!a.is_string()) return refuse(make_error(Code::kInvalidArgument, "process.args must be strings"));
+    req.argv.push_back(a.get<std::string>());
+  }
+  auto env = string_map(process.value("envs", json()), "process.envs");
+  if (!env) return refuse(env.error());
+  for (const auto& [k, v] : *env) {
+    if (!valid_env_name(k)) return refuse(make_error(Code::kInvalidArgument, "env name '" + k + "' is not valid"));
+  }
+  req.env = std::move(*env);
+  req.cwd = str(process, "cwd").empty() ? "/home/user" : str(process, "cwd");
+  // The shell's pwd names the directory as asked (/home/user), not the workspace it links to.
+  if (!req.env.count("PWD") && req.cwd.starts_with("/")) req.env["PWD"] = req.cwd;
+  // Connect-Timeout-Ms is the client's deadline for the whole stream; 0 or none: no limit
+  // but the longest one a command may have.
+  int64_t timeout = std::atoll(std::string(e2b::header(c.req, "Connect-Timeout-Ms")).c_str());
+  req.timeout_ms = timeout > 0 ? std::min(timeout, kMaxExecTimeoutMs) : kMaxExecTimeoutMs;
+  req.output_cap = limits::kMaxOutputCap;
+  req.background = true;
+  req.keep_stdin_open = msg->value("stdin", false) == true;
+  int64_t pid = envd_processes_->next_pid++;
+  res->write_chunk(connect::message({{"event", {{"start", {{"pid", pid}}}}}}));
+  auto stream = std::make_shared<RunStream>(res, &process_event);
+  auto processes = envd_processes_;
+  auto count = run_recorder("exec", sb->template_name, sb->tenant, req);
+  json config = {{"cmd", process["cmd"]},
+                 {"args", process.value("args", json::array())},
+                 {"envs", process.value("envs", json::object())},
+                 {"cwd", req.cwd}};
+  auto handle = run_exec(mgr_, sb, std::move(req), stream->output(),
+                         [done = stream->done(), count, processes, id = sb->id, pid](Result<ExecOutcome> r) {
+                           count(r);
+                           auto& mine = processes->by_sandbox[id];
+                           mine.erase(pid);
+                           if (mine.empty()) processes->by_sandbox.erase(id);
+                           done(std::move(r));
+                         });
+  stream->set_handle(handle);
+  envd_processes_->by_sandbox[sb->id][pid] = {std::move(config), str(*msg, "tag"), handle};
+  // A client that leaves a background command's stream does not end the command (the SDK
+  // disconnects from it and may kill it by pid later).
+}
+
+void AgentApi::e2b_upload(Call& c, std::shared_ptr<Sandbox> sb) {
+  auto res = c.res;
+  auto boundary = e2b::multipart_boundary(e2b::header(c.req, "Content-Type"));
+  if (!boundary) return e2b::fail(res, boundary.error());
+  auto parts = e2b::parse_multipart(c.req.body(), *boundary);
+  if (!parts) return e2b::fail(res, parts.error());
+  struct Upload {
+    std::vector<std::pair<std::string, std::string>> files;  // path, bytes
+    json written = json::array();
+  };
+  auto up = std::make_shared<Upload>();
+  std::string query_path = c.param("path");
+  for (const auto& part : *parts) {
+    if (part.name != "file") continue;
+    // Single-file writes name the path in the query too; the part's filename otherwise.
+    std::string path = parts->size() == 1 && !query_path.empty() ? query_path : part.filename;
+    if (auto st = validate_sandbox_path(path); !st) return e2b::fail(res, st.error());
+    up->files.emplace_back(path, std::string(part.data));
+  }
+  if (up->files.empty()) return e2b::fail(res, make_error(Code::kInvalidArgument, "no part named file"));
+  // One file after another; the answer lists them all.
+  auto step = std::make_shared<std::function<void(size_t)>>();
+  *step = [this, sb, res, up, step](size_t i) {
+    if (i == up->files.size()) {
+      *step = nullptr;
+      return res->send_json(200, up->written);
+    }
+    auto& [path, data] = up->files[i];
+    std::string shown = e2b::client_path(path);
+    write_file(mgr_, sb, path, std::move(data), [res, up, step, i, shown](Status st) {
+      if (!st) {
+        *step = nullptr;
+        return e2b::fail(res, st.error());
+      }
+      up->written.push_back({{"name", shown.substr(shown.find_last_of('/') + 1)},
+                             {"type", "file"},
+                             {"path", shown}});
+      (*step)(i + 1);
+    });
+  };
+  (*step)(0);
 }
 
 }  // namespace swissbox
