@@ -34,5 +34,8 @@ inline constexpr milliseconds kReadyTimeout{15000};
 // minute is a sandbox that is stuck).
 inline constexpr size_t kMaxContexts = 16;
 inline constexpr milliseconds kContextStartDeadline{60000};
+// A cell of E2B's /execute: as long as E2B's own default allows (a client that leaves
+// interrupts it).
+inline constexpr int64_t kInterpreterRunTimeoutMs = 300000;
 
 }  // namespace swissbox::limits

@@ -7,6 +7,7 @@
 
 #include "common/auth.h"
 #include "common/log.h"
+#include "common/e2b_routes.h"
 #include "common/sandbox_id.h"
 #include "scheduler/upstream.h"
 
@@ -28,8 +29,12 @@ http::Headers forwarded_headers(const http::Request& req) {
     if (auto it = req.find(field); it != req.end())
       out.emplace_back(std::string(it->name_string()), std::string(it->value()));
   }
-  if (auto it = req.find("X-Request-Id"); it != req.end())
-    out.emplace_back("X-Request-Id", std::string(it->value()));
+  // The request id, and what E2B's SDKs authenticate and route with.
+  for (const char* name : {"X-Request-Id", "X-API-KEY", "E2b-Sandbox-Id", "E2b-Sandbox-Port",
+                           "X-Access-Token", "E2B-Traffic-Access-Token", "Connect-Timeout-Ms",
+                           "Connect-Protocol-Version"}) {
+    if (auto it = req.find(name); it != req.end()) out.emplace_back(name, std::string(it->value()));
+  }
   return out;
 }
 
@@ -44,7 +49,7 @@ std::string content_type(const http::ClientResponse& r) {
 // What of an agent's answer head the client needs besides status and type.
 http::Headers passed_headers(const http::ClientResponse& r) {
   http::Headers out;
-  for (const char* name : {"Retry-After", "Location"}) {
+  for (const char* name : {"Retry-After", "Location", "X-Next-Token"}) {
     if (auto v = r.header(name); !v.empty()) out.emplace_back(name, v);
   }
   return out;
@@ -59,6 +64,7 @@ struct Scheduler::Forward {
   http::Headers headers;
   std::shared_ptr<http::Responder> res;
   std::string kind;  // metrics label: create, sandbox
+  bool e2b = false;  // errors in E2B's shape
   std::string placed_labels;  // a create's {call, template, language}, for its histogram
   Clock::time_point start = Clock::now();
 };
@@ -83,9 +89,15 @@ Scheduler::Scheduler(asio::io_context& ioc, SchedulerOptions opts, Metrics& metr
 
 http::ServerOptions Scheduler::server_options() const {
   http::ServerOptions o;
-  // File uploads are relayed as they arrive, never held whole.
-  o.stream_body = [](const http::RequestHeader& h) { return h.method() == bhttp::verb::put; };
-  o.admit = [this](const http::RequestHeader& h, bool from_unix_socket) {
+  // File uploads (and E2B's multipart ones) are relayed as they arrive, never held whole.
+  o.stream_body = [](const http::RequestHeader& h) {
+    return h.method() == bhttp::verb::put ||
+           (e2b::kind_of(h) == e2b::Kind::kSandbox && http::target_path(h.target()) == "/files");
+  };
+  // E2B's calls carry no bearer token: the API key is checked with the body (small), a
+  // sandbox's access token by its agent, which refuses before it reads a body.
+  o.admit = [this](const http::RequestHeader& h, bool from_unix_socket) -> std::optional<Error> {
+    if (e2b::kind_of(h) != e2b::Kind::kNone) return std::nullopt;
     return http::check_bearer(h, from_unix_socket, opts_.tokens);
   };
   // What the scheduler reads whole is JSON to place (code and stdin included).
@@ -177,6 +189,17 @@ void Scheduler::handle(http::Request&& req, std::shared_ptr<http::Responder> res
     return res->send_json(ok ? 200 : 503,
                           {{"ready", ok}, {"reason", ok ? "nodes reporting" : "no eligible node reports"}});
   }
+  switch (e2b::kind_of(req)) {
+    case e2b::Kind::kSandbox: {
+      // The owning agent checks the sandbox's access token.
+      std::string id(e2b::header(req, "E2b-Sandbox-Id"));
+      return route_to_node(std::move(req), res, id, /*e2b=*/true);
+    }
+    case e2b::Kind::kControl:
+      return e2b_control(std::move(req), res);
+    case e2b::Kind::kNone:
+      break;
+  }
   const Principal* who = nullptr;
   if (!opts_.tokens.empty()) {
     auto it = req.find(bhttp::field::authorization);
@@ -201,6 +224,88 @@ void Scheduler::handle(http::Request&& req, std::shared_ptr<http::Responder> res
     return route_to_node(std::move(req), res, rest.substr(0, rest.find('/')));
   }
   res->send_error(make_error(Code::kNotFound, "no route for " + path + " on the scheduler"));
+}
+
+void Scheduler::fail(const Forward& f, const Error& e) {
+  if (f.e2b) return e2b::fail(f.res, e);
+  f.res->send_error(e);
+}
+
+// E2B's control plane: creates placed like native ones, lists merged from every node in id
+// order (so that a page token, the last id shown, pages across nodes), the rest routed by
+// the node in the sandbox's id. The agents check the API key again.
+void Scheduler::e2b_control(http::Request&& req, std::shared_ptr<http::Responder> res) {
+  if (!opts_.tokens.empty() && !token_principal(e2b::header(req, "X-API-KEY"), opts_.tokens)) {
+    return e2b::fail(res, make_error(Code::kUnauthenticated, "Invalid API key"));
+  }
+  std::string path(http::target_path(req.target()));
+  if (path.starts_with("/v2/")) path = path.substr(3);
+  const auto m = req.method();
+  if (path == "/sandboxes" && m == bhttp::verb::post) {
+    json body = json::parse(req.body(), nullptr, false);
+    if (!body.is_object()) {
+      return e2b::fail(res, make_error(Code::kInvalidArgument, "request body must be a JSON object"));
+    }
+    PlacementRequest pr;
+    auto t = body.find("templateID");
+    pr.template_name = e2b::template_name(t != body.end() && t->is_string() ? t->get<std::string>() : "base");
+    return place(std::move(req), std::move(res), pr, /*e2b=*/true);
+  }
+  if (path == "/sandboxes" && m == bhttp::verb::get) return e2b_list(std::move(req), std::move(res));
+  std::string rest = path.substr(std::min(path.size(), std::string_view("/sandboxes/").size()));
+  route_to_node(std::move(req), res, rest.substr(0, rest.find('/')), /*e2b=*/true);
+}
+
+void Scheduler::e2b_list(http::Request&& req, std::shared_ptr<http::Responder> res) {
+  struct Merge {
+    std::vector<json> all;
+    bool more = false;
+    size_t waiting = 0;
+    std::vector<std::string> unreachable;
+  };
+  auto m = std::make_shared<Merge>();
+  std::string_view target = req.target();
+  auto q = target.find('?');
+  auto query = q == std::string_view::npos ? std::vector<std::pair<std::string, std::string>>{}
+                                           : http::parse_query(target.substr(q + 1));
+  size_t limit = 100;
+  for (const auto& [k, v] : query) {
+    if (k == "limit") limit = std::clamp<size_t>(std::strtoul(v.c_str(), nullptr, 10), 1, 100);
+  }
+  std::vector<std::string> addresses;
+  for (const auto& n : registry_.nodes()) {
+    if (fresh(n, opts_.policy, Clock::now())) addresses.push_back(n.address);
+  }
+  m->waiting = addresses.size();
+  auto answer = [m, res, limit] {
+    std::sort(m->all.begin(), m->all.end(), [](const json& a, const json& b) {
+      return a.value("sandboxID", "") < b.value("sandboxID", "");
+    });
+    http::Headers headers;
+    if (m->all.size() > limit || m->more) {
+      m->all.resize(std::min(m->all.size(), limit));
+      if (!m->all.empty()) headers.push_back({"X-Next-Token", m->all.back().value("sandboxID", "")});
+    }
+    res->send_json(200, json(m->all), headers);
+  };
+  if (addresses.empty()) return answer();
+  auto headers = forwarded_headers(req);
+  for (const auto& address : addresses) {
+    UpstreamRequest up;
+    up.address = address;
+    up.method = "GET";
+    up.target = std::string(req.target());
+    up.headers = headers;
+    up.timeout = std::chrono::seconds(5);
+    fetch(ioc_, std::move(up), 64 << 20, [m, answer](Result<http::ClientResponse> r) {
+      json page = r && r->status == 200 ? json::parse(r->body, nullptr, false) : json();
+      if (page.is_array()) {
+        for (auto& sb : page) m->all.push_back(std::move(sb));
+        if (!r->header("X-Next-Token").empty()) m->more = true;
+      }
+      if (--m->waiting == 0) answer();
+    });
+  }
 }
 
 std::shared_ptr<Scheduler::Forward> Scheduler::forward_of(http::Request&& req,
@@ -233,16 +338,23 @@ void Scheduler::place_and_forward(http::Request&& req, std::shared_ptr<http::Res
     if (!z->is_string()) return res->send_error(make_error(Code::kInvalidArgument, "zone must be a string"));
     pr.zone = *z;
   }
+  place(std::move(req), std::move(res), pr, /*e2b=*/false);
+}
+
+void Scheduler::place(http::Request&& req, std::shared_ptr<http::Responder> res,
+                      const PlacementRequest& pr, bool e2b) {
   NoPlacement why;
-  auto picked = place(registry_.nodes(), pr, opts_.policy, Clock::now(), rng_, &why);
+  auto picked = sched::place(registry_.nodes(), pr, opts_.policy, Clock::now(), rng_, &why);
   if (picked.empty()) {
     metrics_.add("swissbox_scheduler_placements_total", Metrics::labels({{"result", "refused"}}));
-    return res->send_error(make_error(Code::kResourceExhausted, why.describe()));
+    Error e = make_error(Code::kResourceExhausted, why.describe());
+    return e2b ? e2b::fail(res, e) : res->send_error(e);
   }
   std::vector<std::string> addresses;
   for (size_t i : picked) addresses.push_back(registry_.nodes()[i].address);
   bool execute = req.target().starts_with("/v1/execute");
   auto f = forward_of(std::move(req), std::move(res), "create");
+  f->e2b = e2b;
   f->placed_labels = Metrics::labels({{"call", execute ? "execute" : "sandbox"},
                                       {"template", pr.template_name},
                                       {"language", pr.language}});
@@ -254,7 +366,7 @@ void Scheduler::try_candidates(std::shared_ptr<Forward> f, std::vector<std::stri
                                size_t i, std::string last) {
   if (i == addresses.size()) {
     metrics_.add("swissbox_scheduler_placements_total", Metrics::labels({{"result", "refused"}}));
-    return f->res->send_error(make_error(
+    return fail(*f, make_error(
         Code::kResourceExhausted,
         fmt::format("all {} candidate nodes refused; last: {}", addresses.size(), last)));
   }
@@ -268,24 +380,27 @@ void Scheduler::try_candidates(std::shared_ptr<Forward> f, std::vector<std::stri
 }
 
 void Scheduler::route_to_node(http::Request&& req, std::shared_ptr<http::Responder> res,
-                              const std::string& id) {
+                              const std::string& id, bool e2b) {
+  auto f = forward_of(std::move(req), std::move(res), "sandbox");
+  f->e2b = e2b;
   auto id_node = node_of_sandbox_id(id);
   if (!id_node) {
-    return res->send_error(
-        make_error(Code::kInvalidArgument, "'" + id + "' is not a sandbox id (sbx-<node>-<hex>)"));
+    // E2B's SDKs expect an unknown sandbox to be not found, whatever its id looks like.
+    return fail(*f, make_error(e2b ? Code::kNotFound : Code::kInvalidArgument,
+                               "'" + id + "' is not a sandbox id (sbx-<node>-<hex>)"));
   }
   const NodeState* n = registry_.by_id_node(*id_node);
   if (!n) {
-    return res->send_error(make_error(
-        Code::kUnavailable, "node " + *id_node + " of sandbox " + id + " is not known to this scheduler"));
+    return fail(*f, make_error(Code::kUnavailable,
+                               "node " + *id_node + " of sandbox " + id + " is not known to this scheduler"));
   }
   if (!fresh(*n, opts_.policy, Clock::now())) {
     auto age = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - n->reported_at);
-    return res->send_error(make_error(
-        Code::kUnavailable, fmt::format("node {} of sandbox {} has not reported for {:.1f} s",
-                                        n->name, id, age.count() / 1000.0)));
+    return fail(*f, make_error(Code::kUnavailable,
+                               fmt::format("node {} of sandbox {} has not reported for {:.1f} s",
+                                           n->name, id, age.count() / 1000.0)));
   }
-  relay(forward_of(std::move(req), std::move(res), "sandbox"), n->address, nullptr);
+  relay(std::move(f), n->address, nullptr);
 }
 
 void Scheduler::relay(std::shared_ptr<Forward> f, const std::string& address,
@@ -342,11 +457,11 @@ void Scheduler::relay(std::shared_ptr<Forward> f, const std::string& address,
     if (r->body.size() > kWholeAnswer) r->body.resize(kWholeAnswer);  // a refusal's message
     more();
   };
-  h.on_end = [f, r, on_refused = std::move(on_refused)](Status st, bool sent) {
+  h.on_end = [this, f, r, on_refused = std::move(on_refused)](Status st, bool sent) {
     if (!r->started && sent) {
       // The agent has the request and may have acted on it (a create, a one-shot): it is
       // not sent anywhere else.
-      return f->res->send_error(make_error(
+      return fail(*f, make_error(
           Code::kUnavailable,
           "node did not answer after it received the call (it may have run): " +
               st.error().to_string()));
@@ -356,11 +471,11 @@ void Scheduler::relay(std::shared_ptr<Forward> f, const std::string& address,
                                     : fmt::format("answered {}: {}", r->head.status,
                                                   r->body.substr(0, 300));
       if (on_refused) return on_refused(why);
-      return f->res->send_error(make_error(Code::kUnavailable, "node " + why));
+      return fail(*f, make_error(Code::kUnavailable, "node " + why));
     }
     if (r->mode == Mode::kStream) return st ? f->res->end_stream() : f->res->abort_stream();
     if (!st) {
-      return f->res->send_error(
+      return fail(*f,
           make_error(Code::kUnavailable, "node answer broke off: " + st.error().to_string()));
     }
     f->res->send(r->head.status, std::move(r->body), content_type(r->head), passed_headers(r->head));

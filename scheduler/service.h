@@ -59,8 +59,15 @@ class Scheduler {
   void place_and_forward(http::Request&& req, std::shared_ptr<http::Responder> res);
   void try_candidates(std::shared_ptr<Forward> f, std::vector<std::string> addresses, size_t i,
                       std::string last);
+  // Places a create (native or E2B's) and sends it to the candidates in turn.
+  void place(http::Request&& req, std::shared_ptr<http::Responder> res, const PlacementRequest& pr,
+             bool e2b);
+  // e2b: errors in E2B's shape.
   void route_to_node(http::Request&& req, std::shared_ptr<http::Responder> res,
-                     const std::string& id);
+                     const std::string& id, bool e2b = false);
+  void e2b_control(http::Request&& req, std::shared_ptr<http::Responder> res);
+  void e2b_list(http::Request&& req, std::shared_ptr<http::Responder> res);
+  void fail(const Forward& f, const Error& e);
   void list_all(http::Request&& req, std::shared_ptr<http::Responder> res);
   void nodes(std::shared_ptr<http::Responder> res) const;
   // Sends the call to the agent at `address` and relays its answer to the client. With

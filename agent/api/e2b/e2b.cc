@@ -18,9 +18,8 @@ Error invalid(const std::string& m) { return make_error(Code::kInvalidArgument, 
 
 // E2B's template ids and swissbox's: its two public ones, and swissbox's own by name.
 std::optional<std::string> template_of(const std::string& id) {
-  if (id == "base") return "default";
-  if (id == "code-interpreter-v1" || id == "code-interpreter") return "code-interpreter";
-  if (builtin_templates().count(id)) return id;
+  std::string name = template_name(id);
+  if (builtin_templates().count(name)) return name;
   return std::nullopt;
 }
 
@@ -37,31 +36,12 @@ Status string_map(const json& body, const char* field, std::map<std::string, std
 
 }  // namespace
 
-Kind kind_of(const http::RequestHeader& h) {
-  if (!header(h, "E2b-Sandbox-Id").empty()) return Kind::kSandbox;
-  std::string_view path = http::target_path(h.target());
-  for (std::string_view prefix : {"/sandboxes", "/v2/sandboxes"}) {
-    if (path == prefix || path.starts_with(std::string(prefix) + "/")) return Kind::kControl;
-  }
-  return Kind::kNone;
-}
-
-std::string_view header(const http::RequestHeader& h, std::string_view name) {
-  auto it = h.find(name);
-  return it == h.end() ? std::string_view{} : it->value();
-}
-
 bool access_allowed(const Sandbox& sb, std::string_view token) {
   const std::string& want = sb.access_token;
   if (want.empty() || token.size() != want.size()) return false;
   unsigned char diff = 0;
   for (size_t i = 0; i < want.size(); ++i) diff |= static_cast<unsigned char>(want[i] ^ token[i]);
   return diff == 0;
-}
-
-void fail(const std::shared_ptr<http::Responder>& res, const Error& e) {
-  int status = http_status(e.code);
-  res->send_json(status, {{"code", status}, {"message", e.to_string()}});
 }
 
 Result<CreateRequest> parse_create(const json& body, json* metadata) {

@@ -18,6 +18,7 @@
 #include "agent/runtime/sandbox_spec.h"
 #include "agent/sandbox/sandbox.h"
 #include "common/runner_protocol.h"
+#include "common/e2b_routes.h"
 #include "common/error.h"
 #include "common/http_server.h"
 
@@ -30,17 +31,8 @@ inline constexpr char kCodeInterpreterPort[] = "49999";
 // A sandbox's default life, as E2B's (seconds).
 inline constexpr int64_t kDefaultTimeoutS = 300;
 
-enum class Kind { kNone, kControl, kSandbox };
-Kind kind_of(const http::RequestHeader& header);
-
-// A header's value, "" when absent.
-std::string_view header(const http::RequestHeader& h, std::string_view name);
-
 // Whether `token` is the sandbox's access token (compared in constant time).
 bool access_allowed(const Sandbox& sb, std::string_view token);
-
-// Answers in E2B's error shape with the error's HTTP status.
-void fail(const std::shared_ptr<http::Responder>& res, const Error& e);
 
 // POST /sandboxes and /v2/sandboxes: {templateID, timeout, metadata, envVars, …}.
 Result<CreateRequest> parse_create(const nlohmann::json& body, nlohmann::json* metadata);

@@ -13,10 +13,6 @@ using json = nlohmann::json;
 
 namespace {
 
-// A run's cells may take as long as E2B's own default allows; a client that leaves
-// interrupts them.
-constexpr int64_t kExecuteTimeoutMs = 300000;
-
 // One line of /execute's stream, as E2B's server writes it.
 std::string execute_line(std::string_view kind, const json& data) {
   json line;
@@ -74,7 +70,7 @@ void AgentApi::e2b_interpreter(Call& c, std::shared_ptr<Sandbox> sb) {
       }
       language = *canonical;
     }
-    json request = {{"code", *code}, {"timeout_ms", kExecuteTimeoutMs},
+    json request = {{"code", *code}, {"timeout_ms", limits::kInterpreterRunTimeoutMs},
                     {"max_output_bytes", limits::kMaxOutputCap}};
     if (auto env = body->find("env_vars"); env != body->end() && !env->is_null()) request["env"] = *env;
     if (context_id.empty()) {
