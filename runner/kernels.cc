@@ -107,6 +107,9 @@ def _swissbox_kernel():
             spec.loader.exec_module = exec_module
             return spec
     sys.meta_path.insert(0, PyplotHook())
+    # Output streams line by line as the cell prints it (a print is one write, not two).
+    for f in (sys.stdout, sys.stderr):
+        f.reconfigure(line_buffering=True)
     main = types.ModuleType('__main__')
     main.__builtins__ = builtins
     main.display = display
@@ -362,7 +365,6 @@ std::vector<std::string> kernel_argv(KernelLanguage lang) {
 
 void add_kernel_env(KernelLanguage lang, std::map<std::string, std::string>* env) {
   if (lang != KernelLanguage::kPython) return;
-  env->emplace("PYTHONUNBUFFERED", "1");  // output streams as the cell prints it
   env->emplace("MPLBACKEND", "Agg");
 }
 

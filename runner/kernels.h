@@ -38,8 +38,8 @@ const char* kernel_language_name(KernelLanguage lang);
 // The interpreter's command line with the kernel's bootstrap.
 std::vector<std::string> kernel_argv(KernelLanguage lang);
 
-// Variables the kernel needs that a user's env does not set (unbuffered Python output,
-// matplotlib without a display).
+// Variables the kernel needs that a user's env does not set (matplotlib without a
+// display).
 void add_kernel_env(KernelLanguage lang, std::map<std::string, std::string>* env);
 
 // What the runner writes to the kernel for one cell.

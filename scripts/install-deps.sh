@@ -18,7 +18,10 @@ build_pkgs=(cmake ninja-build g++ pkg-config libboost-dev nlohmann-json3-dev lib
 # TypeScript transpiler the sandboxes use come from here. bash-static: the runner starts
 # shell commands with it (half of bash's start in a sandbox is the dynamic loader).
 # e2fsprogs: mkfs.ext4 for the sandboxes' sized disks.
-run_pkgs=(python3 bash bash-static coreutils procps e2fsprogs nftables containerd)
+# python3-numpy, -pandas, -matplotlib: the code-interpreter template's (E2B's
+# code-interpreter-v1) data libraries, from the host's /usr as well.
+run_pkgs=(python3 bash bash-static coreutils procps e2fsprogs nftables containerd
+          python3-numpy python3-pandas python3-matplotlib)
 
 missing=()
 for p in "${build_pkgs[@]}" "${run_pkgs[@]}"; do

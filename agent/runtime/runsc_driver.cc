@@ -109,9 +109,12 @@ Result<RootfsLayout> prepare_host_rootfs(const std::string& state_dir) {
                        Gen{"nsswitch.conf", "passwd: files\ngroup: files\nhosts: files dns\n"}}) {
     if (auto st = write_if_changed(etc + "/" + g.name, g.data, 0644); !st) return st.error();
   }
-  // Without the loader cache, libraries under /usr/lib/<triplet> are not found.
-  if (fs::exists("/etc/ld.so.cache")) {
-    if (auto st = copy_file("/etc/ld.so.cache", etc + "/ld.so.cache", 0644); !st) return st.error();
+  // Without the loader cache, libraries under /usr/lib/<triplet> are not found; Debian's
+  // matplotlib keeps its defaults in /etc (without them it refuses to import).
+  for (const char* f : {"ld.so.cache", "matplotlibrc"}) {
+    std::string host = std::string("/etc/") + f;
+    if (!fs::exists(host)) continue;
+    if (auto st = copy_file(host, etc + "/" + f, 0644); !st) return st.error();
   }
   return layout;
 }
