@@ -18,7 +18,7 @@ const std::map<std::string, Template>& builtin_templates() {
       {"browser", {"browser", {2, 1024, 10240, 1024}}},
       // default's root with numpy, pandas and matplotlib (installer/build-rootfs.sh), for
       // stateful code contexts (E2B's code-interpreter-v1).
-      {"code-interpreter", {"code-interpreter", {2, 1024, 10240, 512}}},
+      {"code-interpreter", {"code-interpreter", {2, 1024, 10240, 512}, {"python", "javascript"}}},
   };
   return kTemplates;
 }

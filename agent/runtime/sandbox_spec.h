@@ -25,6 +25,9 @@ struct Limits {
 struct Template {
   std::string name;
   Limits limits;
+  // Stateful contexts its warm sandboxes have running before they are claimed, one per
+  // language, as "default-<language>" (what E2B's run_code without a context uses).
+  std::vector<std::string> warm_contexts = {};
 };
 
 // default / lightweight / heavy / browser, as DESIGN.md lists them.

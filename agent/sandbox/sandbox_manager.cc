@@ -237,7 +237,9 @@ void SandboxManager::refill_later() {
 //                its own page cache: without it the claimer's first command pays for
 //                loading the loader, libc and the shell through the gofer), or
 //   load_worker  for a language pool, its worker loads the runtime (which warms the cache
-//                as well), and
+//                as well),
+//   load_contexts  for a template with warm contexts, they start (a context that does not
+//                load is left out, the sandbox serves without it), and
 //   start_over   it is ready (or failed: destroyed, never handed out).
 struct SandboxManager::Starting {
   Starting(asio::io_context& ioc, SandboxPtr s, std::function<void(Result<SandboxPtr>)> r)
@@ -318,13 +320,35 @@ void SandboxManager::warm_up(std::shared_ptr<Starting> start) {
 
 void SandboxManager::load_worker(std::shared_ptr<Starting> start) {
   const SandboxPtr& sb = start->sb;
-  if (sb->language.empty()) return start_over(start, "");
+  if (sb->language.empty()) return load_contexts(start, 0);
   sb->channel->call(proto::encode_op(proto::PrepareOp{{sb->language}, base_environment()}), {},
                     [this, start](const proto::Event& e) {
-                      if (e.kind == proto::EventKind::kResult && e.ok) return start_over(start, ""), true;
+                      if (e.kind == proto::EventKind::kResult && e.ok) return load_contexts(start, 0), true;
                       start_over(start, fmt::format("{} worker: {}", start->sb->language, e.message));
                       return true;
                     });
+}
+
+void SandboxManager::load_contexts(std::shared_ptr<Starting> start, size_t i) {
+  const SandboxPtr& sb = start->sb;
+  const auto& languages = builtin_templates().at(sb->template_name).warm_contexts;
+  if (i == languages.size()) return start_over(start, "");
+  proto::ContextStartOp op;
+  op.context = "default-" + languages[i];
+  op.language = languages[i];
+  op.env = base_environment();
+  op.pids_limit = sb->limits.pids;
+  sb->channel->call(proto::encode_op(op), {}, [this, start, i, op](const proto::Event& e) {
+    if (e.kind == proto::EventKind::kLost) return start_over(start, e.message), true;
+    if (e.kind == proto::EventKind::kResult && e.ok) {
+      start->sb->contexts[op.context] = {op.language, ""};
+    } else {
+      log::warn("warm context not started", {{"sandbox", start->sb->id}, {"language", op.language},
+                                              {"error", e.message}});
+    }
+    load_contexts(start, i + 1);
+    return true;
+  });
 }
 
 void SandboxManager::start_over(std::shared_ptr<Starting> start, std::string err) {

@@ -142,6 +142,7 @@ class SandboxManager {
   void on_started(std::shared_ptr<Starting> start, Result<RunnerLink> link);
   void warm_up(std::shared_ptr<Starting> start);
   void load_worker(std::shared_ptr<Starting> start);
+  void load_contexts(std::shared_ptr<Starting> start, size_t i);
   void start_over(std::shared_ptr<Starting> start, std::string err);  // err "": ready
   void count_start_end(const Starting& start, bool ok);
   // What a create asks of the sandbox it gets, kept until the claim is over.

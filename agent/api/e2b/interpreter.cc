@@ -72,7 +72,15 @@ void AgentApi::e2b_interpreter(Call& c, std::shared_ptr<Sandbox> sb) {
     }
     json request = {{"code", *code}, {"timeout_ms", limits::kInterpreterRunTimeoutMs},
                     {"max_output_bytes", limits::kMaxOutputCap}};
-    if (auto env = body->find("env_vars"); env != body->end() && !env->is_null()) request["env"] = *env;
+    // The sandbox's environment (E2B's HOME=/home/user…) for every cell, as the contexts of
+    // a warm sandbox started before it had one; the run's env_vars over it.
+    json env = sb->env;
+    if (auto vars = body->find("env_vars"); vars != body->end() && vars->is_object()) {
+      for (const auto& [k, v] : vars->items()) env[k] = v;
+    } else if (vars != body->end() && !vars->is_null()) {
+      return e2b::fail(res, make_error(Code::kInvalidArgument, "env_vars must be an object of strings"));
+    }
+    request["env"] = std::move(env);
     if (context_id.empty()) {
       context_id = "default-" + language;
     } else if (!sb->contexts.count(context_id)) {
@@ -107,9 +115,15 @@ void AgentApi::e2b_interpreter(Call& c, std::shared_ptr<Sandbox> sb) {
       run();
     });
   }
+  // E2B's contexts start in the user's home, which is the workspace.
+  auto shown = [](const std::string& id, const ContextInfo& info) {
+    json j = info.to_json(id);
+    if (info.cwd.empty()) j["cwd"] = "/home/user";
+    return j;
+  };
   if (c.path == "/contexts" && m == bhttp::verb::get) {
     json list = json::array();
-    for (const auto& [id, info] : sb->contexts) list.push_back(info.to_json(id));
+    for (const auto& [id, info] : sb->contexts) list.push_back(shown(id, info));
     return res->send_json(200, list);
   }
   if (c.path == "/contexts" && m == bhttp::verb::post) {
@@ -118,9 +132,9 @@ void AgentApi::e2b_interpreter(Call& c, std::shared_ptr<Sandbox> sb) {
     auto req = parse_context_request(*body);
     if (!req) return e2b::fail(res, req.error());
     ContextInfo info{req->language, req->cwd};
-    return start_context(mgr_, sb, std::move(*req), [res, info](Result<std::string> id) {
+    return start_context(mgr_, sb, std::move(*req), [res, info, shown](Result<std::string> id) {
       if (!id) return e2b::fail(res, id.error());
-      res->send_json(200, info.to_json(*id));
+      res->send_json(200, shown(*id, info));
     });
   }
   if (c.path.starts_with("/contexts/")) {
