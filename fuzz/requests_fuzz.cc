@@ -1,6 +1,7 @@
 // An HTTP request as the agent's server parses it (the same header and body limits), then
 // the path and body as the API reads them: sandbox ids, file paths and query strings, and
-// the JSON bodies of create, exec and code requests. Every input must end in a value or an
+// the JSON bodies of create, exec, code and context requests, and E2B's bodies (create,
+// Connect envelopes, base64, multipart uploads). Every input must end in a value or an
 // error, never a crash, a hang or an exception.
 #include <boost/asio/buffer.hpp>
 #include <boost/beast/http.hpp>
@@ -9,7 +10,11 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "agent/api/e2b/e2b.h"
+#include "agent/api/e2b/multipart.h"
 #include "agent/sandbox/sandbox_ops.h"
+#include "common/base64.h"
+#include "common/connect.h"
 #include "agent/runtime/sandbox_spec.h"
 #include "common/http_server.h"
 
@@ -49,5 +54,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   (void)swissbox::parse_create_request(body, swissbox::LimitBounds{}, &metadata);
   (void)swissbox::parse_exec_request(body);
   (void)swissbox::parse_code_request(body);
+  (void)swissbox::parse_context_request(body);
+  // E2B's: a create, a Connect envelope, bytes in base64, a multipart upload.
+  json e2b_metadata;
+  (void)swissbox::e2b::parse_create(body, &e2b_metadata);
+  (void)swissbox::connect::request_message(req.body(), 1 << 20);
+  (void)swissbox::base64_decode(req.body());
+  auto content_type = req.find(bhttp::field::content_type);
+  if (content_type != req.end()) {
+    if (auto boundary = swissbox::e2b::multipart_boundary(content_type->value())) {
+      (void)swissbox::e2b::parse_multipart(req.body(), *boundary);
+    }
+  }
   return 0;
 }
