@@ -160,7 +160,7 @@ class Loop {
 // The target's API; one connection per instance (one per client thread).
 class Api {
  public:
-  explicit Api(const Options& o) : client_(o.target) {
+  explicit Api(const Options& o) : client_(o.target), token_(o.token) {
     if (!o.token.empty()) headers_.push_back({"Authorization", "Bearer " + o.token});
   }
   // The answer's JSON when the status is `want`, null otherwise.
@@ -168,6 +168,13 @@ class Api {
     auto r = client_.request(method, path, body.is_null() ? "" : body.dump(), headers_);
     if (!r || r->status != want) return nullptr;
     return r->body.empty() ? json::object() : json::parse(r->body, nullptr, false);
+  }
+  // A call as E2B's SDKs make it: the API key (the bench's token, or any key for an agent
+  // without tokens) and the extra headers (a sandbox's id, port and access token).
+  swissbox::Result<swissbox::http::ClientResponse> e2b(std::string_view method, const std::string& path,
+                                                       const json& body, std::vector<std::pair<std::string, std::string>> extra) {
+    extra.push_back({"X-API-KEY", token_.empty() ? "e2b_" + std::string(40, '0') : token_});
+    return client_.request(method, path, body.dump(), extra);
   }
   std::string text(const std::string& path) {
     auto r = client_.request("GET", path, "", headers_);
@@ -182,6 +189,7 @@ class Api {
  private:
   std::optional<bool> is_agent_;
   swissbox::http::Client client_;
+  std::string token_;
   std::vector<std::pair<std::string, std::string>> headers_;
 };
 
@@ -470,6 +478,42 @@ Stats bench_oneshot(const Options& o, const std::string& lang) {
   return s;
 }
 
+// E2B's path as its SDKs take it, on the code-interpreter template: create (POST
+// /v2/sandboxes) and the first run_code (/execute x = 1, in the warm default context) as one
+// figure, then run_code of x + 1 in that live context, ten per sandbox.
+std::pair<Stats, Stats> bench_context(const Options& o) {
+  Api api(o);
+  Stats first, run;
+  auto execute = [&](const std::string& id, const std::string& token, const std::string& code,
+                     const std::string& want) {
+    auto r = api.e2b("POST", "/execute", {{"code", code}},
+                     {{"E2b-Sandbox-Id", id}, {"E2b-Sandbox-Port", "49999"}, {"X-Access-Token", token},
+                      {"Content-Type", "application/json"}});
+    return r && r->status == 200 && r->body.find("end_of_execution") != std::string::npos &&
+           r->body.find(want) != std::string::npos;
+  };
+  Loop loop(o, "context");
+  while (loop.next()) {
+    wait_for_warm(api, "code-interpreter");
+    auto t0 = Clock::now();
+    auto created = api.e2b("POST", "/v2/sandboxes", {{"templateID", "code-interpreter-v1"}},
+                           {{"Content-Type", "application/json"}});
+    json sb = created && created->status == 201 ? json::parse(created->body, nullptr, false) : json();
+    if (!sb.is_object()) {
+      first.errors++;
+      continue;
+    }
+    std::string id = sb.value("sandboxID", ""), token = sb.value("envdAccessToken", "");
+    execute(id, token, "x = 1", "") ? first.ms.push_back(since_ms(t0)) : void(first.errors++);
+    for (int i = 0; i < 10; ++i) {
+      auto t = Clock::now();
+      execute(id, token, "x + 1", R"("text":"2")") ? run.ms.push_back(since_ms(t)) : void(run.errors++);
+    }
+    (void)api.e2b("DELETE", "/sandboxes/" + id, nullptr, {});
+  }
+  return {first, run};
+}
+
 // Each client runs execs on a sandbox of its own, all at once; throughput over the wall time
 // of the whole level.
 std::vector<swissbox::bench::ConcurrencyPoint> bench_concurrency(const Options& o) {
@@ -706,7 +750,7 @@ constexpr const char* kUsage =
     "                      [--live N1,N2,… (scale)] [--idle S (scale)]\n"
     "                      [--platform ptrace|systrap] [--runsc PATH]\n"
     "                      [--json FILE] [--svg FILE] [--markdown FILE]\n"
-    "scenarios: cold runsc-exec warm exec oneshot concurrency refill memory sustained scale,\n"
+    "scenarios: cold runsc-exec warm exec oneshot context concurrency refill memory sustained scale,\n"
     "           or all (all but scale, which holds hundreds of sandboxes)\n";
 
 Options parse(int argc, char** argv) {
@@ -790,6 +834,9 @@ int main(int argc, char** argv) {
       report.concurrency = bench_concurrency(o);
     } else if (sc == "refill") {
       bench_refills(o, report);
+    } else if (sc == "context") {
+      std::tie(report.latency["sdk-create-first-run"], report.latency["context-python"]) = bench_context(o);
+      report.baseline_of["context-python"] = "oneshot-python";
     } else if (sc == "memory") {
       report.memory = bench_memory(o);
     } else if (sc == "scale") {
