@@ -6,14 +6,25 @@ namespace swissbox::init {
 
 namespace {
 
-// Runs cells in one __main__ namespace (see kernels.h). Kept small at start-up: what a cell
-// needs beyond json and signal (ast, traceback, asyncio, base64) is imported on first use,
-// so an idle context costs little more than the interpreter.
+// Runs cells in one __main__ namespace (see kernels.h). Kept small at rest: what it needs
+// then is built into the interpreter; traceback, asyncio, base64 and json come on first use.
 constexpr const char* kPythonKernel = R"py(import os, sys
 def _swissbox_kernel():
-    import json, signal, types, builtins, linecache
+    # What it needs at rest is built in (no re, enum, json or ast modules loaded): an idle
+    # context costs little more than the interpreter. The rest comes on first use.
+    import _signal, _ast, builtins
+    from _json import encode_basestring_ascii as quote
+    def encode(v):
+        if isinstance(v, str):
+            return quote(v)
+        if v is True or v is False or v is None:
+            return 'true' if v is True else 'false' if v is False else 'null'
+        if isinstance(v, dict) and all(isinstance(k, str) for k in v):
+            return '{' + ','.join(quote(k) + ':' + encode(x) for k, x in v.items()) + '}'
+        import json
+        return json.dumps(v)
     def send(msg):
-        data = json.dumps(msg).encode() + b'\n'
+        data = encode(msg).encode() + b'\n'
         while data:
             data = data[os.write(3, data):]
     pending = bytearray()
@@ -71,6 +82,7 @@ def _swissbox_kernel():
                     import base64
                     v = base64.b64encode(v).decode()
                 if key == 'json':
+                    import json
                     json.dumps(v)
                     data[key] = v
                 elif isinstance(v, str):
@@ -110,27 +122,27 @@ def _swissbox_kernel():
     # Output streams line by line as the cell prints it (a print is one write, not two).
     for f in (sys.stdout, sys.stderr):
         f.reconfigure(line_buffering=True)
-    main = types.ModuleType('__main__')
+    main = type(sys)('__main__')
     main.__builtins__ = builtins
     main.display = display
     sys.modules['__main__'] = main
     ns = main.__dict__
     del sys.argv[:]
     sys.argv.append('')
+    sources = {}
     loop = None
+    flags = _ast.PyCF_ONLY_AST | getattr(_ast, 'PyCF_ALLOW_TOP_LEVEL_AWAIT', 0x2000)
     def run(code, name):
         nonlocal loop
-        import ast
-        linecache.cache[name] = (len(code), None, code.splitlines(True), name)
-        tree = ast.parse(code, name)
+        sources[name] = code
+        tree = compile(code, name, 'exec', flags)
         last = None
-        if tree.body and isinstance(tree.body[-1], ast.Expr):
-            last = ast.Expression(tree.body.pop().value)
-        flags = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+        if tree.body and isinstance(tree.body[-1], _ast.Expr):
+            last = _ast.Expression(tree.body.pop().value)
         for part, mode in ((tree, 'exec'), (last, 'eval')):
             if part is None:
                 continue
-            compiled = compile(part, name, mode, flags=flags)
+            compiled = compile(part, name, mode, flags & ~_ast.PyCF_ONLY_AST)
             value = eval(compiled, ns)
             if compiled.co_flags & 0x80:  # CO_COROUTINE: the cell awaited at its top level
                 if loop is None:
@@ -141,7 +153,9 @@ def _swissbox_kernel():
                 ns['_'] = value
                 send({'t': 'display', 'data': shown(value, True)})
     def report(e):
-        import traceback
+        import linecache, traceback  # the cells' sources for the traceback's lines
+        for name, code in sources.items():
+            linecache.cache[name] = (len(code), None, code.splitlines(True), name)
         tb = e.__traceback__
         while tb is not None and tb.tb_frame.f_code.co_filename == '<string>':
             tb = tb.tb_next  # the kernel's own frames
@@ -154,20 +168,21 @@ def _swissbox_kernel():
     os.write(3, b'{"t":"ready"}\n')
     cells = 0
     while True:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        header = json.loads(read_until())
-        code = read_until(header['bytes']).decode('utf-8', 'replace')
-        env = header.get('env') or {}
+        _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
+        # "<code bytes> <env bytes>\n", the env as K=V entries each ended by NUL, the code.
+        code_bytes, env_bytes = map(int, read_until().split())
+        env = dict(e.split('=', 1) for e in read_until(env_bytes).decode('utf-8', 'replace').split('\0') if e)
+        code = read_until(code_bytes).decode('utf-8', 'replace')
         saved = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
         cells += 1
         raised = None
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        _signal.signal(_signal.SIGINT, _signal.default_int_handler)
         try:
             run(code, '<cell %d>' % cells)
         except BaseException as e:
             raised = e
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
         if raised is not None:
             report(raised)
             raised = None
@@ -374,6 +389,11 @@ std::string kernel_cell(KernelLanguage lang, const std::string& code,
     std::string prefix;
     for (const auto& [k, v] : env) prefix += "export " + k + "=" + shell_quote(v) + "\n";
     return std::to_string(prefix.size() + code.size()) + "\n" + prefix + code;
+  }
+  if (lang == KernelLanguage::kPython) {
+    std::string block;
+    for (const auto& [k, v] : env) block += k + "=" + v + '\0';
+    return std::to_string(code.size()) + " " + std::to_string(block.size()) + "\n" + block + code;
   }
   nlohmann::json h = {{"bytes", code.size()}, {"env", env}};
   return h.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n" + code;

@@ -19,9 +19,10 @@
 //   {"t":"display","data":{is_main_result, text, html, png, …}}   a value shown
 //   {"t":"error","name","value","traceback"}          the cell raised
 //   {"t":"done"} or, from bash, {"t":"done","exit":N}  the cell is over (its output written)
-// The runner writes a cell as one header line and the code's bytes: python and node read
-// {"bytes":N,"env":{…}}\n (env set for that cell only), bash reads N\n (the runner puts the
-// env in front of the code as exports).
+// The runner writes a cell as a header line and the code's bytes: node reads
+// {"bytes":N,"env":{…}}\n, python "N E\n" and E bytes of K=V entries each ended by NUL (it
+// parses no JSON: an idle context loads no json module), both set the env for that cell
+// only; bash reads N\n (the runner puts the env in front of the code as exports).
 #pragma once
 
 #include <map>
