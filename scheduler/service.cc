@@ -260,52 +260,35 @@ void Scheduler::e2b_list(http::Request&& req, std::shared_ptr<http::Responder> r
   struct Merge {
     std::vector<json> all;
     bool more = false;
-    size_t waiting = 0;
-    std::vector<std::string> unreachable;
   };
   auto m = std::make_shared<Merge>();
   std::string_view target = req.target();
   auto q = target.find('?');
-  auto query = q == std::string_view::npos ? std::vector<std::pair<std::string, std::string>>{}
-                                           : http::parse_query(target.substr(q + 1));
   size_t limit = 100;
-  for (const auto& [k, v] : query) {
-    if (k == "limit") limit = std::clamp<size_t>(std::strtoul(v.c_str(), nullptr, 10), 1, 100);
-  }
-  std::vector<std::string> addresses;
-  for (const auto& n : registry_.nodes()) {
-    if (fresh(n, opts_.policy, Clock::now())) addresses.push_back(n.address);
-  }
-  m->waiting = addresses.size();
-  auto answer = [m, res, limit] {
-    std::sort(m->all.begin(), m->all.end(), [](const json& a, const json& b) {
-      return a.value("sandboxID", "") < b.value("sandboxID", "");
-    });
-    http::Headers headers;
-    if (m->all.size() > limit || m->more) {
-      m->all.resize(std::min(m->all.size(), limit));
-      if (!m->all.empty()) headers.push_back({"X-Next-Token", m->all.back().value("sandboxID", "")});
+  if (q != std::string_view::npos) {
+    for (const auto& [k, v] : http::parse_query(target.substr(q + 1))) {
+      if (k == "limit") limit = std::clamp<size_t>(std::strtoul(v.c_str(), nullptr, 10), 1, 100);
     }
-    res->send_json(200, json(m->all), headers);
-  };
-  if (addresses.empty()) return answer();
-  auto headers = forwarded_headers(req);
-  for (const auto& address : addresses) {
-    UpstreamRequest up;
-    up.address = address;
-    up.method = "GET";
-    up.target = std::string(req.target());
-    up.headers = headers;
-    up.timeout = std::chrono::seconds(5);
-    fetch(ioc_, std::move(up), 64 << 20, [m, answer](Result<http::ClientResponse> r) {
-      json page = r && r->status == 200 ? json::parse(r->body, nullptr, false) : json();
-      if (page.is_array()) {
+  }
+  ask_every_node(
+      req,
+      [m](const std::string&, const Result<http::ClientResponse>& r) {
+        json page = r && r->status == 200 ? json::parse(r->body, nullptr, false) : json();
+        if (!page.is_array()) return;
         for (auto& sb : page) m->all.push_back(std::move(sb));
         if (!r->header("X-Next-Token").empty()) m->more = true;
-      }
-      if (--m->waiting == 0) answer();
-    });
-  }
+      },
+      [m, res, limit] {
+        std::sort(m->all.begin(), m->all.end(), [](const json& a, const json& b) {
+          return a.value("sandboxID", "") < b.value("sandboxID", "");
+        });
+        http::Headers headers;
+        if (m->all.size() > limit || m->more) {
+          m->all.resize(std::min(m->all.size(), limit));
+          if (!m->all.empty()) headers.push_back({"X-Next-Token", m->all.back().value("sandboxID", "")});
+        }
+        res->send_json(200, json(m->all), headers);
+      });
 }
 
 std::shared_ptr<Scheduler::Forward> Scheduler::forward_of(http::Request&& req,
@@ -491,20 +474,14 @@ void Scheduler::relay(std::shared_ptr<Forward> f, const std::string& address,
   });
 }
 
-void Scheduler::list_all(http::Request&& req, std::shared_ptr<http::Responder> res) {
-  struct Merge {
-    json all = json::array(), unreachable = json::array();
-    size_t waiting = 0;
-  };
-  auto m = std::make_shared<Merge>();
-  auto headers = forwarded_headers(req);
-  auto now = Clock::now();
+void Scheduler::ask_every_node(const http::Request& req, NodeAnswer each, std::function<void()> done) {
   std::vector<std::pair<std::string, std::string>> targets;  // name, address
   for (const auto& n : registry_.nodes()) {
-    if (fresh(n, opts_.policy, now)) targets.emplace_back(n.name, n.address);
+    if (fresh(n, opts_.policy, Clock::now())) targets.emplace_back(n.name, n.address);
   }
-  m->waiting = targets.size();
-  if (targets.empty()) return res->send_json(200, {{"sandboxes", m->all}, {"unreachable_nodes", m->unreachable}});
+  if (targets.empty()) return done();
+  auto waiting = std::make_shared<size_t>(targets.size());
+  auto headers = forwarded_headers(req);
   for (const auto& [name, address] : targets) {
     UpstreamRequest up;
     up.address = address;
@@ -512,17 +489,30 @@ void Scheduler::list_all(http::Request&& req, std::shared_ptr<http::Responder> r
     up.target = std::string(req.target());
     up.headers = headers;
     up.timeout = std::chrono::seconds(5);
-    fetch(ioc_, std::move(up), 64 << 20, [m, res, name = name](Result<http::ClientResponse> r) {
-      json j = r && r->status == 200 ? json::parse(r->body, nullptr, false) : json();
-      if (j.is_object() && j["sandboxes"].is_array()) {
-        for (auto& sb : j["sandboxes"]) m->all.push_back(std::move(sb));
-      } else {
-        m->unreachable.push_back(name);
-      }
-      if (--m->waiting == 0)
-        res->send_json(200, {{"sandboxes", m->all}, {"unreachable_nodes", m->unreachable}});
-    });
+    fetch(ioc_, std::move(up), 64 << 20,
+          [waiting, each, done, name = name](Result<http::ClientResponse> r) {
+            each(name, r);
+            if (--*waiting == 0) done();
+          });
   }
+}
+
+void Scheduler::list_all(http::Request&& req, std::shared_ptr<http::Responder> res) {
+  struct Merge {
+    json all = json::array(), unreachable = json::array();
+  };
+  auto m = std::make_shared<Merge>();
+  ask_every_node(
+      req,
+      [m](const std::string& name, const Result<http::ClientResponse>& r) {
+        json j = r && r->status == 200 ? json::parse(r->body, nullptr, false) : json();
+        if (j.is_object() && j["sandboxes"].is_array()) {
+          for (auto& sb : j["sandboxes"]) m->all.push_back(std::move(sb));
+        } else {
+          m->unreachable.push_back(name);
+        }
+      },
+      [m, res] { res->send_json(200, {{"sandboxes", m->all}, {"unreachable_nodes", m->unreachable}}); });
 }
 
 void Scheduler::nodes(std::shared_ptr<http::Responder> res) const {

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "common/auth.h"
+#include "common/http_client.h"
 #include "common/http_server.h"
 #include "common/metrics.h"
 #include "scheduler/deadlines.h"
@@ -69,6 +70,10 @@ class Scheduler {
   void e2b_list(http::Request&& req, std::shared_ptr<http::Responder> res);
   void fail(const Forward& f, const Error& e);
   void list_all(http::Request&& req, std::shared_ptr<http::Responder> res);
+  // GETs the request's target from every node that reports, each answer (or failure) to
+  // `each` by node name, then `done` once all have answered.
+  using NodeAnswer = std::function<void(const std::string& node, const Result<http::ClientResponse>&)>;
+  void ask_every_node(const http::Request& req, NodeAnswer each, std::function<void()> done);
   void nodes(std::shared_ptr<http::Responder> res) const;
   // Sends the call to the agent at `address` and relays its answer to the client. With
   // on_refused set, a refusal (429/409/503) or no answer calls it instead, with the reason.

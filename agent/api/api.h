@@ -44,6 +44,11 @@ class AgentApi {
   void sandbox_route(Call& c, const std::string& id, const std::string& rest);
   void create_sandbox(Call& c);
   void exec(Call& c, std::shared_ptr<Sandbox> sb, bool code);
+  // Runs the request with its events streamed as they come (SSE, E2B's NDJSON), counted
+  // by `count`; `after` runs once the stream has ended (a one-shot's cleanup).
+  void stream_run(std::shared_ptr<Sandbox> sb, struct ExecRequest req, std::shared_ptr<class RunStream> stream,
+                  std::function<void(const Result<struct ExecOutcome>&)> count,
+                  std::function<void()> after = {});
   void watch_client(const std::shared_ptr<http::Responder>& res,
                     const std::shared_ptr<struct ExecHandle>& handle);
   void files(Call& c, std::shared_ptr<Sandbox> sb, bool list);

@@ -32,6 +32,7 @@ class RunStream : public std::enable_shared_from_this<RunStream> {
 
   // Set once the run was handed to the runner (the flow control pauses it).
   void set_handle(const std::shared_ptr<ExecHandle>& handle) { handle_ = handle; }
+  const std::shared_ptr<http::Responder>& responder() const { return res_; }
 
   OutputFn output() {
     return [self = shared_from_this()](bool is_err, std::string_view data) {

@@ -29,6 +29,19 @@ void AgentApi::watch_client(const std::shared_ptr<http::Responder>& res,
       [this, handle] { boost::asio::post(mgr_.io(), [handle] { handle->cancel(); }); });
 }
 
+void AgentApi::stream_run(std::shared_ptr<Sandbox> sb, ExecRequest req, std::shared_ptr<RunStream> stream,
+                          std::function<void(const Result<ExecOutcome>&)> count,
+                          std::function<void()> after) {
+  auto handle = run_exec(mgr_, sb, std::move(req), stream->output(),
+                         [done = stream->done(std::move(after)), count](Result<ExecOutcome> r) {
+                           count(r);
+                           done(std::move(r));
+                         },
+                         stream->values());
+  stream->set_handle(handle);
+  watch_client(stream->responder(), handle);
+}
+
 void AgentApi::exec(Call& c, std::shared_ptr<Sandbox> sb, bool code) {
   auto body = c.body_json(opts_.max_json_body);
   if (!body) return c.fail(body.error());
@@ -48,18 +61,7 @@ void AgentApi::exec(Call& c, std::shared_ptr<Sandbox> sb, bool code) {
   req->keep_worker = true;  // a session: its next run in this language finds a worker loaded
   auto res = c.res;
   auto count = run_recorder(code ? "code" : "exec", sb->template_name, sb->tenant, *req);
-  if (c.wants_sse()) {
-    auto stream = sse_stream(res);
-    auto handle = run_exec(mgr_, sb, std::move(*req), stream->output(),
-                           [done = stream->done(), count](Result<ExecOutcome> r) {
-                             count(r);
-                             done(std::move(r));
-                           },
-                           stream->values());
-    stream->set_handle(handle);
-    watch_client(res, handle);
-    return;
-  }
+  if (c.wants_sse()) return stream_run(sb, std::move(*req), sse_stream(res), count);
   auto handle = run_exec(mgr_, sb, std::move(*req), nullptr, [res, count](Result<ExecOutcome> r) {
     count(r);
     if (!r) return res->send_error(r.error());
@@ -101,18 +103,7 @@ void AgentApi::execute_oneshot(Call& c) {
                 // The client may have deleted it meanwhile: nothing left to do then.
                 auto cleanup = [this, id = box->id] { (void)mgr_.remove(id, "one-shot finished"); };
                 auto run = [this, res, sse, box, cleanup, count, req = std::move(req)]() mutable {
-                  if (sse) {
-                    auto stream = sse_stream(res);
-                    auto handle = run_exec(mgr_, box, std::move(req), stream->output(),
-                                           [count, done = stream->done(cleanup)](
-                                               Result<ExecOutcome> r) {
-                                             count(r);
-                                             done(std::move(r));
-                                           });
-                    stream->set_handle(handle);
-                    watch_client(res, handle);
-                    return;
-                  }
+                  if (sse) return stream_run(box, std::move(req), sse_stream(res), count, cleanup);
                   auto handle = run_exec(mgr_, box, std::move(req), nullptr,
                                          [res, cleanup, count](Result<ExecOutcome> r) {
                                            count(r);

@@ -95,15 +95,7 @@ void AgentApi::e2b_interpreter(Call& c, std::shared_ptr<Sandbox> sb) {
       res->start_stream(200, "application/json");
       res->write_chunk(dump({{"type", "number_of_executions"}, {"execution_count", ++info.runs}}) + "\n");
       auto count = run_recorder("code", sb->template_name, sb->tenant, req);
-      auto stream = std::make_shared<RunStream>(res, &execute_line);
-      auto handle = run_exec(mgr_, sb, std::move(req), stream->output(),
-                             [done = stream->done(), count](Result<ExecOutcome> r) {
-                               count(r);
-                               done(std::move(r));
-                             },
-                             stream->values());
-      stream->set_handle(handle);
-      watch_client(res, handle);
+      stream_run(sb, std::move(req), std::make_shared<RunStream>(res, &execute_line), count);
     };
     if (sb->contexts.count(context_id)) return run();
     ContextRequest start;
