@@ -350,6 +350,7 @@ json encode_op(const ExecOp& op) {
             {"pids_limit", op.pids_limit},
             {"stdin_eof", op.stdin_eof}};
   if (!op.cwd.empty()) h["cwd"] = op.cwd;
+  if (op.pty_cols > 0) h["pty"] = {{"cols", op.pty_cols}, {"rows", op.pty_rows}};
   if (op.language.empty()) {
     h["argv"] = op.argv;
   } else {
@@ -437,6 +438,12 @@ std::optional<ExecOp> decode_exec(const json& h, std::string* error) {
   f.integer("memory_limit", &op.memory_limit, false, 0, INT64_MAX);
   f.integer("pids_limit", &op.pids_limit, false, 0, INT64_MAX);
   f.boolean("stdin_eof", &op.stdin_eof);
+  if (const json* pty = f.find("pty", false)) {
+    Fields p(*pty, "bad 'exec' request: pty");
+    p.integer("cols", &op.pty_cols, true, 1, 4096);
+    p.integer("rows", &op.pty_rows, true, 1, 4096);
+    if (!pty->is_object() || !p.error().empty()) f.wrong("pty", "is not {cols, rows} in 1-4096");
+  }
   if (!f.error().empty()) return *error = f.error(), std::nullopt;
   return op;
 }

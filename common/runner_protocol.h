@@ -10,6 +10,7 @@
 //   prepare (PrepareOp)           → result once the languages' idle workers have loaded
 //   stdin {eof} payload          (no answer; feeds a running exec)
 //   signal {signal}              (no answer; signals the exec's process group)
+//   resize {cols, rows}          (no answer; a PTY exec's terminal size)
 //   pause, resume                (no answer; stop/start reading the exec's output, so that
 //                                  a command whose client reads slowly blocks on its writes)
 //   read_file {path, max_bytes}  → data (payload) … → result {size} | result {error}
@@ -164,6 +165,9 @@ struct ExecOp {
   int64_t memory_limit = 0;    // bytes, for the runner's memory guard; 0: none
   int64_t pids_limit = 0;      // RLIMIT_NPROC of the command; 0: none
   bool stdin_eof = true;       // the payload is all of the input
+  // A terminal instead of pipes: the command gets a PTY of this size as its controlling
+  // terminal and stdin/stdout/stderr (its output comes as stdout); 0 cols: pipes.
+  uint16_t pty_cols = 0, pty_rows = 0;
 };
 
 // prepare: start an idle worker per language, with this environment.

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/resource.h>
@@ -15,6 +16,7 @@
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -77,6 +79,7 @@ struct Command {
   size_t sent[2] = {0, 0};
   bool truncated = false;
   bool background = false;
+  bool pty = false;  // out is a PTY's runner side (in a duplicate of it)
   bool timed_out = false;
   bool oom_killed = false;
   bool exited = false;
@@ -345,6 +348,7 @@ class Runner {
         if (contexts_.interrupt(id)) return;  // a cell is interrupted, whatever the signal
         return signal_command(id, h.value("signal", SIGTERM));
       }
+      if (op == "resize") return resize_command(id, h);
       if (op == "pause" || op == "resume") {
         if (contexts_.pause(id, op == "pause")) return;
         return pause_command(id, op == "pause");
@@ -416,9 +420,22 @@ class Runner {
     std::string cwd = working_directory(op);
     Command c = new_command(id, op);
     swissbox::init::Launched proc;
-    rlim_t nproc = static_cast<rlim_t>(op.pids_limit);
-    if (int err = spawner_.launch({op.argv, c.env, cwd, nproc}, &proc)) {
+    swissbox::init::LaunchRequest req{op.argv, c.env, cwd, static_cast<rlim_t>(op.pids_limit)};
+    unique_fd master, terminal;
+    if (op.pty_cols > 0) {
+      if (int err = open_pty(op.pty_cols, op.pty_rows, &master, &terminal)) {
+        return report_not_started(id, err, "a terminal");
+      }
+      req.tty = terminal.get();
+    }
+    if (int err = spawner_.launch(req, &proc)) {
       return report_not_started(id, err, access(cwd.c_str(), X_OK) != 0 ? "cwd " + cwd : argv0);
+    }
+    if (master) {
+      // The terminal's output is the command's stdout; its input the command's stdin.
+      proc.in.reset(fcntl(master.get(), F_DUPFD_CLOEXEC, 0));
+      proc.out = std::move(master);
+      c.pty = true;
     }
     add_command(std::move(c), proc, std::move(stdin_data));
     spawner_.prepare();  // while the command loads, not on the next one's path
@@ -614,6 +631,33 @@ class Runner {
   }
 
   static double tv_ms(const timeval& tv) { return tv.tv_sec * 1000.0 + tv.tv_usec / 1000.0; }
+
+  // A PTY of cols × rows: the runner's side and the terminal the command gets.
+  static int open_pty(uint16_t cols, uint16_t rows, unique_fd* master, unique_fd* terminal) {
+    master->reset(posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC));
+    if (!*master || grantpt(master->get()) != 0 || unlockpt(master->get()) != 0) return errno;
+    char name[64];
+    if (ptsname_r(master->get(), name, sizeof name) != 0) return errno;
+    terminal->reset(open(name, O_RDWR | O_NOCTTY | O_CLOEXEC));
+    if (!*terminal) return errno;
+    resize_pty(master->get(), cols, rows);
+    return 0;
+  }
+
+  static void resize_pty(int master, uint16_t cols, uint16_t rows) {
+    winsize ws{};
+    ws.ws_col = cols;
+    ws.ws_row = rows;
+    ioctl(master, TIOCSWINSZ, &ws);
+  }
+
+  void resize_command(uint64_t id, const json& h) {
+    auto it = commands_.find(id);
+    if (it == commands_.end() || !it->second.pty || !it->second.out) return;
+    auto cols = h.value("cols", 0), rows = h.value("rows", 0);
+    if (cols < 1 || cols > 4096 || rows < 1 || rows > 4096) return;
+    resize_pty(it->second.out.get(), static_cast<uint16_t>(cols), static_cast<uint16_t>(rows));
+  }
 
   void signal_command(uint64_t id, int sig) {
     auto it = commands_.find(id);

@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -192,11 +193,11 @@ int Spawner::launch(const LaunchRequest& req, Launched* out) {
   }
   setenv("PATH", path, 1);
   const char* file = program(req.argv[0]);
-  if (spare_ && req.fd3 < 0) {
+  if (spare_ && req.fd3 < 0 && req.tty < 0) {
     int err = launch_spare(file, argv.data(), envp.data(), req.cwd.c_str(), req.max_processes, out);
     if (err != ECHILD) return err;
   }
-  return launch_vfork(file, argv.data(), envp.data(), req.cwd.c_str(), req.max_processes, req.fd3,
+  return launch_vfork(file, argv.data(), envp.data(), req.cwd.c_str(), req.max_processes, req.fd3, req.tty,
                       out);
 }
 
@@ -249,15 +250,16 @@ int Spawner::launch_spare(const char* file, char* const* argv, char* const* envp
 }
 
 int Spawner::launch_vfork(const char* file, char* const* argv, char* const* envp, const char* cwd,
-                          rlim_t nproc, int fd3, Launched* out) {
+                          rlim_t nproc, int fd3, int tty, Launched* out) {
   unique_fd in[2], o[2], e[2];
-  if (!make_pipe(in) || !make_pipe(o) || !make_pipe(e)) return errno;
+  if (tty < 0 && (!make_pipe(in) || !make_pipe(o) || !make_pipe(e))) return errno;
   // posix_spawn cannot set a limit before the exec, and one set afterwards leaves the new
   // program a moment to raise it: the child sets it itself. Until it execs, the runner is
   // suspended and the child shares its memory: system calls only, errors through
   // child_err, and no signal handler may run in it.
   volatile int child_err = 0;
-  const int fds[3] = {in[0].get(), o[1].get(), e[1].get()};
+  const int fds[3] = {tty >= 0 ? tty : in[0].get(), tty >= 0 ? tty : o[1].get(),
+                      tty >= 0 ? tty : e[1].get()};
   const uid_t uid = uid_;
   const gid_t gid = gid_;
   sigset_t all, old;
@@ -278,7 +280,13 @@ int Spawner::launch_vfork(const char* file, char* const* argv, char* const* envp
     }
     for (int i = 0; i < 3; ++i) dup2(fds[i], i);  // without CLOEXEC
     if (fd3 >= 0) dup2(fd3, 3);
-    setpgid(0, 0);
+    if (tty >= 0) {
+      // Its own session (and group, pid = pgid as for every command) with the terminal.
+      setsid();
+      ioctl(0, TIOCSCTTY, 0);
+    } else {
+      setpgid(0, 0);
+    }
     signal(SIGPIPE, SIG_DFL);  // the runner ignores it; a command must not inherit that
     sigset_t none;
     sigemptyset(&none);

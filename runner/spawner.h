@@ -38,6 +38,9 @@ struct LaunchRequest {
   // Given to the command as its fd 3 (a language worker's program channel); such a launch
   // takes the vfork path, the spare's fds 3 and 4 being its own.
   int fd3 = -1;
+  // A PTY's terminal side: the command's stdin, stdout, stderr and controlling terminal (in
+  // a session of its own); Launched then has no pipes. Takes the vfork path.
+  int tty = -1;
 };
 
 struct Launched {
@@ -73,7 +76,7 @@ class Spawner {
   int launch_spare(const char* file, char* const* argv, char* const* envp, const char* cwd,
                    rlim_t nproc, Launched* out);
   int launch_vfork(const char* file, char* const* argv, char* const* envp, const char* cwd,
-                   rlim_t nproc, int fd3, Launched* out);
+                   rlim_t nproc, int fd3, int tty, Launched* out);
 
   std::string static_bash_;  // empty: the image has none
   uid_t uid_ = static_cast<uid_t>(-1);  // -1: the runner's own

@@ -316,6 +316,8 @@ std::pair<json, std::string> runner_request(const Sandbox& sb, ExecRequest& req)
   op.memory_limit = sb.limits.memory_mb << 20;
   op.pids_limit = sb.limits.pids;
   op.stdin_eof = first == req.stdin_data.size() && !req.keep_stdin_open;
+  op.pty_cols = req.pty_cols;
+  op.pty_rows = req.pty_rows;
   std::string payload = req.stdin_data.substr(0, first);
   req.stdin_data.erase(0, first);
   return {proto::encode_op(op), std::move(payload)};
@@ -419,6 +421,11 @@ void ExecHandle::send_stdin(std::string_view data, bool eof) {
     ch->notify({{"op", "stdin"}, {"id", id}, {"eof", eof && last}}, data.substr(off, n));
     off += n;
   } while (off < data.size());
+}
+
+void ExecHandle::resize(uint16_t cols, uint16_t rows) {
+  auto ch = channel.lock();
+  if (ch && id != 0 && !cancelled) ch->notify({{"op", "resize"}, {"id", id}, {"cols", cols}, {"rows", rows}});
 }
 
 void ExecHandle::cancel() {

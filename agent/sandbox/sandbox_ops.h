@@ -43,6 +43,8 @@ struct ExecRequest {
   std::string code;
   // Input stays open after stdin_data: more comes through ExecHandle::send_stdin.
   bool keep_stdin_open = false;
+  // A terminal of cols × rows instead of pipes (output comes as stdout); 0: pipes.
+  uint16_t pty_cols = 0, pty_rows = 0;
   // A stateful context's id: the code runs there as a cell (at most proto::kMaxPayload
   // bytes; env applies to this run only, stdin is not used).
   std::string context_id;
@@ -106,6 +108,7 @@ struct ExecHandle {
   // started with keep_stdin_open).
   void signal(int sig);
   void send_stdin(std::string_view data, bool eof);
+  void resize(uint16_t cols, uint16_t rows);
   // Set once the command has been sent to the runner.
   std::weak_ptr<RunnerChannel> channel;
   uint64_t id = 0;

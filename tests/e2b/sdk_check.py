@@ -3,9 +3,10 @@ E2B_SANDBOX_URL and E2B_API_KEY pointing at an agent or a scheduler (OTHER_TENAN
 key of another tenant). Prints one line per check; exits non-zero at the first failure."""
 import os
 import sys
+import threading
 import time
 
-from e2b import Sandbox as BaseSandbox, CommandExitException
+from e2b import CommandExitException, PtySize
 from e2b.exceptions import AuthenticationException, NotFoundException, SandboxException
 from e2b_code_interpreter import Sandbox
 
@@ -57,6 +58,19 @@ def main():
     h = sbx.commands.run("read line; echo got:$line", background=True, stdin=True)
     sbx.commands.send_stdin(h.pid, "abc\n")
     check("stdin", h.wait().stdout == "got:abc\n")
+
+    # A real terminal: bash -i on a PTY of the asked size, resized, ended by its input.
+    term = sbx.pty.create(PtySize(rows=24, cols=80), timeout=30)
+    sbx.pty.send_stdin(term.pid, b"tty; stty size\n")
+    screen = bytearray()
+    reader = threading.Thread(target=lambda: [screen.extend(p) for _, _, p in term if p], daemon=True)
+    reader.start()
+    time.sleep(1)
+    sbx.pty.resize(term.pid, PtySize(rows=40, cols=100))
+    sbx.pty.send_stdin(term.pid, b"stty size; exit\n")
+    reader.join(timeout=10)
+    text = bytes(screen).decode(errors="replace")
+    check("pty", "/dev/pts/" in text and "24 80" in text and "40 100" in text, text[-300:])
 
     sbx.files.write("/home/user/a.txt", "data")
     check("files write/read", sbx.files.read("/home/user/a.txt") == "data")

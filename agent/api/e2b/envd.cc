@@ -26,11 +26,13 @@ void rpc_fail(const std::shared_ptr<http::Responder>& res, const Error& e) {
   res->send_json(http_status(e.code), connect::error_json(e));
 }
 
-// One Process/Start event on the wire. kind as RunStream's (runs.cc).
-std::string process_event(std::string_view kind, const json& data) {
+// One Process/Start event on the wire. kind as RunStream's (runs.cc); a terminal's output
+// comes as stdout and goes out as pty data.
+std::string process_event(bool pty, std::string_view kind, const json& data) {
   if (kind == "stdout" || kind == "stderr") {
+    std::string_view stream = pty ? "pty" : kind;
     return connect::message(
-        {{"event", {{"data", {{kind, base64_encode(data.value("data", ""))}}}}}});
+        {{"event", {{"data", {{stream, base64_encode(data.value("data", ""))}}}}}});
   }
   if (kind == "exit") {
     int code = data.value("exit_code", -1);
@@ -128,7 +130,7 @@ void AgentApi::e2b_envd(Call& c, std::shared_ptr<Sandbox> sb) {
     return ok({{"processes", list}});
   }
   if (p == "/process.Process/SendSignal" || p == "/process.Process/SendInput" ||
-      p == "/process.Process/CloseStdin") {
+      p == "/process.Process/CloseStdin" || p == "/process.Process/Update") {
     auto* proc = envd_processes_->find(sb->id, msg.value("process", json()));
     if (!proc) return rpc_fail(res, make_error(Code::kNotFound, "process not found"));
     if (p == "/process.Process/SendSignal") {
@@ -142,13 +144,26 @@ void AgentApi::e2b_envd(Call& c, std::shared_ptr<Sandbox> sb) {
       }
       return ok(json::object());
     }
+    if (p == "/process.Process/Update") {
+      // A terminal's new size.
+      json size = msg.value("pty", json::object());
+      size = size.is_object() ? size.value("size", json::object()) : json();
+      auto cols = size.is_object() ? size.value("cols", 0) : 0, rows = size.is_object() ? size.value("rows", 0) : 0;
+      if (cols < 1 || cols > 4096 || rows < 1 || rows > 4096) {
+        return rpc_fail(res, make_error(Code::kInvalidArgument, "pty.size must be {cols, rows} in 1-4096"));
+      }
+      proc->handle->resize(static_cast<uint16_t>(cols), static_cast<uint16_t>(rows));
+      return ok(json::object());
+    }
     if (p == "/process.Process/CloseStdin") {
       proc->handle->send_stdin({}, true);
       return ok(json::object());
     }
+    // {stdin: base64} for a process, {pty: base64} for a terminal: its input either way.
     json input = msg.value("input", json::object());
-    auto data = base64_decode(input.is_object() ? str(input, "stdin") : "");
-    if (!data) return rpc_fail(res, make_error(Code::kInvalidArgument, "input.stdin is not base64"));
+    std::string text = input.is_object() ? str(input, "stdin") + str(input, "pty") : "";
+    auto data = base64_decode(text);
+    if (!data) return rpc_fail(res, make_error(Code::kInvalidArgument, "input is not base64"));
     proc->handle->send_stdin(*data, false);
     return ok(json::object());
   }
@@ -186,8 +201,8 @@ void AgentApi::e2b_envd(Call& c, std::shared_ptr<Sandbox> sb) {
     });
   }
   rpc_fail(res, make_error(Code::kNotFound, p + " is not served (swissbox's envd: Process Start, List, "
-                                            "SendSignal, SendInput, CloseStdin; Filesystem Stat, "
-                                            "ListDir, MakeDir, Move, Remove)"));
+                                            "SendSignal, SendInput, CloseStdin, Update; Filesystem "
+                                            "Stat, ListDir, MakeDir, Move, Remove)"));
 }
 
 void AgentApi::e2b_process_start(Call& c, std::shared_ptr<Sandbox> sb) {
@@ -203,10 +218,16 @@ void AgentApi::e2b_process_start(Call& c, std::shared_ptr<Sandbox> sb) {
   if (!process.is_object() || str(process, "cmd").empty()) {
     return refuse(make_error(Code::kInvalidArgument, "process.cmd is required"));
   }
-  if (msg->contains("pty") && !(*msg)["pty"].is_null()) {
-    return refuse(make_error(Code::kInvalidArgument, "a PTY is not served yet"));
-  }
   ExecRequest req;
+  if (auto pty = msg->find("pty"); pty != msg->end() && !pty->is_null()) {
+    auto size = pty->is_object() ? pty->value("size", json::object()) : json();
+    auto cols = size.is_object() ? size.value("cols", 0) : 0, rows = size.is_object() ? size.value("rows", 0) : 0;
+    if (cols < 1 || cols > 4096 || rows < 1 || rows > 4096) {
+      return refuse(make_error(Code::kInvalidArgument, "pty.size must be {cols, rows} in 1-4096"));
+    }
+    req.pty_cols = static_cast<uint16_t>(cols);
+    req.pty_rows = static_cast<uint16_t>(rows);
+  }
   req.argv.push_back(str(process, "cmd"));
   for (const auto& a : process.value("args", json::array())) {
     if (!a.is_string()) return refuse(make_error(Code::kInvalidArgument, "process.args must be strings"));
@@ -227,10 +248,12 @@ void AgentApi::e2b_process_start(Call& c, std::shared_ptr<Sandbox> sb) {
   req.timeout_ms = timeout > 0 ? std::min(timeout, kMaxExecTimeoutMs) : kMaxExecTimeoutMs;
   req.output_cap = limits::kMaxOutputCap;
   req.background = true;
-  req.keep_stdin_open = msg->value("stdin", false) == true;
+  // A terminal's input stays open for SendInput; a process's only when asked.
+  req.keep_stdin_open = req.pty_cols > 0 || msg->value("stdin", false) == true;
   int64_t pid = envd_processes_->next_pid++;
   res->write_chunk(connect::message({{"event", {{"start", {{"pid", pid}}}}}}));
-  auto stream = std::make_shared<RunStream>(res, &process_event);
+  auto stream = std::make_shared<RunStream>(
+      res, [pty = req.pty_cols > 0](std::string_view kind, const json& data) { return process_event(pty, kind, data); });
   auto processes = envd_processes_;
   auto count = run_recorder("exec", sb->template_name, sb->tenant, req);
   json config = {{"cmd", process["cmd"]},
