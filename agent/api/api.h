@@ -61,6 +61,9 @@ class AgentApi {
   void e2b_interpreter(Call& c, std::shared_ptr<Sandbox> sb);
   void e2b_envd(Call& c, std::shared_ptr<Sandbox> sb);
   void e2b_process_start(Call& c, std::shared_ptr<Sandbox> sb);
+  // A Process/Start or Connect stream: its start event sent, the rest to come.
+  std::shared_ptr<class RunStream> process_stream(const std::shared_ptr<http::Responder>& res,
+                                                  int64_t pid, bool pty);
   void e2b_upload(Call& c, std::shared_ptr<Sandbox> sb);
   void execute_oneshot(Call& c);
   void node_info(Call& c);

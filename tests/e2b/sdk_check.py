@@ -55,6 +55,14 @@ def main():
     h = sbx.commands.run("sleep 60", background=True)
     check("background listed", h.pid in [p.pid for p in sbx.commands.list()])
     check("background killed", sbx.commands.kill(h.pid))
+    h = sbx.commands.run("sleep 0.5; echo later; exit 4", background=True)
+    h.disconnect()
+    again_h = sbx.commands.connect(h.pid)
+    try:
+        again_h.wait()
+        check("connect to a running process", False, "no exit error")
+    except CommandExitException as e:
+        check("connect to a running process", e.exit_code == 4 and "later" in e.stdout, e)
     h = sbx.commands.run("read line; echo got:$line", background=True, stdin=True)
     sbx.commands.send_stdin(h.pid, "abc\n")
     check("stdin", h.wait().stdout == "got:abc\n")

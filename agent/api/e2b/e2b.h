@@ -49,7 +49,11 @@ std::string rfc3339(std::chrono::system_clock::time_point t);
 struct EnvdProcess {
   nlohmann::json config;  // ProcessConfig {cmd, args, envs, cwd}
   std::string tag;
+  bool pty = false;
   std::shared_ptr<struct ExecHandle> handle;
+  // Where its events go: the stream of the Start that made it, and those of later
+  // Process/Connect calls (from then on). Shared with the run's callbacks.
+  std::shared_ptr<std::vector<std::shared_ptr<class RunStream>>> streams;
 };
 struct Processes {
   std::map<std::string, std::map<int64_t, EnvdProcess>> by_sandbox;

@@ -109,6 +109,23 @@ void AgentApi::e2b_envd(Call& c, std::shared_ptr<Sandbox> sb) {
     return rpc_fail(res, make_error(Code::kNotFound, "no route for " + std::string(c.req.method_string()) + " " + p));
   }
   if (p == "/process.Process/Start") return e2b_process_start(c, sb);
+  if (p == "/process.Process/Connect") {
+    // A running process's events from now on, as its Start streams them.
+    auto msg = connect::request_message(c.req.body(), kMaxRpcMessage);
+    res->start_stream(200, "application/connect+json");
+    auto* proc = msg ? envd_processes_->find(sb->id, msg->value("process", json())) : nullptr;
+    if (!proc) {
+      Error e = msg ? make_error(Code::kNotFound, "process not found") : msg.error();
+      res->write_chunk(connect::end_stream(&e));
+      return res->end_stream();
+    }
+    int64_t pid = 0;
+    for (const auto& [p2, entry] : envd_processes_->by_sandbox[sb->id]) {
+      if (&entry == proc) pid = p2;
+    }
+    proc->streams->push_back(process_stream(res, pid, proc->pty));
+    return;
+  }
   // The unary calls: a JSON message in, a JSON message out.
   json msg = c.req.body().empty() ? json::object() : json::parse(c.req.body(), nullptr, false);
   if (!msg.is_object()) return rpc_fail(res, make_error(Code::kInvalidArgument, "the request is not a JSON object"));
@@ -251,27 +268,39 @@ void AgentApi::e2b_process_start(Call& c, std::shared_ptr<Sandbox> sb) {
   // A terminal's input stays open for SendInput; a process's only when asked.
   req.keep_stdin_open = req.pty_cols > 0 || msg->value("stdin", false) == true;
   int64_t pid = envd_processes_->next_pid++;
-  res->write_chunk(connect::message({{"event", {{"start", {{"pid", pid}}}}}}));
-  auto stream = std::make_shared<RunStream>(
-      res, [pty = req.pty_cols > 0](std::string_view kind, const json& data) { return process_event(pty, kind, data); });
+  bool pty = req.pty_cols > 0;
+  auto stream = process_stream(res, pid, pty);
+  auto streams = std::make_shared<std::vector<std::shared_ptr<RunStream>>>(1, stream);
   auto processes = envd_processes_;
   auto count = run_recorder("exec", sb->template_name, sb->tenant, req);
   json config = {{"cmd", process["cmd"]},
                  {"args", process.value("args", json::array())},
                  {"envs", process.value("envs", json::object())},
                  {"cwd", req.cwd}};
-  auto handle = run_exec(mgr_, sb, std::move(req), stream->output(),
-                         [done = stream->done(), count, processes, id = sb->id, pid](Result<ExecOutcome> r) {
+  // Every stream gets every event; only the first holds the command back when its client
+  // reads slowly (a later one that lags is cut off at the output cap).
+  auto output = [streams](bool is_err, std::string_view data) {
+    for (const auto& s : *streams) s->output()(is_err, data);
+  };
+  auto handle = run_exec(mgr_, sb, std::move(req), output,
+                         [streams, count, processes, id = sb->id, pid](Result<ExecOutcome> r) {
                            count(r);
                            auto& mine = processes->by_sandbox[id];
                            mine.erase(pid);
                            if (mine.empty()) processes->by_sandbox.erase(id);
-                           done(std::move(r));
+                           for (const auto& s : *streams) s->done()(r);
                          });
   stream->set_handle(handle);
-  envd_processes_->by_sandbox[sb->id][pid] = {std::move(config), str(*msg, "tag"), handle};
+  envd_processes_->by_sandbox[sb->id][pid] = {std::move(config), str(*msg, "tag"), pty, handle, streams};
   // A client that leaves a background command's stream does not end the command (the SDK
   // disconnects from it and may kill it by pid later).
+}
+
+std::shared_ptr<RunStream> AgentApi::process_stream(const std::shared_ptr<http::Responder>& res,
+                                                    int64_t pid, bool pty) {
+  res->write_chunk(connect::message({{"event", {{"start", {{"pid", pid}}}}}}));
+  return std::make_shared<RunStream>(
+      res, [pty](std::string_view kind, const json& data) { return process_event(pty, kind, data); });
 }
 
 void AgentApi::e2b_upload(Call& c, std::shared_ptr<Sandbox> sb) {
