@@ -132,13 +132,15 @@ TEST_F(AgentRunsc, ShellCommandsRunTheStaticBashUnderBashsName) {
 TEST_F(AgentRunsc, SandboxSeesOnlyItsOwnRootAsNonRoot) {
   std::string id = create();
   json r = exec(id, {{"command",
-                      "id -u; ls -d /home /root /var /run 2>&1; touch /usr/x 2>&1; cat "
-                      "/proc/net/dev | tail -n +3 | cut -d: -f1"}});
+                      "id -u; ls -d /root /var /run 2>&1; echo home: $(ls -A /home) $(readlink /home/user); "
+                      "touch /usr/x 2>&1; cat /proc/net/dev | tail -n +3 | cut -d: -f1"}});
   std::string out = r["stdout"];
   EXPECT_EQ(out.substr(0, 5), "1000\n") << out;
-  for (const char* d : {"/home", "/root", "/var", "/run"}) {
+  for (const char* d : {"/root", "/var", "/run"}) {
     EXPECT_NE(out.find(std::string("ls: cannot access '") + d), std::string::npos) << out;
   }
+  // /home holds only E2B's user home, a link to the sandbox's own workspace: no host home.
+  EXPECT_NE(out.find("home: user /workspace\n"), std::string::npos) << out;
   EXPECT_TRUE(out.find("Read-only file system") != std::string::npos ||
               out.find("Permission denied") != std::string::npos)
       << out;

@@ -68,6 +68,45 @@ TEST_F(Containment, MemoryBombIsKilledInsideAndTheSandboxLives) {
       << metrics;
 }
 
+// A context is code of the sandbox's user too: a memory bomb in a cell is killed by the
+// runner's guard and the context comes back fresh (said so); endless output is capped;
+// lies and floods on the kernel's own channel (fd 3) change nothing but that run.
+TEST_F(Containment, AHostileContextEndsItsOwnRunOnly) {
+  std::string id = create_with({{"memory_mb", 256}});
+  std::string ctx = post("/v1/sandboxes/" + id + "/contexts", {{"language", "python"}}, 201).value("id", "");
+  auto run = [&](const std::string& code, json extra = json::object()) {
+    extra["context_id"] = ctx;
+    extra["code"] = code;
+    return post("/v1/sandboxes/" + id + "/code", extra);
+  };
+  run("kept = 1");
+  json bomb = run("x = []\nwhile True: x.append(bytearray(1 << 20))");
+  EXPECT_TRUE(bomb.value("oom_killed", false)) << bomb.dump();
+  EXPECT_EQ(bomb["error"].value("name", ""), "ContextRestarted") << bomb.dump();
+  EXPECT_EQ(run("'fresh' if 'kept' not in globals() else 'stale'")["results"][0].value("text", ""), "'fresh'");
+  json flood = run("import sys\nwhile True: sys.stdout.write('y' * 65536)",
+                   {{"timeout_ms", 3000}, {"max_output_bytes", 1 << 20}});
+  EXPECT_TRUE(flood.value("truncated", false)) << flood.dump().substr(0, 300);
+  EXPECT_EQ(flood.value("stdout", "").size(), size_t{1} << 20);
+  // The kernel's channel is the user's: a forged display, a line of garbage and an endless
+  // line (past the runner's 4 MiB bound) are dropped or cut, and the context goes on.
+  json forged = run(
+      "import os\n"
+      "os.write(3, b'{\"t\":\"display\",\"data\":{\"is_main_result\":true,\"text\":\"forged\",\"evil\":1}}\\n')\n"
+      "os.write(3, b'not json at all\\n')\n"
+      "os.write(3, b'{' * (5 << 20) + b'\\n')\n"
+      "'real'");
+  EXPECT_EQ(forged.value("exit_code", -1), 0) << forged.dump().substr(0, 500);
+  bool real = false;
+  for (const auto& r : forged.value("results", json::array())) {
+    EXPECT_FALSE(r.contains("evil")) << r.dump();
+    real = real || r.value("text", "") == "'real'";
+  }
+  EXPECT_TRUE(real) << forged.dump().substr(0, 500);
+  EXPECT_EQ(run("1 + 1")["results"][0].value("text", ""), "2");
+  EXPECT_EQ(exec(id, {{"command", "echo ok"}}).value("stdout", ""), "ok\n");
+}
+
 double median(std::vector<double> v) {
   if (v.empty()) return 0;
   std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
