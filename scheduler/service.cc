@@ -100,10 +100,13 @@ http::ServerOptions Scheduler::server_options() const {
     if (e2b::kind_of(h) != e2b::Kind::kNone) return std::nullopt;
     return http::check_bearer(h, from_unix_socket, opts_.tokens);
   };
-  // What the scheduler reads whole is JSON to place (code and stdin included).
+  // What the scheduler reads whole is JSON to place (code and stdin included). E2B's control
+  // plane is read before its key is checked (the answer must be in E2B's shape): its bodies
+  // are small, and so is what an unauthenticated caller can make it read.
   o.body_limit_for = [](const http::RequestHeader& h) -> uint64_t {
     auto m = h.method();
-    return m == bhttp::verb::get || m == bhttp::verb::delete_ ? 64 << 10 : 16 << 20;
+    if (m == bhttp::verb::get || m == bhttp::verb::delete_) return 64 << 10;
+    return e2b::kind_of(h) == e2b::Kind::kControl ? 64 << 10 : 16 << 20;
   };
   return o;
 }

@@ -26,7 +26,7 @@ log=build/agent.log
 # Language pools hold an interpreter already loaded, so one-shots start no process.
 setsid build/bin/swissbox-agent --listen 127.0.0.1:7700 --max-sandboxes 64 \
   --pool default=2 --pool default+python=2 --pool default+javascript=1 \
-  --pool default+typescript=1 --pool default:egress=1 \
+  --pool default+typescript=1 --pool default:egress=1 --pool code-interpreter=1 \
   --egress-pool 10.200.0.0/24 "$@" >"$log" 2>&1 </dev/null &
 echo $! >"$pidfile"
 echo "dev-up: agent pid $(cat "$pidfile"), log $log; waiting for the warm pool"

@@ -116,6 +116,8 @@ uint64_t AgentApi::body_limit(const http::RequestHeader& header) const {
   constexpr uint64_t kSmallJson = 1 << 20;
   const auto m = header.method();
   if (m == bhttp::verb::get || m == bhttp::verb::head || m == bhttp::verb::delete_) return 64 << 10;
+  // E2B's control plane is read before its key is checked (answers in E2B's shape): small.
+  if (e2b::kind_of(header) == e2b::Kind::kControl) return 64 << 10;
   std::string_view path = http::target_path(header.target());
   if (m == bhttp::verb::put && path.ends_with("/files")) return kMaxFileBytes;
   // Code and stdin travel in these.

@@ -273,6 +273,21 @@ TEST_F(SchedulerService, ASlowAnswerWithinTheAgentsDeadlineIsWaitedFor) {
   EXPECT_EQ(json::parse(put->body, nullptr, false).value("bytes", 0u), 1u << 20);
 }
 
+// E2B's calls carry an API key, not a bearer token: the control plane answers a missing or
+// wrong key in E2B's shape, after reading at most a small body.
+TEST_F(SchedulerService, E2bControlPlaneChecksTheKeyInE2bsShape) {
+  http::Client c(address());
+  auto none = c.request("GET", "/v2/sandboxes");
+  ASSERT_TRUE(none.ok());
+  EXPECT_EQ(none->status, 401u);
+  json j = json::parse(none->body, nullptr, false);
+  EXPECT_EQ(j.value("code", 0), 401) << none->body;
+  EXPECT_FALSE(j.value("message", "").empty());
+  auto big = c.request("POST", "/v2/sandboxes", std::string(100 << 10, 'x'), {{"X-API-KEY", "nope"}});
+  ASSERT_TRUE(big.ok());
+  EXPECT_EQ(big->status, 413u);
+}
+
 }  // namespace
 }  // namespace swissbox::sched
 
