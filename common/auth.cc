@@ -12,7 +12,8 @@ namespace {
 
 Error invalid(const std::string& m) { return make_error(Code::kInvalidArgument, m); }
 
-// Equal in content, looking at every byte of the longer string whatever the answer.
+}  // namespace
+
 bool constant_time_equal(std::string_view a, std::string_view b) {
   size_t n = std::max(a.size(), b.size());
   unsigned char diff = a.size() == b.size() ? 0 : 1;
@@ -23,8 +24,6 @@ bool constant_time_equal(std::string_view a, std::string_view b) {
   }
   return diff == 0;
 }
-
-}  // namespace
 
 Result<TokenTable> load_tokens(const std::string& path) {
   auto text = fs::read_file(path, 1 << 20);

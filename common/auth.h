@@ -18,6 +18,10 @@ struct Principal {
   bool admin = false;
 };
 
+// Equal in content, looking at every byte of the longer string whatever the answer (for
+// secrets: the time says nothing about how much of one a guess matched).
+bool constant_time_equal(std::string_view a, std::string_view b);
+
 // token → principal; empty: no authentication (loopback only).
 using TokenTable = std::map<std::string, Principal>;
 

@@ -323,6 +323,17 @@ std::optional<Event> decode_event(Frame frame, std::string* error) {
   return e;
 }
 
+json result_event(uint64_t id, json fields) {
+  fields["ev"] = "result";
+  fields["id"] = id;
+  fields["ok"] = true;
+  return fields;
+}
+
+json error_event(uint64_t id, int err, const std::string& message) {
+  return {{"ev", "result"}, {"id", id}, {"ok", false}, {"error", {{"errno", err}, {"message", message}}}};
+}
+
 json hello_event(int64_t pid, const std::string& secret, std::optional<size_t> reattached_running) {
   json h = {{"ev", "hello"}, {"pid", pid}, {"version", kVersion}};
   if (!secret.empty()) h["secret"] = secret;

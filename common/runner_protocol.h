@@ -149,6 +149,10 @@ std::optional<Event> decode_event(Frame frame, std::string* error);
 nlohmann::json hello_event(int64_t pid, const std::string& secret, std::optional<size_t> reattached_running);
 nlohmann::json exit_event(uint64_t id, const ExitStatus& status);
 nlohmann::json fatal_event(const std::string& message);
+// A request's result: ok with the op's fields, or failed with the runner-side errno and a
+// message.
+nlohmann::json result_event(uint64_t id, nlohmann::json fields = nlohmann::json::object());
+nlohmann::json error_event(uint64_t id, int err, const std::string& message);
 
 // exec: a command (argv), or a program that the language's worker runs (language set; its
 // code, code_bytes long, leads the input stream, and the command's stdin follows).

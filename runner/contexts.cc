@@ -94,12 +94,10 @@ Contexts::Context* Contexts::find_run(uint64_t run_id, Run** run) {
   return nullptr;
 }
 
-void Contexts::send_result(uint64_t id) { send_({{"ev", "result"}, {"id", id}, {"ok", true}}, {}); }
+void Contexts::send_result(uint64_t id) { send_(proto::result_event(id), {}); }
 
 void Contexts::send_error(uint64_t id, int err, const std::string& message) {
-  send_({{"ev", "result"}, {"id", id}, {"ok", false},
-         {"error", {{"errno", err}, {"message", message}}}},
-        {});
+  send_(proto::error_event(id, err, message), {});
 }
 
 int Contexts::launch(Context& c) {

@@ -17,6 +17,7 @@
 namespace swissbox::init {
 
 using json = nlohmann::json;
+namespace proto = swissbox::proto;
 
 int g_in_fd = STDIN_FILENO;
 int g_out_fd = STDOUT_FILENO;
@@ -50,19 +51,10 @@ void send(const json& header, std::string_view payload) {
   }
 }
 
-json error_json(int err, const std::string& what) {
-  return {{"errno", err}, {"message", what + ": " + std::strerror(err)}};
-}
-
-void send_result(uint64_t id, json fields) {
-  fields["ev"] = "result";
-  fields["id"] = id;
-  fields["ok"] = true;
-  send(fields);
-}
+void send_result(uint64_t id, json fields) { send(proto::result_event(id, std::move(fields))); }
 
 void send_error(uint64_t id, int err, const std::string& what) {
-  send({{"ev", "result"}, {"id", id}, {"ok", false}, {"error", error_json(err, what)}});
+  send(proto::error_event(id, err, what + ": " + std::strerror(err)));
 }
 
 // --bridge: relays this process's stdin/stdout (the pipes of `runsc exec`, held by a

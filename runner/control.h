@@ -24,7 +24,6 @@ inline constexpr char kBridgeName[] = "swissbox-runner";
 sockaddr_un bridge_address(socklen_t* len);
 
 void send(const nlohmann::json& header, std::string_view payload = {});
-nlohmann::json error_json(int err, const std::string& what);
 void send_result(uint64_t id, nlohmann::json fields = nlohmann::json::object());
 // A failed result: errno and "what: strerror(errno)".
 void send_error(uint64_t id, int err, const std::string& what);

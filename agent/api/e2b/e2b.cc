@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "agent/sandbox/sandbox_ops.h"
+#include "common/auth.h"
 
 namespace swissbox::e2b {
 
@@ -37,11 +38,7 @@ Status string_map(const json& body, const char* field, std::map<std::string, std
 }  // namespace
 
 bool access_allowed(const Sandbox& sb, std::string_view token) {
-  const std::string& want = sb.access_token;
-  if (want.empty() || token.size() != want.size()) return false;
-  unsigned char diff = 0;
-  for (size_t i = 0; i < want.size(); ++i) diff |= static_cast<unsigned char>(want[i] ^ token[i]);
-  return diff == 0;
+  return !sb.access_token.empty() && constant_time_equal(sb.access_token, token);
 }
 
 Result<CreateRequest> parse_create(const json& body, json* metadata) {

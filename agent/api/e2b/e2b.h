@@ -47,6 +47,7 @@ std::string rfc3339(std::chrono::system_clock::time_point t);
 // The processes envd's Process/Start runs, by sandbox, under the pids E2B's SDKs use to
 // signal them, feed their stdin and list them. Kept while they run; on the I/O thread.
 struct EnvdProcess {
+  int64_t pid = 0;
   nlohmann::json config;  // ProcessConfig {cmd, args, envs, cwd}
   std::string tag;
   bool pty = false;

@@ -63,6 +63,20 @@ Result<std::map<std::string, std::string>> string_map(const json& j, const char*
   return out;
 }
 
+// A terminal's size, {size: {cols, rows}} in Start's pty and Update's.
+Result<std::pair<uint16_t, uint16_t>> pty_size(const json& pty) {
+  json size = pty.is_object() ? pty.value("size", json()) : json();
+  auto number = [&](const char* key) -> int64_t {
+    auto it = size.is_object() ? size.find(key) : size.end();
+    return size.is_object() && it != size.end() && it->is_number_integer() ? it->get<int64_t>() : 0;
+  };
+  int64_t cols = number("cols"), rows = number("rows");
+  if (cols < 1 || cols > 4096 || rows < 1 || rows > 4096) {
+    return make_error(Code::kInvalidArgument, "pty.size must be {cols, rows} in 1-4096");
+  }
+  return std::pair<uint16_t, uint16_t>(static_cast<uint16_t>(cols), static_cast<uint16_t>(rows));
+}
+
 std::string str(const json& j, const char* key) {
   auto it = j.find(key);
   return it != j.end() && it->is_string() ? it->get<std::string>() : "";
@@ -119,11 +133,7 @@ void AgentApi::e2b_envd(Call& c, std::shared_ptr<Sandbox> sb) {
       res->write_chunk(connect::end_stream(&e));
       return res->end_stream();
     }
-    int64_t pid = 0;
-    for (const auto& [p2, entry] : envd_processes_->by_sandbox[sb->id]) {
-      if (&entry == proc) pid = p2;
-    }
-    proc->streams->push_back(process_stream(res, pid, proc->pty));
+    proc->streams->push_back(process_stream(res, proc->pid, proc->pty));
     return;
   }
   // The unary calls: a JSON message in, a JSON message out.
@@ -163,13 +173,9 @@ void AgentApi::e2b_envd(Call& c, std::shared_ptr<Sandbox> sb) {
     }
     if (p == "/process.Process/Update") {
       // A terminal's new size.
-      json size = msg.value("pty", json::object());
-      size = size.is_object() ? size.value("size", json::object()) : json();
-      auto cols = size.is_object() ? size.value("cols", 0) : 0, rows = size.is_object() ? size.value("rows", 0) : 0;
-      if (cols < 1 || cols > 4096 || rows < 1 || rows > 4096) {
-        return rpc_fail(res, make_error(Code::kInvalidArgument, "pty.size must be {cols, rows} in 1-4096"));
-      }
-      proc->handle->resize(static_cast<uint16_t>(cols), static_cast<uint16_t>(rows));
+      auto size = pty_size(msg.value("pty", json()));
+      if (!size) return rpc_fail(res, size.error());
+      proc->handle->resize(size->first, size->second);
       return ok(json::object());
     }
     if (p == "/process.Process/CloseStdin") {
@@ -237,13 +243,9 @@ void AgentApi::e2b_process_start(Call& c, std::shared_ptr<Sandbox> sb) {
   }
   ExecRequest req;
   if (auto pty = msg->find("pty"); pty != msg->end() && !pty->is_null()) {
-    auto size = pty->is_object() ? pty->value("size", json::object()) : json();
-    auto cols = size.is_object() ? size.value("cols", 0) : 0, rows = size.is_object() ? size.value("rows", 0) : 0;
-    if (cols < 1 || cols > 4096 || rows < 1 || rows > 4096) {
-      return refuse(make_error(Code::kInvalidArgument, "pty.size must be {cols, rows} in 1-4096"));
-    }
-    req.pty_cols = static_cast<uint16_t>(cols);
-    req.pty_rows = static_cast<uint16_t>(rows);
+    auto size = pty_size(*pty);
+    if (!size) return refuse(size.error());
+    std::tie(req.pty_cols, req.pty_rows) = *size;
   }
   req.argv.push_back(str(process, "cmd"));
   for (const auto& a : process.value("args", json::array())) {
@@ -291,7 +293,7 @@ void AgentApi::e2b_process_start(Call& c, std::shared_ptr<Sandbox> sb) {
                            for (const auto& s : *streams) s->done()(r);
                          });
   stream->set_handle(handle);
-  envd_processes_->by_sandbox[sb->id][pid] = {std::move(config), str(*msg, "tag"), pty, handle, streams};
+  envd_processes_->by_sandbox[sb->id][pid] = {pid, std::move(config), str(*msg, "tag"), pty, handle, streams};
   // A client that leaves a background command's stream does not end the command (the SDK
   // disconnects from it and may kill it by pid later).
 }
