@@ -131,7 +131,9 @@ Result<ClientResponse> Client::stream(std::string_view method, std::string_view 
     while (!parser.is_done()) {
       parser.get().body().data = chunk;
       parser.get().body().size = sizeof(chunk);
-      bhttp::read(conn_->sock, conn_->buf, parser, ec);
+      // read_some: each piece goes to on_data as it arrives (an SSE event, a watch's change),
+      // not once 64 KiB have gathered.
+      bhttp::read_some(conn_->sock, conn_->buf, parser, ec);
       if (ec == bhttp::error::need_buffer) ec = {};
       if (ec) {
         conn_.reset();

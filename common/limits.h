@@ -34,6 +34,11 @@ inline constexpr milliseconds kReadyTimeout{15000};
 // minute is a sandbox that is stuck).
 inline constexpr size_t kMaxContexts = 16;
 inline constexpr milliseconds kContextStartDeadline{60000};
+// Directory watches per sandbox (envd's WatchDir and watchers), the directories one
+// recursive watch may hold, and the changes a watcher keeps for its next GetWatcherEvents.
+inline constexpr size_t kMaxWatches = 16;
+inline constexpr size_t kMaxWatchedDirs = 4096;
+inline constexpr size_t kMaxWatcherBacklog = 10000;
 // A cell of E2B's /execute: as long as E2B's own default allows (a client that leaves
 // interrupts it).
 inline constexpr int64_t kInterpreterRunTimeoutMs = 300000;

@@ -20,7 +20,9 @@ uint32_t get_u32(const char* p) {
 }  // namespace
 
 void encode(const nlohmann::json& header, std::string_view payload, std::string* out) {
-  std::string h = header.dump();
+  // Names from the sandbox (files, watched changes) need not be UTF-8: bytes that are not
+  // become U+FFFD rather than an exception in the runner's loop.
+  std::string h = header.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   put_u32(out, static_cast<uint32_t>(h.size()));
   put_u32(out, static_cast<uint32_t>(payload.size()));
   out->append(h);
@@ -214,7 +216,32 @@ void decode_entries(const json* list, Fields* f, std::vector<FileEntry>* out) {
   }
 }
 
+void decode_changes(const json* list, Fields* f, std::vector<Change>* out) {
+  if (!list) return;
+  if (!list->is_array() || list->empty() || list->size() > kMaxChangesPerEvent)
+    return f->wrong("changes", "is not an array of 1-" + std::to_string(kMaxChangesPerEvent) + " changes");
+  const auto& types = change_types();
+  for (const json& j : *list) {
+    if (!j.is_object()) return f->wrong("changes", "holds a change that is not an object");
+    Fields c(j, bad_event("change"));
+    Change change;
+    c.string("name", &change.name, true);
+    c.string("type", &change.type, true);
+    if (c.error().empty() && std::find(types.begin(), types.end(), change.type) == types.end())
+      c.wrong("type", "is not one of create, write, remove, rename, chmod");
+    if (c.error().empty() && (change.name.size() > 4096 || change.name.find('\0') != std::string::npos))
+      c.wrong("name", "is not a path");
+    if (!c.error().empty()) return f->wrong("changes", "(" + c.error() + ")");
+    out->push_back(std::move(change));
+  }
+}
+
 }  // namespace
+
+const std::vector<std::string>& change_types() {
+  static const std::vector<std::string> kTypes = {"create", "write", "remove", "rename", "chmod"};
+  return kTypes;
+}
 
 json FileEntry::to_json() const {
   return {{"name", name}, {"type", type}, {"size", size}, {"mode", mode}, {"mtime", mtime}};
@@ -240,7 +267,8 @@ std::optional<Event> decode_event(Frame frame, std::string* error) {
       {"hello", EventKind::kHello},   {"result", EventKind::kResult}, {"stdout", EventKind::kStdout},
       {"stderr", EventKind::kStderr}, {"data", EventKind::kData},     {"entries", EventKind::kEntries},
       {"exit", EventKind::kExit},     {"fatal", EventKind::kFatal},   {"display", EventKind::kDisplay},
-      {"exception", EventKind::kException}};
+      {"exception", EventKind::kException}, {"watching", EventKind::kWatching},
+      {"changes", EventKind::kChanges}};
   Event e;
   bool known = false;
   for (auto [name, kind] : kKinds) {
@@ -302,6 +330,9 @@ std::optional<Event> decode_event(Frame frame, std::string* error) {
     case EventKind::kEntries:
       decode_entries(f.find("entries", true), &f, &e.entries);
       break;
+    case EventKind::kChanges:
+      decode_changes(f.find("changes", true), &f, &e.changes);
+      break;
     case EventKind::kExit:
       f.integer("exit_code", &e.exit.exit_code, true, -1, 255);
       f.integer("signal", &e.exit.signal, false, 0, 64);
@@ -332,6 +363,14 @@ json result_event(uint64_t id, json fields) {
 
 json error_event(uint64_t id, int err, const std::string& message) {
   return {{"ev", "result"}, {"id", id}, {"ok", false}, {"error", {{"errno", err}, {"message", message}}}};
+}
+
+json watching_event(uint64_t id) { return {{"ev", "watching"}, {"id", id}}; }
+
+json changes_event(uint64_t id, const std::vector<Change>& changes) {
+  json list = json::array();
+  for (const auto& c : changes) list.push_back({{"name", c.name}, {"type", c.type}});
+  return {{"ev", "changes"}, {"id", id}, {"changes", std::move(list)}};
 }
 
 json hello_event(int64_t pid, const std::string& secret, std::optional<size_t> reattached_running) {
@@ -422,6 +461,10 @@ json encode_op(const ContextRunOp& op) {
           {"output_cap", op.output_cap},  {"memory_limit", op.memory_limit}};
 }
 
+json encode_op(const WatchOp& op) {
+  return {{"op", "watch"}, {"path", op.path}, {"recursive", op.recursive}};
+}
+
 json context_op(std::string_view op, const std::string& context) {
   return {{"op", op}, {"context", context}};
 }
@@ -498,6 +541,16 @@ std::optional<ContextRunOp> decode_context_run(const json& h, std::string* error
   f.integer("timeout_ms", &op.timeout_ms, false, 0, INT64_MAX);
   f.integer("output_cap", &op.output_cap, false, 0, UINT64_MAX);
   f.integer("memory_limit", &op.memory_limit, false, 0, INT64_MAX);
+  if (!f.error().empty()) return *error = f.error(), std::nullopt;
+  return op;
+}
+
+std::optional<WatchOp> decode_watch(const json& h, std::string* error) {
+  Fields f(h, "bad 'watch' request");
+  WatchOp op;
+  f.string("path", &op.path, true);
+  f.boolean("recursive", &op.recursive);
+  if (f.error().empty() && op.path.empty()) f.wrong("path", "is empty");
   if (!f.error().empty()) return *error = f.error(), std::nullopt;
   return op;
 }

@@ -33,8 +33,14 @@
 //                                    cell raised). Runs of one context are queued in order.
 //   context_restart {context}    → result once a fresh interpreter has loaded (same id)
 //   context_stop {context}       → result
+//   watch (WatchOp)              → watching once the directory is watched → changes
+//                                  {changes:[{name, type}]} … → result: ok after unwatch,
+//                                  failed when the directory went away or changes were lost
+//                                  (the runner could not keep up, or the watch was paused
+//                                  too long). Names are relative to the watched directory.
+//   unwatch                      (no answer; on a watch's id: ends it)
 //   signal on a context run's id interrupts the cell (SIGINT; killed and restarted if it
-//   does not end within a grace); pause/resume work on it as on an exec.
+//   does not end within a grace); pause/resume work on it, and on a watch, as on an exec.
 // Every result is {"ev":"result","id":N,"ok":true,…} or {…,"ok":false,"error":{"errno":E,
 // "message":"…"}}. init announces itself with hello_event() at start (and after a
 // reattach) and sends fatal_event() before it stops reading a broken channel. The ops with
@@ -58,7 +64,8 @@
 namespace swissbox::proto {
 
 // In every hello. 2: the reattach secret, attach, pause/resume, prepare. 3: contexts.
-constexpr int kVersion = 3;
+// 4: watches.
+constexpr int kVersion = 4;
 
 constexpr uint32_t kMaxHeader = 64 * 1024;
 constexpr uint32_t kMaxPayload = 1024 * 1024;
@@ -94,6 +101,8 @@ enum class EventKind {
   kHello, kResult, kStdout, kStderr, kData, kEntries, kExit, kFatal, kLost,
   kDisplay,    // a context run showed a value (value: DisplayFormats, checked)
   kException,  // a context run raised (value: {name, value, traceback}, strings)
+  kWatching,   // a watch is in place
+  kChanges,    // a watch saw changes (changes)
 };
 
 // The formats a displayed value may carry besides is_main_result (a bool): each a string
@@ -108,6 +117,17 @@ struct FileEntry {
   int64_t mtime = 0;
   nlohmann::json to_json() const;
 };
+
+// One change a watch saw: the entry's path relative to the watched directory, and what
+// happened to it (create, write, remove, rename — moved away —, chmod).
+struct Change {
+  std::string name;
+  std::string type;
+  bool operator==(const Change&) const = default;
+};
+// The change types, and the most one changes event holds.
+const std::vector<std::string>& change_types();
+constexpr size_t kMaxChangesPerEvent = 512;
 
 struct ExitStatus {
   int exit_code = -1;
@@ -136,6 +156,7 @@ struct Event {
   std::string secret;               // hello at start: what a reattaching bridge presents
   ExitStatus exit;                  // exit
   nlohmann::json value;             // display, exception
+  std::vector<Change> changes;      // changes
 
   // The event an open request gets when its runner's channel ends (never on the wire).
   static Event lost(uint64_t id, std::string why);
@@ -153,6 +174,9 @@ nlohmann::json fatal_event(const std::string& message);
 // message.
 nlohmann::json result_event(uint64_t id, nlohmann::json fields = nlohmann::json::object());
 nlohmann::json error_event(uint64_t id, int err, const std::string& message);
+// What a watch sends: watching, then changes (at most kMaxChangesPerEvent each).
+nlohmann::json watching_event(uint64_t id);
+nlohmann::json changes_event(uint64_t id, const std::vector<Change>& changes);
 
 // exec: a command (argv), or a program that the language's worker runs (language set; its
 // code, code_bytes long, leads the input stream, and the command's stdin follows).
@@ -202,11 +226,18 @@ struct ContextRunOp {
   int64_t memory_limit = 0;                // bytes, for the runner's memory guard; 0: none
 };
 
+// watch: a directory's changes, and with recursive those of every directory under it.
+struct WatchOp {
+  std::string path;
+  bool recursive = false;
+};
+
 // The request header (without its id, which the channel adds).
 nlohmann::json encode_op(const ExecOp& op);
 nlohmann::json encode_op(const PrepareOp& op);
 nlohmann::json encode_op(const ContextStartOp& op);
 nlohmann::json encode_op(const ContextRunOp& op);
+nlohmann::json encode_op(const WatchOp& op);
 // context_stop and context_restart.
 nlohmann::json context_op(std::string_view op, const std::string& context);
 // The runner's decoders: nullopt with *error naming the field that was wrong.
@@ -214,6 +245,7 @@ std::optional<ExecOp> decode_exec(const nlohmann::json& header, std::string* err
 std::optional<PrepareOp> decode_prepare(const nlohmann::json& header, std::string* error);
 std::optional<ContextStartOp> decode_context_start(const nlohmann::json& header, std::string* error);
 std::optional<ContextRunOp> decode_context_run(const nlohmann::json& header, std::string* error);
+std::optional<WatchOp> decode_watch(const nlohmann::json& header, std::string* error);
 // The context a context_stop or context_restart names.
 std::optional<std::string> decode_context_name(const nlohmann::json& header, std::string* error);
 

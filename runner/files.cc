@@ -31,29 +31,20 @@ std::string resolve(const std::string& path) {
 }
 
 
+AsCommandUser::AsCommandUser() {
+  if (g_uid == static_cast<uid_t>(-1)) return;
+  active_ = setresgid(-1, g_gid, -1) == 0 && setresuid(-1, g_uid, -1) == 0;
+}
+
+AsCommandUser::~AsCommandUser() {
+  if (g_uid == static_cast<uid_t>(-1)) return;
+  (void)!setresuid(-1, 0, -1);
+  (void)!setresgid(-1, 0, -1);
+}
+
+bool AsCommandUser::ok() const { return g_uid == static_cast<uid_t>(-1) || active_; }
+
 namespace {
-
-// File requests act as the commands' user, so that what they create is theirs and what
-// they may not touch stays untouched: the effective ids change for the request's duration
-// (the saved set-user-id stays 0 to come back; the runner is single-threaded).
-class AsCommandUser {
- public:
-  AsCommandUser() {
-    if (g_uid == static_cast<uid_t>(-1)) return;
-    active_ = setresgid(-1, g_gid, -1) == 0 && setresuid(-1, g_uid, -1) == 0;
-  }
-  ~AsCommandUser() {
-    if (g_uid == static_cast<uid_t>(-1)) return;
-    (void)!setresuid(-1, 0, -1);
-    (void)!setresgid(-1, 0, -1);
-  }
-  // False when the switch failed: the request must not run as root.
-  bool ok() const { return g_uid == static_cast<uid_t>(-1) || active_; }
-
- private:
-  bool active_ = false;
-};
-
 
 int make_parents(const std::string& path) {
   for (size_t pos = 1; (pos = path.find('/', pos)) != std::string::npos; ++pos) {
@@ -187,7 +178,7 @@ void FileOps::list_dir(uint64_t id, const json& h) {
     struct stat st;
     if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
     json entry = entry_json(name, st);
-    bytes += entry.dump().size() + 1;
+    bytes += entry.dump(-1, ' ', false, json::error_handler_t::replace).size() + 1;
     entries.push_back(std::move(entry));
     if (bytes >= kFrameBudget) {
       send({{"ev", "entries"}, {"id", id}, {"entries", std::exchange(entries, json::array())}});

@@ -24,6 +24,23 @@ extern gid_t g_gid;
 // A request's path: absolute as given, relative under the workspace.
 std::string resolve(const std::string& path);
 
+// File requests (and watches) act as the commands' user, so that what they create is
+// theirs and what they may not touch stays untouched: the effective ids change for the
+// object's life (the saved set-user-id stays 0 to come back; the runner is
+// single-threaded).
+class AsCommandUser {
+ public:
+  AsCommandUser();
+  ~AsCommandUser();
+  AsCommandUser(const AsCommandUser&) = delete;
+  AsCommandUser& operator=(const AsCommandUser&) = delete;
+  // False when the switch failed: the request must not run as root.
+  bool ok() const;
+
+ private:
+  bool active_ = false;
+};
+
 class FileOps {
  public:
   static bool handles(std::string_view op);

@@ -39,6 +39,7 @@
 #include "runner/memory_guard.h"
 #include "runner/proc.h"
 #include "runner/spawner.h"
+#include "runner/watches.h"
 #include "runner/workers.h"
 
 namespace {
@@ -134,7 +135,8 @@ class Runner {
     for (;;) {
       std::vector<pollfd> fds;
       // Commands: stream 0/1 = out/err, 2 = stdin, 3 = program. Runner: 0 = control or
-      // listener, 1 = SIGCHLD, 2 = a starting worker's channel, kContextFd = a context's.
+      // listener, 1 = SIGCHLD, 2 = a starting worker's channel, kContextFd = a context's,
+      // kWatchFd = a watch's.
       std::vector<std::pair<Command*, int>> owners;
       if (!control_eof_) fds.push_back({g_in_fd, POLLIN, 0}), owners.push_back({nullptr, 0});
       // A new controller is taken only while there is none: a process in the sandbox
@@ -162,6 +164,8 @@ class Runner {
       }
       contexts_.add_pollfds(&fds);
       owners.resize(fds.size(), {nullptr, kContextFd});
+      watches_.add_pollfds(&fds);
+      owners.resize(fds.size(), {nullptr, kWatchFd});
       int n = poll(fds.data(), fds.size(), next_timeout_ms());
       if (n < 0 && errno != EINTR) return 1;
       for (size_t i = 0; n > 0 && i < fds.size(); ++i) {
@@ -179,6 +183,8 @@ class Runner {
           worker_loaded(fds[i].fd);
         } else if (cmd == nullptr && stream == kContextFd) {
           contexts_.on_ready(fds[i].fd, fds[i].revents);
+        } else if (cmd == nullptr && stream == kWatchFd) {
+          watches_.on_ready(fds[i].fd);
         } else if (cmd == nullptr) {
           reap();
         } else if (stream == 2) {
@@ -206,6 +212,7 @@ class Runner {
         // sandbox waits for the agent; anywhere else (tests on the host) that is the end.
         control_eof_ = true;
         g_out_fd = -1;
+        watches_.clear();  // their clients were the agent's
         if (getpid() != 1) {
           for (auto& [cid, c] : commands_) kill(-c.pid, SIGKILL);
           _exit(0);
@@ -298,6 +305,7 @@ class Runner {
     }
     commands_ = std::move(kept);
     contexts_.reassign_ids([this] { return kOrphanIds + orphan_seq_++; });
+    watches_.clear();
     send(proto::hello_event(getpid(), "", commands_.size()));
     while (auto frame = decoder_.next()) handle(*frame);
   }
@@ -338,6 +346,13 @@ class Runner {
         if (op == "context_stop") return contexts_.stop(id, *context);
         return contexts_.restart(id, *context);
       }
+      if (op == "watch") {
+        auto watch = proto::decode_watch(h, &error);
+        if (!watch) return send_error(id, EINVAL, error);
+        watch->path = resolve(watch->path);
+        return watches_.start(id, *watch);
+      }
+      if (op == "unwatch") return (void)watches_.stop(id);
       if (op == "prepare") {
         auto prepare = proto::decode_prepare(h, &error);
         if (!prepare) return send_error(id, EINVAL, error);
@@ -350,7 +365,7 @@ class Runner {
       }
       if (op == "resize") return resize_command(id, h);
       if (op == "pause" || op == "resume") {
-        if (contexts_.pause(id, op == "pause")) return;
+        if (contexts_.pause(id, op == "pause") || watches_.pause(id, op == "pause")) return;
         return pause_command(id, op == "pause");
       }
       if (FileOps::handles(op)) return files_.handle(op, id, h, f.payload);
@@ -917,6 +932,8 @@ class Runner {
   static constexpr int kContextFd = 5;  // a poll entry of contexts_
   swissbox::init::Contexts contexts_{
       spawner_, [](const json& h, std::string_view payload) { send(h, payload); }};
+  static constexpr int kWatchFd = 6;  // a poll entry of watches_
+  swissbox::init::Watches watches_{[](const json& h, std::string_view payload) { send(h, payload); }};
   bool control_eof_ = false;
   unique_fd listener_, controller_;
   static constexpr size_t kMaxCandidates = 8;

@@ -30,13 +30,15 @@ std::chrono::milliseconds AgentDeadlines::for_call(std::string_view method, std:
     return command_timeout(body) + exec_grace + slack;
   if (post && path == "/v1/sandboxes") return ready + slack;
   // E2B's: a create; a cell of the code interpreter (its context may start first); a
-  // process, which may run as long as a command may and stay silent meanwhile; a context.
+  // process's stream (Start, and Connect to one), which may run as long as a command may
+  // and stay silent meanwhile, and a directory watch's, held as long; a context.
   if (post && (path == "/sandboxes" || path == "/v2/sandboxes")) return ready + slack;
   if (post && path == "/execute") {
     return limits::kContextStartDeadline + std::chrono::milliseconds(limits::kInterpreterRunTimeoutMs) +
            exec_grace + slack;
   }
-  if (post && path == "/process.Process/Start")
+  if (post && (path == "/process.Process/Start" || path == "/process.Process/Connect" ||
+               path == "/filesystem.Filesystem/WatchDir"))
     return std::chrono::milliseconds(limits::kMaxExecTimeoutMs) + exec_grace + slack;
   if (post && path.ends_with("/contexts")) return limits::kContextStartDeadline + slack;
   // Files, and the rest (a sandbox's state, its deletion): the agent answers those within

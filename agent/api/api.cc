@@ -46,7 +46,8 @@ bool json_depth_ok(std::string_view text, int max_depth) {
 
 AgentApi::AgentApi(SandboxManager& mgr, Metrics& metrics, ApiOptions opts)
     : mgr_(mgr), metrics_(metrics), opts_(std::move(opts)),
-      envd_processes_(std::make_shared<e2b::Processes>()) {
+      envd_processes_(std::make_shared<e2b::Processes>()),
+      envd_watchers_(std::make_shared<e2b::Watchers>()) {
   metrics_.describe("swissbox_http_requests_total", Metrics::Type::kCounter,
                     "HTTP requests by method and answer status.");
   metrics_.describe("swissbox_exec_total", Metrics::Type::kCounter,

@@ -18,6 +18,7 @@ namespace swissbox {
 class CriMonitor;
 namespace e2b {
 struct Processes;
+struct Watchers;
 }
 
 struct ApiOptions {
@@ -65,6 +66,8 @@ class AgentApi {
   std::shared_ptr<class RunStream> process_stream(const std::shared_ptr<http::Responder>& res,
                                                   int64_t pid, bool pty);
   void e2b_upload(Call& c, std::shared_ptr<Sandbox> sb);
+  // Filesystem/WatchDir (a stream) and the watchers of Create/GetWatcherEvents/RemoveWatcher.
+  void e2b_watch(Call& c, std::shared_ptr<Sandbox> sb);
   void execute_oneshot(Call& c);
   void node_info(Call& c);
   void warmpool(Call& c, const std::string& tmpl);
@@ -78,6 +81,7 @@ class AgentApi {
   Metrics& metrics_;
   ApiOptions opts_;
   std::shared_ptr<e2b::Processes> envd_processes_;  // what envd's Process/Start runs
+  std::shared_ptr<e2b::Watchers> envd_watchers_;    // envd's CreateWatcher
 };
 
 // Nesting deeper than max_depth is refused before the JSON parser sees it (the parser

@@ -31,7 +31,13 @@ class RunStream : public std::enable_shared_from_this<RunStream> {
       : res_(std::move(res)), format_(std::move(format)) {}
 
   // Set once the run was handed to the runner (the flow control pauses it).
-  void set_handle(const std::shared_ptr<ExecHandle>& handle) { handle_ = handle; }
+  void set_handle(const std::shared_ptr<ExecHandle>& handle) {
+    set_pause([weak = std::weak_ptr<ExecHandle>(handle)](bool on) {
+      if (auto h = weak.lock()) h->pause(on);
+    });
+  }
+  // What the flow control calls for anything else that streams (a directory watch).
+  void set_pause(std::function<void(bool on)> pause) { pause_ = std::move(pause); }
   const std::shared_ptr<http::Responder>& responder() const { return res_; }
 
   OutputFn output() {
@@ -44,6 +50,9 @@ class RunStream : public std::enable_shared_from_this<RunStream> {
       self->write(self->format_(kind, value));
     };
   }
+  // One event already in the wire format, under the same flow control.
+  void send(std::string event) { write(std::move(event)); }
+
   // The last event, then the end of the stream; `after` runs then (a one-shot's cleanup).
   ExecDoneFn done(std::function<void()> after = {}) {
     return [self = shared_from_this(), after](Result<ExecOutcome> r) {
@@ -59,18 +68,16 @@ class RunStream : public std::enable_shared_from_this<RunStream> {
  private:
   void write(std::string event) {
     queued_ += event.size();
-    auto handle = handle_.lock();
-    if (handle && !paused_ && queued_ > kHigh) {
+    if (pause_ && !paused_ && queued_ > kHigh) {
       paused_ = true;
-      handle->pause(true);
+      pause_(true);
     }
     size_t n = event.size();
     res_->write_chunk(std::move(event), [self = shared_from_this(), n] {
       self->queued_ -= std::min(self->queued_, n);
-      auto h = self->handle_.lock();
-      if (h && self->paused_ && self->queued_ < kLow) {
+      if (self->pause_ && self->paused_ && self->queued_ < kLow) {
         self->paused_ = false;
-        h->pause(false);
+        self->pause_(false);
       }
     });
   }
@@ -79,7 +86,7 @@ class RunStream : public std::enable_shared_from_this<RunStream> {
   Format format_;
   size_t queued_ = 0;
   bool paused_ = false;
-  std::weak_ptr<ExecHandle> handle_;
+  std::function<void(bool on)> pause_;
 };
 
 }  // namespace swissbox

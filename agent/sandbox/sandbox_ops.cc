@@ -31,7 +31,7 @@ Error runner_error(const proto::Event& e) {
     case ENOENT: code = Code::kNotFound; break;
     case EFBIG: case E2BIG: code = Code::kTooLarge; break;
     case EEXIST: case EBUSY: case ENOTEMPTY: code = Code::kConflict; break;
-    case ENOSPC: case EDQUOT: code = Code::kResourceExhausted; break;
+    case ENOSPC: case EDQUOT: case EOVERFLOW: code = Code::kResourceExhausted; break;
     default: break;
   }
   return make_error(code, e.message.empty() ? "runner error" : e.message);
@@ -708,6 +708,56 @@ void make_dir(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string path
 void move_path(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string from, std::string to,
                EntryFn done) {
   entry_call(mgr, sb, {{"op", "rename"}, {"from", from}, {"to", to}}, "move " + from, std::move(done));
+}
+
+void WatchHandle::stop() {
+  auto ch = channel.lock();
+  if (ch && id != 0) ch->notify({{"op", "unwatch"}, {"id", id}});
+}
+
+void WatchHandle::pause(bool on) {
+  auto ch = channel.lock();
+  if (ch && id != 0) ch->notify({{"op", on ? "pause" : "resume"}, {"id", id}});
+}
+
+std::shared_ptr<WatchHandle> watch_dir(SandboxManager& mgr, std::shared_ptr<Sandbox> sb,
+                                       std::string path, bool recursive,
+                                       std::function<void(Status)> started, ChangesFn changes,
+                                       std::function<void(Status)> ended) {
+  struct State {
+    bool watching = false;
+    bool gave_up = false;  // the start's deadline passed: a watch that comes later is ended
+  };
+  auto state = std::make_shared<State>();
+  auto handle = std::make_shared<WatchHandle>();
+  handle->channel = sb->channel;
+  auto start = settle_once<Status>(mgr, sb, mgr.options().file_op_deadline, "watch " + path,
+                                   [state, started = std::move(started)](Status st) {
+                                     if (!st) state->gave_up = true;
+                                     started(std::move(st));
+                                   });
+  handle->id = sb->channel->call(
+      proto::encode_op(proto::WatchOp{path, recursive}), {},
+      [sb, state, start, handle, changes = std::move(changes), ended = std::move(ended)](const proto::Event& e) {
+        if (e.kind == proto::EventKind::kWatching) {
+          if (state->gave_up) return handle->stop(), false;
+          state->watching = true;
+          start(ok_status());
+          return false;
+        }
+        if (e.kind == proto::EventKind::kChanges) {
+          if (state->watching) changes(e.changes);
+          return false;
+        }
+        Status st = final_status(*sb, e);
+        if (!state->watching) {
+          start(st ? make_error(Code::kInternal, "the runner ended a watch it had not started") : st);
+        } else {
+          ended(std::move(st));
+        }
+        return true;
+      });
+  return handle;
 }
 
 }  // namespace swissbox

@@ -145,4 +145,24 @@ void move_path(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, std::string fro
                EntryFn done);
 Status validate_sandbox_path(const std::string& path);
 
+// A directory watch in the sandbox (runner/watches.h). Use on the I/O thread only.
+struct WatchHandle {
+  // Ends the watch: its `ended` then gets ok.
+  void stop();
+  // Stops reading its changes, or starts again: they wait in the sandbox meanwhile, and a
+  // watch that falls too far behind ends as lost.
+  void pause(bool on);
+  std::weak_ptr<RunnerChannel> channel;
+  uint64_t id = 0;
+};
+using ChangesFn = std::function<void(const std::vector<proto::Change>&)>;
+// Watches `path` (and with recursive, every directory under it): `started` runs once, ok
+// when the watch is in place, else with the reason; after an ok, `changes` gets what
+// changed as it comes and `ended` runs once (ok after stop(); else the directory went
+// away, changes were lost, or the sandbox is gone).
+std::shared_ptr<WatchHandle> watch_dir(SandboxManager& mgr, std::shared_ptr<Sandbox> sb,
+                                       std::string path, bool recursive,
+                                       std::function<void(Status)> started, ChangesFn changes,
+                                       std::function<void(Status)> ended);
+
 }  // namespace swissbox

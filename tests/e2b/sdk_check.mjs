@@ -54,6 +54,16 @@ await sbx.files.write('big.bin', new Blob([big]));
 const back = Buffer.from(await sbx.files.read('big.bin', { format: 'bytes' }));
 check('a 20 MB file both ways', back.equals(big), back.length);
 
+// files.watchDir: changes streamed to the callback as they happen, then stopped.
+await sbx.files.makeDir('/home/user/watched');
+const changes = [];
+const watch = await sbx.files.watchDir('/home/user/watched', (e) => changes.push(`${e.type} ${e.name}`));
+await sbx.commands.run('cd /home/user/watched && echo hi > f && mv f g');
+for (let i = 0; i < 100 && !changes.includes('rename f'); i++) await new Promise((r) => setTimeout(r, 100));
+const wanted = ['create f', 'write f', 'rename f', 'create g'];
+check('files.watchDir', wanted.every((w) => changes.includes(w)), changes);
+await watch.stop();
+
 const listed = await Sandbox.list().nextItems();
 check('list', listed.some((s) => s.sandboxId === sbx.sandboxId));
 const again = await Sandbox.connect(sbx.sandboxId);

@@ -91,6 +91,23 @@ def main():
     sbx.files.write("big.bin", big)
     check("a 20 MB file both ways", sbx.files.read("big.bin", format="bytes") == big)
 
+    # files.watch_dir: a watcher polled for what changed (recursive), then stopped.
+    sbx.files.make_dir("/home/user/watched")
+    handle = sbx.files.watch_dir("/home/user/watched", recursive=True)
+    sbx.commands.run("cd /home/user/watched && mkdir d && echo hi > d/f && rm d/f")
+    seen, deadline = [], time.time() + 10
+    while time.time() < deadline and ("remove", "d/f") not in seen:
+        seen += [(e.type.value, e.name) for e in handle.get_new_events()]
+        time.sleep(0.1)
+    want = [("create", "d"), ("create", "d/f"), ("write", "d/f"), ("remove", "d/f")]
+    check("files.watch_dir", seen == want, seen)
+    handle.stop()
+    try:
+        handle.get_new_events()
+        check("a stopped watcher is gone", False, "events after stop")
+    except SandboxException:
+        check("a stopped watcher is gone", True)
+
     check("list", sbx.sandbox_id in [s.sandbox_id for s in Sandbox.list().next_items()])
     again = Sandbox.connect(sbx.sandbox_id)
     check("connect keeps the state", again.run_code("x").text == "41")

@@ -279,3 +279,61 @@ TEST(ContextOps, RoundTripAndRefuseBadIds) {
 
 }  // namespace
 }  // namespace swissbox::proto
+
+namespace swissbox::proto {
+namespace {
+
+TEST(WatchEvents, ChangesPassOnlyWithKnownTypesAndBoundedNames) {
+  std::string error;
+  std::vector<Change> sent = {{"a/b", "create"}, {"a/b", "write"}, {"c", "rename"}};
+  auto changes = decode_event(Frame{changes_event(5, sent), {}}, &error);
+  ASSERT_TRUE(changes.has_value()) << error;
+  EXPECT_EQ(changes->kind, EventKind::kChanges);
+  EXPECT_EQ(changes->changes, sent);
+  auto watching = decode_event(Frame{watching_event(5), {}}, &error);
+  ASSERT_TRUE(watching.has_value()) << error;
+  EXPECT_EQ(watching->kind, EventKind::kWatching);
+
+  std::vector<Change> too_many(kMaxChangesPerEvent + 1, Change{"x", "write"});
+  const std::vector<nlohmann::json> bad = {
+      {{"ev", "changes"}, {"id", 1}},
+      {{"ev", "changes"}, {"id", 1}, {"changes", nlohmann::json::array()}},
+      {{"ev", "changes"}, {"id", 1}, {"changes", {{{"name", "a"}, {"type", "explode"}}}}},
+      {{"ev", "changes"}, {"id", 1}, {"changes", {{{"name", 7}, {"type", "write"}}}}},
+      {{"ev", "changes"}, {"id", 1}, {"changes", {"a"}}},
+      {{"ev", "changes"}, {"id", 1}, {"changes", {{{"name", std::string(5000, 'n')}, {"type", "write"}}}}},
+      changes_event(1, too_many),
+  };
+  for (const auto& h : bad) {
+    EXPECT_FALSE(decode_event(Frame{h, {}}, &error).has_value()) << h.dump().substr(0, 200);
+  }
+}
+
+TEST(WatchOps, RoundTripAndRefuseAnEmptyPath) {
+  std::string error;
+  auto op = decode_watch(encode_op(WatchOp{"/w", true}), &error);
+  ASSERT_TRUE(op.has_value()) << error;
+  EXPECT_EQ(op->path, "/w");
+  EXPECT_TRUE(op->recursive);
+  EXPECT_FALSE(decode_watch({{"op", "watch"}, {"path", ""}}, &error).has_value());
+  EXPECT_FALSE(decode_watch({{"op", "watch"}, {"path", "/w"}, {"recursive", "yes"}}, &error).has_value());
+  EXPECT_NE(error.find("recursive"), std::string::npos) << error;
+}
+
+// A file name in a sandbox need not be UTF-8: its frame is encoded (the bytes that are not
+// become U+FFFD) instead of throwing in the runner's loop.
+TEST(RunnerProtocol, EncodesNamesThatAreNotUtf8) {
+  std::string frame;
+  ASSERT_NO_THROW(frame = encode(changes_event(1, {{std::string("bad\xff\xfe", 5), "create"}})));
+  Decoder d;
+  d.feed(frame.data(), frame.size());
+  auto f = d.next();
+  ASSERT_TRUE(f.has_value()) << d.error();
+  std::string error;
+  auto e = decode_event(std::move(*f), &error);
+  ASSERT_TRUE(e.has_value()) << error;
+  EXPECT_EQ(e->changes.at(0).name, "bad\xef\xbf\xbd\xef\xbf\xbd");
+}
+
+}  // namespace
+}  // namespace swissbox::proto

@@ -118,6 +118,12 @@ EnvdProcess* Processes::find(const std::string& sandbox, const json& selector) {
   return nullptr;
 }
 
+json filesystem_event(const proto::Change& change) {
+  std::string type = "EVENT_TYPE_";
+  for (char ch : change.type) type += static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  return {{"name", change.name}, {"type", type}};
+}
+
 std::string client_path(const std::string& path) {
   if (!path.empty() && path[0] == '/') return path;
   return path.empty() || path == "." ? "/home/user" : "/home/user/" + path;

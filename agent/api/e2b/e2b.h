@@ -22,6 +22,10 @@
 #include "common/error.h"
 #include "common/http_server.h"
 
+namespace swissbox {
+struct WatchHandle;  // agent/sandbox/sandbox_ops.h
+}
+
 namespace swissbox::e2b {
 
 // The envd version swissbox answers as: ≥ 0.4.0 (the SDK sends no user), ≥ 0.5.2
@@ -62,6 +66,21 @@ struct Processes {
   // The process a ProcessSelector ({pid} or {tag}) names in a sandbox; nullptr if none.
   EnvdProcess* find(const std::string& sandbox, const nlohmann::json& selector);
 };
+
+// The watchers of envd's CreateWatcher (the Python SDK's files.watch_dir), by sandbox and
+// watcher id: what changed is kept until the next GetWatcherEvents, at most
+// limits::kMaxWatcherBacklog changes (past that the watcher stops, as lost). A watcher
+// stays until RemoveWatcher or its sandbox's end; on the I/O thread.
+struct EnvdWatcher {
+  std::shared_ptr<WatchHandle> handle;
+  std::vector<proto::Change> changes;
+  std::optional<Error> error;  // it ended: GetWatcherEvents answers this
+};
+struct Watchers {
+  std::map<std::string, std::map<std::string, EnvdWatcher>> by_sandbox;
+};
+// FilesystemEvent of envd's filesystem service for a change a watch saw.
+nlohmann::json filesystem_event(const proto::Change& change);
 
 // A sandbox path as E2B's clients see it: relative ones under the user's home.
 std::string client_path(const std::string& path);

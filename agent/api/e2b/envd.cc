@@ -123,6 +123,10 @@ void AgentApi::e2b_envd(Call& c, std::shared_ptr<Sandbox> sb) {
     return rpc_fail(res, make_error(Code::kNotFound, "no route for " + std::string(c.req.method_string()) + " " + p));
   }
   if (p == "/process.Process/Start") return e2b_process_start(c, sb);
+  if (p == "/filesystem.Filesystem/WatchDir" || p == "/filesystem.Filesystem/CreateWatcher" ||
+      p == "/filesystem.Filesystem/GetWatcherEvents" || p == "/filesystem.Filesystem/RemoveWatcher") {
+    return e2b_watch(c, sb);
+  }
   if (p == "/process.Process/Connect") {
     // A running process's events from now on, as its Start streams them.
     auto msg = connect::request_message(c.req.body(), kMaxRpcMessage);
@@ -225,7 +229,8 @@ void AgentApi::e2b_envd(Call& c, std::shared_ptr<Sandbox> sb) {
   }
   rpc_fail(res, make_error(Code::kNotFound, p + " is not served (swissbox's envd: Process Start, List, "
                                             "SendSignal, SendInput, CloseStdin, Update; Filesystem "
-                                            "Stat, ListDir, MakeDir, Move, Remove)"));
+                                            "Stat, ListDir, MakeDir, Move, Remove, WatchDir and its "
+                                            "unary watchers)"));
 }
 
 void AgentApi::e2b_process_start(Call& c, std::shared_ptr<Sandbox> sb) {
