@@ -201,12 +201,13 @@ TEST_F(E2bWatchTest, AWatcherNobodyPollsStopsAtItsBacklog) {
   auto [s, created] = Rpc("CreateWatcher", {{"path", dir_}});
   ASSERT_EQ(s, 200u) << created;
   std::string watcher = created.value("watcherId", "");
-  // Twice the backlog of writes: the runner passes changes on while the code runs and the changes
-  // it sent come before the command's exit, so the agent holds more than the backlog once
-  // the exec has answered, whatever the runner had not read yet (a poll would drain them).
-  // Writes to two files in turn: each is a change of its own (only a repeat is folded).
+  // Writes to two files in turn (each a change: only a repeat is folded), twice the
+  // backlog: the runner passes changes on while the code runs, and those it sent come
+  // before the command's exit, so the agent holds more than the backlog once the exec has
+  // answered, whatever the runner had not read yet (a poll in between would drain them).
   Exec("python3 -c \"import os\na, b = (os.open(f'w/{n}', os.O_WRONLY | os.O_CREAT) for n in 'ab')\n"
-       "for i in range(" + std::to_string(limits::kMaxWatcherBacklog + 100) + "): os.write(a, b'x'); os.write(b, b'y')\"");
+       "for i in range(" + std::to_string(limits::kMaxWatcherBacklog + 100) +
+       "): os.write(a, b'x'); os.write(b, b'y')\"");
   auto [status, got] = Rpc("GetWatcherEvents", {{"watcherId", watcher}});
   EXPECT_EQ(status, 429u) << got.dump().substr(0, 300);
   EXPECT_EQ(got.value("code", ""), "resource_exhausted");
