@@ -908,4 +908,10 @@ void SandboxManager::update_gauges() {
   metrics_.set("swissbox_exec_queued", {}, exec_gate_.queued());
 }
 
+bool SandboxManager::offers_internet(const std::string& template_name) const {
+  auto policy = opts_.egress_template_allow.find(template_name);
+  return runtime_.offers_egress() && opts_.egress_proxy && policy != opts_.egress_template_allow.end() &&
+         !policy->second.empty();
+}
+
 }  // namespace swissbox

@@ -112,6 +112,9 @@ class SandboxManager {
   SandboxRuntime& runtime() { return runtime_; }
   boost::asio::io_context& io() { return ioc_; }
   const ManagerOptions& options() const { return opts_; }
+  // Whether sandboxes of the template may reach the internet here: the node offers egress
+  // and its egress policy lists hosts for the template.
+  bool offers_internet(const std::string& template_name) const;
   ExecGate& exec_gate() { return exec_gate_; }
   Metrics& metrics() { return metrics_; }
   // Reads the sandbox's host usage (into sb.usage) and memory footprint on the host-work

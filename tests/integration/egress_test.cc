@@ -215,6 +215,23 @@ TEST_F(Egress, OnlyAllowlistedHostsAnswerAndOnlyThroughTheProxy) {
   EXPECT_NE(metrics.find("swissbox_egress_connections_total{result=\"allowed\"}"), std::string::npos);
 }
 
+// E2B's allow_internet_access (its SDKs send true unless told otherwise) gives what the
+// node's policy gives the template, and false keeps the sandbox on loopback.
+TEST_F(Egress, E2bInternetAccessIsTheTemplatesPolicy) {
+  std::string open = post("/sandboxes", {{"templateID", "base"}, {"allow_internet_access", true}}, 201)
+                         .value("sandboxID", "");
+  EXPECT_EQ(network_of(open).value("mode", ""), "egress");
+  EXPECT_EQ(run(open, "curl -sS -m 10 http://allowed.test/").value("stdout", ""), "hello from allowed\n");
+  EXPECT_NE(run(open, "curl -sS -m 10 http://denied.test/").value("stdout", "").find("allowlist"),
+            std::string::npos);
+  http::Client c(tcp());
+  EXPECT_EQ(json::parse(c.request("GET", "/sandboxes/" + open)->body).value("allowInternetAccess", false), true);
+  std::string closed = post("/sandboxes", {{"templateID", "base"}, {"allow_internet_access", false}}, 201)
+                           .value("sandboxID", "");
+  EXPECT_NE(network_of(closed).value("mode", ""), "egress");
+  EXPECT_EQ(run(closed, "cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' '").value("stdout", ""), "lo\n");
+}
+
 // Host names that a matcher and a resolver read differently (the audit's NUL: the allowlist
 // saw "....allowed.test", getaddrinfo "198.19.77.6") are refused before either looks.
 TEST_F(Egress, OddHostFormsAreRefusedBeforeTheyAreMatched) {

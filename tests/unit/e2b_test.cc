@@ -103,6 +103,23 @@ TEST(E2bCreate, TemplatesTimeoutsAndEnvironment) {
   }
 }
 
+// allow_internet_access never widens the node's policy: egress only where the policy
+// gives the template hosts, none when the client says false.
+TEST(E2bCreate, InternetAccessIsWhatTheNodesPolicyGivesTheTemplate) {
+  json metadata;
+  auto policy = [](const std::string& tmpl) { return tmpl == "default"; };
+  EXPECT_EQ(e2b::parse_create(json::object(), &metadata, policy)->network, NetworkMode::kEgress);
+  EXPECT_EQ(e2b::parse_create({{"allow_internet_access", true}}, &metadata, policy)->network,
+            NetworkMode::kEgress);
+  EXPECT_EQ(e2b::parse_create({{"allow_internet_access", false}}, &metadata, policy)->network,
+            NetworkMode::kNone);
+  EXPECT_EQ(e2b::parse_create({{"templateID", "code-interpreter-v1"}}, &metadata, policy)->network,
+            NetworkMode::kNone);
+  EXPECT_EQ(e2b::parse_create({{"allow_internet_access", true}}, &metadata)->network, NetworkMode::kNone);
+  EXPECT_EQ(e2b::parse_create({{"allow_internet_access", "yes"}}, &metadata, policy).error().code,
+            Code::kInvalidArgument);
+}
+
 TEST(E2bRoutes, KindsTemplateNamesAndDeadlines) {
   auto req = [](const char* target, const char* sandbox_header) {
     http::RequestHeader h;

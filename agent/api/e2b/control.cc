@@ -33,7 +33,8 @@ void AgentApi::e2b_control(Call& c) {
     auto body = c.body_json(opts_.max_json_body);
     if (!body) return e2b::fail(res, body.error());
     json metadata = json::object();
-    auto req = e2b::parse_create(*body, &metadata);
+    auto req = e2b::parse_create(*body, &metadata,
+                                 [this](const std::string& tmpl) { return mgr_.offers_internet(tmpl); });
     if (!req) return e2b::fail(res, req.error());
     return mgr_.create(*req, c.tenant, metadata, [res](Result<std::shared_ptr<Sandbox>> sb, bool) {
       if (!sb) return e2b::fail(res, sb.error());

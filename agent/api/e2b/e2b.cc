@@ -41,7 +41,8 @@ bool access_allowed(const Sandbox& sb, std::string_view token) {
   return !sb.access_token.empty() && constant_time_equal(sb.access_token, token);
 }
 
-Result<CreateRequest> parse_create(const json& body, json* metadata) {
+Result<CreateRequest> parse_create(const json& body, json* metadata,
+                                   const std::function<bool(const std::string&)>& internet) {
   if (!body.is_object()) return invalid("request body must be a JSON object");
   CreateRequest req;
   std::string tmpl = "base";
@@ -71,6 +72,12 @@ Result<CreateRequest> parse_create(const json& body, json* metadata) {
   }
   std::map<std::string, std::string> meta;
   if (auto st = string_map(body, "metadata", &meta); !st) return st.error();
+  bool wants_internet = true;
+  if (auto it = body.find("allow_internet_access"); it != body.end() && !it->is_null()) {
+    if (!it->is_boolean()) return invalid("allow_internet_access must be a boolean");
+    wants_internet = it->get<bool>();
+  }
+  if (wants_internet && internet && internet(req.template_name)) req.network = NetworkMode::kEgress;
   *metadata = json(meta);
   return req;
 }
@@ -99,7 +106,10 @@ json listed_json(const Sandbox& sb, bool detail) {
             {"state", "running"},
             {"envdVersion", kEnvdVersion},
             {"metadata", sb.metadata}};
-  if (detail) j["envdAccessToken"] = sb.access_token;
+  if (detail) {
+    j["envdAccessToken"] = sb.access_token;
+    j["allowInternetAccess"] = sb.network == NetworkMode::kEgress;
+  }
   return j;
 }
 

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
@@ -38,8 +39,13 @@ inline constexpr int64_t kDefaultTimeoutS = 300;
 // Whether `token` is the sandbox's access token (compared in constant time).
 bool access_allowed(const Sandbox& sb, std::string_view token);
 
-// POST /sandboxes and /v2/sandboxes: {templateID, timeout, metadata, envVars, …}.
-Result<CreateRequest> parse_create(const nlohmann::json& body, nlohmann::json* metadata);
+// POST /sandboxes and /v2/sandboxes: {templateID, timeout, metadata, envVars,
+// allow_internet_access, …}. allow_internet_access (E2B's default: true) asks for the
+// network the node's egress policy gives the template, never more: egress (through the
+// egress proxy, to the hosts the policy lists) when `internet` says the node has such a
+// policy for it, else none; false is always none.
+Result<CreateRequest> parse_create(const nlohmann::json& body, nlohmann::json* metadata,
+                                   const std::function<bool(const std::string& tmpl)>& internet = {});
 
 // The Sandbox answer of create and connect (with the access tokens).
 nlohmann::json sandbox_json(const Sandbox& sb);
