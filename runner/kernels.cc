@@ -177,6 +177,12 @@ def _swissbox_kernel():
         os.environ.update(env)
         cells += 1
         raised = None
+        if cells == 1:
+            try:
+                import site  # started with -S: what it sets up comes with the first cell
+                site.main()
+            except Exception:
+                pass
         _signal.signal(_signal.SIGINT, _signal.default_int_handler)
         try:
             run(code, '<cell %d>' % cells)
@@ -372,7 +378,9 @@ const char* kernel_language_name(KernelLanguage lang) {
 
 std::vector<std::string> kernel_argv(KernelLanguage lang) {
   switch (lang) {
-    case KernelLanguage::kPython: return {"python3", "-c", kPythonKernel};
+    // -S: site (site-packages, .pth files, 30 modules) loads before the first cell, so an
+    // idle context does not carry it.
+    case KernelLanguage::kPython: return {"python3", "-S", "-c", kPythonKernel};
     case KernelLanguage::kBash: return {"/bin/bash", "-c", kBashKernel};
     default: return {"node", "-e", kNodeKernel, kernel_language_name(lang)};
   }
