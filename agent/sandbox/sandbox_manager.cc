@@ -43,6 +43,7 @@ SandboxManager::SandboxManager(asio::io_context& ioc, asio::thread_pool& workers
       runtime_(runtime),
       opts_(std::move(opts)),
       metrics_(metrics),
+      pool_(opts_.pool_targets),
       tick_timer_(ioc),
       refill_timer_(ioc),
       exec_gate_(ioc, opts_.exec_slots, opts_.exec_slot_hold) {
@@ -161,33 +162,19 @@ void SandboxManager::start(std::function<void(Status)> done) {
 int SandboxManager::total_sandboxes() const {
   int live = 0;
   for (const auto& [id, sb] : sandboxes_) live += sb->state != SandboxState::kFailed;
-  return live + starting_total_;
+  return live + pool_.starting_total();
 }
 
 void SandboxManager::refill() {
   if (stopping_) return release_stranded_waiters();
-  // Each start goes to the pool that is furthest below its target (as a fraction of it),
-  // so that a burst on one pool is not refilled only after the pools before it by name.
-  auto emptiest = [this]() -> std::string {
-    std::string best;
-    double best_fill = 1;
-    for (const auto& [tmpl, target] : opts_.pool_targets) {
-      double fill = target > 0 ? (ready_[tmpl].size() + starting_[tmpl]) / double(target) : 1;
-      if (fill < best_fill) best = tmpl, best_fill = fill;
-    }
-    return best;
-  };
-  while (starting_total_ < opts_.refill_concurrency && total_sandboxes() < opts_.max_sandboxes) {
-    std::string tmpl = emptiest();
+  while (pool_.starting_total() < opts_.refill_concurrency && total_sandboxes() < opts_.max_sandboxes) {
+    std::string tmpl = pool_.emptiest();
     if (tmpl.empty()) break;
-    ++refilling_[tmpl];
+    pool_.refill_begun(tmpl);
     start_one(tmpl, [this, tmpl = tmpl](Result<SandboxPtr> r) {
-      --refilling_[tmpl];
       // A create that found the pool empty waits for this start (or, if it failed, starts
       // its own sandbox).
-      if (auto& waiting = waiters_[tmpl]; !waiting.empty()) {
-        auto waiter = std::move(waiting.front());
-        waiting.pop_front();
+      if (auto waiter = pool_.refill_ended(tmpl)) {
         if (r && !(*r)->channel->alive()) r = make_error(Code::kUnavailable, "the sandbox was lost");
         waiter(std::move(r));
         return refill();
@@ -200,7 +187,7 @@ void SandboxManager::refill() {
         t->async_wait([this, t](boost::system::error_code) { refill(); });
         return;
       }
-      ready_[tmpl].push_back(*r);
+      pool_.put(tmpl, *r);
       update_gauges();
       refill();
     });
@@ -212,12 +199,7 @@ void SandboxManager::refill() {
 // Creates waiting on a pool that no longer refills (target lowered, node full, stopping)
 // start their own sandboxes (or get the reason they cannot).
 void SandboxManager::release_stranded_waiters() {
-  for (auto& [pool, waiting] : waiters_) {
-    if (refilling_[pool] > 0 && !stopping_) continue;
-    auto stranded = std::move(waiting);
-    waiting.clear();
-    for (auto& w : stranded) w(make_error(Code::kUnavailable, "the pool stopped refilling"));
-  }
+  for (auto& w : pool_.stranded(stopping_)) w(make_error(Code::kUnavailable, "the pool stopped refilling"));
 }
 
 void SandboxManager::refill_later() {
@@ -266,8 +248,7 @@ void SandboxManager::start_one(const std::string& pool,
   spec.limits = sb->limits;
   spec.network = key.network;
   for (const auto& [k, v] : base_environment()) spec.env.push_back(k + "=" + v);
-  ++starting_[pool];
-  ++starting_total_;
+  pool_.start_begun(pool);
   starting_ids_.insert(sb->id);
   auto start = std::make_shared<Starting>(ioc_, sb, std::move(ready));
   asio::post(workers_, [this, start, spec] {
@@ -379,8 +360,7 @@ void SandboxManager::start_over(std::shared_ptr<Starting> start, std::string err
 void SandboxManager::count_start_end(const Starting& start, bool ok) {
   const SandboxPtr& sb = start.sb;
   starting_ids_.erase(sb->id);
-  --starting_[sb->pool()];
-  --starting_total_;
+  pool_.start_ended(sb->pool());
   metrics_.add("swissbox_sandbox_starts_total", Metrics::labels({{"result", ok ? "ok" : "error"}}));
   if (ok) {
     metrics_.observe("swissbox_sandbox_start_duration_seconds", Metrics::labels({{"pool", sb->pool()}}),
@@ -423,11 +403,7 @@ void SandboxManager::create(const CreateRequest& req, std::string tenant, json m
   std::vector<std::string> pools = {pool_key(req.template_name, req.network)};
   if (!req.language.empty()) pools.insert(pools.begin(), pool_key(req.template_name, req.network, req.language));
   for (const auto& key : pools) {
-    auto& pool = ready_[key];
-    while (!pool.empty()) {
-      SandboxPtr sb = pool.back();
-      pool.pop_back();
-      if (!sb->channel->alive()) continue;  // lost meanwhile; on_lost cleans it up
+    if (SandboxPtr sb = pool_.take(key)) {
       claim(sb, true, terms, std::move(fn));
       return refill_later();
     }
@@ -454,15 +430,14 @@ void SandboxManager::create(const CreateRequest& req, std::string tenant, json m
   // (measured: one-shots at 9/s for 30 s on two cores drained the pool, then made 182 cold
   // starts and a p99 of 5.6 s; queued, none, p99 2.9 s). Past kMaxWaitersPerStart waiting
   // creates per concurrent refill start (per pool), a create cold-starts.
+  const size_t max_waiting = kMaxWaitersPerStart * opts_.refill_concurrency;
   for (const auto& key : pools) {
-    if (refilling_[key] == 0 ||
-        static_cast<int>(waiters_[key].size()) >= kMaxWaitersPerStart * opts_.refill_concurrency)
-      continue;
-    metrics_.add("swissbox_claim_waits_total", Metrics::labels({{"pool", key}}));
-    waiters_[key].push_back([this, terms, fn, cold_start](Result<SandboxPtr> r) {
+    auto waiter = [this, terms, fn, cold_start](Result<SandboxPtr> r) {
       if (!r) return cold_start();
       claim(*r, true, terms, fn);
-    });
+    };
+    if (!pool_.wait_for_refill(key, std::move(waiter), max_waiting)) continue;
+    metrics_.add("swissbox_claim_waits_total", Metrics::labels({{"pool", key}}));
     return;
   }
   cold_start();
@@ -561,11 +536,7 @@ void SandboxManager::read_usage(SandboxPtr sb, std::function<void(std::optional<
 }
 
 void SandboxManager::warm_footprints(std::function<void(std::map<std::string, MemoryFootprint>)> done) {
-  std::map<std::string, std::vector<std::string>> ids;
-  for (const auto& [pool, ready] : ready_) {
-    for (const auto& sb : ready) ids[pool].push_back(sb->id);
-  }
-  meter_.footprints(std::move(ids), std::move(done));
+  meter_.footprints(pool_.ready_ids(), std::move(done));
 }
 
 // Every live sandbox's usage; the node's totals once all of it is in.
@@ -621,8 +592,7 @@ Status SandboxManager::remove(const std::string& id, const std::string& why) {
   if (it == sandboxes_.end()) return make_error(Code::kNotFound, "sandbox " + id + " not found");
   SandboxPtr sb = it->second;
   sandboxes_.erase(it);
-  auto& pool = ready_[sb->pool()];
-  std::erase(pool, sb);
+  pool_.erase(sb);
   forget_egress(*sb);
   bool failed = sb->state == SandboxState::kFailed;
   if (sb->channel) sb->channel->close("sandbox deleted");
@@ -704,7 +674,7 @@ void SandboxManager::destroy_later(const std::string& id, const std::string& why
 
 void SandboxManager::check_all_destroyed() {
   // Shutdown is over when no start is in flight and no destroy is pending.
-  if (destroying_.empty() && starting_total_ == 0 && on_all_destroyed_) {
+  if (destroying_.empty() && pool_.starting_total() == 0 && on_all_destroyed_) {
     std::exchange(on_all_destroyed_, nullptr)();
   }
 }
@@ -833,27 +803,18 @@ void SandboxManager::shutdown(bool keep_active, std::function<void()> done) {
   // Closing fails the readiness call, whose handler queues the destroy.
   auto unready = unready_;
   for (const auto& [id, sb] : unready) sb->channel->close("agent stopping");
-  if (destroying_.empty() && starting_total_ == 0) return done();
+  if (destroying_.empty() && pool_.starting_total() == 0) return done();
   on_all_destroyed_ = std::move(done);
 }
 
 std::map<std::string, PoolStatus> SandboxManager::pool_status() const {
-  std::map<std::string, PoolStatus> out;
   std::set<std::string> pools;
   for (const auto& [name, t] : builtin_templates()) {
     pools.insert(name);
     if (runtime_.offers_egress() && opts_.egress_proxy) pools.insert(pool_key(name, NetworkMode::kEgress));
   }
-  for (const auto& [name, target] : opts_.pool_targets) pools.insert(name);  // language pools
-  for (const auto& name : pools) {
-    PoolStatus& p = out[name];
-    auto tgt = opts_.pool_targets.find(name);
-    p.target = tgt == opts_.pool_targets.end() ? 0 : tgt->second;
-    auto r = ready_.find(name);
-    p.ready = r == ready_.end() ? 0 : static_cast<int>(r->second.size());
-    auto s = starting_.find(name);
-    p.starting = s == starting_.end() ? 0 : s->second;
-  }
+  for (const auto& [name, target] : pool_.targets()) pools.insert(name);  // language pools
+  auto out = pool_.status(pools);
   for (const auto& [id, sb] : sandboxes_) {
     if (sb->state == SandboxState::kActive) out[sb->pool()].active++;
   }
@@ -869,21 +830,13 @@ Status SandboxManager::set_pool_target(const std::string& tmpl, int target) {
     return make_error(Code::kInvalidArgument,
                       fmt::format("target must be between 0 and {}", opts_.max_sandboxes));
   }
-  opts_.pool_targets[tmpl] = target;
   // Shrinking retires the surplus warm sandboxes.
-  auto& pool = ready_[tmpl];
-  while (static_cast<int>(pool.size()) > target) retire(pool.front()->id, "pool target lowered");
+  for (const auto& sb : pool_.set_target(tmpl, target)) retire(sb->id, "pool target lowered");
   refill();
   return ok_status();
 }
 
-bool SandboxManager::pools_warm() const {
-  for (const auto& [tmpl, target] : opts_.pool_targets) {
-    auto r = ready_.find(tmpl);
-    if (target > 0 && (r == ready_.end() || r->second.empty())) return false;
-  }
-  return true;
-}
+bool SandboxManager::pools_warm() const { return pool_.warm(); }
 
 int SandboxManager::active_count() const {
   int n = 0;

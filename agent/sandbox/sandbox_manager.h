@@ -21,6 +21,7 @@
 #include "agent/sandbox/exec_gate.h"
 #include "agent/sandbox/sandbox.h"
 #include "agent/sandbox/usage_meter.h"
+#include "agent/sandbox/warm_pool.h"
 #include "agent/sandbox/runner_channel.h"
 #include "agent/runtime/runtime.h"
 #include "agent/runtime/sandbox_spec.h"
@@ -33,7 +34,7 @@ class EgressProxy;
 
 struct ManagerOptions {
   std::string node_name = "node";
-  std::map<std::string, int> pool_targets = {{"default", 2}};
+  std::map<std::string, int> pool_targets = {{"default", 2}};  // at start; then the pool's
   int max_sandboxes = 32;
   int refill_concurrency = 4;
   // Commands that start at once; the rest queue (ExecGate). 0: no gate.
@@ -63,10 +64,6 @@ struct ManagerOptions {
   // A template's allowlist, for requests that bring none; a tenant's ceiling, which every
   // host its sandboxes reach must match too.
   std::map<std::string, std::vector<std::string>> egress_template_allow, egress_tenant_allow;
-};
-
-struct PoolStatus {
-  int target = 0, ready = 0, starting = 0, active = 0;
 };
 
 class RecordStore;
@@ -186,14 +183,12 @@ class SandboxManager {
   ManagerOptions opts_;
   Metrics& metrics_;
   std::map<std::string, SandboxPtr> sandboxes_;
-  std::map<std::string, std::vector<SandboxPtr>> ready_;  // per template, LIFO
-  std::map<std::string, int> starting_;
+  WarmPool pool_;  // ready sandboxes, starts and waiting creates per pool
   // Sandboxes whose runner is up but not yet ready; shutdown closes their channels rather
   // than waiting out the start deadline.
   std::map<std::string, SandboxPtr> unready_;
   std::set<std::string> destroying_;
   std::unique_ptr<RecordStore> records_;
-  int starting_total_ = 0;
   bool stopping_ = false;
   bool draining_ = false;
   std::function<void()> on_all_destroyed_;
@@ -204,9 +199,6 @@ class SandboxManager {
   std::chrono::steady_clock::time_point next_gc_;
   bool gc_running_ = false;
   std::set<std::string> starting_ids_;  // made by start_one, not yet ready or failed
-  // Per pool: refill starts under way, and the creates waiting for them (at most one each).
-  std::map<std::string, int> refilling_;
-  std::map<std::string, std::deque<std::function<void(Result<SandboxPtr>)>>> waiters_;
   ExecGate exec_gate_;
 };
 
