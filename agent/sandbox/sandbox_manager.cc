@@ -1,18 +1,18 @@
+// SandboxManager (sandbox_manager.h): taking back an earlier agent's sandboxes, creates
+// and claims, removal and loss, egress, records, shutdown and the pools' settings. Its
+// starts are sandbox_start.cc, its upkeep (tick, health, garbage collection, destroys)
+// sandbox_upkeep.cc, the pools' bookkeeping WarmPool.
 #include "agent/sandbox/sandbox_manager.h"
 
-#include "common/sandbox_id.h"
-
 #include <fmt/format.h>
-#include <sys/resource.h>
-#include <unistd.h>
 
 #include <boost/asio/post.hpp>
 #include <future>
-#include <random>
 
 #include "agent/net/egress_proxy.h"
 #include "agent/sandbox/sandbox_records.h"
 #include "common/log.h"
+#include "common/sandbox_id.h"
 
 namespace swissbox {
 
@@ -22,18 +22,6 @@ using Clock = std::chrono::steady_clock;
 
 // How many creates may queue per refill start when their pools are empty (see create()).
 constexpr int kMaxWaitersPerStart = 4;
-
-namespace {
-
-// Teardown yields to serving: a destroy worker runs at nice 10, and so do the runsc
-// processes it starts (a child takes its thread's nice value), so that on a busy CPU
-// refills and commands come first. Nice 10 still gets ≈ 10 % of a contended CPU.
-void lower_this_threads_priority() {
-  thread_local bool lowered = false;
-  if (!std::exchange(lowered, true)) setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), 10);
-}
-
-}  // namespace
 
 SandboxManager::SandboxManager(asio::io_context& ioc, asio::thread_pool& workers,
                                SandboxRuntime& runtime, ManagerOptions opts, Metrics& metrics)
@@ -163,210 +151,6 @@ int SandboxManager::total_sandboxes() const {
   int live = 0;
   for (const auto& [id, sb] : sandboxes_) live += sb->state != SandboxState::kFailed;
   return live + pool_.starting_total();
-}
-
-void SandboxManager::refill() {
-  if (stopping_) return release_stranded_waiters();
-  while (pool_.starting_total() < opts_.refill_concurrency && total_sandboxes() < opts_.max_sandboxes) {
-    std::string tmpl = pool_.emptiest();
-    if (tmpl.empty()) break;
-    pool_.refill_begun(tmpl);
-    start_one(tmpl, [this, tmpl = tmpl](Result<SandboxPtr> r) {
-      // A create that found the pool empty waits for this start (or, if it failed, starts
-      // its own sandbox).
-      if (auto waiter = pool_.refill_ended(tmpl)) {
-        if (r && !(*r)->channel->alive()) r = make_error(Code::kUnavailable, "the sandbox was lost");
-        waiter(std::move(r));
-        return refill();
-      }
-      if (!r) {
-        log::warn("warm sandbox failed to start",
-                  {{"template", tmpl}, {"error", r.error().to_string()}});
-        // Back off a little so a broken runtime does not spin.
-        auto t = std::make_shared<asio::steady_timer>(ioc_, std::chrono::seconds(2));
-        t->async_wait([this, t](boost::system::error_code) { refill(); });
-        return;
-      }
-      pool_.put(tmpl, *r);
-      update_gauges();
-      refill();
-    });
-  }
-  release_stranded_waiters();
-  update_gauges();
-}
-
-// Creates waiting on a pool that no longer refills (target lowered, node full, stopping)
-// start their own sandboxes (or get the reason they cannot).
-void SandboxManager::release_stranded_waiters() {
-  for (auto& w : pool_.stranded(stopping_)) w(make_error(Code::kUnavailable, "the pool stopped refilling"));
-}
-
-void SandboxManager::refill_later() {
-  if (refill_pending_) return;
-  refill_pending_ = true;
-  refill_timer_.expires_after(opts_.refill_delay);
-  refill_timer_.async_wait([this](boost::system::error_code ec) {
-    refill_pending_ = false;
-    if (!ec) refill();
-  });
-}
-
-// One sandbox's start, as a sequence of steps on the I/O thread, each ending it on failure:
-//   start_one    the runtime starts it (workers_), then
-//   on_started   its runner channel opens and the start deadline is armed,
-//   warm_up      the runner answers a ping and runs the warm-up command (each sandbox has
-//                its own page cache: without it the claimer's first command pays for
-//                loading the loader, libc and the shell through the gofer), or
-//   load_worker  for a language pool, its worker loads the runtime (which warms the cache
-//                as well),
-//   load_contexts  for a template with warm contexts, they start (a context that does not
-//                load is left out, the sandbox serves without it), and
-//   start_over   it is ready (or failed: destroyed, never handed out).
-struct SandboxManager::Starting {
-  Starting(asio::io_context& ioc, SandboxPtr s, std::function<void(Result<SandboxPtr>)> r)
-      : sb(std::move(s)), ready(std::move(r)), deadline(ioc) {}
-  SandboxPtr sb;
-  std::function<void(Result<SandboxPtr>)> ready;
-  Clock::time_point t0 = Clock::now();
-  asio::steady_timer deadline;
-  bool over = false;
-};
-
-void SandboxManager::start_one(const std::string& pool,
-                               std::function<void(Result<SandboxPtr>)> ready) {
-  PoolKey key = *parse_pool_key(pool);
-  auto sb = std::make_shared<Sandbox>();
-  sb->id = new_id();
-  sb->template_name = key.template_name;
-  sb->network = key.network;
-  sb->language = key.language;
-  sb->limits = builtin_templates().at(key.template_name).limits;
-  SandboxSpec spec;
-  spec.id = sb->id;
-  spec.hostname = "sandbox";
-  spec.limits = sb->limits;
-  spec.network = key.network;
-  for (const auto& [k, v] : base_environment()) spec.env.push_back(k + "=" + v);
-  pool_.start_begun(pool);
-  starting_ids_.insert(sb->id);
-  auto start = std::make_shared<Starting>(ioc_, sb, std::move(ready));
-  asio::post(workers_, [this, start, spec] {
-    auto link = runtime_.start(spec);
-    if (link && spec.network == NetworkMode::kEgress) {
-      if (auto addrs = runtime_.network(spec.id)) {
-        start->sb->network_address = addrs->sandbox_ip;  // not shared with the I/O thread yet
-        start->sb->network_gateway = addrs->gateway_ip;
-      }
-    }
-    asio::post(ioc_, [this, start, link = std::move(link)]() mutable { on_started(start, std::move(link)); });
-  });
-}
-
-void SandboxManager::on_started(std::shared_ptr<Starting> start, Result<RunnerLink> link) {
-  SandboxPtr sb = start->sb;
-  if (!link) {
-    count_start_end(*start, false);
-    return start->ready(link.error());
-  }
-  sb->channel = std::make_shared<RunnerChannel>(ioc_, std::move(link->socket));
-  sb->channel->start([this, id = sb->id](const std::string& why) { on_lost(id, why); });
-  start->deadline.expires_after(opts_.ready_timeout);
-  start->deadline.async_wait([this, start](boost::system::error_code ec) {
-    if (!ec) start_over(start, "runner did not answer within the start deadline");
-  });
-  unready_[sb->id] = sb;
-  sb->channel->call({{"op", "ping"}}, {}, [this, start](const proto::Event& e) {
-    if (e.kind != proto::EventKind::kResult) return start_over(start, e.message), true;
-    warm_up(start);
-    return true;
-  });
-}
-
-void SandboxManager::warm_up(std::shared_ptr<Starting> start) {
-  if (opts_.warmup_argv.empty() || !start->sb->language.empty()) return load_worker(start);
-  proto::ExecOp op;
-  op.argv = opts_.warmup_argv;
-  op.timeout_ms = 10000;
-  op.env = base_environment();
-  start->sb->channel->call(proto::encode_op(op), {}, [this, start](const proto::Event& e) {
-    using proto::EventKind;
-    if (e.kind == EventKind::kStdout || e.kind == EventKind::kStderr) return false;
-    // A failing warm-up only means a cold cache, not a broken sandbox.
-    if (e.kind == EventKind::kLost) return start_over(start, e.message), true;
-    load_worker(start);
-    return true;
-  });
-}
-
-void SandboxManager::load_worker(std::shared_ptr<Starting> start) {
-  const SandboxPtr& sb = start->sb;
-  if (sb->language.empty()) return load_contexts(start, 0);
-  sb->channel->call(proto::encode_op(proto::PrepareOp{{sb->language}, base_environment()}), {},
-                    [this, start](const proto::Event& e) {
-                      if (e.kind == proto::EventKind::kResult && e.ok) return load_contexts(start, 0), true;
-                      start_over(start, fmt::format("{} worker: {}", start->sb->language, e.message));
-                      return true;
-                    });
-}
-
-void SandboxManager::load_contexts(std::shared_ptr<Starting> start, size_t i) {
-  const SandboxPtr& sb = start->sb;
-  const auto& languages = builtin_templates().at(sb->template_name).warm_contexts;
-  if (i == languages.size()) return start_over(start, "");
-  proto::ContextStartOp op;
-  op.context = "default-" + languages[i];
-  op.language = languages[i];
-  op.env = base_environment();
-  op.pids_limit = sb->limits.pids;
-  sb->channel->call(proto::encode_op(op), {}, [this, start, i, op](const proto::Event& e) {
-    if (e.kind == proto::EventKind::kLost) return start_over(start, e.message), true;
-    if (e.kind == proto::EventKind::kResult && e.ok) {
-      start->sb->contexts[op.context] = {op.language, ""};
-    } else {
-      log::warn("warm context not started", {{"sandbox", start->sb->id}, {"language", op.language},
-                                              {"error", e.message}});
-    }
-    load_contexts(start, i + 1);
-    return true;
-  });
-}
-
-void SandboxManager::start_over(std::shared_ptr<Starting> start, std::string err) {
-  if (std::exchange(start->over, true)) return;
-  SandboxPtr sb = start->sb;
-  start->deadline.cancel();
-  unready_.erase(sb->id);
-  if (!err.empty() || stopping_) {
-    sb->channel->close("not ready");
-    // Queued before the start is counted over: a shutdown waiting for the last start must
-    // also wait for this destroy.
-    destroy_later(sb->id, err.empty() ? "agent stopping" : err);
-    count_start_end(*start, err.empty());
-    return start->ready(make_error(Code::kUnavailable, err.empty() ? "agent stopping" : err));
-  }
-  count_start_end(*start, true);
-  sb->runner_secret = sb->channel->runner_secret();
-  sb->created_at = std::chrono::system_clock::now();
-  sb->last_used = Clock::now();
-  sandboxes_[sb->id] = sb;
-  log::info("sandbox ready",
-            {{"sandbox", sb->id},
-             {"template", sb->template_name},
-             {"ms", std::chrono::duration<double, std::milli>(Clock::now() - start->t0).count()}});
-  start->ready(sb);
-}
-
-void SandboxManager::count_start_end(const Starting& start, bool ok) {
-  const SandboxPtr& sb = start.sb;
-  starting_ids_.erase(sb->id);
-  pool_.start_ended(sb->pool());
-  metrics_.add("swissbox_sandbox_starts_total", Metrics::labels({{"result", ok ? "ok" : "error"}}));
-  if (ok) {
-    metrics_.observe("swissbox_sandbox_start_duration_seconds", Metrics::labels({{"pool", sb->pool()}}),
-                     std::chrono::duration<double>(Clock::now() - start.t0).count());
-  }
-  check_all_destroyed();
 }
 
 void SandboxManager::adopt(Sandbox record, RunnerLink link) {
@@ -539,27 +323,6 @@ void SandboxManager::warm_footprints(std::function<void(std::map<std::string, Me
   meter_.footprints(pool_.ready_ids(), std::move(done));
 }
 
-// Every live sandbox's usage; the node's totals once all of it is in.
-void SandboxManager::sample_all_usage() {
-  std::vector<SandboxPtr> live;
-  for (const auto& [id, sb] : sandboxes_) {
-    if (sb->state != SandboxState::kFailed) live.push_back(sb);
-  }
-  meter_.sample(
-      std::move(live),
-      [this](const Sandbox& s) { return find(s.id).get() == &s && s.state != SandboxState::kFailed; },
-      [this] {
-        int64_t memory = 0, disk = 0;
-        for (const auto& [id, sb] : sandboxes_) {
-          if (sb->state == SandboxState::kFailed || !sb->usage) continue;
-          memory += sb->usage->memory_bytes;
-          disk += std::max<int64_t>(0, sb->usage->disk_used_bytes);
-        }
-        metrics_.set("swissbox_sandboxes_memory_bytes", {}, static_cast<double>(memory));
-        metrics_.set("swissbox_sandboxes_disk_bytes", {}, static_cast<double>(disk));
-      });
-}
-
 void SandboxManager::allow_egress(Sandbox& sb) {
   if (sb.network != NetworkMode::kEgress || sb.network_address.empty() || !opts_.egress_proxy) return;
   std::optional<std::vector<std::string>> ceiling;
@@ -648,133 +411,6 @@ void SandboxManager::on_lost(const std::string& id, const std::string& reason) {
   update_gauges();
 }
 
-void SandboxManager::destroy_later(const std::string& id, const std::string& why) {
-  // Gone from disk before anyone hears of the removal: a crash from here on must not
-  // bring the sandbox back.
-  if (records_) {
-    if (auto st = records_->remove(id); !st)
-      log::error("sandbox record not removed", {{"sandbox", id}, {"error", st.error().to_string()}});
-  }
-  destroying_.insert(id);
-  asio::post(destroy_workers_, [this, id, why] {
-    lower_this_threads_priority();
-    auto st = runtime_.destroy(id);
-    if (!st)
-      log::error("sandbox destroy failed", {{"sandbox", id}, {"error", st.error().to_string()}});
-    else
-      log::info("sandbox destroyed", {{"sandbox", id}, {"why", why}});
-    metrics_.add("swissbox_sandbox_destroys_total",
-                 Metrics::labels({{"result", st.ok() ? "ok" : "error"}}));
-    asio::post(ioc_, [this, id] {
-      destroying_.erase(id);
-      check_all_destroyed();
-    });
-  });
-}
-
-void SandboxManager::check_all_destroyed() {
-  // Shutdown is over when no start is in flight and no destroy is pending.
-  if (destroying_.empty() && pool_.starting_total() == 0 && on_all_destroyed_) {
-    std::exchange(on_all_destroyed_, nullptr)();
-  }
-}
-
-void SandboxManager::tick() {
-  if (stopping_) return;
-  auto now = Clock::now();
-  auto wall_now = std::chrono::system_clock::now();
-  std::vector<std::string> expired, forgotten;
-  for (const auto& [id, sb] : sandboxes_) {
-    bool idle = sb->busy == 0 && now - sb->last_used > sb->timeout;
-    bool over = sb->end_at.time_since_epoch().count() != 0 && wall_now >= sb->end_at;
-    if (sb->state == SandboxState::kActive && (idle || over)) expired.push_back(id);
-    if (sb->state == SandboxState::kFailed && now - sb->last_used > opts_.failed_retention) {
-      forgotten.push_back(id);
-    }
-  }
-  for (const auto& id : expired) {
-    log::info("sandbox expired", {{"sandbox", id}});
-    retire(id, "timeout");
-  }
-  for (const auto& id : forgotten) retire(id, "failed record retention over");
-  sample_all_usage();
-  if (now >= next_gc_) {
-    next_gc_ = now + opts_.gc_interval;
-    collect_garbage();
-  }
-  if (now >= next_health_) {
-    next_health_ = now + opts_.health_interval;
-    health_check();
-  }
-  tick_timer_.expires_after(std::chrono::seconds(1));
-  tick_timer_.async_wait([this](boost::system::error_code ec) {
-    if (!ec) tick();
-  });
-}
-
-// Every warm and active sandbox's runner is pinged; a warm one that misses is replaced at
-// once, an active one is failed after three misses in a row (a long burst of output can
-// delay one answer, a hung runner misses them all).
-// The runtime lists everything it holds; what the agent neither serves, starts nor deletes
-// is left from a failure the agent did not see (a destroy that failed, a crash mid-start).
-void SandboxManager::collect_garbage() {
-  if (gc_running_ || stopping_) return;
-  gc_running_ = true;
-  asio::post(workers_, [this] {
-    auto ids = runtime_.list();
-    for (const auto& what : runtime_.remove_orphans()) {
-      log::warn("gc: removed a network link no sandbox explains", {{"link", what}});
-      metrics_.add("swissbox_gc_removed_total");
-    }
-    asio::post(ioc_, [this, ids = std::move(ids)]() mutable {
-      gc_running_ = false;
-      if (stopping_) return;
-      if (!ids) {
-        log::warn("gc: listing the runtime failed", {{"error", ids.error().to_string()}});
-        return;
-      }
-      for (const auto& id : *ids) {
-        if (sandboxes_.count(id) || destroying_.count(id) || starting_ids_.count(id)) continue;
-        log::warn("gc: removing a sandbox the agent does not know", {{"sandbox", id}});
-        metrics_.add("swissbox_gc_removed_total");
-        destroy_later(id, "garbage collection");
-      }
-    });
-  });
-}
-
-void SandboxManager::health_check() {
-  for (const auto& [id, sb] : sandboxes_) {
-    if (sb->state != SandboxState::kFailed) ping(sb);
-  }
-}
-
-void SandboxManager::ping(const SandboxPtr& sb) {
-  static constexpr int kMissesToFail = 3;
-  auto answered = std::make_shared<bool>(false);
-  auto timer = std::make_shared<asio::steady_timer>(ioc_, std::chrono::seconds(5));
-  timer->async_wait([this, sb, answered](boost::system::error_code ec) {
-    if (ec || *answered || find(sb->id) != sb) return;
-    sb->health_misses++;
-    sb->health_failures_total++;
-    metrics_.add("swissbox_health_check_failures_total",
-                 Metrics::labels({{"state", state_name(sb->state)}}));
-    log::warn("sandbox missed a health check",
-              {{"sandbox", sb->id}, {"state", state_name(sb->state)}, {"misses", sb->health_misses}});
-    if (sb->state == SandboxState::kWarm) {
-      retire(sb->id, "health check timed out");
-    } else if (sb->state == SandboxState::kActive && sb->health_misses >= kMissesToFail) {
-      sb->channel->close(fmt::format("the runner missed {} health checks", kMissesToFail));
-    }
-  });
-  sb->channel->call({{"op", "ping"}}, {}, [sb, answered, timer](const proto::Event& e) {
-    *answered = true;
-    timer->cancel();
-    if (e.kind == proto::EventKind::kResult) sb->health_misses = 0;
-    return true;
-  });
-}
-
 void SandboxManager::set_draining(bool on) {
   if (draining_ != on) log::info(on ? "draining" : "undrained", {{"node", opts_.node_name}});
   draining_ = on;
@@ -842,23 +478,6 @@ int SandboxManager::active_count() const {
   int n = 0;
   for (const auto& [id, sb] : sandboxes_) n += sb->state == SandboxState::kActive;
   return n;
-}
-
-void SandboxManager::update_gauges() {
-  std::map<std::string_view, int> by_state{{"warm", 0}, {"active", 0}, {"failed", 0}};
-  for (const auto& [id, sb] : sandboxes_) by_state[state_name(sb->state)]++;
-  for (const auto& [s, n] : by_state)
-    metrics_.set("swissbox_sandboxes", Metrics::labels({{"state", s}}), n);
-  for (const auto& [name, p] : pool_status()) {
-    auto l = Metrics::labels({{"template", name}});
-    metrics_.set("swissbox_pool_target", l, p.target);
-    metrics_.set("swissbox_pool_ready", l, p.ready);
-    metrics_.set("swissbox_pool_starting", l, p.starting);
-    metrics_.set("swissbox_pool_active", l, p.active);
-  }
-  metrics_.set("swissbox_exec_slots", {}, opts_.exec_slots);
-  metrics_.set("swissbox_exec_slots_in_use", {}, exec_gate_.in_use());
-  metrics_.set("swissbox_exec_queued", {}, exec_gate_.queued());
 }
 
 bool SandboxManager::offers_internet(const std::string& template_name) const {

@@ -2,6 +2,9 @@
 // with bounded concurrency, health-checked), claims (no runsc call: pop, record, answer),
 // cold starts when a pool is empty, idle expiry, and deletion (runsc work in the
 // background). All state lives on the I/O thread; runtime calls run on the worker pool.
+// Its code: sandbox_manager.cc (creates, claims, loss, shutdown), sandbox_start.cc
+// (refills and a start's steps), sandbox_upkeep.cc (tick, health, GC, destroys); the
+// pools' bookkeeping is WarmPool (warm_pool.h).
 #pragma once
 
 #include <boost/asio/io_context.hpp>
@@ -136,7 +139,7 @@ class SandboxManager {
   void refill_later();
   void release_stranded_waiters();
   // Starts one sandbox of the pool; ready(sandbox) runs once its runner answers, has warmed
-  // up and (language pools) loaded its worker. The steps, in order (sandbox_manager.cc):
+  // up and (language pools) loaded its worker. The steps, in order (sandbox_start.cc):
   struct Starting;
   void start_one(const std::string& pool, std::function<void(Result<SandboxPtr>)> ready);
   void on_started(std::shared_ptr<Starting> start, Result<RunnerLink> link);

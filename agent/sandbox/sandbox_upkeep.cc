@@ -1,0 +1,197 @@
+// SandboxManager's upkeep (sandbox_manager.h): the once-a-second tick (idle and
+// end-of-life expiry, failed records' retention, usage samples), health pings, garbage
+// collection of what the runtime holds that the agent does not explain, destroys in the
+// background, and the gauges.
+#include <fmt/format.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <boost/asio/post.hpp>
+
+#include "agent/sandbox/sandbox_manager.h"
+#include "agent/sandbox/sandbox_records.h"
+#include "common/log.h"
+
+namespace swissbox {
+
+namespace asio = boost::asio;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+// Teardown yields to serving: a destroy worker runs at nice 10, and so do the runsc
+// processes it starts (a child takes its thread's nice value), so that on a busy CPU
+// refills and commands come first. Nice 10 still gets ≈ 10 % of a contended CPU.
+void lower_this_threads_priority() {
+  thread_local bool lowered = false;
+  if (!std::exchange(lowered, true)) setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), 10);
+}
+
+}  // namespace
+
+// Every live sandbox's usage; the node's totals once all of it is in.
+void SandboxManager::sample_all_usage() {
+  std::vector<SandboxPtr> live;
+  for (const auto& [id, sb] : sandboxes_) {
+    if (sb->state != SandboxState::kFailed) live.push_back(sb);
+  }
+  meter_.sample(
+      std::move(live),
+      [this](const Sandbox& s) { return find(s.id).get() == &s && s.state != SandboxState::kFailed; },
+      [this] {
+        int64_t memory = 0, disk = 0;
+        for (const auto& [id, sb] : sandboxes_) {
+          if (sb->state == SandboxState::kFailed || !sb->usage) continue;
+          memory += sb->usage->memory_bytes;
+          disk += std::max<int64_t>(0, sb->usage->disk_used_bytes);
+        }
+        metrics_.set("swissbox_sandboxes_memory_bytes", {}, static_cast<double>(memory));
+        metrics_.set("swissbox_sandboxes_disk_bytes", {}, static_cast<double>(disk));
+      });
+}
+
+void SandboxManager::destroy_later(const std::string& id, const std::string& why) {
+  // Gone from disk before anyone hears of the removal: a crash from here on must not
+  // bring the sandbox back.
+  if (records_) {
+    if (auto st = records_->remove(id); !st)
+      log::error("sandbox record not removed", {{"sandbox", id}, {"error", st.error().to_string()}});
+  }
+  destroying_.insert(id);
+  asio::post(destroy_workers_, [this, id, why] {
+    lower_this_threads_priority();
+    auto st = runtime_.destroy(id);
+    if (!st)
+      log::error("sandbox destroy failed", {{"sandbox", id}, {"error", st.error().to_string()}});
+    else
+      log::info("sandbox destroyed", {{"sandbox", id}, {"why", why}});
+    metrics_.add("swissbox_sandbox_destroys_total",
+                 Metrics::labels({{"result", st.ok() ? "ok" : "error"}}));
+    asio::post(ioc_, [this, id] {
+      destroying_.erase(id);
+      check_all_destroyed();
+    });
+  });
+}
+
+void SandboxManager::check_all_destroyed() {
+  // Shutdown is over when no start is in flight and no destroy is pending.
+  if (destroying_.empty() && pool_.starting_total() == 0 && on_all_destroyed_) {
+    std::exchange(on_all_destroyed_, nullptr)();
+  }
+}
+
+void SandboxManager::tick() {
+  if (stopping_) return;
+  auto now = Clock::now();
+  auto wall_now = std::chrono::system_clock::now();
+  std::vector<std::string> expired, forgotten;
+  for (const auto& [id, sb] : sandboxes_) {
+    bool idle = sb->busy == 0 && now - sb->last_used > sb->timeout;
+    bool over = sb->end_at.time_since_epoch().count() != 0 && wall_now >= sb->end_at;
+    if (sb->state == SandboxState::kActive && (idle || over)) expired.push_back(id);
+    if (sb->state == SandboxState::kFailed && now - sb->last_used > opts_.failed_retention) {
+      forgotten.push_back(id);
+    }
+  }
+  for (const auto& id : expired) {
+    log::info("sandbox expired", {{"sandbox", id}});
+    retire(id, "timeout");
+  }
+  for (const auto& id : forgotten) retire(id, "failed record retention over");
+  sample_all_usage();
+  if (now >= next_gc_) {
+    next_gc_ = now + opts_.gc_interval;
+    collect_garbage();
+  }
+  if (now >= next_health_) {
+    next_health_ = now + opts_.health_interval;
+    health_check();
+  }
+  tick_timer_.expires_after(std::chrono::seconds(1));
+  tick_timer_.async_wait([this](boost::system::error_code ec) {
+    if (!ec) tick();
+  });
+}
+
+// The runtime lists everything it holds; what the agent neither serves, starts nor deletes
+// is left from a failure the agent did not see (a destroy that failed, a crash mid-start).
+void SandboxManager::collect_garbage() {
+  if (gc_running_ || stopping_) return;
+  gc_running_ = true;
+  asio::post(workers_, [this] {
+    auto ids = runtime_.list();
+    for (const auto& what : runtime_.remove_orphans()) {
+      log::warn("gc: removed a network link no sandbox explains", {{"link", what}});
+      metrics_.add("swissbox_gc_removed_total");
+    }
+    asio::post(ioc_, [this, ids = std::move(ids)]() mutable {
+      gc_running_ = false;
+      if (stopping_) return;
+      if (!ids) {
+        log::warn("gc: listing the runtime failed", {{"error", ids.error().to_string()}});
+        return;
+      }
+      for (const auto& id : *ids) {
+        if (sandboxes_.count(id) || destroying_.count(id) || starting_ids_.count(id)) continue;
+        log::warn("gc: removing a sandbox the agent does not know", {{"sandbox", id}});
+        metrics_.add("swissbox_gc_removed_total");
+        destroy_later(id, "garbage collection");
+      }
+    });
+  });
+}
+
+// Every warm and active sandbox's runner is pinged; a warm one that misses is replaced at
+// once, an active one is failed after three misses in a row (a long burst of output can
+// delay one answer, a hung runner misses them all).
+void SandboxManager::health_check() {
+  for (const auto& [id, sb] : sandboxes_) {
+    if (sb->state != SandboxState::kFailed) ping(sb);
+  }
+}
+
+void SandboxManager::ping(const SandboxPtr& sb) {
+  static constexpr int kMissesToFail = 3;
+  auto answered = std::make_shared<bool>(false);
+  auto timer = std::make_shared<asio::steady_timer>(ioc_, std::chrono::seconds(5));
+  timer->async_wait([this, sb, answered](boost::system::error_code ec) {
+    if (ec || *answered || find(sb->id) != sb) return;
+    sb->health_misses++;
+    sb->health_failures_total++;
+    metrics_.add("swissbox_health_check_failures_total",
+                 Metrics::labels({{"state", state_name(sb->state)}}));
+    log::warn("sandbox missed a health check",
+              {{"sandbox", sb->id}, {"state", state_name(sb->state)}, {"misses", sb->health_misses}});
+    if (sb->state == SandboxState::kWarm) {
+      retire(sb->id, "health check timed out");
+    } else if (sb->state == SandboxState::kActive && sb->health_misses >= kMissesToFail) {
+      sb->channel->close(fmt::format("the runner missed {} health checks", kMissesToFail));
+    }
+  });
+  sb->channel->call({{"op", "ping"}}, {}, [sb, answered, timer](const proto::Event& e) {
+    *answered = true;
+    timer->cancel();
+    if (e.kind == proto::EventKind::kResult) sb->health_misses = 0;
+    return true;
+  });
+}
+
+void SandboxManager::update_gauges() {
+  std::map<std::string_view, int> by_state{{"warm", 0}, {"active", 0}, {"failed", 0}};
+  for (const auto& [id, sb] : sandboxes_) by_state[state_name(sb->state)]++;
+  for (const auto& [s, n] : by_state)
+    metrics_.set("swissbox_sandboxes", Metrics::labels({{"state", s}}), n);
+  for (const auto& [name, p] : pool_status()) {
+    auto l = Metrics::labels({{"template", name}});
+    metrics_.set("swissbox_pool_target", l, p.target);
+    metrics_.set("swissbox_pool_ready", l, p.ready);
+    metrics_.set("swissbox_pool_starting", l, p.starting);
+    metrics_.set("swissbox_pool_active", l, p.active);
+  }
+  metrics_.set("swissbox_exec_slots", {}, opts_.exec_slots);
+  metrics_.set("swissbox_exec_slots_in_use", {}, exec_gate_.in_use());
+  metrics_.set("swissbox_exec_queued", {}, exec_gate_.queued());
+}
+
+}  // namespace swissbox
