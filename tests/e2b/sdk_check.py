@@ -94,11 +94,18 @@ def main():
     # files.watch_dir: a watcher polled for what changed (recursive), then stopped.
     sbx.files.make_dir("/home/user/watched")
     handle = sbx.files.watch_dir("/home/user/watched", recursive=True)
-    sbx.commands.run("cd /home/user/watched && mkdir d && echo hi > d/f && rm d/f")
+    # A new directory is watched once the watch has seen it appear (inotify's way).
+    sbx.commands.run("mkdir /home/user/watched/d")
     seen, deadline = [], time.time() + 10
-    while time.time() < deadline and ("remove", "d/f") not in seen:
-        seen += [(e.type.value, e.name) for e in handle.get_new_events()]
-        time.sleep(0.1)
+
+    def poll_until(last):
+        while time.time() < deadline and last not in seen:
+            seen.extend((e.type.value, e.name) for e in handle.get_new_events())
+            time.sleep(0.05)
+
+    poll_until(("create", "d"))
+    sbx.commands.run("cd /home/user/watched && echo hi > d/f && rm d/f")
+    poll_until(("remove", "d/f"))
     want = [("create", "d"), ("create", "d/f"), ("write", "d/f"), ("remove", "d/f")]
     check("files.watch_dir", seen == want, seen)
     handle.stop()
