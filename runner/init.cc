@@ -8,12 +8,10 @@
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
-#include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <stdlib.h>
@@ -98,13 +96,6 @@ struct Command {
   Clock::time_point finalize_by = Clock::time_point::max();
 };
 
-// A connection to the reattach socket that has not yet shown the runner's secret.
-struct Candidate {
-  unique_fd fd;
-  swissbox::proto::Decoder decoder;
-  Clock::time_point deadline;
-};
-
 class Runner {
  public:
   Runner() {
@@ -123,28 +114,24 @@ class Runner {
     prctl(PR_SET_DUMPABLE, 0);
     spawner_.set_user(g_uid, g_gid);
     fcntl(STDIN_FILENO, F_SETFL, fcntl(STDIN_FILENO, F_GETFL) | O_NONBLOCK);
-    if (self_ == 1 && make_secret()) listen_bridge();
+    if (self_ == 1) attach_.listen();
   }
 
   int run() {
     // The secret goes to the agent on the channel runsc gave us, which nothing else in the
-    // sandbox can read or write; a later bridge must present it (read_candidate).
-    send(proto::hello_event(getpid(), listener_ ? secret_ : std::string(), std::nullopt));
+    // sandbox can read or write; a later bridge must present it (AttachListener).
+    send(proto::hello_event(getpid(), attach_.secret(), std::nullopt));
     spawner_.prepare();
     char buf[kReadChunk];
     for (;;) {
       std::vector<pollfd> fds;
-      // Commands: stream 0/1 = out/err, 2 = stdin, 3 = program. Runner: 0 = control or
-      // listener, 1 = SIGCHLD, 2 = a starting worker's channel, kContextFd = a context's,
-      // kWatchFd = a watch's.
+      // Commands: stream 0/1 = out/err, 2 = stdin, 3 = program. Runner: 0 = control,
+      // 1 = SIGCHLD, 2 = a starting worker's channel, kAttachFd = the reattach listener's
+      // or a candidate's, kContextFd = a context's, kWatchFd = a watch's.
       std::vector<std::pair<Command*, int>> owners;
       if (!control_eof_) fds.push_back({g_in_fd, POLLIN, 0}), owners.push_back({nullptr, 0});
-      // A new controller is taken only while there is none: a process in the sandbox
-      // cannot take the channel from a live agent.
-      bool orphaned = control_eof_ || g_out_fd < 0;
-      if (listener_ && orphaned && candidates_.size() < kMaxCandidates)
-        fds.push_back({listener_.get(), POLLIN, 0}), owners.push_back({nullptr, 0});
-      for (auto& cand : candidates_) fds.push_back({cand.fd.get(), POLLIN, 0}), owners.push_back({nullptr, 3});
+      attach_.add_pollfds(&fds, /*orphaned=*/control_eof_ || g_out_fd < 0);
+      owners.resize(fds.size(), {nullptr, kAttachFd});
       fds.push_back({sigchld_.get(), POLLIN, 0});
       owners.push_back({nullptr, 1});
       for (auto& [id, c] : commands_) {
@@ -173,12 +160,13 @@ class Runner {
         auto [cmd, stream] = owners[i];
         if (cmd == nullptr && fds[i].fd == g_in_fd && !control_eof_) {
           read_control(buf);
-        } else if (cmd == nullptr && listener_ && fds[i].fd == listener_.get()) {
-          accept_candidate();
-        } else if (cmd == nullptr && stream == 3) {
+        } else if (cmd == nullptr && stream == kAttachFd) {
           // A candidate that proves itself replaces commands_ (new ids): the pointers this
           // round collected are stale, so the round ends here.
-          if (read_candidate(fds[i].fd, buf)) break;
+          if (auto proven = attach_.on_ready(fds[i].fd, buf, kReadChunk)) {
+            become_controller(std::move(*proven));
+            break;
+          }
         } else if (cmd == nullptr && stream == 2) {
           worker_loaded(fds[i].fd);
         } else if (cmd == nullptr && stream == kContextFd) {
@@ -229,71 +217,10 @@ class Runner {
     }
   }
 
-  void listen_bridge() {
-    listener_.reset(socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-    socklen_t len;
-    sockaddr_un a = bridge_address(&len);
-    if (!listener_ || bind(listener_.get(), reinterpret_cast<sockaddr*>(&a), len) != 0 ||
-        listen(listener_.get(), 4) != 0) {
-      listener_.reset();  // no reattach for this sandbox; everything else works
-    }
-  }
-
-  // 16 random bytes as hex: what a bridge must present to become the controller.
-  bool make_secret() {
-    unsigned char b[16];
-    if (getrandom(b, sizeof(b), 0) != static_cast<ssize_t>(sizeof(b))) return false;
-    static const char kHex[] = "0123456789abcdef";
-    for (unsigned char c : b) secret_ += kHex[c >> 4], secret_ += kHex[c & 15];
-    return true;
-  }
-
-  // Someone connected to the reattach socket. Anyone in the sandbox can: it becomes the
-  // controller only once its first frame is {"op":"attach","secret":…} with this runner's
-  // secret, within kAttachWindow.
-  void accept_candidate() {
-    unique_fd conn(accept4(listener_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
-    if (!conn) return;
-    candidates_.push_back({std::move(conn), {}, Clock::now() + kAttachWindow});
-  }
-
-  // True when the candidate on `fd` became the controller.
-  bool read_candidate(int fd, char* buf) {
-    auto it = std::find_if(candidates_.begin(), candidates_.end(),
-                           [fd](const Candidate& c) { return c.fd.get() == fd; });
-    if (it == candidates_.end()) return false;
-    ssize_t r = read(fd, buf, kReadChunk);
-    if (r < 0 && (errno == EAGAIN || errno == EINTR)) return false;
-    if (r <= 0) return candidates_.erase(it), false;
-    it->decoder.feed(buf, r);
-    auto frame = it->decoder.next();
-    if (!frame) {
-      if (!it->decoder.error().empty() || it->decoder.buffered() > 4096) candidates_.erase(it);
-      return false;
-    }
-    const json& h = frame->header;
-    auto op = h.find("op");
-    auto secret = h.find("secret");
-    bool proven = op != h.end() && *op == "attach" && secret != h.end() && secret->is_string() &&
-                  same_secret(secret->get<std::string>());
-    if (!proven) return candidates_.erase(it), false;
-    Candidate winner = std::move(*it);
-    candidates_.clear();  // the others were not the agent
-    become_controller(std::move(winner));
-    return true;
-  }
-
-  bool same_secret(const std::string& s) const {
-    if (s.size() != secret_.size()) return false;
-    unsigned char diff = 0;
-    for (size_t i = 0; i < s.size(); ++i) diff |= static_cast<unsigned char>(s[i] ^ secret_[i]);
-    return diff == 0;
-  }
-
   // The proven bridge is the control channel from now on. Commands of the previous agent
   // keep running, but their ids meant something only to it: they get ids no agent uses and
   // their events are dropped by the new one.
-  void become_controller(Candidate c) {
+  void become_controller(AttachListener::Proven c) {
     controller_ = std::move(c.fd);  // closes the previous bridge's connection, if any
     g_in_fd = g_out_fd = controller_.get();
     control_eof_ = false;
@@ -876,7 +803,7 @@ class Runner {
     auto now = Clock::now();
     guard_memory(now);
     contexts_.tick(now);
-    std::erase_if(candidates_, [now](const Candidate& c) { return now >= c.deadline; });
+    attach_.expire(now);
     std::vector<uint64_t> done;
     for (auto& [id, c] : commands_) {
       if (!c.exited && now >= c.deadline) {
@@ -916,7 +843,7 @@ class Runner {
     for (auto& [id, c] : commands_) next = std::min({next, c.deadline, c.finalize_by});
     next = std::min(next, contexts_.next_deadline());
     if (guarding()) next = std::min(next, guard_.next_check());
-    for (const auto& c : candidates_) next = std::min(next, c.deadline);
+    next = std::min(next, attach_.next_deadline());
     if (next == Clock::time_point::max()) return -1;
     auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(next - now).count() + 1;
     return static_cast<int>(std::max<int64_t>(0, ms));
@@ -935,11 +862,9 @@ class Runner {
   static constexpr int kWatchFd = 6;  // a poll entry of watches_
   swissbox::init::Watches watches_{[](const json& h, std::string_view payload) { send(h, payload); }};
   bool control_eof_ = false;
-  unique_fd listener_, controller_;
-  static constexpr size_t kMaxCandidates = 8;
-  static constexpr auto kAttachWindow = std::chrono::seconds(2);
-  std::vector<Candidate> candidates_;  // connected to the reattach socket, not yet proven
-  std::string secret_;
+  unique_fd controller_;  // a proven bridge's connection, once there was one
+  static constexpr int kAttachFd = 7;  // a poll entry of attach_
+  AttachListener attach_;
   static constexpr uint64_t kOrphanIds = uint64_t{1} << 62;
   uint64_t orphan_seq_ = 0;
   swissbox::proto::Decoder decoder_;
