@@ -82,11 +82,6 @@ void AttachListener::add_pollfds(std::vector<pollfd>* fds, bool orphaned) const 
   for (const auto& c : candidates_) fds->push_back({c.fd.get(), POLLIN, 0});
 }
 
-bool AttachListener::owns(int fd) const {
-  return (listener_ && fd == listener_.get()) ||
-         std::any_of(candidates_.begin(), candidates_.end(), [fd](const Candidate& c) { return c.fd.get() == fd; });
-}
-
 std::optional<AttachListener::Proven> AttachListener::on_ready(int fd, char* buf, size_t size) {
   if (listener_ && fd == listener_.get()) {
     unique_fd conn(accept4(listener_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));

@@ -1,7 +1,8 @@
 // The runner's control channel: the socket pair runsc's start gave it, or later a proven
 // reattach bridge's connection (agent restart). Frames go out whole; a write may wait for
-// the agent, which always reads. Also the other end of a reattach: `swissbox-init
-// --bridge` (bridge()), which relays runsc exec's stdio to the runner's abstract socket.
+// the agent, which always reads. The reattach socket and the proof a connection to it must
+// give (AttachListener), and the other end of a reattach: `swissbox-init --bridge`
+// (bridge()), which relays runsc exec's stdio to the runner's abstract socket.
 #pragma once
 
 #include <poll.h>
@@ -57,7 +58,6 @@ class AttachListener {
   // The poll loop: the listener (while `orphaned`) and the candidates, then each ready one
   // of them handed back.
   void add_pollfds(std::vector<pollfd>* fds, bool orphaned) const;
-  bool owns(int fd) const;
   // A connection that proved itself: the new controller, with what it sent after its
   // attach frame still in the decoder. The other candidates are dropped then.
   struct Proven {
