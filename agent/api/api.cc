@@ -277,6 +277,20 @@ void AgentApi::sandbox_route(Call& c, const std::string& id, const std::string& 
   if (sb->state == SandboxState::kFailed) {
     return c.fail(make_error(Code::kConflict, "sandbox " + id + " failed: " + sb->failure));
   }
+  if ((rest == "/suspend" || rest == "/resume") && m == bhttp::verb::post) {
+    auto answer = [this, sb, res = c.res](Status st) {
+      if (!st) return res->send_error(st.error());
+      res->send_json(200, sb->to_json(mgr_.node_name()));
+    };
+    return rest == "/suspend" ? mgr_.suspend(sb, answer) : mgr_.resume(sb, answer);
+  }
+  if (sb->state == SandboxState::kSuspended || sb->transition) {
+    // What needs the sandbox running resumes it first (a suspend under way answers 409).
+    return mgr_.resume(sb, [this, call = c.shared_from_this(), id, rest](Status st) {
+      if (!st) return call->fail(st.error());
+      sandbox_route(*call, id, rest);
+    });
+  }
   if (rest == "/exec" && m == bhttp::verb::post) return exec(c, sb, false);
   if (rest == "/code" && m == bhttp::verb::post) return exec(c, sb, true);
   if (rest == "/files") return files(c, sb, false);

@@ -2,6 +2,8 @@
 // the JSON and SSE helpers. Internal to agent/api.
 #pragma once
 
+#include <memory>
+
 #include <fmt/format.h>
 
 #include <nlohmann/json.hpp>
@@ -24,8 +26,9 @@ inline std::string sse_event(std::string_view name, const nlohmann::json& data) 
   return fmt::format("event: {}\ndata: {}\n\n", name, dump(data));
 }
 
-// One request in flight: the parsed pieces every handler needs.
-struct AgentApi::Call {
+// One request in flight: the parsed pieces every handler needs. Held by a shared_ptr, so
+// that a route can go on after waiting (a suspended sandbox's resume).
+struct AgentApi::Call : std::enable_shared_from_this<AgentApi::Call> {
   http::Request req;
   std::shared_ptr<http::Responder> res;
   std::string path;

@@ -437,24 +437,27 @@ void RunscDriver::end_process(pid_t pid) {
   wait_process(pid, nullptr, 0);
 }
 
-Status RunscDriver::destroy(const std::string& id) {
-  {
-    std::lock_guard lock(bridges_mu_);
-    if (auto bridge = bridges_.find(id); bridge != bridges_.end()) {
-      end_process(bridge->second);
-      bridges_.erase(bridge);
-    }
+void RunscDriver::end_bridge(const std::string& id) {
+  std::lock_guard lock(bridges_mu_);
+  if (auto bridge = bridges_.find(id); bridge != bridges_.end()) {
+    end_process(bridge->second);
+    bridges_.erase(bridge);
   }
+}
+
+bool RunscDriver::end_processes(const std::string& id) {
+  end_bridge(id);
   // The sandbox's host processes (sentry, gofer, ptrace stubs) are all in its cgroup.
   // Killed first (the agent reaps them: OrphanReaper), they leave runsc only its records,
   // which the agent removes itself instead of starting `runsc delete`, a Go process: node
   // CPU per delete 17.5–20.8 → 8.3–11.7 ms on the dev VM, where a one-shot's whole cycle
-  // (start, run, delete) is ≈ 200 ms. Without cgroups, or when the records are not as
-  // expected, `runsc delete` does it all.
-  if (opts_.cgroups && opts_.cgroups->kill_all(id, std::chrono::seconds(5)) &&
-      remove_runsc_records(id)) {
-    return remove_host_side(id);
-  }
+  // (start, run, delete) is ≈ 200 ms.
+  return opts_.cgroups && opts_.cgroups->kill_all(id, std::chrono::seconds(5)) && remove_runsc_records(id);
+}
+
+Status RunscDriver::destroy(const std::string& id) {
+  if (end_processes(id)) return remove_host_side(id);
+  // Without cgroups, or when the records are not as expected, `runsc delete` does it all.
   ProcessOptions del;
   del.argv = command({"delete", "--force", id}, has_network(id));
   del.timeout = opts_.command_timeout;
@@ -465,6 +468,70 @@ Status RunscDriver::destroy(const std::string& id) {
   if (!r) return r.error();
   if (!gone) return make_error(Code::kInternal, describe_failure(del, *r));
   return ok_status();
+}
+
+Result<int64_t> RunscDriver::checkpoint(const std::string& id) {
+  const std::string image = checkpoint_dir(id);
+  (void)fs::remove_tree(image);
+  if (auto st = fs::make_dirs(image, 0700); !st) return st.error();
+  end_bridge(id);  // a live `runsc exec` in the sandbox makes its restore fail
+  ProcessOptions cp;
+  cp.argv = command({"checkpoint", "--leave-running", "--image-path", image, id}, has_network(id));
+  cp.timeout = opts_.command_timeout;
+  auto r = run_process(cp);
+  if (!r || r->exit_code != 0) {
+    (void)fs::remove_tree(image);
+    if (!r) return r.error();
+    return make_error(Code::kUnavailable, describe_failure(cp, *r));
+  }
+  int64_t bytes = 0;
+  if (DIR* d = opendir(image.c_str())) {
+    while (dirent* e = readdir(d)) {
+      struct stat st;
+      if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode)) bytes += st.st_size;
+    }
+    closedir(d);
+  }
+  if (!end_processes(id)) {
+    ProcessOptions del;
+    del.argv = command({"delete", "--force", id}, has_network(id));
+    del.timeout = opts_.command_timeout;
+    auto gone = run_process(del);
+    if (!gone || gone->exit_code != 0) {
+      return make_error(Code::kInternal, "sandbox " + id + " was saved but could not be stopped: " +
+                                             (gone ? describe_failure(del, *gone) : gone.error().to_string()));
+    }
+  }
+  return bytes;
+}
+
+Result<RunnerLink> RunscDriver::restore(const std::string& id) {
+  const std::string dir = sandbox_dir(id), image = checkpoint_dir(id);
+  if (!fs::exists(image + "/checkpoint.img")) {
+    return make_error(Code::kNotFound, "sandbox " + id + " has no checkpoint to resume from");
+  }
+  const bool netstack = has_network(id);
+  if (netstack) {
+    return make_error(Code::kUnavailable, "resuming a sandbox with network is not built yet (issue 21)");
+  }
+  auto io = open_runner_io(dir);
+  if (!io) return io.error();
+  ProcessOptions rs;
+  rs.argv = command({"restore", "--detach", "--bundle", dir + "/bundle", "--image-path", image, id}, netstack);
+  rs.stdin_fd = io->runner.get();
+  rs.stdout_fd = io->runner.get();
+  rs.stderr_fd = io->log.get();
+  rs.timeout = opts_.command_timeout;
+  auto r = run_process(rs);
+  if (!r) return r.error();
+  if (r->exit_code != 0) {
+    auto log = fs::read_file(io->log_path);
+    r->err = log.ok() ? *log : "";
+    (void)end_processes(id);  // whatever of it started
+    return make_error(Code::kUnavailable, describe_failure(rs, *r));
+  }
+  (void)fs::remove_tree(image);
+  return RunnerLink{std::move(io->agent)};
 }
 
 // Every step is tried even when one before it failed, so that a failure leaves as little as

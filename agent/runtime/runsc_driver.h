@@ -75,6 +75,11 @@ class RunscDriver : public SandboxRuntime {
   // `runsc exec <id> init --bridge`: a process in the sandbox that relays its stdio (our
   // pipes) to the runner's control socket. It lives as long as the channel.
   Result<RunnerLink> reattach(const std::string& id) override;
+  // `runsc checkpoint --leave-running` (a checkpoint runsc cannot take leaves the sandbox
+  // serving), then its processes end as in destroy(); `runsc restore --detach` with a fresh
+  // socket pair as the runner's stdio.
+  Result<int64_t> checkpoint(const std::string& id) override;
+  Result<RunnerLink> restore(const std::string& id) override;
   Status set_limits(const std::string& id, const Limits& limits) override;
   Result<CgroupUsage> cgroup_usage(const std::string& id) override;
   Result<CgroupUsage> usage(const std::string& id) override;
@@ -99,10 +104,16 @@ class RunscDriver : public SandboxRuntime {
   // it every second for every active sandbox. nullopt: no network.
   std::optional<SandboxLink> link(const std::string& id) const;
   std::string sandbox_dir(const std::string& id) const;
+  // Ends the sandbox's processes and runsc's records of it (destroy() without the host
+  // side); false when that was not possible without `runsc delete --force`.
+  bool end_processes(const std::string& id);
+  std::string checkpoint_dir(const std::string& id) const { return sandbox_dir(id) + "/checkpoint"; }
   // destroy() without `runsc delete`, once the sandbox's processes are gone.
   bool remove_runsc_records(const std::string& id) const;
   // What the agent made around the sandbox: network, disk, directory, cgroup.
   Status remove_host_side(const std::string& id);
+  // Ends the sandbox's reattach bridge, if it has one.
+  void end_bridge(const std::string& id);
   // Kills and reaps a child the driver started and owns (a bridge).
   static void end_process(pid_t pid);
 

@@ -48,6 +48,18 @@ class SandboxRuntime {
   virtual Result<RunnerLink> reattach(const std::string& id) {
     return make_error(Code::kUnavailable, name() + " cannot reattach to sandbox " + id);
   }
+  // Suspend (issue 21): saves the sandbox's whole state — memory, processes, open files —
+  // to the node's disk and ends its processes, keeping what a restore needs (bundle, disk,
+  // cgroup with its limits). A checkpoint that fails leaves the sandbox running. Answers the
+  // image's size in bytes.
+  virtual Result<int64_t> checkpoint(const std::string& id) {
+    return make_error(Code::kUnavailable, name() + " cannot suspend sandbox " + id);
+  }
+  // Resume: starts the sandbox again from its checkpoint; its runner comes back with its
+  // state, on a fresh channel. The checkpoint is removed once the sandbox runs.
+  virtual Result<RunnerLink> restore(const std::string& id) {
+    return make_error(Code::kUnavailable, name() + " cannot resume sandbox " + id);
+  }
   // Ids of every sandbox this runtime holds (for start-up garbage collection).
   virtual Result<std::vector<std::string>> list() = 0;
   // Removes what the runtime made that none of its sandboxes explains any more (a network

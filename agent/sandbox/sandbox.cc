@@ -12,6 +12,8 @@ std::string_view state_name(SandboxState s) {
       return "active";
     case SandboxState::kFailed:
       return "failed";
+    case SandboxState::kSuspended:
+      return "suspended";
   }
   return "unknown";
 }
@@ -76,6 +78,7 @@ json Sandbox::to_json(const std::string& node) const {
     }
   }
   if (!failure.empty()) j["failure"] = failure;
+  if (state == SandboxState::kSuspended) j["checkpoint_bytes"] = checkpoint_bytes;
   return j;
 }
 

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -15,10 +16,13 @@
 #include "agent/runtime/cgroups.h"
 #include "agent/runtime/sandbox_spec.h"
 #include "agent/sandbox/runner_channel.h"
+#include "common/error.h"
 
 namespace swissbox {
 
-enum class SandboxState { kWarm, kActive, kFailed };
+// kSuspended: checkpointed to the node's disk, no process (issue 21); a call that needs it
+// running resumes it first.
+enum class SandboxState { kWarm, kActive, kFailed, kSuspended };
 std::string_view state_name(SandboxState s);
 
 // Why the host ended a sandbox, when its cgroup tells: its memory limit (an OOM kill of
@@ -74,7 +78,11 @@ struct Sandbox {
   // Runner pings: consecutive misses and all misses; three in a row fail the sandbox.
   int health_misses = 0;
   int health_failures_total = 0;
-  std::shared_ptr<RunnerChannel> channel;
+  std::shared_ptr<RunnerChannel> channel;  // null while suspended
+  // A suspend or a resume is under way; the callers that wait for the resume.
+  bool transition = false;
+  std::vector<std::function<void(Status)>> resume_waiters;
+  int64_t checkpoint_bytes = 0;  // the image's size while suspended
   std::map<std::string, ContextInfo> contexts;  // by id; in the record, so reattach finds them
 
   nlohmann::json to_json(const std::string& node) const;

@@ -81,6 +81,12 @@ SandboxManager::SandboxManager(asio::io_context& ioc, asio::thread_pool& workers
                     "Runner pings that got no answer in time, by sandbox state.");
   metrics_.describe("swissbox_gc_removed_total", T::kCounter,
                     "Leftover sandboxes of an earlier run removed at start.");
+  metrics_.describe("swissbox_suspends_total", T::kCounter, "Sandbox suspends (checkpoints) by result.");
+  metrics_.describe("swissbox_resumes_total", T::kCounter, "Sandbox resumes (restores) by result.");
+  metrics_.describe("swissbox_suspend_duration_seconds", T::kHistogram,
+                    "Time to checkpoint a sandbox and end its processes.");
+  metrics_.describe("swissbox_resume_duration_seconds", T::kHistogram,
+                    "Time to restore a sandbox until its runner answers.");
 }
 
 SandboxManager::~SandboxManager() {
@@ -105,11 +111,18 @@ void SandboxManager::start(std::function<void(Status)> done) {
     // garbage from the earlier run and is removed before serving.
     std::set<std::string> leftover(ids->begin(), ids->end());
     std::vector<std::pair<Sandbox, RunnerLink>> adopted;
+    std::vector<Sandbox> suspended;
     int bad = 0;
     for (Sandbox& rec : records_ ? records_->load(&bad) : std::vector<Sandbox>{}) {
       if (!leftover.count(rec.id)) {
         log::warn("sandbox of the earlier run is gone", {{"sandbox", rec.id}});
         (void)records_->remove(rec.id);
+        continue;
+      }
+      if (rec.state == SandboxState::kSuspended) {
+        // No process to reattach to: its checkpoint waits on the disk for a resume.
+        leftover.erase(rec.id);
+        suspended.push_back(std::move(rec));
         continue;
       }
       auto link = runtime_.reattach(rec.id);
@@ -136,8 +149,14 @@ void SandboxManager::start(std::function<void(Status)> done) {
     }
     for (auto& r : removals) r.wait();
     if (bad > 0) metrics_.add("swissbox_gc_bad_records_total", {}, bad);
-    asio::post(ioc_, [this, done, adopted = std::move(adopted)]() mutable {
+    asio::post(ioc_, [this, done, adopted = std::move(adopted), suspended = std::move(suspended)]() mutable {
       for (auto& [rec, link] : adopted) adopt(std::move(rec), std::move(link));
+      for (auto& rec : suspended) {
+        auto sb = std::make_shared<Sandbox>(std::move(rec));
+        sb->last_used = Clock::now();
+        log::info("suspended sandbox of the earlier run kept", {{"sandbox", sb->id}, {"tenant", sb->tenant}});
+        sandboxes_[sb->id] = std::move(sb);
+      }
       next_health_ = Clock::now() + opts_.health_interval;
       next_gc_ = Clock::now() + opts_.gc_interval;
       refill();
@@ -374,6 +393,13 @@ void SandboxManager::retire(const std::string& id, const std::string& why) {
 void SandboxManager::on_lost(const std::string& id, const std::string& reason) {
   auto sb = find(id);
   if (!sb) return;  // deleted by us
+  // A suspend ends the sandbox's processes, and a resume that fails says why itself.
+  if (sb->transition || sb->state == SandboxState::kSuspended) return;
+  fail(sb, reason);
+}
+
+void SandboxManager::fail(const SandboxPtr& sb, const std::string& reason) {
+  const std::string& id = sb->id;
   metrics_.add("swissbox_sandbox_failures_total",
                Metrics::labels({{"state", state_name(sb->state)}}));
   log::warn("sandbox lost",
@@ -426,7 +452,8 @@ void SandboxManager::shutdown(bool keep_active, std::function<void()> done) {
   for (const auto& [id, sb] : sandboxes_) ids.push_back(id);
   for (const auto& id : ids) {
     SandboxPtr sb = sandboxes_.at(id);
-    if (keep_active && sb->state == SandboxState::kActive) {
+    bool kept = sb->state == SandboxState::kActive || sb->state == SandboxState::kSuspended;
+    if (keep_active && kept && !sb->transition) {
       // Left running with its record for the next agent process; forgotten first, so that
       // closing its channel is not taken for a lost sandbox.
       sandboxes_.erase(id);

@@ -129,6 +129,14 @@ class SandboxManager {
   void update_gauges();
   // Marks a request in flight on the sandbox (no expiry meanwhile) and refreshes last_used.
   void touch(Sandbox& sb, int delta);
+  // Suspend (issue 21): checkpoints an active sandbox with no request in flight to the
+  // node's disk and ends its processes (sandbox_suspend.cc); done(ok) once it is
+  // suspended, else the reason it still runs.
+  void suspend(SandboxPtr sb, std::function<void(Status)> done);
+  // Resume: restores a suspended sandbox; done(ok) once its runner answers (at once for an
+  // active one). Callers that come during a resume wait for it. A sandbox that cannot be
+  // restored is failed with the reason.
+  void resume(SandboxPtr sb, std::function<void(Status)> done);
   // Writes an active sandbox's record again (its contexts changed).
   Status save_record(const Sandbox& sb);
 
@@ -160,6 +168,9 @@ class SandboxManager {
   void finish_claim(SandboxPtr sb, bool warm, std::shared_ptr<const ClaimTerms> terms,
                     Status host_work, CreateFn fn);
   void on_lost(const std::string& id, const std::string& reason);
+  // The sandbox is failed with the reason (the host's limits named when its cgroup tells)
+  // and destroyed in the background.
+  void fail(const SandboxPtr& sb, const std::string& reason);
   void sample_all_usage();
   // Serves a sandbox of an earlier agent process again, over reattached runner pipes.
   void adopt(Sandbox record, RunnerLink link);

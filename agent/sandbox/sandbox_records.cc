@@ -47,6 +47,8 @@ json sandbox_record(const Sandbox& sb) {
                             sb.end_at.time_since_epoch()).count()},
           {"client_template", sb.client_template},
           {"access_token", sb.access_token},
+          {"state", state_name(sb.state)},
+          {"checkpoint_bytes", sb.checkpoint_bytes},
           {"network",
            {{"mode", network_name(sb.network)},
             {"egress_allowlist", sb.egress_allowlist},
@@ -97,7 +99,10 @@ Result<Sandbox> sandbox_from_record(const json& r) {
       sb.network_address = n->at("address").get<std::string>();
       sb.network_gateway = n->at("gateway").get<std::string>();
     }
-    sb.state = SandboxState::kActive;
+    // Absent in records written before suspend: those were all active.
+    sb.state = r.value("state", std::string("active")) == "suspended" ? SandboxState::kSuspended
+                                                                      : SandboxState::kActive;
+    sb.checkpoint_bytes = r.value("checkpoint_bytes", int64_t{0});
     return sb;
   } catch (const json::exception& e) {
     return make_error(Code::kInvalidArgument, std::string("bad record: ") + e.what());

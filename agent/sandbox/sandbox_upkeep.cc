@@ -147,7 +147,8 @@ void SandboxManager::collect_garbage() {
 // delay one answer, a hung runner misses them all).
 void SandboxManager::health_check() {
   for (const auto& [id, sb] : sandboxes_) {
-    if (sb->state != SandboxState::kFailed) ping(sb);
+    bool running = sb->state == SandboxState::kWarm || sb->state == SandboxState::kActive;
+    if (running && !sb->transition && sb->channel) ping(sb);
   }
 }
 
@@ -178,7 +179,7 @@ void SandboxManager::ping(const SandboxPtr& sb) {
 }
 
 void SandboxManager::update_gauges() {
-  std::map<std::string_view, int> by_state{{"warm", 0}, {"active", 0}, {"failed", 0}};
+  std::map<std::string_view, int> by_state{{"warm", 0}, {"active", 0}, {"failed", 0}, {"suspended", 0}};
   for (const auto& [id, sb] : sandboxes_) by_state[state_name(sb->state)]++;
   for (const auto& [s, n] : by_state)
     metrics_.set("swissbox_sandboxes", Metrics::labels({{"state", s}}), n);

@@ -101,6 +101,13 @@ void AgentApi::e2b_sandbox(Call& c) {
   if (sb->state == SandboxState::kFailed) {
     return e2b::fail(c.res, make_error(Code::kUnavailable, "sandbox " + id + " failed: " + sb->failure));
   }
+  if (sb->state == SandboxState::kSuspended || sb->transition) {
+    // E2B's paused sandbox: any call for it resumes it first.
+    return mgr_.resume(sb, [this, call = c.shared_from_this()](Status st) {
+      if (!st) return e2b::fail(call->res, st.error());
+      e2b_sandbox(*call);
+    });
+  }
   if (e2b::header(c.req, "E2b-Sandbox-Port") == e2b::kCodeInterpreterPort) return e2b_interpreter(c, sb);
   e2b_envd(c, sb);
 }

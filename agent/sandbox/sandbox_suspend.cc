@@ -1,0 +1,144 @@
+// SandboxManager's suspend and resume (sandbox_manager.h, issue 21): a checkpoint of the
+// whole sandbox to the node's disk, its processes ended, and a restore from it later. The
+// runner keeps its control channel through both (the restored runner talks on the socket
+// `runsc restore` hands it), so its commands, workers and contexts come back as they were.
+#include <fmt/format.h>
+
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include "agent/sandbox/sandbox_manager.h"
+#include "common/log.h"
+
+namespace swissbox {
+
+namespace asio = boost::asio;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+double ms_since(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+}  // namespace
+
+void SandboxManager::suspend(SandboxPtr sb, std::function<void(Status)> done) {
+  if (sb->state == SandboxState::kSuspended && !sb->transition) return done(ok_status());
+  if (sb->transition) {
+    return done(make_error(Code::kConflict, "sandbox " + sb->id + " is being suspended or resumed"));
+  }
+  if (sb->state != SandboxState::kActive) {
+    return done(make_error(Code::kConflict, fmt::format("sandbox {} is {}", sb->id, state_name(sb->state))));
+  }
+  if (sb->network == NetworkMode::kEgress) {
+    // Its restore needs the network re-made first: not built yet (issue 21).
+    return done(make_error(Code::kConflict, "sandbox " + sb->id + " has network; suspending such a "
+                                            "sandbox is not built yet"));
+  }
+  if (sb->busy > 0) {
+    return done(make_error(Code::kConflict, fmt::format("sandbox {} has {} requests in flight; suspend it once "
+                                                        "they are answered", sb->id, sb->busy)));
+  }
+  sb->transition = true;
+  auto t0 = Clock::now();
+  asio::post(workers_, [this, sb, done = std::move(done), t0] {
+    auto bytes = runtime_.checkpoint(sb->id);
+    asio::post(ioc_, [this, sb, done, t0, bytes = std::move(bytes)] {
+      sb->transition = false;
+      if (!bytes) {
+        log::warn("sandbox not suspended", {{"sandbox", sb->id}, {"error", bytes.error().to_string()}});
+        metrics_.add("swissbox_suspends_total", Metrics::labels({{"result", "error"}}));
+        // Its runner went away meanwhile: that is a loss, now that no suspend explains it.
+        if (find(sb->id) == sb && sb->channel && !sb->channel->alive()) fail(sb, "lost during a suspend");
+        return done(bytes.error());
+      }
+      sb->state = SandboxState::kSuspended;
+      sb->checkpoint_bytes = *bytes;
+      if (sb->channel) sb->channel->close("suspended");
+      sb->channel = nullptr;
+      sb->usage.reset();
+      if (find(sb->id) != sb) {
+        // Deleted while its checkpoint was taken: its destroy may have run before.
+        destroy_later(sb->id, "deleted while suspending");
+        return done(make_error(Code::kNotFound, "sandbox " + sb->id + " was deleted"));
+      }
+      if (auto st = save_record(*sb); !st) {
+        log::warn("sandbox record not written", {{"sandbox", sb->id}, {"error", st.error().to_string()}});
+      }
+      double ms = ms_since(t0);
+      metrics_.add("swissbox_suspends_total", Metrics::labels({{"result", "ok"}}));
+      metrics_.observe("swissbox_suspend_duration_seconds", {}, ms / 1000);
+      log::info("sandbox suspended", {{"sandbox", sb->id}, {"ms", ms}, {"checkpoint_bytes", *bytes}});
+      update_gauges();
+      done(ok_status());
+    });
+  });
+}
+
+void SandboxManager::resume(SandboxPtr sb, std::function<void(Status)> done) {
+  if (sb->state == SandboxState::kActive && !sb->transition) return done(ok_status());
+  if (sb->state != SandboxState::kSuspended) {
+    return done(make_error(Code::kConflict, sb->transition ? "sandbox " + sb->id + " is being suspended"
+                                                           : fmt::format("sandbox {} is {}", sb->id,
+                                                                         state_name(sb->state))));
+  }
+  sb->resume_waiters.push_back(std::move(done));
+  if (sb->transition) return;  // the resume under way answers every waiter
+  sb->transition = true;
+  auto t0 = Clock::now();
+  // Every waiter hears the outcome once the sandbox is active again, failed, or gone.
+  auto finish = [this, sb, t0](Status st) {
+    sb->transition = false;
+    metrics_.add("swissbox_resumes_total", Metrics::labels({{"result", st ? "ok" : "error"}}));
+    if (st) {
+      metrics_.observe("swissbox_resume_duration_seconds", {}, ms_since(t0) / 1000);
+      log::info("sandbox resumed", {{"sandbox", sb->id}, {"ms", ms_since(t0)}});
+    }
+    for (auto& w : std::exchange(sb->resume_waiters, {})) w(st);
+    update_gauges();
+  };
+  asio::post(workers_, [this, sb, finish] {
+    auto link = runtime_.restore(sb->id);
+    asio::post(ioc_, [this, sb, finish, link = std::move(link)]() mutable {
+      if (find(sb->id) != sb) {
+        if (link) destroy_later(sb->id, "deleted while resuming");
+        return finish(make_error(Code::kNotFound, "sandbox " + sb->id + " was deleted"));
+      }
+      if (!link) {
+        Error e = link.error();
+        sb->transition = false;
+        fail(sb, "resume failed: " + e.to_string());
+        return finish(e);
+      }
+      sb->channel = std::make_shared<RunnerChannel>(ioc_, std::move(link->socket));
+      sb->channel->start([this, id = sb->id](const std::string& why) { on_lost(id, why); });
+      // A runner that does not answer in the start deadline has its channel closed, which
+      // ends the ping below as lost.
+      auto deadline = std::make_shared<asio::steady_timer>(ioc_, opts_.ready_timeout);
+      deadline->async_wait([channel = std::weak_ptr<RunnerChannel>(sb->channel)](boost::system::error_code ec) {
+        if (auto ch = channel.lock(); !ec && ch) ch->close("no answer from the resumed runner");
+      });
+      // The restored runner answers on its new channel: then the sandbox serves again.
+      sb->channel->call({{"op", "ping"}}, {}, [this, sb, finish, deadline](const proto::Event& e) {
+        deadline->cancel();
+        if (e.kind != proto::EventKind::kResult) {
+          sb->transition = false;
+          fail(sb, "resumed runner did not answer: " + e.message);
+          finish(make_error(Code::kUnavailable, "sandbox " + sb->id + " did not come back: " + e.message));
+          return true;
+        }
+        sb->state = SandboxState::kActive;
+        sb->checkpoint_bytes = 0;
+        sb->last_used = Clock::now();
+        if (auto st = save_record(*sb); !st) {
+          log::warn("sandbox record not written", {{"sandbox", sb->id}, {"error", st.error().to_string()}});
+        }
+        finish(ok_status());
+        return true;
+      });
+    });
+  });
+}
+
+}  // namespace swissbox
