@@ -82,5 +82,25 @@ TEST_F(Suspend, ABusySandboxIsNotSuspendedAndAnActiveOneIsNotResumed) {
   post("/v1/sandboxes/sbx-it-000000000000/suspend", json::object(), 404);
 }
 
+TEST_F(Suspend, E2bPauseIsASuspendAndConnectResumes) {
+  json made = post("/sandboxes", {{"templateID", "base"}}, 201);
+  std::string id = made.value("sandboxID", "");
+  exec(id, {{"command", "echo e2b > f"}});
+  http::Client c(tcp());
+  EXPECT_EQ(c.request("POST", "/sandboxes/" + id + "/pause", "{}")->status, 204u);
+  EXPECT_EQ(c.request("POST", "/sandboxes/" + id + "/pause", "{}")->status, 409u);  // already paused
+  auto info = json::parse(c.request("GET", "/sandboxes/" + id)->body, nullptr, false);
+  EXPECT_EQ(info.value("state", ""), "paused") << info.dump();
+  auto paused = json::parse(c.request("GET", "/v2/sandboxes?state=paused")->body, nullptr, false);
+  ASSERT_TRUE(paused.is_array()) << paused.dump();
+  EXPECT_NE(paused.dump().find(id), std::string::npos);
+  auto running = json::parse(c.request("GET", "/v2/sandboxes?state=running")->body, nullptr, false);
+  EXPECT_EQ(running.dump().find(id), std::string::npos);
+  auto connected = c.request("POST", "/sandboxes/" + id + "/connect", "{}");
+  EXPECT_EQ(connected->status, 201u) << connected->body;  // resumed
+  EXPECT_EQ(c.request("POST", "/sandboxes/" + id + "/connect", "{}")->status, 200u);  // was running
+  EXPECT_EQ(exec(id, {{"command", "cat f"}}).value("stdout", ""), "e2b\n");
+}
+
 }  // namespace
 }  // namespace swissbox::testing

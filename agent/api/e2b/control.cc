@@ -42,14 +42,20 @@ void AgentApi::e2b_control(Call& c) {
     });
   }
   if (p == "/sandboxes" && m == bhttp::verb::get) {
-    bool running = !c.has_param("state") || c.param("state").find("running") != std::string::npos;
+    // state=running,paused (comma-joined); none: both.
+    std::string states = c.param("state");
+    bool running = states.empty() || states.find("running") != std::string::npos;
+    bool paused = states.empty() || states.find("paused") != std::string::npos;
     auto filter = http::parse_query(c.param("metadata"));
     size_t limit = kPageSize;
     if (c.has_param("limit")) {
       limit = std::clamp<size_t>(std::strtoul(c.param("limit").c_str(), nullptr, 10), 1, kPageSize);
     }
     std::string after = c.param("nextToken");
-    auto all = running ? mgr_.list(c.operator_ ? "" : c.tenant) : std::vector<std::shared_ptr<Sandbox>>{};
+    auto all = mgr_.list(c.operator_ ? "" : c.tenant);
+    std::erase_if(all, [&](const auto& sb) {
+      return sb->state == SandboxState::kSuspended ? !paused : sb->state != SandboxState::kActive || !running;
+    });
     std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) { return a->id < b->id; });
     json page = json::array();
     std::string last;
@@ -74,8 +80,19 @@ void AgentApi::e2b_control(Call& c) {
   std::string id = rest.substr(0, slash);
   std::string action = slash == std::string::npos ? "" : rest.substr(slash);
   auto sb = valid_sandbox_id(id) ? mgr_.find(id) : nullptr;
-  if (!sb || sb->state != SandboxState::kActive || (!c.operator_ && sb->tenant != c.tenant)) {
+  bool live = sb && (sb->state == SandboxState::kActive || sb->state == SandboxState::kSuspended);
+  if (!live || (!c.operator_ && sb->tenant != c.tenant)) {
     return e2b::fail(res, make_error(Code::kNotFound, "sandbox " + id + " not found"));
+  }
+  if (action == "/pause" && m == bhttp::verb::post) {
+    // E2B's pause is swissbox's suspend; a paused one answers 409 (the SDK returns false).
+    if (sb->state == SandboxState::kSuspended) {
+      return e2b::fail(res, make_error(Code::kConflict, "sandbox " + id + " is already paused"));
+    }
+    return mgr_.suspend(sb, [res](Status st) {
+      if (!st) return e2b::fail(res, st.error());
+      res->send(204, {}, {});
+    });
   }
   if (action.empty() && m == bhttp::verb::get) return res->send_json(200, e2b::listed_json(*sb, true));
   if (action.empty() && m == bhttp::verb::delete_) {
@@ -106,7 +123,12 @@ void AgentApi::e2b_control(Call& c) {
       }
     }
     if (action == "/timeout") return res->send(204, {}, {});
-    return res->send_json(200, e2b::sandbox_json(*sb));
+    // connect resumes a paused sandbox: 201 then, 200 for one that was running.
+    bool paused = sb->state == SandboxState::kSuspended;
+    return mgr_.resume(sb, [res, sb, paused](Status st) {
+      if (!st) return e2b::fail(res, st.error());
+      res->send_json(paused ? 201 : 200, e2b::sandbox_json(*sb));
+    });
   }
   e2b::fail(res, make_error(Code::kNotFound, "no route for " + std::string(c.req.method_string()) +
                                                  " " + c.path));

@@ -103,7 +103,7 @@ json listed_json(const Sandbox& sb, bool detail) {
             {"cpuCount", static_cast<int64_t>(std::ceil(sb.limits.cpu))},
             {"memoryMB", sb.limits.memory_mb},
             {"diskSizeMB", sb.limits.disk_mb},
-            {"state", "running"},
+            {"state", sb.state == SandboxState::kSuspended ? "paused" : "running"},
             {"envdVersion", kEnvdVersion},
             {"metadata", sb.metadata}};
   if (detail) {
