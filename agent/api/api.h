@@ -66,8 +66,10 @@ class AgentApi {
   std::shared_ptr<class RunStream> process_stream(const std::shared_ptr<http::Responder>& res,
                                                   int64_t pid, bool pty);
   void e2b_upload(Call& c, std::shared_ptr<Sandbox> sb);
-  // Filesystem/WatchDir (a stream) and the watchers of Create/GetWatcherEvents/RemoveWatcher.
-  void e2b_watch(Call& c, std::shared_ptr<Sandbox> sb);
+  // Filesystem/WatchDir (a stream), and the watchers of CreateWatcher, GetWatcherEvents and
+  // RemoveWatcher (unary; msg is the call's message).
+  void e2b_watch_dir(Call& c, std::shared_ptr<Sandbox> sb);
+  void e2b_watcher(Call& c, std::shared_ptr<Sandbox> sb, const nlohmann::json& msg);
   void execute_oneshot(Call& c);
   void node_info(Call& c);
   void warmpool(Call& c, const std::string& tmpl);

@@ -30,14 +30,14 @@ class RunStream : public std::enable_shared_from_this<RunStream> {
   RunStream(std::shared_ptr<http::Responder> res, Format format)
       : res_(std::move(res)), format_(std::move(format)) {}
 
-  // Set once the run was handed to the runner (the flow control pauses it).
-  void set_handle(const std::shared_ptr<ExecHandle>& handle) {
-    set_pause([weak = std::weak_ptr<ExecHandle>(handle)](bool on) {
+  // Set once the run (ExecHandle) or the watch (WatchHandle) was handed to the runner:
+  // the flow control pauses it.
+  template <typename Handle>
+  void set_handle(const std::shared_ptr<Handle>& handle) {
+    pause_ = [weak = std::weak_ptr<Handle>(handle)](bool on) {
       if (auto h = weak.lock()) h->pause(on);
-    });
+    };
   }
-  // What the flow control calls for anything else that streams (a directory watch).
-  void set_pause(std::function<void(bool on)> pause) { pause_ = std::move(pause); }
   const std::shared_ptr<http::Responder>& responder() const { return res_; }
 
   OutputFn output() {

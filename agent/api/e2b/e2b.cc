@@ -7,6 +7,7 @@
 
 #include "agent/sandbox/sandbox_ops.h"
 #include "common/auth.h"
+#include "common/connect.h"
 
 namespace swissbox::e2b {
 
@@ -126,6 +127,15 @@ EnvdProcess* Processes::find(const std::string& sandbox, const json& selector) {
     }
   }
   return nullptr;
+}
+
+void rpc_fail(const std::shared_ptr<http::Responder>& res, const Error& e) {
+  res->send_json(http_status(e.code), connect::error_json(e));
+}
+
+void end_rpc_stream(const std::shared_ptr<http::Responder>& res, const Error* e) {
+  res->write_chunk(connect::end_stream(e));
+  res->end_stream();
 }
 
 json filesystem_event(const proto::Change& change) {

@@ -88,6 +88,11 @@ struct Watchers {
 // FilesystemEvent of envd's filesystem service for a change a watch saw.
 nlohmann::json filesystem_event(const proto::Change& change);
 
+// envd's answers in the Connect protocol: a unary call's error (its HTTP status and
+// {code, message}), and a server stream ended, with an error or without one.
+void rpc_fail(const std::shared_ptr<http::Responder>& res, const Error& e);
+void end_rpc_stream(const std::shared_ptr<http::Responder>& res, const Error* e = nullptr);
+
 // A sandbox path as E2B's clients see it: relative ones under the user's home.
 std::string client_path(const std::string& path);
 // EntryInfo of envd's filesystem service for an entry at `path`.

@@ -22,10 +22,6 @@ namespace {
 
 constexpr size_t kMaxRpcMessage = 4 << 20;
 
-void rpc_fail(const std::shared_ptr<http::Responder>& res, const Error& e) {
-  res->send_json(http_status(e.code), connect::error_json(e));
-}
-
 // One Process/Start event on the wire. kind as RunStream's (runs.cc); a terminal's output
 // comes as stdout and goes out as pty data.
 std::string process_event(bool pty, std::string_view kind, const json& data) {
@@ -127,13 +123,10 @@ void AgentApi::e2b_envd(Call& c, std::shared_ptr<Sandbox> sb) {
   }
   if (p == "/files" && m == bhttp::verb::post) return e2b_upload(c, sb);
   if (m != bhttp::verb::post) {
-    return rpc_fail(res, make_error(Code::kNotFound, "no route for " + std::string(c.req.method_string()) + " " + p));
+    return e2b::rpc_fail(res, make_error(Code::kNotFound, "no route for " + std::string(c.req.method_string()) + " " + p));
   }
   if (p == "/process.Process/Start") return e2b_process_start(c, sb);
-  if (p == "/filesystem.Filesystem/WatchDir" || p == "/filesystem.Filesystem/CreateWatcher" ||
-      p == "/filesystem.Filesystem/GetWatcherEvents" || p == "/filesystem.Filesystem/RemoveWatcher") {
-    return e2b_watch(c, sb);
-  }
+  if (p == "/filesystem.Filesystem/WatchDir") return e2b_watch_dir(c, sb);
   if (p == "/process.Process/Connect") {
     // A running process's events from now on, as its Start streams them.
     auto msg = connect::request_message(c.req.body(), kMaxRpcMessage);
@@ -141,23 +134,26 @@ void AgentApi::e2b_envd(Call& c, std::shared_ptr<Sandbox> sb) {
     auto* proc = msg ? envd_processes_->find(sb->id, msg->value("process", json())) : nullptr;
     if (!proc) {
       Error e = msg ? make_error(Code::kNotFound, "process not found") : msg.error();
-      res->write_chunk(connect::end_stream(&e));
-      return res->end_stream();
+      return e2b::end_rpc_stream(res, &e);
     }
     proc->streams->push_back(process_stream(res, proc->pid, proc->pty));
     return;
   }
   // The unary calls: a JSON message in, a JSON message out.
   json msg = c.req.body().empty() ? json::object() : json::parse(c.req.body(), nullptr, false);
-  if (!msg.is_object()) return rpc_fail(res, make_error(Code::kInvalidArgument, "the request is not a JSON object"));
+  if (!msg.is_object()) return e2b::rpc_fail(res, make_error(Code::kInvalidArgument, "the request is not a JSON object"));
   auto ok = [res](const json& answer) { res->send_json(200, answer); };
   auto entry_answer = [res](std::string path) {
     return [res, path](Result<proto::FileEntry> e) {
-      if (!e) return rpc_fail(res, e.error());
+      if (!e) return e2b::rpc_fail(res, e.error());
       res->send_json(200, {{"entry", e2b::entry_info(path, *e)}});
     };
   };
   std::string path = e2b::client_path(str(msg, "path"));
+  if (p == "/filesystem.Filesystem/CreateWatcher" || p == "/filesystem.Filesystem/GetWatcherEvents" ||
+      p == "/filesystem.Filesystem/RemoveWatcher") {
+    return e2b_watcher(c, sb, msg);
+  }
   if (p == "/process.Process/List") {
     json list = json::array();
     for (const auto& [pid, proc] : envd_processes_->by_sandbox[sb->id]) {
@@ -170,7 +166,7 @@ void AgentApi::e2b_envd(Call& c, std::shared_ptr<Sandbox> sb) {
   if (p == "/process.Process/SendSignal" || p == "/process.Process/SendInput" ||
       p == "/process.Process/CloseStdin" || p == "/process.Process/Update") {
     auto* proc = envd_processes_->find(sb->id, msg.value("process", json()));
-    if (!proc) return rpc_fail(res, make_error(Code::kNotFound, "process not found"));
+    if (!proc) return e2b::rpc_fail(res, make_error(Code::kNotFound, "process not found"));
     if (p == "/process.Process/SendSignal") {
       std::string sig = str(msg, "signal");
       if (sig == "SIGNAL_SIGKILL") {
@@ -178,14 +174,14 @@ void AgentApi::e2b_envd(Call& c, std::shared_ptr<Sandbox> sb) {
       } else if (sig == "SIGNAL_SIGTERM") {
         proc->handle->signal(SIGTERM);
       } else {
-        return rpc_fail(res, make_error(Code::kInvalidArgument, "signal must be SIGNAL_SIGKILL or SIGNAL_SIGTERM"));
+        return e2b::rpc_fail(res, make_error(Code::kInvalidArgument, "signal must be SIGNAL_SIGKILL or SIGNAL_SIGTERM"));
       }
       return ok(json::object());
     }
     if (p == "/process.Process/Update") {
       // A terminal's new size.
       auto size = pty_size(msg.value("pty", json()));
-      if (!size) return rpc_fail(res, size.error());
+      if (!size) return e2b::rpc_fail(res, size.error());
       proc->handle->resize(size->first, size->second);
       return ok(json::object());
     }
@@ -197,44 +193,44 @@ void AgentApi::e2b_envd(Call& c, std::shared_ptr<Sandbox> sb) {
     json input = msg.value("input", json::object());
     std::string text = input.is_object() ? str(input, "stdin") + str(input, "pty") : "";
     auto data = base64_decode(text);
-    if (!data) return rpc_fail(res, make_error(Code::kInvalidArgument, "input is not base64"));
+    if (!data) return e2b::rpc_fail(res, make_error(Code::kInvalidArgument, "input is not base64"));
     proc->handle->send_stdin(*data, false);
     return ok(json::object());
   }
   if (p == "/filesystem.Filesystem/Stat") {
-    if (auto st = validate_sandbox_path(path); !st) return rpc_fail(res, st.error());
+    if (auto st = validate_sandbox_path(path); !st) return e2b::rpc_fail(res, st.error());
     return stat_path(mgr_, sb, path, entry_answer(path));
   }
   if (p == "/filesystem.Filesystem/MakeDir") {
-    if (auto st = validate_sandbox_path(path); !st) return rpc_fail(res, st.error());
+    if (auto st = validate_sandbox_path(path); !st) return e2b::rpc_fail(res, st.error());
     return make_dir(mgr_, sb, path, entry_answer(path));
   }
   if (p == "/filesystem.Filesystem/Move") {
     std::string from = e2b::client_path(str(msg, "source"));
     std::string to = e2b::client_path(str(msg, "destination"));
     for (const auto& x : {from, to}) {
-      if (auto st = validate_sandbox_path(x); !st) return rpc_fail(res, st.error());
+      if (auto st = validate_sandbox_path(x); !st) return e2b::rpc_fail(res, st.error());
     }
     return move_path(mgr_, sb, from, to, entry_answer(to));
   }
   if (p == "/filesystem.Filesystem/Remove") {
-    if (auto st = validate_sandbox_path(path); !st) return rpc_fail(res, st.error());
+    if (auto st = validate_sandbox_path(path); !st) return e2b::rpc_fail(res, st.error());
     return delete_path(mgr_, sb, path, /*recursive=*/true, [res](Status st) {
-      if (!st) return rpc_fail(res, st.error());
+      if (!st) return e2b::rpc_fail(res, st.error());
       res->send_json(200, json::object());
     });
   }
   if (p == "/filesystem.Filesystem/ListDir") {
-    if (auto st = validate_sandbox_path(path); !st) return rpc_fail(res, st.error());
+    if (auto st = validate_sandbox_path(path); !st) return e2b::rpc_fail(res, st.error());
     return list_dir(mgr_, sb, path, [res, path](Result<std::vector<proto::FileEntry>> r) {
-      if (!r) return rpc_fail(res, r.error());
+      if (!r) return e2b::rpc_fail(res, r.error());
       json entries = json::array();
       std::string dir = path.ends_with("/") ? path : path + "/";
       for (const auto& e : *r) entries.push_back(e2b::entry_info(dir + e.name, e));
       res->send_json(200, {{"entries", std::move(entries)}});
     });
   }
-  rpc_fail(res, make_error(Code::kNotFound, p + " is not served (swissbox's envd: Process Start, List, "
+  e2b::rpc_fail(res, make_error(Code::kNotFound, p + " is not served (swissbox's envd: Process Start, List, "
                                             "SendSignal, SendInput, CloseStdin, Update; Filesystem "
                                             "Stat, ListDir, MakeDir, Move, Remove, WatchDir and its "
                                             "unary watchers)"));
@@ -244,10 +240,7 @@ void AgentApi::e2b_process_start(Call& c, std::shared_ptr<Sandbox> sb) {
   auto res = c.res;
   auto msg = connect::request_message(c.req.body(), kMaxRpcMessage);
   res->start_stream(200, "application/connect+json");
-  auto refuse = [&](const Error& e) {
-    res->write_chunk(connect::end_stream(&e));
-    res->end_stream();
-  };
+  auto refuse = [&](const Error& e) { e2b::end_rpc_stream(res, &e); };
   if (!msg) return refuse(msg.error());
   json process = msg->value("process", json::object());
   if (!process.is_object() || str(process, "cmd").empty()) {

@@ -45,47 +45,36 @@ std::string watcher_id(const json& msg) {
 
 }  // namespace
 
-void AgentApi::e2b_watch(Call& c, std::shared_ptr<Sandbox> sb) {
+void AgentApi::e2b_watch_dir(Call& c, std::shared_ptr<Sandbox> sb) {
+  auto res = c.res;
+  auto msg = connect::request_message(c.req.body(), kMaxWatchRequest);
+  res->start_stream(200, "application/connect+json");
+  if (!msg) return e2b::end_rpc_stream(res, &msg.error());
+  auto req = parse_watch(*msg);
+  if (!req) return e2b::end_rpc_stream(res, &req.error());
+  // Changes go out under the same flow control as a command's output: past it the runner
+  // stops reading them, and a watch that falls too far behind ends as lost.
+  auto stream = std::make_shared<RunStream>(res, nullptr);
+  auto handle = watch_dir(
+      mgr_, sb, req->path, req->recursive,
+      [res](Status st) {
+        if (!st) return e2b::end_rpc_stream(res, &st.error());
+        res->write_chunk(connect::message({{"start", json::object()}}));
+      },
+      [stream](const std::vector<proto::Change>& changes) {
+        for (const auto& change : changes) {
+          stream->send(connect::message({{"filesystem", e2b::filesystem_event(change)}}));
+        }
+      },
+      [res](Status st) { e2b::end_rpc_stream(res, st ? nullptr : &st.error()); });
+  stream->set_handle(handle);
+  res->on_client_gone([this, handle] { boost::asio::post(mgr_.io(), [handle] { handle->stop(); }); });
+}
+
+void AgentApi::e2b_watcher(Call& c, std::shared_ptr<Sandbox> sb, const json& msg) {
   auto res = c.res;
   const std::string& p = c.path;
-  if (p == "/filesystem.Filesystem/WatchDir") {
-    auto msg = connect::request_message(c.req.body(), kMaxWatchRequest);
-    res->start_stream(200, "application/connect+json");
-    auto refuse = [res](const Error& e) {
-      res->write_chunk(connect::end_stream(&e));
-      res->end_stream();
-    };
-    if (!msg) return refuse(msg.error());
-    auto req = parse_watch(*msg);
-    if (!req) return refuse(req.error());
-    // Changes go out under the same flow control as a command's output: past it the
-    // runner stops reading them, and a watch that falls too far behind ends as lost.
-    auto stream = std::make_shared<RunStream>(res, nullptr);
-    auto handle = watch_dir(
-        mgr_, sb, req->path, req->recursive,
-        [res, refuse](Status st) {
-          if (!st) return refuse(st.error());
-          res->write_chunk(connect::message({{"start", json::object()}}));
-        },
-        [stream](const std::vector<proto::Change>& changes) {
-          for (const auto& change : changes) {
-            stream->send(connect::message({{"filesystem", e2b::filesystem_event(change)}}));
-          }
-        },
-        [res](Status st) {
-          res->write_chunk(connect::end_stream(st ? nullptr : &st.error()));
-          res->end_stream();
-        });
-    stream->set_pause([weak = std::weak_ptr<WatchHandle>(handle)](bool on) {
-      if (auto h = weak.lock()) h->pause(on);
-    });
-    res->on_client_gone([this, handle] { boost::asio::post(mgr_.io(), [handle] { handle->stop(); }); });
-    return;
-  }
-
-  json msg = c.req.body().empty() ? json::object() : json::parse(c.req.body(), nullptr, false);
-  auto fail = [res](const Error& e) { res->send_json(http_status(e.code), connect::error_json(e)); };
-  if (!msg.is_object()) return fail(make_error(Code::kInvalidArgument, "the request is not a JSON object"));
+  auto fail = [res](const Error& e) { e2b::rpc_fail(res, e); };
   auto watchers = envd_watchers_;
   if (p == "/filesystem.Filesystem/CreateWatcher") {
     // Watchers of sandboxes that are gone go with them.
