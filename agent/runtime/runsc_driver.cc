@@ -455,19 +455,23 @@ bool RunscDriver::end_processes(const std::string& id) {
   return opts_.cgroups && opts_.cgroups->kill_all(id, std::chrono::seconds(5)) && remove_runsc_records(id);
 }
 
-Status RunscDriver::destroy(const std::string& id) {
-  if (end_processes(id)) return remove_host_side(id);
-  // Without cgroups, or when the records are not as expected, `runsc delete` does it all.
+Status RunscDriver::runsc_delete(const std::string& id) {
   ProcessOptions del;
   del.argv = command({"delete", "--force", id}, has_network(id));
   del.timeout = opts_.command_timeout;
   auto r = run_process(del);
-  bool gone = r.ok() && (r->exit_code == 0 || r->err.find("does not exist") != std::string::npos ||
-                         r->err.find("not found") != std::string::npos);
-  if (auto st = remove_host_side(id); !st) return st;
   if (!r) return r.error();
+  bool gone = r->exit_code == 0 || r->err.find("does not exist") != std::string::npos ||
+              r->err.find("not found") != std::string::npos;
   if (!gone) return make_error(Code::kInternal, describe_failure(del, *r));
   return ok_status();
+}
+
+Status RunscDriver::destroy(const std::string& id) {
+  // Without cgroups, or when the records are not as expected, `runsc delete` does it all.
+  Status ended = end_processes(id) ? ok_status() : runsc_delete(id);
+  if (auto st = remove_host_side(id); !st) return st;
+  return ended;
 }
 
 Result<int64_t> RunscDriver::checkpoint(const std::string& id) {
@@ -493,13 +497,9 @@ Result<int64_t> RunscDriver::checkpoint(const std::string& id) {
     closedir(d);
   }
   if (!end_processes(id)) {
-    ProcessOptions del;
-    del.argv = command({"delete", "--force", id}, has_network(id));
-    del.timeout = opts_.command_timeout;
-    auto gone = run_process(del);
-    if (!gone || gone->exit_code != 0) {
-      return make_error(Code::kInternal, "sandbox " + id + " was saved but could not be stopped: " +
-                                             (gone ? describe_failure(del, *gone) : gone.error().to_string()));
+    if (auto st = runsc_delete(id); !st) {
+      return make_error(Code::kInternal,
+                        "sandbox " + id + " was saved but could not be stopped: " + st.error().to_string());
     }
   }
   return bytes;

@@ -112,6 +112,9 @@ class RunscDriver : public SandboxRuntime {
   bool remove_runsc_records(const std::string& id) const;
   // What the agent made around the sandbox: network, disk, directory, cgroup.
   Status remove_host_side(const std::string& id);
+  // `runsc delete --force`: what ends a sandbox when end_processes() cannot; ok when it
+  // is gone (or was already).
+  Status runsc_delete(const std::string& id);
   // Ends the sandbox's reattach bridge, if it has one.
   void end_bridge(const std::string& id);
   // Kills and reaps a child the driver started and owns (a bridge).
