@@ -29,19 +29,27 @@ void lower_this_threads_priority() {
 
 }  // namespace
 
-// Every live sandbox's usage; the node's totals once all of it is in.
+namespace {
+
+// A sandbox whose host usage changes: warm or active (a suspended one has no process).
+bool running(const Sandbox& sb) {
+  return sb.state == SandboxState::kWarm || sb.state == SandboxState::kActive;
+}
+
+}  // namespace
+
+// Every running sandbox's usage; the node's totals once all of it is in.
 void SandboxManager::sample_all_usage() {
   std::vector<SandboxPtr> live;
   for (const auto& [id, sb] : sandboxes_) {
-    if (sb->state != SandboxState::kFailed) live.push_back(sb);
+    if (running(*sb)) live.push_back(sb);
   }
   meter_.sample(
-      std::move(live),
-      [this](const Sandbox& s) { return find(s.id).get() == &s && s.state != SandboxState::kFailed; },
+      std::move(live), [this](const Sandbox& s) { return find(s.id).get() == &s && running(s); },
       [this] {
         int64_t memory = 0, disk = 0;
         for (const auto& [id, sb] : sandboxes_) {
-          if (sb->state == SandboxState::kFailed || !sb->usage) continue;
+          if (!running(*sb) || !sb->usage) continue;
           memory += sb->usage->memory_bytes;
           disk += std::max<int64_t>(0, sb->usage->disk_used_bytes);
         }
@@ -147,8 +155,7 @@ void SandboxManager::collect_garbage() {
 // delay one answer, a hung runner misses them all).
 void SandboxManager::health_check() {
   for (const auto& [id, sb] : sandboxes_) {
-    bool running = sb->state == SandboxState::kWarm || sb->state == SandboxState::kActive;
-    if (running && !sb->transition && sb->channel) ping(sb);
+    if (running(*sb) && !sb->transition && sb->channel) ping(sb);
   }
 }
 
