@@ -317,6 +317,11 @@ std::string describe_failure(const ProcessOptions& opts, const ProcessResult& r)
                                 : "exited " + std::to_string(r.exit_code);
   std::string tail = r.err.empty() ? r.out : r.err;
   while (!tail.empty() && (tail.back() == '\n' || tail.back() == ' ')) tail.pop_back();
+  // A Go program (runsc) says what went wrong before its goroutine stacks, not in them.
+  if (size_t stack = tail.find("\ngoroutine "); stack != std::string::npos) {
+    tail.resize(stack);
+    while (!tail.empty() && (tail.back() == '\n' || tail.back() == ':')) tail.pop_back();
+  }
   if (tail.size() > 600) tail = "…" + tail.substr(tail.size() - 600);
   return what + " " + how + (tail.empty() ? "" : ": " + tail);
 }

@@ -101,4 +101,18 @@ TEST(Process, OrphansAreReapedAndStartersKeepTheirChildren) {
 }
 
 }  // namespace
+TEST(DescribeFailure, AGoStackIsLeftOutAndLongOutputQuotedFromItsEnd) {
+  ProcessOptions opts;
+  opts.argv = {"/usr/bin/runsc", "checkpoint"};
+  ProcessResult r;
+  r.exit_code = 128;
+  r.err = "checkpoint failed: endpoint cannot be saved:\ngoroutine 96 [running]:\n" + std::string(2000, 's');
+  EXPECT_EQ(describe_failure(opts, r), "/usr/bin/runsc checkpoint exited 128: checkpoint failed: endpoint cannot be saved");
+  r.err = std::string(2000, 'x') + "the end";
+  std::string d = describe_failure(opts, r);
+  EXPECT_NE(d.find("…"), std::string::npos);
+  EXPECT_LT(d.size(), 700u);
+  EXPECT_EQ(d.substr(d.size() - 7), "the end");
+}
+
 }  // namespace swissbox

@@ -230,6 +230,9 @@ class AgentRunsc : public ::testing::Test {
   }
 
   static void TearDownTestSuite() {
+    // The next suite in this process starts from a clean slate (its own arguments).
+    extra_args_.clear();
+    skip_.clear();
     if (pid_ <= 0) return;
     EXPECT_TRUE(stop_daemon(pid_)) << "agent did not stop within 60 s of SIGTERM";
     // A stopped agent leaves no sandbox behind.
