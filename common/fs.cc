@@ -42,6 +42,29 @@ Status write_file_atomic(const std::string& path, std::string_view data, mode_t 
   return ok_status();
 }
 
+Result<int64_t> sync_dir(const std::string& path) {
+  unique_fd dir(open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!dir) return sys_error("open " + path);
+  DIR* d = fdopendir(dup(dir.get()));
+  if (!d) return sys_error("list " + path);
+  int64_t bytes = 0;
+  Status st = ok_status();
+  while (dirent* e = readdir(d)) {
+    struct stat sb {};
+    if (fstatat(dirfd(d), e->d_name, &sb, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(sb.st_mode)) continue;
+    bytes += sb.st_size;
+    unique_fd f(openat(dirfd(d), e->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+    if (!f || fsync(f.get()) != 0) {
+      st = sys_error("fsync " + path + "/" + e->d_name);
+      break;
+    }
+  }
+  closedir(d);
+  if (!st) return st.error();
+  if (fsync(dir.get()) != 0) return sys_error("fsync " + path);
+  return bytes;
+}
+
 Result<std::string> read_file(const std::string& path, size_t max_bytes) {
   unique_fd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd) return sys_error("open " + path);

@@ -14,6 +14,9 @@ Status make_dirs(const std::string& path, mode_t mode = 0755);
 // file whole. Without fsync the file survives a crash of the process, not of the machine.
 Status write_file_atomic(const std::string& path, std::string_view data, mode_t mode = 0644,
                          bool durable = true);
+// fsync of every regular file in a directory and of the directory itself: what it holds
+// survives a crash of the machine. Answers the files' total size.
+Result<int64_t> sync_dir(const std::string& path);
 Result<std::string> read_file(const std::string& path, size_t max_bytes = 16 << 20);
 // rm -rf that does not cross mount points or follow symlinks.
 Status remove_tree(const std::string& path);

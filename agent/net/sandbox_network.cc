@@ -59,13 +59,19 @@ std::string EgressNetworks::address(int index, int offset) const {
   return buf;
 }
 
-Result<int> EgressNetworks::allocate() {
+Result<int> EgressNetworks::allocate(int preferred) {
   std::lock_guard lock(mu_);
+  if (preferred >= 0 && preferred < slots_ && used_.insert(preferred).second) return preferred;
   for (int i = 0; i < slots_; ++i) {
     if (used_.insert(i).second) return i;
   }
   return make_error(Code::kResourceExhausted,
                     fmt::format("the egress pool {} has no free /30 left", config_.pool_cidr));
+}
+
+void EgressNetworks::reserve(int index) {
+  std::lock_guard lock(mu_);
+  used_.insert(index);
 }
 
 void EgressNetworks::release(int index) {
@@ -76,8 +82,12 @@ void EgressNetworks::release(int index) {
 Result<SandboxLink> EgressNetworks::setup(const std::string& dir) {
   auto index = allocate();
   if (!index) return index.error();
-  SandboxLink l{*index, config_.link_prefix + std::to_string(*index), address(*index, 1),
-                address(*index, 2)};
+  return make(dir, *index);
+}
+
+Result<SandboxLink> EgressNetworks::make(const std::string& dir, int index) {
+  SandboxLink l{index, config_.link_prefix + std::to_string(index), address(index, 1),
+                address(index, 2)};
   // Recorded first: whatever follows can then always be found and undone.
   json rec = {{"index", l.index}, {"link", l.link}, {"host_ip", l.host_ip}, {"sandbox_ip", l.sandbox_ip}};
   Status st = fs::write_file_atomic(dir + kRecord, rec.dump());
@@ -88,6 +98,20 @@ Result<SandboxLink> EgressNetworks::setup(const std::string& dir) {
     return st.error();
   }
   return l;
+}
+
+Result<SandboxLink> EgressNetworks::restore(const std::string& dir) {
+  auto l = read(dir);
+  if (!l) return make_error(Code::kNotFound, "no network is recorded in " + dir);
+  if (netns::pinned(netns_path(dir)) && veth::counters(l->link).ok()) {
+    if (auto st = veth::readdress({l->link, netns_path(dir), l->host_ip, l->sandbox_ip, 30}); !st)
+      return st.error();
+    return *l;
+  }
+  if (auto st = teardown(dir); !st) return st.error();
+  auto index = allocate(l->index);
+  if (!index) return index.error();
+  return make(dir, *index);
 }
 
 std::optional<SandboxLink> EgressNetworks::read(const std::string& dir) {

@@ -41,6 +41,12 @@ class EgressNetworks {
 
   // Namespace, veth pair and addresses for the sandbox in `sandbox_dir`.
   Result<SandboxLink> setup(const std::string& sandbox_dir);
+  // Before a suspended sandbox is restored: its namespace's end gets back the address and
+  // route runsc's netstack took at start; when namespace or pair are gone (a node reboot)
+  // they are made again, with the recorded addresses if that /30 is still free.
+  Result<SandboxLink> restore(const std::string& sandbox_dir);
+  // Marks a /30 as taken (a suspended sandbox's, found on disk after a reboot).
+  void reserve(int index);
   // Removes what setup made (nothing made is fine).
   Status teardown(const std::string& sandbox_dir);
   // What setup made for the sandbox in `sandbox_dir`, if anything.
@@ -55,7 +61,8 @@ class EgressNetworks {
 
  private:
   explicit EgressNetworks(EgressConfig config) : config_(std::move(config)) {}
-  Result<int> allocate();
+  Result<int> allocate(int preferred = -1);
+  Result<SandboxLink> make(const std::string& sandbox_dir, int index);
   void release(int index);
   std::string address(int index, int offset) const;
 

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <linux/pkt_sched.h>
 #include <net/if.h>
+#include <netlink/errno.h>
 #include <netlink/netlink.h>
 #include <netlink/route/addr.h>
 #include <netlink/route/link.h>
@@ -67,7 +68,9 @@ Status set_up(nl_sock* s, const std::string& name) {
   return ok_status();
 }
 
-Status add_address(nl_sock* s, const std::string& name, const std::string& ip, int prefix_len) {
+// existing_ok: an address (or route, below) already there is success.
+Status add_address(nl_sock* s, const std::string& name, const std::string& ip, int prefix_len,
+                   bool existing_ok = false) {
   auto link = get_link(s, name);
   if (!link) return link.error();
   nl_addr* parsed = nullptr;
@@ -79,12 +82,13 @@ Status add_address(nl_sock* s, const std::string& name, const std::string& ip, i
   rtnl_addr_set_ifindex(addr.get(), rtnl_link_get_ifindex(link->get()));
   if (int err = rtnl_addr_set_local(addr.get(), local.get()); err < 0)
     return nl_error(err, "address " + cidr);
-  if (int err = rtnl_addr_add(s, addr.get(), 0); err < 0)
+  if (int err = rtnl_addr_add(s, addr.get(), 0); err < 0 && !(existing_ok && err == -NLE_EXIST))
     return nl_error(err, "add " + cidr + " to " + name);
   return ok_status();
 }
 
-Status add_default_route(nl_sock* s, const std::string& name, const std::string& gateway) {
+Status add_default_route(nl_sock* s, const std::string& name, const std::string& gateway,
+                         bool existing_ok = false) {
   auto link = get_link(s, name);
   if (!link) return link.error();
   nl_addr *dst = nullptr, *gw = nullptr;
@@ -103,9 +107,22 @@ Status add_default_route(nl_sock* s, const std::string& name, const std::string&
   rtnl_route_nh_set_ifindex(nh, rtnl_link_get_ifindex(link->get()));
   rtnl_route_nh_set_gateway(nh, gw);
   rtnl_route_add_nexthop(route.get(), nh);
-  if (int err = rtnl_route_add(s, route.get(), NLM_F_CREATE); err < 0)
+  if (int err = rtnl_route_add(s, route.get(), NLM_F_CREATE); err < 0 && !(existing_ok && err == -NLE_EXIST))
     return nl_error(err, "default route via " + gateway);
   return ok_status();
+}
+
+// The namespace's end: lo and eth0 up, eth0's address and the default route through the
+// host end. Already there is fine (a sandbox's netstack may have left some of it).
+Status configure_inner(const PairConfig& c) {
+  return netns::run_in(c.netns_path, [&]() -> Status {
+    auto inner = connect();
+    if (!inner) return inner.error();
+    if (auto st = set_up(inner->get(), "lo"); !st) return st;
+    if (auto st = add_address(inner->get(), "eth0", c.sandbox_ip, c.prefix_len, true); !st) return st;
+    if (auto st = set_up(inner->get(), "eth0"); !st) return st;
+    return add_default_route(inner->get(), "eth0", c.host_ip, true);
+  });
 }
 
 Status make_pair(nl_sock* s, const PairConfig& c, bool* created) {
@@ -123,14 +140,7 @@ Status make_pair(nl_sock* s, const PairConfig& c, bool* created) {
   *created = true;
   if (auto st = add_address(s, c.host_name, c.host_ip, c.prefix_len); !st) return st;
   if (auto st = set_up(s, c.host_name); !st) return st;
-  return netns::run_in(c.netns_path, [&]() -> Status {
-    auto inner = connect();
-    if (!inner) return inner.error();
-    if (auto st = set_up(inner->get(), "lo"); !st) return st;
-    if (auto st = add_address(inner->get(), "eth0", c.sandbox_ip, c.prefix_len); !st) return st;
-    if (auto st = set_up(inner->get(), "eth0"); !st) return st;
-    return add_default_route(inner->get(), "eth0", c.host_ip);
-  });
+  return configure_inner(c);
 }
 
 }  // namespace
@@ -145,6 +155,8 @@ Status create_pair(const PairConfig& c) {
   if (!st && created) (void)remove_link(c.host_name);
   return st;
 }
+
+Status readdress(const PairConfig& c) { return configure_inner(c); }
 
 Status remove_link(const std::string& name) {
   auto s = connect();

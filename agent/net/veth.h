@@ -23,6 +23,9 @@ struct PairConfig {
 
 // Makes the pair and configures both ends; on failure removes what it made.
 Status create_pair(const PairConfig& config);
+// Gives the namespace's end its address and default route again: runsc's netstack takes
+// them from eth0 when a sandbox starts, and a restored sandbox reads them anew.
+Status readdress(const PairConfig& config);
 // Removes a link of this namespace by name (a veth's peer goes with it); missing is fine.
 Status remove_link(const std::string& name);
 // Names of this namespace's links that start with `prefix`.

@@ -280,6 +280,10 @@ std::vector<std::string> RunscDriver::command(std::initializer_list<std::string>
   std::vector<std::string> argv = {opts_.runsc,  "--root",       opts_.root_dir,
                                    "--platform", opts_.platform, "--network",
                                    netstack ? "sandbox" : "none", "--overlay2", "none"};
+  // A TCP connection through eth0 cannot be saved (runsc 20240729: "endpoint cannot be saved
+  // in connected state", e.g. one in FIN-WAIT after curl ended): with this flag a suspend
+  // resets such connections instead of failing, as pausing a machine would drop them.
+  if (netstack) argv.push_back("--net-disconnect-ok");
   argv.insert(argv.end(), args);
   return argv;
 }
@@ -488,36 +492,49 @@ Result<int64_t> RunscDriver::checkpoint(const std::string& id) {
     if (!r) return r.error();
     return make_error(Code::kUnavailable, describe_failure(cp, *r));
   }
-  int64_t bytes = 0;
-  if (DIR* d = opendir(image.c_str())) {
-    while (dirent* e = readdir(d)) {
-      struct stat st;
-      if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode)) bytes += st.st_size;
-    }
-    closedir(d);
-  }
   if (!end_processes(id)) {
     if (auto st = runsc_delete(id); !st) {
       return make_error(Code::kInternal,
                         "sandbox " + id + " was saved but could not be stopped: " + st.error().to_string());
     }
   }
-  return bytes;
+  // On the node's disk, not just in its page cache: a suspended sandbox outlives a node
+  // reboot. After the processes ended, so that nothing writes to the disk any more.
+  if (auto st = SandboxDisk::flush(sandbox_dir(id)); !st) return st.error();
+  return fs::sync_dir(image);
 }
 
-Result<RunnerLink> RunscDriver::restore(const std::string& id) {
+Result<RunnerLink> RunscDriver::restore(const std::string& id, const Limits& limits) {
   const std::string dir = sandbox_dir(id), image = checkpoint_dir(id);
   if (!fs::exists(image + "/checkpoint.img")) {
     return make_error(Code::kNotFound, "sandbox " + id + " has no checkpoint to resume from");
   }
+  // After a node reboot the cgroup, the disk's mount and the network are gone; made again
+  // here (each is a no-op, or nearly, when it is still there). runsc would make a missing
+  // cgroup itself, but without limits.
+  if (opts_.cgroups) {
+    if (auto st = opts_.cgroups->create(id, host_cgroup_limits(limits, opts_.platform)); !st) return st.error();
+  }
+  if (auto st = SandboxDisk::mount(dir); !st) return st.error();
   const bool netstack = has_network(id);
   if (netstack) {
-    return make_error(Code::kUnavailable, "resuming a sandbox with network is not built yet (issue 21)");
+    if (!opts_.egress) return make_error(Code::kUnavailable, "this node offers no network to sandboxes any more");
+    auto was = link(id);
+    auto l = opts_.egress->restore(dir);
+    if (!l) return l.error();
+    if (!was || was->index != l->index) {
+      // Made again: the node's default rate too (the manager sets a sandbox's own).
+      uint64_t bits = static_cast<uint64_t>(opts_.egress_default_kbit) * 1000;
+      if (auto st = opts_.egress->set_rates(dir, bits, bits); !st) return st.error();
+      std::lock_guard lock(links_mu_);
+      links_[id] = *l;
+    }
   }
   auto io = open_runner_io(dir);
   if (!io) return io.error();
   ProcessOptions rs;
   rs.argv = command({"restore", "--detach", "--bundle", dir + "/bundle", "--image-path", image, id}, netstack);
+  if (netstack) rs.pre_exec = hide_proc_sys_net;  // as for `runsc start`
   rs.stdin_fd = io->runner.get();
   rs.stdout_fd = io->runner.get();
   rs.stderr_fd = io->log.get();
@@ -613,8 +630,12 @@ Result<std::vector<std::string>> RunscDriver::list() {
   if (DIR* d = opendir((opts_.state_dir + "/sandboxes").c_str())) {
     while (dirent* e = readdir(d)) {
       std::string name = e->d_name;
-      if (valid_sandbox_id(name) && std::find(ids.begin(), ids.end(), name) == ids.end()) {
-        ids.push_back(name);
+      if (!valid_sandbox_id(name)) continue;
+      if (std::find(ids.begin(), ids.end(), name) == ids.end()) ids.push_back(name);
+      // A suspended sandbox keeps its /30 across a reboot that took its links: no other
+      // sandbox may get it meanwhile.
+      if (opts_.egress) {
+        if (auto l = EgressNetworks::read(sandbox_dir(name))) opts_.egress->reserve(l->index);
       }
     }
     closedir(d);

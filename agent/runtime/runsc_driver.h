@@ -79,7 +79,7 @@ class RunscDriver : public SandboxRuntime {
   // serving), then its processes end as in destroy(); `runsc restore --detach` with a fresh
   // socket pair as the runner's stdio.
   Result<int64_t> checkpoint(const std::string& id) override;
-  Result<RunnerLink> restore(const std::string& id) override;
+  Result<RunnerLink> restore(const std::string& id, const Limits& limits) override;
   Status set_limits(const std::string& id, const Limits& limits) override;
   Result<CgroupUsage> cgroup_usage(const std::string& id) override;
   Result<CgroupUsage> usage(const std::string& id) override;

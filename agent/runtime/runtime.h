@@ -56,8 +56,11 @@ class SandboxRuntime {
     return make_error(Code::kUnavailable, name() + " cannot suspend sandbox " + id);
   }
   // Resume: starts the sandbox again from its checkpoint; its runner comes back with its
-  // state, on a fresh channel. The checkpoint is removed once the sandbox runs.
-  virtual Result<RunnerLink> restore(const std::string& id) {
+  // state, on a fresh channel. What a node reboot took (cgroup, disk mount, network) is
+  // made again first, the cgroup with `limits`; a sandbox with network gets its address back
+  // (network() may answer a new one after a reboot). The checkpoint is removed once the
+  // sandbox runs.
+  virtual Result<RunnerLink> restore(const std::string& id, const Limits& /*limits*/) {
     return make_error(Code::kUnavailable, name() + " cannot resume sandbox " + id);
   }
   // Ids of every sandbox this runtime holds (for start-up garbage collection).

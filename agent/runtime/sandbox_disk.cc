@@ -190,6 +190,23 @@ Status SandboxDisk::create(const std::string& dir, int64_t max_mb, int64_t limit
   return set_limit(dir, limit_mb);  // the template's reserve already fits: no change
 }
 
+Status SandboxDisk::flush(const std::string& dir) {
+  unique_fd mnt(open(mount_point(dir).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!mnt) return sys_error("open " + mount_point(dir));
+  if (syncfs(mnt.get()) != 0) return sys_error("sync " + mount_point(dir));
+  unique_fd img(open(image_path(dir).c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (!img || fsync(img.get()) != 0) return sys_error("fsync " + image_path(dir));
+  return ok_status();
+}
+
+Status SandboxDisk::mount(const std::string& dir) {
+  if (mounted(dir)) return ok_status();
+  const std::string image = image_path(dir);
+  unique_fd img(open(image.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW));
+  if (!img) return sys_error("open " + image);
+  return mount_image(img.get(), image, mount_point(dir));
+}
+
 Status SandboxDisk::set_limit(const std::string& dir, int64_t limit_mb) {
   auto capacity = usable_capacity(mount_point(dir));
   if (!capacity) return capacity.error();

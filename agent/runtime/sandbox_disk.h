@@ -45,6 +45,11 @@ class SandboxDisk {
   // workspace/ and tmp/ owned by uid:gid, and sets the usable size to limit_mb.
   Status create(const std::string& dir, int64_t max_mb, int64_t limit_mb, uid_t uid,
                 gid_t gid) const;
+  // Everything written to the disk reaches the node's disk (its filesystem, then the
+  // image file): what a suspended sandbox wrote survives a node reboot.
+  static Status flush(const std::string& dir);
+  // Mounts the image again where a node reboot unmounted it; nothing when it is mounted.
+  static Status mount(const std::string& dir);
   // Sets the usable size (files already written count against it).
   static Status set_limit(const std::string& dir, int64_t limit_mb);
   static Result<DiskUsage> usage(const std::string& dir);

@@ -27,6 +27,14 @@ std::string_view network_name(NetworkMode mode) {
   return mode == NetworkMode::kEgress ? "egress" : "none";
 }
 
+std::string_view on_idle_name(OnIdle o) { return o == OnIdle::kDelete ? "delete" : "suspend"; }
+
+std::optional<OnIdle> parse_on_idle(std::string_view name) {
+  if (name == "suspend") return OnIdle::kSuspend;
+  if (name == "delete") return OnIdle::kDelete;
+  return std::nullopt;
+}
+
 std::optional<NetworkMode> parse_network(std::string_view name) {
   if (name == "none") return NetworkMode::kNone;
   if (name == "egress") return NetworkMode::kEgress;
@@ -120,6 +128,8 @@ Result<CreateRequest> parse_create_request(const json& body, const LimitBounds& 
                    "' (known: default, lightweight, heavy, browser)");
   }
   req.limits = tmpl->second.limits;
+  req.timeout = tmpl->second.idle_timeout;
+  req.on_idle = tmpl->second.on_idle;
   if (auto st = read_number(body, "cpu", 0.1, bounds.max_cpu, &req.limits.cpu); !st)
     return st.error();
   if (auto st =
@@ -133,10 +143,21 @@ Result<CreateRequest> parse_create_request(const json& body, const LimitBounds& 
   }
   if (auto st = read_number<int64_t>(body, "pids", 16, bounds.max_pids, &req.limits.pids); !st)
     return st.error();
+  // idle_timeout_s; timeout_s is its older name.
   int64_t timeout_s = req.timeout.count();
-  if (auto st = read_number<int64_t>(body, "timeout_s", 1, 7 * 24 * 3600, &timeout_s); !st)
+  const char* timeout_field = body.contains("idle_timeout_s") ? "idle_timeout_s" : "timeout_s";
+  if (auto st = read_number<int64_t>(body, timeout_field, 1, 7 * 24 * 3600, &timeout_s); !st)
     return st.error();
   req.timeout = std::chrono::seconds(timeout_s);
+  if (auto it = body.find("on_idle"); it != body.end() && !it->is_null()) {
+    auto on_idle = it->is_string() ? parse_on_idle(it->get<std::string>()) : std::nullopt;
+    if (!on_idle) return invalid("on_idle must be \"suspend\" or \"delete\"");
+    req.on_idle = *on_idle;
+  }
+  int64_t retention_s = req.retention.count();
+  if (auto st = read_number<int64_t>(body, "retention_s", 1, 365 * 24 * 3600, &retention_s); !st)
+    return st.error();
+  req.retention = std::chrono::seconds(retention_s);
   if (auto it = body.find("network"); it != body.end() && !it->is_null()) {
     auto mode = it->is_string() ? parse_network(it->get<std::string>()) : std::nullopt;
     if (!mode) return invalid("network must be \"none\" or \"egress\"");

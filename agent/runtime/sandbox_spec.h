@@ -22,12 +22,25 @@ struct Limits {
   bool operator==(const Limits&) const = default;
 };
 
+// What becomes of a sandbox idle for its idle timeout (issue 21): it sleeps (a checkpoint
+// on the node's disk, resumed by its next call) or it ends. Named "suspend" and "delete".
+enum class OnIdle { kSuspend, kDelete };
+std::string_view on_idle_name(OnIdle o);
+std::optional<OnIdle> parse_on_idle(std::string_view name);
+
+// How long a sandbox may sit idle, and a suspended one be kept, unless a request says.
+inline constexpr std::chrono::seconds kDefaultIdleTimeout{900};
+inline constexpr std::chrono::seconds kDefaultRetention{7 * 24 * 3600};
+
 struct Template {
   std::string name;
   Limits limits;
   // Stateful contexts its warm sandboxes have running before they are claimed, one per
   // language, as "default-<language>" (what E2B's run_code without a context uses).
   std::vector<std::string> warm_contexts = {};
+  // The idle policy of its sandboxes when a create request does not set one.
+  std::chrono::seconds idle_timeout = kDefaultIdleTimeout;
+  OnIdle on_idle = OnIdle::kSuspend;
 };
 
 // default / lightweight / heavy / browser, as DESIGN.md lists them.
@@ -71,7 +84,9 @@ struct CreateRequest {
   std::vector<std::string> egress_allowlist;  // host names and "*.suffix" patterns
   int64_t bandwidth_kbit = 0;                 // both ways; 0: the node's default
   std::map<std::string, std::string> env;
-  std::chrono::seconds timeout{900};   // idle expiry
+  std::chrono::seconds timeout = kDefaultIdleTimeout;  // idle this long: on_idle
+  OnIdle on_idle = OnIdle::kSuspend;
+  std::chrono::seconds retention = kDefaultRetention;  // kept this long once suspended
   std::chrono::seconds lifetime{0};    // end of life after the claim, busy or not; 0: none
   std::string client_template;         // the name an E2B client asked for
   nlohmann::json* metadata = nullptr;  // not owned; copied by the manager

@@ -46,6 +46,9 @@ json Sandbox::to_json(const std::string& node) const {
               {"disk_mb", limits.disk_mb}}},
             {"created_at", created.count() / 1000.0},
             {"timeout_s", timeout.count()},
+            {"idle_timeout_s", timeout.count()},
+            {"on_idle", on_idle_name(on_idle)},
+            {"retention_s", retention.count()},
             {"warm", from_pool},
             {"metadata", metadata},
             {"metrics",
@@ -78,7 +81,11 @@ json Sandbox::to_json(const std::string& node) const {
     }
   }
   if (!failure.empty()) j["failure"] = failure;
-  if (state == SandboxState::kSuspended) j["checkpoint_bytes"] = checkpoint_bytes;
+  if (state == SandboxState::kSuspended) {
+    j["checkpoint_bytes"] = checkpoint_bytes;
+    auto at = std::chrono::duration_cast<std::chrono::milliseconds>(suspended_at.time_since_epoch());
+    j["suspended_at"] = at.count() / 1000.0;
+  }
   return j;
 }
 

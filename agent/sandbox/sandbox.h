@@ -55,7 +55,10 @@ struct Sandbox {
   Limits limits;
   std::map<std::string, std::string> env;
   nlohmann::json metadata = nlohmann::json::object();
-  std::chrono::seconds timeout{900};
+  std::chrono::seconds timeout = kDefaultIdleTimeout;  // idle this long (or past end_at): on_idle
+  OnIdle on_idle = OnIdle::kSuspend;
+  std::chrono::seconds retention = kDefaultRetention;  // kept this long once suspended
+  std::chrono::system_clock::time_point suspended_at{};
   std::chrono::system_clock::time_point created_at;
   // An end of life, busy or not (E2B's timeout); the epoch: none.
   std::chrono::system_clock::time_point end_at{};

@@ -155,6 +155,7 @@ void SandboxManager::start(std::function<void(Status)> done) {
         auto sb = std::make_shared<Sandbox>(std::move(rec));
         sb->last_used = Clock::now();
         log::info("suspended sandbox of the earlier run kept", {{"sandbox", sb->id}, {"tenant", sb->tenant}});
+        allow_egress(*sb);  // its allowlist waits for it at the proxy
         sandboxes_[sb->id] = std::move(sb);
       }
       next_health_ = Clock::now() + opts_.health_interval;
@@ -297,6 +298,8 @@ void SandboxManager::finish_claim(SandboxPtr sb, bool warm, std::shared_ptr<cons
   }
   allow_egress(*sb);
   sb->timeout = req.timeout;
+  sb->on_idle = req.on_idle;
+  sb->retention = req.retention;
   sb->metadata = terms->metadata.is_object() ? terms->metadata : json::object();
   sb->from_pool = warm;
   sb->created_at = std::chrono::system_clock::now();

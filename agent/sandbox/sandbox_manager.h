@@ -175,6 +175,9 @@ class SandboxManager {
   // Serves a sandbox of an earlier agent process again, over reattached runner pipes.
   void adopt(Sandbox record, RunnerLink link);
   void retire(const std::string& id, const std::string& why);
+  // After a restore that re-made the network with other addresses: the proxy's entry and
+  // the proxy variables follow them.
+  void readdress_egress(Sandbox& sb, const SandboxRuntime::NetworkAddresses& now);
   void destroy_later(const std::string& id, const std::string& why);
   void check_all_destroyed();
   void tick();

@@ -37,6 +37,10 @@ json sandbox_record(const Sandbox& sb) {
           {"env", sb.env},
           {"metadata", sb.metadata},
           {"timeout_s", sb.timeout.count()},
+          {"on_idle", on_idle_name(sb.on_idle)},
+          {"retention_s", sb.retention.count()},
+          {"suspended_at_ms", std::chrono::duration_cast<std::chrono::milliseconds>(
+                                  sb.suspended_at.time_since_epoch()).count()},
           {"created_at_ms", created.count()},
           {"warm", sb.from_pool},
           {"exec_count", sb.exec_count},
@@ -103,6 +107,11 @@ Result<Sandbox> sandbox_from_record(const json& r) {
     sb.state = r.value("state", std::string("active")) == "suspended" ? SandboxState::kSuspended
                                                                       : SandboxState::kActive;
     sb.checkpoint_bytes = r.value("checkpoint_bytes", int64_t{0});
+    // Absent in records written before idle suspend: those ended when idle.
+    sb.on_idle = parse_on_idle(r.value("on_idle", std::string("delete"))).value_or(OnIdle::kDelete);
+    sb.retention = std::chrono::seconds(r.value("retention_s", kDefaultRetention.count()));
+    sb.suspended_at = std::chrono::system_clock::time_point(
+        std::chrono::milliseconds(r.value("suspended_at_ms", int64_t{0})));
     return sb;
   } catch (const json::exception& e) {
     return make_error(Code::kInvalidArgument, std::string("bad record: ") + e.what());
@@ -112,7 +121,9 @@ Result<Sandbox> sandbox_from_record(const json& r) {
 Status RecordStore::open() const { return fs::make_dirs(dir_, 0700); }
 
 Status RecordStore::save(const Sandbox& sb) const {
-  return fs::write_file_atomic(path(sb.id), sandbox_record(sb).dump(), 0600, /*durable=*/false);
+  // A suspended sandbox outlives a node reboot; a running one does not (see above).
+  return fs::write_file_atomic(path(sb.id), sandbox_record(sb).dump(), 0600,
+                               /*durable=*/sb.state == SandboxState::kSuspended);
 }
 
 Status RecordStore::remove(const std::string& id) const {

@@ -3,8 +3,9 @@
 // acknowledged. After a restart the manager lists the records, reattaches to the sandboxes
 // the runtime still runs, and removes everything else.
 //
-// No fsync: records must outlive the agent process, not the node (a node crash takes its
-// sandboxes too), and an fsync on the claim path would cost milliseconds.
+// No fsync for a running sandbox's record: it must outlive the agent process, not the node
+// (a node crash takes the sandbox too), and an fsync on the claim path would cost
+// milliseconds. A suspended sandbox's record is fsynced: it outlives a node reboot.
 #pragma once
 
 #include <nlohmann/json.hpp>

@@ -31,11 +31,6 @@ void SandboxManager::suspend(SandboxPtr sb, std::function<void(Status)> done) {
   if (sb->state != SandboxState::kActive) {
     return done(make_error(Code::kConflict, fmt::format("sandbox {} is {}", sb->id, state_name(sb->state))));
   }
-  if (sb->network == NetworkMode::kEgress) {
-    // Its restore needs the network re-made first: not built yet (issue 21).
-    return done(make_error(Code::kConflict, "sandbox " + sb->id + " has network; suspending such a "
-                                            "sandbox is not built yet"));
-  }
   if (sb->busy > 0) {
     return done(make_error(Code::kConflict, fmt::format("sandbox {} has {} requests in flight; suspend it once "
                                                         "they are answered", sb->id, sb->busy)));
@@ -55,6 +50,7 @@ void SandboxManager::suspend(SandboxPtr sb, std::function<void(Status)> done) {
       }
       sb->state = SandboxState::kSuspended;
       sb->checkpoint_bytes = *bytes;
+      sb->suspended_at = std::chrono::system_clock::now();
       if (sb->channel) sb->channel->close("suspended");
       sb->channel = nullptr;
       sb->usage.reset();
@@ -98,9 +94,18 @@ void SandboxManager::resume(SandboxPtr sb, std::function<void(Status)> done) {
     for (auto& w : std::exchange(sb->resume_waiters, {})) w(st);
     update_gauges();
   };
-  asio::post(workers_, [this, sb, finish] {
-    auto link = runtime_.restore(sb->id);
-    asio::post(ioc_, [this, sb, finish, link = std::move(link)]() mutable {
+  asio::post(workers_, [this, sb, finish, limits = sb->limits, kbit = sb->bandwidth_kbit] {
+    auto link = runtime_.restore(sb->id, limits);
+    // A sandbox with network: its own rate again (a reboot took it), and its addresses,
+    // which are new if its /30 went to another sandbox meanwhile.
+    std::optional<SandboxRuntime::NetworkAddresses> addresses;
+    if (link && sb->network == NetworkMode::kEgress) {
+      if (kbit > 0) {
+        if (auto st = runtime_.set_bandwidth(sb->id, kbit); !st) link = st.error();
+      }
+      addresses = runtime_.network(sb->id);
+    }
+    asio::post(ioc_, [this, sb, finish, link = std::move(link), addresses]() mutable {
       if (find(sb->id) != sb) {
         if (link) destroy_later(sb->id, "deleted while resuming");
         return finish(make_error(Code::kNotFound, "sandbox " + sb->id + " was deleted"));
@@ -111,6 +116,7 @@ void SandboxManager::resume(SandboxPtr sb, std::function<void(Status)> done) {
         fail(sb, "resume failed: " + e.to_string());
         return finish(e);
       }
+      if (addresses) readdress_egress(*sb, *addresses);
       sb->channel = std::make_shared<RunnerChannel>(ioc_, std::move(link->socket));
       sb->channel->start([this, id = sb->id](const std::string& why) { on_lost(id, why); });
       // A runner that does not answer in the start deadline has its channel closed, which
@@ -130,7 +136,13 @@ void SandboxManager::resume(SandboxPtr sb, std::function<void(Status)> done) {
         }
         sb->state = SandboxState::kActive;
         sb->checkpoint_bytes = 0;
+        sb->suspended_at = {};
         sb->last_used = Clock::now();
+        // A sandbox that slept past its end of life gets a whole life again (E2B's timeout
+        // starts over on a resume), else the next tick would put it back to sleep.
+        auto wall_now = std::chrono::system_clock::now();
+        if (sb->end_at.time_since_epoch().count() != 0 && sb->end_at < wall_now + sb->timeout)
+          sb->end_at = wall_now + sb->timeout;
         if (auto st = save_record(*sb); !st) {
           log::warn("sandbox record not written", {{"sandbox", sb->id}, {"error", st.error().to_string()}});
         }
@@ -139,6 +151,20 @@ void SandboxManager::resume(SandboxPtr sb, std::function<void(Status)> done) {
       });
     });
   });
+}
+
+void SandboxManager::readdress_egress(Sandbox& sb, const SandboxRuntime::NetworkAddresses& now) {
+  if (now.sandbox_ip == sb.network_address && now.gateway_ip == sb.network_gateway) return;
+  forget_egress(sb);
+  std::string old_proxy = fmt::format("http://{}:{}", sb.network_gateway, opts_.egress_proxy_port);
+  for (const char* k : {"HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"}) {
+    if (auto it = sb.env.find(k); it != sb.env.end() && it->second == old_proxy) sb.env.erase(it);
+  }
+  log::info("sandbox network re-made with new addresses",
+            {{"sandbox", sb.id}, {"was", sb.network_address}, {"now", now.sandbox_ip}});
+  sb.network_address = now.sandbox_ip;
+  sb.network_gateway = now.gateway_ip;
+  allow_egress(sb);
 }
 
 }  // namespace swissbox

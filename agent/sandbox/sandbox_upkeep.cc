@@ -1,5 +1,5 @@
 // SandboxManager's upkeep (sandbox_manager.h): the once-a-second tick (idle and
-// end-of-life expiry, failed records' retention, usage samples), health pings, garbage
+// end-of-life suspends or expiry, suspended and failed sandboxes' retention, usage samples), health pings, garbage
 // collection of what the runtime holds that the agent does not explain, destroys in the
 // background, and the gauges.
 #include <fmt/format.h>
@@ -93,20 +93,43 @@ void SandboxManager::tick() {
   if (stopping_) return;
   auto now = Clock::now();
   auto wall_now = std::chrono::system_clock::now();
-  std::vector<std::string> expired, forgotten;
+  std::vector<std::pair<std::string, std::string>> ended;  // id, why
+  std::vector<SandboxPtr> to_sleep;
   for (const auto& [id, sb] : sandboxes_) {
+    if (sb->transition) continue;
     bool idle = sb->busy == 0 && now - sb->last_used > sb->timeout;
     bool over = sb->end_at.time_since_epoch().count() != 0 && wall_now >= sb->end_at;
-    if (sb->state == SandboxState::kActive && (idle || over)) expired.push_back(id);
+    if (sb->state == SandboxState::kActive && (idle || over)) {
+      // A sandbox goes to sleep between requests only; one past its end of life but busy
+      // sleeps once its requests are answered.
+      if (sb->on_idle == OnIdle::kDelete) {
+        ended.emplace_back(id, over ? "end of life" : "idle timeout");
+      } else if (sb->busy == 0) {
+        to_sleep.push_back(sb);
+      }
+    }
+    if (sb->state == SandboxState::kSuspended && wall_now - sb->suspended_at > sb->retention) {
+      ended.emplace_back(id, "suspended longer than its retention");
+    }
     if (sb->state == SandboxState::kFailed && now - sb->last_used > opts_.failed_retention) {
-      forgotten.push_back(id);
+      ended.emplace_back(id, "failed record retention over");
     }
   }
-  for (const auto& id : expired) {
-    log::info("sandbox expired", {{"sandbox", id}});
-    retire(id, "timeout");
+  for (const auto& [id, why] : ended) {
+    log::info("sandbox expired", {{"sandbox", id}, {"why", why}});
+    retire(id, why);
   }
-  for (const auto& id : forgotten) retire(id, "failed record retention over");
+  for (const auto& sb : to_sleep) {
+    log::info("sandbox idle: suspending", {{"sandbox", sb->id}});
+    suspend(sb, [this, sb](Status st) {
+      if (st || find(sb->id) != sb || sb->state != SandboxState::kActive || sb->transition) return;
+      // It cannot sleep (a checkpoint that failed): it ends as an idle sandbox without
+      // on_idle suspend would, rather than holding its memory for ever.
+      log::warn("idle sandbox could not be suspended: deleting it",
+                {{"sandbox", sb->id}, {"error", st.error().to_string()}});
+      retire(sb->id, "idle and could not be suspended: " + st.error().to_string());
+    });
+  }
   sample_all_usage();
   if (now >= next_gc_) {
     next_gc_ = now + opts_.gc_interval;

@@ -8,7 +8,10 @@
 #include <ifaddrs.h>
 #include <net/if.h>
 #include <netinet/in.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
+
+#include <fmt/format.h>
 
 #include <atomic>
 #include <future>
@@ -136,7 +139,7 @@ class Egress : public AgentRunsc {
     }
     allowed_.reset();
     denied_.reset();
-    if (!srv_dir_.empty()) rmdir(srv_dir_.c_str());
+    if (!srv_dir_.empty()) (void)fs::remove_tree(srv_dir_);
   }
 
   static std::string create_egress(const json& extra = json::object()) {
@@ -376,6 +379,51 @@ TEST_F(Egress, CyclesAndACrashLeaveNoLinkNamespaceOrRule) {
   // The kept sandbox came back with its network and its allowlist.
   json ok = run(kept, "curl -sS -m 10 http://allowed.test/");
   EXPECT_EQ(ok.value("stdout", ""), "hello from allowed\n") << ok.dump();
+}
+
+TEST_F(Egress, AResumedSandboxGetsItsNetworkBackAndStillOnlyItsAllowlist) {
+  std::string id = create_egress();
+  std::string address = network_of(id).value("address", "");
+  auto reaches_only_its_allowlist = [&] {
+    json ok = run(id, "curl -sS -m 10 http://allowed.test/");
+    EXPECT_EQ(ok.value("stdout", ""), "hello from allowed\n") << ok.dump();
+    json denied = run(id, "curl -sS -m 10 http://denied.test/");
+    EXPECT_NE(denied.value("stdout", "").find("not in this sandbox's egress allowlist"), std::string::npos)
+        << denied.dump();
+    json direct = run(id, "curl -sS -m 5 --noproxy '*' http://198.19.77.6/");
+    EXPECT_NE(direct.value("exit_code", 0), 0) << direct.dump();
+  };
+  // An open TCP connection (here to the proxy) cannot be saved: the suspend resets it.
+  std::string gateway = address.substr(0, address.rfind('.')) + ".1";
+  exec(id, {{"command", fmt::format("(exec 3<>/dev/tcp/{}/{}; sleep 600) >/dev/null 2>&1 &", gateway, proxy_port_)},
+            {"background", true}});
+  std::this_thread::sleep_for(300ms);
+  post("/v1/sandboxes/" + id + "/suspend", json::object());
+  post("/v1/sandboxes/" + id + "/resume", json::object());
+  reaches_only_its_allowlist();
+  EXPECT_EQ(network_of(id).value("address", ""), address);
+
+  // As after a node reboot: the agent gone, the sandbox's veth pair, namespace, disk mount
+  // and cgroup too. Its next call makes them again and resumes it.
+  post("/v1/sandboxes/" + id + "/suspend", json::object());
+  crash_agent();
+  const std::string dir = dir_ + "/state/sandboxes/" + id;
+  // (EXPECT, not ASSERT, until the agent runs again: the suite's tear-down needs it.)
+  auto text = fs::read_file(dir + "/network.json");
+  auto recorded = json::parse(text.ok() ? *text : "{}");
+  EXPECT_TRUE(veth::remove_link(recorded.value("link", "")).ok());
+  EXPECT_TRUE(netns::remove(dir + "/netns").ok());
+  EXPECT_EQ(umount2((dir + "/disk").c_str(), MNT_DETACH), 0);
+  for (const std::string& h : kCgroupHierarchies) rmdir(("/sys/fs/cgroup" + h + cgroup_parent() + "/" + id).c_str());
+  EXPECT_FALSE(fs::exists(memory_cgroup(id)));
+  ASSERT_TRUE(launch_agent());
+  reaches_only_its_allowlist();
+  EXPECT_EQ(network_of(id).value("address", ""), address) << "its /30 was kept for it";
+  // The cgroup came back with the sandbox's limits, not runsc's unlimited default.
+  auto limit = fs::read_file(memory_cgroup(id) + (fs::exists("/sys/fs/cgroup/cgroup.controllers")
+                                                      ? "/memory.max" : "/memory.limit_in_bytes"));
+  ASSERT_TRUE(limit.ok());
+  EXPECT_LT(std::stoll(*limit == "max\n" ? "9223372036854775807" : *limit), int64_t{1} << 40) << *limit;
 }
 
 }  // namespace

@@ -21,6 +21,15 @@ class Suspend : public AgentRunsc {
     auto r = c.request("GET", "/v1/sandboxes/" + id);
     return r.ok() ? json::parse(r->body, nullptr, false) : json();
   }
+  // Polls a sandbox's state until it is `want` or 10 s passed (the tick runs every second).
+  static std::string wait_for_state(const std::string& id, const std::string& want) {
+    std::string state;
+    for (int i = 0; i < 100 && state != want; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      state = get(id).value("state", "gone");
+    }
+    return state;
+  }
   static bool running(const std::string& id) {
     for (const auto& r : runsc_ids()) {
       if (r == id) return true;
@@ -100,6 +109,46 @@ TEST_F(Suspend, E2bPauseIsASuspendAndConnectResumes) {
   EXPECT_EQ(connected->status, 201u) << connected->body;  // resumed
   EXPECT_EQ(c.request("POST", "/sandboxes/" + id + "/connect", "{}")->status, 200u);  // was running
   EXPECT_EQ(exec(id, {{"command", "cat f"}}).value("stdout", ""), "e2b\n");
+}
+
+TEST_F(Suspend, AnIdleSandboxSleepsAndTheNextCallWakesIt) {
+  std::string id = post("/v1/sandboxes", {{"idle_timeout_s", 1}}, 201).value("id", "");
+  json made = get(id);
+  EXPECT_EQ(made.value("on_idle", ""), "suspend") << made.dump();
+  exec(id, {{"command", "echo slept > f"}});
+  EXPECT_EQ(wait_for_state(id, "suspended"), "suspended");
+  EXPECT_FALSE(running(id));
+  EXPECT_EQ(exec(id, {{"command", "cat f"}}).value("stdout", ""), "slept\n");
+  // on_idle delete: it ends instead.
+  std::string gone = post("/v1/sandboxes", {{"idle_timeout_s", 1}, {"on_idle", "delete"}}, 201).value("id", "");
+  EXPECT_EQ(wait_for_state(gone, "gone"), "gone");
+  http::Client c(tcp());
+  EXPECT_EQ(c.request("DELETE", "/v1/sandboxes/" + id)->status, 204u);
+}
+
+TEST_F(Suspend, ASuspendedSandboxIsDeletedAfterItsRetention) {
+  std::string id = post("/v1/sandboxes", {{"retention_s", 2}}, 201).value("id", "");
+  post("/v1/sandboxes/" + id + "/suspend", json::object());
+  std::string dir = dir_ + "/state/sandboxes/" + id;
+  EXPECT_EQ(wait_for_state(id, "gone"), "gone");
+  // Its checkpoint and disk went with it.
+  for (int i = 0; i < 50 && fs::exists(dir); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_FALSE(fs::exists(dir)) << dir;
+}
+
+TEST_F(Suspend, E2bAutoPausePausesAtTheTimeoutInsteadOfKilling) {
+  http::Client c(tcp());
+  std::string paused = post("/sandboxes", {{"templateID", "base"}, {"timeout", 1}, {"autoPause", true}}, 201)
+                           .value("sandboxID", "");
+  std::string killed = post("/sandboxes", {{"templateID", "base"}, {"timeout", 1}}, 201).value("sandboxID", "");
+  auto info = json::parse(c.request("GET", "/sandboxes/" + paused)->body, nullptr, false);
+  EXPECT_EQ(info["lifecycle"].value("onTimeout", ""), "pause") << info.dump();
+  EXPECT_EQ(wait_for_state(paused, "suspended"), "suspended");
+  EXPECT_EQ(wait_for_state(killed, "gone"), "gone");
+  auto connected = c.request("POST", "/sandboxes/" + paused + "/connect", "{\"timeout\": 60}");
+  EXPECT_EQ(connected->status, 201u) << connected->body;
+  EXPECT_EQ(get(paused).value("state", ""), "active");
+  EXPECT_EQ(c.request("DELETE", "/sandboxes/" + paused)->status, 204u);
 }
 
 }  // namespace

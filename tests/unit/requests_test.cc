@@ -36,13 +36,31 @@ TEST(CreateRequest, RejectsOutOfBoundsAndWrongTypes) {
         json{{"egress_allowlist", {"a.test"}}}, json{{"network", "egress"}, {"egress_allowlist", "a.test"}},
         json{{"network", "egress"}, {"egress_allowlist", {"bad host"}}},
         json{{"network", "egress"}, {"bandwidth_kbit", 1}}, json{{"bandwidth_kbit", 1000}},
-        json{{"metadata", "str"}}, json::array()}) {
+        json{{"metadata", "str"}}, json{{"on_idle", "sleep"}}, json{{"on_idle", true}},
+        json{{"idle_timeout_s", 0}}, json{{"retention_s", 0}}, json::array()}) {
     auto r = parse_create_request(body, LimitBounds{}, nullptr);
     EXPECT_FALSE(r.ok()) << body;
     if (!r.ok()) {
       EXPECT_EQ(r.error().code, Code::kInvalidArgument);
     }
   }
+}
+
+TEST(CreateRequest, IdlePolicyDefaultsToSuspendAfter900sKeptSevenDays) {
+  auto d = parse_create_request(json::object(), LimitBounds{}, nullptr);
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->timeout, std::chrono::seconds(900));
+  EXPECT_EQ(d->on_idle, OnIdle::kSuspend);
+  EXPECT_EQ(d->retention, std::chrono::hours(24 * 7));
+  auto r = parse_create_request(json{{"idle_timeout_s", 60}, {"on_idle", "delete"}, {"retention_s", 3600}},
+                                LimitBounds{}, nullptr);
+  ASSERT_TRUE(r.ok()) << r.error().to_string();
+  EXPECT_EQ(r->timeout, std::chrono::seconds(60));
+  EXPECT_EQ(r->on_idle, OnIdle::kDelete);
+  EXPECT_EQ(r->retention, std::chrono::seconds(3600));
+  // timeout_s: the older name of idle_timeout_s.
+  EXPECT_EQ(parse_create_request(json{{"timeout_s", 30}}, LimitBounds{}, nullptr)->timeout,
+            std::chrono::seconds(30));
 }
 
 TEST(CreateRequest, EgressTakesAnAllowlistAndABandwidth) {

@@ -65,6 +65,13 @@ Result<CreateRequest> parse_create(const json& body, json* metadata,
   // The life E2B gives a sandbox; idle for as long, it ends as well.
   req.lifetime = std::chrono::seconds(timeout);
   req.timeout = std::chrono::seconds(timeout);
+  // autoPause: at its timeout the sandbox is paused (suspended) instead of killed, and a
+  // later connect or envd call resumes it.
+  req.on_idle = OnIdle::kDelete;
+  if (auto it = body.find("autoPause"); it != body.end() && !it->is_null()) {
+    if (!it->is_boolean()) return invalid("autoPause must be a boolean");
+    if (it->get<bool>()) req.on_idle = OnIdle::kSuspend;
+  }
   // As in E2B's sandboxes: the user's home is where commands and files start.
   req.env = {{"HOME", "/home/user"}, {"USER", "user"}};
   if (auto st = string_map(body, "envVars", &req.env); !st) return st.error();
@@ -110,6 +117,8 @@ json listed_json(const Sandbox& sb, bool detail) {
   if (detail) {
     j["envdAccessToken"] = sb.access_token;
     j["allowInternetAccess"] = sb.network == NetworkMode::kEgress;
+    j["lifecycle"] = {{"onTimeout", sb.on_idle == OnIdle::kSuspend ? "pause" : "kill"},
+                      {"autoResume", true}};
   }
   return j;
 }
