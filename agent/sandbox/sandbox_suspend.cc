@@ -114,7 +114,7 @@ void SandboxManager::resume(SandboxPtr sb, std::function<void(Status)> done) {
         Error e = link.error();
         sb->transition = false;
         fail(sb, "resume failed: " + e.to_string());
-        return finish(e);
+        return finish(Error{e.code, e.sys_errno, "sandbox " + sb->id + " could not be resumed: " + e.message});
       }
       if (addresses) readdress_egress(*sb, *addresses);
       sb->channel = std::make_shared<RunnerChannel>(ioc_, std::move(link->socket));

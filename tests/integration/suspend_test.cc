@@ -111,6 +111,23 @@ TEST_F(Suspend, E2bPauseIsASuspendAndConnectResumes) {
   EXPECT_EQ(exec(id, {{"command", "cat f"}}).value("stdout", ""), "e2b\n");
 }
 
+TEST_F(Suspend, ACheckpointThatCannotBeRestoredLeavesTheSandboxFailedWithTheReason) {
+  std::string id = create();
+  post("/v1/sandboxes/" + id + "/suspend", json::object());
+  const std::string image = dir_ + "/state/sandboxes/" + id + "/checkpoint/checkpoint.img";
+  ASSERT_TRUE(fs::exists(image));
+  ASSERT_TRUE(fs::write_file_atomic(image, std::string(4096, 'x')).ok());
+  json refused = post("/v1/sandboxes/" + id + "/exec", {{"command", "echo hi"}}, 503);
+  EXPECT_NE(refused.dump().find("could not be resumed"), std::string::npos) << refused.dump();
+  json info = get(id);
+  EXPECT_EQ(info.value("state", ""), "failed") << info.dump();
+  EXPECT_NE(info.value("failure", "").find("resume failed"), std::string::npos) << info.dump();
+  EXPECT_FALSE(running(id)) << "no half-started sandbox";
+  EXPECT_EQ(processes_mentioning(id), 0);
+  http::Client c(tcp());
+  EXPECT_EQ(c.request("DELETE", "/v1/sandboxes/" + id)->status, 204u);
+}
+
 TEST_F(Suspend, AnIdleSandboxSleepsAndTheNextCallWakesIt) {
   std::string id = post("/v1/sandboxes", {{"idle_timeout_s", 1}}, 201).value("id", "");
   json made = get(id);
