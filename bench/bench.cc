@@ -18,6 +18,13 @@
 //                of that language's pool, measured) on a pool of --pool-size, counting
 //                cold-start fallbacks (agent only); on this machine also the node CPU per
 //                one-shot and so the rate the node's CPUs can carry
+//   suspend      one sandbox with a Python context holding a variable: suspend (timed), then
+//                exec `echo hi`, which resumes it (timed: resume to the first result; its
+//                baseline is cold, measured in this run if not asked for); the variable is
+//                checked at the end; checkpoint sizes of it and of an idle sandbox
+//   density      --density S,L: S sandboxes suspended next to L live idle ones; host
+//                processes and memory of the suspended ones, the agent's CPU over --idle
+//                seconds, checkpoint sizes (agent on this machine)
 // Prints Markdown tables (p50/p90/p99/max, ratios to the baselines); --json, --svg and
 // --markdown write them to files. --target is an agent or a scheduler.
 #include <fcntl.h>
@@ -69,6 +76,7 @@ struct Options {
   double rate = 0;        // sustained: one-shots per second (0: the pool's refill rate)
   int pool_size = 10;     // sustained and refill: the pool's target
   std::vector<int> scale_live = {10, 300};  // scale: idle active sandboxes at each step
+  std::vector<int> density = {200, 50};     // density: suspended, live
   double scale_idle_s = 30;                 // scale: the idle window for the agent's CPU
   std::string pool() const { return network == "none" ? "default" : "default:" + network; }
   json create_body() const { return network == "none" ? json::object() : json{{"network", network}}; }
@@ -426,6 +434,122 @@ void bench_scale(const Options& o, Report& report) {
     while (loop.next()) claim_and_echo(api, o, point.claim_exec, claim);
     report.scale.push_back(std::move(point));
   }
+  release();
+}
+
+// Suspends a sandbox; its checkpoint's size in bytes, or nullopt.
+std::optional<int64_t> suspend(Api& api, const std::string& id) {
+  json r = api.call("POST", "/v1/sandboxes/" + id + "/suspend", json::object(), 200);
+  if (r.is_null() || r.value("state", "") != "suspended") return std::nullopt;
+  return r.value("checkpoint_bytes", int64_t{0});
+}
+
+void bench_suspend(const Options& o, Report& report) {
+  Api api(o);
+  wait_for_warm(api, o.pool());
+  json idle = api.call("POST", "/v1/sandboxes", o.create_body(), 201);
+  if (idle.is_null()) die("cannot create a sandbox on " + o.target);
+  if (auto bytes = suspend(api, idle.value("id", ""))) report.checkpoint_mb["idle"] = *bytes / 1048576.0;
+  api.call("DELETE", "/v1/sandboxes/" + idle.value("id", ""), nullptr, 204);
+
+  wait_for_warm(api, o.pool());
+  json sb = api.call("POST", "/v1/sandboxes", o.create_body(), 201);
+  if (sb.is_null()) die("cannot create a sandbox on " + o.target);
+  std::string id = sb.value("id", "");
+  json ctx = api.call("POST", "/v1/sandboxes/" + id + "/contexts", {{"language", "python"}}, 201);
+  if (ctx.is_null()) die("cannot start a python context on " + o.target);
+  std::string context = ctx.value("id", "");
+  api.call("POST", "/v1/sandboxes/" + id + "/code", {{"context_id", context}, {"code", "x = 41"}}, 200);
+  Stats& sleep = report.latency["suspend"];
+  Stats& wake = report.latency["resume"];
+  report.baseline_of["resume"] = "cold";
+  int64_t bytes = 0;
+  Loop loop(o, "suspend");
+  while (loop.next()) {
+    auto t0 = Clock::now();
+    auto saved = suspend(api, id);
+    if (!saved) {
+      sleep.errors++;
+      continue;
+    }
+    sleep.ms.push_back(since_ms(t0));
+    bytes = *saved;
+    auto t1 = Clock::now();
+    json r = api.call("POST", "/v1/sandboxes/" + id + "/exec", {{"command", {"echo", "hi"}}}, 200);
+    !r.is_null() && r.value("stdout", "") == "hi\n" ? wake.ms.push_back(since_ms(t1)) : void(wake.errors++);
+  }
+  report.checkpoint_mb["python context"] = bytes / 1048576.0;
+  json cell = api.call("POST", "/v1/sandboxes/" + id + "/code", {{"context_id", context}, {"code", "x + 1"}}, 200);
+  report.context_survived = cell.dump().find(R"("text":"42")") != std::string::npos;
+  api.call("DELETE", "/v1/sandboxes/" + id, nullptr, 204);
+}
+
+// Host processes whose command line names one of `ids` (a sandbox's sentry, gofer and
+// their runsc parents do), and their PSS.
+std::pair<int, double> processes_naming(const std::vector<std::string>& ids) {
+  std::vector<int> pids;
+  for (const auto& e : swissbox::fs::list_dir("/proc")) {
+    if (e.find_first_not_of("0123456789") != std::string::npos) continue;
+    auto cmdline = swissbox::fs::read_file("/proc/" + e + "/cmdline", 1 << 16);
+    if (!cmdline) continue;
+    for (const auto& id : ids) {
+      if (cmdline->find(id) != std::string::npos) {
+        pids.push_back(atoi(e.c_str()));
+        break;
+      }
+    }
+  }
+  return {static_cast<int>(pids.size()), swissbox::memory_footprint(pids).pss_bytes / 1048576.0};
+}
+
+void bench_density(const Options& o, Report& report) {
+  Api api(o);
+  if (!api.is_agent()) die("density needs an agent on this machine as --target");
+  swissbox::bench::DensityPoint d;
+  d.suspended = o.density[0];
+  d.live = o.density[1];
+  std::vector<std::string> asleep, awake;
+  auto release = [&] {
+    Loop deleting(o, "density: delete", static_cast<int>(asleep.size() + awake.size()));
+    for (const auto* group : {&asleep, &awake}) {
+      for (const auto& id : *group) {
+        deleting.next();
+        api.call("DELETE", "/v1/sandboxes/" + id, nullptr, 204);
+      }
+    }
+  };
+  auto make = [&](std::vector<std::string>& into, int n, const char* what) {
+    Loop creating(o, fmt::format("density: {} {}", n, what), n);
+    while (creating.next()) {
+      json sb = api.call("POST", "/v1/sandboxes", o.create_body(), 201);
+      if (sb.is_null()) {
+        release();
+        die(fmt::format("density: create refused after {} sandboxes (the agent's --max-sandboxes must "
+                        "leave room for all of them and its pool)", asleep.size() + awake.size()));
+      }
+      into.push_back(sb.value("id", ""));
+      if (&into == &asleep && !suspend(api, into.back())) {
+        release();
+        die("density: suspending " + into.back() + " failed");
+      }
+    }
+  };
+  make(asleep, d.suspended, "suspended");
+  make(awake, d.live, "live");
+  wait_for_warm(api, o.pool());  // the refills the creates caused are over
+  std::tie(d.suspended_processes, d.suspended_memory_mb) = processes_naming(asleep);
+  auto cpu0 = agent_cpu_s(api);
+  auto t0 = Clock::now();
+  std::this_thread::sleep_for(std::chrono::duration<double>(o.scale_idle_s));
+  auto cpu1 = agent_cpu_s(api);
+  if (!cpu0 || !cpu1) die("density: the agent's /metrics has no process_cpu_seconds_total (admin token?)");
+  d.agent_cpu_percent = 100 * (*cpu1 - *cpu0) / (since_ms(t0) / 1000);
+  for (const auto& id : asleep) {
+    json info = api.call("GET", "/v1/sandboxes/" + id, nullptr, 200);
+    d.checkpoint_mb_total += info.value("checkpoint_bytes", int64_t{0}) / 1048576.0;
+  }
+  d.checkpoint_mb_mean = asleep.empty() ? 0 : d.checkpoint_mb_total / static_cast<double>(asleep.size());
+  report.density = d;
   release();
 }
 
@@ -788,11 +912,12 @@ constexpr const char* kUsage =
     "                      [--iterations N | --duration S] [--lang L1,L2]\n"
     "                      [--concurrency C1,C2,… (also --clients)]\n"
     "                      [--rate R] [--pool-size N] [--network none|egress]\n"
-    "                      [--live N1,N2,… (scale)] [--idle S (scale)]\n"
+    "                      [--live N1,N2,… (scale)] [--idle S (scale, density)]\n"
+    "                      [--density SUSPENDED,LIVE (density)]\n"
     "                      [--platform ptrace|systrap] [--runsc PATH]\n"
     "                      [--json FILE] [--svg FILE] [--markdown FILE]\n"
-    "scenarios: cold runsc-exec warm exec oneshot context concurrency refill memory sustained scale,\n"
-    "           or all (all but scale, which holds hundreds of sandboxes)\n";
+    "scenarios: cold runsc-exec warm exec oneshot context concurrency refill memory sustained scale\n"
+    "           suspend density, or all (all but scale and density, which hold hundreds of sandboxes)\n";
 
 Options parse(int argc, char** argv) {
   Options o;
@@ -813,6 +938,10 @@ Options parse(int argc, char** argv) {
     else if (a == "--pool-size") o.pool_size = std::max(1, atoi(next().c_str()));
     else if (a == "--idle") o.scale_idle_s = std::max(1.0, atof(next().c_str()));
     else if (a == "--live") o.scale_live = counts(next());
+    else if (a == "--density") {
+      o.density = counts(next());
+      if (o.density.size() != 2) die("--density needs SUSPENDED,LIVE");
+    }
     else if (a == "--json") o.json_out = next();
     else if (a == "--svg") o.svg_out = next();
     else if (a == "--markdown") o.md_out = next();
@@ -835,7 +964,8 @@ Options parse(int argc, char** argv) {
   if (o.langs.empty()) die("--lang needs at least one language");
   if (o.scenarios.empty()) o.scenarios = {"cold", "runsc-exec", "warm", "exec"};
   if (o.scenarios == std::vector<std::string>{"all"}) {
-    o.scenarios = {"cold", "runsc-exec", "warm", "exec", "oneshot", "concurrency", "refill", "memory", "sustained"};
+    o.scenarios = {"cold",   "runsc-exec", "warm",      "exec",   "oneshot",
+                   "concurrency", "refill", "memory", "sustained", "suspend"};
   }
   return o;
 }
@@ -882,6 +1012,11 @@ int main(int argc, char** argv) {
       report.memory = bench_memory(o);
     } else if (sc == "scale") {
       bench_scale(o, report);
+    } else if (sc == "suspend") {
+      if (!report.latency.count("cold")) report.latency["cold"] = bench_cold(o, {"/bin/echo", "hi"}, "cold");
+      bench_suspend(o, report);
+    } else if (sc == "density") {
+      bench_density(o, report);
     } else if (sc == "sustained") {
       // Without --rate: one-shots as fast as the pool refills (measured now, or by the
       // refill scenario of this run).

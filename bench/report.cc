@@ -81,6 +81,22 @@ std::string Report::markdown() const {
                          scale.front().live, scale.back().claim_exec.pct(50) / few.pct(50));
     }
   }
+  for (const auto& [what, mb] : checkpoint_mb) {
+    out += fmt::format("\ncheckpoint of a sandbox ({}): {:.2f} MB on disk", what, mb);
+  }
+  if (context_survived) {
+    out += fmt::format("\na Python context's variable after every suspend and resume: {}\n",
+                       *context_survived ? "kept" : "LOST");
+  }
+  if (density) {
+    const DensityPoint& d = *density;
+    out += fmt::format(
+        "\ndensity: {} suspended + {} live sandboxes: {} host processes of suspended ones "
+        "({:.1f} MB PSS), agent CPU {:.1f} % of one core idle, checkpoints {:.2f} MB each "
+        "({:.0f} MB in all)\n",
+        d.suspended, d.live, d.suspended_processes, d.suspended_memory_mb, d.agent_cpu_percent,
+        d.checkpoint_mb_mean, d.checkpoint_mb_total);
+  }
   if (cold_fallbacks) {
     out += fmt::format("\nsustained at {:.1f} one-shots/s: {} cold-start fallbacks\n",
                        sustained_rate.value_or(0), *cold_fallbacks);
@@ -133,6 +149,18 @@ json Report::to_json() const {
     point["live"] = p.live;
     point["agent_cpu_percent"] = p.agent_cpu_percent;
     j["scale"].push_back(point);
+  }
+  for (const auto& [what, mb] : checkpoint_mb) j["checkpoint_mb"][what] = mb;
+  if (context_survived) j["context_survived_suspend"] = *context_survived;
+  if (density) {
+    const DensityPoint& d = *density;
+    j["density"] = {{"suspended", d.suspended},
+                    {"live", d.live},
+                    {"suspended_processes", d.suspended_processes},
+                    {"suspended_memory_mb", d.suspended_memory_mb},
+                    {"agent_cpu_percent", d.agent_cpu_percent},
+                    {"checkpoint_mb_mean", d.checkpoint_mb_mean},
+                    {"checkpoint_mb_total", d.checkpoint_mb_total}};
   }
   for (const auto& [key, m] : {std::pair{"before", machine_before}, {"after", machine_after}}) {
     if (m) j["machine"][key] = {{"compute_ms", m->compute_ms}, {"pingpong_ms", m->pingpong_ms}};

@@ -38,6 +38,16 @@ struct ScalePoint {
   Stats claim_exec;
 };
 
+// Many sandboxes asleep next to a few awake: the host memory of the suspended ones' processes
+// (there should be none), the agent's own CPU over an idle window, and their checkpoints.
+struct DensityPoint {
+  int suspended = 0, live = 0;
+  int suspended_processes = 0;       // host processes that name a suspended sandbox
+  double suspended_memory_mb = 0;    // their PSS
+  double agent_cpu_percent = 0;      // of one core
+  double checkpoint_mb_mean = 0, checkpoint_mb_total = 0;
+};
+
 // How fast the machine was: a fixed integer loop and 20,000 round trips of one byte
 // over pipes between two processes (scheduler and context-switch cost, what gVisor's
 // ptrace platform lives on). A shared VM drifts: on the dev VM the loop took 55–76 ms and
@@ -58,6 +68,10 @@ struct Report {
   std::vector<MemoryRow> memory;
   std::vector<ScalePoint> scale;
   std::optional<int> cold_fallbacks;  // during the sustained scenario
+  // Suspend: a checkpoint's size on disk by what the sandbox held ("idle", "python context").
+  std::map<std::string, double> checkpoint_mb;
+  std::optional<bool> context_survived;  // the Python variable after every suspend
+  std::optional<DensityPoint> density;
   // Node CPU (every process, all CPUs) per sandbox made ready, by pool, and per one-shot of
   // the sustained scenario (its claim, run, delete and the refill it causes): known when
   // the target runs on this machine. With `cpus` they bound the rate a node sustains.

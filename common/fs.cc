@@ -42,6 +42,17 @@ Status write_file_atomic(const std::string& path, std::string_view data, mode_t 
   return ok_status();
 }
 
+std::vector<std::string> list_dir(const std::string& path) {
+  std::vector<std::string> out;
+  DIR* d = opendir(path.c_str());
+  if (!d) return out;
+  while (dirent* e = readdir(d)) {
+    if (e->d_name[0] != '.') out.push_back(e->d_name);
+  }
+  closedir(d);
+  return out;
+}
+
 Result<int64_t> sync_dir(const std::string& path) {
   unique_fd dir(open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!dir) return sys_error("open " + path);

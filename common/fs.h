@@ -4,6 +4,7 @@
 #include <sys/types.h>
 
 #include <string>
+#include <vector>
 
 #include "common/error.h"
 
@@ -21,6 +22,8 @@ Result<std::string> read_file(const std::string& path, size_t max_bytes = 16 << 
 // rm -rf that does not cross mount points or follow symlinks.
 Status remove_tree(const std::string& path);
 bool exists(const std::string& path);
+// Names in a directory but "." and ".." and other dot files; empty if it cannot be read.
+std::vector<std::string> list_dir(const std::string& path);
 // The directory of the running executable ("." if it cannot be read): where a binary finds
 // the files shipped beside it.
 std::string self_dir();

@@ -89,16 +89,7 @@ inline int processes_mentioning(const std::string& id) {
 }
 
 // Entries of a directory (none if it does not exist).
-inline std::vector<std::string> dir_entries(const std::string& dir) {
-  std::vector<std::string> out;
-  DIR* d = opendir(dir.c_str());
-  if (!d) return out;
-  while (dirent* e = readdir(d)) {
-    if (e->d_name[0] != '.') out.push_back(e->d_name);
-  }
-  closedir(d);
-  return out;
-}
+inline std::vector<std::string> dir_entries(const std::string& dir) { return fs::list_dir(dir); }
 
 // Starts a daemon of ours (argv[0] an absolute path) with stdout and stderr appended to
 // `log`; returns its pid.
