@@ -150,6 +150,7 @@ int main(int argc, char** argv) {
   mo.egress_proxy = proxy.get();
   mo.egress_template_allow = cfg->egress_template_allow;
   mo.egress_tenant_allow = cfg->egress_tenant_allow;
+  mo.quotas = tenant_quotas(tokens);
   mo.egress_proxy_port = filter.proxy_port;
   mo.node_name = cfg->node_name;
   mo.pool_targets = cfg->pool;

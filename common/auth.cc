@@ -25,6 +25,34 @@ bool constant_time_equal(std::string_view a, std::string_view b) {
   return diff == 0;
 }
 
+namespace {
+
+// {"sandboxes": n, "cpu": c, "memory_mb": m, "suspended": n, "workspace_mb": m}, each
+// optional and positive.
+Result<Quota> parse_quota(const json& q) {
+  if (!q.is_object()) return invalid("quota must be an object");
+  Quota out;
+  for (const auto& [k, v] : q.items()) {
+    bool whole = v.is_number_integer() && v.get<int64_t>() > 0;
+    if (k == "cpu") {
+      if (!v.is_number() || v.get<double>() <= 0) return invalid("quota.cpu must be a positive number");
+      out.cpu = v.get<double>();
+      continue;
+    }
+    std::optional<int64_t>* field = k == "sandboxes" ? &out.sandboxes
+                                  : k == "memory_mb" ? &out.memory_mb
+                                  : k == "suspended" ? &out.suspended
+                                  : k == "workspace_mb" ? &out.workspace_mb
+                                                        : nullptr;
+    if (!field) return invalid("quota has no field '" + k + "'");
+    if (!whole) return invalid("quota." + k + " must be a positive whole number");
+    *field = v.get<int64_t>();
+  }
+  return out;
+}
+
+}  // namespace
+
 Result<TokenTable> load_tokens(const std::string& path) {
   auto text = fs::read_file(path, 1 << 20);
   if (!text) return text.error();
@@ -45,12 +73,36 @@ Result<TokenTable> load_tokens(const std::string& path) {
         if (!a->is_boolean()) return invalid("token file " + path + ": admin must be true or false");
         p.admin = a->get<bool>();
       }
+      if (auto q = v.find("quota"); q != v.end()) {
+        auto quota = parse_quota(*q);
+        if (!quota) return invalid("token file " + path + ": tenant " + p.tenant + ": " + quota.error().message);
+        p.quota = *quota;
+      }
     } else {
       return invalid("token file " + path +
                      ": each token maps to a tenant string or {\"tenant\": \"t\", \"admin\": bool}");
     }
     if (p.tenant.empty()) return invalid("token file " + path + ": a tenant name is empty");
     out[k] = std::move(p);
+  }
+  std::map<std::string, Quota> quotas;
+  for (const auto& [token, p] : out) {
+    if (p.quota == Quota{}) continue;
+    auto [it, fresh] = quotas.emplace(p.tenant, p.quota);
+    if (!fresh && !(it->second == p.quota))
+      return invalid("token file " + path + ": tokens of tenant " + p.tenant + " give different quotas");
+  }
+  // A token without a quota speaks for its tenant under the tenant's quota all the same.
+  for (auto& [token, p] : out) {
+    if (auto q = quotas.find(p.tenant); q != quotas.end()) p.quota = q->second;
+  }
+  return out;
+}
+
+std::map<std::string, Quota> tenant_quotas(const TokenTable& tokens) {
+  std::map<std::string, Quota> out;
+  for (const auto& [token, p] : tokens) {
+    if (!(p.quota == Quota{})) out[p.tenant] = p.quota;
   }
   return out;
 }

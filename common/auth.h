@@ -11,11 +11,24 @@
 
 namespace swissbox {
 
-// Who a token speaks for: a tenant, and whether it may administer the node (warm pools,
-// metrics of every tenant).
+// A tenant's limits (issue 21); each unset one is unlimited. sandboxes, cpu and memory_mb
+// bound its running sandboxes (their count and the sum of their limits), suspended its
+// sleeping ones, workspace_mb the size of each of its workspaces.
+struct Quota {
+  std::optional<int64_t> sandboxes;
+  std::optional<double> cpu;
+  std::optional<int64_t> memory_mb;
+  std::optional<int64_t> suspended;
+  std::optional<int64_t> workspace_mb;
+  bool operator==(const Quota&) const = default;
+};
+
+// Who a token speaks for: a tenant, whether it may administer the node (warm pools,
+// metrics and usage of every tenant, deleting a tenant), and the tenant's quota.
 struct Principal {
   std::string tenant;
   bool admin = false;
+  Quota quota = {};
 };
 
 // Equal in content, looking at every byte of the longer string whatever the answer (for
@@ -26,8 +39,12 @@ bool constant_time_equal(std::string_view a, std::string_view b);
 using TokenTable = std::map<std::string, Principal>;
 
 // A token file: a JSON object whose keys are tokens of 16+ characters and whose values are
-// a tenant name or {"tenant": "t", "admin": true|false}.
+// a tenant name or {"tenant": "t", "admin": true|false, "quota": {"sandboxes": n, "cpu": c,
+// "memory_mb": m, "suspended": n, "workspace_mb": m}}. Tokens of one tenant that both give
+// a quota must give the same one.
 Result<TokenTable> load_tokens(const std::string& path);
+// Each tenant's quota, from the tokens that give one.
+std::map<std::string, Quota> tenant_quotas(const TokenTable& tokens);
 // The principal of a token (E2B's X-API-KEY); nullptr when it names none. Constant time as
 // below.
 const Principal* token_principal(std::string_view token, const TokenTable& tokens);

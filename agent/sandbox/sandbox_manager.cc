@@ -82,6 +82,8 @@ SandboxManager::SandboxManager(asio::io_context& ioc, asio::thread_pool& workers
   metrics_.describe("swissbox_gc_removed_total", T::kCounter,
                     "Leftover sandboxes of an earlier run removed at start.");
   metrics_.describe("swissbox_suspends_total", T::kCounter, "Sandbox suspends (checkpoints) by result.");
+  metrics_.describe("swissbox_quota_refusals_total", T::kCounter,
+                    "Requests refused because a tenant was at a quota (429).");
   metrics_.describe("swissbox_resumes_total", T::kCounter, "Sandbox resumes (restores) by result.");
   metrics_.describe("swissbox_suspend_duration_seconds", T::kHistogram,
                     "Time to checkpoint a sandbox and end its processes.");
@@ -202,6 +204,19 @@ void SandboxManager::create(const CreateRequest& req, std::string tenant, json m
                                      opts_.node_name)),
               false);
   }
+  if (auto refused = over_quota(tenant, req.limits)) return fn(*refused, false);
+  // Counted against the quota from now until the create is answered: concurrent creates
+  // each see the others.
+  claiming_[tenant].add_running(req.limits);
+  fn = [this, tenant, limits = req.limits, fn = std::move(fn),
+        answered = std::make_shared<bool>(false)](Result<SandboxPtr> r, bool warm) {
+    if (!std::exchange(*answered, true)) {
+      TenantLoad& load = claiming_[tenant];
+      load.add_running(limits, -1);
+      if (load.running == 0) claiming_.erase(tenant);
+    }
+    fn(std::move(r), warm);
+  };
   auto terms = std::make_shared<ClaimTerms>(ClaimTerms{req, std::move(tenant), std::move(metadata), Clock::now()});
   // A one-shot's language pool first (its worker is loaded), then the plain pool.
   std::vector<std::string> pools = {pool_key(req.template_name, req.network)};
@@ -386,6 +401,35 @@ Status SandboxManager::remove(const std::string& id, const std::string& why) {
   update_gauges();
   refill();
   return ok_status();
+}
+
+TenantLoad SandboxManager::load_of(const std::string& tenant) const {
+  TenantLoad load;
+  if (auto c = claiming_.find(tenant); c != claiming_.end()) load = c->second;
+  for (const auto& [id, sb] : sandboxes_) {
+    if (sb->tenant != tenant) continue;
+    // One being resumed runs already as far as its quota goes.
+    bool resuming = sb->state == SandboxState::kSuspended && sb->transition;
+    if (sb->state == SandboxState::kActive || resuming) load.add_running(sb->limits);
+    if (sb->state == SandboxState::kSuspended && !resuming) load.suspended++;
+  }
+  return load;
+}
+
+std::optional<Error> SandboxManager::over_quota(const std::string& tenant, const Limits& limits) const {
+  auto q = opts_.quotas.find(tenant);
+  if (q == opts_.quotas.end()) return std::nullopt;
+  auto refused = check_running(tenant, q->second, load_of(tenant), limits);
+  if (refused) metrics_.add("swissbox_quota_refusals_total");
+  return refused;
+}
+
+std::optional<Error> SandboxManager::over_suspended_quota(const std::string& tenant) const {
+  auto q = opts_.quotas.find(tenant);
+  if (q == opts_.quotas.end()) return std::nullopt;
+  auto refused = check_suspended(tenant, q->second, load_of(tenant));
+  if (refused) metrics_.add("swissbox_quota_refusals_total");
+  return refused;
 }
 
 void SandboxManager::retire(const std::string& id, const std::string& why) {

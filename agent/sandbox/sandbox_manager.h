@@ -28,6 +28,7 @@
 #include "agent/sandbox/runner_channel.h"
 #include "agent/runtime/runtime.h"
 #include "agent/runtime/sandbox_spec.h"
+#include "agent/sandbox/quota.h"
 #include "common/limits.h"
 #include "common/metrics.h"
 
@@ -67,6 +68,8 @@ struct ManagerOptions {
   // A template's allowlist, for requests that bring none; a tenant's ceiling, which every
   // host its sandboxes reach must match too.
   std::map<std::string, std::vector<std::string>> egress_template_allow, egress_tenant_allow;
+  // Tenants' quotas on this node (from the token file); a tenant without one is unlimited.
+  std::map<std::string, Quota> quotas;
 };
 
 class RecordStore;
@@ -167,6 +170,11 @@ class SandboxManager {
   void claim(SandboxPtr sb, bool warm, std::shared_ptr<const ClaimTerms> terms, CreateFn fn);
   void finish_claim(SandboxPtr sb, bool warm, std::shared_ptr<const ClaimTerms> terms,
                     Status host_work, CreateFn fn);
+  // What the tenant holds here: its sandboxes by state and the claims under way.
+  TenantLoad load_of(const std::string& tenant) const;
+  // The refusal when one more running (or suspended) sandbox would pass its quota.
+  std::optional<Error> over_quota(const std::string& tenant, const Limits& limits) const;
+  std::optional<Error> over_suspended_quota(const std::string& tenant) const;
   void on_lost(const std::string& id, const std::string& reason);
   // The sandbox is failed with the reason (the host's limits named when its cgroup tells)
   // and destroyed in the background.
@@ -200,6 +208,7 @@ class SandboxManager {
   ManagerOptions opts_;
   Metrics& metrics_;
   std::map<std::string, SandboxPtr> sandboxes_;
+  std::map<std::string, TenantLoad> claiming_;  // by tenant: creates not answered yet
   WarmPool pool_;  // ready sandboxes, starts and waiting creates per pool
   // Sandboxes whose runner is up but not yet ready; shutdown closes their channels rather
   // than waiting out the start deadline.

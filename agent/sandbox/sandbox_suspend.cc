@@ -35,6 +35,7 @@ void SandboxManager::suspend(SandboxPtr sb, std::function<void(Status)> done) {
     return done(make_error(Code::kConflict, fmt::format("sandbox {} has {} requests in flight; suspend it once "
                                                         "they are answered", sb->id, sb->busy)));
   }
+  if (auto refused = over_suspended_quota(sb->tenant)) return done(*refused);
   sb->transition = true;
   auto t0 = Clock::now();
   asio::post(workers_, [this, sb, done = std::move(done), t0] {
@@ -78,6 +79,9 @@ void SandboxManager::resume(SandboxPtr sb, std::function<void(Status)> done) {
     return done(make_error(Code::kConflict, sb->transition ? "sandbox " + sb->id + " is being suspended"
                                                            : fmt::format("sandbox {} is {}", sb->id,
                                                                          state_name(sb->state))));
+  }
+  if (!sb->transition) {
+    if (auto refused = over_quota(sb->tenant, sb->limits)) return done(*refused);
   }
   sb->resume_waiters.push_back(std::move(done));
   if (sb->transition) return;  // the resume under way answers every waiter

@@ -1,4 +1,5 @@
 #include "agent/config.h"
+#include "agent/sandbox/quota.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -105,6 +106,58 @@ TEST(Tokens, ObjectEntriesCarryAnAdminFlagAndBadOnesAreRefused) {
     TempFile f(bad);
     EXPECT_FALSE(load_tokens(f.path).ok()) << bad;
   }
+}
+
+TEST(Tokens, ATenantsQuotaComesFromItsTokensAndBadOnesAreRefused) {
+  TempFile tokens(R"({"0123456789abcdef0123":{"tenant":"a","quota":{"sandboxes":5,"cpu":2.5,"memory_mb":2048,
+                                                                 "suspended":20,"workspace_mb":512}},
+                      "another-token-of-a-0123":"a", "token-of-b-0123456789":"b"})");
+  ASSERT_TRUE(tokens.ok);
+  auto t = load_tokens(tokens.path);
+  ASSERT_TRUE(t.ok()) << t.error().to_string();
+  // The string form speaks for the tenant under the same quota.
+  const Principal* a = token_principal("another-token-of-a-0123", *t);
+  ASSERT_NE(a, nullptr);
+  EXPECT_EQ(a->quota.sandboxes, 5);
+  EXPECT_EQ(a->quota.cpu, 2.5);
+  EXPECT_EQ(a->quota.workspace_mb, 512);
+  auto quotas = tenant_quotas(*t);
+  EXPECT_EQ(quotas.size(), 1u);
+  EXPECT_EQ(quotas.at("a").suspended, 20);
+  for (const char* bad : {R"({"0123456789abcdef0123":{"tenant":"a","quota":{"sandbox":5}}})",
+                          R"({"0123456789abcdef0123":{"tenant":"a","quota":{"sandboxes":0}}})",
+                          R"({"0123456789abcdef0123":{"tenant":"a","quota":{"cpu":"2"}}})",
+                          R"({"0123456789abcdef0123":{"tenant":"a","quota":5}})",
+                          R"({"0123456789abcdef0123":{"tenant":"a","quota":{"sandboxes":5}},
+                              "0123456789abcdef0124":{"tenant":"a","quota":{"sandboxes":6}}})"}) {
+    TempFile f(bad);
+    EXPECT_FALSE(load_tokens(f.path).ok()) << bad;
+  }
+}
+
+TEST(Quota, EachLimitIsCheckedAndTheRefusalNamesIt) {
+  Quota q;
+  q.sandboxes = 2;
+  q.cpu = 3;
+  q.memory_mb = 1024;
+  q.suspended = 1;
+  Limits l{1, 512, 1024, 64};
+  TenantLoad load;
+  EXPECT_FALSE(check_running("t", q, load, l));
+  load.add_running(l);
+  EXPECT_FALSE(check_running("t", q, load, l));
+  load.add_running(l);
+  auto full = check_running("t", q, load, l);
+  ASSERT_TRUE(full);
+  EXPECT_EQ(full->code, Code::kResourceExhausted);
+  EXPECT_NE(full->message.find("quota.sandboxes"), std::string::npos) << full->message;
+  load.add_running(l, -1);
+  EXPECT_NE(check_running("t", q, load, Limits{2.5, 256, 1024, 64})->message.find("quota.cpu"), std::string::npos);
+  EXPECT_NE(check_running("t", q, load, Limits{1, 600, 1024, 64})->message.find("quota.memory_mb"), std::string::npos);
+  EXPECT_FALSE(check_suspended("t", q, load));
+  load.suspended = 1;
+  EXPECT_NE(check_suspended("t", q, load)->message.find("quota.suspended"), std::string::npos);
+  EXPECT_FALSE(check_running("t", Quota{}, load, l));  // no quota: unlimited
 }
 
 TEST(AgentConfig, EgressFlagsAndPolicyFile) {

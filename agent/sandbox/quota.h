@@ -1,0 +1,35 @@
+// Tenant quotas (issue 21): what a tenant holds on this node and whether one more running
+// or suspended sandbox stays within its quota (common/auth.h). A request past it answers
+// 429 naming the quota.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "agent/runtime/sandbox_spec.h"
+#include "common/auth.h"
+#include "common/error.h"
+
+namespace swissbox {
+
+struct TenantLoad {
+  int64_t running = 0;   // active sandboxes, and ones being claimed or resumed
+  double cpu = 0;        // the sum of their cpu limits
+  int64_t memory_mb = 0;  // … and of their memory limits
+  int64_t suspended = 0;
+  void add_running(const Limits& l, int sign = 1) {
+    running += sign;
+    cpu += sign * l.cpu;
+    memory_mb += sign * l.memory_mb;
+  }
+};
+
+// nullopt when `load` plus one more running sandbox with `limits` fits the quota, else the
+// refusal (kResourceExhausted) naming the quota that would be passed.
+std::optional<Error> check_running(const std::string& tenant, const Quota& quota, const TenantLoad& load,
+                                   const Limits& limits);
+// The same for one more suspended sandbox.
+std::optional<Error> check_suspended(const std::string& tenant, const Quota& quota, const TenantLoad& load);
+
+}  // namespace swissbox
