@@ -161,6 +161,7 @@ int main(int argc, char** argv) {
   mo.exec_slot_hold = std::chrono::milliseconds(cfg->exec_slot_hold_ms);
   mo.gc_interval = std::chrono::seconds(cfg->gc_interval_s);
   mo.records_dir = cfg->state_dir + "/records";
+  mo.ledger_path = cfg->state_dir + "/tenants/usage.json";
   SandboxManager manager(ioc, workers, **driver, mo, metrics);
   std::unique_ptr<CriMonitor> cri;
   if (!cfg->cri_socket.empty()) {

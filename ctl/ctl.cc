@@ -29,6 +29,10 @@ constexpr const char* kUsage =
     "  run --lang L FILE|-         one-shot run of a file (python, bash, javascript, typescript)\n"
     "  cp SRC DST                  copy a file in or out: one side is ID:PATH\n"
     "  rm ID                       delete a sandbox\n"
+    "  suspend ID | resume ID      put a sandbox to sleep on the node's disk, or wake it\n"
+    "  tenants                     every tenant here: sandboxes running and suspended, quota\n"
+    "  usage TENANT                a tenant's usage on this node (CPU, memory, disk, network, runs)\n"
+    "  delete-tenant TENANT        delete every sandbox, checkpoint, record and usage of a tenant\n"
     "  pool [POOL=N]               show the warm pools (TEMPLATE or TEMPLATE:egress), or set a target\n"
     "  drain | undrain             stop or resume taking new sandboxes (existing ones go on)\n";
 
@@ -75,6 +79,36 @@ struct Ctl {
              s.value("tenant", "-").c_str(), age(s.value("created_at", 0.0)).c_str(),
              static_cast<unsigned long>(s["metrics"].value("exec_count", 0)));
     }
+    return 0;
+  }
+
+  int tenants() const {
+    json j = json::parse(call("GET", "/v1/tenants").body);
+    if (as_json) return puts(j.dump(2).c_str()), 0;
+    printf("%-20s %8s %10s %6s %10s %12s %10s\n", "TENANT", "RUNNING", "SUSPENDED", "CPU", "MEMORY_MB",
+           "CPU_SECONDS", "EXECS");
+    for (const auto& t : j["tenants"]) {
+      const json& u = t["usage"];
+      printf("%-20s %8lld %10lld %6.1f %10lld %12.1f %10lld\n", t.value("tenant", "").c_str(),
+             static_cast<long long>(t.value("running", 0)), static_cast<long long>(t.value("suspended", 0)),
+             t.value("cpu", 0.0), static_cast<long long>(t.value("memory_mb", 0)),
+             u.value("cpu_seconds", 0.0), static_cast<long long>(u.value("executions", 0)));
+    }
+    return 0;
+  }
+
+  int usage(const std::string& tenant) const {
+    json j = json::parse(call("GET", "/v1/tenants/" + tenant + "/usage").body);
+    if (as_json) return puts(j.dump(2).c_str()), 0;
+    const json& u = j["usage"];
+    printf("tenant %s on %s: %lld running, %lld suspended\n", tenant.c_str(), j.value("node", "").c_str(),
+           static_cast<long long>(j.value("running", 0)), static_cast<long long>(j.value("suspended", 0)));
+    printf("  cpu %.1f s, memory %.3f GB*s, disk %.6f GB*h, network in %lld / out %lld bytes\n",
+           u.value("cpu_seconds", 0.0), u.value("memory_gb_seconds", 0.0), u.value("disk_gb_hours", 0.0),
+           static_cast<long long>(u.value("network_in_bytes", 0)),
+           static_cast<long long>(u.value("network_out_bytes", 0)));
+    printf("  %lld sandboxes created, %lld executions\n", static_cast<long long>(u.value("sandboxes_created", 0)),
+           static_cast<long long>(u.value("executions", 0)));
     return 0;
   }
 
@@ -260,6 +294,23 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (cmd == "pool" && rest.size() <= 1) return ctl.pool(rest.empty() ? "" : rest[0]);
+  if ((cmd == "suspend" || cmd == "resume") && rest.size() == 1) {
+    json j = json::parse(ctl.call("POST", "/v1/sandboxes/" + rest[0] + "/" + cmd, "{}").body);
+    if (ctl.as_json) return puts(j.dump(2).c_str()), 0;
+    printf("%s: %s", j.value("id", "").c_str(), j.value("state", "").c_str());
+    if (j.contains("checkpoint_bytes")) printf(" (checkpoint %.2f MB)", j.value("checkpoint_bytes", 0) / 1048576.0);
+    printf("\n");
+    return 0;
+  }
+  if (cmd == "tenants" && rest.empty()) return ctl.tenants();
+  if (cmd == "usage" && rest.size() == 1) return ctl.usage(rest[0]);
+  if (cmd == "delete-tenant" && rest.size() == 1) {
+    json j = json::parse(ctl.call("DELETE", "/v1/tenants/" + rest[0]).body);
+    if (ctl.as_json) return puts(j.dump(2).c_str()), 0;
+    printf("tenant %s deleted on %s: %d sandboxes\n", rest[0].c_str(), j.value("node", "").c_str(),
+           j.value("sandboxes_deleted", 0));
+    return 0;
+  }
   if ((cmd == "drain" || cmd == "undrain") && rest.empty()) {
     json answer = json::parse(ctl.call("POST", "/v1/node/" + cmd).body);
     if (ctl.as_json) return puts(answer.dump(2).c_str()), 0;

@@ -58,8 +58,6 @@ AgentApi::AgentApi(SandboxManager& mgr, Metrics& metrics, ApiOptions opts)
                     "one-shot includes its claim), template and language (command for exec).");
   metrics_.describe("swissbox_exec_truncated_total", Metrics::Type::kCounter,
                     "Runs whose output went past its cap, by kind.");
-  metrics_.describe("swissbox_tenant_executions_total", Metrics::Type::kCounter,
-                    "Runs (exec, code, one-shot) by tenant.");
   metrics_.describe("swissbox_api_errors_total", Metrics::Type::kCounter,
                     "Error answers by error code (invalid_argument, not_found, ...).");
 }
@@ -86,7 +84,7 @@ std::function<void(const Result<ExecOutcome>&)> AgentApi::run_recorder(std::stri
                                           : "ok";
     metrics_.add("swissbox_exec_total", Metrics::labels({{"kind", kind}, {"outcome", outcome}}));
     if (r && r->truncated) metrics_.add("swissbox_exec_truncated_total", Metrics::labels({{"kind", kind}}));
-    metrics_.add("swissbox_tenant_executions_total", Metrics::labels({{"tenant", tenant}}));
+    mgr_.count_execution(tenant);
     std::chrono::duration<double> d = std::chrono::steady_clock::now() - t0;
     metrics_.observe("swissbox_exec_duration_seconds",
                      Metrics::labels({{"kind", kind}, {"template", tmpl}, {"language", language}}),
@@ -222,6 +220,12 @@ void AgentApi::route(Call& c) {
     }
     mgr_.set_draining(p == "/v1/node/drain");
     return node_info(c);
+  }
+  if (p == "/v1/tenants") return tenants(c, "", "");
+  if (p.rfind("/v1/tenants/", 0) == 0) {
+    std::string rest = p.substr(12);
+    auto slash = rest.find('/');
+    return tenants(c, rest.substr(0, slash), slash == std::string::npos ? "" : rest.substr(slash));
   }
   if (p == "/v1/warmpool") return warmpool(c, "");
   if (p.rfind("/v1/warmpool/", 0) == 0) return warmpool(c, p.substr(13));

@@ -76,6 +76,10 @@ struct Sandbox {
   // Host resources (the sandbox's cgroup), sampled every second and on GET.
   std::optional<CgroupUsage> usage;
   double cpu_percent = 0;  // over the last ≥ 0.5 s; 100 = one full CPU
+  // When its usage was last billed to its tenant (TenantLedger); none after a claim's
+  // first reading, a suspend or an agent restart.
+  std::chrono::steady_clock::time_point billed_at{};
+  int64_t disk_bytes = 0;  // its disk's used bytes when it was suspended (billed meanwhile)
   double cpu_base = -1;    // CPU seconds at cpu_base_at, the start of that interval
   std::chrono::steady_clock::time_point cpu_base_at;
   // Runner pings: consecutive misses and all misses; three in a row fail the sandbox.

@@ -11,6 +11,7 @@
 
 #include "agent/net/egress_proxy.h"
 #include "agent/sandbox/sandbox_records.h"
+#include "common/fs.h"
 #include "common/log.h"
 #include "common/sandbox_id.h"
 
@@ -27,7 +28,8 @@ SandboxManager::SandboxManager(asio::io_context& ioc, asio::thread_pool& workers
                                SandboxRuntime& runtime, ManagerOptions opts, Metrics& metrics)
     : ioc_(ioc),
       workers_(workers),
-      meter_(ioc, host_work_, runtime, metrics),
+      ledger_(opts.ledger_path),
+      meter_(ioc, host_work_, runtime, ledger_),
       runtime_(runtime),
       opts_(std::move(opts)),
       metrics_(metrics),
@@ -72,6 +74,14 @@ SandboxManager::SandboxManager(asio::io_context& ioc, asio::thread_pool& workers
   metrics_.describe("swissbox_sandbox_destroys_total", T::kCounter, "Sandbox removals by result.");
   metrics_.describe("swissbox_tenant_cpu_seconds_total", T::kCounter,
                     "Host CPU time of claimed sandboxes (sentry, gofer, code) per tenant.");
+  metrics_.describe("swissbox_tenant_memory_gb_seconds_total", T::kCounter,
+                    "Host memory of claimed sandboxes over time per tenant (GB x seconds).");
+  metrics_.describe("swissbox_tenant_disk_gb_hours_total", T::kCounter,
+                    "Disk used by a tenant's sandboxes and checkpoints over time (GB x hours).");
+  metrics_.describe("swissbox_tenant_network_bytes_total", T::kCounter,
+                    "Bytes a tenant's sandboxes received (in) and sent (out).");
+  metrics_.describe("swissbox_tenant_sandboxes_created_total", T::kCounter, "Sandboxes created per tenant.");
+  metrics_.describe("swissbox_tenant_executions_total", T::kCounter, "Runs (exec, code, one-shot) per tenant.");
   metrics_.describe("swissbox_node_draining", T::kGauge, "1 while the node takes no new sandboxes.");
   metrics_.describe("swissbox_sandboxes_disk_bytes", T::kGauge,
                     "Bytes the sandboxes' files use on their disks.");
@@ -101,6 +111,17 @@ std::string SandboxManager::new_id() { return new_sandbox_id(opts_.node_name); }
 void SandboxManager::start(std::function<void(Status)> done) {
   if (records_) {
     if (auto st = records_->open(); !st) return done(st.error());
+  }
+  if (!opts_.ledger_path.empty()) {
+    std::string dir = opts_.ledger_path.substr(0, opts_.ledger_path.rfind('/'));
+    if (auto st = fs::make_dirs(dir, 0700); !st) return done(st.error());
+  }
+  if (auto st = ledger_.load(); !st) {
+    // A bill that cannot be read is kept aside for an operator, not served from zero silently.
+    std::string aside = opts_.ledger_path + ".unreadable";
+    log::error("tenant usage unreadable: kept aside, counting from zero",
+               {{"error", st.error().to_string()}, {"kept_as", aside}});
+    (void)rename(opts_.ledger_path.c_str(), aside.c_str());
   }
   asio::post(workers_, [this, done = std::move(done)] {
     auto ids = runtime_.list();
@@ -333,6 +354,7 @@ void SandboxManager::finish_claim(SandboxPtr sb, bool warm, std::shared_ptr<cons
   metrics_.add("swissbox_claims_total", labels);
   metrics_.observe("swissbox_claim_duration_seconds", labels,
                    std::chrono::duration<double>(Clock::now() - terms->started).count());
+  ledger_.count_created(sb->tenant);
   log::info("sandbox claimed", {{"sandbox", sb->id}, {"tenant", sb->tenant}, {"warm", warm}});
   update_gauges();
   fn(std::move(sb), warm);
@@ -396,11 +418,52 @@ Status SandboxManager::remove(const std::string& id, const std::string& why) {
   forget_egress(*sb);
   bool failed = sb->state == SandboxState::kFailed;
   if (sb->channel) sb->channel->close("sandbox deleted");
-  // A failed sandbox was already destroyed when it failed.
-  if (!failed) destroy_later(id, why);
+  if (sb->transition) {
+    // Its checkpoint or restore runs on a worker: it is destroyed once that is over
+    // (sandbox_suspend.cc), not under its feet. Its record goes now.
+    if (records_) (void)records_->remove(id);
+    after_transition_.insert(id);
+  } else if (!failed) {
+    destroy_later(id, why);  // a failed sandbox was destroyed when it failed
+  }
   update_gauges();
   refill();
   return ok_status();
+}
+
+void SandboxManager::delete_tenant(const std::string& tenant, std::function<void(int)> done) {
+  std::vector<std::string> ids;
+  for (const auto& [id, sb] : sandboxes_) {
+    if (sb->tenant == tenant) ids.push_back(id);
+  }
+  for (const auto& id : ids) retire(id, "tenant " + tenant + " deleted");
+  ledger_.forget(tenant);
+  if (auto st = ledger_.save(); !st) log::warn("tenant usage not saved", {{"error", st.error().to_string()}});
+  log::info("tenant deleted", {{"tenant", tenant}, {"sandboxes", ids.size()}});
+  // Answered once every one of them is gone from the node's disk too.
+  auto poll = std::make_shared<asio::steady_timer>(ioc_);
+  poll_until_destroyed(std::move(ids), std::move(poll), Clock::now() + std::chrono::seconds(120), std::move(done));
+}
+
+void SandboxManager::poll_until_destroyed(std::vector<std::string> ids, std::shared_ptr<asio::steady_timer> poll,
+                                          Clock::time_point deadline, std::function<void(int)> done) {
+  bool pending = false;
+  for (const auto& id : ids) pending = pending || destroying_.count(id) || after_transition_.count(id);
+  if (!pending || Clock::now() > deadline) return done(static_cast<int>(ids.size()));
+  poll->expires_after(std::chrono::milliseconds(50));
+  poll->async_wait([this, ids = std::move(ids), poll, deadline, done = std::move(done)](boost::system::error_code) mutable {
+    poll_until_destroyed(std::move(ids), std::move(poll), deadline, std::move(done));
+  });
+}
+
+std::set<std::string> SandboxManager::tenants() const {
+  std::set<std::string> out;
+  for (const auto& [id, sb] : sandboxes_) {
+    if (!sb->tenant.empty() && sb->state != SandboxState::kWarm) out.insert(sb->tenant);
+  }
+  for (const auto& [tenant, u] : ledger_.all()) out.insert(tenant);
+  for (const auto& [tenant, q] : opts_.quotas) out.insert(tenant);
+  return out;
 }
 
 TenantLoad SandboxManager::load_of(const std::string& tenant) const {
@@ -492,6 +555,7 @@ void SandboxManager::set_draining(bool on) {
 
 void SandboxManager::shutdown(bool keep_active, std::function<void()> done) {
   stopping_ = true;
+  if (auto st = ledger_.save(); !st) log::error("tenant usage not saved", {{"error", st.error().to_string()}});
   tick_timer_.cancel();
   refill_timer_.cancel();
   release_stranded_waiters();

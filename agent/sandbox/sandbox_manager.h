@@ -29,6 +29,7 @@
 #include "agent/runtime/runtime.h"
 #include "agent/runtime/sandbox_spec.h"
 #include "agent/sandbox/quota.h"
+#include "agent/sandbox/tenant_ledger.h"
 #include "common/limits.h"
 #include "common/metrics.h"
 
@@ -70,6 +71,8 @@ struct ManagerOptions {
   std::map<std::string, std::vector<std::string>> egress_template_allow, egress_tenant_allow;
   // Tenants' quotas on this node (from the token file); a tenant without one is unlimited.
   std::map<std::string, Quota> quotas;
+  // Where each tenant's usage is kept across restarts (empty: not kept).
+  std::string ledger_path;
 };
 
 class RecordStore;
@@ -140,6 +143,17 @@ class SandboxManager {
   // active one). Callers that come during a resume wait for it. A sandbox that cannot be
   // restored is failed with the reason.
   void resume(SandboxPtr sb, std::function<void(Status)> done);
+  // Deletes every sandbox of the tenant (running, suspended, failed, mid-resume) with its
+  // checkpoint, disk and record, and its usage; done(count) once they are gone from the
+  // node's disk.
+  void delete_tenant(const std::string& tenant, std::function<void(int)> done);
+  // What the tenant holds here: its sandboxes by state and the claims under way.
+  TenantLoad load_of(const std::string& tenant) const;
+  // Every tenant the node knows: with sandboxes, usage or a quota here.
+  std::set<std::string> tenants() const;
+  // The tenant's usage on this node, for its bill; and an execution to count in it.
+  TenantUsage tenant_usage(const std::string& tenant) const { return ledger_.usage(tenant); }
+  void count_execution(const std::string& tenant) { ledger_.count_execution(tenant); }
   // Writes an active sandbox's record again (its contexts changed).
   Status save_record(const Sandbox& sb);
 
@@ -170,8 +184,6 @@ class SandboxManager {
   void claim(SandboxPtr sb, bool warm, std::shared_ptr<const ClaimTerms> terms, CreateFn fn);
   void finish_claim(SandboxPtr sb, bool warm, std::shared_ptr<const ClaimTerms> terms,
                     Status host_work, CreateFn fn);
-  // What the tenant holds here: its sandboxes by state and the claims under way.
-  TenantLoad load_of(const std::string& tenant) const;
   // The refusal when one more running (or suspended) sandbox would pass its quota.
   std::optional<Error> over_quota(const std::string& tenant, const Limits& limits) const;
   std::optional<Error> over_suspended_quota(const std::string& tenant) const;
@@ -187,6 +199,9 @@ class SandboxManager {
   // the proxy variables follow them.
   void readdress_egress(Sandbox& sb, const SandboxRuntime::NetworkAddresses& now);
   void destroy_later(const std::string& id, const std::string& why);
+  // done(ids.size()) once none of ids is being destroyed (or past the deadline).
+  void poll_until_destroyed(std::vector<std::string> ids, std::shared_ptr<boost::asio::steady_timer> poll,
+                            std::chrono::steady_clock::time_point deadline, std::function<void(int)> done);
   void check_all_destroyed();
   void tick();
   void health_check();
@@ -203,6 +218,7 @@ class SandboxManager {
   // the disk reservation's fallocate) and bandwidth (netlink), and the usage readings of
   // meter_. Never a runsc call: starts queue on workers_, so a claim never waits behind one.
   boost::asio::thread_pool host_work_{2};
+  TenantLedger ledger_;
   UsageMeter meter_;
   SandboxRuntime& runtime_;
   ManagerOptions opts_;
@@ -214,6 +230,8 @@ class SandboxManager {
   // than waiting out the start deadline.
   std::map<std::string, SandboxPtr> unready_;
   std::set<std::string> destroying_;
+  // Deleted while a suspend or resume ran on a worker: destroyed when it is over.
+  std::set<std::string> after_transition_;
   std::unique_ptr<RecordStore> records_;
   bool stopping_ = false;
   bool draining_ = false;
@@ -222,6 +240,7 @@ class SandboxManager {
   boost::asio::steady_timer refill_timer_;
   bool refill_pending_ = false;
   std::chrono::steady_clock::time_point next_health_;
+  std::chrono::steady_clock::time_point last_tick_, next_ledger_save_;
   std::chrono::steady_clock::time_point next_gc_;
   bool gc_running_ = false;
   std::set<std::string> starting_ids_;  // made by start_one, not yet ready or failed

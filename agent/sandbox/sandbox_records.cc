@@ -53,6 +53,7 @@ json sandbox_record(const Sandbox& sb) {
           {"access_token", sb.access_token},
           {"state", state_name(sb.state)},
           {"checkpoint_bytes", sb.checkpoint_bytes},
+          {"disk_bytes", sb.disk_bytes},
           {"network",
            {{"mode", network_name(sb.network)},
             {"egress_allowlist", sb.egress_allowlist},
@@ -107,6 +108,7 @@ Result<Sandbox> sandbox_from_record(const json& r) {
     sb.state = r.value("state", std::string("active")) == "suspended" ? SandboxState::kSuspended
                                                                       : SandboxState::kActive;
     sb.checkpoint_bytes = r.value("checkpoint_bytes", int64_t{0});
+    sb.disk_bytes = r.value("disk_bytes", int64_t{0});
     // Absent in records written before idle suspend: those ended when idle.
     sb.on_idle = parse_on_idle(r.value("on_idle", std::string("delete"))).value_or(OnIdle::kDelete);
     sb.retention = std::chrono::seconds(r.value("retention_s", kDefaultRetention.count()));

@@ -42,11 +42,17 @@ void SandboxManager::suspend(SandboxPtr sb, std::function<void(Status)> done) {
     auto bytes = runtime_.checkpoint(sb->id);
     asio::post(ioc_, [this, sb, done, t0, bytes = std::move(bytes)] {
       sb->transition = false;
+      if (find(sb->id) != sb) {
+        // Deleted while its checkpoint was taken: destroyed now that that is over.
+        after_transition_.erase(sb->id);
+        destroy_later(sb->id, "deleted while suspending");
+        return done(make_error(Code::kNotFound, "sandbox " + sb->id + " was deleted"));
+      }
       if (!bytes) {
         log::warn("sandbox not suspended", {{"sandbox", sb->id}, {"error", bytes.error().to_string()}});
         metrics_.add("swissbox_suspends_total", Metrics::labels({{"result", "error"}}));
         // Its runner went away meanwhile: that is a loss, now that no suspend explains it.
-        if (find(sb->id) == sb && sb->channel && !sb->channel->alive()) fail(sb, "lost during a suspend");
+        if (sb->channel && !sb->channel->alive()) fail(sb, "lost during a suspend");
         return done(bytes.error());
       }
       sb->state = SandboxState::kSuspended;
@@ -54,12 +60,9 @@ void SandboxManager::suspend(SandboxPtr sb, std::function<void(Status)> done) {
       sb->suspended_at = std::chrono::system_clock::now();
       if (sb->channel) sb->channel->close("suspended");
       sb->channel = nullptr;
+      sb->disk_bytes = sb->usage ? std::max<int64_t>(0, sb->usage->disk_used_bytes) : 0;
       sb->usage.reset();
-      if (find(sb->id) != sb) {
-        // Deleted while its checkpoint was taken: its destroy may have run before.
-        destroy_later(sb->id, "deleted while suspending");
-        return done(make_error(Code::kNotFound, "sandbox " + sb->id + " was deleted"));
-      }
+      sb->billed_at = {};
       if (auto st = save_record(*sb); !st) {
         log::warn("sandbox record not written", {{"sandbox", sb->id}, {"error", st.error().to_string()}});
       }
@@ -111,7 +114,9 @@ void SandboxManager::resume(SandboxPtr sb, std::function<void(Status)> done) {
     }
     asio::post(ioc_, [this, sb, finish, link = std::move(link), addresses]() mutable {
       if (find(sb->id) != sb) {
-        if (link) destroy_later(sb->id, "deleted while resuming");
+        // Deleted while it was restored: destroyed now, whatever of it the restore made.
+        after_transition_.erase(sb->id);
+        destroy_later(sb->id, "deleted while resuming");
         return finish(make_error(Code::kNotFound, "sandbox " + sb->id + " was deleted"));
       }
       if (!link) {

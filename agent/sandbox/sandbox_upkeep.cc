@@ -84,7 +84,7 @@ void SandboxManager::destroy_later(const std::string& id, const std::string& why
 
 void SandboxManager::check_all_destroyed() {
   // Shutdown is over when no start is in flight and no destroy is pending.
-  if (destroying_.empty() && pool_.starting_total() == 0 && on_all_destroyed_) {
+  if (destroying_.empty() && after_transition_.empty() && pool_.starting_total() == 0 && on_all_destroyed_) {
     std::exchange(on_all_destroyed_, nullptr)();
   }
 }
@@ -95,6 +95,17 @@ void SandboxManager::tick() {
   auto wall_now = std::chrono::system_clock::now();
   std::vector<std::pair<std::string, std::string>> ended;  // id, why
   std::vector<SandboxPtr> to_sleep;
+  // A suspended sandbox's checkpoint and disk are on the node's disk: billed as held.
+  double since_tick = last_tick_ == Clock::time_point{} ? 0 : std::chrono::duration<double>(now - last_tick_).count();
+  last_tick_ = now;
+  for (const auto& [id, sb] : sandboxes_) {
+    if (sb->state == SandboxState::kSuspended && since_tick > 0)
+      ledger_.add_disk(sb->tenant, static_cast<double>(sb->checkpoint_bytes + sb->disk_bytes), since_tick);
+  }
+  if (now >= next_ledger_save_) {
+    next_ledger_save_ = now + std::chrono::seconds(5);
+    if (auto st = ledger_.save(); !st) log::warn("tenant usage not saved", {{"error", st.error().to_string()}});
+  }
   for (const auto& [id, sb] : sandboxes_) {
     if (sb->transition) continue;
     bool idle = sb->busy == 0 && now - sb->last_used > sb->timeout;
@@ -219,6 +230,18 @@ void SandboxManager::update_gauges() {
     metrics_.set("swissbox_pool_ready", l, p.ready);
     metrics_.set("swissbox_pool_starting", l, p.starting);
     metrics_.set("swissbox_pool_active", l, p.active);
+  }
+  for (const auto& [tenant, u] : ledger_.all()) {
+    auto l = Metrics::labels({{"tenant", tenant}});
+    metrics_.set("swissbox_tenant_cpu_seconds_total", l, u.cpu_seconds);
+    metrics_.set("swissbox_tenant_memory_gb_seconds_total", l, u.memory_gb_seconds);
+    metrics_.set("swissbox_tenant_disk_gb_hours_total", l, u.disk_gb_hours);
+    metrics_.set("swissbox_tenant_network_bytes_total", Metrics::labels({{"tenant", tenant}, {"direction", "in"}}),
+                 static_cast<double>(u.net_in_bytes));
+    metrics_.set("swissbox_tenant_network_bytes_total", Metrics::labels({{"tenant", tenant}, {"direction", "out"}}),
+                 static_cast<double>(u.net_out_bytes));
+    metrics_.set("swissbox_tenant_sandboxes_created_total", l, static_cast<double>(u.sandboxes_created));
+    metrics_.set("swissbox_tenant_executions_total", l, static_cast<double>(u.executions));
   }
   metrics_.set("swissbox_exec_slots", {}, opts_.exec_slots);
   metrics_.set("swissbox_exec_slots_in_use", {}, exec_gate_.in_use());

@@ -8,8 +8,8 @@ namespace asio = boost::asio;
 using Clock = std::chrono::steady_clock;
 
 UsageMeter::UsageMeter(asio::io_context& ioc, asio::thread_pool& host_work, SandboxRuntime& runtime,
-                       Metrics& metrics)
-    : ioc_(ioc), runtime_(runtime), metrics_(metrics), host_work_(host_work) {}
+                       TenantLedger& ledger)
+    : ioc_(ioc), runtime_(runtime), ledger_(ledger), host_work_(host_work) {}
 
 void UsageMeter::read(SandboxPtr sb, Still still, std::function<void(std::optional<MemoryFootprint>)> done) {
   asio::post(host_work_, [this, sb = std::move(sb), still = std::move(still), done = std::move(done)]() mutable {
@@ -74,23 +74,21 @@ void UsageMeter::sample(std::vector<SandboxPtr> sandboxes, Still still, std::fun
 void UsageMeter::apply(Sandbox& sb, const CgroupUsage& usage) {
   const CgroupUsage* u = &usage;
   auto now = Clock::now();
-  double before = sb.usage ? sb.usage->cpu_seconds : u->cpu_seconds;
-  if (sb.state == SandboxState::kActive && u->cpu_seconds > before) {
-    metrics_.add("swissbox_tenant_cpu_seconds_total", Metrics::labels({{"tenant", sb.tenant}}),
-                 u->cpu_seconds - before);
-  }
-  if (sb.state == SandboxState::kActive && u->net_in_bytes >= 0) {
-    auto add = [&](const char* direction, int64_t now_bytes, int64_t before_bytes) {
-      if (now_bytes > before_bytes)
-        metrics_.add("swissbox_tenant_network_bytes_total",
-                     Metrics::labels({{"tenant", sb.tenant}, {"direction", direction}}),
-                     static_cast<double>(now_bytes - before_bytes));
-    };
-    // Counted from the claim on: a warm sandbox's own traffic (none) is nobody's.
-    int64_t in0 = sb.usage ? std::max<int64_t>(sb.usage->net_in_bytes, 0) : u->net_in_bytes;
-    int64_t out0 = sb.usage ? std::max<int64_t>(sb.usage->net_out_bytes, 0) : u->net_out_bytes;
-    add("in", u->net_in_bytes, in0);
-    add("out", u->net_out_bytes, out0);
+  if (sb.state == SandboxState::kActive) {
+    // The first reading after a claim, a resume or an agent restart has nothing to count
+    // from: what came before it is the pool's, or was counted before.
+    const CgroupUsage& before = sb.usage ? *sb.usage : *u;
+    if (u->cpu_seconds > before.cpu_seconds) ledger_.add_cpu(sb.tenant, u->cpu_seconds - before.cpu_seconds);
+    if (u->net_in_bytes >= 0) {
+      ledger_.add_network(sb.tenant, std::max<int64_t>(0, u->net_in_bytes - std::max<int64_t>(before.net_in_bytes, 0)),
+                          std::max<int64_t>(0, u->net_out_bytes - std::max<int64_t>(before.net_out_bytes, 0)));
+    }
+    if (sb.billed_at != Clock::time_point{}) {
+      double held = std::chrono::duration<double>(now - sb.billed_at).count();
+      ledger_.add_memory(sb.tenant, static_cast<double>(u->memory_bytes), held);
+      if (u->disk_used_bytes > 0) ledger_.add_disk(sb.tenant, static_cast<double>(u->disk_used_bytes), held);
+    }
+    sb.billed_at = now;
   }
   double wall = std::chrono::duration<double>(now - sb.cpu_base_at).count();
   if (sb.cpu_base < 0) {

@@ -1,7 +1,7 @@
 // The host usage of a node's sandboxes, read off the I/O thread (cgroup files, the
 // sandbox's disk, its link's counters over netlink, smaps for memory footprints) on the
 // manager's host-work threads, and applied to each sandbox back on the I/O thread: its usage and
-// CPU percent, and its tenant's CPU and network counters. The every-second round reads
+// CPU percent, and its tenant's bill (TenantLedger: CPU, memory and disk over time, network). The every-second round reads
 // in batches of 16, so a claim's host work queued meanwhile waits for one batch, not all.
 #pragma once
 
@@ -16,7 +16,7 @@
 
 #include "agent/runtime/runtime.h"
 #include "agent/sandbox/sandbox.h"
-#include "common/metrics.h"
+#include "agent/sandbox/tenant_ledger.h"
 
 namespace swissbox {
 
@@ -28,7 +28,7 @@ class UsageMeter {
 
   // host_work: where readings run; its owner joins it before the meter goes.
   UsageMeter(boost::asio::io_context& ioc, boost::asio::thread_pool& host_work,
-             SandboxRuntime& runtime, Metrics& metrics);
+             SandboxRuntime& runtime, TenantLedger& ledger);
 
   // Reads every sandbox given; done() on the I/O thread once all readings are applied. A
   // round asked for while one is under way is skipped (done is not called).
@@ -38,14 +38,14 @@ class UsageMeter {
   // The mean footprint of the sandboxes of each pool (pool → ids); pools with none left out.
   void footprints(std::map<std::string, std::vector<std::string>> pools,
                   std::function<void(std::map<std::string, MemoryFootprint>)> done);
-  // A reading into the sandbox; CPU and network counted to its tenant while it is active
-  // (from its claim on: a warm sandbox's usage is nobody's).
+  // A reading into the sandbox; its usage since the last reading billed to its tenant
+  // while it is active (from its claim on: a warm sandbox's usage is nobody's).
   void apply(Sandbox& sb, const CgroupUsage& usage);
 
  private:
   boost::asio::io_context& ioc_;
   SandboxRuntime& runtime_;
-  Metrics& metrics_;
+  TenantLedger& ledger_;
   boost::asio::thread_pool& host_work_;
   bool sampling_ = false;  // a round is under way
 };

@@ -4,6 +4,8 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+
 #include <atomic>
 #include <thread>
 
@@ -42,6 +44,29 @@ class Tenants : public AgentRunsc {
     auto r = call(token, "POST", "/v1/sandboxes", "{}");
     EXPECT_TRUE(r.ok() && r->status == 201u) << (r.ok() ? r->body : r.error().to_string());
     return r.ok() ? json::parse(r->body, nullptr, false).value("id", "") : "";
+  }
+
+  static json usage(const char* token, const std::string& tenant) {
+    auto r = call(token, "GET", "/v1/tenants/" + tenant + "/usage");
+    EXPECT_TRUE(r.ok() && r->status == 200u) << (r.ok() ? r->body : r.error().to_string());
+    return r.ok() ? json::parse(r->body, nullptr, false) : json();
+  }
+  // Regular files under dir_ (up to 64 MiB each: sparse disk templates are left out) that
+  // hold `needle`.
+  static std::vector<std::string> files_holding(const std::string& needle, const std::string& dir) {
+    std::vector<std::string> found;
+    for (const auto& name : fs::list_dir(dir)) {
+      std::string path = dir + "/" + name;
+      struct stat st {};
+      if (lstat(path.c_str(), &st) != 0) continue;
+      if (S_ISDIR(st.st_mode)) {
+        for (auto& f : files_holding(needle, path)) found.push_back(std::move(f));
+      } else if (S_ISREG(st.st_mode) && st.st_size < (64 << 20)) {
+        auto text = fs::read_file(path, 64 << 20);
+        if (text && text->find(needle) != std::string::npos) found.push_back(path);
+      }
+    }
+    return found;
   }
 
   static inline std::string tokens_dir_;
@@ -93,6 +118,65 @@ TEST_F(Tenants, TwentyConcurrentCreatesAgainstAQuotaOfFiveGiveExactlyFive) {
   EXPECT_EQ(resumed->status, 200u) << resumed->body;
   for (const auto& id : live) EXPECT_EQ(call(kTokenA, "DELETE", "/v1/sandboxes/" + id)->status, 204u);
   EXPECT_EQ(call(kTokenB, "DELETE", "/v1/sandboxes/" + b)->status, 204u);
+}
+
+TEST_F(Tenants, UsageAddsUpAcrossACrashAndADeleteMidResumeLeavesNothingOfTheTenant) {
+  const std::string marker = "tenant-b-secret-" + std::to_string(getpid()) + "-" + std::to_string(time(nullptr));
+  std::string busy = create(kTokenB), sleeper = create(kTokenB);
+  for (int i = 0; i < 3; ++i) {
+    auto r = call(kTokenB, "POST", "/v1/sandboxes/" + busy + "/exec",
+                  json{{"command", "python3 -c 'sum(range(3000000))'; echo " + marker + " > m.txt"}}.dump());
+    EXPECT_EQ(r->status, 200u);
+  }
+  EXPECT_EQ(call(kTokenB, "POST", "/v1/sandboxes/" + sleeper + "/exec", json{{"command", "echo " + marker + " > m.txt"}}.dump())->status, 200u);
+  ASSERT_EQ(call(kTokenB, "POST", "/v1/sandboxes/" + sleeper + "/suspend", "{}")->status, 200u);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // a usage round or two
+  json before = usage(kTokenB, "b");
+  const json& u = before["usage"];
+  EXPECT_EQ(u.value("executions", 0), 4) << before.dump();
+  EXPECT_GE(u.value("sandboxes_created", 0), 2);
+  EXPECT_GT(u.value("cpu_seconds", 0.0), 0.0);
+  EXPECT_GT(u.value("memory_gb_seconds", 0.0), 0.0);
+  EXPECT_GT(u.value("disk_gb_hours", 0.0), 0.0);
+  EXPECT_EQ(before.value("running", 0), 1);
+  EXPECT_EQ(before.value("suspended", 0), 1);
+  EXPECT_EQ(call(kTokenA, "GET", "/v1/tenants/b/usage")->status, 404u) << "a tenant sees only its own bill";
+
+  // kill -9 after the ledger's next save (every 5 s): the numbers are all there afterwards.
+  std::this_thread::sleep_for(std::chrono::milliseconds(5500));
+  crash_agent();
+  ASSERT_TRUE(launch_agent());
+  EXPECT_EQ(call(kTokenB, "POST", "/v1/sandboxes/" + busy + "/exec", json{{"command", "true"}}.dump())->status, 200u);
+  json after = usage(kTokenB, "b");
+  EXPECT_EQ(after["usage"].value("executions", 0), 5) << after.dump();
+  EXPECT_GE(after["usage"].value("cpu_seconds", 0.0), u.value("cpu_seconds", 0.0));
+
+  // The suspended one is resuming (its next call) when the tenant is deleted.
+  std::thread waking([&] { (void)call(kTokenB, "POST", "/v1/sandboxes/" + sleeper + "/exec", R"({"command": "true"})"); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(40));
+  http::Client local("unix:" + dir_ + "/agent.sock");
+  auto deleted = local.request("DELETE", "/v1/tenants/b");
+  waking.join();
+  ASSERT_TRUE(deleted.ok());
+  EXPECT_EQ(deleted->status, 200u) << deleted->body;
+  EXPECT_EQ(json::parse(deleted->body, nullptr, false).value("sandboxes_deleted", 0), 2) << deleted->body;
+  // Nothing of it is left: no sandbox, process, directory, record or usage, and its bytes
+  // are nowhere on the node's disk.
+  auto listed = json::parse(call(kTokenB, "GET", "/v1/sandboxes")->body, nullptr, false);
+  EXPECT_TRUE(listed["sandboxes"].empty()) << listed.dump();
+  for (const auto& id : {busy, sleeper}) {
+    for (const auto& r : runsc_ids()) EXPECT_NE(r, id);
+    EXPECT_EQ(processes_mentioning(id), 0);
+    EXPECT_FALSE(fs::exists(dir_ + "/state/sandboxes/" + id));
+    EXPECT_TRUE(files_holding(id, dir_ + "/state").empty());
+  }
+  EXPECT_TRUE(files_holding(marker, dir_).empty());
+  json gone = usage(kTokenB, "b");
+  EXPECT_EQ(gone["usage"].value("executions", -1), 0) << gone.dump();
+  auto text = fs::read_file(dir_ + "/state/tenants/usage.json");
+  EXPECT_TRUE(!text.ok() || text->find("\"b\"") == std::string::npos);
+  // Deleting a tenant needs an admin.
+  EXPECT_EQ(call(kTokenA, "DELETE", "/v1/tenants/a")->status, 403u);
 }
 
 }  // namespace
