@@ -74,10 +74,11 @@ SandboxManager::SandboxManager(asio::io_context& ioc, asio::thread_pool& workers
   metrics_.describe("swissbox_sandbox_destroys_total", T::kCounter, "Sandbox removals by result.");
   metrics_.describe("swissbox_tenant_cpu_seconds_total", T::kCounter,
                     "Host CPU time of claimed sandboxes (sentry, gofer, code) per tenant.");
-  metrics_.describe("swissbox_tenant_memory_gb_seconds_total", T::kCounter,
-                    "Host memory of claimed sandboxes over time per tenant (GB x seconds).");
-  metrics_.describe("swissbox_tenant_disk_gb_hours_total", T::kCounter,
-                    "Disk used by a tenant's sandboxes and checkpoints over time (GB x hours).");
+  // Base units for Prometheus; the usage API answers GB-seconds and GB-hours.
+  metrics_.describe("swissbox_tenant_memory_byte_seconds_total", T::kCounter,
+                    "Host memory of claimed sandboxes over time per tenant (bytes x seconds).");
+  metrics_.describe("swissbox_tenant_disk_byte_seconds_total", T::kCounter,
+                    "Disk used by a tenant's sandboxes and checkpoints over time (bytes x seconds).");
   metrics_.describe("swissbox_tenant_network_bytes_total", T::kCounter,
                     "Bytes a tenant's sandboxes received (in) and sent (out).");
   metrics_.describe("swissbox_tenant_sandboxes_created_total", T::kCounter, "Sandboxes created per tenant.");

@@ -234,8 +234,8 @@ void SandboxManager::update_gauges() {
   for (const auto& [tenant, u] : ledger_.all()) {
     auto l = Metrics::labels({{"tenant", tenant}});
     metrics_.set("swissbox_tenant_cpu_seconds_total", l, u.cpu_seconds);
-    metrics_.set("swissbox_tenant_memory_gb_seconds_total", l, u.memory_gb_seconds);
-    metrics_.set("swissbox_tenant_disk_gb_hours_total", l, u.disk_gb_hours);
+    metrics_.set("swissbox_tenant_memory_byte_seconds_total", l, u.memory_gb_seconds * 1e9);
+    metrics_.set("swissbox_tenant_disk_byte_seconds_total", l, u.disk_gb_hours * 1e9 * 3600);
     metrics_.set("swissbox_tenant_network_bytes_total", Metrics::labels({{"tenant", tenant}, {"direction", "in"}}),
                  static_cast<double>(u.net_in_bytes));
     metrics_.set("swissbox_tenant_network_bytes_total", Metrics::labels({{"tenant", tenant}, {"direction", "out"}}),
