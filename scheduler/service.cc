@@ -180,6 +180,7 @@ void Scheduler::poll_agent(const std::string& address) {
                  static_cast<double>(report->active) / std::max(1, report->capacity));
     metrics_.set("swissbox_scheduler_node_up", labels, 1);
     registry_.update(address, std::move(*report), Clock::now());
+    finish_pending_deletes(address);
   });
 }
 
@@ -225,6 +226,11 @@ void Scheduler::handle(http::Request&& req, std::shared_ptr<http::Responder> res
   if (path.rfind("/v1/sandboxes/", 0) == 0) {
     std::string rest = path.substr(14);
     return route_to_node(std::move(req), res, rest.substr(0, rest.find('/')));
+  }
+  if (path.rfind("/v1/tenants/", 0) == 0) {
+    std::string rest = path.substr(12);
+    auto slash = rest.find('/');
+    return tenant_route(std::move(req), res, rest.substr(0, slash), slash == std::string::npos ? "" : rest.substr(slash));
   }
   res->send_error(make_error(Code::kNotFound, "no route for " + path + " on the scheduler"));
 }
@@ -477,10 +483,11 @@ void Scheduler::relay(std::shared_ptr<Forward> f, const std::string& address,
   });
 }
 
-void Scheduler::ask_every_node(const http::Request& req, NodeAnswer each, std::function<void()> done) {
+void Scheduler::ask_every_node(const http::Request& req, NodeAnswer each, std::function<void()> done,
+                               bool every_known_node) {
   std::vector<std::pair<std::string, std::string>> targets;  // name, address
   for (const auto& n : registry_.nodes()) {
-    if (fresh(n, opts_.policy, Clock::now())) targets.emplace_back(n.name, n.address);
+    if (every_known_node || fresh(n, opts_.policy, Clock::now())) targets.emplace_back(n.name, n.address);
   }
   if (targets.empty()) return done();
   auto waiting = std::make_shared<size_t>(targets.size());
@@ -488,10 +495,11 @@ void Scheduler::ask_every_node(const http::Request& req, NodeAnswer each, std::f
   for (const auto& [name, address] : targets) {
     UpstreamRequest up;
     up.address = address;
-    up.method = "GET";
+    up.method = std::string(req.method_string());
     up.target = std::string(req.target());
     up.headers = headers;
-    up.timeout = std::chrono::seconds(5);
+    // A tenant's delete is answered once its sandboxes are gone from the node's disk.
+    up.timeout = req.method() == bhttp::verb::delete_ ? std::chrono::seconds(130) : std::chrono::seconds(5);
     fetch(ioc_, std::move(up), 64 << 20,
           [waiting, each, done, name = name](Result<http::ClientResponse> r) {
             each(name, r);

@@ -70,10 +70,19 @@ class Scheduler {
   void e2b_list(http::Request&& req, std::shared_ptr<http::Responder> res);
   void fail(const Forward& f, const Error& e);
   void list_all(http::Request&& req, std::shared_ptr<http::Responder> res);
-  // GETs the request's target from every node that reports, each answer (or failure) to
-  // `each` by node name, then `done` once all have answered.
+  // Sends the request's method and target to every node that reports (every_known_node:
+  // every node ever reported, up or not), each answer (or failure) to `each` by node name,
+  // then `done` once all have answered.
   using NodeAnswer = std::function<void(const std::string& node, const Result<http::ClientResponse>&)>;
-  void ask_every_node(const http::Request& req, NodeAnswer each, std::function<void()> done);
+  void ask_every_node(const http::Request& req, NodeAnswer each, std::function<void()> done,
+                      bool every_known_node = false);
+  // /v1/tenants/{t}/usage (summed over the nodes) and DELETE /v1/tenants/{t} (every node,
+  // and again on the ones that were away when they report): scheduler/tenants.cc.
+  void tenant_route(http::Request&& req, std::shared_ptr<http::Responder> res, const std::string& tenant,
+                    const std::string& rest);
+  void tenant_usage(http::Request&& req, std::shared_ptr<http::Responder> res, const std::string& tenant);
+  void delete_tenant(http::Request&& req, std::shared_ptr<http::Responder> res, const std::string& tenant);
+  void finish_pending_deletes(const std::string& address);
   void nodes(std::shared_ptr<http::Responder> res) const;
   // Sends the call to the agent at `address` and relays its answer to the client. With
   // on_refused set, a refusal (429/409/503) or no answer calls it instead, with the reason.
@@ -87,6 +96,9 @@ class Scheduler {
   boost::asio::steady_timer poll_timer_;
   std::mt19937_64 rng_{std::random_device{}()};
   std::set<std::string> polling_;  // agents whose report is being fetched
+  // Tenant deletes a node did not confirm, by agent address; sent again at its reports.
+  std::map<std::string, std::set<std::string>> pending_deletes_;
+  std::set<std::pair<std::string, std::string>> pending_in_flight_;  // address, tenant
   boost::asio::ip::tcp::resolver resolver_;
 };
 

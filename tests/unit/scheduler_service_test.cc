@@ -61,6 +61,15 @@ struct FakeAgent {
                                         {"active", refuses ? 0 : capacity / 2},
                                         {"warm", {{"default", 1}}}});
           }
+          if (target.rfind("/v1/tenants/t", 0) == 0) {
+            if (req.method() == bhttp::verb::delete_) {
+              if (away) return res->send_error(make_error(Code::kUnavailable, "away"));
+              ++tenant_deletes;
+              return res->send_json(200, {{"tenant", "t"}, {"node", this->name}, {"sandboxes_deleted", 1}});
+            }
+            return res->send_json(200, {{"tenant", "t"}, {"running", 1}, {"suspended", 2},
+                                        {"usage", {{"cpu_seconds", 1.5}, {"executions", 2}}}});
+          }
           if (target == "/v1/sandboxes" && refuses) {
             ++refused;
             return res->send_error(make_error(Code::kResourceExhausted, "full"));
@@ -97,6 +106,8 @@ struct FakeAgent {
   std::string auth_seen;
   std::atomic<int> refused{0};
   std::atomic<int> executes{0};
+  std::atomic<bool> away{false};  // tenant deletes answer 503
+  std::atomic<int> tenant_deletes{0};
   std::vector<std::shared_ptr<http::Responder>> parked;  // on the I/O thread only
 };
 
@@ -226,6 +237,27 @@ TEST_F(SchedulerService, RoutesByTheNodeInTheIdAndAnswers503ForUnknownNodes) {
   auto egress = c.request("POST", "/v1/sandboxes", R"({"network":"egress"})", auth());
   EXPECT_EQ(egress->status, 429u) << egress->body;
   EXPECT_NE(egress->body.find("without the template"), std::string::npos) << egress->body;
+}
+
+TEST_F(SchedulerService, TenantUsageIsSummedAndADeleteReachesANodeThatWasAway) {
+  http::Client c(address());
+  json u = json::parse(c.request("GET", "/v1/tenants/t/usage", "", auth())->body);
+  EXPECT_EQ(u["usage"].value("cpu_seconds", 0.0), 3.0) << u.dump();
+  EXPECT_EQ(u["usage"].value("executions", 0), 4);
+  EXPECT_EQ(u.value("suspended", 0), 4);
+  EXPECT_EQ(u["nodes"].size(), 2u);
+  big_->away = true;
+  auto partial = c.request("DELETE", "/v1/tenants/t", "", auth());
+  EXPECT_EQ(partial->status, 503u) << partial->body;
+  EXPECT_NE(partial->body.find("not confirmed by big"), std::string::npos) << partial->body;
+  EXPECT_EQ(small_->tenant_deletes.load(), 1);
+  // Back: the scheduler sends the delete again when the node reports next.
+  big_->away = false;
+  for (int i = 0; i < 200 && big_->tenant_deletes.load() == 0; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(big_->tenant_deletes.load(), 1);
+  auto whole = c.request("DELETE", "/v1/tenants/t", "", auth());
+  EXPECT_EQ(whole->status, 200u) << whole->body;
+  EXPECT_EQ(json::parse(whole->body).value("sandboxes_deleted", 0), 2);
 }
 
 TEST_F(SchedulerService, ACallTheNodeReceivedIsNeverRepeatedElsewhere) {
