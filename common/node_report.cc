@@ -22,6 +22,7 @@ json NodeReport::to_json() const {
           {"warm", warm},
           {"languages", languages},
           {"draining", draining},
+          {"tenants", tenant_running},
           {"cri", cri}};
 }
 
@@ -50,6 +51,7 @@ Result<NodeReport> NodeReport::parse(const json& r) {
     n.warm = r.at("warm").get<std::map<std::string, int>>();
     n.languages = r.value("languages", std::vector<std::string>{});
     if (auto cri = r.find("cri"); cri != r.end()) n.cri = *cri;
+    n.tenant_running = r.value("tenants", std::map<std::string, int>{});
     return n;
   } catch (const json::exception& e) {
     return make_error(Code::kInvalidArgument, std::string("bad node report: ") + e.what());

@@ -27,6 +27,9 @@ struct NodeReport {
   std::map<std::string, int> warm;  // ready sandboxes per pool key (the pools offered)
   std::vector<std::string> languages;
   bool draining = false;
+  // Running sandboxes per tenant (active, or being claimed or resumed): the scheduler sums
+  // them for cluster-wide quotas.
+  std::map<std::string, int> tenant_running;
   nlohmann::json cri;  // the node's containerd as CRI shows it; null without --cri-socket
 
   int warm_total() const;

@@ -33,6 +33,8 @@ struct NodeState {
   int warm_total = 0;
   std::map<std::string, int> warm;  // ready sandboxes per template (the templates offered)
   int inflight = 0;  // this scheduler's placements on it since its last report
+  std::map<std::string, int> tenant_running;   // by tenant, as the node reported
+  std::map<std::string, int> tenant_inflight;  // by tenant, placements since that report
   int cpus = 0;
   uint64_t memory_bytes = 0, memory_available_bytes = 0;
   double loadavg_1m = 0;

@@ -23,6 +23,7 @@ Result<NodeState> parse_node_report(const json& r) {
   n.active = report->active;
   n.warm_total = report->warm_total();
   n.warm = std::move(report->warm);
+  n.tenant_running = std::move(report->tenant_running);
   return n;
 }
 
@@ -30,6 +31,7 @@ void NodeRegistry::update(const std::string& address, NodeState report, Clock::t
   report.address = address;
   report.reported_at = now;
   report.inflight = 0;
+  report.tenant_inflight.clear();
   std::string key = sandbox_id_node(report.name);
   auto it = by_id_node_.find(key);
   if (it == by_id_node_.end()) {

@@ -66,6 +66,7 @@ struct Scheduler::Forward {
   std::string kind;  // metrics label: create, sandbox
   bool e2b = false;  // errors in E2B's shape
   std::string placed_labels;  // a create's {call, template, language}, for its histogram
+  std::string tenant;  // a create's, for its cluster-wide quota
   Clock::time_point start = Clock::now();
 };
 
@@ -335,6 +336,30 @@ void Scheduler::place_and_forward(http::Request&& req, std::shared_ptr<http::Res
 
 void Scheduler::place(http::Request&& req, std::shared_ptr<http::Responder> res,
                       const PlacementRequest& pr, bool e2b) {
+  // Cluster-wide quota on the number of running sandboxes: what the nodes reported (at
+  // most one report interval old) plus this scheduler's placements since. Each agent
+  // holds the whole quota exactly on its own node.
+  const Principal* who = e2b ? token_principal(e2b::header(req, "X-API-KEY"), opts_.tokens) : nullptr;
+  if (!e2b) {
+    auto it = req.find(bhttp::field::authorization);
+    who = bearer_principal(it == req.end() ? std::string_view{} : it->value(), opts_.tokens);
+  }
+  std::string tenant = who ? who->tenant : "";
+  if (who && who->quota.sandboxes) {
+    int64_t running = 0;
+    for (const auto& n : registry_.nodes()) {
+      if (!fresh(n, opts_.policy, Clock::now())) continue;
+      if (auto r = n.tenant_running.find(tenant); r != n.tenant_running.end()) running += r->second;
+      if (auto r = n.tenant_inflight.find(tenant); r != n.tenant_inflight.end()) running += r->second;
+    }
+    if (running >= *who->quota.sandboxes) {
+      metrics_.add("swissbox_scheduler_placements_total", Metrics::labels({{"result", "quota"}}));
+      Error e = make_error(Code::kResourceExhausted,
+                           fmt::format("tenant {} is at its quota.sandboxes: {} of {} running sandboxes across the "
+                                       "cluster", tenant, running, *who->quota.sandboxes));
+      return e2b ? e2b::fail(res, e) : res->send_error(e);
+    }
+  }
   NoPlacement why;
   auto picked = sched::place(registry_.nodes(), pr, opts_.policy, Clock::now(), rng_, &why);
   if (picked.empty()) {
@@ -347,6 +372,7 @@ void Scheduler::place(http::Request&& req, std::shared_ptr<http::Responder> res,
   bool execute = req.target().starts_with("/v1/execute");
   auto f = forward_of(std::move(req), std::move(res), "create");
   f->e2b = e2b;
+  f->tenant = tenant;
   f->placed_labels = Metrics::labels({{"call", execute ? "execute" : "sandbox"},
                                       {"template", pr.template_name},
                                       {"language", pr.language}});
@@ -364,7 +390,10 @@ void Scheduler::try_candidates(std::shared_ptr<Forward> f, std::vector<std::stri
   }
   if (i > 0) metrics_.add("swissbox_scheduler_retries_total");
   NodeState* n = registry_.by_address(addresses[i]);
-  if (n) n->inflight++;
+  if (n) {
+    n->inflight++;
+    if (!f->tenant.empty()) n->tenant_inflight[f->tenant]++;
+  }
   std::string name = n ? n->name : addresses[i];
   relay(f, addresses[i], [this, f, addresses, i, name](std::string why) mutable {
     try_candidates(f, std::move(addresses), i + 1, name + ": " + why);

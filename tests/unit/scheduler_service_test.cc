@@ -26,6 +26,7 @@ using json = nlohmann::json;
 using namespace std::chrono_literals;
 constexpr char kToken[] = "tenant-token-0123456789";       // admin
 constexpr char kPlainToken[] = "plain-token-0123456789";  // a tenant's, no admin
+constexpr char kQuotaToken[] = "quota-token-0123456789";  // tenant q, quota of 2 sandboxes
 
 namespace bhttp = boost::beast::http;
 constexpr size_t kFileBytes = 9 << 20;  // above what the scheduler relays whole
@@ -59,7 +60,8 @@ struct FakeAgent {
                                         {"capacity", {{"max_sandboxes", capacity}}},
                                         // "small" is half full: "big" is always less loaded
                                         {"active", refuses ? 0 : capacity / 2},
-                                        {"warm", {{"default", 1}}}});
+                                        {"warm", {{"default", 1}}},
+                                        {"tenants", {{"q", 1}}}});
           }
           if (target.rfind("/v1/tenants/t", 0) == 0) {
             if (req.method() == bhttp::verb::delete_) {
@@ -122,7 +124,9 @@ class SchedulerService : public ::testing::Test {
     o.agents = {big_->address(), "localhost:" + std::to_string(small_->server.tcp_port())};
     o.poll_interval = 100ms;
     o.policy.stale_after = 2s;  // a slow (sanitizer) run may delay a poll
-    o.tokens = {{kToken, {"tenant-a", true}}, {kPlainToken, {"tenant-b", false}}};
+    Quota two;
+    two.sandboxes = 2;
+    o.tokens = {{kToken, {"tenant-a", true}}, {kPlainToken, {"tenant-b", false}}, {kQuotaToken, {"q", false, two}}};
     o.agent_token = kToken;
     // The agent's deadlines, shortened: a hung node is found in a second, a slow answer
     // within its file deadline is waited for.
@@ -237,6 +241,16 @@ TEST_F(SchedulerService, RoutesByTheNodeInTheIdAndAnswers503ForUnknownNodes) {
   auto egress = c.request("POST", "/v1/sandboxes", R"({"network":"egress"})", auth());
   EXPECT_EQ(egress->status, 429u) << egress->body;
   EXPECT_NE(egress->body.find("without the template"), std::string::npos) << egress->body;
+}
+
+TEST_F(SchedulerService, ATenantsQuotaHoldsAcrossTheNodes) {
+  http::Client c(address());
+  // Each node runs one sandbox of q: two in all, its quota.
+  auto refused = c.request("POST", "/v1/sandboxes", "{}", {{"Authorization", std::string("Bearer ") + kQuotaToken}});
+  EXPECT_EQ(refused->status, 429u) << refused->body;
+  EXPECT_NE(refused->body.find("quota.sandboxes: 2 of 2"), std::string::npos) << refused->body;
+  auto other = c.request("POST", "/v1/sandboxes", "{}", {{"Authorization", std::string("Bearer ") + kPlainToken}});
+  EXPECT_EQ(other->status, 201u) << other->body;
 }
 
 TEST_F(SchedulerService, TenantUsageIsSummedAndADeleteReachesANodeThatWasAway) {
