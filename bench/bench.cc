@@ -396,6 +396,16 @@ std::optional<double> agent_cpu_s(Api& api) {
   return atof(text.c_str() + at + strlen("\nprocess_cpu_seconds_total "));
 }
 
+// The agent's own CPU, in percent of one core, over `seconds` in which nobody calls it.
+double agent_idle_cpu_percent(Api& api, double seconds, const char* scenario) {
+  auto cpu0 = agent_cpu_s(api);
+  auto t0 = Clock::now();
+  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+  auto cpu1 = agent_cpu_s(api);
+  if (!cpu0 || !cpu1) die(fmt::format("{}: the agent's /metrics has no process_cpu_seconds_total (admin token?)", scenario));
+  return 100 * (*cpu1 - *cpu0) / (since_ms(t0) / 1000);
+}
+
 // The agent with --live LOW,HIGH idle active sandboxes: its own CPU over --idle seconds in
 // which nobody calls it, then claim + echo on top of them (as the warm scenario), at each.
 void bench_scale(const Options& o, Report& report) {
@@ -423,12 +433,7 @@ void bench_scale(const Options& o, Report& report) {
     wait_for_warm(api, o.pool());  // the refills the creates caused are over
     swissbox::bench::ScalePoint point;
     point.live = live;
-    auto cpu0 = agent_cpu_s(api);
-    auto t0 = Clock::now();
-    std::this_thread::sleep_for(std::chrono::duration<double>(o.scale_idle_s));
-    auto cpu1 = agent_cpu_s(api);
-    if (!cpu0 || !cpu1) die("scale: the agent's /metrics has no process_cpu_seconds_total (admin token?)");
-    point.agent_cpu_percent = 100 * (*cpu1 - *cpu0) / (since_ms(t0) / 1000);
+    point.agent_cpu_percent = agent_idle_cpu_percent(api, o.scale_idle_s, "scale");
     Stats claim;
     Loop loop(o, fmt::format("scale: claim + echo, {} live", live));
     while (loop.next()) claim_and_echo(api, o, point.claim_exec, claim);
@@ -538,12 +543,7 @@ void bench_density(const Options& o, Report& report) {
   make(awake, d.live, "live");
   wait_for_warm(api, o.pool());  // the refills the creates caused are over
   std::tie(d.suspended_processes, d.suspended_memory_mb) = processes_naming(asleep);
-  auto cpu0 = agent_cpu_s(api);
-  auto t0 = Clock::now();
-  std::this_thread::sleep_for(std::chrono::duration<double>(o.scale_idle_s));
-  auto cpu1 = agent_cpu_s(api);
-  if (!cpu0 || !cpu1) die("density: the agent's /metrics has no process_cpu_seconds_total (admin token?)");
-  d.agent_cpu_percent = 100 * (*cpu1 - *cpu0) / (since_ms(t0) / 1000);
+  d.agent_cpu_percent = agent_idle_cpu_percent(api, o.scale_idle_s, "density");
   for (const auto& id : asleep) {
     json info = api.call("GET", "/v1/sandboxes/" + id, nullptr, 200);
     d.checkpoint_mb_total += info.value("checkpoint_bytes", int64_t{0}) / 1048576.0;

@@ -123,6 +123,8 @@ TEST_F(Suspend, ACheckpointThatCannotBeRestoredLeavesTheSandboxFailedWithTheReas
   EXPECT_EQ(info.value("state", ""), "failed") << info.dump();
   EXPECT_NE(info.value("failure", "").find("resume failed"), std::string::npos) << info.dump();
   EXPECT_FALSE(running(id)) << "no half-started sandbox";
+  // Its destroy runs in the background (a `runsc delete` names the sandbox too).
+  for (int i = 0; i < 100 && processes_mentioning(id) > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
   EXPECT_EQ(processes_mentioning(id), 0);
   http::Client c(tcp());
   EXPECT_EQ(c.request("DELETE", "/v1/sandboxes/" + id)->status, 204u);
