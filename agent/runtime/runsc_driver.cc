@@ -260,6 +260,15 @@ Result<std::unique_ptr<RunscDriver>> RunscDriver::create(RunscOptions opts) {
   for (const auto& dir : {d->opts_.root_dir, d->opts_.state_dir + "/sandboxes"}) {
     if (auto st = fs::make_dirs(dir, 0711); !st) return st.error();
   }
+  // A suspended sandbox keeps its /30 across a reboot that took its links: no other sandbox
+  // may get it meanwhile. Once, here (a later scan could re-reserve the /30 of a sandbox
+  // whose destroy had just released it).
+  if (d->opts_.egress) {
+    for (const auto& name : fs::list_dir(d->opts_.state_dir + "/sandboxes")) {
+      if (auto l = valid_sandbox_id(name) ? EgressNetworks::read(d->sandbox_dir(name)) : std::nullopt)
+        d->opts_.egress->reserve(l->index);
+    }
+  }
   auto layout = d->opts_.rootfs == "host" ? prepare_host_rootfs(d->opts_.state_dir)
                                           : prepare_dir_rootfs(d->opts_.rootfs);
   if (!layout) return layout.error();
@@ -630,13 +639,7 @@ Result<std::vector<std::string>> RunscDriver::list() {
   if (DIR* d = opendir((opts_.state_dir + "/sandboxes").c_str())) {
     while (dirent* e = readdir(d)) {
       std::string name = e->d_name;
-      if (!valid_sandbox_id(name)) continue;
-      if (std::find(ids.begin(), ids.end(), name) == ids.end()) ids.push_back(name);
-      // A suspended sandbox keeps its /30 across a reboot that took its links: no other
-      // sandbox may get it meanwhile.
-      if (opts_.egress) {
-        if (auto l = EgressNetworks::read(sandbox_dir(name))) opts_.egress->reserve(l->index);
-      }
+      if (valid_sandbox_id(name) && std::find(ids.begin(), ids.end(), name) == ids.end()) ids.push_back(name);
     }
     closedir(d);
   }
