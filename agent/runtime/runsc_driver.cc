@@ -151,6 +151,12 @@ json make_oci_config(const SandboxSpec& spec, const RootfsLayout& rootfs,
                       {"source", *source},
                       {"options", {"rbind", "rw", "nosuid", "nodev"}}});
   }
+  if (!spec.workspace_dir.empty()) {
+    mounts.push_back({{"destination", "/workspace/workspace"},
+                      {"type", "bind"},
+                      {"source", spec.workspace_dir},
+                      {"options", {"rbind", "rw", "nosuid", "nodev"}}});
+  }
   mounts.push_back({{"destination", kSupportMount},
                     {"type", "bind"},
                     {"source", support_dir},
@@ -259,6 +265,15 @@ Result<std::unique_ptr<RunscDriver>> RunscDriver::create(RunscOptions opts) {
   }
   for (const auto& dir : {d->opts_.root_dir, d->opts_.state_dir + "/sandboxes"}) {
     if (auto st = fs::make_dirs(dir, 0711); !st) return st.error();
+  }
+  // Workspaces after a node reboot: mounted again before any sandbox (a suspended one's
+  // bundle binds its workspace) starts.
+  for (const auto& tenant : fs::list_dir(d->opts_.state_dir + "/tenants")) {
+    std::string dir = d->opts_.state_dir + "/tenants/" + tenant + "/workspaces";
+    for (const auto& name : fs::list_dir(dir)) {
+      if (auto st = SandboxDisk::mount(dir + "/" + name); !st)
+        log::warn("workspace not mounted", {{"workspace", dir + "/" + name}, {"error", st.error().to_string()}});
+    }
   }
   // A suspended sandbox keeps its /30 across a reboot that took its links: no other sandbox
   // may get it meanwhile. Once, here (a later scan could re-reserve the /30 of a sandbox
@@ -589,6 +604,46 @@ Status RunscDriver::set_limits(const std::string& id, const Limits& limits) {
   if (auto st = SandboxDisk::set_limit(sandbox_dir(id), limits.disk_mb); !st) return st;
   if (!opts_.cgroups) return ok_status();
   return opts_.cgroups->set_limits(id, host_cgroup_limits(limits, opts_.platform));
+}
+
+std::optional<std::string> RunscDriver::tenant_dir(const std::string& tenant) const {
+  // Tenant names come from the token file; only ones that are plain path components hold
+  // workspaces.
+  if (tenant.empty() || tenant.size() > 128 || tenant[0] == '.') return std::nullopt;
+  for (char c : tenant) {
+    if (!isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-') return std::nullopt;
+  }
+  return opts_.state_dir + "/tenants/" + tenant;
+}
+
+Result<std::string> RunscDriver::workspace(const std::string& tenant, const std::string& name, int64_t size_mb) {
+  auto base = tenant_dir(tenant);
+  if (!base || !valid_workspace_name(name)) {
+    return make_error(Code::kInvalidArgument, "tenant '" + tenant + "' cannot hold a workspace named '" + name + "'");
+  }
+  const std::string dir = *base + "/workspaces/" + name;
+  std::lock_guard lock(workspaces_mu_);  // one create of a workspace at a time
+  if (fs::exists(dir + "/disk.img")) {
+    if (auto st = SandboxDisk::mount(dir); !st) return st.error();
+  } else {
+    if (auto st = fs::make_dirs(dir, 0700); !st) return st.error();
+    if (auto st = disk_.create(dir, size_mb, size_mb, 1000, 1000); !st) {
+      (void)SandboxDisk::remove(dir);
+      (void)fs::remove_tree(dir);
+      return st.error();
+    }
+  }
+  return SandboxDisk::workspace(dir);
+}
+
+Status RunscDriver::remove_tenant(const std::string& tenant) {
+  auto base = tenant_dir(tenant);
+  if (!base || !fs::exists(*base)) return ok_status();
+  std::lock_guard lock(workspaces_mu_);
+  for (const auto& name : fs::list_dir(*base + "/workspaces")) {
+    if (auto st = SandboxDisk::remove(*base + "/workspaces/" + name); !st) return st;
+  }
+  return fs::remove_tree(*base);
 }
 
 Result<CgroupUsage> RunscDriver::cgroup_usage(const std::string& id) {

@@ -80,6 +80,8 @@ class RunscDriver : public SandboxRuntime {
   // socket pair as the runner's stdio.
   Result<int64_t> checkpoint(const std::string& id) override;
   Result<RunnerLink> restore(const std::string& id, const Limits& limits) override;
+  Result<std::string> workspace(const std::string& tenant, const std::string& name, int64_t size_mb) override;
+  Status remove_tenant(const std::string& tenant) override;
   Status set_limits(const std::string& id, const Limits& limits) override;
   Result<CgroupUsage> cgroup_usage(const std::string& id) override;
   Result<CgroupUsage> usage(const std::string& id) override;
@@ -125,6 +127,9 @@ class RunscDriver : public SandboxRuntime {
   std::mutex bridges_mu_;
   std::map<std::string, pid_t> bridges_;
   mutable std::mutex links_mu_;
+  std::mutex workspaces_mu_;
+  // <state>/tenants/<tenant>, when the tenant's name is a plain path component.
+  std::optional<std::string> tenant_dir(const std::string& tenant) const;
   mutable std::map<std::string, std::optional<SandboxLink>> links_;
   SandboxDisk disk_;
   RootfsLayout rootfs_;

@@ -63,6 +63,14 @@ class SandboxRuntime {
   virtual Result<RunnerLink> restore(const std::string& id, const Limits& /*limits*/) {
     return make_error(Code::kUnavailable, name() + " cannot resume sandbox " + id);
   }
+  // A tenant's persistent workspace (issue 21): made on first use with size_mb, mounted
+  // again after a reboot; answers the host directory a sandbox binds. Not on the I/O thread.
+  virtual Result<std::string> workspace(const std::string& tenant, const std::string& workspace,
+                                        int64_t /*size_mb*/) {
+    return make_error(Code::kUnavailable, name() + " keeps no workspaces (" + tenant + "/" + workspace + ")");
+  }
+  // Removes every workspace and whatever else the runtime keeps for the tenant.
+  virtual Status remove_tenant(const std::string& /*tenant*/) { return ok_status(); }
   // Ids of every sandbox this runtime holds (for start-up garbage collection).
   virtual Result<std::vector<std::string>> list() = 0;
   // Removes what the runtime made that none of its sandboxes explains any more (a network

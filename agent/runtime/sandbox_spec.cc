@@ -94,6 +94,14 @@ bool valid_env_name(std::string_view name) {
   return true;
 }
 
+bool valid_workspace_name(std::string_view name) {
+  if (name.empty() || name.size() > 64 || name[0] == '.') return false;
+  for (char c : name) {
+    if (!isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-') return false;
+  }
+  return true;
+}
+
 namespace {
 
 Error invalid(const std::string& msg) { return make_error(Code::kInvalidArgument, msg); }
@@ -187,6 +195,11 @@ Result<CreateRequest> parse_create_request(const json& body, const LimitBounds& 
       if (!v.is_string()) return invalid("env value of " + k + " must be a string");
       req.env[k] = v.get<std::string>();
     }
+  }
+  if (auto it = body.find("workspace"); it != body.end() && !it->is_null()) {
+    if (!it->is_string() || !valid_workspace_name(it->get<std::string>()))
+      return invalid("workspace must be a name of 1-64 letters, digits, '.', '_' or '-'");
+    req.workspace = it->get<std::string>();
   }
   if (auto it = body.find("metadata"); it != body.end() && !it->is_null()) {
     if (!it->is_object()) return invalid("metadata must be an object");

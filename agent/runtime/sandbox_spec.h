@@ -92,6 +92,8 @@ struct CreateRequest {
   nlohmann::json* metadata = nullptr;  // not owned; copied by the manager
   // A one-shot run's language: a sandbox of that language's pool is taken first.
   std::string language;
+  // The tenant's persistent workspace to mount at /home/user/workspace ("": none).
+  std::string workspace;
 };
 
 // Parses and validates POST /v1/sandboxes; unknown template, wrong types, negative or
@@ -110,7 +112,13 @@ struct SandboxSpec {
   std::string cgroup_path;  // linux.cgroupsPath; empty = none
   NetworkMode network = NetworkMode::kNone;
   std::string netns_path;        // the pinned network namespace to join; empty = a new one
+  // A tenant's workspace on the host, bound at /workspace/workspace (= /home/user/workspace:
+  // home is /workspace); empty: none.
+  std::string workspace_dir;
 };
+
+// A workspace name: 1–64 of letters, digits, '.', '_', '-', not starting with '.'.
+bool valid_workspace_name(std::string_view name);
 
 // The environment every process in a sandbox starts from; the sandbox's and the request's
 // env are laid over it. Only LC_CTYPE is UTF-8: LANG=C.UTF-8 would make every process that

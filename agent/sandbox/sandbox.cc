@@ -38,6 +38,7 @@ json Sandbox::to_json(const std::string& node) const {
             {"template", template_name},
             {"tenant", tenant},
             {"state", state_name(state)},
+            {"workspace", workspace},
             {"limits",
              // cpu, memory and pids are the sandbox's cgroup; disk comes with its quota.
              {{"cpu", limits.cpu},

@@ -51,6 +51,7 @@ struct Sandbox {
   // bridge, so that code in the sandbox cannot pose as the agent on the reattach socket.
   std::string runner_secret;
   std::string tenant;
+  std::string workspace;  // the tenant's workspace bound in ("": none)
   SandboxState state = SandboxState::kWarm;
   Limits limits;
   std::map<std::string, std::string> env;

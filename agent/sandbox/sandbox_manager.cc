@@ -227,19 +227,24 @@ void SandboxManager::create(const CreateRequest& req, std::string tenant, json m
               false);
   }
   if (auto refused = over_quota(tenant, req.limits)) return fn(*refused, false);
+  if (auto busy = workspace_in_use(tenant, req.workspace)) return fn(*busy, false);
   // Counted against the quota from now until the create is answered: concurrent creates
   // each see the others.
   claiming_[tenant].add_running(req.limits);
-  fn = [this, tenant, limits = req.limits, fn = std::move(fn),
+  if (!req.workspace.empty()) workspaces_claimed_.insert({tenant, req.workspace});
+  fn = [this, tenant, limits = req.limits, workspace = req.workspace, fn = std::move(fn),
         answered = std::make_shared<bool>(false)](Result<SandboxPtr> r, bool warm) {
     if (!std::exchange(*answered, true)) {
       TenantLoad& load = claiming_[tenant];
       load.add_running(limits, -1);
       if (load.running == 0) claiming_.erase(tenant);
+      workspaces_claimed_.erase({tenant, workspace});
     }
     fn(std::move(r), warm);
   };
   auto terms = std::make_shared<ClaimTerms>(ClaimTerms{req, std::move(tenant), std::move(metadata), Clock::now()});
+  // A workspace is bound when runsc starts the sandbox: never a warm one.
+  if (!req.workspace.empty()) return start_with_workspace(std::move(terms), std::move(fn));
   // A one-shot's language pool first (its worker is loaded), then the plain pool.
   std::vector<std::string> pools = {pool_key(req.template_name, req.network)};
   if (!req.language.empty()) pools.insert(pools.begin(), pool_key(req.template_name, req.network, req.language));
@@ -249,22 +254,7 @@ void SandboxManager::create(const CreateRequest& req, std::string tenant, json m
       return refill_later();
     }
   }
-  // Cold start: the same path as a refill, claimed as soon as the runner answers.
-  auto cold_start = [this, terms, fn, key = pool_key(req.template_name, req.network)] {
-    if (stopping_) return fn(make_error(Code::kUnavailable, "the agent is shutting down"), false);
-    if (total_sandboxes() >= opts_.max_sandboxes) {
-      return fn(make_error(Code::kResourceExhausted,
-                           fmt::format("node {} is at its limit of {} sandboxes", opts_.node_name,
-                                       opts_.max_sandboxes)),
-                false);
-    }
-    metrics_.add("swissbox_cold_starts_total", Metrics::labels({{"pool", key}}));
-    start_one(key, [this, terms, fn](Result<SandboxPtr> r) {
-      if (!r) return fn(r.error(), false);
-      claim(*r, false, terms, fn);
-    });
-    refill();
-  };
+  auto cold_start = [this, terms, fn] { this->cold_start(terms, fn); };
   // The pools are empty but refilling: the create takes the next sandbox the refill makes
   // ready. A start under way ends sooner than a cold start begun now, and a burst queues
   // behind the refill instead of adding starts that slow every start on the node's cores
@@ -282,6 +272,53 @@ void SandboxManager::create(const CreateRequest& req, std::string tenant, json m
     return;
   }
   cold_start();
+}
+
+// Cold start: the same path as a refill, claimed as soon as the runner answers.
+void SandboxManager::cold_start(std::shared_ptr<const ClaimTerms> terms, CreateFn fn, std::string workspace_dir) {
+  if (stopping_) return fn(make_error(Code::kUnavailable, "the agent is shutting down"), false);
+  if (total_sandboxes() >= opts_.max_sandboxes) {
+    return fn(make_error(Code::kResourceExhausted,
+                         fmt::format("node {} is at its limit of {} sandboxes", opts_.node_name, opts_.max_sandboxes)),
+              false);
+  }
+  std::string key = pool_key(terms->req.template_name, terms->req.network);
+  metrics_.add("swissbox_cold_starts_total", Metrics::labels({{"pool", key}}));
+  start_one(
+      key,
+      [this, terms, fn](Result<SandboxPtr> r) {
+        if (!r) return fn(r.error(), false);
+        claim(*r, false, terms, fn);
+      },
+      std::move(workspace_dir));
+  refill();
+}
+
+std::optional<Error> SandboxManager::workspace_in_use(const std::string& tenant, const std::string& workspace) const {
+  if (workspace.empty()) return std::nullopt;
+  if (workspaces_claimed_.count({tenant, workspace})) {
+    return make_error(Code::kConflict, "workspace " + workspace + " is being mounted for another sandbox");
+  }
+  for (const auto& [id, sb] : sandboxes_) {
+    if (sb->tenant == tenant && sb->workspace == workspace && sb->state != SandboxState::kFailed) {
+      return make_error(Code::kConflict, fmt::format("workspace {} is in use by sandbox {}", workspace, id));
+    }
+  }
+  return std::nullopt;
+}
+
+// The tenant's workspace made (or mounted) on a worker, then a cold start that binds it.
+void SandboxManager::start_with_workspace(std::shared_ptr<const ClaimTerms> terms, CreateFn fn) {
+  int64_t size_mb = opts_.workspace_mb;
+  if (auto q = opts_.quotas.find(terms->tenant); q != opts_.quotas.end() && q->second.workspace_mb)
+    size_mb = *q->second.workspace_mb;
+  asio::post(workers_, [this, terms, fn = std::move(fn), size_mb]() mutable {
+    auto dir = runtime_.workspace(terms->tenant, terms->req.workspace, size_mb);
+    asio::post(ioc_, [this, terms, fn = std::move(fn), dir = std::move(dir)]() mutable {
+      if (!dir) return fn(dir.error(), false);
+      cold_start(terms, std::move(fn), *dir);
+    });
+  });
 }
 
 // The host side of a claim — limits other than the pool's (cgroup writes, and the disk
@@ -327,6 +364,7 @@ void SandboxManager::finish_claim(SandboxPtr sb, bool warm, std::shared_ptr<cons
   sb->tenant = terms->tenant;
   sb->limits = req.limits;
   sb->bandwidth_kbit = req.bandwidth_kbit;
+  sb->workspace = req.workspace;
   sb->env = req.env;
   sb->egress_allowlist = req.egress_allowlist;
   if (auto t = opts_.egress_template_allow.find(req.template_name);
@@ -441,9 +479,18 @@ void SandboxManager::delete_tenant(const std::string& tenant, std::function<void
   ledger_.forget(tenant);
   if (auto st = ledger_.save(); !st) log::warn("tenant usage not saved", {{"error", st.error().to_string()}});
   log::info("tenant deleted", {{"tenant", tenant}, {"sandboxes", ids.size()}});
-  // Answered once every one of them is gone from the node's disk too.
+  // Answered once every one of them is gone from the node's disk too, and its workspaces.
   auto poll = std::make_shared<asio::steady_timer>(ioc_);
-  poll_until_destroyed(std::move(ids), std::move(poll), Clock::now() + std::chrono::seconds(120), std::move(done));
+  poll_until_destroyed(std::move(ids), std::move(poll), Clock::now() + std::chrono::seconds(120),
+                       [this, tenant, done = std::move(done)](int n) {
+                         asio::post(workers_, [this, tenant, done, n] {
+                           auto st = runtime_.remove_tenant(tenant);
+                           if (!st)
+                             log::error("tenant's workspaces not removed",
+                                        {{"tenant", tenant}, {"error", st.error().to_string()}});
+                           asio::post(ioc_, [done, n] { done(n); });
+                         });
+                       });
 }
 
 void SandboxManager::poll_until_destroyed(std::vector<std::string> ids, std::shared_ptr<asio::steady_timer> poll,

@@ -73,6 +73,8 @@ struct ManagerOptions {
   std::map<std::string, Quota> quotas;
   // Where each tenant's usage is kept across restarts (empty: not kept).
   std::string ledger_path;
+  // A workspace's size when its tenant's quota sets none.
+  int64_t workspace_mb = 1024;
 };
 
 class RecordStore;
@@ -166,7 +168,8 @@ class SandboxManager {
   // Starts one sandbox of the pool; ready(sandbox) runs once its runner answers, has warmed
   // up and (language pools) loaded its worker. The steps, in order (sandbox_start.cc):
   struct Starting;
-  void start_one(const std::string& pool, std::function<void(Result<SandboxPtr>)> ready);
+  void start_one(const std::string& pool, std::function<void(Result<SandboxPtr>)> ready,
+                 std::string workspace_dir = "");
   void on_started(std::shared_ptr<Starting> start, Result<RunnerLink> link);
   void warm_up(std::shared_ptr<Starting> start);
   void load_worker(std::shared_ptr<Starting> start);
@@ -182,6 +185,11 @@ class SandboxManager {
   };
   // Makes a ready sandbox, out of its pool, the tenant's; fn(sandbox or error, warm).
   void claim(SandboxPtr sb, bool warm, std::shared_ptr<const ClaimTerms> terms, CreateFn fn);
+  // A sandbox started for this create (workspace_dir: a workspace bound in), then claimed.
+  void cold_start(std::shared_ptr<const ClaimTerms> terms, CreateFn fn, std::string workspace_dir = "");
+  void start_with_workspace(std::shared_ptr<const ClaimTerms> terms, CreateFn fn);
+  // 409 when another sandbox of the tenant has (or is getting) the workspace.
+  std::optional<Error> workspace_in_use(const std::string& tenant, const std::string& workspace) const;
   void finish_claim(SandboxPtr sb, bool warm, std::shared_ptr<const ClaimTerms> terms,
                     Status host_work, CreateFn fn);
   // The refusal when one more running (or suspended) sandbox would pass its quota.
@@ -225,6 +233,7 @@ class SandboxManager {
   Metrics& metrics_;
   std::map<std::string, SandboxPtr> sandboxes_;
   std::map<std::string, TenantLoad> claiming_;  // by tenant: creates not answered yet
+  std::set<std::pair<std::string, std::string>> workspaces_claimed_;  // tenant, workspace
   WarmPool pool_;  // ready sandboxes, starts and waiting creates per pool
   // Sandboxes whose runner is up but not yet ready; shutdown closes their channels rather
   // than waiting out the start deadline.

@@ -29,6 +29,7 @@ json sandbox_record(const Sandbox& sb) {
           {"id", sb.id},
           {"template", sb.template_name},
           {"tenant", sb.tenant},
+          {"workspace", sb.workspace},
           {"limits",
            {{"cpu", sb.limits.cpu},
             {"memory_mb", sb.limits.memory_mb},
@@ -73,6 +74,7 @@ Result<Sandbox> sandbox_from_record(const json& r) {
     if (!builtin_templates().count(sb.template_name))
       return make_error(Code::kInvalidArgument, "unknown template " + sb.template_name);
     sb.tenant = r.at("tenant").get<std::string>();
+    sb.workspace = r.value("workspace", std::string());
     const json& l = r.at("limits");
     sb.limits = {l.at("cpu").get<double>(), l.at("memory_mb").get<int64_t>(),
                  l.at("disk_mb").get<int64_t>(), l.at("pids").get<int64_t>()};

@@ -82,8 +82,8 @@ struct SandboxManager::Starting {
   bool over = false;
 };
 
-void SandboxManager::start_one(const std::string& pool,
-                               std::function<void(Result<SandboxPtr>)> ready) {
+void SandboxManager::start_one(const std::string& pool, std::function<void(Result<SandboxPtr>)> ready,
+                               std::string workspace_dir) {
   PoolKey key = *parse_pool_key(pool);
   auto sb = std::make_shared<Sandbox>();
   sb->id = new_id();
@@ -96,6 +96,7 @@ void SandboxManager::start_one(const std::string& pool,
   spec.hostname = "sandbox";
   spec.limits = sb->limits;
   spec.network = key.network;
+  spec.workspace_dir = std::move(workspace_dir);
   for (const auto& [k, v] : base_environment()) spec.env.push_back(k + "=" + v);
   pool_.start_begun(pool);
   starting_ids_.insert(sb->id);

@@ -24,7 +24,7 @@ class Tenants : public AgentRunsc {
     tokens_dir_ = mkdtemp(tmpl);
     std::string tokens = tokens_dir_ + "/tokens.json";
     (void)fs::write_file_atomic(
-        tokens, fmt::format(R"({{"{}": {{"tenant": "a", "quota": {{"sandboxes": 5, "suspended": 1}}}},
+        tokens, fmt::format(R"({{"{}": {{"tenant": "a", "quota": {{"sandboxes": 5, "suspended": 1, "workspace_mb": 64}}}},
                                  "{}": "b"}})",
                             kTokenA, kTokenB));
     extra_args_ = {"--token-file", tokens};
@@ -177,6 +177,42 @@ TEST_F(Tenants, UsageAddsUpAcrossACrashAndADeleteMidResumeLeavesNothingOfTheTena
   EXPECT_TRUE(!text.ok() || text->find("\"b\"") == std::string::npos);
   // Deleting a tenant needs an admin.
   EXPECT_EQ(call(kTokenA, "DELETE", "/v1/tenants/a")->status, 403u);
+}
+
+TEST_F(Tenants, AWorkspaceOutlivesItsSandboxesStaysWithItsTenantAndGoesWithIt) {
+  auto made = call(kTokenA, "POST", "/v1/sandboxes", R"({"workspace": "proj"})");
+  ASSERT_EQ(made->status, 201u) << made->body;
+  std::string first = json::parse(made->body).value("id", "");
+  EXPECT_EQ(json::parse(made->body).value("workspace", ""), "proj");
+  auto run = [&](const char* token, const std::string& id, const std::string& command) {
+    auto r = call(token, "POST", "/v1/sandboxes/" + id + "/exec", json{{"command", command}}.dump());
+    return r.ok() ? json::parse(r->body, nullptr, false) : json();
+  };
+  EXPECT_EQ(run(kTokenA, first, "echo kept > /home/user/workspace/f && cat /home/user/workspace/f").value("stdout", ""),
+            "kept\n");
+  // One sandbox at a time has it.
+  auto twice = call(kTokenA, "POST", "/v1/sandboxes", R"({"workspace": "proj"})");
+  EXPECT_EQ(twice->status, 409u) << twice->body;
+  EXPECT_EQ(call(kTokenA, "DELETE", "/v1/sandboxes/" + first)->status, 204u);
+  std::string second = json::parse(call(kTokenA, "POST", "/v1/sandboxes", R"({"workspace": "proj"})")->body).value("id", "");
+  ASSERT_FALSE(second.empty());
+  EXPECT_EQ(run(kTokenA, second, "cat /home/user/workspace/f").value("stdout", ""), "kept\n");
+  // Its size is the tenant's quota.workspace_mb (64).
+  json full = run(kTokenA, second, "dd if=/dev/zero of=/home/user/workspace/big bs=1M count=100 2>&1");
+  EXPECT_NE(full.value("exit_code", 0), 0) << full.dump();
+  EXPECT_NE(full.value("stdout", "").find("No space left"), std::string::npos) << full.dump();
+  // Another tenant's workspace of the same name is its own.
+  std::string other = json::parse(call(kTokenB, "POST", "/v1/sandboxes", R"({"workspace": "proj"})")->body).value("id", "");
+  ASSERT_FALSE(other.empty());
+  EXPECT_EQ(run(kTokenB, other, "ls -A /home/user/workspace").value("stdout", ""), "");
+  // A tenant's delete takes its workspaces too.
+  http::Client local("unix:" + dir_ + "/agent.sock");
+  for (const char* t : {"a", "b"}) {
+    auto deleted = local.request("DELETE", std::string("/v1/tenants/") + t);
+    EXPECT_EQ(deleted->status, 200u) << deleted->body;
+    EXPECT_FALSE(fs::exists(dir_ + "/state/tenants/" + t));
+  }
+  EXPECT_EQ(mounts_under(dir_ + "/state/tenants"), 0);
 }
 
 }  // namespace

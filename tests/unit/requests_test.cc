@@ -37,7 +37,9 @@ TEST(CreateRequest, RejectsOutOfBoundsAndWrongTypes) {
         json{{"network", "egress"}, {"egress_allowlist", {"bad host"}}},
         json{{"network", "egress"}, {"bandwidth_kbit", 1}}, json{{"bandwidth_kbit", 1000}},
         json{{"metadata", "str"}}, json{{"on_idle", "sleep"}}, json{{"on_idle", true}},
-        json{{"idle_timeout_s", 0}}, json{{"retention_s", 0}}, json::array()}) {
+        json{{"idle_timeout_s", 0}}, json{{"retention_s", 0}}, json{{"workspace", "../x"}},
+        json{{"workspace", ".hidden"}}, json{{"workspace", 7}}, json{{"workspace", std::string(65, 'w')}},
+        json::array()}) {
     auto r = parse_create_request(body, LimitBounds{}, nullptr);
     EXPECT_FALSE(r.ok()) << body;
     if (!r.ok()) {
@@ -58,6 +60,7 @@ TEST(CreateRequest, IdlePolicyDefaultsToSuspendAfter900sKeptSevenDays) {
   EXPECT_EQ(r->timeout, std::chrono::seconds(60));
   EXPECT_EQ(r->on_idle, OnIdle::kDelete);
   EXPECT_EQ(r->retention, std::chrono::seconds(3600));
+  EXPECT_EQ(parse_create_request(json{{"workspace", "proj-1.v2_x"}}, LimitBounds{}, nullptr)->workspace, "proj-1.v2_x");
   // timeout_s: the older name of idle_timeout_s.
   EXPECT_EQ(parse_create_request(json{{"timeout_s", 30}}, LimitBounds{}, nullptr)->timeout,
             std::chrono::seconds(30));
