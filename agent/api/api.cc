@@ -210,6 +210,7 @@ void AgentApi::route(Call& c) {
     // Every tenant's usage is in there.
     if (!c.admin) return c.fail(make_error(Code::kPermissionDenied, "/metrics needs an admin token"));
     mgr_.update_gauges();
+    mgr_.publish_tenant_usage();
     return c.res->send(200, metrics_.render() + render_process_metrics(), "text/plain; version=0.0.4");
   }
   if (p == "/v1/node") return node_info(c);

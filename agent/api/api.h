@@ -75,7 +75,7 @@ class AgentApi {
   void warmpool(Call& c, const std::string& tmpl);
   // /v1/tenants, /v1/tenants/{t}/usage, DELETE /v1/tenants/{t} (tenants.cc).
   void tenants(Call& c, const std::string& tenant, const std::string& rest);
-  nlohmann::json tenant_json(const std::string& tenant) const;
+  nlohmann::json tenant_json(const std::string& tenant, const TenantLoad& load) const;
   // Counts a finished run (kind: exec, code, oneshot): its outcome, truncation, the
   // tenant's executions and its latency by template and language.
   std::function<void(const Result<struct ExecOutcome>&)> run_recorder(

@@ -51,8 +51,8 @@ void AgentApi::node_info(Call& c) {
   for (const auto& [name, p] : mgr_.pool_status()) r.warm[name] = p.ready;
   r.languages = supported_languages();
   r.draining = mgr_.draining();
-  for (const auto& t : mgr_.tenants()) {
-    if (auto running = mgr_.load_of(t).running; running > 0) r.tenant_running[t] = static_cast<int>(running);
+  for (const auto& [t, load] : mgr_.tenant_loads()) {
+    if (load.running > 0) r.tenant_running[t] = static_cast<int>(load.running);
   }
   if (opts_.cri) r.cri = opts_.cri->to_json();
   c.res->send_json(200, r.to_json());

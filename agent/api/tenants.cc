@@ -33,8 +33,7 @@ bool valid_tenant(std::string_view t) {
 
 }  // namespace
 
-json AgentApi::tenant_json(const std::string& tenant) const {
-  TenantLoad load = mgr_.load_of(tenant);
+json AgentApi::tenant_json(const std::string& tenant, const TenantLoad& load) const {
   json j = {{"tenant", tenant},
             {"node", mgr_.node_name()},
             {"running", load.running},
@@ -52,7 +51,8 @@ void AgentApi::tenants(Call& c, const std::string& tenant, const std::string& re
     if (m != bhttp::verb::get) return c.fail(make_error(Code::kInvalidArgument, "use GET on /v1/tenants"));
     if (!c.admin) return c.fail(make_error(Code::kPermissionDenied, "listing tenants needs an admin token"));
     json items = json::array();
-    for (const auto& t : mgr_.tenants()) items.push_back(tenant_json(t));
+    auto loads = mgr_.tenant_loads();
+    for (const auto& t : mgr_.tenants()) items.push_back(tenant_json(t, loads[t]));
     return c.res->send_json(200, {{"tenants", items}});
   }
   if (!valid_tenant(tenant)) return c.fail(make_error(Code::kInvalidArgument, "not a tenant name: " + tenant));
@@ -60,7 +60,7 @@ void AgentApi::tenants(Call& c, const std::string& tenant, const std::string& re
   if (!c.admin && tenant != c.tenant) return c.fail(make_error(Code::kNotFound, "tenant " + tenant + " not found"));
   if (rest == "/usage") {
     if (m != bhttp::verb::get) return c.fail(make_error(Code::kInvalidArgument, "use GET on /v1/tenants/{t}/usage"));
-    return c.res->send_json(200, tenant_json(tenant));
+    return c.res->send_json(200, tenant_json(tenant, mgr_.load_of(tenant)));
   }
   if (rest.empty() && m == bhttp::verb::delete_) {
     if (!c.admin) {

@@ -609,10 +609,7 @@ Status RunscDriver::set_limits(const std::string& id, const Limits& limits) {
 std::optional<std::string> RunscDriver::tenant_dir(const std::string& tenant) const {
   // Tenant names come from the token file; only ones that are plain path components hold
   // workspaces.
-  if (tenant.empty() || tenant.size() > 128 || tenant[0] == '.') return std::nullopt;
-  for (char c : tenant) {
-    if (!isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-') return std::nullopt;
-  }
+  if (!plain_name(tenant, 128)) return std::nullopt;
   return opts_.state_dir + "/tenants/" + tenant;
 }
 

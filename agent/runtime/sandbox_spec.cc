@@ -94,8 +94,8 @@ bool valid_env_name(std::string_view name) {
   return true;
 }
 
-bool valid_workspace_name(std::string_view name) {
-  if (name.empty() || name.size() > 64 || name[0] == '.') return false;
+bool plain_name(std::string_view name, size_t max_size) {
+  if (name.empty() || name.size() > max_size || name[0] == '.') return false;
   for (char c : name) {
     if (!isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-') return false;
   }

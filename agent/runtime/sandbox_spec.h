@@ -117,8 +117,10 @@ struct SandboxSpec {
   std::string workspace_dir;
 };
 
-// A workspace name: 1–64 of letters, digits, '.', '_', '-', not starting with '.'.
-bool valid_workspace_name(std::string_view name);
+// A name that is a plain path component: 1–max_size of letters, digits, '.', '_', '-', not
+// starting with '.'. Workspace names (max 64), and tenant names that hold workspaces.
+bool plain_name(std::string_view name, size_t max_size);
+inline bool valid_workspace_name(std::string_view name) { return plain_name(name, 64); }
 
 // The environment every process in a sandbox starts from; the sandbox's and the request's
 // env are laid over it. Only LC_CTYPE is UTF-8: LANG=C.UTF-8 would make every process that

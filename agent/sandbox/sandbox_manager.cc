@@ -514,17 +514,33 @@ std::set<std::string> SandboxManager::tenants() const {
   return out;
 }
 
+namespace {
+
+// What one sandbox counts for its tenant's load.
+void count_load(const Sandbox& sb, TenantLoad& load) {
+  // One being resumed runs already as far as its quota goes.
+  bool resuming = sb.state == SandboxState::kSuspended && sb.transition;
+  if (sb.state == SandboxState::kActive || resuming) load.add_running(sb.limits);
+  if (sb.state == SandboxState::kSuspended && !resuming) load.suspended++;
+}
+
+}  // namespace
+
 TenantLoad SandboxManager::load_of(const std::string& tenant) const {
   TenantLoad load;
   if (auto c = claiming_.find(tenant); c != claiming_.end()) load = c->second;
   for (const auto& [id, sb] : sandboxes_) {
-    if (sb->tenant != tenant) continue;
-    // One being resumed runs already as far as its quota goes.
-    bool resuming = sb->state == SandboxState::kSuspended && sb->transition;
-    if (sb->state == SandboxState::kActive || resuming) load.add_running(sb->limits);
-    if (sb->state == SandboxState::kSuspended && !resuming) load.suspended++;
+    if (sb->tenant == tenant) count_load(*sb, load);
   }
   return load;
+}
+
+std::map<std::string, TenantLoad> SandboxManager::tenant_loads() const {
+  std::map<std::string, TenantLoad> out = claiming_;
+  for (const auto& [id, sb] : sandboxes_) {
+    if (sb->state != SandboxState::kWarm) count_load(*sb, out[sb->tenant]);
+  }
+  return out;
 }
 
 std::optional<Error> SandboxManager::over_quota(const std::string& tenant, const Limits& limits) const {

@@ -135,6 +135,8 @@ class SandboxManager {
   void forget_egress(const Sandbox& sb);
   // Brings the gauges (sandboxes by state, pools, exec slots) up to date, e.g. for a scrape.
   void update_gauges();
+  // The tenants' usage counters (swissbox_tenant_*_total) from the ledger: for a scrape.
+  void publish_tenant_usage();
   // Marks a request in flight on the sandbox (no expiry meanwhile) and refreshes last_used.
   void touch(Sandbox& sb, int delta);
   // Suspend (issue 21): checkpoints an active sandbox with no request in flight to the
@@ -149,8 +151,10 @@ class SandboxManager {
   // checkpoint, disk and record, and its usage; done(count) once they are gone from the
   // node's disk.
   void delete_tenant(const std::string& tenant, std::function<void(int)> done);
-  // What the tenant holds here: its sandboxes by state and the claims under way.
+  // What the tenant holds here: its sandboxes by state and the claims under way; and the
+  // same for every tenant with something here, in one pass.
   TenantLoad load_of(const std::string& tenant) const;
+  std::map<std::string, TenantLoad> tenant_loads() const;
   // Every tenant the node knows: with sandboxes, usage or a quota here.
   std::set<std::string> tenants() const;
   // The tenant's usage on this node, for its bill; and an execution to count in it.

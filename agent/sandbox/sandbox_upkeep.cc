@@ -231,6 +231,12 @@ void SandboxManager::update_gauges() {
     metrics_.set("swissbox_pool_starting", l, p.starting);
     metrics_.set("swissbox_pool_active", l, p.active);
   }
+  metrics_.set("swissbox_exec_slots", {}, opts_.exec_slots);
+  metrics_.set("swissbox_exec_slots_in_use", {}, exec_gate_.in_use());
+  metrics_.set("swissbox_exec_queued", {}, exec_gate_.queued());
+}
+
+void SandboxManager::publish_tenant_usage() {
   for (const auto& [tenant, u] : ledger_.all()) {
     auto l = Metrics::labels({{"tenant", tenant}});
     metrics_.set("swissbox_tenant_cpu_seconds_total", l, u.cpu_seconds);
@@ -243,9 +249,6 @@ void SandboxManager::update_gauges() {
     metrics_.set("swissbox_tenant_sandboxes_created_total", l, static_cast<double>(u.sandboxes_created));
     metrics_.set("swissbox_tenant_executions_total", l, static_cast<double>(u.executions));
   }
-  metrics_.set("swissbox_exec_slots", {}, opts_.exec_slots);
-  metrics_.set("swissbox_exec_slots_in_use", {}, exec_gate_.in_use());
-  metrics_.set("swissbox_exec_queued", {}, exec_gate_.queued());
 }
 
 }  // namespace swissbox
