@@ -131,6 +131,14 @@ bool exists(const std::string& path) {
   return lstat(path.c_str(), &st) == 0;
 }
 
+std::optional<std::chrono::system_clock::time_point> birth_time(const std::string& path) {
+  struct statx sx {};
+  if (statx(AT_FDCWD, path.c_str(), AT_SYMLINK_NOFOLLOW, STATX_BTIME, &sx) != 0 || !(sx.stx_mask & STATX_BTIME))
+    return std::nullopt;
+  return std::chrono::system_clock::time_point(std::chrono::seconds(sx.stx_btime.tv_sec) +
+                                               std::chrono::nanoseconds(sx.stx_btime.tv_nsec));
+}
+
 std::string self_dir() {
   char buf[4096];
   ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);

@@ -3,6 +3,8 @@
 
 #include <sys/types.h>
 
+#include <chrono>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -22,6 +24,8 @@ Result<std::string> read_file(const std::string& path, size_t max_bytes = 16 << 
 // rm -rf that does not cross mount points or follow symlinks.
 Status remove_tree(const std::string& path);
 bool exists(const std::string& path);
+// When the file was made (statx's birth time); nullopt where the filesystem does not keep it.
+std::optional<std::chrono::system_clock::time_point> birth_time(const std::string& path);
 // Names in a directory but "." and ".." and other dot files; empty if it cannot be read.
 std::vector<std::string> list_dir(const std::string& path);
 // The directory of the running executable ("." if it cannot be read): where a binary finds

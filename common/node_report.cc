@@ -23,6 +23,8 @@ json NodeReport::to_json() const {
           {"languages", languages},
           {"draining", draining},
           {"tenants", tenant_running},
+          {"workspaces", workspaces},
+          {"tenant_deletes", tenant_deletes},
           {"cri", cri}};
 }
 
@@ -52,6 +54,8 @@ Result<NodeReport> NodeReport::parse(const json& r) {
     n.languages = r.value("languages", std::vector<std::string>{});
     if (auto cri = r.find("cri"); cri != r.end()) n.cri = *cri;
     n.tenant_running = r.value("tenants", std::map<std::string, int>{});
+    n.workspaces = r.value("workspaces", std::map<std::string, std::vector<std::string>>{});
+    n.tenant_deletes = r.value("tenant_deletes", std::map<std::string, double>{});
     return n;
   } catch (const json::exception& e) {
     return make_error(Code::kInvalidArgument, std::string("bad node report: ") + e.what());

@@ -30,6 +30,11 @@ struct NodeReport {
   // Running sandboxes per tenant (active, or being claimed or resumed): the scheduler sums
   // them for cluster-wide quotas.
   std::map<std::string, int> tenant_running;
+  // Workspace names by tenant: a create naming one is placed on its node.
+  std::map<std::string, std::vector<std::string>> workspaces;
+  // Tenants deleted on this node (last 30 days) and when, unix seconds: the scheduler
+  // sends the delete to nodes that did not record it.
+  std::map<std::string, double> tenant_deletes;
   nlohmann::json cri;  // the node's containerd as CRI shows it; null without --cri-socket
 
   int warm_total() const;

@@ -33,6 +33,7 @@ std::vector<size_t> place(const std::vector<NodeState>& nodes, const PlacementRe
   eligible.reserve(nodes.size());
   for (size_t i = 0; i < nodes.size(); ++i) {
     const NodeState& n = nodes[i];
+    if (!req.node.empty() && n.name != req.node) continue;
     if (!policy.allowed_regions.count(n.region) || (!req.zone.empty() && n.region != req.zone)) {
       ++why->region;
     } else if (!fresh(n, policy, now)) {

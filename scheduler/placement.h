@@ -2,8 +2,9 @@
 // reports plus its own placements since) and gets candidates, best first; it asks them in
 // turn until one admits.
 //
-// Filter: a fresh report (at most stale_after old), region in the residency allowlist (and
-// the request's pinned zone), not draining, the template offered, room left. Choose: the
+// Filter: the node the request is bound to (its workspace's), if any; a fresh report (at
+// most stale_after old), region in the residency allowlist (and the request's pinned zone),
+// not draining, the template offered, room left. Choose: the
 // least loaded of K eligible nodes sampled at random (power of K choices), where load is
 // (active + in-flight placements) / capacity and a node without a warm sandbox of the
 // template counts as more loaded by cold_penalty. Sampling keeps replicas that see the
@@ -35,6 +36,13 @@ struct NodeState {
   int inflight = 0;  // this scheduler's placements on it since its last report
   std::map<std::string, int> tenant_running;   // by tenant, as the node reported
   std::map<std::string, int> tenant_inflight;  // by tenant, placements since that report
+  // Workspace names by tenant, as reported, plus the ones this scheduler placed a create
+  // for since (a new workspace is made where its first sandbox goes).
+  std::map<std::string, std::set<std::string>> workspaces;
+  std::map<std::pair<std::string, std::string>, Clock::time_point> workspaces_placed;  // not reported yet
+  void place_workspace(const std::string& tenant, const std::string& name, Clock::time_point now);
+  void unplace_workspace(const std::string& tenant, const std::string& name);  // the node refused
+  std::map<std::string, double> tenant_deletes;  // tenant → when deleted here, unix seconds
   int cpus = 0;
   uint64_t memory_bytes = 0, memory_available_bytes = 0;
   double loadavg_1m = 0;
@@ -55,6 +63,9 @@ struct PlacementRequest {
   // A one-shot's language: a node with a warm sandbox of "<template>+<language>" (its
   // interpreter loaded) is preferred to one with only a plain warm sandbox.
   std::string language;
+  // The workspace the create names; the scheduler sets `node` to the node that holds it.
+  std::string workspace;
+  std::string node;  // only this node, by name
 };
 
 // Why no node was eligible, for the 429/503 the caller answers.

@@ -24,6 +24,8 @@ Result<NodeState> parse_node_report(const json& r) {
   n.warm_total = report->warm_total();
   n.warm = std::move(report->warm);
   n.tenant_running = std::move(report->tenant_running);
+  for (auto& [tenant, names] : report->workspaces) n.workspaces[tenant].insert(names.begin(), names.end());
+  n.tenant_deletes = std::move(report->tenant_deletes);
   return n;
 }
 
@@ -37,9 +39,30 @@ void NodeRegistry::update(const std::string& address, NodeState report, Clock::t
   if (it == by_id_node_.end()) {
     by_id_node_[key] = nodes_.size();
     nodes_.push_back(std::move(report));
-  } else {
-    nodes_[it->second] = std::move(report);
+    return;
   }
+  for (const auto& [where, at] : nodes_[it->second].workspaces_placed) {
+    if (now - at > std::chrono::minutes(1) || report.workspaces[where.first].count(where.second)) continue;
+    report.workspaces[where.first].insert(where.second);
+    report.workspaces_placed[where] = at;
+  }
+  nodes_[it->second] = std::move(report);
+}
+
+void NodeState::place_workspace(const std::string& tenant, const std::string& name, Clock::time_point now) {
+  if (workspaces[tenant].insert(name).second) workspaces_placed[{tenant, name}] = now;
+}
+
+void NodeState::unplace_workspace(const std::string& tenant, const std::string& name) {
+  if (!workspaces_placed.erase({tenant, name})) return;  // reported: it is there
+  if (auto it = workspaces.find(tenant); it != workspaces.end()) it->second.erase(name);
+}
+
+const NodeState* NodeRegistry::by_name(const std::string& name) const {
+  for (const auto& n : nodes_) {
+    if (n.name == name) return &n;
+  }
+  return nullptr;
 }
 
 const NodeState* NodeRegistry::by_id_node(const std::string& id_node) const {

@@ -22,13 +22,15 @@ Result<NodeState> parse_node_report(const nlohmann::json& report);
 
 class NodeRegistry {
  public:
-  // A fresh report from the agent at `address`: replaces what was known, resets in-flight.
+  // A fresh report from the agent at `address`: replaces what was known, resets in-flight
+  // (but for workspaces placed there in the last minute that it does not report yet).
   void update(const std::string& address, NodeState report, Clock::time_point now);
   std::vector<NodeState>& nodes() { return nodes_; }
   const std::vector<NodeState>& nodes() const { return nodes_; }
   // The node whose sandbox ids carry `id_node` (see common/sandbox_id.h); nullptr if none.
   const NodeState* by_id_node(const std::string& id_node) const;
   NodeState* by_address(const std::string& address);
+  const NodeState* by_name(const std::string& name) const;
 
  private:
   std::vector<NodeState> nodes_;

@@ -67,6 +67,8 @@ struct Scheduler::Forward {
   bool e2b = false;  // errors in E2B's shape
   std::string placed_labels;  // a create's {call, template, language}, for its histogram
   std::string tenant;  // a create's, for its cluster-wide quota
+  // A create that makes a new workspace: (tenant, name), remembered on the node asked.
+  std::optional<std::pair<std::string, std::string>> new_workspace;
   Clock::time_point start = Clock::now();
 };
 
@@ -181,7 +183,7 @@ void Scheduler::poll_agent(const std::string& address) {
                  static_cast<double>(report->active) / std::max(1, report->capacity));
     metrics_.set("swissbox_scheduler_node_up", labels, 1);
     registry_.update(address, std::move(*report), Clock::now());
-    finish_pending_deletes(address);
+    if (const NodeState* n = registry_.by_address(address)) finish_tenant_deletes(*n);
   });
 }
 
@@ -327,6 +329,7 @@ void Scheduler::place_and_forward(http::Request&& req, std::shared_ptr<http::Res
   if (auto n = body.find("network"); n != body.end() && n->is_string() && *n != "none")
     pr.template_name += ":" + n->get<std::string>();
   if (auto l = body.find("language"); l != body.end() && l->is_string()) pr.language = *l;
+  if (auto w = body.find("workspace"); w != body.end() && w->is_string()) pr.workspace = *w;
   if (auto z = body.find("zone"); z != body.end()) {
     if (!z->is_string()) return res->send_error(make_error(Code::kInvalidArgument, "zone must be a string"));
     pr.zone = *z;
@@ -360,19 +363,37 @@ void Scheduler::place(http::Request&& req, std::shared_ptr<http::Responder> res,
       return e2b ? e2b::fail(res, e) : res->send_error(e);
     }
   }
+  // A workspace lives on one node: a create naming it goes there, or nowhere.
+  PlacementRequest bound = pr;
+  const std::string owner = tenant.empty() ? "default" : tenant;  // as an agent without tokens
+  if (!pr.workspace.empty()) {
+    for (const auto& n : registry_.nodes()) {
+      if (auto w = n.workspaces.find(owner); w != n.workspaces.end() && w->second.count(pr.workspace)) bound.node = n.name;
+    }
+    const NodeState* holder = registry_.by_name(bound.node);
+    if (holder && !fresh(*holder, opts_.policy, Clock::now())) {
+      metrics_.add("swissbox_scheduler_placements_total", Metrics::labels({{"result", "refused"}}));
+      Error e = make_error(Code::kUnavailable, fmt::format("workspace {} of tenant {} is on node {}, which does not "
+                                                           "report", pr.workspace, owner, holder->name));
+      return e2b ? e2b::fail(res, e) : res->send_error(e);
+    }
+  }
   NoPlacement why;
-  auto picked = sched::place(registry_.nodes(), pr, opts_.policy, Clock::now(), rng_, &why);
+  auto picked = sched::place(registry_.nodes(), bound, opts_.policy, Clock::now(), rng_, &why);
   if (picked.empty()) {
     metrics_.add("swissbox_scheduler_placements_total", Metrics::labels({{"result", "refused"}}));
-    Error e = make_error(Code::kResourceExhausted, why.describe());
+    std::string on = bound.node.empty() ? "" : fmt::format("workspace {} is on node {}: ", pr.workspace, bound.node);
+    Error e = make_error(Code::kResourceExhausted, on + why.describe());
     return e2b ? e2b::fail(res, e) : res->send_error(e);
   }
   std::vector<std::string> addresses;
   for (size_t i : picked) addresses.push_back(registry_.nodes()[i].address);
+
   bool execute = req.target().starts_with("/v1/execute");
   auto f = forward_of(std::move(req), std::move(res), "create");
   f->e2b = e2b;
   f->tenant = tenant;
+  if (!pr.workspace.empty() && bound.node.empty()) f->new_workspace = {owner, pr.workspace};
   f->placed_labels = Metrics::labels({{"call", execute ? "execute" : "sandbox"},
                                       {"template", pr.template_name},
                                       {"language", pr.language}});
@@ -393,9 +414,14 @@ void Scheduler::try_candidates(std::shared_ptr<Forward> f, std::vector<std::stri
   if (n) {
     n->inflight++;
     if (!f->tenant.empty()) n->tenant_inflight[f->tenant]++;
+    // The first create of a workspace makes it where it goes: until that node reports it,
+    // this scheduler sends the next create naming it there too.
+    if (f->new_workspace) n->place_workspace(f->new_workspace->first, f->new_workspace->second, Clock::now());
   }
   std::string name = n ? n->name : addresses[i];
   relay(f, addresses[i], [this, f, addresses, i, name](std::string why) mutable {
+    if (NodeState* refused = registry_.by_address(addresses[i]); refused && f->new_workspace)
+      refused->unplace_workspace(f->new_workspace->first, f->new_workspace->second);
     try_candidates(f, std::move(addresses), i + 1, name + ": " + why);
   });
 }

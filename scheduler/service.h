@@ -77,12 +77,13 @@ class Scheduler {
   void ask_every_node(const http::Request& req, NodeAnswer each, std::function<void()> done,
                       bool every_known_node = false);
   // /v1/tenants/{t}/usage (summed over the nodes) and DELETE /v1/tenants/{t} (every node,
-  // and again on the ones that were away when they report): scheduler/tenants.cc.
+  // and later on the ones that were away): scheduler/tenants.cc.
   void tenant_route(http::Request&& req, std::shared_ptr<http::Responder> res, const std::string& tenant,
                     const std::string& rest);
   void tenant_usage(http::Request&& req, std::shared_ptr<http::Responder> res, const std::string& tenant);
   void delete_tenant(http::Request&& req, std::shared_ptr<http::Responder> res, const std::string& tenant);
-  void finish_pending_deletes(const std::string& address);
+  // Sends the node every tenant delete another node reports and it does not.
+  void finish_tenant_deletes(const NodeState& node);
   void nodes(std::shared_ptr<http::Responder> res) const;
   // Sends the call to the agent at `address` and relays its answer to the client. With
   // on_refused set, a refusal (429/409/503) or no answer calls it instead, with the reason.
@@ -96,9 +97,7 @@ class Scheduler {
   boost::asio::steady_timer poll_timer_;
   std::mt19937_64 rng_{std::random_device{}()};
   std::set<std::string> polling_;  // agents whose report is being fetched
-  // Tenant deletes a node did not confirm, by agent address; sent again at its reports.
-  std::map<std::string, std::set<std::string>> pending_deletes_;
-  std::set<std::pair<std::string, std::string>> pending_in_flight_;  // address, tenant
+  std::set<std::pair<std::string, std::string>> deletes_in_flight_;  // address, tenant
   boost::asio::ip::tcp::resolver resolver_;
 };
 

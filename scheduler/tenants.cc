@@ -1,9 +1,11 @@
 // Tenants on the scheduler (issue 21): GET /v1/tenants/{t}/usage sums the tenant's usage
 // over every node; DELETE /v1/tenants/{t} goes to every node the scheduler knows and is
 // answered 200 only when each confirmed. A node that could not be reached is named in the
-// 503, and the delete is sent to it again when it reports next (kept in this scheduler
-// process's memory: a scheduler restart forgets it, and the caller, told which nodes are
-// missing, repeats the delete).
+// 503. Each node that did the delete records it (tenant, time) and reports it; a node whose
+// report lacks a delete another node reports is sent it, with `before` that time, so a node
+// that was away finishes the delete when it is back, whichever scheduler replica sees it,
+// across scheduler restarts, and without taking what the tenant made since. (Were no node
+// reachable, nothing is recorded: the 503 says so and the caller repeats.)
 #include <fmt/format.h>
 
 #include "common/log.h"
@@ -83,7 +85,7 @@ void Scheduler::delete_tenant(http::Request&& req, std::shared_ptr<http::Respond
   auto out = std::make_shared<Outcome>();
   ask_every_node(
       req,
-      [this, out, tenant](const std::string& name, const Result<http::ClientResponse>& r) {
+      [out](const std::string& name, const Result<http::ClientResponse>& r) {
         if (r && (r->status == 401 || r->status == 403)) {
           out->refused = *r;
           return;
@@ -95,9 +97,6 @@ void Scheduler::delete_tenant(http::Request&& req, std::shared_ptr<http::Respond
           return;
         }
         out->unreachable.push_back(name);
-        for (const auto& n : registry_.nodes()) {
-          if (n.name == name) pending_deletes_[n.address].insert(tenant);
-        }
       },
       [out, res, tenant] {
         if (out->refused) return res->send(out->refused->status, out->refused->body, "application/json");
@@ -116,25 +115,27 @@ void Scheduler::delete_tenant(http::Request&& req, std::shared_ptr<http::Respond
       /*every_known_node=*/true);
 }
 
-void Scheduler::finish_pending_deletes(const std::string& address) {
-  auto it = pending_deletes_.find(address);
-  if (it == pending_deletes_.end()) return;
-  for (const auto& tenant : it->second) {
-    if (!pending_in_flight_.insert({address, tenant}).second) continue;  // asked already
+void Scheduler::finish_tenant_deletes(const NodeState& node) {
+  // The latest delete of each tenant any node reports.
+  std::map<std::string, double> latest;
+  for (const auto& n : registry_.nodes()) {
+    for (const auto& [tenant, at] : n.tenant_deletes) latest[tenant] = std::max(latest[tenant], at);
+  }
+  for (const auto& [tenant, at] : latest) {
+    auto mine = node.tenant_deletes.find(tenant);
+    // Times travel as text with millisecond precision.
+    if (mine != node.tenant_deletes.end() && mine->second + 0.0005 >= at) continue;
+    if (!deletes_in_flight_.insert({node.address, tenant}).second) continue;  // asked already
     UpstreamRequest up;
-    up.address = address;
+    up.address = node.address;
     up.method = "DELETE";
-    up.target = "/v1/tenants/" + tenant;
+    up.target = fmt::format("/v1/tenants/{}?before={:.3f}", tenant, at);
     if (!opts_.agent_token.empty()) up.headers.emplace_back("Authorization", "Bearer " + opts_.agent_token);
     up.timeout = std::chrono::seconds(120);
-    fetch(ioc_, std::move(up), 1 << 20, [this, address, tenant](Result<http::ClientResponse> r) {
-      pending_in_flight_.erase({address, tenant});
-      if (!r || r->status != 200) return;  // asked again at its next report
-      log::info("tenant delete finished on a node that was away", {{"tenant", tenant}, {"agent", address}});
-      auto p = pending_deletes_.find(address);
-      if (p == pending_deletes_.end()) return;
-      p->second.erase(tenant);
-      if (p->second.empty()) pending_deletes_.erase(p);
+    fetch(ioc_, std::move(up), 1 << 20, [this, address = node.address, tenant](Result<http::ClientResponse> r) {
+      deletes_in_flight_.erase({address, tenant});
+      if (!r || r->status != 200) return;  // asked again at a later report
+      log::info("tenant delete finished on a node that did not have it", {{"tenant", tenant}, {"agent", address}});
     });
   }
 }

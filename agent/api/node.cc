@@ -54,6 +54,8 @@ void AgentApi::node_info(Call& c) {
   for (const auto& [t, load] : mgr_.tenant_loads()) {
     if (load.running > 0) r.tenant_running[t] = static_cast<int>(load.running);
   }
+  r.workspaces = rt.workspaces();
+  r.tenant_deletes = mgr_.deleted_tenants();
   if (opts_.cri) r.cri = opts_.cri->to_json();
   c.res->send_json(200, r.to_json());
 }

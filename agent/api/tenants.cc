@@ -1,7 +1,12 @@
 // Tenants (issue 21): GET /v1/tenants (admin: every tenant the node knows, what it holds
 // and its quota), GET /v1/tenants/{t}/usage (the tenant itself or an admin: its bill on this
 // node), DELETE /v1/tenants/{t} (an admin token or the unix socket: every sandbox,
-// checkpoint, disk, record and usage of it, answered once they are gone).
+// checkpoint, disk, workspace, record and usage of it, answered once they are gone; the
+// delete is recorded and shown in the node report, for the scheduler to finish it on nodes
+// that were away).
+#include <cerrno>
+#include <cstdlib>
+
 #include "agent/api/call.h"
 #include "common/sandbox_id.h"
 
@@ -29,6 +34,16 @@ bool valid_tenant(std::string_view t) {
     if (static_cast<unsigned char>(ch) < 0x21 || ch == '/' || ch == 0x7f) return false;
   }
   return true;
+}
+
+// A time as the scheduler sends it: unix seconds, with a fraction (a node's tombstone).
+std::optional<std::chrono::system_clock::time_point> parse_unix_seconds(const std::string& text) {
+  char* end = nullptr;
+  errno = 0;
+  double s = std::strtod(text.c_str(), &end);
+  if (text.empty() || *end != '\0' || errno != 0 || !(s >= 0 && s < 1e11)) return std::nullopt;
+  return std::chrono::system_clock::time_point(
+      std::chrono::duration_cast<std::chrono::system_clock::duration>(std::chrono::duration<double>(s)));
 }
 
 }  // namespace
@@ -66,7 +81,15 @@ void AgentApi::tenants(Call& c, const std::string& tenant, const std::string& re
     if (!c.admin) {
       return c.fail(make_error(Code::kPermissionDenied, "deleting a tenant needs an admin token or the unix socket"));
     }
-    return mgr_.delete_tenant(tenant, [call = c.shared_from_this(), tenant, node = mgr_.node_name()](int n) {
+    // ?before=<unix seconds>: the scheduler finishing, on a node that was away, a delete
+    // made then; what the tenant made here since stays.
+    std::optional<std::chrono::system_clock::time_point> before;
+    if (c.has_param("before")) {
+      auto at = parse_unix_seconds(c.param("before"));
+      if (!at) return c.fail(make_error(Code::kInvalidArgument, "before must be unix seconds, not '" + c.param("before") + "'"));
+      before = *at;
+    }
+    return mgr_.delete_tenant(tenant, before, [call = c.shared_from_this(), tenant, node = mgr_.node_name()](int n) {
       call->res->send_json(200, {{"tenant", tenant}, {"node", node}, {"sandboxes_deleted", n}});
     });
   }

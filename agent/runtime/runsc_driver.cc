@@ -271,6 +271,8 @@ Result<std::unique_ptr<RunscDriver>> RunscDriver::create(RunscOptions opts) {
   for (const auto& tenant : fs::list_dir(d->opts_.state_dir + "/tenants")) {
     std::string dir = d->opts_.state_dir + "/tenants/" + tenant + "/workspaces";
     for (const auto& name : fs::list_dir(dir)) {
+      if (!fs::exists(dir + "/" + name + "/disk.img")) continue;
+      d->workspace_names_[tenant].insert(name);
       if (auto st = SandboxDisk::mount(dir + "/" + name); !st)
         log::warn("workspace not mounted", {{"workspace", dir + "/" + name}, {"error", st.error().to_string()}});
     }
@@ -629,18 +631,41 @@ Result<std::string> RunscDriver::workspace(const std::string& tenant, const std:
       (void)fs::remove_tree(dir);
       return st.error();
     }
+    std::lock_guard names(names_mu_);
+    workspace_names_[tenant].insert(name);
   }
   return SandboxDisk::workspace(dir);
 }
 
-Status RunscDriver::remove_tenant(const std::string& tenant) {
+Status RunscDriver::remove_tenant(const std::string& tenant,
+                                  std::optional<std::chrono::system_clock::time_point> before) {
   auto base = tenant_dir(tenant);
   if (!base || !fs::exists(*base)) return ok_status();
   std::lock_guard lock(workspaces_mu_);
+  bool kept = false;
   for (const auto& name : fs::list_dir(*base + "/workspaces")) {
-    if (auto st = SandboxDisk::remove(*base + "/workspaces/" + name); !st) return st;
+    const std::string dir = *base + "/workspaces/" + name;
+    // Made since the delete (its disk's birth); where birth times are not kept, it goes.
+    auto born = fs::birth_time(dir + "/disk.img");
+    if (before && born && *born >= *before) {
+      kept = true;
+      continue;
+    }
+    if (auto st = SandboxDisk::remove(dir); !st) return st;
+    if (auto st = fs::remove_tree(dir); !st) return st;
+    std::lock_guard names(names_mu_);
+    if (auto it = workspace_names_.find(tenant); it != workspace_names_.end() && it->second.erase(name) &&
+                                                 it->second.empty())
+      workspace_names_.erase(it);
   }
-  return fs::remove_tree(*base);
+  return kept ? ok_status() : fs::remove_tree(*base);
+}
+
+std::map<std::string, std::vector<std::string>> RunscDriver::workspaces() const {
+  std::lock_guard names(names_mu_);
+  std::map<std::string, std::vector<std::string>> out;
+  for (const auto& [tenant, set] : workspace_names_) out[tenant].assign(set.begin(), set.end());
+  return out;
 }
 
 Result<CgroupUsage> RunscDriver::cgroup_usage(const std::string& id) {

@@ -7,6 +7,7 @@
 #include <nlohmann/json_fwd.hpp>
 #include <map>
 #include <mutex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -81,7 +82,9 @@ class RunscDriver : public SandboxRuntime {
   Result<int64_t> checkpoint(const std::string& id) override;
   Result<RunnerLink> restore(const std::string& id, const Limits& limits) override;
   Result<std::string> workspace(const std::string& tenant, const std::string& name, int64_t size_mb) override;
-  Status remove_tenant(const std::string& tenant) override;
+  Status remove_tenant(const std::string& tenant,
+                       std::optional<std::chrono::system_clock::time_point> before) override;
+  std::map<std::string, std::vector<std::string>> workspaces() const override;
   Status set_limits(const std::string& id, const Limits& limits) override;
   Result<CgroupUsage> cgroup_usage(const std::string& id) override;
   Result<CgroupUsage> usage(const std::string& id) override;
@@ -127,7 +130,11 @@ class RunscDriver : public SandboxRuntime {
   std::mutex bridges_mu_;
   std::map<std::string, pid_t> bridges_;
   mutable std::mutex links_mu_;
-  std::mutex workspaces_mu_;
+  std::mutex workspaces_mu_;  // one workspace create or tenant removal at a time
+  // The workspaces on the node by tenant, for the node report (read on the I/O thread,
+  // which must not wait for a workspace being made).
+  mutable std::mutex names_mu_;
+  std::map<std::string, std::set<std::string>> workspace_names_;
   // <state>/tenants/<tenant>, when the tenant's name is a plain path component.
   std::optional<std::string> tenant_dir(const std::string& tenant) const;
   mutable std::map<std::string, std::optional<SandboxLink>> links_;

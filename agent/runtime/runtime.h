@@ -3,6 +3,8 @@
 // Every method blocks: callers run them on the worker pool, never on the I/O thread.
 #pragma once
 
+#include <chrono>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -69,8 +71,16 @@ class SandboxRuntime {
                                         int64_t /*size_mb*/) {
     return make_error(Code::kUnavailable, name() + " keeps no workspaces (" + tenant + "/" + workspace + ")");
   }
-  // Removes every workspace and whatever else the runtime keeps for the tenant.
-  virtual Status remove_tenant(const std::string& /*tenant*/) { return ok_status(); }
+  // Removes every workspace and whatever else the runtime keeps for the tenant; with
+  // `before`, only what was made before that time (a delete that reaches a node late must
+  // not take what the tenant made since). Not on the I/O thread.
+  virtual Status remove_tenant(const std::string& /*tenant*/,
+                               std::optional<std::chrono::system_clock::time_point> /*before*/) {
+    return ok_status();
+  }
+  // The workspaces on this node: names by tenant (the scheduler places a create that names
+  // one on its node). Kept in memory: the one method that may be called on the I/O thread.
+  virtual std::map<std::string, std::vector<std::string>> workspaces() const { return {}; }
   // Ids of every sandbox this runtime holds (for start-up garbage collection).
   virtual Result<std::vector<std::string>> list() = 0;
   // Removes what the runtime made that none of its sandboxes explains any more (a network

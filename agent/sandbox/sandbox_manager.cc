@@ -470,21 +470,23 @@ Status SandboxManager::remove(const std::string& id, const std::string& why) {
   return ok_status();
 }
 
-void SandboxManager::delete_tenant(const std::string& tenant, std::function<void(int)> done) {
+void SandboxManager::delete_tenant(const std::string& tenant, std::optional<std::chrono::system_clock::time_point> before,
+                                   std::function<void(int)> done) {
   std::vector<std::string> ids;
   for (const auto& [id, sb] : sandboxes_) {
-    if (sb->tenant == tenant) ids.push_back(id);
+    if (sb->tenant == tenant && (!before || sb->created_at < *before)) ids.push_back(id);
   }
   for (const auto& id : ids) retire(id, "tenant " + tenant + " deleted");
-  ledger_.forget(tenant);
+  const auto when = before.value_or(std::chrono::system_clock::now());
+  ledger_.forget(tenant, std::chrono::duration<double>(when.time_since_epoch()).count());
   if (auto st = ledger_.save(); !st) log::warn("tenant usage not saved", {{"error", st.error().to_string()}});
   log::info("tenant deleted", {{"tenant", tenant}, {"sandboxes", ids.size()}});
   // Answered once every one of them is gone from the node's disk too, and its workspaces.
   auto poll = std::make_shared<asio::steady_timer>(ioc_);
   poll_until_destroyed(std::move(ids), std::move(poll), Clock::now() + std::chrono::seconds(120),
-                       [this, tenant, done = std::move(done)](int n) {
-                         asio::post(workers_, [this, tenant, done, n] {
-                           auto st = runtime_.remove_tenant(tenant);
+                       [this, tenant, before, done = std::move(done)](int n) {
+                         asio::post(workers_, [this, tenant, before, done, n] {
+                           auto st = runtime_.remove_tenant(tenant, before);
                            if (!st)
                              log::error("tenant's workspaces not removed",
                                         {{"tenant", tenant}, {"error", st.error().to_string()}});

@@ -148,9 +148,13 @@ class SandboxManager {
   // restored is failed with the reason.
   void resume(SandboxPtr sb, std::function<void(Status)> done);
   // Deletes every sandbox of the tenant (running, suspended, failed, mid-resume) with its
-  // checkpoint, disk and record, and its usage; done(count) once they are gone from the
-  // node's disk.
-  void delete_tenant(const std::string& tenant, std::function<void(int)> done);
+  // checkpoint, disk and record, its workspaces and its usage, and records the delete;
+  // done(count) once they are gone from the node's disk. With `before` (a delete finished
+  // late on a node that was away), only what was made before then.
+  void delete_tenant(const std::string& tenant, std::optional<std::chrono::system_clock::time_point> before,
+                     std::function<void(int)> done);
+  // Tenants deleted here in the last 30 days, and when (unix seconds).
+  const std::map<std::string, double>& deleted_tenants() const { return ledger_.deleted(); }
   // What the tenant holds here: its sandboxes by state and the claims under way; and the
   // same for every tenant with something here, in one pass.
   TenantLoad load_of(const std::string& tenant) const;

@@ -1,5 +1,8 @@
 #include "agent/sandbox/tenant_ledger.h"
 
+#include <algorithm>
+#include <cmath>
+#include <ctime>
 #include <nlohmann/json.hpp>
 
 #include "common/fs.h"
@@ -37,6 +40,7 @@ Status TenantLedger::load() {
       t.sandboxes_created = u.value("sandboxes_created", int64_t{0});
       t.executions = u.value("executions", int64_t{0});
     }
+    if (auto d = j.find("deleted"); d != j.end()) deleted_ = d->get<std::map<std::string, double>>();
   } catch (const json::exception& e) {
     return make_error(Code::kInvalidArgument, "tenant usage file " + path_ + ": " + e.what());
   }
@@ -45,8 +49,11 @@ Status TenantLedger::load() {
 
 Status TenantLedger::save() {
   if (path_.empty() || !dirty_) return ok_status();
-  json j = {{"version", 1}, {"tenants", json::object()}};
+  json j = {{"version", 1}, {"tenants", json::object()}, {"deleted", json::object()}};
   for (const auto& [tenant, u] : tenants_) j["tenants"][tenant] = u.to_json();
+  const double now = static_cast<double>(time(nullptr));
+  std::erase_if(deleted_, [now](const auto& d) { return now - d.second > kDeletesKeptFor; });
+  for (const auto& [tenant, when] : deleted_) j["deleted"][tenant] = when;
   if (auto st = fs::write_file_atomic(path_, j.dump(), 0600); !st) return st;
   dirty_ = false;
   return ok_status();
@@ -57,8 +64,11 @@ TenantUsage TenantLedger::usage(const std::string& tenant) const {
   return it == tenants_.end() ? TenantUsage{} : it->second;
 }
 
-void TenantLedger::forget(const std::string& tenant) {
-  if (tenants_.erase(tenant)) dirty_ = true;
+void TenantLedger::forget(const std::string& tenant, double when) {
+  tenants_.erase(tenant);
+  double& at = deleted_[tenant];
+  at = std::max(at, std::round(when * 1000) / 1000);  // as the scheduler passes it on
+  dirty_ = true;
 }
 
 }  // namespace swissbox

@@ -3,7 +3,8 @@
 // in and out, sandboxes created and executions. Counted from the every-second usage round
 // and the API, kept in one JSON file written atomically every few seconds and at shutdown,
 // so the numbers add up across agent restarts (a crash loses at most the last interval,
-// never counts twice). On the I/O thread.
+// never counts twice). The same file records which tenants were deleted, and when. On the
+// I/O thread.
 #pragma once
 
 #include <cstdint>
@@ -54,8 +55,13 @@ class TenantLedger {
   // The tenant's usage (all zero if it used nothing here).
   TenantUsage usage(const std::string& tenant) const;
   const std::map<std::string, TenantUsage>& all() const { return tenants_; }
-  // A deleted tenant's numbers go with it.
-  void forget(const std::string& tenant);
+  // A deleted tenant's numbers go with it; the delete is recorded (at `when`, unix
+  // seconds), so that the scheduler can finish it on nodes that were away. Records older
+  // than kDeletesKeptFor are dropped at a save.
+  void forget(const std::string& tenant, double when);
+  // Deleted tenants and when, unix seconds.
+  const std::map<std::string, double>& deleted() const { return deleted_; }
+  static constexpr double kDeletesKeptFor = 30 * 86400.0;
 
  private:
   TenantUsage& at(const std::string& tenant) {
@@ -64,6 +70,7 @@ class TenantLedger {
   }
   std::string path_;
   std::map<std::string, TenantUsage> tenants_;
+  std::map<std::string, double> deleted_;
   bool dirty_ = false;
 };
 

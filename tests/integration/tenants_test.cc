@@ -173,8 +173,11 @@ TEST_F(Tenants, UsageAddsUpAcrossACrashAndADeleteMidResumeLeavesNothingOfTheTena
   EXPECT_TRUE(files_holding(marker, dir_).empty());
   json gone = usage(kTokenB, "b");
   EXPECT_EQ(gone["usage"].value("executions", -1), 0) << gone.dump();
+  // Its usage record is gone; what is left is the record that it was deleted (and when).
   auto text = fs::read_file(dir_ + "/state/tenants/usage.json");
-  EXPECT_TRUE(!text.ok() || text->find("\"b\"") == std::string::npos);
+  json file = json::parse(text.ok() ? *text : "{}", nullptr, false);
+  EXPECT_FALSE(file["tenants"].contains("b")) << file.dump();
+  EXPECT_TRUE(file["deleted"].contains("b")) << file.dump();
   // Deleting a tenant needs an admin.
   EXPECT_EQ(call(kTokenA, "DELETE", "/v1/tenants/a")->status, 403u);
 }
@@ -213,6 +216,41 @@ TEST_F(Tenants, AWorkspaceOutlivesItsSandboxesStaysWithItsTenantAndGoesWithIt) {
     EXPECT_FALSE(fs::exists(dir_ + "/state/tenants/" + t));
   }
   EXPECT_EQ(mounts_under(dir_ + "/state/tenants"), 0);
+}
+
+// A delete the scheduler finishes late on a node that was away (?before=T) takes what the
+// tenant had there before T and keeps what it made since; the node records and reports it.
+TEST_F(Tenants, ADeleteFinishedLateKeepsWhatTheTenantMadeSinceAndIsReported) {
+  auto made_before = call(kTokenB, "POST", "/v1/sandboxes", R"({"workspace": "old"})");
+  ASSERT_EQ(made_before->status, 201u) << made_before->body;
+  std::string before = json::parse(made_before->body).value("id", "");
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  const double at = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  auto made_after = call(kTokenB, "POST", "/v1/sandboxes", R"({"workspace": "new"})");
+  ASSERT_EQ(made_after->status, 201u) << made_after->body;
+  std::string after = json::parse(made_after->body).value("id", "");
+
+  http::Client local("unix:" + dir_ + "/agent.sock");
+  EXPECT_EQ(local.request("DELETE", "/v1/tenants/b?before=yesterday")->status, 400u);
+  auto late = local.request("DELETE", fmt::format("/v1/tenants/b?before={:.3f}", at));
+  ASSERT_EQ(late->status, 200u) << late->body;
+  EXPECT_EQ(json::parse(late->body).value("sandboxes_deleted", -1), 1);
+  EXPECT_EQ(call(kTokenB, "GET", "/v1/sandboxes/" + before)->status, 404u);
+  auto still = call(kTokenB, "POST", "/v1/sandboxes/" + after + "/exec", R"({"command": "echo still"})");
+  EXPECT_EQ(json::parse(still->body, nullptr, false).value("stdout", ""), "still\n") << still->body;
+  EXPECT_FALSE(fs::exists(dir_ + "/state/tenants/b/workspaces/old"));
+  EXPECT_TRUE(fs::exists(dir_ + "/state/tenants/b/workspaces/new/disk.img"));
+  json node = json::parse(local.request("GET", "/v1/node")->body);
+  EXPECT_NEAR(node["tenant_deletes"].value("b", 0.0), at, 0.001) << node.dump();
+  EXPECT_EQ(node["workspaces"].value("b", json::array()), json::array({"new"})) << node.dump();
+
+  auto all = local.request("DELETE", "/v1/tenants/b");
+  ASSERT_EQ(all->status, 200u) << all->body;
+  EXPECT_FALSE(fs::exists(dir_ + "/state/tenants/b"));
+  node = json::parse(local.request("GET", "/v1/node")->body);
+  EXPECT_FALSE(node["workspaces"].contains("b")) << node.dump();
+  EXPECT_GT(node["tenant_deletes"].value("b", 0.0), at);
 }
 
 }  // namespace

@@ -47,15 +47,15 @@ TEST_F(Placement, OnlySwissFreshReadyNodesWithTheTemplateAndRoom) {
     ASSERT_EQ(c.size(), 1u);
     EXPECT_EQ(nodes[c[0]].name, "dk");
   }
-  EXPECT_TRUE(Place(nodes, {"browser", "", ""}).empty());
+  EXPECT_TRUE(Place(nodes, {"browser", "", "", "", ""}).empty());
   EXPECT_EQ(why_.no_template, 2);  // dk and full offer only "default"
 }
 
 TEST_F(Placement, PinnedZoneIsHonouredButOnlyInsideTheAllowlist) {
   std::vector<NodeState> nodes = {node("gva", "ch-gva-2"), node("dk", "ch-dk-2"),
                                   node("fra", "de-fra-1")};
-  for (int i = 0; i < 20; ++i) EXPECT_EQ(nodes[Place(nodes, {"default", "ch-dk-2", ""})[0]].name, "dk");
-  EXPECT_TRUE(Place(nodes, {"default", "de-fra-1", ""}).empty());
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(nodes[Place(nodes, {"default", "ch-dk-2", "", "", ""})[0]].name, "dk");
+  EXPECT_TRUE(Place(nodes, {"default", "de-fra-1", "", "", ""}).empty());
 }
 
 TEST_F(Placement, CountsInFlightPlacementsAndSpreadsEvenly) {
@@ -87,7 +87,7 @@ TEST_F(Placement, AOneShotPrefersANodeWithItsLanguageWarm) {
                                   node("nothing", "ch-dk-2", 9)};
   nodes[1].warm["default+python"] = 1;
   nodes[2].warm["default"] = 0;
-  auto c = Place(nodes, {"default", "", "python"});
+  auto c = Place(nodes, {"default", "", "python", "", ""});
   ASSERT_EQ(c.size(), 3u);
   EXPECT_EQ(nodes[c[0]].name, "python");
   EXPECT_EQ(nodes[c[1]].name, "plain");
@@ -174,6 +174,9 @@ TEST(NodeReport, WhatTheAgentWritesTheSchedulerReads) {
   r.warm = {{"default", 2}, {"default+python", 1}};
   r.languages = {"python", "bash"};
   r.draining = true;
+  r.tenant_running = {{"a", 2}};
+  r.workspaces = {{"a", {"proj", "data"}}};
+  r.tenant_deletes = {{"gone", 1796470022.5}};
   auto back = NodeReport::parse(r.to_json());
   ASSERT_TRUE(back.ok()) << back.error().to_string();
   EXPECT_EQ(back->to_json(), r.to_json());

@@ -54,6 +54,7 @@ struct FakeAgent {
             auth_seen = std::string(it->value());
           }
           if (target == "/v1/node") {
+            if (silent) return res->send_error(make_error(Code::kUnavailable, "not reporting"));
             return res->send_json(200, {{"node", this->name},
                                         {"region", "ch-gva-2"},
                                         {"draining", false},
@@ -61,14 +62,21 @@ struct FakeAgent {
                                         // "small" is half full: "big" is always less loaded
                                         {"active", refuses ? 0 : capacity / 2},
                                         {"warm", {{"default", 1}}},
-                                        {"tenants", {{"q", 1}}}});
+                                        {"tenants", {{"q", 1}}},
+                                        {"workspaces", reported_workspaces()},
+                                        {"tenant_deletes", deleted()}});
+          }
+          if (target.rfind("/v1/tenants/", 0) == 0 && req.method() == bhttp::verb::delete_) {
+            if (away) return res->send_error(make_error(Code::kUnavailable, "away"));
+            // /v1/tenants/<t>[?before=<unix seconds>]: recorded as the agent does.
+            std::string rest = target.substr(12), tenant = rest.substr(0, rest.find('?'));
+            size_t b = rest.find("?before=");
+            std::lock_guard lock(mu);
+            deletes.push_back(rest);
+            tenant_deleted[tenant] = b == std::string::npos ? 1e9 : std::stod(rest.substr(b + 8));
+            return res->send_json(200, {{"tenant", tenant}, {"node", this->name}, {"sandboxes_deleted", 1}});
           }
           if (target.rfind("/v1/tenants/t", 0) == 0) {
-            if (req.method() == bhttp::verb::delete_) {
-              if (away) return res->send_error(make_error(Code::kUnavailable, "away"));
-              ++tenant_deletes;
-              return res->send_json(200, {{"tenant", "t"}, {"node", this->name}, {"sandboxes_deleted", 1}});
-            }
             return res->send_json(200, {{"tenant", "t"}, {"running", 1}, {"suspended", 2},
                                         {"usage", {{"cpu_seconds", 1.5}, {"executions", 2}}}});
           }
@@ -109,7 +117,22 @@ struct FakeAgent {
   std::atomic<int> refused{0};
   std::atomic<int> executes{0};
   std::atomic<bool> away{false};  // tenant deletes answer 503
-  std::atomic<int> tenant_deletes{0};
+  std::atomic<bool> silent{false};  // no node report
+  std::vector<std::string> deletes;  // "<tenant>[?before=…]" of each delete done
+  std::map<std::string, double> tenant_deleted;  // the agent's record, reported
+  json workspaces = json::object();  // reported as is
+  json reported_workspaces() {
+    std::lock_guard lock(mu);
+    return workspaces;
+  }
+  json deleted() {
+    std::lock_guard lock(mu);
+    return tenant_deleted;
+  }
+  size_t deletes_done() {
+    std::lock_guard lock(mu);
+    return deletes.size();
+  }
   std::vector<std::shared_ptr<http::Responder>> parked;  // on the I/O thread only
 };
 
@@ -264,14 +287,65 @@ TEST_F(SchedulerService, TenantUsageIsSummedAndADeleteReachesANodeThatWasAway) {
   auto partial = c.request("DELETE", "/v1/tenants/t", "", auth());
   EXPECT_EQ(partial->status, 503u) << partial->body;
   EXPECT_NE(partial->body.find("not confirmed by big"), std::string::npos) << partial->body;
-  EXPECT_EQ(small_->tenant_deletes.load(), 1);
-  // Back: the scheduler sends the delete again when the node reports next.
+  ASSERT_EQ(small_->deletes_done(), 1u);
+  EXPECT_EQ(small_->deletes[0], "t");
+  // Back: small reports the delete it recorded, big does not have it: the scheduler sends
+  // it, with small's time, so that what t made on big since stays.
   big_->away = false;
-  for (int i = 0; i < 200 && big_->tenant_deletes.load() == 0; ++i) std::this_thread::sleep_for(10ms);
-  EXPECT_EQ(big_->tenant_deletes.load(), 1);
+  for (int i = 0; i < 200 && big_->deletes_done() == 0; ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(big_->deletes_done(), 1u);
+  EXPECT_EQ(big_->deletes[0], "t?before=1000000000.000");
+  std::this_thread::sleep_for(300ms);  // reports later: both have it, nothing more is sent
+  EXPECT_EQ(big_->deletes_done(), 1u);
+  EXPECT_EQ(small_->deletes_done(), 1u);
   auto whole = c.request("DELETE", "/v1/tenants/t", "", auth());
   EXPECT_EQ(whole->status, 200u) << whole->body;
   EXPECT_EQ(json::parse(whole->body).value("sandboxes_deleted", 0), 2);
+}
+
+// The scheduler keeps no record of deletes: what one node reports reaches the others,
+// whichever scheduler (a new replica, one restarted) sees it.
+TEST_F(SchedulerService, ADeleteOneNodeRecordedReachesTheOthersWithoutTheSchedulerSeeingIt) {
+  {
+    std::lock_guard lock(small_->mu);
+    small_->tenant_deleted["gone"] = 1796470022.5;
+  }
+  for (int i = 0; i < 200 && big_->deletes_done() == 0; ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(big_->deletes_done(), 1u);
+  EXPECT_EQ(big_->deletes[0], "gone?before=1796470022.500");
+  EXPECT_EQ(small_->deletes_done(), 0u);
+}
+TEST_F(SchedulerService, ACreateNamingAWorkspaceGoesToItsNode) {
+  http::Client c(address());
+  {
+    std::lock_guard lock(small_->mu);
+    small_->workspaces = {{"tenant-a", {"ws"}}};
+  }
+  std::this_thread::sleep_for(300ms);  // a report or two
+  // big looks less loaded and is always asked first; the workspace is on small.
+  auto r = c.request("POST", "/v1/sandboxes", R"({"workspace":"ws"})", auth());
+  EXPECT_EQ(r->status, 201u) << r->body;
+  EXPECT_EQ(big_->refused.load(), 0);
+  // Another tenant's workspace of that name is not small's: placed as any create.
+  auto other = c.request("POST", "/v1/sandboxes", R"({"workspace":"ws"})",
+                         {{"Authorization", std::string("Bearer ") + kPlainToken}});
+  EXPECT_EQ(other->status, 201u) << other->body;
+  EXPECT_EQ(big_->refused.load(), 1);
+  // A new workspace is made where its first create went (small, after big refused); the next
+  // create naming it goes there before small reports it.
+  auto first = c.request("POST", "/v1/sandboxes", R"({"workspace":"new"})", auth());
+  EXPECT_EQ(first->status, 201u) << first->body;
+  EXPECT_EQ(big_->refused.load(), 2);
+  auto second = c.request("POST", "/v1/sandboxes", R"({"workspace":"new"})", auth());
+  EXPECT_EQ(second->status, 201u) << second->body;
+  EXPECT_EQ(big_->refused.load(), 2);
+  // The node holding it is away: 503 naming it, not a sandbox elsewhere without its files.
+  small_->silent = true;
+  std::this_thread::sleep_for(2500ms);  // past stale_after
+  auto away = c.request("POST", "/v1/sandboxes", R"({"workspace":"ws"})", auth());
+  EXPECT_EQ(away->status, 503u) << away->body;
+  EXPECT_NE(away->body.find("is on node small"), std::string::npos) << away->body;
+  EXPECT_EQ(big_->refused.load(), 2);
 }
 
 TEST_F(SchedulerService, ACallTheNodeReceivedIsNeverRepeatedElsewhere) {
