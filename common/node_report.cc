@@ -10,6 +10,14 @@ int NodeReport::warm_total() const {
   return total;
 }
 
+json NodeReport::tenants_json() const {
+  json out = json::object();
+  for (const auto& [tenant, l] : tenants) {
+    out[tenant] = {{"running", l.running}, {"cpu", l.cpu}, {"memory_mb", l.memory_mb}, {"suspended", l.suspended}};
+  }
+  return out;
+}
+
 json NodeReport::to_json() const {
   return {{"node", node},
           {"region", region},
@@ -22,7 +30,7 @@ json NodeReport::to_json() const {
           {"warm", warm},
           {"languages", languages},
           {"draining", draining},
-          {"tenants", tenant_running},
+          {"tenants", tenants_json()},
           {"workspaces", workspaces},
           {"tenant_deletes", tenant_deletes},
           {"cri", cri}};
@@ -53,7 +61,19 @@ Result<NodeReport> NodeReport::parse(const json& r) {
     n.warm = r.at("warm").get<std::map<std::string, int>>();
     n.languages = r.value("languages", std::vector<std::string>{});
     if (auto cri = r.find("cri"); cri != r.end()) n.cri = *cri;
-    n.tenant_running = r.value("tenants", std::map<std::string, int>{});
+    if (auto t = r.find("tenants"); t != r.end() && t->is_object()) {
+      for (const auto& [tenant, load] : t->items()) {
+        TenantLoad& l = n.tenants[tenant];
+        if (load.is_number_integer()) {  // an agent of before cpu and memory were reported
+          l.running = load.get<int64_t>();
+          continue;
+        }
+        l.running = load.value("running", int64_t{0});
+        l.cpu = load.value("cpu", 0.0);
+        l.memory_mb = load.value("memory_mb", int64_t{0});
+        l.suspended = load.value("suspended", int64_t{0});
+      }
+    }
     n.workspaces = r.value("workspaces", std::map<std::string, std::vector<std::string>>{});
     n.tenant_deletes = r.value("tenant_deletes", std::map<std::string, double>{});
     return n;

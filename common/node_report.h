@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/quota.h"
 
 namespace swissbox {
 
@@ -27,9 +28,10 @@ struct NodeReport {
   std::map<std::string, int> warm;  // ready sandboxes per pool key (the pools offered)
   std::vector<std::string> languages;
   bool draining = false;
-  // Running sandboxes per tenant (active, or being claimed or resumed): the scheduler sums
-  // them for cluster-wide quotas.
-  std::map<std::string, int> tenant_running;
+  // What each tenant runs here (active sandboxes and ones being claimed or resumed: count,
+  // cpu and memory limits; and its suspended ones): the scheduler sums them for cluster-wide
+  // quotas.
+  std::map<std::string, TenantLoad> tenants;
   // Workspace names by tenant: a create naming one is placed on its node.
   std::map<std::string, std::vector<std::string>> workspaces;
   // Tenants deleted on this node (last 30 days) and when, unix seconds: the scheduler
@@ -38,6 +40,7 @@ struct NodeReport {
   nlohmann::json cri;  // the node's containerd as CRI shows it; null without --cri-socket
 
   int warm_total() const;
+  nlohmann::json tenants_json() const;
   nlohmann::json to_json() const;
   // The fields a reader needs (node, capacity.max_sandboxes, active, warm) must be there;
   // the rest default when an older agent leaves them out.

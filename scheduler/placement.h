@@ -19,6 +19,8 @@
 #include <string>
 #include <vector>
 
+#include "common/quota.h"
+
 namespace swissbox::sched {
 
 using Clock = std::chrono::steady_clock;
@@ -34,8 +36,8 @@ struct NodeState {
   int warm_total = 0;
   std::map<std::string, int> warm;  // ready sandboxes per template (the templates offered)
   int inflight = 0;  // this scheduler's placements on it since its last report
-  std::map<std::string, int> tenant_running;   // by tenant, as the node reported
-  std::map<std::string, int> tenant_inflight;  // by tenant, placements since that report
+  std::map<std::string, TenantLoad> tenants;          // by tenant, as the node reported
+  std::map<std::string, TenantLoad> tenant_inflight;  // by tenant, placements since that report
   // Workspace names by tenant, as reported, plus the ones this scheduler placed a create
   // for since (a new workspace is made where its first sandbox goes).
   std::map<std::string, std::set<std::string>> workspaces;
@@ -66,6 +68,8 @@ struct PlacementRequest {
   // The workspace the create names; the scheduler sets `node` to the node that holds it.
   std::string workspace;
   std::string node;  // only this node, by name
+  double cpu = 0;         // the request's limits; 0: its template's
+  int64_t memory_mb = 0;
 };
 
 // Why no node was eligible, for the 429/503 the caller answers.

@@ -23,7 +23,7 @@ Result<NodeState> parse_node_report(const json& r) {
   n.active = report->active;
   n.warm_total = report->warm_total();
   n.warm = std::move(report->warm);
-  n.tenant_running = std::move(report->tenant_running);
+  n.tenants = std::move(report->tenants);
   for (auto& [tenant, names] : report->workspaces) n.workspaces[tenant].insert(names.begin(), names.end());
   n.tenant_deletes = std::move(report->tenant_deletes);
   return n;

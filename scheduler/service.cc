@@ -67,6 +67,8 @@ struct Scheduler::Forward {
   bool e2b = false;  // errors in E2B's shape
   std::string placed_labels;  // a create's {call, template, language}, for its histogram
   std::string tenant;  // a create's, for its cluster-wide quota
+  double asked_cpu = 0;
+  int64_t asked_memory_mb = 0;
   // A create that makes a new workspace: (tenant, name), remembered on the node asked.
   std::optional<std::pair<std::string, std::string>> new_workspace;
   Clock::time_point start = Clock::now();
@@ -330,6 +332,8 @@ void Scheduler::place_and_forward(http::Request&& req, std::shared_ptr<http::Res
     pr.template_name += ":" + n->get<std::string>();
   if (auto l = body.find("language"); l != body.end() && l->is_string()) pr.language = *l;
   if (auto w = body.find("workspace"); w != body.end() && w->is_string()) pr.workspace = *w;
+  if (auto cpu = body.find("cpu"); cpu != body.end() && cpu->is_number()) pr.cpu = *cpu;
+  if (auto mem = body.find("memory_mb"); mem != body.end() && mem->is_number_integer()) pr.memory_mb = *mem;
   if (auto z = body.find("zone"); z != body.end()) {
     if (!z->is_string()) return res->send_error(make_error(Code::kInvalidArgument, "zone must be a string"));
     pr.zone = *z;
@@ -348,18 +352,24 @@ void Scheduler::place(http::Request&& req, std::shared_ptr<http::Responder> res,
     who = bearer_principal(it == req.end() ? std::string_view{} : it->value(), opts_.tokens);
   }
   std::string tenant = who ? who->tenant : "";
-  if (who && who->quota.sandboxes) {
-    int64_t running = 0;
+  // Cluster-wide quotas: what the nodes reported (at most one report interval old) plus
+  // this scheduler's placements since. The sandbox's own cpu and memory are the request's,
+  // or the least a sandbox can have when its template decides them (its node checks them
+  // exactly).
+  const double asked_cpu = pr.cpu > 0 ? pr.cpu : 0.1;
+  const int64_t asked_memory_mb = pr.memory_mb > 0 ? pr.memory_mb : 64;
+  if (who) {
+    TenantLoad load;
     for (const auto& n : registry_.nodes()) {
       if (!fresh(n, opts_.policy, Clock::now())) continue;
-      if (auto r = n.tenant_running.find(tenant); r != n.tenant_running.end()) running += r->second;
-      if (auto r = n.tenant_inflight.find(tenant); r != n.tenant_inflight.end()) running += r->second;
+      for (const auto* by : {&n.tenants, &n.tenant_inflight}) {
+        if (auto r = by->find(tenant); r != by->end()) load += r->second;
+      }
     }
-    if (running >= *who->quota.sandboxes) {
+    if (auto refused = check_running(tenant, who->quota, load, asked_cpu, asked_memory_mb)) {
       metrics_.add("swissbox_scheduler_placements_total", Metrics::labels({{"result", "quota"}}));
-      Error e = make_error(Code::kResourceExhausted,
-                           fmt::format("tenant {} is at its quota.sandboxes: {} of {} running sandboxes across the "
-                                       "cluster", tenant, running, *who->quota.sandboxes));
+      Error e = *refused;
+      e.message += " across the cluster";
       return e2b ? e2b::fail(res, e) : res->send_error(e);
     }
   }
@@ -393,6 +403,8 @@ void Scheduler::place(http::Request&& req, std::shared_ptr<http::Responder> res,
   auto f = forward_of(std::move(req), std::move(res), "create");
   f->e2b = e2b;
   f->tenant = tenant;
+  f->asked_cpu = asked_cpu;
+  f->asked_memory_mb = asked_memory_mb;
   if (!pr.workspace.empty() && bound.node.empty()) f->new_workspace = {owner, pr.workspace};
   f->placed_labels = Metrics::labels({{"call", execute ? "execute" : "sandbox"},
                                       {"template", pr.template_name},
@@ -413,15 +425,20 @@ void Scheduler::try_candidates(std::shared_ptr<Forward> f, std::vector<std::stri
   NodeState* n = registry_.by_address(addresses[i]);
   if (n) {
     n->inflight++;
-    if (!f->tenant.empty()) n->tenant_inflight[f->tenant]++;
+    if (!f->tenant.empty()) n->tenant_inflight[f->tenant].add_running(f->asked_cpu, f->asked_memory_mb);
     // The first create of a workspace makes it where it goes: until that node reports it,
     // this scheduler sends the next create naming it there too.
     if (f->new_workspace) n->place_workspace(f->new_workspace->first, f->new_workspace->second, Clock::now());
   }
   std::string name = n ? n->name : addresses[i];
   relay(f, addresses[i], [this, f, addresses, i, name](std::string why) mutable {
-    if (NodeState* refused = registry_.by_address(addresses[i]); refused && f->new_workspace)
-      refused->unplace_workspace(f->new_workspace->first, f->new_workspace->second);
+    // Not there: it counts neither for the tenant's quota nor as the workspace's node. (A
+    // report in between has reset both already; the count is not taken below zero.)
+    if (NodeState* refused = registry_.by_address(addresses[i])) {
+      if (auto t = refused->tenant_inflight.find(f->tenant); t != refused->tenant_inflight.end() && t->second.running > 0)
+        t->second.add_running(f->asked_cpu, f->asked_memory_mb, -1);
+      if (f->new_workspace) refused->unplace_workspace(f->new_workspace->first, f->new_workspace->second);
+    }
     try_candidates(f, std::move(addresses), i + 1, name + ": " + why);
   });
 }

@@ -52,7 +52,7 @@ void AgentApi::node_info(Call& c) {
   r.languages = supported_languages();
   r.draining = mgr_.draining();
   for (const auto& [t, load] : mgr_.tenant_loads()) {
-    if (load.running > 0) r.tenant_running[t] = static_cast<int>(load.running);
+    if (load.running > 0 || load.suspended > 0) r.tenants[t] = load;
   }
   r.workspaces = rt.workspaces();
   r.tenant_deletes = mgr_.deleted_tenants();

@@ -230,13 +230,13 @@ void SandboxManager::create(const CreateRequest& req, std::string tenant, json m
   if (auto busy = workspace_in_use(tenant, req.workspace)) return fn(*busy, false);
   // Counted against the quota from now until the create is answered: concurrent creates
   // each see the others.
-  claiming_[tenant].add_running(req.limits);
+  claiming_[tenant].add_running(req.limits.cpu, req.limits.memory_mb);
   if (!req.workspace.empty()) workspaces_claimed_.insert({tenant, req.workspace});
   fn = [this, tenant, limits = req.limits, workspace = req.workspace, fn = std::move(fn),
         answered = std::make_shared<bool>(false)](Result<SandboxPtr> r, bool warm) {
     if (!std::exchange(*answered, true)) {
       TenantLoad& load = claiming_[tenant];
-      load.add_running(limits, -1);
+      load.add_running(limits.cpu, limits.memory_mb, -1);
       if (load.running == 0) claiming_.erase(tenant);
       workspaces_claimed_.erase({tenant, workspace});
     }
@@ -522,7 +522,7 @@ namespace {
 void count_load(const Sandbox& sb, TenantLoad& load) {
   // One being resumed runs already as far as its quota goes.
   bool resuming = sb.state == SandboxState::kSuspended && sb.transition;
-  if (sb.state == SandboxState::kActive || resuming) load.add_running(sb.limits);
+  if (sb.state == SandboxState::kActive || resuming) load.add_running(sb.limits.cpu, sb.limits.memory_mb);
   if (sb.state == SandboxState::kSuspended && !resuming) load.suspended++;
 }
 
@@ -548,7 +548,7 @@ std::map<std::string, TenantLoad> SandboxManager::tenant_loads() const {
 std::optional<Error> SandboxManager::over_quota(const std::string& tenant, const Limits& limits) const {
   auto q = opts_.quotas.find(tenant);
   if (q == opts_.quotas.end()) return std::nullopt;
-  auto refused = check_running(tenant, q->second, load_of(tenant), limits);
+  auto refused = check_running(tenant, q->second, load_of(tenant), limits.cpu, limits.memory_mb);
   if (refused) metrics_.add("swissbox_quota_refusals_total");
   return refused;
 }

@@ -28,7 +28,7 @@
 #include "agent/sandbox/runner_channel.h"
 #include "agent/runtime/runtime.h"
 #include "agent/runtime/sandbox_spec.h"
-#include "agent/sandbox/quota.h"
+#include "common/quota.h"
 #include "agent/sandbox/tenant_ledger.h"
 #include "common/limits.h"
 #include "common/metrics.h"

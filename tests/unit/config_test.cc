@@ -1,5 +1,6 @@
 #include "agent/config.h"
-#include "agent/sandbox/quota.h"
+#include "agent/runtime/sandbox_spec.h"
+#include "common/quota.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -143,21 +144,21 @@ TEST(Quota, EachLimitIsCheckedAndTheRefusalNamesIt) {
   q.suspended = 1;
   Limits l{1, 512, 1024, 64};
   TenantLoad load;
-  EXPECT_FALSE(check_running("t", q, load, l));
-  load.add_running(l);
-  EXPECT_FALSE(check_running("t", q, load, l));
-  load.add_running(l);
-  auto full = check_running("t", q, load, l);
+  EXPECT_FALSE(check_running("t", q, load, l.cpu, l.memory_mb));
+  load.add_running(l.cpu, l.memory_mb);
+  EXPECT_FALSE(check_running("t", q, load, l.cpu, l.memory_mb));
+  load.add_running(l.cpu, l.memory_mb);
+  auto full = check_running("t", q, load, l.cpu, l.memory_mb);
   ASSERT_TRUE(full);
   EXPECT_EQ(full->code, Code::kResourceExhausted);
   EXPECT_NE(full->message.find("quota.sandboxes"), std::string::npos) << full->message;
-  load.add_running(l, -1);
-  EXPECT_NE(check_running("t", q, load, Limits{2.5, 256, 1024, 64})->message.find("quota.cpu"), std::string::npos);
-  EXPECT_NE(check_running("t", q, load, Limits{1, 600, 1024, 64})->message.find("quota.memory_mb"), std::string::npos);
+  load.add_running(l.cpu, l.memory_mb, -1);
+  EXPECT_NE(check_running("t", q, load, 2.5, 256)->message.find("quota.cpu"), std::string::npos);
+  EXPECT_NE(check_running("t", q, load, 1, 600)->message.find("quota.memory_mb"), std::string::npos);
   EXPECT_FALSE(check_suspended("t", q, load));
   load.suspended = 1;
   EXPECT_NE(check_suspended("t", q, load)->message.find("quota.suspended"), std::string::npos);
-  EXPECT_FALSE(check_running("t", Quota{}, load, l));  // no quota: unlimited
+  EXPECT_FALSE(check_running("t", Quota{}, load, l.cpu, l.memory_mb));  // no quota: unlimited
 }
 
 TEST(AgentConfig, EgressFlagsAndPolicyFile) {

@@ -20,6 +20,14 @@ NodeState node(std::string name, std::string region, int active = 0, int capacit
   return n;
 }
 
+PlacementRequest ask(std::string template_name, std::string zone, std::string language) {
+  PlacementRequest r;
+  r.template_name = std::move(template_name);
+  r.zone = std::move(zone);
+  r.language = std::move(language);
+  return r;
+}
+
 class Placement : public ::testing::Test {
  protected:
   std::vector<size_t> Place(const std::vector<NodeState>& nodes, PlacementRequest req = {}) {
@@ -47,15 +55,15 @@ TEST_F(Placement, OnlySwissFreshReadyNodesWithTheTemplateAndRoom) {
     ASSERT_EQ(c.size(), 1u);
     EXPECT_EQ(nodes[c[0]].name, "dk");
   }
-  EXPECT_TRUE(Place(nodes, {"browser", "", "", "", ""}).empty());
+  EXPECT_TRUE(Place(nodes, ask("browser", "", "")).empty());
   EXPECT_EQ(why_.no_template, 2);  // dk and full offer only "default"
 }
 
 TEST_F(Placement, PinnedZoneIsHonouredButOnlyInsideTheAllowlist) {
   std::vector<NodeState> nodes = {node("gva", "ch-gva-2"), node("dk", "ch-dk-2"),
                                   node("fra", "de-fra-1")};
-  for (int i = 0; i < 20; ++i) EXPECT_EQ(nodes[Place(nodes, {"default", "ch-dk-2", "", "", ""})[0]].name, "dk");
-  EXPECT_TRUE(Place(nodes, {"default", "de-fra-1", "", "", ""}).empty());
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(nodes[Place(nodes, ask("default", "ch-dk-2", ""))[0]].name, "dk");
+  EXPECT_TRUE(Place(nodes, ask("default", "de-fra-1", "")).empty());
 }
 
 TEST_F(Placement, CountsInFlightPlacementsAndSpreadsEvenly) {
@@ -87,7 +95,7 @@ TEST_F(Placement, AOneShotPrefersANodeWithItsLanguageWarm) {
                                   node("nothing", "ch-dk-2", 9)};
   nodes[1].warm["default+python"] = 1;
   nodes[2].warm["default"] = 0;
-  auto c = Place(nodes, {"default", "", "python", "", ""});
+  auto c = Place(nodes, ask("default", "", "python"));
   ASSERT_EQ(c.size(), 3u);
   EXPECT_EQ(nodes[c[0]].name, "python");
   EXPECT_EQ(nodes[c[1]].name, "plain");
@@ -174,7 +182,7 @@ TEST(NodeReport, WhatTheAgentWritesTheSchedulerReads) {
   r.warm = {{"default", 2}, {"default+python", 1}};
   r.languages = {"python", "bash"};
   r.draining = true;
-  r.tenant_running = {{"a", 2}};
+  r.tenants["a"] = {.running = 2, .cpu = 1.5, .memory_mb = 1024, .suspended = 3};
   r.workspaces = {{"a", {"proj", "data"}}};
   r.tenant_deletes = {{"gone", 1796470022.5}};
   auto back = NodeReport::parse(r.to_json());

@@ -27,6 +27,7 @@ using namespace std::chrono_literals;
 constexpr char kToken[] = "tenant-token-0123456789";       // admin
 constexpr char kPlainToken[] = "plain-token-0123456789";  // a tenant's, no admin
 constexpr char kQuotaToken[] = "quota-token-0123456789";  // tenant q, quota of 2 sandboxes
+constexpr char kCpuToken[] = "cpu-token-01234567890";     // tenant q, quota of 5 CPUs
 
 namespace bhttp = boost::beast::http;
 constexpr size_t kFileBytes = 9 << 20;  // above what the scheduler relays whole
@@ -62,7 +63,7 @@ struct FakeAgent {
                                         // "small" is half full: "big" is always less loaded
                                         {"active", refuses ? 0 : capacity / 2},
                                         {"warm", {{"default", 1}}},
-                                        {"tenants", {{"q", 1}}},
+                                        {"tenants", {{"q", {{"running", 1}, {"cpu", 2.0}, {"memory_mb", 1024}}}}},
                                         {"workspaces", reported_workspaces()},
                                         {"tenant_deletes", deleted()}});
           }
@@ -149,7 +150,12 @@ class SchedulerService : public ::testing::Test {
     o.policy.stale_after = 2s;  // a slow (sanitizer) run may delay a poll
     Quota two;
     two.sandboxes = 2;
-    o.tokens = {{kToken, {"tenant-a", true}}, {kPlainToken, {"tenant-b", false}}, {kQuotaToken, {"q", false, two}}};
+    Quota five_cpus;
+    five_cpus.cpu = 5;
+    o.tokens = {{kToken, {"tenant-a", true}},
+                {kPlainToken, {"tenant-b", false}},
+                {kQuotaToken, {"q", false, two}},
+                {kCpuToken, {"q", false, five_cpus}}};
     o.agent_token = kToken;
     // The agent's deadlines, shortened: a hung node is found in a second, a slow answer
     // within its file deadline is waited for.
@@ -274,6 +280,14 @@ TEST_F(SchedulerService, ATenantsQuotaHoldsAcrossTheNodes) {
   EXPECT_NE(refused->body.find("quota.sandboxes: 2 of 2"), std::string::npos) << refused->body;
   auto other = c.request("POST", "/v1/sandboxes", "{}", {{"Authorization", std::string("Bearer ") + kPlainToken}});
   EXPECT_EQ(other->status, 201u) << other->body;
+  // CPUs: 2 + 2 reported; one more fits, then the one placed counts until the next report.
+  http::Headers cpu = {{"Authorization", std::string("Bearer ") + kCpuToken}};
+  auto fits = c.request("POST", "/v1/sandboxes", R"({"cpu": 1})", cpu);
+  EXPECT_EQ(fits->status, 201u) << fits->body;
+  auto over = c.request("POST", "/v1/sandboxes", "{}", cpu);
+  EXPECT_EQ(over->status, 429u) << over->body;
+  EXPECT_NE(over->body.find("quota.cpu: 5 CPUs in use and 0.1 asked of 5 across the cluster"), std::string::npos)
+      << over->body;
 }
 
 TEST_F(SchedulerService, TenantUsageIsSummedAndADeleteReachesANodeThatWasAway) {
