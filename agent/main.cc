@@ -229,7 +229,9 @@ int main(int argc, char** argv) {
   });
   ioc.run();
   workers.join();
-  // Sandboxes left for the next agent still need the filter around them.
+  // Sandboxes left for the next agent still need the filter around them, and their
+  // workspaces mounted.
   stop_egress(!cfg->keep_sandboxes_on_exit);
+  if (!cfg->keep_sandboxes_on_exit) (*driver)->unmount_workspaces();
   return exit_code;
 }

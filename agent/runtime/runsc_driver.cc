@@ -661,6 +661,17 @@ Status RunscDriver::remove_tenant(const std::string& tenant,
   return kept ? ok_status() : fs::remove_tree(*base);
 }
 
+void RunscDriver::unmount_workspaces() {
+  std::lock_guard lock(workspaces_mu_);
+  for (const auto& [tenant, names] : workspaces()) {
+    for (const auto& name : names) {
+      std::string dir = opts_.state_dir + "/tenants/" + tenant + "/workspaces/" + name;
+      if (auto st = SandboxDisk::unmount(dir); !st)
+        log::warn("workspace not unmounted", {{"workspace", dir}, {"error", st.error().to_string()}});
+    }
+  }
+}
+
 std::map<std::string, std::vector<std::string>> RunscDriver::workspaces() const {
   std::lock_guard names(names_mu_);
   std::map<std::string, std::vector<std::string>> out;

@@ -85,6 +85,9 @@ class RunscDriver : public SandboxRuntime {
   Status remove_tenant(const std::string& tenant,
                        std::optional<std::chrono::system_clock::time_point> before) override;
   std::map<std::string, std::vector<std::string>> workspaces() const override;
+  // At a stop that leaves no sandbox: the workspaces' mounts go (their images stay; the
+  // next agent mounts them at its start).
+  void unmount_workspaces();
   Status set_limits(const std::string& id, const Limits& limits) override;
   Result<CgroupUsage> cgroup_usage(const std::string& id) override;
   Result<CgroupUsage> usage(const std::string& id) override;

@@ -249,10 +249,15 @@ bool SandboxDisk::mounted(const std::string& dir) {
          a.st_dev != b.st_dev;
 }
 
-Status SandboxDisk::remove(const std::string& dir) {
+Status SandboxDisk::unmount(const std::string& dir) {
   if (mounted(dir) && umount2(mount_point(dir).c_str(), MNT_DETACH) != 0 && errno != EINVAL) {
     return sys_error("unmount " + mount_point(dir));
   }
+  return ok_status();
+}
+
+Status SandboxDisk::remove(const std::string& dir) {
+  if (auto st = unmount(dir); !st) return st;
   if (unlink(image_path(dir).c_str()) != 0 && errno != ENOENT) {
     return sys_error("remove " + image_path(dir));
   }

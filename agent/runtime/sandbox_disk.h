@@ -53,6 +53,8 @@ class SandboxDisk {
   // Sets the usable size (files already written count against it).
   static Status set_limit(const std::string& dir, int64_t limit_mb);
   static Result<DiskUsage> usage(const std::string& dir);
+  // Unmounts (lazily, if something still holds it); the image stays. Idempotent.
+  static Status unmount(const std::string& dir);
   // Unmounts (lazily, if something still holds it) and deletes the image. Idempotent.
   static Status remove(const std::string& dir);
   // Whether <dir>/disk is a mount point (for garbage collection after a crash).

@@ -251,6 +251,10 @@ TEST_F(Tenants, ADeleteFinishedLateKeepsWhatTheTenantMadeSinceAndIsReported) {
   node = json::parse(local.request("GET", "/v1/node")->body);
   EXPECT_FALSE(node["workspaces"].contains("b")) << node.dump();
   EXPECT_GT(node["tenant_deletes"].value("b", 0.0), at);
+  // A workspace is left for the agent's stop: its mount goes then, its image stays (the
+  // suite's tear-down checks that no mount is left).
+  auto left = call(kTokenA, "POST", "/v1/sandboxes", R"({"workspace": "left"})");
+  EXPECT_EQ(left->status, 201u) << left->body;
 }
 
 }  // namespace
