@@ -13,7 +13,10 @@ build_pkgs=(cmake ninja-build g++ pkg-config libboost-dev nlohmann-json3-dev lib
             libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
             libgtest-dev libgmock-dev libbenchmark-dev
             clang libclang-rt-14-dev  # libFuzzer targets
-            prometheus)  # promtool: the tests check /metrics with Prometheus's own parser
+            prometheus  # promtool: the tests check /metrics with Prometheus's own parser
+            # Image templates' tests: a registry on loopback, an image built with umoci and
+            # pushed with skopeo, pulled through containerd.
+            docker-registry skopeo umoci)
 # Sandbox languages: the default rootfs binds the host's /usr, so the interpreters and the
 # TypeScript transpiler the sandboxes use come from here. bash-static: the runner starts
 # shell commands with it (half of bash's start in a sandbox is the dynamic loader).

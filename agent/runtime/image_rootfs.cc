@@ -1,0 +1,188 @@
+#include "agent/runtime/image_rootfs.h"
+
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/utsname.h>
+
+#include <cerrno>
+#include <cstring>
+#include <nlohmann/json.hpp>
+
+#include "common/fs.h"
+
+namespace swissbox {
+
+using json = nlohmann::json;
+
+namespace {
+
+bool is_index(std::string_view media_type) {
+  return media_type == "application/vnd.oci.image.index.v1+json" ||
+         media_type == "application/vnd.docker.distribution.manifest.list.v2+json";
+}
+
+// The OCI name of this machine's architecture.
+std::string machine_arch() {
+  utsname u{};
+  uname(&u);
+  std::string m = u.machine;
+  if (m == "x86_64") return "amd64";
+  if (m == "aarch64") return "arm64";
+  return m;
+}
+
+// Whether dir is a mount point. From the mount table: a bind of a directory on the same
+// filesystem has its parent's st_dev.
+bool mounted_here(const std::string& dir) {
+  auto table = fs::read_file("/proc/self/mountinfo", 64 << 20);
+  if (!table) return false;
+  // Field 5 of each line is the mount point (our paths have no characters it escapes).
+  const std::string needle = " " + dir + " ";
+  for (size_t pos = 0; (pos = table->find(needle, pos)) != std::string::npos; pos += needle.size()) {
+    size_t line = table->rfind('\n', pos);
+    line = line == std::string::npos ? 0 : line + 1;
+    int spaces = 0;
+    for (size_t i = line; i < pos; ++i) spaces += (*table)[i] == ' ';
+    if (spaces == 3) return true;  // the needle starts at the fourth
+  }
+  return false;
+}
+
+// Mounts what containerd describes (a bind of one layer, or an overlay of several lower
+// directories) at target, read-only.
+Status mount_read_only(const std::vector<cri::Mount>& mounts, const std::string& target) {
+  if (mounts.size() != 1) {
+    return make_error(Code::kInternal, "containerd described the image's view in " + std::to_string(mounts.size()) +
+                                           " mounts; one was expected");
+  }
+  const cri::Mount& m = mounts[0];
+  std::string data;
+  bool recursive = false;
+  for (const auto& o : m.options) {
+    if (o == "ro" || o == "rw" || o == "bind") continue;
+    if (o == "rbind") {
+      recursive = true;
+      continue;
+    }
+    data += (data.empty() ? "" : ",") + o;
+  }
+  if (m.type == "bind") {
+    if (mount(m.source.c_str(), target.c_str(), nullptr, MS_BIND | (recursive ? MS_REC : 0), nullptr) != 0)
+      return sys_error("bind " + m.source + " at " + target);
+    if (mount(nullptr, target.c_str(), nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, nullptr) != 0) {
+      int e = errno;
+      umount2(target.c_str(), MNT_DETACH);
+      errno = e;
+      return sys_error("make " + target + " read-only");
+    }
+    return ok_status();
+  }
+  if (m.type == "overlay") {
+    if (mount("overlay", target.c_str(), "overlay", MS_RDONLY | MS_NOSUID | MS_NODEV, data.c_str()) != 0)
+      return sys_error("mount the image's layers (overlay) at " + target);
+    return ok_status();
+  }
+  return make_error(Code::kInternal, "containerd described the image's view as a '" + m.type + "' mount");
+}
+
+std::string hex_of(const std::string& digest) {
+  auto colon = digest.find(':');
+  return colon == std::string::npos ? digest : digest.substr(colon + 1);
+}
+
+}  // namespace
+
+Result<std::string> platform_manifest(const json& index, const std::string& arch) {
+  if (!index.is_object() || !index.contains("manifests") || !index["manifests"].is_array())
+    return make_error(Code::kInvalidArgument, "the image index lists no manifests");
+  std::vector<std::string> offered;
+  for (const auto& m : index["manifests"]) {
+    const json& p = m.value("platform", json::object());
+    std::string os = p.value("os", ""), a = p.value("architecture", "");
+    if (os == "linux" && a == arch && m.contains("digest")) return m["digest"].get<std::string>();
+    if (!os.empty()) offered.push_back(os + "/" + a);
+  }
+  std::string list;
+  for (const auto& o : offered) list += (list.empty() ? "" : ", ") + o;
+  return make_error(Code::kInvalidArgument,
+                    "the image has no linux/" + arch + " variant (it has: " + (list.empty() ? "none" : list) + ")");
+}
+
+Result<ImageManifest> parse_image(const std::string& manifest_digest, const json& manifest, const json& config) {
+  try {
+    ImageManifest out;
+    out.digest = manifest_digest;
+    for (const auto& l : manifest.at("layers")) out.size_bytes += l.value("size", int64_t{0});
+    const json& rootfs = config.at("rootfs");
+    out.diff_ids = rootfs.at("diff_ids").get<std::vector<std::string>>();
+    if (out.diff_ids.empty()) return make_error(Code::kInvalidArgument, "the image has no layers");
+    if (auto c = config.find("config"); c != config.end() && c->is_object()) {
+      if (auto e = c->find("Env"); e != c->end() && e->is_array()) out.env = e->get<std::vector<std::string>>();
+      out.working_dir = c->value("WorkingDir", "");
+    }
+    return out;
+  } catch (const json::exception& e) {
+    return make_error(Code::kInvalidArgument, std::string("the image's manifest or config is not as OCI says: ") +
+                                                  e.what());
+  }
+}
+
+ImageRootfs::ImageRootfs(cri::ContainerdImages& containerd, std::string images_dir)
+    : containerd_(containerd), dir_(std::move(images_dir)) {}
+
+std::string ImageRootfs::rootfs_of(const std::string& manifest_digest) const {
+  return dir_ + "/" + hex_of(manifest_digest) + "/rootfs";
+}
+
+Result<PreparedImage> ImageRootfs::prepare(const std::string& ref, std::chrono::seconds pull_timeout,
+                                           const std::function<void(const std::string&)>& log) {
+  PreparedImage out;
+  out.ref = ref;
+  log("pulling " + ref + " through containerd");
+  auto id = containerd_.pull(ref, pull_timeout);
+  if (!id) return id.error();
+  out.image_id = *id;
+  auto target = containerd_.image(ref);
+  if (!target && target.error().code == Code::kNotFound) target = containerd_.image(*id);
+  if (!target) return target.error();
+  std::string manifest_digest = target->digest;
+  auto blob = containerd_.read(manifest_digest);
+  if (!blob) return blob.error();
+  json manifest = json::parse(*blob, nullptr, false);
+  if (is_index(target->media_type) || (manifest.is_object() && manifest.contains("manifests"))) {
+    auto picked = platform_manifest(manifest, machine_arch());
+    if (!picked) return picked.error();
+    manifest_digest = *picked;
+    blob = containerd_.read(manifest_digest);
+    if (!blob) return blob.error();
+    manifest = json::parse(*blob, nullptr, false);
+  }
+  if (!manifest.is_object() || !manifest.contains("config"))
+    return make_error(Code::kInvalidArgument, "the image's manifest " + manifest_digest + " is not a manifest");
+  auto config_blob = containerd_.read(manifest["config"].value("digest", ""));
+  if (!config_blob) return config_blob.error();
+  auto parsed = parse_image(manifest_digest, manifest, json::parse(*config_blob, nullptr, false));
+  if (!parsed) return parsed.error();
+  out.manifest = *parsed;
+  log("image " + manifest_digest + ": " + std::to_string(out.manifest.diff_ids.size()) + " layer(s), " +
+      std::to_string(out.manifest.size_bytes) + " bytes");
+
+  out.rootfs = rootfs_of(manifest_digest);
+  if (mounted_here(out.rootfs)) return out;
+  if (auto st = fs::make_dirs(out.rootfs, 0755); !st) return st.error();
+  auto mounts = containerd_.view("swissbox-image-" + hex_of(manifest_digest), cri::chain_id(out.manifest.diff_ids));
+  if (!mounts) return mounts.error();
+  if (auto st = mount_read_only(*mounts, out.rootfs); !st) return st.error();
+  log("layers mounted read-only at " + out.rootfs);
+  return out;
+}
+
+Status ImageRootfs::release(const PreparedImage& image) {
+  if (mounted_here(image.rootfs) && umount2(image.rootfs.c_str(), MNT_DETACH) != 0)
+    return sys_error("unmount " + image.rootfs);
+  if (auto st = fs::remove_tree(dir_ + "/" + hex_of(image.manifest.digest)); !st) return st;
+  if (auto st = containerd_.remove_view("swissbox-image-" + hex_of(image.manifest.digest)); !st) return st;
+  return containerd_.delete_image(image.ref);
+}
+
+}  // namespace swissbox
