@@ -33,7 +33,7 @@ Status parse_pool_entry(const std::string& entry, std::map<std::string, int>* po
   auto eq = entry.find('=');
   if (eq == std::string::npos) return invalid("--pool wants TEMPLATE[:egress][+LANGUAGE]=N, got '" + entry + "'");
   std::string tmpl = entry.substr(0, eq);
-  if (!parse_pool_key(tmpl)) {
+  if (!parse_pool_key(tmpl, /*any_template=*/true)) {
     return invalid("--pool: unknown pool '" + tmpl +
                    "' (TEMPLATE[:egress][+python|+javascript|+typescript])");
   }

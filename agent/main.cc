@@ -18,7 +18,10 @@
 #include "agent/net/egress_proxy.h"
 #include "agent/hardening.h"
 #include "agent/net/sandbox_network.h"
+#include "agent/runtime/image_rootfs.h"
 #include "agent/runtime/runsc_driver.h"
+#include "agent/sandbox/template_store.h"
+#include "cri/containerd_images.h"
 #include "agent/sandbox/sandbox_manager.h"
 #include "common/fs.h"
 #include "common/http_server.h"
@@ -162,6 +165,16 @@ int main(int argc, char** argv) {
   mo.gc_interval = std::chrono::seconds(cfg->gc_interval_s);
   mo.records_dir = cfg->state_dir + "/records";
   mo.ledger_path = cfg->state_dir + "/tenants/usage.json";
+  // Image templates (issue 22): through the node's containerd when the agent has it; their
+  // records are read (and ready ones mounted again) before any sandbox of them is.
+  std::unique_ptr<cri::ContainerdImages> containerd;
+  std::unique_ptr<ImageRootfs> images;
+  if (!cfg->cri_socket.empty()) {
+    containerd = std::make_unique<cri::ContainerdImages>(cfg->cri_socket);
+    images = std::make_unique<ImageRootfs>(*containerd, cfg->state_dir + "/images");
+  }
+  TemplateStore templates(ioc, workers, images.get(), cfg->state_dir + "/templates", LimitBounds{});
+  templates.load();
   SandboxManager manager(ioc, workers, **driver, mo, metrics);
   std::unique_ptr<CriMonitor> cri;
   if (!cfg->cri_socket.empty()) {
@@ -172,6 +185,7 @@ int main(int argc, char** argv) {
   ao.region = cfg->region;
   ao.tokens = tokens;
   ao.cri = cri.get();
+  ao.templates = &templates;
   AgentApi api(manager, metrics, ao);
   http::ServerOptions so;
   so.max_connections = static_cast<size_t>(cfg->max_connections);
@@ -232,6 +246,9 @@ int main(int argc, char** argv) {
   // Sandboxes left for the next agent still need the filter around them, and their
   // workspaces mounted.
   stop_egress(!cfg->keep_sandboxes_on_exit);
-  if (!cfg->keep_sandboxes_on_exit) (*driver)->unmount_workspaces();
+  if (!cfg->keep_sandboxes_on_exit) {
+    (*driver)->unmount_workspaces();
+    templates.unmount_images();
+  }
   return exit_code;
 }

@@ -127,6 +127,7 @@ struct Spawner::Spare {
 
 Spawner::Spawner(const char* static_bash) {
   if (access(static_bash, X_OK) == 0) static_bash_ = static_bash;
+  has_bash_ = access("/bin/bash", X_OK) == 0 || access("/usr/bin/bash", X_OK) == 0;
 }
 
 Spawner::~Spawner() {
@@ -136,7 +137,10 @@ Spawner::~Spawner() {
 
 const char* Spawner::program(const std::string& argv0) const {
   bool bash = argv0 == "/bin/bash" || argv0 == "/usr/bin/bash";
-  return bash && !static_bash_.empty() ? static_bash_.c_str() : argv0.c_str();
+  if (!bash) return argv0.c_str();
+  if (!static_bash_.empty()) return static_bash_.c_str();
+  // An image without bash (alpine, busybox, distroless with a shell): its /bin/sh.
+  return has_bash_ ? argv0.c_str() : "/bin/sh";
 }
 
 pid_t Spawner::spare_pid() const { return spare_ ? spare_->pid : -1; }

@@ -14,7 +14,7 @@
 // loader, no libc relocations) in 3.5 ms. So a command whose program
 // is /bin/bash or /usr/bin/bash runs the image's static build when it has one, with argv
 // unchanged: $0, $BASH and `ps -f` read as before; the process name (`ps`, /proc/PID/comm)
-// is bash-static.
+// is bash-static. An image with no bash at all runs them with its /bin/sh.
 #pragma once
 
 #include <sys/resource.h>
@@ -79,6 +79,7 @@ class Spawner {
                    rlim_t nproc, int fd3, int tty, Launched* out);
 
   std::string static_bash_;  // empty: the image has none
+  bool has_bash_ = true;      // false: /bin/bash commands run with /bin/sh
   uid_t uid_ = static_cast<uid_t>(-1);  // -1: the runner's own
   gid_t gid_ = static_cast<gid_t>(-1);
   std::unique_ptr<Spare> spare_;

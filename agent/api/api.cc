@@ -228,6 +228,12 @@ void AgentApi::route(Call& c) {
     auto slash = rest.find('/');
     return tenants(c, rest.substr(0, slash), slash == std::string::npos ? "" : rest.substr(slash));
   }
+  if (p == "/v1/templates") return templates(c, "", "");
+  if (p.rfind("/v1/templates/", 0) == 0) {
+    std::string rest = p.substr(14);
+    auto slash = rest.find('/');
+    return templates(c, rest.substr(0, slash), slash == std::string::npos ? "" : rest.substr(slash));
+  }
   if (p == "/v1/warmpool") return warmpool(c, "");
   if (p.rfind("/v1/warmpool/", 0) == 0) return warmpool(c, p.substr(13));
   if (p == "/v1/execute") {

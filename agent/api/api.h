@@ -16,6 +16,7 @@
 namespace swissbox {
 
 class CriMonitor;
+class TemplateStore;
 namespace e2b {
 struct Processes;
 struct Watchers;
@@ -24,6 +25,7 @@ struct Watchers;
 struct ApiOptions {
   std::string region = "dev";
   const CriMonitor* cri = nullptr;  // the node's container runtime, if the agent watches it
+  TemplateStore* templates = nullptr;  // image templates (issue 22)
   TokenTable tokens;  // empty = no auth (the agent then listens on loopback only)
   size_t max_json_body = 16 << 20;
 };
@@ -75,6 +77,8 @@ class AgentApi {
   void warmpool(Call& c, const std::string& tmpl);
   // /v1/tenants, /v1/tenants/{t}/usage, DELETE /v1/tenants/{t} (tenants.cc).
   void tenants(Call& c, const std::string& tenant, const std::string& rest);
+  // /v1/templates[/{name}[/log]] (agent/api/templates.cc).
+  void templates(Call& c, const std::string& name, const std::string& rest);
   nlohmann::json tenant_json(const std::string& tenant, const TenantLoad& load) const;
   // Counts a finished run (kind: exec, code, oneshot): its outcome, truncation, the
   // tenant's executions and its latency by template and language.

@@ -3,6 +3,7 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -48,41 +49,46 @@ bool mounted_here(const std::string& dir) {
   return false;
 }
 
+// The directories and links a sandbox's bundle needs in its root (mount points for
+// /workspace, /tmp and the runner's support directory; E2B's /home/user), which an image
+// seldom has and a read-only root cannot get later: the top layer of every image root.
+Status make_skeleton(const std::string& dir) {
+  for (const char* d : {"/workspace", "/tmp", "/proc", "/dev", "/sys", "/home", "/.swissbox"}) {
+    if (auto st = fs::make_dirs(dir + d); !st) return st;
+  }
+  std::string home = dir + "/home/user";
+  if (!fs::exists(home) && symlink("/workspace", home.c_str()) != 0) return sys_error("symlink " + home);
+  return ok_status();
+}
+
 // Mounts what containerd describes (a bind of one layer, or an overlay of several lower
-// directories) at target, read-only.
-Status mount_read_only(const std::vector<cri::Mount>& mounts, const std::string& target) {
+// directories) at target, read-only, with the skeleton on top: one overlay of lower
+// directories only, which the kernel keeps read-only.
+Status mount_read_only(const std::vector<cri::Mount>& mounts, const std::string& skeleton, const std::string& target) {
   if (mounts.size() != 1) {
     return make_error(Code::kInternal, "containerd described the image's view in " + std::to_string(mounts.size()) +
                                            " mounts; one was expected");
   }
   const cri::Mount& m = mounts[0];
-  std::string data;
-  bool recursive = false;
-  for (const auto& o : m.options) {
-    if (o == "ro" || o == "rw" || o == "bind") continue;
-    if (o == "rbind") {
-      recursive = true;
-      continue;
-    }
-    data += (data.empty() ? "" : ",") + o;
-  }
+  std::string lower, options;
   if (m.type == "bind") {
-    if (mount(m.source.c_str(), target.c_str(), nullptr, MS_BIND | (recursive ? MS_REC : 0), nullptr) != 0)
-      return sys_error("bind " + m.source + " at " + target);
-    if (mount(nullptr, target.c_str(), nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, nullptr) != 0) {
-      int e = errno;
-      umount2(target.c_str(), MNT_DETACH);
-      errno = e;
-      return sys_error("make " + target + " read-only");
+    lower = m.source;
+  } else if (m.type == "overlay") {
+    for (const auto& o : m.options) {
+      if (o.starts_with("lowerdir=")) {
+        lower = o.substr(9);
+      } else if (o != "ro" && o != "rw") {
+        options += "," + o;
+      }
     }
-    return ok_status();
+  } else {
+    return make_error(Code::kInternal, "containerd described the image's view as a '" + m.type + "' mount");
   }
-  if (m.type == "overlay") {
-    if (mount("overlay", target.c_str(), "overlay", MS_RDONLY | MS_NOSUID | MS_NODEV, data.c_str()) != 0)
-      return sys_error("mount the image's layers (overlay) at " + target);
-    return ok_status();
-  }
-  return make_error(Code::kInternal, "containerd described the image's view as a '" + m.type + "' mount");
+  if (lower.empty()) return make_error(Code::kInternal, "containerd's view of the image names no layer");
+  std::string data = "lowerdir=" + skeleton + ":" + lower + options;
+  if (mount("overlay", target.c_str(), "overlay", MS_RDONLY | MS_NOSUID | MS_NODEV, data.c_str()) != 0)
+    return sys_error("mount the image's layers (overlay) at " + target);
+  return ok_status();
 }
 
 std::string hex_of(const std::string& digest) {
@@ -135,15 +141,18 @@ std::string ImageRootfs::rootfs_of(const std::string& manifest_digest) const {
 }
 
 Result<PreparedImage> ImageRootfs::prepare(const std::string& ref, std::chrono::seconds pull_timeout,
-                                           const std::function<void(const std::string&)>& log) {
+                                           const std::function<void(const std::string&)>& log, Pull pull) {
   PreparedImage out;
   out.ref = ref;
-  log("pulling " + ref + " through containerd");
-  auto id = containerd_.pull(ref, pull_timeout);
-  if (!id) return id.error();
-  out.image_id = *id;
-  auto target = containerd_.image(ref);
-  if (!target && target.error().code == Code::kNotFound) target = containerd_.image(*id);
+  auto target = pull == Pull::kIfMissing ? containerd_.image(ref) : Result<cri::Descriptor>(cri::Descriptor{});
+  if (pull == Pull::kAlways || (!target && target.error().code == Code::kNotFound)) {
+    log("pulling " + ref + " through containerd");
+    auto id = containerd_.pull(ref, pull_timeout);
+    if (!id) return id.error();
+    out.image_id = *id;
+    target = containerd_.image(ref);
+    if (!target && target.error().code == Code::kNotFound) target = containerd_.image(*id);
+  }
   if (!target) return target.error();
   std::string manifest_digest = target->digest;
   auto blob = containerd_.read(manifest_digest);
@@ -170,16 +179,23 @@ Result<PreparedImage> ImageRootfs::prepare(const std::string& ref, std::chrono::
   out.rootfs = rootfs_of(manifest_digest);
   if (mounted_here(out.rootfs)) return out;
   if (auto st = fs::make_dirs(out.rootfs, 0755); !st) return st.error();
+  const std::string skeleton = dir_ + "/skeleton";
+  if (auto st = make_skeleton(skeleton); !st) return st.error();
   auto mounts = containerd_.view("swissbox-image-" + hex_of(manifest_digest), cri::chain_id(out.manifest.diff_ids));
   if (!mounts) return mounts.error();
-  if (auto st = mount_read_only(*mounts, out.rootfs); !st) return st.error();
+  if (auto st = mount_read_only(*mounts, skeleton, out.rootfs); !st) return st.error();
   log("layers mounted read-only at " + out.rootfs);
   return out;
 }
 
-Status ImageRootfs::release(const PreparedImage& image) {
+Status ImageRootfs::unmount(const PreparedImage& image) {
   if (mounted_here(image.rootfs) && umount2(image.rootfs.c_str(), MNT_DETACH) != 0)
     return sys_error("unmount " + image.rootfs);
+  return ok_status();
+}
+
+Status ImageRootfs::release(const PreparedImage& image) {
+  if (auto st = unmount(image); !st) return st;
   if (auto st = fs::remove_tree(dir_ + "/" + hex_of(image.manifest.digest)); !st) return st;
   if (auto st = containerd_.remove_view("swissbox-image-" + hex_of(image.manifest.digest)); !st) return st;
   return containerd_.delete_image(image.ref);

@@ -44,12 +44,16 @@ class ImageRootfs {
   // images_dir: <state>/images.
   ImageRootfs(cri::ContainerdImages& containerd, std::string images_dir);
 
-  // Pulls the image, resolves it for this machine's architecture, and mounts its layers
+  // Pulls the image (always: a tag may have moved; or only when containerd lacks it, as at
+  // an agent's start), resolves it for this machine's architecture, and mounts its layers
   // read-only (again after a reboot; nothing when mounted). `log` gets each step. Blocks.
+  enum class Pull { kAlways, kIfMissing };
   Result<PreparedImage> prepare(const std::string& ref, std::chrono::seconds pull_timeout,
-                                const std::function<void(const std::string&)>& log);
+                                const std::function<void(const std::string&)>& log, Pull pull = Pull::kAlways);
   // Unmounts the rootfs, removes the view and the image's name (when no template uses it).
   Status release(const PreparedImage& image);
+  // Unmounts the rootfs only (an agent stop that leaves no sandbox); prepare mounts it again.
+  static Status unmount(const PreparedImage& image);
   std::string rootfs_of(const std::string& manifest_digest) const;
 
  private:

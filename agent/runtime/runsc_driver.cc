@@ -373,8 +373,10 @@ Result<RunnerLink> RunscDriver::start(const SandboxSpec& spec) {
   }
   if (auto st = disk_.create(dir, opts_.max_disk_mb, spec.limits.disk_mb, spec.uid, spec.gid); !st)
     return fail(st.error());
-  json config =
-      make_oci_config(with_cgroup, rootfs_, workspace, SandboxDisk::tmp(dir), support_dir_);
+  // An image template's sandboxes have the image's read-only root, nothing of the host's.
+  const RootfsLayout image_root{spec.rootfs, {}};
+  json config = make_oci_config(with_cgroup, spec.rootfs.empty() ? rootfs_ : image_root, workspace,
+                                SandboxDisk::tmp(dir), support_dir_);
   if (auto st = fs::write_file_atomic(bundle + "/config.json", config.dump(2)); !st) {
     return fail(st.error());
   }

@@ -23,6 +23,51 @@ const std::map<std::string, Template>& builtin_templates() {
   return kTemplates;
 }
 
+namespace {
+
+struct Registry {
+  std::mutex mu;
+  std::map<std::string, Template> templates = builtin_templates();
+};
+Registry& registry() {
+  static Registry r;
+  return r;
+}
+
+}  // namespace
+
+std::optional<Template> find_template(const std::string& name) {
+  Registry& r = registry();
+  std::lock_guard lock(r.mu);
+  auto it = r.templates.find(name);
+  if (it == r.templates.end()) return std::nullopt;
+  return it->second;
+}
+
+std::vector<std::string> template_names() {
+  Registry& r = registry();
+  std::lock_guard lock(r.mu);
+  std::vector<std::string> out;
+  for (const auto& [name, t] : r.templates) out.push_back(name);
+  return out;
+}
+
+Status register_template(Template t) {
+  if (builtin_templates().count(t.name))
+    return make_error(Code::kConflict, "'" + t.name + "' is a built-in template");
+  Registry& r = registry();
+  std::lock_guard lock(r.mu);
+  r.templates[t.name] = std::move(t);
+  return ok_status();
+}
+
+void unregister_template(const std::string& name) {
+  if (builtin_templates().count(name)) return;
+  Registry& r = registry();
+  std::lock_guard lock(r.mu);
+  r.templates.erase(name);
+}
+
 std::string_view network_name(NetworkMode mode) {
   return mode == NetworkMode::kEgress ? "egress" : "none";
 }
@@ -54,7 +99,7 @@ const std::vector<std::string>& worker_languages() {
   return langs;
 }
 
-std::optional<PoolKey> parse_pool_key(const std::string& key) {
+std::optional<PoolKey> parse_pool_key(const std::string& key, bool any_template) {
   PoolKey k;
   auto plus = key.find('+');
   std::string rest = key.substr(0, plus);
@@ -71,7 +116,8 @@ std::optional<PoolKey> parse_pool_key(const std::string& key) {
   const auto& langs = worker_languages();
   bool language_ok = plus == std::string::npos ||
                      std::find(langs.begin(), langs.end(), k.language) != langs.end();
-  if (!builtin_templates().count(k.template_name) || !network_ok || !language_ok) return std::nullopt;
+  bool template_ok = any_template ? plain_name(k.template_name, 64) : find_template(k.template_name).has_value();
+  if (!template_ok || !network_ok || !language_ok) return std::nullopt;
   return k;
 }
 
@@ -84,6 +130,18 @@ const std::map<std::string, std::string>& base_environment() {
       {"USER", "sandbox"},
   };
   return env;
+}
+
+std::vector<std::string> sandbox_environment(const Template& t) {
+  std::map<std::string, std::string> env = base_environment();
+  for (const auto& kv : t.env) {
+    auto eq = kv.find('=');
+    if (eq == std::string::npos || eq == 0 || kv.compare(0, eq, "HOME") == 0) continue;
+    env[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+  std::vector<std::string> out;
+  for (const auto& [k, v] : env) out.push_back(k + "=" + v);
+  return out;
 }
 
 bool valid_env_name(std::string_view name) {
@@ -122,6 +180,27 @@ Status read_number(const json& body, const char* field, T min, T max, T* out) {
 
 }  // namespace
 
+Status read_limits(const json& body, const LimitBounds& bounds, Limits* limits) {
+  if (auto st = read_number(body, "cpu", 0.1, bounds.max_cpu, &limits->cpu); !st) return st;
+  if (auto st = read_number<int64_t>(body, "memory_mb", 64, bounds.max_memory_mb, &limits->memory_mb); !st) return st;
+  if (auto st = read_number<int64_t>(body, "disk_mb", 16, bounds.max_disk_mb, &limits->disk_mb); !st) return st;
+  return read_number<int64_t>(body, "pids", 16, bounds.max_pids, &limits->pids);
+}
+
+Status read_idle_policy(const json& body, std::chrono::seconds* idle_timeout, OnIdle* on_idle) {
+  // idle_timeout_s; timeout_s is its older name.
+  int64_t timeout_s = idle_timeout->count();
+  const char* timeout_field = body.contains("idle_timeout_s") ? "idle_timeout_s" : "timeout_s";
+  if (auto st = read_number<int64_t>(body, timeout_field, 1, 7 * 24 * 3600, &timeout_s); !st) return st;
+  *idle_timeout = std::chrono::seconds(timeout_s);
+  if (auto it = body.find("on_idle"); it != body.end() && !it->is_null()) {
+    auto parsed = it->is_string() ? parse_on_idle(it->get<std::string>()) : std::nullopt;
+    if (!parsed) return invalid("on_idle must be \"suspend\" or \"delete\"");
+    *on_idle = *parsed;
+  }
+  return ok_status();
+}
+
 Result<CreateRequest> parse_create_request(const json& body, const LimitBounds& bounds,
                                            json* metadata_out) {
   if (!body.is_object()) return invalid("request body must be a JSON object");
@@ -130,38 +209,17 @@ Result<CreateRequest> parse_create_request(const json& body, const LimitBounds& 
     if (!it->is_string()) return invalid("template must be a string");
     req.template_name = it->get<std::string>();
   }
-  auto tmpl = builtin_templates().find(req.template_name);
-  if (tmpl == builtin_templates().end()) {
-    return invalid("unknown template '" + req.template_name +
-                   "' (known: default, lightweight, heavy, browser)");
+  auto tmpl = find_template(req.template_name);
+  if (!tmpl) {
+    std::string known;
+    for (const auto& n : template_names()) known += (known.empty() ? "" : ", ") + n;
+    return invalid("unknown template '" + req.template_name + "' (known: " + known + ")");
   }
-  req.limits = tmpl->second.limits;
-  req.timeout = tmpl->second.idle_timeout;
-  req.on_idle = tmpl->second.on_idle;
-  if (auto st = read_number(body, "cpu", 0.1, bounds.max_cpu, &req.limits.cpu); !st)
-    return st.error();
-  if (auto st =
-          read_number<int64_t>(body, "memory_mb", 64, bounds.max_memory_mb, &req.limits.memory_mb);
-      !st) {
-    return st.error();
-  }
-  if (auto st = read_number<int64_t>(body, "disk_mb", 16, bounds.max_disk_mb, &req.limits.disk_mb);
-      !st) {
-    return st.error();
-  }
-  if (auto st = read_number<int64_t>(body, "pids", 16, bounds.max_pids, &req.limits.pids); !st)
-    return st.error();
-  // idle_timeout_s; timeout_s is its older name.
-  int64_t timeout_s = req.timeout.count();
-  const char* timeout_field = body.contains("idle_timeout_s") ? "idle_timeout_s" : "timeout_s";
-  if (auto st = read_number<int64_t>(body, timeout_field, 1, 7 * 24 * 3600, &timeout_s); !st)
-    return st.error();
-  req.timeout = std::chrono::seconds(timeout_s);
-  if (auto it = body.find("on_idle"); it != body.end() && !it->is_null()) {
-    auto on_idle = it->is_string() ? parse_on_idle(it->get<std::string>()) : std::nullopt;
-    if (!on_idle) return invalid("on_idle must be \"suspend\" or \"delete\"");
-    req.on_idle = *on_idle;
-  }
+  req.limits = tmpl->limits;
+  req.timeout = tmpl->idle_timeout;
+  req.on_idle = tmpl->on_idle;
+  if (auto st = read_limits(body, bounds, &req.limits); !st) return st.error();
+  if (auto st = read_idle_policy(body, &req.timeout, &req.on_idle); !st) return st.error();
   int64_t retention_s = req.retention.count();
   if (auto st = read_number<int64_t>(body, "retention_s", 1, 365 * 24 * 3600, &retention_s); !st)
     return st.error();

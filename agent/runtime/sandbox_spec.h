@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <map>
+#include <mutex>
 #include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <string>
@@ -41,10 +42,22 @@ struct Template {
   // The idle policy of its sandboxes when a create request does not set one.
   std::chrono::seconds idle_timeout = kDefaultIdleTimeout;
   OnIdle on_idle = OnIdle::kSuspend;
+  // An image template's (issue 22): its read-only root on the host, the image it came
+  // from and the image's environment. Empty rootfs: the node's root.
+  std::string rootfs = {};
+  std::string image = {};
+  std::vector<std::string> env = {};
 };
 
-// default / lightweight / heavy / browser, as DESIGN.md lists them.
+// default / lightweight / heavy / browser / code-interpreter, as DESIGN.md lists them.
 const std::map<std::string, Template>& builtin_templates();
+// The templates sandboxes can be made from: the built-ins and the ready image templates the
+// agent registers (agent/sandbox/template_store.h). Thread-safe.
+std::optional<Template> find_template(const std::string& name);
+std::vector<std::string> template_names();
+// Adds or replaces a template (not a built-in: refused), and takes one away.
+Status register_template(Template t);
+void unregister_template(const std::string& name);
 
 // Network modes: none (loopback only, the default) and egress (a veth into the node, out
 // only through the egress proxy; see agent/net/sandbox_network.h). Named "none" and
@@ -64,8 +77,9 @@ struct PoolKey {
 };
 std::string pool_key(const std::string& template_name, NetworkMode network,
                      const std::string& language = "");
-// nullopt if the template, network or language is unknown.
-std::optional<PoolKey> parse_pool_key(const std::string& key);
+// nullopt if the template, network or language is unknown. any_template: the template's
+// name is not looked up (command-line pools name image templates the agent loads later).
+std::optional<PoolKey> parse_pool_key(const std::string& key, bool any_template = false);
 // The languages that have workers (and so pools of their own).
 const std::vector<std::string>& worker_languages();
 
@@ -96,6 +110,12 @@ struct CreateRequest {
   std::string workspace;
 };
 
+// cpu, memory_mb, disk_mb and pids of a request body (a create, a template), each within
+// bounds; absent ones leave *limits as it is.
+Status read_limits(const nlohmann::json& body, const LimitBounds& bounds, Limits* limits);
+// idle_timeout_s (or its older name timeout_s) and on_idle, the same way.
+Status read_idle_policy(const nlohmann::json& body, std::chrono::seconds* idle_timeout, OnIdle* on_idle);
+
 // Parses and validates POST /v1/sandboxes; unknown template, wrong types, negative or
 // too-large limits are kInvalidArgument with the field named.
 Result<CreateRequest> parse_create_request(const nlohmann::json& body, const LimitBounds& bounds,
@@ -115,6 +135,7 @@ struct SandboxSpec {
   // A tenant's workspace on the host, bound at /workspace/workspace (= /home/user/workspace:
   // home is /workspace); empty: none.
   std::string workspace_dir;
+  std::string rootfs;  // an image template's read-only root; empty: the node's
 };
 
 // A name that is a plain path component: 1–max_size of letters, digits, '.', '_', '-', not
@@ -130,6 +151,9 @@ inline bool valid_workspace_name(std::string_view name) { return plain_name(name
 // nsswitch.conf, /etc/passwd: 18 of the ≈ 112 system calls of `bash -c 'echo hi'`,
 // ≈ 0.7 ms of every shell command).
 const std::map<std::string, std::string>& base_environment();
+// A template's sandboxes' environment ("K=V"): the base, with an image's own variables laid
+// over it (PATH, LANG, …), HOME staying the workspace.
+std::vector<std::string> sandbox_environment(const Template& t);
 
 bool valid_env_name(std::string_view name);
 

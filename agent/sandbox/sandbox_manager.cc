@@ -649,7 +649,7 @@ void SandboxManager::shutdown(bool keep_active, std::function<void()> done) {
 
 std::map<std::string, PoolStatus> SandboxManager::pool_status() const {
   std::set<std::string> pools;
-  for (const auto& [name, t] : builtin_templates()) {
+  for (const auto& name : template_names()) {
     pools.insert(name);
     if (runtime_.offers_egress() && opts_.egress_proxy) pools.insert(pool_key(name, NetworkMode::kEgress));
   }
@@ -674,6 +674,23 @@ Status SandboxManager::set_pool_target(const std::string& tmpl, int target) {
   for (const auto& sb : pool_.set_target(tmpl, target)) retire(sb->id, "pool target lowered");
   refill();
   return ok_status();
+}
+
+int SandboxManager::sandboxes_of_template(const std::string& name) const {
+  int n = 0;
+  for (const auto& [id, sb] : sandboxes_) n += sb->template_name == name && sb->state != SandboxState::kWarm;
+  return n;
+}
+
+void SandboxManager::drop_pools_of(const std::string& name) {
+  std::vector<std::string> keys;
+  for (const auto& [key, target] : pool_.targets()) {
+    auto k = parse_pool_key(key, /*any_template=*/true);
+    if (k && k->template_name == name) keys.push_back(key);
+  }
+  for (const auto& key : keys) {
+    for (const auto& sb : pool_.set_target(key, 0)) retire(sb->id, "template deleted");
+  }
 }
 
 bool SandboxManager::pools_warm() const { return pool_.warm(); }

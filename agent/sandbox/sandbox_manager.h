@@ -153,6 +153,10 @@ class SandboxManager {
   // late on a node that was away), only what was made before then.
   void delete_tenant(const std::string& tenant, std::optional<std::chrono::system_clock::time_point> before,
                      std::function<void(int)> done);
+  // Sandboxes made from the template that are not warm (active, suspended, being made);
+  // and the template's warm pools emptied (its template is being deleted).
+  int sandboxes_of_template(const std::string& name) const;
+  void drop_pools_of(const std::string& name);
   // Tenants deleted here in the last 30 days, and when (unix seconds).
   const std::map<std::string, double>& deleted_tenants() const { return ledger_.deleted(); }
   // What the tenant holds here: its sandboxes by state and the claims under way; and the

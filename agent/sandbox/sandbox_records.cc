@@ -71,7 +71,7 @@ Result<Sandbox> sandbox_from_record(const json& r) {
     sb.id = r.at("id").get<std::string>();
     if (!valid_sandbox_id(sb.id)) return make_error(Code::kInvalidArgument, "bad id " + sb.id);
     sb.template_name = r.at("template").get<std::string>();
-    if (!builtin_templates().count(sb.template_name))
+    if (!find_template(sb.template_name))
       return make_error(Code::kInvalidArgument, "unknown template " + sb.template_name);
     sb.tenant = r.at("tenant").get<std::string>();
     sb.workspace = r.value("workspace", std::string());

@@ -90,14 +90,21 @@ void SandboxManager::start_one(const std::string& pool, std::function<void(Resul
   sb->template_name = key.template_name;
   sb->network = key.network;
   sb->language = key.language;
-  sb->limits = builtin_templates().at(key.template_name).limits;
+  auto tmpl = find_template(key.template_name);
+  if (!tmpl) {
+    return asio::post(ioc_, [ready = std::move(ready), name = key.template_name] {
+      ready(make_error(Code::kNotFound, "template '" + name + "' is not ready on this node"));
+    });
+  }
+  sb->limits = tmpl->limits;
   SandboxSpec spec;
   spec.id = sb->id;
   spec.hostname = "sandbox";
   spec.limits = sb->limits;
   spec.network = key.network;
   spec.workspace_dir = std::move(workspace_dir);
-  for (const auto& [k, v] : base_environment()) spec.env.push_back(k + "=" + v);
+  spec.rootfs = tmpl->rootfs;
+  spec.env = sandbox_environment(*tmpl);
   pool_.start_begun(pool);
   starting_ids_.insert(sb->id);
   auto start = std::make_shared<Starting>(ioc_, sb, std::move(ready));
@@ -162,7 +169,8 @@ void SandboxManager::load_worker(std::shared_ptr<Starting> start) {
 
 void SandboxManager::load_contexts(std::shared_ptr<Starting> start, size_t i) {
   const SandboxPtr& sb = start->sb;
-  const auto& languages = builtin_templates().at(sb->template_name).warm_contexts;
+  auto tmpl = find_template(sb->template_name);
+  const auto languages = tmpl ? tmpl->warm_contexts : std::vector<std::string>{};
   if (i == languages.size()) return start_over(start, "");
   proto::ContextStartOp op;
   op.context = "default-" + languages[i];

@@ -14,38 +14,43 @@
 namespace swissbox::testing {
 namespace {
 
-class Images : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
+// A registry on loopback holding the test image, and a containerd that pulls from it.
+struct ImageWorld {
+  std::string dir, registry, skip;
+  pid_t registry_pid = -1, containerd_pid = -1;
+  std::unique_ptr<cri::ContainerdImages> containerd;
+  std::string socket() const { return dir + "/containerd.sock"; }
+
+  void up() {
     if (geteuid() != 0) {
-      skip_ = "needs root (containerd, mounts)";
+      skip = "needs root (containerd, mounts)";
       return;
     }
     for (const char* tool : {"/usr/bin/containerd", "/usr/bin/docker-registry", "/usr/bin/skopeo", "/usr/bin/umoci",
                              "/bin/bash-static"}) {
       if (access(tool, X_OK) != 0) {
-        skip_ = std::string(tool) + " is not installed (scripts/install-deps.sh installs it)";
+        skip = std::string(tool) + " is not installed (scripts/install-deps.sh installs it)";
         return;
       }
     }
     char tmpl[] = "/tmp/swissbox-img-XXXXXX";
-    dir_ = mkdtemp(tmpl);
+    dir = mkdtemp(tmpl);
     const int port = free_port();
-    registry_ = fmt::format("localhost:{}", port);
+    registry = fmt::format("localhost:{}", port);
     // The registry, on loopback, keeping its blobs in the test's directory.
-    (void)fs::write_file_atomic(dir_ + "/registry.yml", fmt::format("version: 0.1\nstorage:\n  filesystem:\n    "
-                                                                    "rootdirectory: {}/registry\nhttp:\n  addr: "
-                                                                    "127.0.0.1:{}\n",
-                                                                    dir_, port));
-    registry_pid_ = spawn_daemon({"/usr/bin/docker-registry", "serve", dir_ + "/registry.yml"}, dir_ + "/registry.log");
+    (void)fs::write_file_atomic(dir + "/registry.yml", fmt::format("version: 0.1\nstorage:\n  filesystem:\n    "
+                                                                   "rootdirectory: {}/registry\nhttp:\n  addr: "
+                                                                   "127.0.0.1:{}\n",
+                                                                   dir, port));
+    registry_pid = spawn_daemon({"/usr/bin/docker-registry", "serve", dir + "/registry.yml"}, dir + "/registry.log");
     // containerd, with the registry reached over plain HTTP (as a node's hosts.toml says).
-    for (const char* d : {"/cni/bin", "/cni/conf"}) (void)fs::make_dirs(dir_ + d);
-    (void)fs::make_dirs(dir_ + "/certs.d/" + registry_);
-    (void)fs::write_file_atomic(dir_ + "/certs.d/" + registry_ + "/hosts.toml",
+    for (const char* d : {"/cni/bin", "/cni/conf"}) (void)fs::make_dirs(dir + d);
+    (void)fs::make_dirs(dir + "/certs.d/" + registry);
+    (void)fs::write_file_atomic(dir + "/certs.d/" + registry + "/hosts.toml",
                                 fmt::format("server = \"http://{0}\"\n[host.\"http://{0}\"]\n  capabilities = "
                                             "[\"pull\", \"resolve\"]\n",
-                                            registry_));
-    (void)fs::write_file_atomic(dir_ + "/config.toml", fmt::format(R"(version = 2
+                                            registry));
+    (void)fs::write_file_atomic(dir + "/config.toml", fmt::format(R"(version = 2
 root = "{0}/root"
 state = "{0}/state"
 [grpc]
@@ -60,58 +65,62 @@ state = "{0}/state"
   [plugins."io.containerd.grpc.v1.cri".registry]
     config_path = "{0}/certs.d"
 )",
-                                                                   dir_));
-    containerd_pid_ = spawn_daemon({"/usr/bin/containerd", "--config", dir_ + "/config.toml"}, dir_ + "/containerd.log");
-    containerd_ = std::make_unique<cri::ContainerdImages>(dir_ + "/containerd.sock");
-    // The image: one layer with /etc/marker and a static /bin/sh, pushed to the registry.
-    std::string layout = dir_ + "/layout", bundle = dir_ + "/bundle";
+                                                                  dir));
+    containerd_pid = spawn_daemon({"/usr/bin/containerd", "--config", dir + "/config.toml"}, dir + "/containerd.log");
+    containerd = std::make_unique<cri::ContainerdImages>(socket());
+    // The image: one layer with /etc/marker, a world-writable /data and a static /bin/sh (no
+    // bash, no other program), pushed.
+    std::string layout = dir + "/layout", bundle = dir + "/bundle";
     std::vector<std::vector<std::string>> steps = {
         {"/usr/bin/umoci", "init", "--layout", layout},
         {"/usr/bin/umoci", "new", "--image", layout + ":m"},
         {"/usr/bin/umoci", "unpack", "--image", layout + ":m", bundle},
-        {"/bin/mkdir", "-p", bundle + "/rootfs/etc", bundle + "/rootfs/bin"},
+        {"/bin/mkdir", "-p", "-m", "0777", bundle + "/rootfs/etc", bundle + "/rootfs/bin", bundle + "/rootfs/data"},
         {"/bin/sh", "-c", "echo marker-42 > " + bundle + "/rootfs/etc/marker"},
         {"/bin/cp", "/bin/bash-static", bundle + "/rootfs/bin/sh"},
         {"/usr/bin/umoci", "repack", "--image", layout + ":m", bundle},
         {"/usr/bin/skopeo", "copy", "--dest-tls-verify=false", "oci:" + layout + ":m",
-         "docker://" + registry_ + "/marker:1"}};
+         "docker://" + registry + "/marker:1"}};
     for (const auto& argv : steps) {
       ProcessOptions p;
       p.argv = argv;
       p.timeout = 60s;
       auto r = run_process(p);
       if (!r || r->exit_code != 0) {
-        skip_ = "building or pushing the test image failed at " + argv[1] + ": " + (r ? r->err : r.error().to_string());
+        skip = "building or pushing the test image failed at " + argv[1] + ": " + (r ? r->err : r.error().to_string());
         return;
       }
     }
   }
 
-  static void TearDownTestSuite() {
-    if (dir_.empty()) return;
-    containerd_.reset();
-    for (pid_t pid : {containerd_pid_, registry_pid_}) {
+  void down() {
+    if (dir.empty()) return;
+    containerd.reset();
+    for (pid_t pid : {containerd_pid, registry_pid}) {
       if (pid > 0) {
         EXPECT_TRUE(stop_daemon(pid, 20s));
       }
     }
-    EXPECT_EQ(mounts_under(dir_), 0);
-    if (!::testing::Test::HasFailure()) (void)fs::remove_tree(dir_);
+    EXPECT_EQ(mounts_under(dir), 0);
+    if (!::testing::Test::HasFailure()) (void)fs::remove_tree(dir);
+    dir.clear();
   }
+};
 
+class Images : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { world_.up(); }
+  static void TearDownTestSuite() { world_.down(); }
   void SetUp() override {
-    if (!skip_.empty()) GTEST_SKIP() << skip_;
+    if (!world_.skip.empty()) GTEST_SKIP() << world_.skip;
   }
-
-  static inline std::string skip_, dir_, registry_;
-  static inline pid_t registry_pid_ = -1, containerd_pid_ = -1;
-  static inline std::unique_ptr<cri::ContainerdImages> containerd_;
+  static inline ImageWorld world_;
 };
 
 TEST_F(Images, AnImageFromARegistryIsMountedReadOnlyOnceAndReleased) {
-  ImageRootfs images(*containerd_, dir_ + "/images");
+  ImageRootfs images(*world_.containerd, world_.dir + "/images");
   std::vector<std::string> log;
-  auto image = images.prepare(registry_ + "/marker:1", 60s, [&](const std::string& line) { log.push_back(line); });
+  auto image = images.prepare(world_.registry + "/marker:1", 60s, [&](const std::string& line) { log.push_back(line); });
   ASSERT_TRUE(image.ok()) << image.error().to_string();
   EXPECT_GE(log.size(), 3u);
   EXPECT_EQ(image->manifest.diff_ids.size(), 1u);
@@ -127,23 +136,138 @@ TEST_F(Images, AnImageFromARegistryIsMountedReadOnlyOnceAndReleased) {
   EXPECT_EQ(errno, EROFS);
   // Prepared again (a second template of it, an agent restart): the same mount, not a
   // second one.
-  auto again = images.prepare(registry_ + "/marker:1", 60s, [](const std::string&) {});
+  auto again = images.prepare(world_.registry + "/marker:1", 60s, [](const std::string&) {});
   ASSERT_TRUE(again.ok()) << again.error().to_string();
   EXPECT_EQ(again->rootfs, image->rootfs);
-  EXPECT_EQ(mounts_under(dir_ + "/images"), 1);
+  EXPECT_EQ(mounts_under(world_.dir + "/images"), 1);
   // Released: unmounted, its directory gone, containerd no longer knows its name.
   ASSERT_TRUE(images.release(*image).ok());
-  EXPECT_EQ(mounts_under(dir_ + "/images"), 0);
+  EXPECT_EQ(mounts_under(world_.dir + "/images"), 0);
   EXPECT_FALSE(fs::exists(image->rootfs));
-  EXPECT_EQ(containerd_->image(registry_ + "/marker:1").error().code, Code::kNotFound);
+  EXPECT_EQ(world_.containerd->image(world_.registry + "/marker:1").error().code, Code::kNotFound);
 }
 
 TEST_F(Images, AnImageThatIsNotThereIsAClearError) {
-  ImageRootfs images(*containerd_, dir_ + "/images");
-  auto missing = images.prepare(registry_ + "/nothing:1", 30s, [](const std::string&) {});
+  ImageRootfs images(*world_.containerd, world_.dir + "/images");
+  auto missing = images.prepare(world_.registry + "/nothing:1", 30s, [](const std::string&) {});
   ASSERT_FALSE(missing.ok());
-  EXPECT_NE(missing.error().message.find(registry_ + "/nothing:1"), std::string::npos) << missing.error().message;
+  EXPECT_NE(missing.error().message.find(world_.registry + "/nothing:1"), std::string::npos) << missing.error().message;
   EXPECT_NE(missing.error().message.find("not found"), std::string::npos) << missing.error().message;
+}
+
+// Image templates on a real agent (runsc) with the test's containerd as its node's.
+class ImageTemplates : public AgentRunsc {
+ protected:
+  static void SetUpTestSuite() {
+    world_.up();
+    if (!world_.skip.empty()) {
+      skip_ = world_.skip;
+      return;
+    }
+    extra_args_ = {"--cri-socket", world_.socket()};
+    AgentRunsc::SetUpTestSuite();
+  }
+  static void TearDownTestSuite() {
+    AgentRunsc::TearDownTestSuite();  // the agent's stop unmounts the images (checked there)
+    world_.down();
+  }
+  // Through the unix socket: an admin.
+  static Result<http::ClientResponse> admin(const std::string& method, const std::string& path,
+                                            const std::string& body = "") {
+    http::Client c("unix:" + dir_ + "/agent.sock");
+    return c.request(method, path, body);
+  }
+  // The template's record once its build has ended (or after 90 s).
+  static json built(const std::string& name) {
+    json t;
+    for (int i = 0; i < 900; ++i) {
+      auto r = admin("GET", "/v1/templates/" + name);
+      t = r.ok() ? json::parse(r->body, nullptr, false) : json();
+      if (t.value("state", "") != "building") break;
+      std::this_thread::sleep_for(100ms);
+    }
+    return t;
+  }
+  static std::string root_of(const std::string& id) {
+    auto config = fs::read_file(dir_ + "/state/sandboxes/" + id + "/bundle/config.json");
+    return config ? json::parse(*config)["root"].value("path", "") : "";
+  }
+  static inline ImageWorld world_;
+};
+
+TEST_F(ImageTemplates, AnImageTemplateIsBuiltClaimedWarmSharedReadOnlyAndDeleted) {
+  const std::string image = world_.registry + "/marker:1";
+  auto put = admin("PUT", "/v1/templates/marker", json{{"image", image}, {"memory_mb", 256}}.dump());
+  ASSERT_EQ(put->status, 202u) << put->body;
+  EXPECT_EQ(json::parse(put->body).value("state", ""), "building");
+  json t = built("marker");
+  ASSERT_EQ(t.value("state", ""), "ready") << t.dump();
+  EXPECT_EQ(t.value("digest", "").rfind("sha256:", 0), 0u) << t.dump();
+  auto log = admin("GET", "/v1/templates/marker/log");
+  EXPECT_NE(log->body.find("pulling " + image), std::string::npos) << log->body;
+  EXPECT_NE(log->body.find("ready"), std::string::npos) << log->body;
+
+  // A sandbox of it: the image's files, its /bin/sh for a shell string (it has no bash),
+  // a read-only root, the template's limits.
+  json made = post("/v1/sandboxes", {{"template", "marker"}}, 201);
+  std::string first = made.value("id", "");
+  ASSERT_FALSE(first.empty());
+  EXPECT_EQ(made["limits"].value("memory_mb", 0), 256);
+  // The image has a shell and nothing else: its builtins read the files.
+  const std::string cat_marker = "echo \"$(< /etc/marker)\"";
+  EXPECT_EQ(exec(first, {{"command", cat_marker}}).value("stdout", ""), "marker-42\n");
+  json write = exec(first, {{"command", "echo x > /data/new"}});
+  EXPECT_NE(write.value("exit_code", 0), 0) << write.dump();
+  EXPECT_NE(write.value("stderr", "").find("Read-only file system"), std::string::npos) << write.dump();
+  EXPECT_EQ(exec(first, {{"command", "echo kept > /workspace/f && echo \"$(< /workspace/f)\""}}).value("stdout", ""),
+            "kept\n");
+
+  // Warm: a pool of it, claimed like default; its sandboxes share the one mounted root.
+  ASSERT_EQ(admin("PUT", "/v1/warmpool/marker", R"({"target": 1})")->status, 200u);
+  for (int i = 0; i < 300; ++i) {
+    json pool = json::parse(admin("GET", "/v1/warmpool")->body, nullptr, false);
+    if (pool["templates"]["marker"].value("ready", 0) == 1) break;
+    std::this_thread::sleep_for(100ms);
+  }
+  json warm = post("/v1/sandboxes", {{"template", "marker"}}, 201);
+  std::string second = warm.value("id", "");
+  EXPECT_TRUE(warm.value("warm", false)) << warm.dump();
+  EXPECT_EQ(exec(second, {{"command", cat_marker}}).value("stdout", ""), "marker-42\n");
+  EXPECT_EQ(root_of(first), root_of(second));
+  EXPECT_EQ(root_of(first).rfind(dir_ + "/state/images/", 0), 0u) << root_of(first);
+  EXPECT_EQ(mounts_under(dir_ + "/state/images"), 1);
+
+  // Not deleted while sandboxes use it; then deleted, its image unmounted and released.
+  auto refused = admin("DELETE", "/v1/templates/marker");
+  EXPECT_EQ(refused->status, 409u) << refused->body;
+  for (const auto& id : {first, second}) {
+    http::Client c(tcp());
+    EXPECT_EQ(c.request("DELETE", "/v1/sandboxes/" + id)->status, 204u);
+  }
+  EXPECT_EQ(admin("DELETE", "/v1/templates/marker")->status, 204u);
+  EXPECT_EQ(admin("GET", "/v1/templates/marker")->status, 404u);
+  // Released on the agent's workers: unmounted, then the view and the image's name.
+  for (int i = 0; i < 100 && world_.containerd->image(image).ok(); ++i) std::this_thread::sleep_for(50ms);
+  EXPECT_EQ(mounts_under(dir_ + "/state/images"), 0);
+  auto gone = world_.containerd->image(image);
+  ASSERT_FALSE(gone.ok());
+  EXPECT_EQ(gone.error().code, Code::kNotFound);
+  EXPECT_EQ(post("/v1/sandboxes", {{"template", "marker"}}, 400).value("error", json::object()).value("code", ""),
+            "invalid_argument");
+}
+
+TEST_F(ImageTemplates, APullThatFailsFailsTheTemplateWithTheReason) {
+  auto put = admin("PUT", "/v1/templates/missing", json{{"image", world_.registry + "/nothing:1"}}.dump());
+  ASSERT_EQ(put->status, 202u) << put->body;
+  json t = built("missing");
+  EXPECT_EQ(t.value("state", ""), "failed") << t.dump();
+  EXPECT_NE(t.value("error", "").find("not found"), std::string::npos) << t.dump();
+  EXPECT_NE(admin("GET", "/v1/templates/missing/log")->body.find("failed: "), std::string::npos);
+  // Not offered: a create naming it is refused; a failed template can be deleted.
+  post("/v1/sandboxes", {{"template", "missing"}}, 400);
+  EXPECT_EQ(admin("DELETE", "/v1/templates/missing")->status, 204u);
+  // Built-ins are not the user's to replace.
+  EXPECT_EQ(admin("PUT", "/v1/templates/default", json{{"image", "x"}}.dump())->status, 409u);
 }
 
 }  // namespace

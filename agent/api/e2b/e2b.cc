@@ -21,7 +21,7 @@ Error invalid(const std::string& m) { return make_error(Code::kInvalidArgument, 
 // E2B's template ids and swissbox's: its two public ones, and swissbox's own by name.
 std::optional<std::string> template_of(const std::string& id) {
   std::string name = template_name(id);
-  if (builtin_templates().count(name)) return name;
+  if (find_template(name)) return name;
   return std::nullopt;
 }
 
@@ -55,7 +55,7 @@ Result<CreateRequest> parse_create(const json& body, json* metadata,
   if (!name) return make_error(Code::kNotFound, "template '" + tmpl + "' not found");
   req.template_name = *name;
   req.client_template = tmpl;
-  req.limits = builtin_templates().at(*name).limits;
+  req.limits = find_template(*name)->limits;
   int64_t timeout = kDefaultTimeoutS;
   if (auto it = body.find("timeout"); it != body.end() && !it->is_null()) {
     if (!it->is_number_integer() || it->get<int64_t>() < 1 || it->get<int64_t>() > 7 * 24 * 3600)
