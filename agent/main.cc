@@ -176,6 +176,7 @@ int main(int argc, char** argv) {
   TemplateStore templates(ioc, workers, images.get(), cfg->state_dir + "/templates", LimitBounds{});
   templates.load();
   SandboxManager manager(ioc, workers, **driver, mo, metrics);
+  templates.on_change([&manager] { manager.templates_changed(); });
   std::unique_ptr<CriMonitor> cri;
   if (!cfg->cri_socket.empty()) {
     cri = std::make_unique<CriMonitor>(ioc, workers, cfg->cri_socket);

@@ -693,7 +693,14 @@ void SandboxManager::drop_pools_of(const std::string& name) {
   }
 }
 
-bool SandboxManager::pools_warm() const { return pool_.warm(); }
+bool SandboxManager::pools_warm() const { return pool_.warm(template_ready); }
+
+bool SandboxManager::template_ready(const std::string& pool) {
+  auto k = parse_pool_key(pool, /*any_template=*/true);
+  return k && find_template(k->template_name).has_value();
+}
+
+void SandboxManager::templates_changed() { refill(); }
 
 int SandboxManager::active_count() const {
   int n = 0;

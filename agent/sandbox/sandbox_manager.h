@@ -157,6 +157,10 @@ class SandboxManager {
   // and the template's warm pools emptied (its template is being deleted).
   int sandboxes_of_template(const std::string& name) const;
   void drop_pools_of(const std::string& name);
+  // A template became ready (or went): its pools refill. Whether a pool's template is
+  // offered now (pools of image templates wait for theirs; readiness does not count them).
+  void templates_changed();
+  static bool template_ready(const std::string& pool);
   // Tenants deleted here in the last 30 days, and when (unix seconds).
   const std::map<std::string, double>& deleted_tenants() const { return ledger_.deleted(); }
   // What the tenant holds here: its sandboxes by state and the claims under way; and the

@@ -17,7 +17,8 @@ using Clock = std::chrono::steady_clock;
 void SandboxManager::refill() {
   if (stopping_) return release_stranded_waiters();
   while (pool_.starting_total() < opts_.refill_concurrency && total_sandboxes() < opts_.max_sandboxes) {
-    std::string tmpl = pool_.emptiest();
+    // A pool of an image template that is not ready (yet, or any more) waits.
+    std::string tmpl = pool_.emptiest(template_ready);
     if (tmpl.empty()) break;
     pool_.refill_begun(tmpl);
     start_one(tmpl, [this, tmpl = tmpl](Result<SandboxPtr> r) {

@@ -216,6 +216,7 @@ void TemplateStore::finish(const std::string& name, Result<PreparedImage> image,
     }
   }
   if (auto st = save(r); !st) log::error("template record not written", {{"template", name}, {"error", st.error().to_string()}});
+  if (on_change_) on_change_();
 }
 
 std::optional<TemplateRecord> TemplateStore::get(const std::string& name) const {

@@ -60,6 +60,8 @@ class TemplateStore {
   Status remove(const std::string& name, int in_use);
   // At a stop that leaves no sandbox: the images' mounts go (load() makes them again).
   void unmount_images();
+  // Called on the I/O thread when a template became ready or failed.
+  void on_change(std::function<void()> fn) { on_change_ = std::move(fn); }
 
  private:
   void build(const TemplateRecord& record, ImageRootfs::Pull pull);
@@ -76,6 +78,7 @@ class TemplateStore {
   std::chrono::seconds pull_timeout_;
   std::map<std::string, TemplateRecord> records_;  // on the I/O thread
   std::map<std::string, PreparedImage> prepared_;  // ready ones' images, by template
+  std::function<void()> on_change_;
 };
 
 }  // namespace swissbox

@@ -4,11 +4,11 @@
 
 namespace swissbox {
 
-std::string WarmPool::emptiest() const {
+std::string WarmPool::emptiest(const std::function<bool(const std::string&)>& usable) const {
   std::string best;
   double best_fill = 1;
   for (const auto& [pool, target] : targets_) {
-    if (target <= 0) continue;
+    if (target <= 0 || (usable && !usable(pool))) continue;
     auto r = ready_.find(pool);
     auto s = starting_.find(pool);
     double have = (r == ready_.end() ? 0 : r->second.size()) + (s == starting_.end() ? 0 : s->second);
@@ -58,8 +58,9 @@ std::map<std::string, std::vector<std::string>> WarmPool::ready_ids() const {
   return ids;
 }
 
-bool WarmPool::warm() const {
+bool WarmPool::warm(const std::function<bool(const std::string&)>& usable) const {
   for (const auto& [pool, target] : targets_) {
+    if (usable && !usable(pool)) continue;
     auto r = ready_.find(pool);
     if (target > 0 && (r == ready_.end() || r->second.empty())) return false;
   }

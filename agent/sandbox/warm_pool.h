@@ -36,7 +36,8 @@ class WarmPool {
   // The pool furthest below its target, as a fraction of it (ready + starting); "" when
   // every pool is full. Refills go there first, so that a burst on one pool is not
   // refilled only after the pools before it by name.
-  std::string emptiest() const;
+  // usable: whether a pool can be refilled now (its template may not be ready yet).
+  std::string emptiest(const std::function<bool(const std::string&)>& usable = {}) const;
   // A ready sandbox of the pool, taken out; the most recently started first (its caches
   // are the warmest). Sandboxes whose runner channel died meanwhile are dropped (their
   // loss is handled where it was seen). nullptr when none is ready.
@@ -49,7 +50,7 @@ class WarmPool {
   // Every ready sandbox's id, by pool.
   std::map<std::string, std::vector<std::string>> ready_ids() const;
   // Every pool has at least one ready sandbox (those with a target).
-  bool warm() const;
+  bool warm(const std::function<bool(const std::string&)>& usable = {}) const;
 
   // Starts of a pool's sandboxes (refills and cold starts) begin and end here.
   void start_begun(const std::string& pool) { ++starting_[pool], ++starting_total_; }

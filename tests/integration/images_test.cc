@@ -256,6 +256,22 @@ TEST_F(ImageTemplates, AnImageTemplateIsBuiltClaimedWarmSharedReadOnlyAndDeleted
             "invalid_argument");
 }
 
+TEST_F(ImageTemplates, ATemplateOutlivesAnAgentCrash) {
+  auto put = admin("PUT", "/v1/templates/kept", json{{"image", world_.registry + "/marker:1"}}.dump());
+  ASSERT_EQ(put->status, 202u) << put->body;
+  ASSERT_EQ(built("kept").value("state", ""), "ready");
+  crash_agent();
+  ASSERT_TRUE(launch_agent());
+  json t = built("kept");
+  EXPECT_EQ(t.value("state", ""), "ready") << t.dump();
+  EXPECT_EQ(mounts_under(dir_ + "/state/images"), 1);
+  std::string id = post("/v1/sandboxes", {{"template", "kept"}}, 201).value("id", "");
+  EXPECT_EQ(exec(id, {{"command", "echo \"$(< /etc/marker)\""}}).value("stdout", ""), "marker-42\n");
+  http::Client c(tcp());
+  EXPECT_EQ(c.request("DELETE", "/v1/sandboxes/" + id)->status, 204u);
+  EXPECT_EQ(admin("DELETE", "/v1/templates/kept")->status, 204u);
+}
+
 TEST_F(ImageTemplates, APullThatFailsFailsTheTemplateWithTheReason) {
   auto put = admin("PUT", "/v1/templates/missing", json{{"image", world_.registry + "/nothing:1"}}.dump());
   ASSERT_EQ(put->status, 202u) << put->body;

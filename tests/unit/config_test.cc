@@ -46,7 +46,9 @@ TEST(AgentConfig, FlagsOverrideTheFileAndPoolFlagsReplace) {
 
 TEST(AgentConfig, RejectsBadInputWithAReason) {
   for (const std::vector<std::string>& args : {std::vector<std::string>{"--bogus", "1"},
-                                               {"--pool", "nope=1"},
+                                               {"--pool", "nope:wifi=1"},
+                                               {"--pool", "default+cobol=1"},
+                                               {"--pool", "../x=1"},
                                                {"--pool", "default=x"},
                                                {"--platform", "vmware"},
                                                {"--cgroup-parent", "/sys/fs/cgroup/x"},
