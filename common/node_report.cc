@@ -33,6 +33,7 @@ json NodeReport::to_json() const {
           {"tenants", tenants_json()},
           {"workspaces", workspaces},
           {"tenant_deletes", tenant_deletes},
+          {"templates", templates},
           {"cri", cri}};
 }
 
@@ -76,6 +77,7 @@ Result<NodeReport> NodeReport::parse(const json& r) {
     }
     n.workspaces = r.value("workspaces", std::map<std::string, std::vector<std::string>>{});
     n.tenant_deletes = r.value("tenant_deletes", std::map<std::string, double>{});
+    n.templates = r.value("templates", std::map<std::string, std::string>{});
     return n;
   } catch (const json::exception& e) {
     return make_error(Code::kInvalidArgument, std::string("bad node report: ") + e.what());

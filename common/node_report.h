@@ -37,6 +37,9 @@ struct NodeReport {
   // Tenants deleted on this node (last 30 days) and when, unix seconds: the scheduler
   // sends the delete to nodes that did not record it.
   std::map<std::string, double> tenant_deletes;
+  // The node's image templates and their states (building, ready, failed): the scheduler
+  // shows them; a template is offered (placed on) only where it is ready (in `warm`).
+  std::map<std::string, std::string> templates;
   nlohmann::json cri;  // the node's containerd as CRI shows it; null without --cri-socket
 
   int warm_total() const;

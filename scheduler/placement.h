@@ -45,6 +45,7 @@ struct NodeState {
   void place_workspace(const std::string& tenant, const std::string& name, Clock::time_point now);
   void unplace_workspace(const std::string& tenant, const std::string& name);  // the node refused
   std::map<std::string, double> tenant_deletes;  // tenant → when deleted here, unix seconds
+  std::map<std::string, std::string> templates;  // image templates' states
   int cpus = 0;
   uint64_t memory_bytes = 0, memory_available_bytes = 0;
   double loadavg_1m = 0;

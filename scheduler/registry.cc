@@ -26,6 +26,7 @@ Result<NodeState> parse_node_report(const json& r) {
   n.tenants = std::move(report->tenants);
   for (auto& [tenant, names] : report->workspaces) n.workspaces[tenant].insert(names.begin(), names.end());
   n.tenant_deletes = std::move(report->tenant_deletes);
+  n.templates = std::move(report->templates);
   return n;
 }
 

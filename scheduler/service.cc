@@ -96,6 +96,8 @@ http::ServerOptions Scheduler::server_options() const {
   http::ServerOptions o;
   // File uploads (and E2B's multipart ones) are relayed as they arrive, never held whole.
   o.stream_body = [](const http::RequestHeader& h) {
+    // A template's PUT is small JSON, read whole: it goes to every node.
+    if (http::target_path(h.target()).starts_with("/v1/templates/")) return false;
     return h.method() == bhttp::verb::put ||
            (e2b::kind_of(h) == e2b::Kind::kSandbox && http::target_path(h.target()) == "/files");
   };
@@ -232,6 +234,7 @@ void Scheduler::handle(http::Request&& req, std::shared_ptr<http::Responder> res
     std::string rest = path.substr(14);
     return route_to_node(std::move(req), res, rest.substr(0, rest.find('/')));
   }
+  if (path == "/v1/templates" || path.rfind("/v1/templates/", 0) == 0) return templates(std::move(req), res);
   if (path.rfind("/v1/tenants/", 0) == 0) {
     std::string rest = path.substr(12);
     auto slash = rest.find('/');
@@ -570,6 +573,7 @@ void Scheduler::ask_every_node(const http::Request& req, NodeAnswer each, std::f
     up.method = std::string(req.method_string());
     up.target = std::string(req.target());
     up.headers = headers;
+    up.body = req.body();
     // A tenant's delete is answered once its sandboxes are gone from the node's disk.
     up.timeout = req.method() == bhttp::verb::delete_ ? std::chrono::seconds(130) : std::chrono::seconds(5);
     fetch(ioc_, std::move(up), 64 << 20,
@@ -618,7 +622,8 @@ void Scheduler::nodes(std::shared_ptr<http::Responder> res) const {
                    {"loadavg_1m", n.loadavg_1m},
                    {"active", n.active},
                    {"inflight", n.inflight},
-                   {"warm", n.warm}});
+                   {"warm", n.warm},
+                   {"templates", n.templates}});
   }
   res->send_json(200, {{"nodes", out}});
 }

@@ -85,6 +85,8 @@ class Scheduler {
   // Sends the node every tenant delete another node reports and it does not.
   void finish_tenant_deletes(const NodeState& node);
   void nodes(std::shared_ptr<http::Responder> res) const;
+  // /v1/templates…: sent to every node (scheduler/templates.cc).
+  void templates(http::Request&& req, std::shared_ptr<http::Responder> res);
   // Sends the call to the agent at `address` and relays its answer to the client. With
   // on_refused set, a refusal (429/409/503) or no answer calls it instead, with the reason.
   void relay(std::shared_ptr<Forward> f, const std::string& address,

@@ -7,6 +7,7 @@
 #include "agent/api/call.h"
 #include "agent/api/cri_monitor.h"
 #include "agent/sandbox/sandbox_ops.h"
+#include "agent/sandbox/template_store.h"
 #include "common/fs.h"
 #include "common/node_report.h"
 
@@ -56,6 +57,9 @@ void AgentApi::node_info(Call& c) {
   }
   r.workspaces = rt.workspaces();
   r.tenant_deletes = mgr_.deleted_tenants();
+  if (opts_.templates) {
+    for (const auto& t : opts_.templates->list()) r.templates[t.name] = template_state_name(t.state);
+  }
   if (opts_.cri) r.cri = opts_.cri->to_json();
   c.res->send_json(200, r.to_json());
 }

@@ -162,7 +162,10 @@ Result<TemplateRecord> TemplateStore::put(const std::string& name, const json& b
                       "this node pulls no images: the agent runs without its node's containerd (--cri-socket)");
   }
   if (auto it = records_.find(name); it != records_.end()) {
-    return make_error(Code::kConflict, "template " + name + " exists (" +
+    // The same again (the scheduler fans a PUT out again to reach a node that was away):
+    // what there is. Another image under the name: refused.
+    if (it->second.image == image->get<std::string>() && it->second.state != TemplateState::kFailed) return it->second;
+    return make_error(Code::kConflict, "template " + name + " exists (" + it->second.image + ", " +
                                            std::string(template_state_name(it->second.state)) +
                                            "); DELETE it first");
   }

@@ -67,6 +67,13 @@ struct FakeAgent {
                                         {"workspaces", reported_workspaces()},
                                         {"tenant_deletes", deleted()}});
           }
+          if (target.rfind("/v1/templates/", 0) == 0 && req.method() == bhttp::verb::put) {
+            if (target == "/v1/templates/default")
+              return res->send_error(make_error(Code::kConflict, "'default' is a built-in template"));
+            std::lock_guard lock(mu);
+            template_puts.push_back(req.body());
+            return res->send_json(202, {{"name", target.substr(14)}, {"state", "building"}});
+          }
           if (target.rfind("/v1/tenants/", 0) == 0 && req.method() == bhttp::verb::delete_) {
             if (away) return res->send_error(make_error(Code::kUnavailable, "away"));
             // /v1/tenants/<t>[?before=<unix seconds>]: recorded as the agent does.
@@ -120,6 +127,7 @@ struct FakeAgent {
   std::atomic<bool> away{false};  // tenant deletes answer 503
   std::atomic<bool> silent{false};  // no node report
   std::vector<std::string> deletes;  // "<tenant>[?before=…]" of each delete done
+  std::vector<std::string> template_puts;  // their bodies
   std::map<std::string, double> tenant_deleted;  // the agent's record, reported
   json workspaces = json::object();  // reported as is
   json reported_workspaces() {
@@ -360,6 +368,23 @@ TEST_F(SchedulerService, ACreateNamingAWorkspaceGoesToItsNode) {
   EXPECT_EQ(away->status, 503u) << away->body;
   EXPECT_NE(away->body.find("is on node small"), std::string::npos) << away->body;
   EXPECT_EQ(big_->refused.load(), 2);
+}
+
+TEST_F(SchedulerService, ATemplateGoesToEveryNodeAndARefusalIsRelayed) {
+  http::Client c(address());
+  auto put = c.request("PUT", "/v1/templates/marker", R"({"image": "localhost:5000/marker:1"})", auth());
+  ASSERT_EQ(put->status, 202u) << put->body;
+  json nodes = json::parse(put->body)["nodes"];
+  EXPECT_EQ(nodes["big"].value("state", ""), "building") << put->body;
+  EXPECT_EQ(nodes["small"].value("state", ""), "building") << put->body;
+  for (auto* agent : {big_.get(), small_.get()}) {
+    std::lock_guard lock(agent->mu);
+    ASSERT_EQ(agent->template_puts.size(), 1u);
+    EXPECT_EQ(json::parse(agent->template_puts[0]).value("image", ""), "localhost:5000/marker:1");
+  }
+  auto builtin = c.request("PUT", "/v1/templates/default", R"({"image": "x"})", auth());
+  EXPECT_EQ(builtin->status, 409u) << builtin->body;
+  EXPECT_NE(builtin->body.find("built-in"), std::string::npos) << builtin->body;
 }
 
 TEST_F(SchedulerService, ACallTheNodeReceivedIsNeverRepeatedElsewhere) {
