@@ -140,14 +140,23 @@ Status ContainerdImages::remove_view(const std::string& key) {
   return impl_->failed("removal of view " + key, st);
 }
 
-Status ContainerdImages::delete_image(const std::string& name) {
-  images::DeleteImageRequest req;
-  req.set_name(name);
-  google::protobuf::Empty resp;
+Status ContainerdImages::delete_image(const std::string& target_digest) {
+  images::ListImagesRequest list;
+  list.add_filters("target.digest==" + target_digest);
+  images::ListImagesResponse names;
   auto ctx = impl_->context();
-  auto st = impl_->images->Delete(ctx.get(), req, &resp);
-  if (st.ok() || st.error_code() == grpc::StatusCode::NOT_FOUND) return ok_status();
-  return impl_->failed("removal of image " + name, st);
+  if (auto st = impl_->images->List(ctx.get(), list, &names); !st.ok())
+    return impl_->failed("images of " + target_digest, st);
+  for (const auto& image : names.images()) {
+    images::DeleteImageRequest req;
+    req.set_name(image.name());
+    google::protobuf::Empty resp;
+    auto del = impl_->context();
+    auto st = impl_->images->Delete(del.get(), req, &resp);
+    if (!st.ok() && st.error_code() != grpc::StatusCode::NOT_FOUND)
+      return impl_->failed("removal of image " + image.name(), st);
+  }
+  return ok_status();
 }
 
 std::string chain_id(const std::vector<std::string>& diff_ids) {

@@ -46,8 +46,10 @@ class ContainerdImages {
   // view exists already, its mounts. The view is a GC root until removed.
   Result<std::vector<Mount>> view(const std::string& key, const std::string& parent);
   Status remove_view(const std::string& key);
-  // Removes the image's name; containerd's GC then takes the layers no image holds.
-  Status delete_image(const std::string& name);
+  // Removes every name of the image whose target has that digest (the CRI plugin names an
+  // image by its reference, its repository digest and its id); containerd's GC then takes
+  // the layers no image holds.
+  Status delete_image(const std::string& target_digest);
 
  private:
   struct Impl;

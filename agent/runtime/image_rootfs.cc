@@ -154,6 +154,7 @@ Result<PreparedImage> ImageRootfs::prepare(const std::string& ref, std::chrono::
     if (!target && target.error().code == Code::kNotFound) target = containerd_.image(*id);
   }
   if (!target) return target.error();
+  out.target = target->digest;
   std::string manifest_digest = target->digest;
   auto blob = containerd_.read(manifest_digest);
   if (!blob) return blob.error();
@@ -198,7 +199,7 @@ Status ImageRootfs::release(const PreparedImage& image) {
   if (auto st = unmount(image); !st) return st;
   if (auto st = fs::remove_tree(dir_ + "/" + hex_of(image.manifest.digest)); !st) return st;
   if (auto st = containerd_.remove_view("swissbox-image-" + hex_of(image.manifest.digest)); !st) return st;
-  return containerd_.delete_image(image.ref);
+  return containerd_.delete_image(image.target);
 }
 
 }  // namespace swissbox

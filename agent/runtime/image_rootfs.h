@@ -34,7 +34,8 @@ Result<ImageManifest> parse_image(const std::string& manifest_digest, const nloh
 
 struct PreparedImage {
   std::string ref;       // as asked ("registry/repo:tag")
-  std::string image_id;  // containerd's ("sha256:…" of the config)
+  std::string image_id;  // containerd's ("sha256:…" of the config), when it was pulled here
+  std::string target;    // the digest of what the reference names (an index or the manifest)
   ImageManifest manifest;
   std::string rootfs;  // the read-only mount
 };

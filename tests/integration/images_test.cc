@@ -50,22 +50,9 @@ struct ImageWorld {
                                 fmt::format("server = \"http://{0}\"\n[host.\"http://{0}\"]\n  capabilities = "
                                             "[\"pull\", \"resolve\"]\n",
                                             registry));
-    (void)fs::write_file_atomic(dir + "/config.toml", fmt::format(R"(version = 2
-root = "{0}/root"
-state = "{0}/state"
-[grpc]
-  address = "{0}/containerd.sock"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{0}/opt"
-[plugins."io.containerd.grpc.v1.cri"]
-  restrict_oom_score_adj = true
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "{0}/cni/bin"
-    conf_dir = "{0}/cni/conf"
-  [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = "{0}/certs.d"
-)",
-                                                                  dir));
+    (void)fs::write_file_atomic(dir + "/config.toml",
+                                private_containerd_config(dir, "", "  [plugins.\"io.containerd.grpc.v1.cri\".registry]\n"
+                                                                   "    config_path = \"" + dir + "/certs.d\"\n"));
     containerd_pid = spawn_daemon({"/usr/bin/containerd", "--config", dir + "/config.toml"}, dir + "/containerd.log");
     containerd = std::make_unique<cri::ContainerdImages>(socket());
     // The image: one layer with /etc/marker, a world-writable /data and a static /bin/sh (no
@@ -140,11 +127,18 @@ TEST_F(Images, AnImageFromARegistryIsMountedReadOnlyOnceAndReleased) {
   ASSERT_TRUE(again.ok()) << again.error().to_string();
   EXPECT_EQ(again->rootfs, image->rootfs);
   EXPECT_EQ(mounts_under(world_.dir + "/images"), 1);
-  // Released: unmounted, its directory gone, containerd no longer knows its name.
+  // Released: unmounted, its directory gone, containerd knows it under no name (the CRI
+  // plugin also names it by its id).
+  ASSERT_FALSE(image->image_id.empty());
+  ASSERT_TRUE(world_.containerd->image(image->image_id).ok());
   ASSERT_TRUE(images.release(*image).ok());
   EXPECT_EQ(mounts_under(world_.dir + "/images"), 0);
   EXPECT_FALSE(fs::exists(image->rootfs));
-  EXPECT_EQ(world_.containerd->image(world_.registry + "/marker:1").error().code, Code::kNotFound);
+  for (const auto& name : {world_.registry + "/marker:1", image->image_id}) {
+    auto gone = world_.containerd->image(name);
+    ASSERT_FALSE(gone.ok()) << name;
+    EXPECT_EQ(gone.error().code, Code::kNotFound) << name;
+  }
 }
 
 TEST_F(Images, AnImageThatIsNotThereIsAClearError) {

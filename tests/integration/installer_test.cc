@@ -30,21 +30,7 @@ class Installer : public ::testing::Test {
     char tmpl[] = "/tmp/swissbox-ctd-XXXXXX";
     dir_ = mkdtemp(tmpl);
     for (const char* d : {"/cni/bin", "/cni/conf", "/bin"}) (void)fs::make_dirs(dir_ + d);
-    original_config_ = fmt::format(R"(version = 2
-root = "{0}/root"
-state = "{0}/state"
-[grpc]
-  address = "{0}/containerd.sock"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{0}/opt"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "swissbox.local/pause:1"
-  restrict_oom_score_adj = true
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "{0}/cni/bin"
-    conf_dir = "{0}/cni/conf"
-)",
-                                   dir_);
+    original_config_ = private_containerd_config(dir_, "  sandbox_image = \"swissbox.local/pause:1\"\n");
     (void)fs::write_file_atomic(config(), original_config_);
     shims_before_ = dir_entries("/run/containerd/s");
     // containerd under a supervisor, as systemd would keep it: the installer's restart

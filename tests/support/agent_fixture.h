@@ -62,6 +62,18 @@ inline long rss_kb(pid_t pid) {
 
 // Host processes whose command line names the sandbox (runsc sandbox, gofer, …).
 // Mount points below `dir` in the agent's (this test's) mount namespace.
+// A private containerd's config (DESIGN.md, "containerd facts"): root, state, socket, opt
+// and CNI directories all under dir. cri_lines go first in the CRI plugin's table, tail at the
+// end (more of its sub-tables); both indented as the table's lines are.
+inline std::string private_containerd_config(const std::string& dir, const std::string& cri_lines,
+                                             const std::string& tail = "") {
+  return "version = 2\nroot = \"" + dir + "/root\"\nstate = \"" + dir + "/state\"\n[grpc]\n  address = \"" + dir +
+         "/containerd.sock\"\n[plugins.\"io.containerd.internal.v1.opt\"]\n  path = \"" + dir +
+         "/opt\"\n[plugins.\"io.containerd.grpc.v1.cri\"]\n" + cri_lines +
+         "  restrict_oom_score_adj = true\n  [plugins.\"io.containerd.grpc.v1.cri\".cni]\n    bin_dir = \"" + dir +
+         "/cni/bin\"\n    conf_dir = \"" + dir + "/cni/conf\"\n" + tail;
+}
+
 inline int mounts_under(const std::string& dir) {
   std::ifstream f("/proc/self/mountinfo");
   std::string line;
