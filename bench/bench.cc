@@ -25,6 +25,9 @@
 //   density      --density S,L: S sandboxes suspended next to L live idle ones; host
 //                processes and memory of the suspended ones, the agent's CPU over --idle
 //                seconds, checkpoint sizes (agent on this machine)
+//   template     --image REF on an agent with its node's containerd: the image template's PUT
+//                until ready (pull and preparation), then claim + first exec on a warm
+//                sandbox of it against default's, alternating
 // Prints Markdown tables (p50/p90/p99/max, ratios to the baselines); --json, --svg and
 // --markdown write them to files. --target is an agent or a scheduler.
 #include <fcntl.h>
@@ -77,6 +80,7 @@ struct Options {
   int pool_size = 10;     // sustained and refill: the pool's target
   std::vector<int> scale_live = {10, 300};  // scale: idle active sandboxes at each step
   std::vector<int> density = {200, 50};     // density: suspended, live
+  std::string image;                        // template: the image to make a template of
   double scale_idle_s = 30;                 // scale: the idle window for the agent's CPU
   std::string pool() const { return network == "none" ? "default" : "default:" + network; }
   json create_body() const { return network == "none" ? json::object() : json{{"network", network}}; }
@@ -366,10 +370,10 @@ std::string oneshot_pool(Api& api, const std::string& lang) {
 }
 
 // Claim + first exec (into s), and the claim alone, on a full idle pool.
-void claim_and_echo(Api& api, const Options& o, Stats& s, Stats& claim) {
-  wait_for_warm(api, o.pool());
+void claim_and_echo(Api& api, const std::string& pool, const json& body, Stats& s, Stats& claim) {
+  wait_for_warm(api, pool);
   auto t0 = Clock::now();
-  json sb = api.call("POST", "/v1/sandboxes", o.create_body(), 201);
+  json sb = api.call("POST", "/v1/sandboxes", body, 201);
   sb.is_null() ? void(claim.errors++) : claim.ms.push_back(since_ms(t0));
   json r = sb.is_null() ? json()
                         : api.call("POST", "/v1/sandboxes/" + sb.value("id", "") + "/exec",
@@ -384,8 +388,47 @@ std::pair<Stats, Stats> bench_warm(const Options& o) {
   Api api(o);
   Stats s, claim;
   Loop loop(o, "warm");
-  while (loop.next()) claim_and_echo(api, o, s, claim);
+  while (loop.next()) claim_and_echo(api, o.pool(), o.create_body(), s, claim);
   return {s, claim};
+}
+
+// An image template (--image) on an agent with its node's containerd: its PUT until ready
+// (the pull and the preparation; a previous run's template is deleted first, which releases
+// the image, so the image is pulled again), then claim + first exec on a warm sandbox of
+// it and of default, alternating in the same run.
+void bench_template(const Options& o, Report& report) {
+  if (o.image.empty()) die("template: --image REF names the image to make a template of");
+  Api api(o);
+  if (!api.is_agent()) die("template: the target must be an agent (a scheduler fans templates out)");
+  const std::string name = "bench-image";
+  (void)api.call("PUT", "/v1/warmpool/" + name, {{"target", 0}}, 200);
+  (void)api.call("DELETE", "/v1/templates/" + name, nullptr, 204);
+  usleep(500000);  // the release of the image runs on the agent's workers
+  auto t0 = Clock::now();
+  if (api.call("PUT", "/v1/templates/" + name, {{"image", o.image}}, 202).is_null())
+    die("template: PUT /v1/templates/" + name + " was refused (does the agent have --cri-socket?)");
+  json t;
+  for (int i = 0; i < 12000 && t.value("state", "building") == "building"; ++i) {
+    usleep(50000);
+    t = api.call("GET", "/v1/templates/" + name, nullptr, 200);
+    if (t.is_null()) t = json::object();
+  }
+  if (t.value("state", "") != "ready") die("template: " + name + " did not become ready: " + t.dump());
+  report.template_ready_s = since_ms(t0) / 1000;
+  report.template_image_mb = t.value("size_bytes", int64_t{0}) / 1048576.0;
+  if (api.call("PUT", "/v1/warmpool/" + name, {{"target", 1}}, 200).is_null()) die("template: its pool was refused");
+  Stats& image = report.latency["template warm"];
+  Stats& plain = report.latency["template default"];
+  report.baseline_of["template warm"] = "template default";
+  Stats claims;
+  Loop loop(o, "template");
+  while (loop.next()) {
+    claim_and_echo(api, name, {{"template", name}}, image, claims);
+    claim_and_echo(api, "default", json::object(), plain, claims);
+  }
+  (void)api.call("PUT", "/v1/warmpool/" + name, {{"target", 0}}, 200);
+  usleep(500000);  // its warm sandbox retired
+  (void)api.call("DELETE", "/v1/templates/" + name, nullptr, 204);
 }
 
 // The agent process's CPU seconds so far (process_cpu_seconds_total in its /metrics).
@@ -436,7 +479,7 @@ void bench_scale(const Options& o, Report& report) {
     point.agent_cpu_percent = agent_idle_cpu_percent(api, o.scale_idle_s, "scale");
     Stats claim;
     Loop loop(o, fmt::format("scale: claim + echo, {} live", live));
-    while (loop.next()) claim_and_echo(api, o, point.claim_exec, claim);
+    while (loop.next()) claim_and_echo(api, o.pool(), o.create_body(), point.claim_exec, claim);
     report.scale.push_back(std::move(point));
   }
   release();
@@ -913,11 +956,11 @@ constexpr const char* kUsage =
     "                      [--concurrency C1,C2,… (also --clients)]\n"
     "                      [--rate R] [--pool-size N] [--network none|egress]\n"
     "                      [--live N1,N2,… (scale)] [--idle S (scale, density)]\n"
-    "                      [--density SUSPENDED,LIVE (density)]\n"
+    "                      [--density SUSPENDED,LIVE (density)] [--image REF (template)]\n"
     "                      [--platform ptrace|systrap] [--runsc PATH]\n"
     "                      [--json FILE] [--svg FILE] [--markdown FILE]\n"
     "scenarios: cold runsc-exec warm exec oneshot context concurrency refill memory sustained scale\n"
-    "           suspend density, or all (all but scale and density, which hold hundreds of sandboxes)\n";
+    "           suspend density template, or all (all but scale, density and template)\n";
 
 Options parse(int argc, char** argv) {
   Options o;
@@ -938,6 +981,7 @@ Options parse(int argc, char** argv) {
     else if (a == "--pool-size") o.pool_size = std::max(1, atoi(next().c_str()));
     else if (a == "--idle") o.scale_idle_s = std::max(1.0, atof(next().c_str()));
     else if (a == "--live") o.scale_live = counts(next());
+    else if (a == "--image") o.image = next();
     else if (a == "--density") {
       o.density = counts(next());
       if (o.density.size() != 2) die("--density needs SUSPENDED,LIVE");
@@ -1017,6 +1061,8 @@ int main(int argc, char** argv) {
       bench_suspend(o, report);
     } else if (sc == "density") {
       bench_density(o, report);
+    } else if (sc == "template") {
+      bench_template(o, report);
     } else if (sc == "sustained") {
       // Without --rate: one-shots as fast as the pool refills (measured now, or by the
       // refill scenario of this run).

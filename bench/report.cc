@@ -84,6 +84,10 @@ std::string Report::markdown() const {
   for (const auto& [what, mb] : checkpoint_mb) {
     out += fmt::format("\ncheckpoint of a sandbox ({}): {:.2f} MB on disk", what, mb);
   }
+  if (template_ready_s) {
+    out += fmt::format("\nimage template: ready {:.1f} s after its PUT (pull and preparation of {:.0f} MB)\n",
+                       *template_ready_s, template_image_mb.value_or(0));
+  }
   if (context_survived) {
     out += fmt::format("\na Python context's variable after every suspend and resume: {}\n",
                        *context_survived ? "kept" : "LOST");
@@ -152,6 +156,7 @@ json Report::to_json() const {
   }
   for (const auto& [what, mb] : checkpoint_mb) j["checkpoint_mb"][what] = mb;
   if (context_survived) j["context_survived_suspend"] = *context_survived;
+  if (template_ready_s) j["template"] = {{"ready_s", *template_ready_s}, {"image_mb", template_image_mb.value_or(0)}};
   if (density) {
     const DensityPoint& d = *density;
     j["density"] = {{"suspended", d.suspended},
