@@ -369,15 +369,17 @@ std::string oneshot_pool(Api& api, const std::string& lang) {
   return "default";
 }
 
-// Claim + first exec (into s), and the claim alone, on a full idle pool.
-void claim_and_echo(Api& api, const std::string& pool, const json& body, Stats& s, Stats& claim) {
+// Claim + first exec (into s), and the claim alone, on a full idle pool. `echo`: argv, or a
+// shell string (an image may have a shell and no /bin/echo).
+void claim_and_echo(Api& api, const std::string& pool, const json& body, Stats& s, Stats& claim,
+                    const json& echo = {"echo", "hi"}) {
   wait_for_warm(api, pool);
   auto t0 = Clock::now();
   json sb = api.call("POST", "/v1/sandboxes", body, 201);
   sb.is_null() ? void(claim.errors++) : claim.ms.push_back(since_ms(t0));
   json r = sb.is_null() ? json()
                         : api.call("POST", "/v1/sandboxes/" + sb.value("id", "") + "/exec",
-                                   {{"command", {"echo", "hi"}}}, 200);
+                                   {{"command", echo}}, 200);
   double ms = since_ms(t0);
   bool ok = !r.is_null() && r.value("stdout", "") == "hi\n";
   if (!sb.is_null()) api.call("DELETE", "/v1/sandboxes/" + sb.value("id", ""), nullptr, 204);
@@ -407,7 +409,7 @@ void bench_template(const Options& o, Report& report) {
   auto t0 = Clock::now();
   if (api.call("PUT", "/v1/templates/" + name, {{"image", o.image}}, 202).is_null())
     die("template: PUT /v1/templates/" + name + " was refused (does the agent have --cri-socket?)");
-  json t;
+  json t = json::object();
   for (int i = 0; i < 12000 && t.value("state", "building") == "building"; ++i) {
     usleep(50000);
     t = api.call("GET", "/v1/templates/" + name, nullptr, 200);
@@ -423,8 +425,8 @@ void bench_template(const Options& o, Report& report) {
   Stats claims;
   Loop loop(o, "template");
   while (loop.next()) {
-    claim_and_echo(api, name, {{"template", name}}, image, claims);
-    claim_and_echo(api, "default", json::object(), plain, claims);
+    claim_and_echo(api, name, {{"template", name}}, image, claims, "echo hi");
+    claim_and_echo(api, "default", json::object(), plain, claims, "echo hi");
   }
   (void)api.call("PUT", "/v1/warmpool/" + name, {{"target", 0}}, 200);
   usleep(500000);  // its warm sandbox retired
