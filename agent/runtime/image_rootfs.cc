@@ -195,6 +195,12 @@ Status ImageRootfs::unmount(const PreparedImage& image) {
   return ok_status();
 }
 
+Status ImageRootfs::forget(const std::string& ref) {
+  auto target = containerd_.image(ref);
+  if (!target) return target.error().code == Code::kNotFound ? ok_status() : Status(target.error());
+  return containerd_.delete_image(target->digest);
+}
+
 Status ImageRootfs::release(const PreparedImage& image) {
   if (auto st = unmount(image); !st) return st;
   if (auto st = fs::remove_tree(dir_ + "/" + hex_of(image.manifest.digest)); !st) return st;

@@ -53,6 +53,9 @@ class ImageRootfs {
                                 const std::function<void(const std::string&)>& log, Pull pull = Pull::kAlways);
   // Unmounts the rootfs, removes the view and the image's name (when no template uses it).
   Status release(const PreparedImage& image);
+  // Removes the names of an image that was pulled but never prepared (a failed template's),
+  // so that containerd collects it. Nothing when containerd does not have it.
+  Status forget(const std::string& ref);
   // Unmounts the rootfs only (an agent stop that leaves no sandbox); prepare mounts it again.
   static Status unmount(const PreparedImage& image);
   std::string rootfs_of(const std::string& manifest_digest) const;

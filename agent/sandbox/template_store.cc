@@ -261,6 +261,17 @@ Status TemplateStore::remove(const std::string& name, int in_use) {
       });
     }
     prepared_.erase(p);
+  } else if (images_) {
+    // A failed template may have pulled its image: unless a ready one has that image too,
+    // its names go, so that containerd collects it.
+    bool used = false;
+    for (const auto& [other, r] : records_) used |= other != name && r.image == it->second.image;
+    if (!used) {
+      asio::post(workers_, [this, name, ref = it->second.image] {
+        if (auto st = images_->forget(ref); !st)
+          log::warn("failed template's image not removed", {{"template", name}, {"error", st.error().to_string()}});
+      });
+    }
   }
   records_.erase(it);
   (void)unlink(log_path(name).c_str());

@@ -149,6 +149,16 @@ TEST_F(Images, AnImageThatIsNotThereIsAClearError) {
   EXPECT_NE(missing.error().message.find("not found"), std::string::npos) << missing.error().message;
 }
 
+TEST_F(Images, AnImagePulledButNeverPreparedIsForgottenWithAllItsNames) {
+  ImageRootfs images(*world_.containerd, world_.dir + "/images");
+  const std::string ref = world_.registry + "/marker:1";
+  auto id = world_.containerd->pull(ref, 60s);
+  ASSERT_TRUE(id.ok()) << id.error().to_string();
+  ASSERT_TRUE(images.forget(ref).ok());
+  for (const auto& name : {ref, *id}) EXPECT_FALSE(world_.containerd->image(name).ok()) << name;
+  EXPECT_TRUE(images.forget(ref).ok());  // nothing left: nothing to do
+}
+
 // Image templates on a real agent (runsc) with the test's containerd as its node's.
 class ImageTemplates : public AgentRunsc {
  protected:
