@@ -144,8 +144,8 @@ Result<PreparedImage> ImageRootfs::prepare(const std::string& ref, std::chrono::
                                            const std::function<void(const std::string&)>& log, Pull pull) {
   PreparedImage out;
   out.ref = ref;
-  auto target = pull == Pull::kIfMissing ? containerd_.image(ref) : Result<cri::Descriptor>(cri::Descriptor{});
-  if (pull == Pull::kAlways || (!target && target.error().code == Code::kNotFound)) {
+  auto target = pull == Pull::kNever ? containerd_.image(ref) : Result<cri::Descriptor>(cri::Descriptor{});
+  if (pull == Pull::kAlways) {
     log("pulling " + ref + " through containerd");
     auto id = containerd_.pull(ref, pull_timeout);
     if (!id) return id.error();

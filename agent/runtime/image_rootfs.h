@@ -45,10 +45,11 @@ class ImageRootfs {
   // images_dir: <state>/images.
   ImageRootfs(cri::ContainerdImages& containerd, std::string images_dir);
 
-  // Pulls the image (always: a tag may have moved; or only when containerd lacks it, as at
-  // an agent's start), resolves it for this machine's architecture, and mounts its layers
-  // read-only (again after a reboot; nothing when mounted). `log` gets each step. Blocks.
-  enum class Pull { kAlways, kIfMissing };
+  // Pulls the image (always: a tag may have moved; or never: kNotFound when containerd lacks
+  // it, as at an agent's start, which must not wait for a registry), resolves it for this
+  // machine's architecture, and mounts its layers read-only (again after a reboot; nothing
+  // when mounted). `log` gets each step. Blocks.
+  enum class Pull { kAlways, kNever };
   Result<PreparedImage> prepare(const std::string& ref, std::chrono::seconds pull_timeout,
                                 const std::function<void(const std::string&)>& log, Pull pull = Pull::kAlways);
   // Unmounts the rootfs, removes the view and the image's name (when no template uses it).

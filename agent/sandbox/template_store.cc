@@ -138,8 +138,16 @@ void TemplateStore::load() {
       build(*r, ImageRootfs::Pull::kAlways);
       continue;
     }
-    // Ready before: mounted again (after a reboot), pulled only if containerd lost it.
-    auto image = images_->prepare(r->image, pull_timeout_, [](const std::string&) {}, ImageRootfs::Pull::kIfMissing);
+    // Ready before: mounted again (after a reboot) here, before any sandbox of it starts;
+    // if containerd lost the image, built again in the background (the start does not wait
+    // for a registry).
+    auto image = images_->prepare(r->image, pull_timeout_, [](const std::string&) {}, ImageRootfs::Pull::kNever);
+    if (!image && image.error().code == Code::kNotFound) {
+      append_line(log_path(r->name), "containerd no longer has " + r->image + ": building again");
+      records_[r->name].state = TemplateState::kBuilding;
+      build(*r, ImageRootfs::Pull::kAlways);
+      continue;
+    }
     finish(r->name, std::move(image), r->ready_at);
   }
 }
@@ -161,10 +169,10 @@ Result<TemplateRecord> TemplateStore::put(const std::string& name, const json& b
     return make_error(Code::kUnavailable,
                       "this node pulls no images: the agent runs without its node's containerd (--cri-socket)");
   }
-  if (auto it = records_.find(name); it != records_.end()) {
+  if (auto it = records_.find(name); it != records_.end() && it->second.state != TemplateState::kFailed) {
     // The same again (the scheduler fans a PUT out again to reach a node that was away):
-    // what there is. Another image under the name: refused.
-    if (it->second.image == image->get<std::string>() && it->second.state != TemplateState::kFailed) return it->second;
+    // what there is. Another image under the name: refused. A failed one is built again.
+    if (it->second.image == image->get<std::string>()) return it->second;
     return make_error(Code::kConflict, "template " + name + " exists (" + it->second.image + ", " +
                                            std::string(template_state_name(it->second.state)) +
                                            "); DELETE it first");

@@ -273,6 +273,15 @@ TEST_F(ImageTemplates, ATemplateOutlivesAnAgentCrash) {
   EXPECT_EQ(exec(id, {{"command", "echo \"$(< /etc/marker)\""}}).value("stdout", ""), "marker-42\n");
   http::Client c(tcp());
   EXPECT_EQ(c.request("DELETE", "/v1/sandboxes/" + id)->status, 204u);
+  // containerd lost the image meanwhile (its names removed): the agent starts without
+  // waiting for the registry and builds the template again in the background.
+  crash_agent();
+  auto target = world_.containerd->image(world_.registry + "/marker:1");
+  ASSERT_TRUE(target.ok()) << target.error().to_string();
+  ASSERT_TRUE(world_.containerd->delete_image(target->digest).ok());
+  ASSERT_TRUE(launch_agent());
+  EXPECT_EQ(built("kept").value("state", ""), "ready");
+  EXPECT_NE(admin("GET", "/v1/templates/kept/log")->body.find("building again"), std::string::npos);
   EXPECT_EQ(admin("DELETE", "/v1/templates/kept")->status, 204u);
 }
 
@@ -283,8 +292,12 @@ TEST_F(ImageTemplates, APullThatFailsFailsTheTemplateWithTheReason) {
   EXPECT_EQ(t.value("state", ""), "failed") << t.dump();
   EXPECT_NE(t.value("error", "").find("not found"), std::string::npos) << t.dump();
   EXPECT_NE(admin("GET", "/v1/templates/missing/log")->body.find("failed: "), std::string::npos);
-  // Not offered: a create naming it is refused; a failed template can be deleted.
+  // Not offered: a create naming it is refused.
   post("/v1/sandboxes", {{"template", "missing"}}, 400);
+  // A failed template is built again by the next PUT (here of an image that is there).
+  auto again = admin("PUT", "/v1/templates/missing", json{{"image", world_.registry + "/marker:1"}}.dump());
+  ASSERT_EQ(again->status, 202u) << again->body;
+  EXPECT_EQ(built("missing").value("state", ""), "ready");
   EXPECT_EQ(admin("DELETE", "/v1/templates/missing")->status, 204u);
   // Built-ins are not the user's to replace.
   EXPECT_EQ(admin("PUT", "/v1/templates/default", json{{"image", "x"}}.dump())->status, 409u);
