@@ -57,27 +57,35 @@ struct ImageWorld {
     containerd = std::make_unique<cri::ContainerdImages>(socket());
     // The image: one layer with /etc/marker, a world-writable /data and a static /bin/sh (no
     // bash, no other program), pushed.
-    std::string layout = dir + "/layout", bundle = dir + "/bundle";
+    if (auto st = push("marker", "mkdir -p -m 0777 $R/etc $R/bin $R/data && echo marker-42 > $R/etc/marker && "
+                                 "cp /bin/bash-static $R/bin/sh");
+        !st) {
+      skip = st.error().message;
+    }
+  }
+
+  // Builds an image `name` (tag 1) of one layer, whose root the shell command `fill` makes
+  // ($R), and pushes it to the registry.
+  Status push(const std::string& name, const std::string& fill) {
+    std::string layout = dir + "/layout", bundle = dir + "/bundle-" + name, image = layout + ":" + name;
     std::vector<std::vector<std::string>> steps = {
-        {"/usr/bin/umoci", "init", "--layout", layout},
-        {"/usr/bin/umoci", "new", "--image", layout + ":m"},
-        {"/usr/bin/umoci", "unpack", "--image", layout + ":m", bundle},
-        {"/bin/mkdir", "-p", "-m", "0777", bundle + "/rootfs/etc", bundle + "/rootfs/bin", bundle + "/rootfs/data"},
-        {"/bin/sh", "-c", "echo marker-42 > " + bundle + "/rootfs/etc/marker"},
-        {"/bin/cp", "/bin/bash-static", bundle + "/rootfs/bin/sh"},
-        {"/usr/bin/umoci", "repack", "--image", layout + ":m", bundle},
-        {"/usr/bin/skopeo", "copy", "--dest-tls-verify=false", "oci:" + layout + ":m",
-         "docker://" + registry + "/marker:1"}};
+        {"/bin/sh", "-c", "[ -d " + layout + " ] || /usr/bin/umoci init --layout " + layout},
+        {"/usr/bin/umoci", "new", "--image", image},
+        {"/usr/bin/umoci", "unpack", "--image", image, bundle},
+        {"/bin/sh", "-c", "R=" + bundle + "/rootfs; " + fill},
+        {"/usr/bin/umoci", "repack", "--image", image, bundle},
+        {"/usr/bin/skopeo", "copy", "--dest-tls-verify=false", "oci:" + image, "docker://" + registry + "/" + name + ":1"}};
     for (const auto& argv : steps) {
       ProcessOptions p;
       p.argv = argv;
-      p.timeout = 60s;
+      p.timeout = 120s;
       auto r = run_process(p);
       if (!r || r->exit_code != 0) {
-        skip = "building or pushing the test image failed at " + argv[1] + ": " + (r ? r->err : r.error().to_string());
-        return;
+        return make_error(Code::kInternal, "building or pushing the test image " + name + " failed at " +
+                                               argv.back().substr(0, 80) + ": " + (r ? r->err : r.error().to_string()));
       }
     }
+    return ok_status();
   }
 
   void down() {
@@ -283,6 +291,47 @@ TEST_F(ImageTemplates, ATemplateOutlivesAnAgentCrash) {
   EXPECT_EQ(built("kept").value("state", ""), "ready");
   EXPECT_NE(admin("GET", "/v1/templates/kept/log")->body.find("building again"), std::string::npos);
   EXPECT_EQ(admin("DELETE", "/v1/templates/kept")->status, 204u);
+}
+
+// The languages are the image's own: a Python of the host's (its binary, the libraries it
+// links and its standard library, nothing else) serves one-shots, a warm language pool of
+// the template and a stateful context.
+TEST_F(ImageTemplates, ThePythonInTheImageServesOneShotsWarmWorkersAndContexts) {
+  auto pushed = world_.push("python",
+                            "mkdir -p $R/usr/bin $R/usr/lib $R/lib/x86_64-linux-gnu $R/lib64 $R/bin && "
+                            "cp /usr/bin/python3.11 $R/usr/bin/ && ln -s python3.11 $R/usr/bin/python3 && "
+                            "cp -a /usr/lib/python3.11 $R/usr/lib/ && "
+                            "for l in libm.so.6 libz.so.1 libexpat.so.1 libc.so.6; do "
+                            "cp -L /lib/x86_64-linux-gnu/$l $R/lib/x86_64-linux-gnu/; done && "
+                            "cp -L /lib64/ld-linux-x86-64.so.2 $R/lib64/ && cp /bin/bash-static $R/bin/sh");
+  ASSERT_TRUE(pushed.ok()) << pushed.error().to_string();
+  auto put = admin("PUT", "/v1/templates/py", json{{"image", world_.registry + "/python:1"}}.dump());
+  ASSERT_EQ(put->status, 202u) << put->body;
+  ASSERT_EQ(built("py").value("state", ""), "ready");
+  json one = post("/v1/execute", {{"template", "py"}, {"language", "python"}, {"code", "import sys\nprint(6 * 7, sys.prefix)"}});
+  EXPECT_EQ(one.value("stdout", ""), "42 /usr\n") << one.dump();
+  // A warm pool of the template with its Python worker loaded serves the next one-shot.
+  ASSERT_EQ(admin("PUT", "/v1/warmpool/py+python", R"({"target": 1})")->status, 200u);
+  int ready = 0;
+  for (int i = 0; i < 300 && ready == 0; ++i) {
+    std::this_thread::sleep_for(100ms);
+    ready = json::parse(admin("GET", "/v1/warmpool")->body)["templates"]["py+python"].value("ready", 0);
+  }
+  ASSERT_EQ(ready, 1);
+  json warm = post("/v1/execute", {{"template", "py"}, {"language", "python"}, {"code", "print('warm')"}});
+  EXPECT_EQ(warm.value("stdout", ""), "warm\n") << warm.dump();
+  // A context keeps its variables between cells.
+  std::string id = post("/v1/sandboxes", {{"template", "py"}}, 201).value("id", "");
+  std::string ctx = post("/v1/sandboxes/" + id + "/contexts", {{"language", "python"}}, 201).value("id", "");
+  ASSERT_FALSE(ctx.empty());
+  post("/v1/sandboxes/" + id + "/code", {{"context_id", ctx}, {"code", "x = 41"}});
+  json cell = post("/v1/sandboxes/" + id + "/code", {{"context_id", ctx}, {"code", "x + 1"}});
+  EXPECT_NE(cell.dump().find(R"("text":"42")"), std::string::npos) << cell.dump();
+  http::Client c(tcp());
+  EXPECT_EQ(c.request("DELETE", "/v1/sandboxes/" + id)->status, 204u);
+  ASSERT_EQ(admin("PUT", "/v1/warmpool/py+python", R"({"target": 0})")->status, 200u);
+  for (int i = 0; i < 100 && admin("DELETE", "/v1/templates/py")->status == 409u; ++i) std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(admin("GET", "/v1/templates/py")->status, 404u);
 }
 
 TEST_F(ImageTemplates, APullThatFailsFailsTheTemplateWithTheReason) {
