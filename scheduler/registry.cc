@@ -59,13 +59,6 @@ void NodeState::unplace_workspace(const std::string& tenant, const std::string& 
   if (auto it = workspaces.find(tenant); it != workspaces.end()) it->second.erase(name);
 }
 
-const NodeState* NodeRegistry::by_name(const std::string& name) const {
-  for (const auto& n : nodes_) {
-    if (n.name == name) return &n;
-  }
-  return nullptr;
-}
-
 const NodeState* NodeRegistry::by_id_node(const std::string& id_node) const {
   auto it = by_id_node_.find(id_node);
   return it == by_id_node_.end() ? nullptr : &nodes_[it->second];

@@ -30,7 +30,6 @@ class NodeRegistry {
   // The node whose sandbox ids carry `id_node` (see common/sandbox_id.h); nullptr if none.
   const NodeState* by_id_node(const std::string& id_node) const;
   NodeState* by_address(const std::string& address);
-  const NodeState* by_name(const std::string& name) const;
 
  private:
   std::vector<NodeState> nodes_;

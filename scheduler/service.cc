@@ -344,53 +344,60 @@ void Scheduler::place_and_forward(http::Request&& req, std::shared_ptr<http::Res
   place(std::move(req), std::move(res), pr, /*e2b=*/false);
 }
 
+std::optional<Error> Scheduler::over_cluster_quota(const Principal& who, double cpu, int64_t memory_mb) const {
+  // What the nodes reported (at most one report interval old) plus this scheduler's
+  // placements since. Each agent holds the whole quota exactly on its own node.
+  TenantLoad load;
+  for (const auto& n : registry_.nodes()) {
+    if (!fresh(n, opts_.policy, Clock::now())) continue;
+    for (const auto* by : {&n.tenants, &n.tenant_inflight}) {
+      if (auto r = by->find(who.tenant); r != by->end()) load += r->second;
+    }
+  }
+  auto refused = check_running(who.tenant, who.quota, load, cpu, memory_mb);
+  if (refused) refused->message += " across the cluster";
+  return refused;
+}
+
+Result<std::string> Scheduler::workspace_node(const std::string& tenant, const std::string& workspace) const {
+  if (workspace.empty()) return std::string();
+  const NodeState* holder = nullptr;
+  for (const auto& n : registry_.nodes()) {
+    if (auto w = n.workspaces.find(tenant); w != n.workspaces.end() && w->second.count(workspace)) holder = &n;
+  }
+  if (!holder) return std::string();  // a new workspace: made where the create goes
+  if (!fresh(*holder, opts_.policy, Clock::now())) {
+    return make_error(Code::kUnavailable, fmt::format("workspace {} of tenant {} is on node {}, which does not report",
+                                                      workspace, tenant, holder->name));
+  }
+  return holder->name;
+}
+
 void Scheduler::place(http::Request&& req, std::shared_ptr<http::Responder> res,
                       const PlacementRequest& pr, bool e2b) {
-  // Cluster-wide quota on the number of running sandboxes: what the nodes reported (at
-  // most one report interval old) plus this scheduler's placements since. Each agent
-  // holds the whole quota exactly on its own node.
   const Principal* who = e2b ? token_principal(e2b::header(req, "X-API-KEY"), opts_.tokens) : nullptr;
   if (!e2b) {
     auto it = req.find(bhttp::field::authorization);
     who = bearer_principal(it == req.end() ? std::string_view{} : it->value(), opts_.tokens);
   }
   std::string tenant = who ? who->tenant : "";
-  // Cluster-wide quotas: what the nodes reported (at most one report interval old) plus
-  // this scheduler's placements since. The sandbox's own cpu and memory are the request's,
-  // or the least a sandbox can have when its template decides them (its node checks them
-  // exactly).
+  // The sandbox's own cpu and memory are the request's, or the least a sandbox can have
+  // when its template decides them (its node checks them exactly).
   const double asked_cpu = pr.cpu > 0 ? pr.cpu : 0.1;
   const int64_t asked_memory_mb = pr.memory_mb > 0 ? pr.memory_mb : 64;
-  if (who) {
-    TenantLoad load;
-    for (const auto& n : registry_.nodes()) {
-      if (!fresh(n, opts_.policy, Clock::now())) continue;
-      for (const auto* by : {&n.tenants, &n.tenant_inflight}) {
-        if (auto r = by->find(tenant); r != by->end()) load += r->second;
-      }
-    }
-    if (auto refused = check_running(tenant, who->quota, load, asked_cpu, asked_memory_mb)) {
-      metrics_.add("swissbox_scheduler_placements_total", Metrics::labels({{"result", "quota"}}));
-      Error e = *refused;
-      e.message += " across the cluster";
-      return e2b ? e2b::fail(res, e) : res->send_error(e);
-    }
+  if (auto refused = who ? over_cluster_quota(*who, asked_cpu, asked_memory_mb) : std::nullopt) {
+    metrics_.add("swissbox_scheduler_placements_total", Metrics::labels({{"result", "quota"}}));
+    return e2b ? e2b::fail(res, *refused) : res->send_error(*refused);
   }
   // A workspace lives on one node: a create naming it goes there, or nowhere.
-  PlacementRequest bound = pr;
   const std::string owner = tenant.empty() ? "default" : tenant;  // as an agent without tokens
-  if (!pr.workspace.empty()) {
-    for (const auto& n : registry_.nodes()) {
-      if (auto w = n.workspaces.find(owner); w != n.workspaces.end() && w->second.count(pr.workspace)) bound.node = n.name;
-    }
-    const NodeState* holder = registry_.by_name(bound.node);
-    if (holder && !fresh(*holder, opts_.policy, Clock::now())) {
-      metrics_.add("swissbox_scheduler_placements_total", Metrics::labels({{"result", "refused"}}));
-      Error e = make_error(Code::kUnavailable, fmt::format("workspace {} of tenant {} is on node {}, which does not "
-                                                           "report", pr.workspace, owner, holder->name));
-      return e2b ? e2b::fail(res, e) : res->send_error(e);
-    }
+  auto node = workspace_node(owner, pr.workspace);
+  if (!node) {
+    metrics_.add("swissbox_scheduler_placements_total", Metrics::labels({{"result", "refused"}}));
+    return e2b ? e2b::fail(res, node.error()) : res->send_error(node.error());
   }
+  PlacementRequest bound = pr;
+  bound.node = *node;
   NoPlacement why;
   auto picked = sched::place(registry_.nodes(), bound, opts_.policy, Clock::now(), rng_, &why);
   if (picked.empty()) {
@@ -401,7 +408,6 @@ void Scheduler::place(http::Request&& req, std::shared_ptr<http::Responder> res,
   }
   std::vector<std::string> addresses;
   for (size_t i : picked) addresses.push_back(registry_.nodes()[i].address);
-
   bool execute = req.target().starts_with("/v1/execute");
   auto f = forward_of(std::move(req), std::move(res), "create");
   f->e2b = e2b;

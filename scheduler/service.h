@@ -12,6 +12,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <map>
+#include <optional>
 #include <random>
 #include <set>
 #include <string>
@@ -60,6 +61,11 @@ class Scheduler {
   void place_and_forward(http::Request&& req, std::shared_ptr<http::Responder> res);
   void try_candidates(std::shared_ptr<Forward> f, std::vector<std::string> addresses, size_t i,
                       std::string last);
+  // The refusal of one more running sandbox (cpu, memory_mb) past the tenant's quota,
+  // summed over the nodes; and the node that holds the tenant's workspace ("" when none
+  // does; an error naming it when it does not report).
+  std::optional<Error> over_cluster_quota(const Principal& who, double cpu, int64_t memory_mb) const;
+  Result<std::string> workspace_node(const std::string& tenant, const std::string& workspace) const;
   // Places a create (native or E2B's) and sends it to the candidates in turn.
   void place(http::Request&& req, std::shared_ptr<http::Responder> res, const PlacementRequest& pr,
              bool e2b);
