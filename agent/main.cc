@@ -173,7 +173,7 @@ int main(int argc, char** argv) {
     containerd = std::make_unique<cri::ContainerdImages>(cfg->cri_socket);
     images = std::make_unique<ImageRootfs>(*containerd, cfg->state_dir + "/images");
   }
-  TemplateStore templates(ioc, workers, images.get(), cfg->state_dir + "/templates", LimitBounds{});
+  TemplateStore templates(ioc, workers, metrics, images.get(), cfg->state_dir + "/templates", LimitBounds{});
   templates.load();
   SandboxManager manager(ioc, workers, **driver, mo, metrics);
   templates.on_change([&manager] { manager.templates_changed(); });

@@ -33,6 +33,9 @@ constexpr const char* kUsage =
     "  tenants                     every tenant here: sandboxes running and suspended, quota\n"
     "  usage TENANT                a tenant's usage on this node (CPU, memory, disk, network, runs)\n"
     "  delete-tenant TENANT        delete every sandbox, checkpoint, record and usage of a tenant\n"
+    "  templates                   every template here: built-in, or from an image with its state\n"
+    "  template NAME [IMAGE | log | rm]\n"
+    "                              show one, make it from an image, show its build log, delete it\n"
     "  pool [POOL=N]               show the warm pools (TEMPLATE or TEMPLATE:egress), or set a target\n"
     "  drain | undrain             stop or resume taking new sandboxes (existing ones go on)\n";
 
@@ -94,6 +97,30 @@ struct Ctl {
              t.value("cpu", 0.0), static_cast<long long>(t.value("memory_mb", 0)),
              u.value("cpu_seconds", 0.0), static_cast<long long>(u.value("executions", 0)));
     }
+    return 0;
+  }
+
+  int templates() const {
+    json j = json::parse(call("GET", "/v1/templates").body);
+    if (as_json) return puts(j.dump(2).c_str()), 0;
+    printf("%-24s %-9s %6s %10s  %s\n", "TEMPLATE", "STATE", "CPU", "MEMORY_MB", "IMAGE");
+    for (const auto& t : j["templates"]) {
+      const json& l = t["limits"];
+      printf("%-24s %-9s %6.1f %10lld  %s\n", t.value("name", "").c_str(), t.value("state", "").c_str(),
+             l.value("cpu", 0.0), static_cast<long long>(l.value("memory_mb", 0)),
+             t.value("builtin", false) ? "(built-in)" : t.value("image", "").c_str());
+      if (t.contains("error")) printf("  error: %s\n", t.value("error", "").c_str());
+    }
+    return 0;
+  }
+
+  // template NAME: show it; NAME IMAGE: make it; NAME log: its build log; NAME rm: delete it.
+  int template_command(const std::string& name, const std::string& what) const {
+    const std::string path = "/v1/templates/" + name;
+    if (what == "log") return fputs(call("GET", path + "/log").body.c_str(), stdout), 0;
+    if (what == "rm") return call("DELETE", path), 0;
+    json j = json::parse(what.empty() ? call("GET", path).body : call("PUT", path, json{{"image", what}}.dump()).body);
+    puts(j.dump(2).c_str());
     return 0;
   }
 
@@ -302,6 +329,9 @@ int main(int argc, char** argv) {
     printf("\n");
     return 0;
   }
+  if (cmd == "templates" && rest.empty()) return ctl.templates();
+  if (cmd == "template" && (rest.size() == 1 || rest.size() == 2))
+    return ctl.template_command(rest[0], rest.size() == 2 ? rest[1] : "");
   if (cmd == "tenants" && rest.empty()) return ctl.tenants();
   if (cmd == "usage" && rest.size() == 1) return ctl.usage(rest[0]);
   if (cmd == "delete-tenant" && rest.size() == 1) {

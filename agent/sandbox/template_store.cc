@@ -104,14 +104,27 @@ Result<TemplateRecord> TemplateRecord::from_json(const json& j) {
   }
 }
 
-TemplateStore::TemplateStore(asio::io_context& ioc, asio::thread_pool& workers, ImageRootfs* images, std::string dir,
-                             LimitBounds bounds, std::chrono::seconds pull_timeout)
+TemplateStore::TemplateStore(asio::io_context& ioc, asio::thread_pool& workers, Metrics& metrics, ImageRootfs* images,
+                             std::string dir, LimitBounds bounds, std::chrono::seconds pull_timeout)
     : ioc_(ioc),
       workers_(workers),
+      metrics_(metrics),
       images_(images),
       dir_(std::move(dir)),
       bounds_(bounds),
-      pull_timeout_(pull_timeout) {}
+      pull_timeout_(pull_timeout) {
+  using T = Metrics::Type;
+  metrics_.describe("swissbox_template_builds_total", T::kCounter,
+                    "Image template builds (pull and preparation) that ended, by result.");
+  metrics_.describe("swissbox_template_build_seconds", T::kHistogram, "Time from a template's PUT to ready.");
+  metrics_.describe("swissbox_templates", T::kGauge, "Image templates on the node, by state.");
+}
+
+void TemplateStore::update_gauges() {
+  std::map<std::string_view, int> by_state = {{"building", 0}, {"ready", 0}, {"failed", 0}};
+  for (const auto& [name, r] : records_) by_state[template_state_name(r.state)]++;
+  for (const auto& [state, n] : by_state) metrics_.set("swissbox_templates", Metrics::labels({{"state", std::string(state)}}), n);
+}
 
 Status TemplateStore::save(const TemplateRecord& r) const {
   if (auto st = fs::make_dirs(dir_, 0700); !st) return st;
@@ -130,7 +143,7 @@ void TemplateStore::load() {
     records_[r->name] = *r;
     if (r->state == TemplateState::kFailed) continue;
     if (!images_) {
-      finish(r->name, make_error(Code::kUnavailable, "this node has no containerd (--cri-socket) any more"), now_s());
+      finish(r->name, make_error(Code::kUnavailable, "this node has no containerd (--cri-socket) any more"), std::nullopt);
       continue;
     }
     if (r->state == TemplateState::kBuilding) {
@@ -148,8 +161,9 @@ void TemplateStore::load() {
       build(*r, ImageRootfs::Pull::kAlways);
       continue;
     }
-    finish(r->name, std::move(image), r->ready_at);
+    finish(r->name, std::move(image), std::nullopt);
   }
+  update_gauges();
 }
 
 Result<TemplateRecord> TemplateStore::put(const std::string& name, const json& body) {
@@ -187,6 +201,7 @@ Result<TemplateRecord> TemplateStore::put(const std::string& name, const json& b
   (void)unlink(log_path(name).c_str());
   records_[name] = r;
   build(r, ImageRootfs::Pull::kAlways);
+  update_gauges();
   return r;
 }
 
@@ -203,7 +218,7 @@ void TemplateStore::build(const TemplateRecord& record, ImageRootfs::Pull pull) 
   });
 }
 
-void TemplateStore::finish(const std::string& name, Result<PreparedImage> image, double started) {
+void TemplateStore::finish(const std::string& name, Result<PreparedImage> image, std::optional<double> started) {
   auto it = records_.find(name);
   if (it == records_.end()) return;
   TemplateRecord& r = it->second;
@@ -223,10 +238,16 @@ void TemplateStore::finish(const std::string& name, Result<PreparedImage> image,
       r.error = st.error().message;
     } else {
       prepared_[name] = std::move(*image);
-      log::info("template ready", {{"template", name}, {"digest", r.digest}, {"seconds", now_s() - started}});
+      log::info("template ready", {{"template", name}, {"digest", r.digest}});
     }
   }
   if (auto st = save(r); !st) log::error("template record not written", {{"template", name}, {"error", st.error().to_string()}});
+  if (started) {  // a build, not a ready template mounted again at the agent's start
+    metrics_.add("swissbox_template_builds_total",
+                 Metrics::labels({{"result", r.state == TemplateState::kReady ? "ready" : "failed"}}));
+    if (r.state == TemplateState::kReady) metrics_.observe("swissbox_template_build_seconds", {}, now_s() - *started);
+  }
+  update_gauges();
   if (on_change_) on_change_();
 }
 
@@ -285,6 +306,7 @@ Status TemplateStore::remove(const std::string& name, int in_use) {
   (void)unlink(log_path(name).c_str());
   if (unlink(record_path(name).c_str()) != 0 && errno != ENOENT) return sys_error("remove " + record_path(name));
   log::info("template deleted", {{"template", name}});
+  update_gauges();
   return ok_status();
 }
 

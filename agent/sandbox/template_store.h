@@ -19,6 +19,7 @@
 #include "agent/runtime/image_rootfs.h"
 #include "agent/runtime/sandbox_spec.h"
 #include "common/error.h"
+#include "common/metrics.h"
 
 namespace swissbox {
 
@@ -43,7 +44,7 @@ class TemplateStore {
  public:
   // images: null when the agent has no containerd (--cri-socket): image templates are then
   // refused with the reason. dir: <state>/templates.
-  TemplateStore(boost::asio::io_context& ioc, boost::asio::thread_pool& workers, ImageRootfs* images,
+  TemplateStore(boost::asio::io_context& ioc, boost::asio::thread_pool& workers, Metrics& metrics, ImageRootfs* images,
                 std::string dir, LimitBounds bounds, std::chrono::seconds pull_timeout = std::chrono::seconds(600));
 
   // At the agent's start, before sandboxes: every recorded template; ready ones mounted and
@@ -60,18 +61,22 @@ class TemplateStore {
   Status remove(const std::string& name, int in_use);
   // At a stop that leaves no sandbox: the images' mounts go (load() makes them again).
   void unmount_images();
+  // swissbox_templates{state}: how many are building, ready, failed.
+  void update_gauges();
   // Called on the I/O thread when a template became ready or failed.
   void on_change(std::function<void()> fn) { on_change_ = std::move(fn); }
 
  private:
   void build(const TemplateRecord& record, ImageRootfs::Pull pull);
-  void finish(const std::string& name, Result<PreparedImage> image, double started);
+  // started: when the build began (nullopt: a ready template mounted again at the start).
+  void finish(const std::string& name, Result<PreparedImage> image, std::optional<double> started);
   Status save(const TemplateRecord& r) const;
   std::string record_path(const std::string& name) const { return dir_ + "/" + name + ".json"; }
   std::string log_path(const std::string& name) const { return dir_ + "/" + name + ".log"; }
 
   boost::asio::io_context& ioc_;
   boost::asio::thread_pool& workers_;
+  Metrics& metrics_;
   ImageRootfs* images_;
   std::string dir_;
   LimitBounds bounds_;

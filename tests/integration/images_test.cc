@@ -215,6 +215,9 @@ TEST_F(ImageTemplates, AnImageTemplateIsBuiltClaimedWarmSharedReadOnlyAndDeleted
   json t = built("marker");
   ASSERT_EQ(t.value("state", ""), "ready") << t.dump();
   EXPECT_EQ(t.value("digest", "").rfind("sha256:", 0), 0u) << t.dump();
+  auto metrics = admin("GET", "/metrics");
+  EXPECT_NE(metrics->body.find("swissbox_template_builds_total{result=\"ready\"} 1"), std::string::npos);
+  EXPECT_NE(metrics->body.find("swissbox_templates{state=\"ready\"} 1"), std::string::npos);
   auto log = admin("GET", "/v1/templates/marker/log");
   EXPECT_NE(log->body.find("pulling " + image), std::string::npos) << log->body;
   EXPECT_NE(log->body.find("ready"), std::string::npos) << log->body;
