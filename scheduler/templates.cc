@@ -26,7 +26,14 @@ void Scheduler::templates(http::Request&& req, std::shared_ptr<http::Responder> 
       req,
       [a, log](const std::string& name, const Result<http::ClientResponse>& r) {
         if (!r || r->status >= 500) {
-          a->unreachable.push_back(name);
+          // The node's own reason when it gave one (no containerd, a full disk), else why it
+          // could not be asked.
+          json body = r ? json::parse(r->body, nullptr, false) : json();
+          std::string why = !r ? r.error().message
+                            : body.is_object() && body.contains("error")
+                                ? body["error"].value("message", r->body)
+                                : fmt::format("status {}", r->status);
+          a->unreachable.push_back(name + " (" + why + ")");
           return;
         }
         if (r->status >= 400) {
@@ -40,9 +47,9 @@ void Scheduler::templates(http::Request&& req, std::shared_ptr<http::Responder> 
       [a, res] {
         if (a->refused) return res->send(a->refused->status, a->refused->body, "application/json");
         if (!a->unreachable.empty()) {
-          return res->send_error(make_error(
-              Code::kUnavailable, fmt::format("not confirmed by {} (the others answered: {})",
-                                              fmt::join(a->unreachable, ", "), a->nodes.dump())));
+          return res->send_error(make_error(Code::kUnavailable,
+                                            fmt::format("not confirmed by {}; the others answered: {}",
+                                                        fmt::join(a->unreachable, ", "), a->nodes.dump())));
         }
         if (a->status == 0) return res->send_error(make_error(Code::kUnavailable, "no node reports"));
         if (a->status == 204) return res->send(204, "", "application/json");

@@ -70,6 +70,8 @@ struct FakeAgent {
           if (target.rfind("/v1/templates/", 0) == 0 && req.method() == bhttp::verb::put) {
             if (target == "/v1/templates/default")
               return res->send_error(make_error(Code::kConflict, "'default' is a built-in template"));
+            if (target == "/v1/templates/nocri" && refuses)
+              return res->send_error(make_error(Code::kUnavailable, "this node pulls no images"));
             std::lock_guard lock(mu);
             template_puts.push_back(req.body());
             return res->send_json(202, {{"name", target.substr(14)}, {"state", "building"}});
@@ -385,6 +387,11 @@ TEST_F(SchedulerService, ATemplateGoesToEveryNodeAndARefusalIsRelayed) {
   auto builtin = c.request("PUT", "/v1/templates/default", R"({"image": "x"})", auth());
   EXPECT_EQ(builtin->status, 409u) << builtin->body;
   EXPECT_NE(builtin->body.find("built-in"), std::string::npos) << builtin->body;
+  // A node that cannot take it is named with its own reason.
+  auto partial = c.request("PUT", "/v1/templates/nocri", R"({"image": "x"})", auth());
+  EXPECT_EQ(partial->status, 503u) << partial->body;
+  EXPECT_NE(partial->body.find("not confirmed by big (this node pulls no images)"), std::string::npos)
+      << partial->body;
 }
 
 TEST_F(SchedulerService, ACallTheNodeReceivedIsNeverRepeatedElsewhere) {
