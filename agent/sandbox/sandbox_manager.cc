@@ -696,8 +696,7 @@ void SandboxManager::drop_pools_of(const std::string& name) {
 bool SandboxManager::pools_warm() const { return pool_.warm(template_ready); }
 
 bool SandboxManager::template_ready(const std::string& pool) {
-  auto k = parse_pool_key(pool, /*any_template=*/true);
-  return k && find_template(k->template_name).has_value();
+  return parse_pool_key(pool).has_value();  // without any_template: its template is looked up
 }
 
 void SandboxManager::templates_changed() { refill(); }

@@ -85,18 +85,20 @@ struct SandboxManager::Starting {
 
 void SandboxManager::start_one(const std::string& pool, std::function<void(Result<SandboxPtr>)> ready,
                                std::string workspace_dir) {
-  PoolKey key = *parse_pool_key(pool);
-  auto sb = std::make_shared<Sandbox>();
-  sb->id = new_id();
-  sb->template_name = key.template_name;
-  sb->network = key.network;
-  sb->language = key.language;
+  // Only well-formed keys get here; the template itself may have gone meanwhile (an image
+  // template deleted between a create's check and its start), which is answered below.
+  PoolKey key = *parse_pool_key(pool, /*any_template=*/true);
   auto tmpl = find_template(key.template_name);
   if (!tmpl) {
     return asio::post(ioc_, [ready = std::move(ready), name = key.template_name] {
       ready(make_error(Code::kNotFound, "template '" + name + "' is not ready on this node"));
     });
   }
+  auto sb = std::make_shared<Sandbox>();
+  sb->id = new_id();
+  sb->template_name = key.template_name;
+  sb->network = key.network;
+  sb->language = key.language;
   sb->limits = tmpl->limits;
   SandboxSpec spec;
   spec.id = sb->id;
