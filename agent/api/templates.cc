@@ -13,11 +13,7 @@ using json = nlohmann::json;
 namespace {
 
 json builtin_json(const Template& t) {
-  return {{"name", t.name},
-          {"state", "ready"},
-          {"builtin", true},
-          {"limits",
-           {{"cpu", t.limits.cpu}, {"memory_mb", t.limits.memory_mb}, {"disk_mb", t.limits.disk_mb}, {"pids", t.limits.pids}}}};
+  return {{"name", t.name}, {"state", "ready"}, {"builtin", true}, {"limits", limits_json(t.limits)}};
 }
 
 }  // namespace

@@ -180,6 +180,15 @@ Status read_number(const json& body, const char* field, T min, T max, T* out) {
 
 }  // namespace
 
+json limits_json(const Limits& l) {
+  return {{"cpu", l.cpu}, {"memory_mb", l.memory_mb}, {"disk_mb", l.disk_mb}, {"pids", l.pids}};
+}
+
+Limits limits_from_json(const json& j) {
+  return {j.at("cpu").get<double>(), j.at("memory_mb").get<int64_t>(), j.at("disk_mb").get<int64_t>(),
+          j.at("pids").get<int64_t>()};
+}
+
 Status read_limits(const json& body, const LimitBounds& bounds, Limits* limits) {
   if (auto st = read_number(body, "cpu", 0.1, bounds.max_cpu, &limits->cpu); !st) return st;
   if (auto st = read_number<int64_t>(body, "memory_mb", 64, bounds.max_memory_mb, &limits->memory_mb); !st) return st;

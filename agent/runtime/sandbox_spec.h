@@ -110,6 +110,11 @@ struct CreateRequest {
   std::string workspace;
 };
 
+// Limits as JSON ({cpu, memory_mb, disk_mb, pids}): in answers and in the records a
+// restart reads back (limits_from_json throws json's exception when a field is missing).
+nlohmann::json limits_json(const Limits& l);
+Limits limits_from_json(const nlohmann::json& j);
+
 // cpu, memory_mb, disk_mb and pids of a request body (a create, a template), each within
 // bounds; absent ones leave *limits as it is.
 Status read_limits(const nlohmann::json& body, const LimitBounds& bounds, Limits* limits);

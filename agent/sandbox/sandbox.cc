@@ -39,12 +39,8 @@ json Sandbox::to_json(const std::string& node) const {
             {"tenant", tenant},
             {"state", state_name(state)},
             {"workspace", workspace},
-            {"limits",
-             // cpu, memory and pids are the sandbox's cgroup; disk comes with its quota.
-             {{"cpu", limits.cpu},
-              {"memory_mb", limits.memory_mb},
-              {"pids", limits.pids},
-              {"disk_mb", limits.disk_mb}}},
+            // cpu, memory and pids are the sandbox's cgroup; disk comes with its quota.
+            {"limits", limits_json(limits)},
             {"created_at", created.count() / 1000.0},
             {"timeout_s", timeout.count()},
             {"idle_timeout_s", timeout.count()},

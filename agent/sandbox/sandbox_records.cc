@@ -30,11 +30,7 @@ json sandbox_record(const Sandbox& sb) {
           {"template", sb.template_name},
           {"tenant", sb.tenant},
           {"workspace", sb.workspace},
-          {"limits",
-           {{"cpu", sb.limits.cpu},
-            {"memory_mb", sb.limits.memory_mb},
-            {"disk_mb", sb.limits.disk_mb},
-            {"pids", sb.limits.pids}}},
+          {"limits", limits_json(sb.limits)},
           {"env", sb.env},
           {"metadata", sb.metadata},
           {"timeout_s", sb.timeout.count()},
@@ -75,9 +71,7 @@ Result<Sandbox> sandbox_from_record(const json& r) {
       return make_error(Code::kInvalidArgument, "unknown template " + sb.template_name);
     sb.tenant = r.at("tenant").get<std::string>();
     sb.workspace = r.value("workspace", std::string());
-    const json& l = r.at("limits");
-    sb.limits = {l.at("cpu").get<double>(), l.at("memory_mb").get<int64_t>(),
-                 l.at("disk_mb").get<int64_t>(), l.at("pids").get<int64_t>()};
+    sb.limits = limits_from_json(r.at("limits"));
     sb.env = r.at("env").get<std::map<std::string, std::string>>();
     sb.metadata = r.at("metadata");
     sb.timeout = std::chrono::seconds(r.at("timeout_s").get<int64_t>());

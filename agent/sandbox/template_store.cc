@@ -70,8 +70,7 @@ json TemplateRecord::to_json() const {
             {"state", template_state_name(state)},
             {"digest", digest},
             {"size_bytes", size_bytes},
-            {"limits",
-             {{"cpu", limits.cpu}, {"memory_mb", limits.memory_mb}, {"disk_mb", limits.disk_mb}, {"pids", limits.pids}}},
+            {"limits", limits_json(limits)},
             {"idle_timeout_s", idle_timeout.count()},
             {"on_idle", on_idle_name(on_idle)},
             {"created_at", created_at}};
@@ -91,9 +90,7 @@ Result<TemplateRecord> TemplateRecord::from_json(const json& j) {
     r.error = j.value("error", "");
     r.digest = j.value("digest", "");
     r.size_bytes = j.value("size_bytes", int64_t{0});
-    const json& l = j.at("limits");
-    r.limits = {l.at("cpu").get<double>(), l.at("memory_mb").get<int64_t>(), l.at("disk_mb").get<int64_t>(),
-                l.at("pids").get<int64_t>()};
+    r.limits = limits_from_json(j.at("limits"));
     r.idle_timeout = std::chrono::seconds(j.value("idle_timeout_s", kDefaultIdleTimeout.count()));
     r.on_idle = parse_on_idle(j.value("on_idle", "suspend")).value_or(OnIdle::kSuspend);
     r.created_at = j.value("created_at", 0.0);
