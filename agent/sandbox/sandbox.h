@@ -77,8 +77,9 @@ struct Sandbox {
   // Host resources (the sandbox's cgroup), sampled every second and on GET.
   std::optional<CgroupUsage> usage;
   double cpu_percent = 0;  // over the last ≥ 0.5 s; 100 = one full CPU
-  // When its usage was last billed to its tenant (TenantLedger); none after a claim's
-  // first reading, a suspend or an agent restart.
+  // Since when its memory and disk are billed to its tenant (TenantLedger): its claim or
+  // resume, then each usage reading; none while suspended, and after an agent restart until
+  // the first reading (the previous agent billed up to its last one).
   std::chrono::steady_clock::time_point billed_at{};
   int64_t disk_bytes = 0;  // its disk's used bytes when it was suspended (billed meanwhile)
   double cpu_base = -1;    // CPU seconds at cpu_base_at, the start of that interval

@@ -361,6 +361,7 @@ void SandboxManager::finish_claim(SandboxPtr sb, bool warm, std::shared_ptr<cons
     return fn(host_work.error(), false);
   }
   sb->state = SandboxState::kActive;
+  sb->billed_at = std::chrono::steady_clock::now();  // the tenant's from the claim on
   sb->tenant = terms->tenant;
   sb->limits = req.limits;
   sb->bandwidth_kbit = req.bandwidth_kbit;

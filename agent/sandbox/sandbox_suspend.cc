@@ -144,6 +144,7 @@ void SandboxManager::resume(SandboxPtr sb, std::function<void(Status)> done) {
           return true;
         }
         sb->state = SandboxState::kActive;
+        sb->billed_at = std::chrono::steady_clock::now();  // billed as running again from here
         sb->checkpoint_bytes = 0;
         sb->suspended_at = {};
         sb->last_used = Clock::now();

@@ -75,8 +75,9 @@ void UsageMeter::apply(Sandbox& sb, const CgroupUsage& usage) {
   const CgroupUsage* u = &usage;
   auto now = Clock::now();
   if (sb.state == SandboxState::kActive) {
-    // The first reading after a claim, a resume or an agent restart has nothing to count
-    // from: what came before it is the pool's, or was counted before.
+    // CPU and network are counters: the first reading after a resume or an agent restart
+    // has nothing to count from (what came before was counted before); after a claim it
+    // counts from the last reading of the warm sandbox.
     const CgroupUsage& before = sb.usage ? *sb.usage : *u;
     if (u->cpu_seconds > before.cpu_seconds) ledger_.add_cpu(sb.tenant, u->cpu_seconds - before.cpu_seconds);
     if (u->net_in_bytes >= 0) {

@@ -130,8 +130,16 @@ TEST_F(Tenants, UsageAddsUpAcrossACrashAndADeleteMidResumeLeavesNothingOfTheTena
   }
   EXPECT_EQ(call(kTokenB, "POST", "/v1/sandboxes/" + sleeper + "/exec", json{{"command", "echo " + marker + " > m.txt"}}.dump())->status, 200u);
   ASSERT_EQ(call(kTokenB, "POST", "/v1/sandboxes/" + sleeper + "/suspend", "{}")->status, 200u);
-  std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // a usage round or two
-  json before = usage(kTokenB, "b");
+  // The usage rounds (one a second, later on a loaded machine) have read the sandboxes.
+  json before;
+  for (int i = 0; i < 100; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    before = usage(kTokenB, "b");
+    const json& so_far = before["usage"];
+    if (so_far.value("cpu_seconds", 0.0) > 0 && so_far.value("memory_gb_seconds", 0.0) > 0 &&
+        so_far.value("disk_gb_hours", 0.0) > 0)
+      break;
+  }
   const json& u = before["usage"];
   EXPECT_EQ(u.value("executions", 0), 4) << before.dump();
   EXPECT_GE(u.value("sandboxes_created", 0), 2);
@@ -142,8 +150,16 @@ TEST_F(Tenants, UsageAddsUpAcrossACrashAndADeleteMidResumeLeavesNothingOfTheTena
   EXPECT_EQ(before.value("suspended", 0), 1);
   EXPECT_EQ(call(kTokenA, "GET", "/v1/tenants/b/usage")->status, 404u) << "a tenant sees only its own bill";
 
-  // kill -9 after the ledger's next save (every 5 s): the numbers are all there afterwards.
-  std::this_thread::sleep_for(std::chrono::milliseconds(5500));
+  // kill -9 after the ledger's next save (every 5 s, seen in its file): the numbers are all
+  // there afterwards.
+  for (int i = 0; i < 150; ++i) {
+    auto text = fs::read_file(dir_ + "/state/tenants/usage.json");
+    json saved = json::parse(text.ok() ? *text : "{}", nullptr, false);
+    const json b = saved.is_object() && saved["tenants"].is_object() ? saved["tenants"].value("b", json::object()) : json();
+    if (b.is_object() && b.value("executions", 0) == 4 && b.value("cpu_seconds", 0.0) >= u.value("cpu_seconds", 0.0))
+      break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
   crash_agent();
   ASSERT_TRUE(launch_agent());
   EXPECT_EQ(call(kTokenB, "POST", "/v1/sandboxes/" + busy + "/exec", json{{"command", "true"}}.dump())->status, 200u);
