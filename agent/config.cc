@@ -9,6 +9,7 @@
 
 #include "agent/net/egress_policy.h"
 #include "agent/runtime/sandbox_spec.h"
+#include "agent/sandbox/package_build.h"
 #include "common/fs.h"
 
 namespace swissbox {
@@ -84,6 +85,7 @@ std::optional<IntField> int_field(AgentConfig& c, const std::string& key) {
   if (key == "exec-slot-hold-ms") return IntField{&c.exec_slot_hold_ms, 1, 60000};
   if (key == "max-connections") return IntField{&c.max_connections, 16, 1000000};
   if (key == "max-connections-per-client") return IntField{&c.max_connections_per_client, 1, 1000000};
+  if (key == "build-timeout") return IntField{&c.build_timeout_s, 10, 86400};
   return std::nullopt;
 }
 
@@ -116,6 +118,10 @@ Status apply(AgentConfig& c, std::string key, const std::string& value) {
     c.token_file = value;
   else if (key == "cri-socket")
     c.cri_socket = value;
+  else if (key == "apt-mirror" || key == "pip-index" || key == "npm-registry") {
+    if (auto host = url_host(value); !host) return invalid("--" + key + ": " + host.error().message);
+    (key == "apt-mirror" ? c.apt_mirror : key == "pip-index" ? c.pip_index : c.npm_registry) = value;
+  }
   else if (key == "log-level")
     c.log_level = value;
   else if (key == "init")
@@ -197,7 +203,8 @@ std::string agent_usage() {
          "         [--harden true|false] [--keep-sandboxes-on-exit true|false]\n"
          "         [--egress-pool CIDR] [--egress-link-prefix P] [--egress-proxy-port N]\n"
          "         [--egress-deny CIDR,…] [--egress-hosts NAME=IP,…] [--egress-rate-kbit N]\n"
-         "         [--egress-policy FILE] [--cri-socket PATH]\n";
+         "         [--egress-policy FILE] [--cri-socket PATH]\n"
+         "         [--apt-mirror URL] [--pip-index URL] [--npm-registry URL] [--build-timeout SECONDS]\n";
 }
 
 Result<AgentConfig> parse_agent_config(const std::vector<std::string>& args) {

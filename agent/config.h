@@ -25,6 +25,11 @@ struct AgentConfig {
   std::string region = "dev";
   std::string token_file;
   std::string cri_socket;  // the node's CRI socket to watch (empty: not watched)
+  // Where package-layer builds may fetch from (issue 22); and how long one may take.
+  std::string apt_mirror = "http://deb.debian.org/debian";
+  std::string pip_index = "https://pypi.org/simple";
+  std::string npm_registry = "https://registry.npmjs.org/";
+  int build_timeout_s = 300;
   std::string log_level = "info";
   std::string init_path;  // swissbox-init; default: next to the agent binary
   int max_sandboxes = 32;

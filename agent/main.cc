@@ -22,6 +22,7 @@
 #include "agent/runtime/runsc_driver.h"
 #include "agent/sandbox/template_store.h"
 #include "cri/containerd_images.h"
+#include "common/sandbox_id.h"
 #include "agent/sandbox/sandbox_manager.h"
 #include "common/fs.h"
 #include "common/http_server.h"
@@ -173,9 +174,25 @@ int main(int argc, char** argv) {
     containerd = std::make_unique<cri::ContainerdImages>(cfg->cri_socket);
     images = std::make_unique<ImageRootfs>(*containerd, cfg->state_dir + "/images");
   }
-  TemplateStore templates(ioc, workers, metrics, images.get(), cfg->state_dir + "/templates", LimitBounds{});
+  // Package layers: built in sandboxes the manager holds from its garbage collection (the
+  // manager exists before the first build runs: builds start from the I/O loop).
+  SandboxManager* holder = nullptr;
+  std::unique_ptr<PackageLayers> layers;
+  if (auto mkfs = SandboxDisk::find_mkfs()) layers = std::make_unique<PackageLayers>(cfg->state_dir + "/layers", *mkfs);
+  PackageBuildOptions bo;
+  bo.timeout = std::chrono::seconds(cfg->build_timeout_s);
+  PackageBuilder builder(**driver, proxy.get(), PackageIndexes{cfg->apt_mirror, cfg->pip_index, cfg->npm_registry}, bo,
+                         [&holder](const std::string& id, bool held) { holder->hold_for_build(id, held); });
+  PackageLayerSupport pls;
+  pls.layers = layers.get();
+  pls.builder = &builder;
+  pls.node_root = (*driver)->node_root();
+  pls.new_id = [node = cfg->node_name] { return new_sandbox_id(node); };
+  TemplateStore templates(ioc, workers, metrics, images.get(), cfg->state_dir + "/templates", LimitBounds{},
+                          std::chrono::seconds(600), pls);
   templates.load();
   SandboxManager manager(ioc, workers, **driver, mo, metrics);
+  holder = &manager;
   templates.on_change([&manager] { manager.templates_changed(); });
   std::unique_ptr<CriMonitor> cri;
   if (!cfg->cri_socket.empty()) {

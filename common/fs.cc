@@ -42,6 +42,21 @@ Status write_file_atomic(const std::string& path, std::string_view data, mode_t 
   return ok_status();
 }
 
+bool is_mount_point(const std::string& path) {
+  auto table = read_file("/proc/self/mountinfo", 64 << 20);
+  if (!table) return false;
+  // Field 5 of each line is the mount point.
+  const std::string needle = " " + path + " ";
+  for (size_t pos = 0; (pos = table->find(needle, pos)) != std::string::npos; pos += needle.size()) {
+    size_t line = table->rfind('\n', pos);
+    line = line == std::string::npos ? 0 : line + 1;
+    int spaces = 0;
+    for (size_t i = line; i < pos; ++i) spaces += (*table)[i] == ' ';
+    if (spaces == 3) return true;  // the needle starts at the fourth
+  }
+  return false;
+}
+
 std::vector<std::string> list_dir(const std::string& path) {
   std::vector<std::string> out;
   DIR* d = opendir(path.c_str());

@@ -26,6 +26,10 @@ Status remove_tree(const std::string& path);
 bool exists(const std::string& path);
 // When the file was made (statx's birth time); nullopt where the filesystem does not keep it.
 std::optional<std::chrono::system_clock::time_point> birth_time(const std::string& path);
+// Whether path is a mount point, from /proc/self/mountinfo (a bind of a directory on the
+// same filesystem has its parent's st_dev). Paths with characters the table escapes
+// (space, tab, newline, backslash) are never found.
+bool is_mount_point(const std::string& path);
 // Names in a directory but "." and ".." and other dot files; empty if it cannot be read.
 std::vector<std::string> list_dir(const std::string& path);
 // The directory of the running executable ("." if it cannot be read): where a binary finds

@@ -159,24 +159,22 @@ Status ContainerdImages::delete_image(const std::string& target_digest) {
   return ok_status();
 }
 
+std::string sha256_hex(std::string_view data) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr);
+  static const char* hex = "0123456789abcdef";
+  std::string out;
+  for (unsigned i = 0; i < len; ++i) {
+    out += hex[md[i] >> 4];
+    out += hex[md[i] & 15];
+  }
+  return out;
+}
+
 std::string chain_id(const std::vector<std::string>& diff_ids) {
   std::string chain;
-  for (const auto& d : diff_ids) {
-    if (chain.empty()) {
-      chain = d;
-      continue;
-    }
-    std::string input = chain + " " + d;
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int len = 0;
-    EVP_Digest(input.data(), input.size(), md, &len, EVP_sha256(), nullptr);
-    static const char* hex = "0123456789abcdef";
-    chain = "sha256:";
-    for (unsigned i = 0; i < len; ++i) {
-      chain += hex[md[i] >> 4];
-      chain += hex[md[i] & 15];
-    }
-  }
+  for (const auto& d : diff_ids) chain = chain.empty() ? d : "sha256:" + sha256_hex(chain + " " + d);
   return chain;
 }
 

@@ -56,6 +56,8 @@ class ContainerdImages {
   std::unique_ptr<Impl> impl_;
 };
 
+// SHA-256 of data, lowercase hex.
+std::string sha256_hex(std::string_view data);
 // The chain id of a stack of layers (OCI image spec): the first layer's diff id, then
 // sha256(parent chain id + " " + diff id) for each next one. The name under which
 // containerd's snapshotter keeps the unpacked stack.

@@ -1,5 +1,6 @@
 // POST /v1/sandboxes.
 #include "agent/api/call.h"
+#include "agent/sandbox/template_store.h"
 #include "agent/sandbox/sandbox_ops.h"
 
 namespace swissbox {
@@ -14,10 +15,27 @@ void AgentApi::create_sandbox(Call& c) {
   auto req = parse_create_request(*body, LimitBounds{}, &metadata);
   if (!req) return c.fail(req.error());
   auto res = c.res;
-  mgr_.create(*req, c.tenant, metadata, [this, res](Result<std::shared_ptr<Sandbox>> sb, bool) {
-    if (!sb) return res->send_error(sb.error());
-    res->send_json(201, (*sb)->to_json(mgr_.node_name()));
+  auto create = [this, res, tenant = c.tenant, metadata](CreateRequest req) mutable {
+    req.metadata = &metadata;
+    mgr_.create(req, tenant, metadata, [this, res](Result<std::shared_ptr<Sandbox>> sb, bool) {
+      if (!sb) return res->send_error(sb.error());
+      res->send_json(201, (*sb)->to_json(mgr_.node_name()));
+    });
+  };
+  auto packages = body->find("pre_install_packages");
+  if (packages == body->end()) return create(std::move(*req));
+  // A template of the base plus the packages (issue 22): the first create waits for its
+  // build, later ones find it ready.
+  auto set = parse_package_list(*packages);
+  if (!set) return c.fail(set.error());
+  if (!opts_.templates) return c.fail(make_error(Code::kUnavailable, "this node builds no package layers"));
+  auto shared = std::make_shared<CreateRequest>(std::move(*req));
+  auto name = opts_.templates->derive(shared->template_name, *set, [shared, create, res](Status built) mutable {
+    if (!built) return res->send_error(built.error());
+    create(std::move(*shared));
   });
+  if (!name) return c.fail(name.error());
+  shared->template_name = *name;
 }
 
 }  // namespace swissbox

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 
+#include "agent/runtime/package_layers.h"
 #include "common/fs.h"
 
 namespace swissbox {
@@ -32,23 +33,6 @@ std::string machine_arch() {
   return m;
 }
 
-// Whether dir is a mount point. From the mount table: a bind of a directory on the same
-// filesystem has its parent's st_dev.
-bool mounted_here(const std::string& dir) {
-  auto table = fs::read_file("/proc/self/mountinfo", 64 << 20);
-  if (!table) return false;
-  // Field 5 of each line is the mount point (our paths have no characters it escapes).
-  const std::string needle = " " + dir + " ";
-  for (size_t pos = 0; (pos = table->find(needle, pos)) != std::string::npos; pos += needle.size()) {
-    size_t line = table->rfind('\n', pos);
-    line = line == std::string::npos ? 0 : line + 1;
-    int spaces = 0;
-    for (size_t i = line; i < pos; ++i) spaces += (*table)[i] == ' ';
-    if (spaces == 3) return true;  // the needle starts at the fourth
-  }
-  return false;
-}
-
 // The directories and links a sandbox's bundle needs in its root (mount points for
 // /workspace, /tmp and the runner's support directory; E2B's /home/user), which an image
 // seldom has and a read-only root cannot get later: the top layer of every image root.
@@ -61,34 +45,31 @@ Status make_skeleton(const std::string& dir) {
   return ok_status();
 }
 
-// Mounts what containerd describes (a bind of one layer, or an overlay of several lower
-// directories) at target, read-only, with the skeleton on top: one overlay of lower
-// directories only, which the kernel keeps read-only.
-Status mount_read_only(const std::vector<cri::Mount>& mounts, const std::string& skeleton, const std::string& target) {
+// The layer directories of what containerd describes (a bind of one layer, or an overlay of
+// several lower directories), top first.
+Result<std::vector<std::string>> layers_of(const std::vector<cri::Mount>& mounts) {
   if (mounts.size() != 1) {
     return make_error(Code::kInternal, "containerd described the image's view in " + std::to_string(mounts.size()) +
                                            " mounts; one was expected");
   }
   const cri::Mount& m = mounts[0];
-  std::string lower, options;
+  std::vector<std::string> layers;
   if (m.type == "bind") {
-    lower = m.source;
+    layers.push_back(m.source);
   } else if (m.type == "overlay") {
     for (const auto& o : m.options) {
-      if (o.starts_with("lowerdir=")) {
-        lower = o.substr(9);
-      } else if (o != "ro" && o != "rw") {
-        options += "," + o;
+      if (!o.starts_with("lowerdir=")) continue;
+      for (size_t from = 9, colon; from <= o.size(); from = colon + 1) {
+        colon = o.find(':', from);
+        if (colon == std::string::npos) colon = o.size();
+        if (colon > from) layers.push_back(o.substr(from, colon - from));
       }
     }
   } else {
     return make_error(Code::kInternal, "containerd described the image's view as a '" + m.type + "' mount");
   }
-  if (lower.empty()) return make_error(Code::kInternal, "containerd's view of the image names no layer");
-  std::string data = "lowerdir=" + skeleton + ":" + lower + options;
-  if (mount("overlay", target.c_str(), "overlay", MS_RDONLY | MS_NOSUID | MS_NODEV, data.c_str()) != 0)
-    return sys_error("mount the image's layers (overlay) at " + target);
-  return ok_status();
+  if (layers.empty()) return make_error(Code::kInternal, "containerd's view of the image names no layer");
+  return layers;
 }
 
 std::string hex_of(const std::string& digest) {
@@ -177,20 +158,24 @@ Result<PreparedImage> ImageRootfs::prepare(const std::string& ref, std::chrono::
   log("image " + manifest_digest + ": " + std::to_string(out.manifest.diff_ids.size()) + " layer(s), " +
       std::to_string(out.manifest.size_bytes) + " bytes");
 
-  out.rootfs = rootfs_of(manifest_digest);
-  if (mounted_here(out.rootfs)) return out;
-  if (auto st = fs::make_dirs(out.rootfs, 0755); !st) return st.error();
   const std::string skeleton = dir_ + "/skeleton";
   if (auto st = make_skeleton(skeleton); !st) return st.error();
   auto mounts = containerd_.view("swissbox-image-" + hex_of(manifest_digest), cri::chain_id(out.manifest.diff_ids));
   if (!mounts) return mounts.error();
-  if (auto st = mount_read_only(*mounts, skeleton, out.rootfs); !st) return st.error();
+  auto layers = layers_of(*mounts);
+  if (!layers) return layers.error();
+  out.layers = {skeleton};
+  out.layers.insert(out.layers.end(), layers->begin(), layers->end());
+  out.rootfs = rootfs_of(manifest_digest);
+  if (fs::is_mount_point(out.rootfs)) return out;
+  if (auto st = fs::make_dirs(out.rootfs, 0755); !st) return st.error();
+  if (auto st = mount_layers(out.layers, out.rootfs); !st) return st.error();
   log("layers mounted read-only at " + out.rootfs);
   return out;
 }
 
 Status ImageRootfs::unmount(const PreparedImage& image) {
-  if (mounted_here(image.rootfs) && umount2(image.rootfs.c_str(), MNT_DETACH) != 0)
+  if (fs::is_mount_point(image.rootfs) && umount2(image.rootfs.c_str(), MNT_DETACH) != 0)
     return sys_error("unmount " + image.rootfs);
   return ok_status();
 }

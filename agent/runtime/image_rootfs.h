@@ -37,7 +37,10 @@ struct PreparedImage {
   std::string image_id;  // containerd's ("sha256:…" of the config), when it was pulled here
   std::string target;    // the digest of what the reference names (an index or the manifest)
   ImageManifest manifest;
-  std::string rootfs;  // the read-only mount
+  // Its layers, top first: the skeleton (the mount points a bundle needs), then the
+  // image's unpacked layers as containerd's snapshotter keeps them.
+  std::vector<std::string> layers;
+  std::string rootfs;  // the read-only mount of them
 };
 
 class ImageRootfs {

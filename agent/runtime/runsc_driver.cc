@@ -41,13 +41,46 @@ int hide_proc_sys_net() {
 
 constexpr const char* kSupportMount = "/.swissbox";
 
+// The host's system accounts (ids 1–999) from one of its account files, with no password
+// field and no member list: the names dpkg's database refers to (statoverride, the
+// owners of packaged files), which a package layer built on the node's root needs.
+std::string host_system_accounts(const char* file) {
+  std::string out;
+  auto text = fs::read_file(file, 1 << 20);
+  if (!text) return out;
+  size_t from = 0;
+  for (size_t end; from < text->size(); from = end + 1) {
+    end = text->find('\n', from);
+    if (end == std::string::npos) end = text->size();
+    std::string_view line(text->data() + from, end - from);
+    std::vector<std::string_view> f;
+    for (size_t a = 0, b; a <= line.size(); a = b + 1) {
+      b = line.find(':', a);
+      if (b == std::string_view::npos) b = line.size();
+      f.push_back(line.substr(a, b - a));
+    }
+    if (f.size() < 3 || f[0].empty()) continue;
+    int id = 0;
+    for (char c : f[2]) id = c >= '0' && c <= '9' && id < 100000 ? id * 10 + (c - '0') : 100000;
+    if (id < 1 || id > 999) continue;
+    f[1] = "x";
+    if (f.size() == 4) f[3] = "";  // a group's members
+    std::string entry;
+    for (size_t i = 0; i < f.size(); ++i) entry += (i ? ":" : "") + std::string(f[i]);
+    out += entry + "\n";
+  }
+  return out;
+}
+
 std::string generated_etc_passwd() {
-  return "root:x:0:0:root:/root:/usr/sbin/nologin\n"
+  return "root:x:0:0:root:/root:/usr/sbin/nologin\n" + host_system_accounts("/etc/passwd") +
          "sandbox:x:1000:1000:sandbox:/workspace:/bin/bash\n"
          "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n";
 }
 
-std::string generated_etc_group() { return "root:x:0:\nsandbox:x:1000:\nnogroup:x:65534:\n"; }
+std::string generated_etc_group() {
+  return "root:x:0:\n" + host_system_accounts("/etc/group") + "sandbox:x:1000:\nnogroup:x:65534:\n";
+}
 
 Status write_if_changed(const std::string& path, std::string_view data, mode_t mode) {
   auto cur = fs::read_file(path);
@@ -66,8 +99,9 @@ Status copy_file(const std::string& from, const std::string& to, mode_t mode) {
 Result<RootfsLayout> prepare_host_rootfs(const std::string& state_dir) {
   RootfsLayout layout;
   layout.root = state_dir + "/rootfs-host";
+  // /var/lib/dpkg: where a package layer's build binds the host's package database.
   for (const char* d : {"", "/usr", "/etc", "/etc/alternatives", "/tmp", "/workspace", "/proc",
-                        "/dev", "/sys", "/home", kSupportMount}) {
+                        "/dev", "/sys", "/home", "/var/lib/dpkg", kSupportMount}) {
     if (auto st = fs::make_dirs(layout.root + d); !st) return st.error();
   }
   // E2B's user home: the workspace under the name E2B's sandboxes give it.
@@ -109,9 +143,16 @@ Result<RootfsLayout> prepare_host_rootfs(const std::string& state_dir) {
                        Gen{"nsswitch.conf", "passwd: files\ngroup: files\nhosts: files dns\n"}}) {
     if (auto st = write_if_changed(etc + "/" + g.name, g.data, 0644); !st) return st.error();
   }
+  // Which system this is (a package build reads it; so does Python's platform module).
+  const std::string os_release = etc + "/os-release";
+  if (struct stat st; lstat(os_release.c_str(), &st) != 0 && fs::exists("/usr/lib/os-release") &&
+                      symlink("../usr/lib/os-release", os_release.c_str()) != 0)
+    return sys_error("symlink " + os_release);
   // Without the loader cache, libraries under /usr/lib/<triplet> are not found; Debian's
-  // matplotlib keeps its defaults in /etc (without them it refuses to import).
-  for (const char* f : {"ld.so.cache", "matplotlibrc"}) {
+  // matplotlib keeps its defaults in /etc (without them it refuses to import); the CA
+  // bundle is what Debian's Python (pip, requests), curl and apt verify TLS with.
+  if (auto st = fs::make_dirs(etc + "/ssl/certs"); !st) return st.error();
+  for (const char* f : {"ld.so.cache", "matplotlibrc", "ssl/certs/ca-certificates.crt"}) {
     std::string host = std::string("/etc/") + f;
     if (!fs::exists(host)) continue;
     if (auto st = copy_file(host, etc + "/" + f, 0644); !st) return st.error();
@@ -140,10 +181,11 @@ json make_oci_config(const SandboxSpec& spec, const RootfsLayout& rootfs,
        {"options", {"nosuid", "strictatime", "mode=755", "size=65536k"}}},
   });
   for (const BindMount& b : rootfs.binds) {
+    const bool read_only = b.read_only && spec.build_command.empty();
     mounts.push_back({{"destination", b.destination},
                       {"type", "bind"},
                       {"source", b.source},
-                      {"options", {"rbind", b.read_only ? "ro" : "rw", "nosuid", "nodev"}}});
+                      {"options", {"rbind", read_only ? "ro" : "rw", "nosuid", "nodev"}}});
   }
   for (auto [dest, source] : {std::pair{"/workspace", &workspace_dir}, {"/tmp", &tmp_dir}}) {
     mounts.push_back({{"destination", dest},
@@ -167,15 +209,24 @@ json make_oci_config(const SandboxSpec& spec, const RootfsLayout& rootfs,
   // the commands get uid:gid and no capability at all. So code in the sandbox cannot kill -9 its PID 1, trace it, or reopen
   // its fds through /proc/1/fd.
   json caps = json::array({"CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_SYS_RESOURCE"});
+  json args = {std::string(kSupportMount) + "/init", "--user", fmt::format("{}:{}", spec.uid, spec.gid)};
+  const bool build = !spec.build_command.empty();
+  if (build) {
+    // A package build: root inside gVisor with what a container's root has by default
+    // (dpkg chowns, apt drops to its own user, maintainer scripts chmod and mknod).
+    caps = json::array({"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_SETGID",
+                        "CAP_SETUID", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_MKNOD",
+                        "CAP_AUDIT_WRITE", "CAP_SETFCAP"});
+    args = spec.build_command;
+  }
   json config = {
       {"ociVersion", "1.0.2"},
       {"hostname", spec.hostname},
-      {"root", {{"path", rootfs.root}, {"readonly", true}}},
+      {"root", {{"path", rootfs.root}, {"readonly", !build}}},
       {"process",
        {{"terminal", false},
         {"user", {{"uid", 0}, {"gid", 0}}},
-        {"args", {std::string(kSupportMount) + "/init", "--user",
-                  fmt::format("{}:{}", spec.uid, spec.gid)}},
+        {"args", args},
         {"env", spec.env},
         {"cwd", "/workspace"},
         {"noNewPrivileges", true},
@@ -373,9 +424,8 @@ Result<RunnerLink> RunscDriver::start(const SandboxSpec& spec) {
   }
   if (auto st = disk_.create(dir, opts_.max_disk_mb, spec.limits.disk_mb, spec.uid, spec.gid); !st)
     return fail(st.error());
-  // An image template's sandboxes have the image's read-only root, nothing of the host's.
-  const RootfsLayout image_root{spec.rootfs, {}};
-  json config = make_oci_config(with_cgroup, spec.rootfs.empty() ? rootfs_ : image_root, workspace,
+  // An image or package-layer template's sandboxes have its root, nothing of the host's.
+  json config = make_oci_config(with_cgroup, spec.root.root.empty() ? rootfs_ : spec.root, workspace,
                                 SandboxDisk::tmp(dir), support_dir_);
   if (auto st = fs::write_file_atomic(bundle + "/config.json", config.dump(2)); !st) {
     return fail(st.error());
@@ -391,7 +441,8 @@ Result<RunnerLink> RunscDriver::start(const SandboxSpec& spec) {
                          : command({"create", "--bundle", bundle, spec.id}, netstack);
   create.stdin_fd = io->runner.get();
   create.stdout_fd = io->runner.get();
-  create.stderr_fd = io->log.get();
+  // A build's complaints are part of its output (its log); the runner's go to its file.
+  create.stderr_fd = spec.build_command.empty() ? io->log.get() : io->runner.get();
   create.timeout = opts_.command_timeout;
   auto r = run_process(create);
   if (!r) return fail(r.error());

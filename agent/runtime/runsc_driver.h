@@ -40,18 +40,6 @@ struct RunscOptions {
 // the host cgroup is the backstop that keeps a runaway sandbox off the node.
 CgroupLimits host_cgroup_limits(const Limits& limits, const std::string& platform);
 
-// One bind mount of the sandbox's root.
-struct BindMount {
-  std::string source, destination;
-  bool read_only = true;
-};
-
-// The read-only root every sandbox shares: a directory plus the binds that fill it.
-struct RootfsLayout {
-  std::string root;
-  std::vector<BindMount> binds;
-};
-
 // Builds <state>/rootfs-host: mount points, symlinks mirroring the host's merged /usr, and
 // a small generated /etc. Only /usr, /bin, /sbin, /lib*, /etc/alternatives and
 // ld.so.cache of the host are visible inside; never /home, /root, /var, /run or secrets.
@@ -97,6 +85,7 @@ class RunscDriver : public SandboxRuntime {
   bool offers_egress() const override { return opts_.egress != nullptr; }
   std::optional<NetworkAddresses> network(const std::string& id) const override;
   Status set_bandwidth(const std::string& id, int64_t kbit) override;
+  RootfsLayout node_root() const override { return rootfs_; }
   std::string name() const override { return "runsc"; }
   std::string version() const override { return version_; }
   std::string platform() const override { return opts_.platform; }

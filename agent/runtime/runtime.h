@@ -99,6 +99,9 @@ class SandboxRuntime {
   virtual Status set_bandwidth(const std::string& id, int64_t /*kbit*/) {
     return make_error(Code::kUnavailable, "sandbox " + id + " has no network");
   }
+  // The root the node's own templates (default, …) have: what a package layer on them is
+  // built on. Empty root: the runtime has none to offer.
+  virtual RootfsLayout node_root() const { return {}; }
   virtual std::string name() const = 0;      // "runsc"
   virtual std::string version() const = 0;   // "0.0~20240729.0"
   virtual std::string platform() const = 0;  // "ptrace"

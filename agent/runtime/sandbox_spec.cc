@@ -132,13 +132,23 @@ const std::map<std::string, std::string>& base_environment() {
   return env;
 }
 
-std::vector<std::string> sandbox_environment(const Template& t) {
+std::map<std::string, std::string> template_environment(const Template& t) {
   std::map<std::string, std::string> env = base_environment();
   for (const auto& kv : t.env) {
     auto eq = kv.find('=');
     if (eq == std::string::npos || eq == 0 || kv.compare(0, eq, "HOME") == 0) continue;
     env[kv.substr(0, eq)] = kv.substr(eq + 1);
   }
+  return env;
+}
+
+std::map<std::string, std::string> template_environment(const std::string& template_name) {
+  auto t = find_template(template_name);
+  return t ? template_environment(*t) : base_environment();
+}
+
+std::vector<std::string> sandbox_environment(const Template& t) {
+  std::map<std::string, std::string> env = template_environment(t);
   std::vector<std::string> out;
   for (const auto& [k, v] : env) out.push_back(k + "=" + v);
   return out;

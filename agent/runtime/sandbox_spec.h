@@ -33,6 +33,26 @@ std::optional<OnIdle> parse_on_idle(std::string_view name);
 inline constexpr std::chrono::seconds kDefaultIdleTimeout{900};
 inline constexpr std::chrono::seconds kDefaultRetention{7 * 24 * 3600};
 
+// One bind mount of a sandbox's root.
+struct BindMount {
+  std::string source, destination;
+  bool read_only = true;
+};
+
+// A sandbox's root: a directory plus the binds that fill it.
+struct RootfsLayout {
+  std::string root;
+  std::vector<BindMount> binds;
+};
+
+// How one directory of a template's root is made (issue 22): read-only layers, top first,
+// laid over each other (one layer: the directory itself). Destination "/" is the root.
+struct RootPart {
+  std::string destination;
+  std::vector<std::string> layers;
+  bool operator==(const RootPart&) const = default;
+};
+
 struct Template {
   std::string name;
   Limits limits;
@@ -42,9 +62,11 @@ struct Template {
   // The idle policy of its sandboxes when a create request does not set one.
   std::chrono::seconds idle_timeout = kDefaultIdleTimeout;
   OnIdle on_idle = OnIdle::kSuspend;
-  // An image template's (issue 22): its read-only root on the host, the image it came
-  // from and the image's environment. Empty rootfs: the node's root.
-  std::string rootfs = {};
+  // An image or package-layer template's (issue 22): its read-only root as mounted on the
+  // host, the parts it is made of (what a package layer is built on), the image it came
+  // from and its environment. Empty root: the node's root.
+  RootfsLayout root = {};
+  std::vector<RootPart> parts = {};
   std::string image = {};
   std::vector<std::string> env = {};
 };
@@ -140,7 +162,11 @@ struct SandboxSpec {
   // A tenant's workspace on the host, bound at /workspace/workspace (= /home/user/workspace:
   // home is /workspace); empty: none.
   std::string workspace_dir;
-  std::string rootfs;  // an image template's read-only root; empty: the node's
+  RootfsLayout root;  // an image or package-layer template's read-only root; empty: the node's
+  // A package build's (issue 22): instead of the runner, the sandbox's process runs this as
+  // root inside gVisor, with a default container's capabilities, on a writable root (its
+  // binds too); its stdin and its output are the runner link.
+  std::vector<std::string> build_command;
 };
 
 // A name that is a plain path component: 1–max_size of letters, digits, '.', '_', '-', not
@@ -156,8 +182,13 @@ inline bool valid_workspace_name(std::string_view name) { return plain_name(name
 // nsswitch.conf, /etc/passwd: 18 of the ≈ 112 system calls of `bash -c 'echo hi'`,
 // ≈ 0.7 ms of every shell command).
 const std::map<std::string, std::string>& base_environment();
-// A template's sandboxes' environment ("K=V"): the base, with an image's own variables laid
-// over it (PATH, LANG, …), HOME staying the workspace.
+// A template's sandboxes' environment: the base, with the template's own variables laid
+// over it (an image's PATH, LANG, …; a package layer's NODE_PATH), HOME staying the
+// workspace. What every command, worker and context in its sandboxes starts from; by name,
+// the base for a template that is gone.
+std::map<std::string, std::string> template_environment(const Template& t);
+std::map<std::string, std::string> template_environment(const std::string& template_name);
+// The same as "K=V" (the runner's own).
 std::vector<std::string> sandbox_environment(const Template& t);
 
 bool valid_env_name(std::string_view name);

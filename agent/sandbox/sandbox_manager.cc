@@ -109,6 +109,18 @@ SandboxManager::~SandboxManager() {
 
 std::string SandboxManager::new_id() { return new_sandbox_id(opts_.node_name); }
 
+void SandboxManager::hold_for_build(const std::string& id, bool held) {
+  // On the I/O thread, in order: a hold posted before its sandbox starts is in place before
+  // a garbage collection that lists the sandbox compares.
+  asio::post(ioc_, [this, id, held] {
+    if (held) {
+      build_ids_.insert(id);
+    } else {
+      build_ids_.erase(id);
+    }
+  });
+}
+
 void SandboxManager::start(std::function<void(Status)> done) {
   if (records_) {
     if (auto st = records_->open(); !st) return done(st.error());

@@ -174,6 +174,9 @@ class SandboxManager {
   void count_execution(const std::string& tenant) { ledger_.count_execution(tenant); }
   // Writes an active sandbox's record again (its contexts changed).
   Status save_record(const Sandbox& sb);
+  // A package build's sandbox (agent/sandbox/package_build.h), which the manager does not
+  // serve: its garbage collection leaves it alone while it is held. Thread-safe.
+  void hold_for_build(const std::string& id, bool held);
 
  private:
   std::string new_id();
@@ -269,6 +272,7 @@ class SandboxManager {
   std::chrono::steady_clock::time_point next_gc_;
   bool gc_running_ = false;
   std::set<std::string> starting_ids_;  // made by start_one, not yet ready or failed
+  std::set<std::string> build_ids_;     // hold_for_build
   ExecGate exec_gate_;
 };
 

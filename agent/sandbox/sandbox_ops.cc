@@ -296,7 +296,7 @@ std::pair<json, std::string> runner_request(const Sandbox& sb, ExecRequest& req)
     return {proto::encode_op(op), std::move(req.code)};
   }
   proto::ExecOp op;
-  op.env = base_environment();
+  op.env = template_environment(sb.template_name);
   for (const auto& [k, v] : sb.env) op.env[k] = v;
   for (const auto& [k, v] : req.env) op.env[k] = v;
   // A language worker reads its program from the same input stream, ahead of stdin.
@@ -622,7 +622,7 @@ void start_context(SandboxManager& mgr, std::shared_ptr<Sandbox> sb, ContextRequ
   }
   op.language = req.language;
   op.cwd = req.cwd;
-  op.env = base_environment();
+  op.env = template_environment(sb->template_name);
   for (const auto& [k, v] : sb->env) op.env[k] = v;
   for (const auto& [k, v] : req.env) op.env[k] = v;
   op.pids_limit = sb->limits.pids;

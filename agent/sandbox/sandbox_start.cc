@@ -106,7 +106,7 @@ void SandboxManager::start_one(const std::string& pool, std::function<void(Resul
   spec.limits = sb->limits;
   spec.network = key.network;
   spec.workspace_dir = std::move(workspace_dir);
-  spec.rootfs = tmpl->rootfs;
+  spec.root = tmpl->root;
   spec.env = sandbox_environment(*tmpl);
   pool_.start_begun(pool);
   starting_ids_.insert(sb->id);
@@ -148,7 +148,7 @@ void SandboxManager::warm_up(std::shared_ptr<Starting> start) {
   proto::ExecOp op;
   op.argv = opts_.warmup_argv;
   op.timeout_ms = 10000;
-  op.env = base_environment();
+  op.env = template_environment(start->sb->template_name);
   start->sb->channel->call(proto::encode_op(op), {}, [this, start](const proto::Event& e) {
     using proto::EventKind;
     if (e.kind == EventKind::kStdout || e.kind == EventKind::kStderr) return false;
@@ -162,7 +162,7 @@ void SandboxManager::warm_up(std::shared_ptr<Starting> start) {
 void SandboxManager::load_worker(std::shared_ptr<Starting> start) {
   const SandboxPtr& sb = start->sb;
   if (sb->language.empty()) return load_contexts(start, 0);
-  sb->channel->call(proto::encode_op(proto::PrepareOp{{sb->language}, base_environment()}), {},
+  sb->channel->call(proto::encode_op(proto::PrepareOp{{sb->language}, template_environment(sb->template_name)}), {},
                     [this, start](const proto::Event& e) {
                       if (e.kind == proto::EventKind::kResult && e.ok) return load_contexts(start, 0), true;
                       start_over(start, fmt::format("{} worker: {}", start->sb->language, e.message));
@@ -178,7 +178,7 @@ void SandboxManager::load_contexts(std::shared_ptr<Starting> start, size_t i) {
   proto::ContextStartOp op;
   op.context = "default-" + languages[i];
   op.language = languages[i];
-  op.env = base_environment();
+  op.env = tmpl ? template_environment(*tmpl) : base_environment();
   op.pids_limit = sb->limits.pids;
   sb->channel->call(proto::encode_op(op), {}, [this, start, i, op](const proto::Event& e) {
     if (e.kind == proto::EventKind::kLost) return start_over(start, e.message), true;

@@ -175,7 +175,7 @@ void SandboxManager::collect_garbage() {
         return;
       }
       for (const auto& id : *ids) {
-        if (sandboxes_.count(id) || destroying_.count(id) || starting_ids_.count(id)) continue;
+        if (sandboxes_.count(id) || destroying_.count(id) || starting_ids_.count(id) || build_ids_.count(id)) continue;
         log::warn("gc: removing a sandbox the agent does not know", {{"sandbox", id}});
         metrics_.add("swissbox_gc_removed_total");
         destroy_later(id, "garbage collection");

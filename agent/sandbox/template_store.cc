@@ -41,16 +41,41 @@ void append_line(const std::string& path, const std::string& line) {
   close(fd);
 }
 
-Template template_of(const TemplateRecord& r, const PreparedImage& image) {
+Template template_of(const TemplateRecord& r) {
   Template t;
   t.name = r.name;
   t.limits = r.limits;
   t.idle_timeout = r.idle_timeout;
   t.on_idle = r.on_idle;
-  t.rootfs = image.rootfs;
   t.image = r.image;
-  t.env = image.manifest.env;
+  t.env = r.env;
+  t.parts = r.parts;
+  // A layer over a template with warm contexts (code-interpreter) keeps them.
+  if (auto base = r.from.empty() ? std::nullopt : find_template(r.from)) t.warm_contexts = base->warm_contexts;
   return t;
+}
+
+json parts_json(const std::vector<RootPart>& parts) {
+  json out = json::array();
+  for (const auto& p : parts) out.push_back({{"destination", p.destination}, {"layers", p.layers}});
+  return out;
+}
+
+std::vector<RootPart> parts_from_json(const json& j) {
+  std::vector<RootPart> out;
+  for (const auto& p : j) out.push_back({p.at("destination").get<std::string>(), p.at("layers").get<std::vector<std::string>>()});
+  return out;
+}
+
+// What identifies a template's root for the layers built on it: the layers it is made of.
+std::string root_identity(const std::vector<RootPart>& parts) {
+  std::string out;
+  for (const auto& p : parts) {
+    out += p.destination + "=";
+    for (const auto& l : p.layers) out += l + ":";
+    out += ";";
+  }
+  return out;
 }
 
 }  // namespace
@@ -76,6 +101,14 @@ json TemplateRecord::to_json() const {
             {"created_at", created_at}};
   if (state == TemplateState::kReady) j["ready_at"] = ready_at;
   if (state == TemplateState::kFailed) j["error"] = error;
+  if (!from.empty()) {
+    j["from"] = from;
+    j["packages"] = packages_json(packages);
+    j["layer"] = layer;
+    j["parts"] = parts_json(parts);
+    j["env"] = env;
+    j["derived"] = derived;
+  }
   return j;
 }
 
@@ -95,6 +128,16 @@ Result<TemplateRecord> TemplateRecord::from_json(const json& j) {
     r.on_idle = parse_on_idle(j.value("on_idle", "suspend")).value_or(OnIdle::kSuspend);
     r.created_at = j.value("created_at", 0.0);
     r.ready_at = j.value("ready_at", 0.0);
+    if (j.contains("from")) {
+      r.from = j.at("from").get<std::string>();
+      auto packages = parse_packages(j.at("packages"));
+      if (!packages) return packages.error();
+      r.packages = *packages;
+      r.layer = j.at("layer").get<std::string>();
+      r.parts = parts_from_json(j.at("parts"));
+      r.env = j.at("env").get<std::vector<std::string>>();
+      r.derived = j.value("derived", false);
+    }
     return r;
   } catch (const json::exception& e) {
     return make_error(Code::kInvalidArgument, std::string("template record: ") + e.what());
@@ -102,19 +145,21 @@ Result<TemplateRecord> TemplateRecord::from_json(const json& j) {
 }
 
 TemplateStore::TemplateStore(asio::io_context& ioc, asio::thread_pool& workers, Metrics& metrics, ImageRootfs* images,
-                             std::string dir, LimitBounds bounds, std::chrono::seconds pull_timeout)
+                             std::string dir, LimitBounds bounds, std::chrono::seconds pull_timeout,
+                             PackageLayerSupport packages)
     : ioc_(ioc),
       workers_(workers),
       metrics_(metrics),
       images_(images),
       dir_(std::move(dir)),
       bounds_(bounds),
-      pull_timeout_(pull_timeout) {
+      pull_timeout_(pull_timeout),
+      packages_(std::move(packages)) {
   using T = Metrics::Type;
   metrics_.describe("swissbox_template_builds_total", T::kCounter,
-                    "Image template builds (pull and preparation) that ended, by result.");
+                    "Template builds (an image's pull and preparation, a package layer's build) that ended, by result.");
   metrics_.describe("swissbox_template_build_seconds", T::kHistogram, "Time from a template's PUT to ready.");
-  metrics_.describe("swissbox_templates", T::kGauge, "Image templates on the node, by state.");
+  metrics_.describe("swissbox_templates", T::kGauge, "Image and package-layer templates on the node, by state.");
 }
 
 void TemplateStore::update_gauges() {
@@ -129,6 +174,7 @@ Status TemplateStore::save(const TemplateRecord& r) const {
 }
 
 void TemplateStore::load() {
+  std::vector<TemplateRecord> layers_to_build;  // after every base is back
   for (const auto& file : fs::list_dir(dir_)) {
     if (!file.ends_with(".json")) continue;
     auto text = fs::read_file(dir_ + "/" + file);
@@ -139,6 +185,15 @@ void TemplateStore::load() {
     }
     records_[r->name] = *r;
     if (r->state == TemplateState::kFailed) continue;
+    if (!r->from.empty()) {
+      if (r->state == TemplateState::kBuilding && packages_.builder) {
+        layers_to_build.push_back(*r);
+        continue;
+      }
+      // Ready before: its layer's disk and read-only view mounted again.
+      finish(r->name, layer_built(*r), std::nullopt);
+      continue;
+    }
     if (!images_) {
       finish(r->name, make_error(Code::kUnavailable, "this node has no containerd (--cri-socket) any more"), std::nullopt);
       continue;
@@ -158,7 +213,12 @@ void TemplateStore::load() {
       build(*r, ImageRootfs::Pull::kAlways);
       continue;
     }
-    finish(r->name, std::move(image), std::nullopt);
+    finish(r->name, image_built(*r, std::move(image)), std::nullopt);
+  }
+  for (auto& r : layers_to_build) {
+    append_line(log_path(r.name), "the agent restarted during the build: building again");
+    // Once the agent serves (the manager that holds build sandboxes exists by then).
+    asio::post(ioc_, [this, r] { start_layer(r); });
   }
   update_gauges();
 }
@@ -170,72 +230,238 @@ Result<TemplateRecord> TemplateStore::put(const std::string& name, const json& b
   }
   if (builtin_templates().count(name)) return make_error(Code::kConflict, "'" + name + "' is a built-in template");
   if (!body.is_object()) return make_error(Code::kInvalidArgument, "request body must be a JSON object");
-  if (body.contains("packages") || body.contains("from")) {
-    return make_error(Code::kInvalidArgument, "package layers (packages, from) are not built on this agent yet");
-  }
   auto image = body.find("image");
-  if (image == body.end() || !image->is_string() || image->get<std::string>().empty())
-    return make_error(Code::kInvalidArgument, "image must name an OCI image (registry/repository:tag)");
-  if (!images_) {
-    return make_error(Code::kUnavailable,
-                      "this node pulls no images: the agent runs without its node's containerd (--cri-socket)");
+  const bool layered = body.contains("packages") || body.contains("from");
+  if (layered && image != body.end()) {
+    return make_error(Code::kInvalidArgument,
+                      "a template is an image or packages over a template: PUT the image's template first, then "
+                      "one with from and packages");
+  }
+  TemplateRecord r;
+  if (layered) {
+    if (!body.contains("packages")) return make_error(Code::kInvalidArgument, "from needs packages: {apt, pip, npm}");
+    auto packages = parse_packages(body["packages"]);
+    if (!packages) return packages.error();
+    auto from = body.value("from", json("default"));
+    if (!from.is_string()) return make_error(Code::kInvalidArgument, "from must name a template");
+    auto made = layer_record(name, from.get<std::string>(), *packages);
+    if (!made) return made.error();
+    r = std::move(*made);
+  } else {
+    if (image == body.end() || !image->is_string() || image->get<std::string>().empty())
+      return make_error(Code::kInvalidArgument, "image must name an OCI image (registry/repository:tag), or packages a layer");
+    if (!images_) {
+      return make_error(Code::kUnavailable,
+                        "this node pulls no images: the agent runs without its node's containerd (--cri-socket)");
+    }
+    r.name = name;
+    r.image = *image;
   }
   if (auto it = records_.find(name); it != records_.end() && it->second.state != TemplateState::kFailed) {
     // The same again (the scheduler fans a PUT out again to reach a node that was away):
-    // what there is. Another image under the name: refused. A failed one is built again.
-    if (it->second.image == image->get<std::string>()) return it->second;
-    return make_error(Code::kConflict, "template " + name + " exists (" + it->second.image + ", " +
-                                           std::string(template_state_name(it->second.state)) +
+    // what there is. Something else under the name: refused. A failed one is built again.
+    if (it->second.image == r.image && it->second.from == r.from && it->second.packages == r.packages)
+      return it->second;
+    return make_error(Code::kConflict, "template " + name + " exists (" +
+                                           (it->second.from.empty() ? it->second.image : "packages over " + it->second.from) +
+                                           ", " + std::string(template_state_name(it->second.state)) +
                                            "); DELETE it first");
   }
-  TemplateRecord r;
-  r.name = name;
-  r.image = *image;
   if (auto st = read_limits(body, bounds_, &r.limits); !st) return st.error();
   if (auto st = read_idle_policy(body, &r.idle_timeout, &r.on_idle); !st) return st.error();
   r.created_at = now_s();
   if (auto st = save(r); !st) return st.error();
   (void)unlink(log_path(name).c_str());
   records_[name] = r;
-  build(r, ImageRootfs::Pull::kAlways);
+  if (layered) {
+    start_layer(r);
+  } else {
+    build(r, ImageRootfs::Pull::kAlways);
+  }
   update_gauges();
   return r;
 }
 
-void TemplateStore::build(const TemplateRecord& record, ImageRootfs::Pull pull) {
-  log::info("template build started", {{"template", record.name}, {"image", record.image}});
-  asio::post(workers_, [this, name = record.name, image = record.image, pull, path = log_path(record.name)] {
+Result<TemplateRecord> TemplateStore::layer_record(const std::string& name, const std::string& from,
+                                                   const PackageSet& packages) {
+  if (!packages_.layers || !packages_.builder) {
+    return make_error(Code::kUnavailable, "this node builds no package layers");
+  }
+  if (!packages_.builder->has_network()) {
+    return make_error(Code::kUnavailable,
+                      "this node builds no package layers: builds fetch through its egress network, which the "
+                      "agent has not (--egress-pool)");
+  }
+  auto base = find_template(from);
+  if (!base) {
+    auto it = records_.find(from);
+    return make_error(it == records_.end() ? Code::kNotFound : Code::kConflict,
+                      "base template '" + from + "' " +
+                          (it == records_.end() ? "does not exist" : "is " + std::string(template_state_name(it->second.state))));
+  }
+  TemplateRecord r;
+  r.name = name;
+  r.from = from;
+  r.packages = packages;
+  r.image = base->image;
+  r.limits = base->limits;
+  r.idle_timeout = base->idle_timeout;
+  r.on_idle = base->on_idle;
+  const auto parts = base->parts.empty() ? parts_of(packages_.node_root) : base->parts;
+  r.layer = layer_key(root_identity(parts), packages, packages_.builder->indexes());
+  r.parts = parts_with_layer(parts, packages_.layers->layer_dir(r.layer));
+  r.env = base->env;
+  // Global npm packages are found from any directory.
+  if (!packages.npm.empty() &&
+      std::none_of(r.env.begin(), r.env.end(), [](const std::string& kv) { return kv.starts_with("NODE_PATH="); }))
+    r.env.push_back("NODE_PATH=/usr/local/lib/node_modules");
+  return r;
+}
+
+Result<std::string> TemplateStore::derive(const std::string& base, const PackageSet& packages,
+                                          std::function<void(Status)> done) {
+  auto made = layer_record("", base, packages);
+  if (!made) return made.error();
+  // Named by its layer and limits: the same base and packages are one template.
+  std::string name = "pkgs-" + made->layer.substr(0, 16);
+  if (auto it = records_.find(name); it != records_.end()) {
+    if (it->second.state == TemplateState::kReady) {
+      asio::post(ioc_, [done = std::move(done)] { done(ok_status()); });  // never before derive() answers
+      return name;
+    }
+    if (it->second.state == TemplateState::kBuilding) {
+      waiters_[name].push_back(std::move(done));
+      return name;
+    }
+  }
+  made->name = name;
+  made->derived = true;
+  made->created_at = now_s();
+  if (auto st = save(*made); !st) return st.error();
+  (void)unlink(log_path(name).c_str());
+  records_[name] = *made;
+  waiters_[name].push_back(std::move(done));
+  start_layer(*made);
+  update_gauges();
+  return name;
+}
+
+void TemplateStore::start_layer(const TemplateRecord& r) {
+  records_[r.name].state = TemplateState::kBuilding;
+  auto& waiting = layer_builds_[r.layer];
+  waiting.push_back(r.name);
+  if (waiting.size() > 1) {
+    append_line(log_path(r.name), "the layer " + r.layer + " is being built for " + waiting.front() + ": waiting for it");
+    return;
+  }
+  log::info("package layer build started", {{"template", r.name}, {"from", r.from}, {"layer", r.layer}});
+  asio::post(workers_, [this, r] {
     const double started = now_s();
-    auto prepared = images_->prepare(image, pull_timeout_, [&path](const std::string& line) { append_line(path, line); },
-                                     pull);
-    append_line(path, prepared ? "ready" : "failed: " + prepared.error().message);
-    asio::post(ioc_, [this, name, prepared = std::move(prepared), started]() mutable {
-      finish(name, std::move(prepared), started);
+    TemplateRecord built = r;
+    Status st = build_layer(built);
+    append_line(log_path(r.name), st ? "ready" : "failed: " + st.error().message);
+    asio::post(ioc_, [this, built, st, started] {
+      auto names = std::move(layer_builds_[built.layer]);
+      layer_builds_.erase(built.layer);
+      for (const auto& name : names) {
+        auto it = records_.find(name);
+        if (it == records_.end()) continue;
+        if (name != built.name) append_line(log_path(name), st ? "ready" : "failed: " + st.error().message);
+        it->second.size_bytes = built.size_bytes;
+        // Mounted by the build: layer_built() finds it so.
+        finish(name, st ? layer_built(it->second) : Result<Built>(st.error()), started);
+      }
     });
   });
 }
 
-void TemplateStore::finish(const std::string& name, Result<PreparedImage> image, std::optional<double> started) {
+Status TemplateStore::build_layer(TemplateRecord& r) {
+  const std::string log = log_path(r.name);
+  std::vector<RootPart> base(r.parts.size());
+  for (size_t i = 0; i < r.parts.size(); ++i)
+    base[i] = {r.parts[i].destination, {r.parts[i].layers.begin() + 1, r.parts[i].layers.end()}};
+  append_line(log, "layer " + r.layer + " over " + r.from + ": " + packages_json(r.packages).dump());
+  auto root = packages_.layers->open_for_build(r.layer, base, packages_.layer_disk_mb);
+  if (!root) {
+    (void)packages_.layers->remove(r.layer);
+    return root.error();
+  }
+  Template base_template;
+  if (auto b = find_template(r.from)) base_template = *b;
+  Status built = packages_.builder->run(packages_.new_id(), *root, r.packages, sandbox_environment(base_template), log);
+  if (auto st = packages_.layers->close_build(r.layer); !st && built) built = st;
+  if (built) {
+    auto mounted = packages_.layers->mount(r.layer, r.parts);
+    if (!mounted) built = mounted.error();
+  }
+  if (!built) {
+    (void)packages_.layers->remove(r.layer);
+    return built;
+  }
+  auto size = packages_.layers->size_bytes(r.layer);
+  r.size_bytes = size ? *size : 0;
+  append_line(log, "the layer holds " + std::to_string(r.size_bytes) + " bytes");
+  return ok_status();
+}
+
+Result<TemplateStore::Built> TemplateStore::layer_built(const TemplateRecord& r) {
+  auto root = packages_.layers ? packages_.layers->mount(r.layer, r.parts)
+                               : Result<RootfsLayout>(make_error(Code::kUnavailable, "this node builds no package layers"));
+  if (!root) return root.error();
+  Built b;
+  b.tmpl = template_of(r);
+  b.tmpl.root = *root;
+  b.size_bytes = r.size_bytes;
+  return b;
+}
+
+Result<TemplateStore::Built> TemplateStore::image_built(const TemplateRecord& r, Result<PreparedImage> image) {
+  if (!image) return image.error();
+  Built b;
+  b.tmpl = template_of(r);
+  b.tmpl.root = RootfsLayout{image->rootfs, {}};
+  b.tmpl.parts = {RootPart{"/", image->layers}};
+  b.tmpl.env = image->manifest.env;
+  b.digest = image->manifest.digest;
+  b.size_bytes = image->manifest.size_bytes;
+  b.image = std::move(*image);
+  return b;
+}
+
+void TemplateStore::build(const TemplateRecord& record, ImageRootfs::Pull pull) {
+  log::info("template build started", {{"template", record.name}, {"image", record.image}});
+  asio::post(workers_, [this, record, pull, path = log_path(record.name)] {
+    const double started = now_s();
+    auto prepared = images_->prepare(record.image, pull_timeout_,
+                                     [&path](const std::string& line) { append_line(path, line); }, pull);
+    append_line(path, prepared ? "ready" : "failed: " + prepared.error().message);
+    asio::post(ioc_, [this, record, prepared = std::move(prepared), started]() mutable {
+      finish(record.name, image_built(record, std::move(prepared)), started);
+    });
+  });
+}
+
+void TemplateStore::finish(const std::string& name, Result<Built> built, std::optional<double> started) {
   auto it = records_.find(name);
   if (it == records_.end()) return;
   TemplateRecord& r = it->second;
-  if (!image) {
+  if (!built) {
     r.state = TemplateState::kFailed;
-    r.error = image.error().message;
+    r.error = built.error().message;
     unregister_template(name);
     log::warn("template failed", {{"template", name}, {"error", r.error}});
   } else {
     r.state = TemplateState::kReady;
     r.error.clear();
-    r.digest = image->manifest.digest;
-    r.size_bytes = image->manifest.size_bytes;
+    if (!built->digest.empty()) r.digest = built->digest;
+    r.size_bytes = built->size_bytes;
     if (r.ready_at == 0) r.ready_at = now_s();
-    if (auto st = register_template(template_of(r, *image)); !st) {
+    if (auto st = register_template(built->tmpl); !st) {
       r.state = TemplateState::kFailed;
       r.error = st.error().message;
     } else {
-      prepared_[name] = std::move(*image);
-      log::info("template ready", {{"template", name}, {"digest", r.digest}});
+      if (built->image) prepared_[name] = std::move(*built->image);
+      log::info("template ready", {{"template", name}, {"digest", r.digest}, {"layer", r.layer}});
     }
   }
   if (auto st = save(r); !st) log::error("template record not written", {{"template", name}, {"error", st.error().to_string()}});
@@ -245,6 +471,13 @@ void TemplateStore::finish(const std::string& name, Result<PreparedImage> image,
     if (r.state == TemplateState::kReady) metrics_.observe("swissbox_template_build_seconds", {}, now_s() - *started);
   }
   update_gauges();
+  if (auto w = waiters_.find(name); w != waiters_.end()) {
+    auto waiting = std::move(w->second);
+    waiters_.erase(w);
+    Status st = r.state == TemplateState::kReady ? ok_status()
+                                                 : make_error(Code::kInvalidArgument, "template " + name + " failed: " + r.error);
+    for (auto& done : waiting) done(st);
+  }
   if (on_change_) on_change_();
 }
 
@@ -276,7 +509,21 @@ Status TemplateStore::remove(const std::string& name, int in_use) {
     return make_error(Code::kConflict,
                       "template " + name + " is used by " + std::to_string(in_use) + " sandbox(es); delete them first");
   }
+  for (const auto& [other, r] : records_) {
+    if (r.from == name && r.state != TemplateState::kFailed)
+      return make_error(Code::kConflict, "template " + name + " is the base of " + other + "; delete that first");
+  }
   unregister_template(name);
+  if (const std::string layer = it->second.layer; !layer.empty()) {
+    bool shared = false;
+    for (const auto& [other, r] : records_) shared |= other != name && r.layer == layer;
+    if (!shared && packages_.layers) {
+      asio::post(workers_, [this, name, layer] {
+        if (auto st = packages_.layers->remove(layer); !st)
+          log::warn("template's layer not removed", {{"template", name}, {"error", st.error().to_string()}});
+      });
+    }
+  }
   if (auto p = prepared_.find(name); p != prepared_.end()) {
     bool shared = false;
     for (const auto& [other, image] : prepared_) shared |= other != name && image.manifest.digest == p->second.manifest.digest;
@@ -287,7 +534,7 @@ Status TemplateStore::remove(const std::string& name, int in_use) {
       });
     }
     prepared_.erase(p);
-  } else if (images_) {
+  } else if (images_ && it->second.from.empty()) {
     // A failed template may have pulled its image: unless a ready one has that image too,
     // its names go, so that containerd collects it.
     bool used = false;
@@ -308,6 +555,11 @@ Status TemplateStore::remove(const std::string& name, int in_use) {
 }
 
 void TemplateStore::unmount_images() {
+  for (const auto& [name, r] : records_) {
+    if (r.layer.empty() || r.state != TemplateState::kReady || !packages_.layers) continue;
+    if (auto st = packages_.layers->unmount(r.layer); !st)
+      log::warn("template's layer not unmounted", {{"template", name}, {"error", st.error().to_string()}});
+  }
   for (const auto& [name, image] : prepared_) {
     if (auto st = ImageRootfs::unmount(image); !st)
       log::warn("template's image not unmounted", {{"template", name}, {"error", st.error().to_string()}});

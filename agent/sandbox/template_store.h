@@ -1,10 +1,15 @@
-// Templates from OCI images (issue 22): `PUT /v1/templates/{name}` with an image starts a
-// build — the image pulled through the node's containerd and its layers mounted read-only
-// (agent/runtime/image_rootfs.h) — that ends ready (the template is registered: sandboxes,
-// warm pools, E2B's templateID) or failed with the reason; its log is kept. Each template's
-// record is a JSON file in <state>/templates, so an agent restart finds its templates again
-// (mounted again, pulled only when containerd lost the image) and resumes a build it was in
-// the middle of. Builds run on the worker pool; the rest on the I/O thread.
+// Templates from OCI images and package layers (issue 22). `PUT /v1/templates/{name}` starts a
+// build that ends ready (the template is registered: sandboxes, warm pools, E2B's
+// templateID) or failed with the reason; its log is kept:
+// - with `image`: the image pulled through the node's containerd and its layers mounted
+//   read-only (agent/runtime/image_rootfs.h);
+// - with `packages` (and `from`, a template, default "default"): the packages installed in a
+//   gVisor sandbox of `from` into a layer of their own (agent/sandbox/package_build.h,
+//   agent/runtime/package_layers.h), shared by every template with the same base, packages
+//   and indexes. A create's pre_install_packages names such a template: derive().
+// Each template's record is a JSON file in <state>/templates, so an agent restart finds its
+// templates again (mounted again, pulled only when containerd lost the image) and resumes a
+// build it was in the middle of. Builds run on the worker pool; the rest on the I/O thread.
 #pragma once
 
 #include <boost/asio/io_context.hpp>
@@ -17,6 +22,8 @@
 #include <string>
 
 #include "agent/runtime/image_rootfs.h"
+#include "agent/runtime/package_layers.h"
+#include "agent/sandbox/package_build.h"
 #include "agent/runtime/sandbox_spec.h"
 #include "common/error.h"
 #include "common/metrics.h"
@@ -28,6 +35,14 @@ std::string_view template_state_name(TemplateState s);
 
 struct TemplateRecord {
   std::string name, image;
+  // A package layer's: its base template, its packages, the layer's key, and once ready
+  // the parts its root is made of and its environment (what a restart mounts again).
+  std::string from;
+  PackageSet packages;
+  std::string layer;
+  std::vector<RootPart> parts;
+  std::vector<std::string> env;
+  bool derived = false;  // made for a create's pre_install_packages
   TemplateState state = TemplateState::kBuilding;
   std::string error;   // why it failed
   std::string digest;  // the image manifest's
@@ -40,12 +55,22 @@ struct TemplateRecord {
   static Result<TemplateRecord> from_json(const nlohmann::json& j);
 };
 
+// What package layers need; a store without it refuses them with the reason.
+struct PackageLayerSupport {
+  PackageLayers* layers = nullptr;
+  PackageBuilder* builder = nullptr;
+  RootfsLayout node_root;                  // what the built-in templates' root is
+  std::function<std::string()> new_id;     // a build sandbox's id
+  int64_t layer_disk_mb = 8192;            // the most a layer may hold
+};
+
 class TemplateStore {
  public:
   // images: null when the agent has no containerd (--cri-socket): image templates are then
   // refused with the reason. dir: <state>/templates.
   TemplateStore(boost::asio::io_context& ioc, boost::asio::thread_pool& workers, Metrics& metrics, ImageRootfs* images,
-                std::string dir, LimitBounds bounds, std::chrono::seconds pull_timeout = std::chrono::seconds(600));
+                std::string dir, LimitBounds bounds, std::chrono::seconds pull_timeout = std::chrono::seconds(600),
+                PackageLayerSupport packages = {});
 
   // At the agent's start, before sandboxes: every recorded template; ready ones mounted and
   // registered again (blocking), builds under way started again. A template whose image is
@@ -53,6 +78,11 @@ class TemplateStore {
   void load();
   // Validates the body and starts the build: the record, state building.
   Result<TemplateRecord> put(const std::string& name, const nlohmann::json& body);
+  // The template of `base` plus `packages` (a create's pre_install_packages): its name, and
+  // `done` called on the I/O thread, after derive() answered, once it is ready (soon when it
+  // is) or failed. The
+  // first such create starts its build; later ones wait for the same build.
+  Result<std::string> derive(const std::string& base, const PackageSet& packages, std::function<void(Status)> done);
   std::optional<TemplateRecord> get(const std::string& name) const;
   std::vector<TemplateRecord> list() const;
   Result<std::string> log(const std::string& name) const;
@@ -68,8 +98,24 @@ class TemplateStore {
 
  private:
   void build(const TemplateRecord& record, ImageRootfs::Pull pull);
+  // A package layer's build on the workers, for every template waiting for that layer.
+  Status build_layer(TemplateRecord& record);
+  // What a build or a mount at the start made: the template to register.
+  struct Built {
+    Template tmpl;
+    std::string digest;
+    int64_t size_bytes = 0;
+    std::optional<PreparedImage> image;
+  };
+  // An image template's, once its image is prepared; a package layer's, mounted read-only.
+  static Result<Built> image_built(const TemplateRecord& r, Result<PreparedImage> image);
+  Result<Built> layer_built(const TemplateRecord& r);
   // started: when the build began (nullopt: a ready template mounted again at the start).
-  void finish(const std::string& name, Result<PreparedImage> image, std::optional<double> started);
+  void finish(const std::string& name, Result<Built> built, std::optional<double> started);
+  // A package-layer template's record from a PUT body or a derive: validated, its base ready.
+  Result<TemplateRecord> layer_record(const std::string& name, const std::string& from, const PackageSet& packages);
+  // Registers a record as building and starts (or joins) its layer's build.
+  void start_layer(const TemplateRecord& r);
   Status save(const TemplateRecord& r) const;
   std::string record_path(const std::string& name) const { return dir_ + "/" + name + ".json"; }
   std::string log_path(const std::string& name) const { return dir_ + "/" + name + ".log"; }
@@ -83,6 +129,9 @@ class TemplateStore {
   std::chrono::seconds pull_timeout_;
   std::map<std::string, TemplateRecord> records_;  // on the I/O thread
   std::map<std::string, PreparedImage> prepared_;  // ready ones' images, by template
+  PackageLayerSupport packages_;
+  std::map<std::string, std::vector<std::string>> layer_builds_;  // layer key → templates waiting
+  std::map<std::string, std::vector<std::function<void(Status)>>> waiters_;  // derive()'s
   std::function<void()> on_change_;
 };
 
