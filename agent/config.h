@@ -8,6 +8,7 @@
 
 #include "common/error.h"
 #include "common/auth.h"
+#include "common/limits.h"
 
 namespace swissbox {
 
@@ -29,7 +30,7 @@ struct AgentConfig {
   std::string apt_mirror = "http://deb.debian.org/debian";
   std::string pip_index = "https://pypi.org/simple";
   std::string npm_registry = "https://registry.npmjs.org/";
-  int build_timeout_s = 300;
+  int build_timeout_s = static_cast<int>(limits::kDefaultBuildTimeout.count());
   std::string log_level = "info";
   std::string init_path;  // swissbox-init; default: next to the agent binary
   int max_sandboxes = 32;

@@ -251,6 +251,7 @@ int main(int argc, char** argv) {
   signals.async_wait([&](boost::system::error_code ec, int sig) {
     if (ec) return;
     log::info("draining", {{"signal", sig}});
+    builder.stop();
     server.drain(std::chrono::seconds(10), [&] {
       manager.shutdown(cfg->keep_sandboxes_on_exit, [&] {
         log::info("stopped");

@@ -28,6 +28,9 @@ inline constexpr milliseconds kExecGrace{10000};
 inline constexpr milliseconds kFileOpDeadline{60000};
 // How long a new sandbox may take to start (a claim that finds no warm one starts one).
 inline constexpr milliseconds kReadyTimeout{15000};
+// How long a package layer's build may take by default (the agent's --build-timeout): what
+// the first create with pre_install_packages may wait for.
+inline constexpr std::chrono::seconds kDefaultBuildTimeout{300};
 
 // Stateful code contexts per sandbox, and how long one may take to load its interpreter
 // (tens of milliseconds on a host, hundreds in gVisor, TypeScript's transpiler the most; a

@@ -28,7 +28,11 @@ std::chrono::milliseconds AgentDeadlines::for_call(std::string_view method, std:
   if (post && path == "/v1/execute") return ready + command_timeout(body) + exec_grace + slack;
   if (post && (path.ends_with("/exec") || path.ends_with("/code")))
     return command_timeout(body) + exec_grace + slack;
-  if (post && path == "/v1/sandboxes") return ready + slack;
+  if (post && path == "/v1/sandboxes") {
+    // The first create of a package set waits for its build on the node.
+    const bool builds = body.find("\"pre_install_packages\"") != std::string_view::npos;
+    return ready + slack + (builds ? std::chrono::milliseconds(limits::kDefaultBuildTimeout) : std::chrono::milliseconds(0));
+  }
   // E2B's: a create; a cell of the code interpreter (its context may start first); a
   // process's stream (Start, and Connect to one), which may run as long as a command may
   // and stay silent meanwhile, and a directory watch's, held as long; a context.

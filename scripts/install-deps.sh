@@ -23,14 +23,17 @@ build_pkgs=(cmake ninja-build g++ pkg-config libboost-dev nlohmann-json3-dev lib
 # e2fsprogs: mkfs.ext4 for the sandboxes' sized disks.
 # python3-numpy, -pandas, -matplotlib: the code-interpreter template's (E2B's
 # code-interpreter-v1) data libraries, from the host's /usr as well.
+# python3-pip (and npm below): the package managers a package layer's build runs in a
+# sandbox of the node's root.
 run_pkgs=(python3 bash bash-static coreutils procps e2fsprogs nftables containerd
-          python3-numpy python3-pandas python3-matplotlib)
+          python3-numpy python3-pandas python3-matplotlib python3-pip)
 
 missing=()
 for p in "${build_pkgs[@]}" "${run_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
 dpkg-query -W -f='${Status}' node-typescript 2>/dev/null | grep -q "install ok installed" ||
   missing+=(node-typescript)
 

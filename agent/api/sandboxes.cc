@@ -30,8 +30,15 @@ void AgentApi::create_sandbox(Call& c) {
   if (!set) return c.fail(set.error());
   if (!opts_.templates) return c.fail(make_error(Code::kUnavailable, "this node builds no package layers"));
   auto shared = std::make_shared<CreateRequest>(std::move(*req));
-  auto name = opts_.templates->derive(shared->template_name, *set, [shared, create, res](Status built) mutable {
+  auto name = opts_.templates->derive(shared->template_name, *set, [this, shared, create, res](Status built) mutable {
     if (!built) return res->send_error(built.error());
+    // Its next creates are claimed warm: a pool of one unless it has one.
+    const std::string pool = pool_key(shared->template_name, shared->network);
+    auto pools = mgr_.pool_status();
+    if (auto it = pools.find(pool); it == pools.end() || it->second.target == 0) {
+      if (auto st = mgr_.set_pool_target(pool, 1); !st)
+        log::warn("no warm pool for a derived template", {{"pool", pool}, {"error", st.error().to_string()}});
+    }
     create(std::move(*shared));
   });
   if (!name) return c.fail(name.error());

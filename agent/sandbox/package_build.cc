@@ -209,6 +209,7 @@ PackageBuilder::PackageBuilder(SandboxRuntime& runtime, EgressProxy* proxy, Pack
 
 Status PackageBuilder::run(const std::string& id, const RootfsLayout& root, const PackageSet& set,
                            std::vector<std::string> env, const std::string& log_path) {
+  if (stopping_) return make_error(Code::kUnavailable, "the agent stopped before the build");
   if (!has_network()) {
     return make_error(Code::kUnavailable,
                       "package builds fetch through the node's egress network, which this agent has not (--egress-pool)");
@@ -252,7 +253,7 @@ Status PackageBuilder::run(const std::string& id, const RootfsLayout& root, cons
   char buf[16384];
   for (;;) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0) {
+    if (left.count() <= 0 || stopping_) {
       timed_out = true;
       break;
     }
@@ -275,6 +276,7 @@ Status PackageBuilder::run(const std::string& id, const RootfsLayout& root, cons
     tail.append(buf, static_cast<size_t>(n));
     if (tail.size() > 8192) tail.erase(0, tail.size() - 4096);
   }
+  if (stopping_) return end(make_error(Code::kUnavailable, "the agent stopped during the build"));
   if (timed_out) {
     return end(make_error(Code::kDeadlineExceeded,
                           fmt::format("the build did not end within {} s", opts_.timeout.count())));

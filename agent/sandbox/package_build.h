@@ -13,6 +13,7 @@
 // and the sandbox's for downloads and caches) and log size.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <nlohmann/json_fwd.hpp>
@@ -21,6 +22,7 @@
 
 #include "agent/runtime/runtime.h"
 #include "common/error.h"
+#include "common/limits.h"
 
 namespace swissbox {
 
@@ -59,7 +61,7 @@ std::string build_script(const PackageSet& set, const PackageIndexes& indexes);
 
 struct PackageBuildOptions {
   Limits limits{2, 2048, 4096, 1024};  // the build sandbox's (disk: its /tmp, for downloads)
-  std::chrono::seconds timeout{300};
+  std::chrono::seconds timeout = limits::kDefaultBuildTimeout;
   size_t max_log_bytes = 4 << 20;
 };
 
@@ -76,6 +78,10 @@ class PackageBuilder {
   // the sandbox could not start.
   Status run(const std::string& id, const RootfsLayout& root, const PackageSet& set, std::vector<std::string> env,
              const std::string& log_path);
+  // The agent stops: a build under way ends within a second (its sandbox destroyed, its
+  // template left "building" for the next agent to build again). Thread-safe.
+  void stop() { stopping_ = true; }
+  bool stopping() const { return stopping_; }
   const PackageIndexes& indexes() const { return indexes_; }
   bool has_network() const { return proxy_ != nullptr && runtime_.offers_egress(); }
 
@@ -85,6 +91,7 @@ class PackageBuilder {
   PackageIndexes indexes_;
   PackageBuildOptions opts_;
   std::function<void(const std::string&, bool)> hold_;
+  std::atomic<bool> stopping_ = false;
 };
 
 }  // namespace swissbox

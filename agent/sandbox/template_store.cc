@@ -17,6 +17,9 @@ using json = nlohmann::json;
 
 namespace {
 
+// Package builds under way or queued on one node; past it a new one is refused.
+constexpr size_t kMaxLayerBuilds = 8;
+
 double now_s() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
@@ -105,9 +108,16 @@ json TemplateRecord::to_json() const {
     j["from"] = from;
     j["packages"] = packages_json(packages);
     j["layer"] = layer;
+    j["derived"] = derived;
+  }
+  return j;
+}
+
+json TemplateRecord::record_json() const {
+  json j = to_json();
+  if (!from.empty()) {
     j["parts"] = parts_json(parts);
     j["env"] = env;
-    j["derived"] = derived;
   }
   return j;
 }
@@ -170,7 +180,7 @@ void TemplateStore::update_gauges() {
 
 Status TemplateStore::save(const TemplateRecord& r) const {
   if (auto st = fs::make_dirs(dir_, 0700); !st) return st;
-  return fs::write_file_atomic(record_path(r.name), r.to_json().dump(2), 0600);
+  return fs::write_file_atomic(record_path(r.name), r.record_json().dump(2), 0600);
 }
 
 void TemplateStore::load() {
@@ -246,6 +256,7 @@ Result<TemplateRecord> TemplateStore::put(const std::string& name, const json& b
     if (!from.is_string()) return make_error(Code::kInvalidArgument, "from must name a template");
     auto made = layer_record(name, from.get<std::string>(), *packages);
     if (!made) return made.error();
+    if (auto st = room_for_build(made->layer); !st) return st.error();
     r = std::move(*made);
   } else {
     if (image == body.end() || !image->is_string() || image->get<std::string>().empty())
@@ -334,6 +345,7 @@ Result<std::string> TemplateStore::derive(const std::string& base, const Package
       return name;
     }
   }
+  if (auto st = room_for_build(made->layer); !st) return st.error();
   made->name = name;
   made->derived = true;
   made->created_at = now_s();
@@ -346,8 +358,25 @@ Result<std::string> TemplateStore::derive(const std::string& base, const Package
   return name;
 }
 
+Status TemplateStore::room_for_build(const std::string& layer) const {
+  if (layer_builds_.count(layer) || layer_builds_.size() < kMaxLayerBuilds) return ok_status();
+  return make_error(Code::kResourceExhausted, "this node has " + std::to_string(layer_builds_.size()) +
+                                                  " package builds under way or queued; try again later");
+}
+
 void TemplateStore::start_layer(const TemplateRecord& r) {
   records_[r.name].state = TemplateState::kBuilding;
+  // Built for another template already: shared as it is.
+  for (const auto& [other, o] : records_) {
+    if (other == r.name || o.layer != r.layer || o.state != TemplateState::kReady) continue;
+    records_[r.name].size_bytes = o.size_bytes;
+    append_line(log_path(r.name), "the layer " + r.layer + " was built for " + other + ": shared");
+    return asio::post(ioc_, [this, name = r.name, started = now_s()] {
+      if (auto it = records_.find(name); it != records_.end()) finish(name, layer_built(it->second), started);
+    });
+  }
+  if (!layer_builds_.count(r.layer) && !layer_builds_.empty())
+    append_line(log_path(r.name), "queued behind " + std::to_string(layer_builds_.size()) + " package build(s)");
   auto& waiting = layer_builds_[r.layer];
   waiting.push_back(r.name);
   if (waiting.size() > 1) {
@@ -355,10 +384,12 @@ void TemplateStore::start_layer(const TemplateRecord& r) {
     return;
   }
   log::info("package layer build started", {{"template", r.name}, {"from", r.from}, {"layer", r.layer}});
-  asio::post(workers_, [this, r] {
+  asio::post(layer_thread_, [this, r] {
     const double started = now_s();
     TemplateRecord built = r;
     Status st = build_layer(built);
+    // Stopped by the agent's stop: the record stays "building", the next agent builds it.
+    if (packages_.builder->stopping()) return append_line(log_path(r.name), "the agent stopped during the build");
     append_line(log_path(r.name), st ? "ready" : "failed: " + st.error().message);
     asio::post(ioc_, [this, built, st, started] {
       auto names = std::move(layer_builds_[built.layer]);
@@ -516,7 +547,7 @@ Status TemplateStore::remove(const std::string& name, int in_use) {
   unregister_template(name);
   if (const std::string layer = it->second.layer; !layer.empty()) {
     bool shared = false;
-    for (const auto& [other, r] : records_) shared |= other != name && r.layer == layer;
+    for (const auto& [other, r] : records_) shared |= other != name && r.layer == layer && r.state != TemplateState::kFailed;
     if (!shared && packages_.layers) {
       asio::post(workers_, [this, name, layer] {
         if (auto st = packages_.layers->remove(layer); !st)

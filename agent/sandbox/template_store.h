@@ -51,7 +51,9 @@ struct TemplateRecord {
   std::chrono::seconds idle_timeout = kDefaultIdleTimeout;
   OnIdle on_idle = OnIdle::kSuspend;
   double created_at = 0, ready_at = 0;  // unix seconds
+  // What the API shows; the record on disk adds how its root is made (host paths).
   nlohmann::json to_json() const;
+  nlohmann::json record_json() const;
   static Result<TemplateRecord> from_json(const nlohmann::json& j);
 };
 
@@ -114,6 +116,8 @@ class TemplateStore {
   void finish(const std::string& name, Result<Built> built, std::optional<double> started);
   // A package-layer template's record from a PUT body or a derive: validated, its base ready.
   Result<TemplateRecord> layer_record(const std::string& name, const std::string& from, const PackageSet& packages);
+  // Whether a build of `layer` may start (or join one under way): a bounded queue.
+  Status room_for_build(const std::string& layer) const;
   // Registers a record as building and starts (or joins) its layer's build.
   void start_layer(const TemplateRecord& r);
   Status save(const TemplateRecord& r) const;
@@ -131,6 +135,9 @@ class TemplateStore {
   std::map<std::string, PreparedImage> prepared_;  // ready ones' images, by template
   PackageLayerSupport packages_;
   std::map<std::string, std::vector<std::string>> layer_builds_;  // layer key → templates waiting
+  // Package builds, one at a time, on a thread of their own: a build may take minutes and
+  // must not hold a worker that sandbox starts need.
+  boost::asio::thread_pool layer_thread_{1};
   std::map<std::string, std::vector<std::function<void(Status)>>> waiters_;  // derive()'s
   std::function<void()> on_change_;
 };
