@@ -55,7 +55,7 @@ Status load_egress_policy(AgentConfig& c, const std::string& path) {
     if (!j.contains(section)) continue;
     if (!j[section].is_object()) return invalid(fmt::format("--egress-policy: {} must be an object", section));
     for (auto& [name, list] : j[section].items()) {
-      if (std::string(section) == "templates" && !builtin_templates().count(name))
+      if (std::string(section) == "templates" && !is_builtin_template(name))
         return invalid("--egress-policy: unknown template '" + name + "'");
       if (!list.is_array()) return invalid("--egress-policy: " + name + " must list host patterns");
       std::vector<std::string> patterns;
@@ -126,9 +126,9 @@ Status apply(AgentConfig& c, std::string key, const std::string& value) {
     c.log_level = value;
   else if (key == "init")
     c.init_path = value;
-  else if (key == "harden" || key == "keep-sandboxes-on-exit") {
+  else if (key == "harden" || key == "keep-sandboxes-on-exit" || key == "build-builtins") {
     if (value != "true" && value != "false") return invalid("--" + key + " must be true or false");
-    (key == "harden" ? c.harden : c.keep_sandboxes_on_exit) = value == "true";
+    (key == "harden" ? c.harden : key == "build-builtins" ? c.build_builtins : c.keep_sandboxes_on_exit) = value == "true";
   }
   else if (key == "pool")
     return parse_pool_entry(value, &c.pool);
@@ -204,7 +204,8 @@ std::string agent_usage() {
          "         [--egress-pool CIDR] [--egress-link-prefix P] [--egress-proxy-port N]\n"
          "         [--egress-deny CIDR,…] [--egress-hosts NAME=IP,…] [--egress-rate-kbit N]\n"
          "         [--egress-policy FILE] [--cri-socket PATH]\n"
-         "         [--apt-mirror URL] [--pip-index URL] [--npm-registry URL] [--build-timeout SECONDS]\n";
+         "         [--apt-mirror URL] [--pip-index URL] [--npm-registry URL] [--build-timeout SECONDS]\n"
+         "         [--build-builtins true|false]\n";
 }
 
 Result<AgentConfig> parse_agent_config(const std::vector<std::string>& args) {

@@ -31,6 +31,7 @@ struct AgentConfig {
   std::string pip_index = "https://pypi.org/simple";
   std::string npm_registry = "https://registry.npmjs.org/";
   int build_timeout_s = static_cast<int>(limits::kDefaultBuildTimeout.count());
+  bool build_builtins = true;  // build the built-in package-layer templates (browser) at start
   std::string log_level = "info";
   std::string init_path;  // swissbox-init; default: next to the agent binary
   int max_sandboxes = 32;

@@ -187,6 +187,7 @@ int main(int argc, char** argv) {
   pls.layers = layers.get();
   pls.builder = &builder;
   pls.node_root = (*driver)->node_root();
+  pls.build_builtins = cfg->build_builtins;
   pls.new_id = [node = cfg->node_name] { return new_sandbox_id(node); };
   TemplateStore templates(ioc, workers, metrics, images.get(), cfg->state_dir + "/templates", LimitBounds{},
                           std::chrono::seconds(600), pls);

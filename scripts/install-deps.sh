@@ -16,7 +16,8 @@ build_pkgs=(cmake ninja-build g++ pkg-config libboost-dev nlohmann-json3-dev lib
             prometheus  # promtool: the tests check /metrics with Prometheus's own parser
             # Image templates' tests: a registry on loopback, an image built with umoci and
             # pushed with skopeo, pulled through containerd.
-            docker-registry skopeo umoci)
+            docker-registry skopeo umoci
+            zlib1g-dev)  # the browser test inflates its screenshot
 # Sandbox languages: the default rootfs binds the host's /usr, so the interpreters and the
 # TypeScript transpiler the sandboxes use come from here. bash-static: the runner starts
 # shell commands with it (half of bash's start in a sandbox is the dynamic loader).

@@ -15,12 +15,29 @@ const std::map<std::string, Template>& builtin_templates() {
       {"default", {"default", {2, 512, 10240, 512}}},
       {"lightweight", {"lightweight", {1, 256, 5120, 256}}},
       {"heavy", {"heavy", {4, 2048, 20480, 1024}}},
-      {"browser", {"browser", {2, 1024, 10240, 1024}}},
       // default's root with numpy, pandas and matplotlib (installer/build-rootfs.sh), for
       // stateful code contexts (E2B's code-interpreter-v1).
       {"code-interpreter", {"code-interpreter", {2, 1024, 10240, 512}, {"python", "javascript"}}},
   };
   return kTemplates;
+}
+
+const std::vector<BuiltinLayer>& builtin_layers() {
+  // Debian's chromium, and puppeteer-core from npm to drive it from Node (chromium runs
+  // with --no-sandbox: gVisor is the sandbox; CHROME_PATH names it for the library).
+  static const std::vector<BuiltinLayer> kLayers = {
+      {"browser", "default", {"chromium"}, {}, {"puppeteer-core@24.32.0"}, {2, 1024, 10240, 1024},
+       {"CHROME_PATH=/usr/bin/chromium", "PUPPETEER_EXECUTABLE_PATH=/usr/bin/chromium"}},
+  };
+  return kLayers;
+}
+
+bool is_builtin_template(const std::string& name) {
+  if (builtin_templates().count(name)) return true;
+  for (const auto& l : builtin_layers()) {
+    if (l.name == name) return true;
+  }
+  return false;
 }
 
 namespace {

@@ -71,8 +71,21 @@ struct Template {
   std::vector<std::string> env = {};
 };
 
-// default / lightweight / heavy / browser / code-interpreter, as DESIGN.md lists them.
+// default / lightweight / heavy / code-interpreter, as DESIGN.md lists them: the node's root
+// with limits (and warm contexts).
 const std::map<std::string, Template>& builtin_templates();
+// Built-in templates made as package layers over one of those (issue 22): browser. Every
+// agent that builds package layers builds them at its first start (agent/sandbox/
+// template_store.h); they are ready once built.
+struct BuiltinLayer {
+  std::string name, from;
+  std::vector<std::string> apt, pip, npm;
+  Limits limits;
+  std::vector<std::string> env;  // "K=V", over the base's
+};
+const std::vector<BuiltinLayer>& builtin_layers();
+// Either kind of built-in: never made, replaced or deleted through the API.
+bool is_builtin_template(const std::string& name);
 // The templates sandboxes can be made from: the built-ins and the ready image templates the
 // agent registers (agent/sandbox/template_store.h). Thread-safe.
 std::optional<Template> find_template(const std::string& name);

@@ -109,6 +109,7 @@ json TemplateRecord::to_json() const {
     j["packages"] = packages_json(packages);
     j["layer"] = layer;
     j["derived"] = derived;
+    if (builtin) j["builtin"] = true;
   }
   return j;
 }
@@ -147,6 +148,7 @@ Result<TemplateRecord> TemplateRecord::from_json(const json& j) {
       r.parts = parts_from_json(j.at("parts"));
       r.env = j.at("env").get<std::vector<std::string>>();
       r.derived = j.value("derived", false);
+      r.builtin = j.value("builtin", false);
     }
     return r;
   } catch (const json::exception& e) {
@@ -230,7 +232,37 @@ void TemplateStore::load() {
     // Once the agent serves (the manager that holds build sandboxes exists by then).
     asio::post(ioc_, [this, r] { start_layer(r); });
   }
+  if (packages_.build_builtins) ensure_builtin_layers();
   update_gauges();
+}
+
+void TemplateStore::ensure_builtin_layers() {
+  for (const BuiltinLayer& l : builtin_layers()) {
+    if (auto it = records_.find(l.name); it != records_.end() && it->second.state != TemplateState::kFailed) continue;
+    PackageSet set{l.apt, l.pip, l.npm};
+    auto made = layer_record(l.name, l.from, set);
+    TemplateRecord r = made ? *made : TemplateRecord{};
+    r.name = l.name;
+    r.from = l.from;
+    r.packages = set;
+    r.builtin = true;
+    r.limits = l.limits;
+    r.env.insert(r.env.end(), l.env.begin(), l.env.end());
+    r.created_at = now_s();
+    (void)unlink(log_path(l.name).c_str());
+    if (!made) {
+      r.state = TemplateState::kFailed;
+      r.error = made.error().message;
+      append_line(log_path(l.name), "not built: " + r.error);
+      records_[l.name] = r;
+      if (auto st = save(r); !st) log::warn("template record not written", {{"template", l.name}});
+      continue;
+    }
+    records_[l.name] = r;
+    if (auto st = save(r); !st) log::warn("template record not written", {{"template", l.name}});
+    log::info("building a built-in template", {{"template", l.name}, {"packages", packages_json(set).dump()}});
+    asio::post(ioc_, [this, r] { start_layer(r); });
+  }
 }
 
 Result<TemplateRecord> TemplateStore::put(const std::string& name, const json& body) {
@@ -238,7 +270,7 @@ Result<TemplateRecord> TemplateStore::put(const std::string& name, const json& b
     return make_error(Code::kInvalidArgument,
                       "template names are 1-64 letters, digits, '.', '_' or '-', not starting with '.'");
   }
-  if (builtin_templates().count(name)) return make_error(Code::kConflict, "'" + name + "' is a built-in template");
+  if (is_builtin_template(name)) return make_error(Code::kConflict, "'" + name + "' is a built-in template");
   if (!body.is_object()) return make_error(Code::kInvalidArgument, "request body must be a JSON object");
   auto image = body.find("image");
   const bool layered = body.contains("packages") || body.contains("from");
@@ -531,7 +563,7 @@ Result<std::string> TemplateStore::log(const std::string& name) const {
 }
 
 Status TemplateStore::remove(const std::string& name, int in_use) {
-  if (builtin_templates().count(name)) return make_error(Code::kConflict, "'" + name + "' is a built-in template");
+  if (is_builtin_template(name)) return make_error(Code::kConflict, "'" + name + "' is a built-in template");
   auto it = records_.find(name);
   if (it == records_.end()) return make_error(Code::kNotFound, "template " + name + " not found");
   if (it->second.state == TemplateState::kBuilding)

@@ -43,6 +43,7 @@ struct TemplateRecord {
   std::vector<RootPart> parts;
   std::vector<std::string> env;
   bool derived = false;  // made for a create's pre_install_packages
+  bool builtin = false;  // one of builtin_layers()
   TemplateState state = TemplateState::kBuilding;
   std::string error;   // why it failed
   std::string digest;  // the image manifest's
@@ -64,6 +65,7 @@ struct PackageLayerSupport {
   RootfsLayout node_root;                  // what the built-in templates' root is
   std::function<std::string()> new_id;     // a build sandbox's id
   int64_t layer_disk_mb = 8192;            // the most a layer may hold
+  bool build_builtins = true;              // builtin_layers() at the start
 };
 
 class TemplateStore {
@@ -116,6 +118,9 @@ class TemplateStore {
   void finish(const std::string& name, Result<Built> built, std::optional<double> started);
   // A package-layer template's record from a PUT body or a derive: validated, its base ready.
   Result<TemplateRecord> layer_record(const std::string& name, const std::string& from, const PackageSet& packages);
+  // At the start: each of builtin_layers() that is not ready is built (again), or failed
+  // with the reason when this node builds no package layers.
+  void ensure_builtin_layers();
   // Whether a build of `layer` may start (or join one under way): a bounded queue.
   Status room_for_build(const std::string& layer) const;
   // Registers a record as building and starts (or joins) its layer's build.

@@ -3,7 +3,9 @@
 // (Debian's archive, PyPI and npm's registry: reachable from the build machines), and
 // served read-only to every sandbox of the layer's templates.
 #include <gtest/gtest.h>
+#include <zlib.h>
 
+#include <optional>
 #include <thread>
 
 #include "support/agent_fixture.h"
@@ -149,6 +151,118 @@ TEST_F(PackageLayers, ACreateWithPreInstallPackagesWaitsForItsBuildAndTheNextIsW
   EXPECT_EQ(post("/v1/sandboxes", {{"pre_install_packages", {"left-pad"}}}, 400).dump().find("npm:NAME") !=
                 std::string::npos,
             true);
+}
+
+}  // namespace
+}  // namespace swissbox::testing
+
+namespace swissbox::testing {
+namespace {
+
+// The built-in browser template: built by the agent at its start (chromium from Debian,
+// puppeteer-core from npm), driven by code in the sandbox against a page the sandbox
+// serves itself on its loopback.
+class BrowserTemplate : public PackageLayers {
+ protected:
+  static void SetUpTestSuite() {
+    extra_args_ = {"--egress-pool", "10.215.0.0/24", "--egress-link-prefix", "sbb", "--egress-proxy-port",
+                   std::to_string(free_port()), "--build-builtins", "true"};
+    AgentRunsc::SetUpTestSuite();
+  }
+};
+
+// Width, height and the size of the inflated image data of a PNG, checking each chunk's
+// CRC; nullopt when it is not a whole, well-formed PNG.
+struct PngSize {
+  uint32_t width = 0, height = 0;
+  size_t pixels_bytes = 0, expected_bytes = 0;
+};
+std::optional<PngSize> decode_png(const std::string& png) {
+  auto u32 = [&](size_t at) {
+    return (uint32_t(uint8_t(png[at])) << 24) | (uint32_t(uint8_t(png[at + 1])) << 16) |
+           (uint32_t(uint8_t(png[at + 2])) << 8) | uint32_t(uint8_t(png[at + 3]));
+  };
+  if (png.size() < 8 || png.compare(0, 8, "\x89PNG\r\n\x1a\n") != 0) return std::nullopt;
+  PngSize out;
+  std::string idat;
+  int channels = 0;
+  bool ended = false;
+  for (size_t at = 8; at + 12 <= png.size() && !ended;) {
+    uint32_t len = u32(at);
+    if (at + 12 + len > png.size()) return std::nullopt;
+    std::string type = png.substr(at + 4, 4);
+    if (crc32(0, reinterpret_cast<const Bytef*>(png.data() + at + 4), len + 4) != u32(at + 8 + len)) return std::nullopt;
+    if (type == "IHDR") {
+      out.width = u32(at + 8);
+      out.height = u32(at + 12);
+      int depth = uint8_t(png[at + 16]), color = uint8_t(png[at + 17]);
+      if (depth != 8) return std::nullopt;
+      channels = color == 6 ? 4 : color == 2 ? 3 : color == 0 ? 1 : 0;
+    } else if (type == "IDAT") {
+      idat += png.substr(at + 8, len);
+    } else if (type == "IEND") {
+      ended = true;
+    }
+    at += 12 + len;
+  }
+  if (!ended || channels == 0) return std::nullopt;
+  out.expected_bytes = size_t(out.height) * (1 + size_t(out.width) * channels);
+  std::string pixels(out.expected_bytes + 1, '\0');
+  uLongf n = pixels.size();
+  if (uncompress(reinterpret_cast<Bytef*>(pixels.data()), &n, reinterpret_cast<const Bytef*>(idat.data()), idat.size()) !=
+      Z_OK)
+    return std::nullopt;
+  out.pixels_bytes = n;
+  return out;
+}
+
+constexpr const char* kShot = R"js(
+const http = require('http');
+const puppeteer = require('puppeteer-core');
+const page = `<html><body><h1 id="t">waiting</h1><input id="q">
+<button id="b" onclick="document.getElementById('t').textContent = 'typed: ' + document.getElementById('q').value">go</button>
+</body></html>`;
+const server = http.createServer((req, res) => { res.setHeader('content-type', 'text/html'); res.end(page); });
+server.listen(8080, '127.0.0.1', async () => {
+  const browser = await puppeteer.launch({executablePath: process.env.CHROME_PATH, headless: true,
+                                          args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage']});
+  const tab = await browser.newPage();
+  await tab.setViewport({width: 640, height: 480});
+  await tab.goto('http://127.0.0.1:8080/');
+  await tab.type('#q', 'swissbox');
+  await tab.click('#b');
+  console.log(await tab.$eval('#t', e => e.textContent));
+  await tab.screenshot({path: '/workspace/shot.png', type: 'png'});
+  await browser.close();
+  server.close();
+});
+)js";
+
+TEST_F(BrowserTemplate, CodeInTheSandboxScreenshotsAPageItServesItself) {
+  // Built at the agent's start, without a request.
+  json t = built("browser");
+  ASSERT_EQ(t.value("state", ""), "ready") << t.dump() << "\n" << admin("GET", "/v1/templates/browser/log")->body;
+  EXPECT_TRUE(t.value("builtin", false)) << t.dump();
+  EXPECT_EQ(admin("DELETE", "/v1/templates/browser")->status, 409u);
+
+  json made = post("/v1/sandboxes", {{"template", "browser"}}, 201);
+  std::string id = made.value("id", "");
+  ASSERT_FALSE(id.empty()) << made.dump();
+  EXPECT_EQ(made["limits"].value("memory_mb", 0), 1024);
+  EXPECT_EQ(made["network"].value("mode", ""), "none") << "no network unless asked for";
+  http::Client c(tcp());
+  ASSERT_EQ(c.request("PUT", "/v1/sandboxes/" + id + "/files?path=shot.js", kShot)->status, 200u);
+  json run = exec(id, {{"command", "cd /workspace && node shot.js"}, {"timeout_ms", 120000}});
+  EXPECT_EQ(run.value("exit_code", -1), 0) << run.dump();
+  EXPECT_EQ(run.value("stdout", ""), "typed: swissbox\n") << run.dump();
+  auto png = c.request("GET", "/v1/sandboxes/" + id + "/files?path=shot.png");
+  ASSERT_TRUE(png.ok() && png->status == 200u);
+  auto size = decode_png(png->body);
+  ASSERT_TRUE(size.has_value()) << "not a whole PNG: " << png->body.size() << " bytes";
+  EXPECT_EQ(size->width, 640u);
+  EXPECT_EQ(size->height, 480u);
+  EXPECT_EQ(size->pixels_bytes, size->expected_bytes);
+  remove(id);
 }
 
 }  // namespace

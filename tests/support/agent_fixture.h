@@ -219,7 +219,9 @@ class AgentRunsc : public ::testing::Test {
         // Its own cgroup parent: the agent's start-up GC removes whatever it finds there.
         "--cgroup-parent", cgroup_parent(),
         // tear-down checks that a stopped agent leaves nothing
-        "--keep-sandboxes-on-exit", "false"};
+        "--keep-sandboxes-on-exit", "false",
+        // the browser's build (a download of ≈ 125 MB) only where a suite asks for it
+        "--build-builtins", "false"};
     args.insert(args.end(), extra_args_.begin(), extra_args_.end());
     pid_ = spawn_daemon(args, dir_ + "/agent.log");
     return wait_ready(tcp());
