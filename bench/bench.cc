@@ -27,7 +27,10 @@
 //                seconds, checkpoint sizes (agent on this machine)
 //   template     --image REF on an agent with its node's containerd: the image template's PUT
 //                until ready (pull and preparation), then claim + first exec on a warm
-//                sandbox of it against default's, alternating
+//                sandbox of it against default's, alternating; or --packages
+//                npm:a,pip:b,… on an agent with egress: a package layer over default, its
+//                PUT until ready (the build), then creates with pre_install_packages (the
+//                same set: its layer, no build; warm after the first) against default's
 // Prints Markdown tables (p50/p90/p99/max, ratios to the baselines); --json, --svg and
 // --markdown write them to files. --target is an agent or a scheduler.
 #include <fcntl.h>
@@ -81,6 +84,7 @@ struct Options {
   std::vector<int> scale_live = {10, 300};  // scale: idle active sandboxes at each step
   std::vector<int> density = {200, 50};     // density: suspended, live
   std::string image;                        // template: the image to make a template of
+  std::vector<std::string> packages;        // template: or the packages of a layer
   double scale_idle_s = 30;                 // scale: the idle window for the agent's CPU
   std::string pool() const { return network == "none" ? "default" : "default:" + network; }
   json create_body() const { return network == "none" ? json::object() : json{{"network", network}}; }
@@ -398,17 +402,16 @@ std::pair<Stats, Stats> bench_warm(const Options& o) {
 // (the pull and the preparation; a previous run's template is deleted first, which releases
 // the image, so the image is pulled again), then claim + first exec on a warm sandbox of
 // it and of default, alternating in the same run.
-void bench_template(const Options& o, Report& report) {
-  if (o.image.empty()) die("template: --image REF names the image to make a template of");
-  Api api(o);
-  if (!api.is_agent()) die("template: the target must be an agent (a scheduler fans templates out)");
-  const std::string name = "bench-image";
+// A template's PUT until it is ready (a previous run's template is deleted first, which
+// releases its image or layer, so that this run pulls or builds it again): its record.
+json put_until_ready(Api& api, const std::string& name, const json& body, Report& report) {
   (void)api.call("PUT", "/v1/warmpool/" + name, {{"target", 0}}, 200);
+  usleep(500000);  // its warm sandboxes retired
   (void)api.call("DELETE", "/v1/templates/" + name, nullptr, 204);
-  usleep(500000);  // the release of the image runs on the agent's workers
+  usleep(500000);  // the release of the image or layer runs on the agent's workers
   auto t0 = Clock::now();
-  if (api.call("PUT", "/v1/templates/" + name, {{"image", o.image}}, 202).is_null())
-    die("template: PUT /v1/templates/" + name + " was refused (does the agent have --cri-socket?)");
+  if (api.call("PUT", "/v1/templates/" + name, body, 202).is_null())
+    die("template: PUT /v1/templates/" + name + " was refused (an image needs --cri-socket, packages --egress-pool)");
   json t = json::object();
   for (int i = 0; i < 12000 && t.value("state", "building") == "building"; ++i) {
     usleep(50000);
@@ -418,19 +421,59 @@ void bench_template(const Options& o, Report& report) {
   if (t.value("state", "") != "ready") die("template: " + name + " did not become ready: " + t.dump());
   report.template_ready_s = since_ms(t0) / 1000;
   report.template_image_mb = t.value("size_bytes", int64_t{0}) / 1048576.0;
-  if (api.call("PUT", "/v1/warmpool/" + name, {{"target", 1}}, 200).is_null()) die("template: its pool was refused");
-  Stats& image = report.latency["template warm"];
+  report.template_kind = body.contains("image") ? "image" : "package layer (" + body["packages"].dump() + ")";
+  return t;
+}
+
+void bench_template(const Options& o, Report& report) {
+  if (o.image.empty() == o.packages.empty())
+    die("template: --image REF names an image to make a template of, or --packages npm:a,pip:b,… a layer's");
+  Api api(o);
+  if (!api.is_agent()) die("template: the target must be an agent (a scheduler fans templates out)");
+  Stats& made = report.latency["template warm"];
   Stats& plain = report.latency["template default"];
   report.baseline_of["template warm"] = "template default";
   Stats claims;
+  std::string pool;
+  json create;
+  if (!o.image.empty()) {
+    pool = "bench-image";
+    put_until_ready(api, pool, {{"image", o.image}}, report);
+    if (api.call("PUT", "/v1/warmpool/" + pool, {{"target", 1}}, 200).is_null()) die("template: its pool was refused");
+    create = {{"template", pool}};
+  } else {
+    json packages = {{"apt", json::array()}, {"pip", json::array()}, {"npm", json::array()}};
+    for (const auto& p : o.packages) {
+      auto colon = p.find(':');
+      if (colon == std::string::npos || !packages.contains(p.substr(0, colon))) die("--packages: " + p + " is not apt:, pip: or npm:");
+      packages[p.substr(0, colon)].push_back(p.substr(colon + 1));
+    }
+    // Derived templates of an earlier run hold the layer: they go first.
+    json list = api.call("GET", "/v1/templates", nullptr, 200);
+    for (const auto& t : list.value("templates", json::array())) {
+      if (!t.value("derived", false)) continue;
+      (void)api.call("PUT", "/v1/warmpool/" + t.value("name", ""), {{"target", 0}}, 200);
+      usleep(500000);
+      (void)api.call("DELETE", "/v1/templates/" + t.value("name", ""), nullptr, 204);
+    }
+    put_until_ready(api, "bench-layer", {{"from", "default"}, {"packages", packages}}, report);
+    // The same set on a create: the layer is there (no build); the first create makes its
+    // warm pool, the next ones are claimed from it.
+    create = {{"pre_install_packages", o.packages}};
+    json first = api.call("POST", "/v1/sandboxes", create, 201);
+    if (first.is_null()) die("template: a create with pre_install_packages was refused");
+    pool = first.value("template", "");
+    api.call("DELETE", "/v1/sandboxes/" + first.value("id", ""), nullptr, 204);
+  }
   Loop loop(o, "template");
   while (loop.next()) {
-    claim_and_echo(api, name, {{"template", name}}, image, claims, "echo hi");
+    claim_and_echo(api, pool, create, made, claims, "echo hi");
     claim_and_echo(api, "default", json::object(), plain, claims, "echo hi");
   }
-  (void)api.call("PUT", "/v1/warmpool/" + name, {{"target", 0}}, 200);
+  (void)api.call("PUT", "/v1/warmpool/" + pool, {{"target", 0}}, 200);
   usleep(500000);  // its warm sandbox retired
-  (void)api.call("DELETE", "/v1/templates/" + name, nullptr, 204);
+  (void)api.call("DELETE", "/v1/templates/" + pool, nullptr, 204);
+  if (pool != "bench-layer" && o.image.empty()) (void)api.call("DELETE", "/v1/templates/bench-layer", nullptr, 204);
 }
 
 // The agent process's CPU seconds so far (process_cpu_seconds_total in its /metrics).
@@ -984,6 +1027,7 @@ Options parse(int argc, char** argv) {
     else if (a == "--idle") o.scale_idle_s = std::max(1.0, atof(next().c_str()));
     else if (a == "--live") o.scale_live = counts(next());
     else if (a == "--image") o.image = next();
+    else if (a == "--packages") o.packages = split(next());
     else if (a == "--density") {
       o.density = counts(next());
       if (o.density.size() != 2) die("--density needs SUSPENDED,LIVE");

@@ -85,8 +85,11 @@ std::string Report::markdown() const {
     out += fmt::format("\ncheckpoint of a sandbox ({}): {:.2f} MB on disk", what, mb);
   }
   if (template_ready_s) {
-    out += fmt::format("\nimage template: ready {:.1f} s after its PUT (pull and preparation of {:.0f} MB)\n",
-                       *template_ready_s, template_image_mb.value_or(0));
+    out += template_kind == "image"
+               ? fmt::format("\nimage template: ready {:.1f} s after its PUT (pull and preparation of {:.0f} MB)\n",
+                             *template_ready_s, template_image_mb.value_or(0))
+               : fmt::format("\n{}: ready {:.1f} s after its PUT (its build; the layer holds {:.1f} MB)\n",
+                             template_kind, *template_ready_s, template_image_mb.value_or(0));
   }
   if (context_survived) {
     out += fmt::format("\na Python context's variable after every suspend and resume: {}\n",
@@ -156,7 +159,9 @@ json Report::to_json() const {
   }
   for (const auto& [what, mb] : checkpoint_mb) j["checkpoint_mb"][what] = mb;
   if (context_survived) j["context_survived_suspend"] = *context_survived;
-  if (template_ready_s) j["template"] = {{"ready_s", *template_ready_s}, {"image_mb", template_image_mb.value_or(0)}};
+  if (template_ready_s) {
+    j["template"] = {{"kind", template_kind}, {"ready_s", *template_ready_s}, {"size_mb", template_image_mb.value_or(0)}};
+  }
   if (density) {
     const DensityPoint& d = *density;
     j["density"] = {{"suspended", d.suspended},

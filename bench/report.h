@@ -75,6 +75,7 @@ struct Report {
   // Template: an image template's PUT until ready (pull and preparation), and the image.
   std::optional<double> template_ready_s;
   std::optional<double> template_image_mb;
+  std::string template_kind;  // "image" or "package layer (…)"
   // Node CPU (every process, all CPUs) per sandbox made ready, by pool, and per one-shot of
   // the sustained scenario (its claim, run, delete and the refill it causes): known when
   // the target runs on this machine. With `cpus` they bound the rate a node sustains.

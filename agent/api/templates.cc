@@ -1,4 +1,4 @@
-// Templates (issue 22): GET /v1/templates (the built-ins and the node's image templates with
+// Templates (issue 22): GET /v1/templates (the built-ins and the node's image and package templates with
 // their states), GET /v1/templates/{name}, GET …/{name}/log (the build log), PUT
 // /v1/templates/{name} (an admin: starts a build, 202), DELETE …/{name} (an admin; 409 while
 // sandboxes use it; its warm pools go first).
