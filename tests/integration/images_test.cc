@@ -183,23 +183,6 @@ class ImageTemplates : public AgentRunsc {
     AgentRunsc::TearDownTestSuite();  // the agent's stop unmounts the images (checked there)
     world_.down();
   }
-  // Through the unix socket: an admin.
-  static Result<http::ClientResponse> admin(const std::string& method, const std::string& path,
-                                            const std::string& body = "") {
-    http::Client c("unix:" + dir_ + "/agent.sock");
-    return c.request(method, path, body);
-  }
-  // The template's record once its build has ended (or after 90 s).
-  static json built(const std::string& name) {
-    json t;
-    for (int i = 0; i < 900; ++i) {
-      auto r = admin("GET", "/v1/templates/" + name);
-      t = r.ok() ? json::parse(r->body, nullptr, false) : json();
-      if (t.value("state", "") != "building") break;
-      std::this_thread::sleep_for(100ms);
-    }
-    return t;
-  }
   static std::string root_of(const std::string& id) {
     auto config = fs::read_file(dir_ + "/state/sandboxes/" + id + "/bundle/config.json");
     return config ? json::parse(*config)["root"].value("path", "") : "";

@@ -23,22 +23,6 @@ class PackageLayers : public AgentRunsc {
     AgentRunsc::SetUpTestSuite();
   }
 
-  static Result<http::ClientResponse> admin(const std::string& method, const std::string& path,
-                                            const std::string& body = "") {
-    http::Client c("unix:" + dir_ + "/agent.sock");
-    return c.request(method, path, body);
-  }
-  // The template's record once its build has ended (builds here take seconds; at most 5 min).
-  static json built(const std::string& name) {
-    json t;
-    for (int i = 0; i < 3000; ++i) {
-      auto r = admin("GET", "/v1/templates/" + name);
-      t = r.ok() ? json::parse(r->body, nullptr, false) : json();
-      if (t.value("state", "") != "building") break;
-      std::this_thread::sleep_for(100ms);
-    }
-    return t;
-  }
   static std::string out(const std::string& id, const std::string& command) {
     json r = exec(id, {{"command", command}, {"timeout_ms", 60000}});
     return r.value("stdout", "") + r.value("stderr", "");
@@ -59,7 +43,7 @@ TEST_F(PackageLayers, AptPipAndNpmPackagesAreBuiltIntoAReadOnlyLayerUsableFromAn
   auto put = admin("PUT", "/v1/templates/tools", json{{"from", "default"}, {"packages", kPackages}}.dump());
   ASSERT_TRUE(put.ok());
   ASSERT_EQ(put->status, 202u) << put->body;
-  json t = built("tools");
+  json t = built("tools", 300s);
   ASSERT_EQ(t.value("state", ""), "ready") << t.dump() << "\n" << admin("GET", "/v1/templates/tools/log")->body;
   EXPECT_GT(t.value("size_bytes", 0), 0) << t.dump();
   EXPECT_FALSE(t.contains("parts")) << "the API shows no host paths";
@@ -86,7 +70,7 @@ TEST_F(PackageLayers, AptPipAndNpmPackagesAreBuiltIntoAReadOnlyLayerUsableFromAn
   // A restart (kill -9) finds it ready and mounts it again.
   crash_agent();
   ASSERT_TRUE(launch_agent());
-  ASSERT_EQ(built("tools").value("state", ""), "ready");
+  ASSERT_EQ(built("tools", 300s).value("state", ""), "ready");
   id = post("/v1/sandboxes", {{"template", "tools"}}, 201).value("id", "");
   EXPECT_EQ(out(id, kUseThem), "Hello, world!\n[1, 2]\n007\n");
 
@@ -105,7 +89,7 @@ TEST_F(PackageLayers, APackageThatDoesNotExistFailsTheTemplateWithThePackageMana
   auto put = admin("PUT", "/v1/templates/nothing",
                    json{{"packages", {{"pip", {"swissbox-no-such-package-4711"}}}}}.dump());
   ASSERT_EQ(put->status, 202u) << put->body;
-  json t = built("nothing");
+  json t = built("nothing", 300s);
   EXPECT_EQ(t.value("state", ""), "failed");
   EXPECT_NE(t.value("error", "").find("No matching distribution found for swissbox-no-such-package-4711"),
             std::string::npos)
@@ -240,7 +224,7 @@ server.listen(8080, '127.0.0.1', async () => {
 
 TEST_F(BrowserTemplate, CodeInTheSandboxScreenshotsAPageItServesItself) {
   // Built at the agent's start, without a request.
-  json t = built("browser");
+  json t = built("browser", 600s);
   ASSERT_EQ(t.value("state", ""), "ready") << t.dump() << "\n" << admin("GET", "/v1/templates/browser/log")->body;
   EXPECT_TRUE(t.value("builtin", false)) << t.dump();
   EXPECT_EQ(admin("DELETE", "/v1/templates/browser")->status, 409u);

@@ -266,6 +266,23 @@ class AgentRunsc : public ::testing::Test {
   }
 
   static std::string create() { return post("/v1/sandboxes", json::object(), 201).value("id", ""); }
+  // Through the unix socket: an admin.
+  static Result<http::ClientResponse> admin(const std::string& method, const std::string& path,
+                                            const std::string& body = "") {
+    http::Client c("unix:" + dir_ + "/agent.sock");
+    return c.request(method, path, body);
+  }
+  // A template's record once its build has ended (or after `within`).
+  static json built(const std::string& name, std::chrono::seconds within = 90s) {
+    json t;
+    for (auto until = Clock::now() + within; Clock::now() < until;) {
+      auto r = admin("GET", "/v1/templates/" + name);
+      t = r.ok() ? json::parse(r->body, nullptr, false) : json();
+      if (t.value("state", "") != "building") break;
+      std::this_thread::sleep_for(100ms);
+    }
+    return t;
+  }
   static json exec(const std::string& id, const json& body) {
     return post("/v1/sandboxes/" + id + "/exec", body);
   }
