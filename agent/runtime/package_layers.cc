@@ -64,8 +64,9 @@ std::vector<RootPart> parts_of(const RootfsLayout& root) {
     has_dpkg |= b.destination == "/var/lib/dpkg";
   }
   // The node's root binds host directories: the host's package database belongs with them
-  // (apt installs on top of what the host's /usr has).
-  if (!root.binds.empty() && !has_dpkg && fs::exists("/var/lib/dpkg/status") && fs::exists(root.root + "/var/lib/dpkg"))
+  // (apt installs on top of what the host's /usr has). Its mount point is made by the build
+  // in the layer's writable root (the node's own root shows no /var).
+  if (!root.binds.empty() && !has_dpkg && fs::exists("/var/lib/dpkg/status"))
     parts.push_back({"/var/lib/dpkg", {"/var/lib/dpkg"}});
   return parts;
 }

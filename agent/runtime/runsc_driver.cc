@@ -99,9 +99,8 @@ Status copy_file(const std::string& from, const std::string& to, mode_t mode) {
 Result<RootfsLayout> prepare_host_rootfs(const std::string& state_dir) {
   RootfsLayout layout;
   layout.root = state_dir + "/rootfs-host";
-  // /var/lib/dpkg: where a package layer's build binds the host's package database.
   for (const char* d : {"", "/usr", "/etc", "/etc/alternatives", "/tmp", "/workspace", "/proc",
-                        "/dev", "/sys", "/home", "/var/lib/dpkg", kSupportMount}) {
+                        "/dev", "/sys", "/home", kSupportMount}) {
     if (auto st = fs::make_dirs(layout.root + d); !st) return st.error();
   }
   // E2B's user home: the workspace under the name E2B's sandboxes give it.

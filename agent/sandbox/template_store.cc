@@ -9,6 +9,7 @@
 
 #include "common/fs.h"
 #include "common/log.h"
+#include "cri/containerd_images.h"
 
 namespace swissbox {
 
@@ -365,8 +366,9 @@ Result<std::string> TemplateStore::derive(const std::string& base, const Package
                                           std::function<void(Status)> done) {
   auto made = layer_record("", base, packages);
   if (!made) return made.error();
-  // Named by its layer and limits: the same base and packages are one template.
-  std::string name = "pkgs-" + made->layer.substr(0, 16);
+  // Named by its base template and layer: the same base and packages are one template (the
+  // layer is shared with other bases of the same root, their limits are not).
+  std::string name = "pkgs-" + cri::sha256_hex(base + " " + made->layer).substr(0, 16);
   if (auto it = records_.find(name); it != records_.end()) {
     if (it->second.state == TemplateState::kReady) {
       asio::post(ioc_, [done = std::move(done)] { done(ok_status()); });  // never before derive() answers
@@ -581,7 +583,8 @@ Status TemplateStore::remove(const std::string& name, int in_use) {
     bool shared = false;
     for (const auto& [other, r] : records_) shared |= other != name && r.layer == layer && r.state != TemplateState::kFailed;
     if (!shared && packages_.layers) {
-      asio::post(workers_, [this, name, layer] {
+      // On the builds' thread: after a build of it under way, before the next one.
+      asio::post(layer_thread_, [this, name, layer] {
         if (auto st = packages_.layers->remove(layer); !st)
           log::warn("template's layer not removed", {{"template", name}, {"error", st.error().to_string()}});
       });

@@ -475,6 +475,9 @@ TEST(AgentDeadlines, FollowTheAgentsOwnDeadlinePerOperation) {
   EXPECT_EQ(d.for_call("POST", "/v1/sandboxes/sbx-a-1/exec", R"({"timeout_ms":99999999999})"),
             std::chrono::milliseconds(limits::kMaxExecTimeoutMs) + 40s);
   EXPECT_EQ(d.for_call("POST", "/v1/sandboxes", "{}"), 45s);
+  // The first create of a package set waits for its build on the node.
+  EXPECT_EQ(d.for_call("POST", "/v1/sandboxes", R"({"pre_install_packages": ["pip:pandas"]})"),
+            45s + limits::kDefaultBuildTimeout);
   EXPECT_EQ(d.for_call("PUT", "/v1/sandboxes/sbx-a-1/files", ""), 90s);
 }
 
