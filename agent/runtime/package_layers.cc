@@ -142,6 +142,14 @@ Status PackageLayers::remove(const std::string& key) {
   return fs::remove_tree(dir);
 }
 
+std::vector<std::string> PackageLayers::keys() const {
+  std::vector<std::string> out;
+  for (auto& name : fs::list_dir(dir_)) {
+    if (name != "disk-templates") out.push_back(std::move(name));
+  }
+  return out;
+}
+
 Result<int64_t> PackageLayers::size_bytes(const std::string& key) const {
   auto usage = SandboxDisk::usage(layer_dir(key));
   if (!usage) return usage.error();

@@ -50,6 +50,8 @@ class PackageLayers {
   Status unmount(const std::string& key);
   // Every mount of the layer, its disk and its directory go. Idempotent.
   Status remove(const std::string& key);
+  // The layers on the node (their keys).
+  std::vector<std::string> keys() const;
   // What the build wrote, in bytes.
   Result<int64_t> size_bytes(const std::string& key) const;
   std::string layer_dir(const std::string& key) const { return dir_ + "/" + key; }

@@ -228,6 +228,17 @@ void TemplateStore::load() {
     }
     finish(r->name, image_built(*r, std::move(image)), std::nullopt);
   }
+  // A layer no record names (its template's delete was cut short by a crash) goes.
+  if (packages_.layers) {
+    for (const auto& key : packages_.layers->keys()) {
+      bool named = false;
+      for (const auto& [name, r] : records_) named |= r.layer == key;
+      if (named) continue;
+      log::warn("removing a package layer no template names", {{"layer", key}});
+      if (auto st = packages_.layers->remove(key); !st)
+        log::warn("package layer not removed", {{"layer", key}, {"error", st.error().to_string()}});
+    }
+  }
   for (auto& r : layers_to_build) {
     append_line(log_path(r.name), "the agent restarted during the build: building again");
     // Once the agent serves (the manager that holds build sandboxes exists by then).

@@ -67,9 +67,13 @@ TEST_F(PackageLayers, AptPipAndNpmPackagesAreBuiltIntoAReadOnlyLayerUsableFromAn
   EXPECT_NE(exec(plain, {{"command", "python3 -c 'import msgpack'"}}).value("exit_code", 0), 0);
   remove(plain);
 
-  // A restart (kill -9) finds it ready and mounts it again.
+  // A restart (kill -9) finds it ready and mounts it again; a layer no template names (a
+  // delete the crash cut short) goes.
   crash_agent();
+  const std::string orphan = dir_ + "/state/layers/0123456789abcdef";
+  ASSERT_TRUE(fs::make_dirs(orphan + "/disk").ok());
   ASSERT_TRUE(launch_agent());
+  EXPECT_FALSE(fs::exists(orphan));
   ASSERT_EQ(built("tools", 300s).value("state", ""), "ready");
   id = post("/v1/sandboxes", {{"template", "tools"}}, 201).value("id", "");
   EXPECT_EQ(out(id, kUseThem), "Hello, world!\n[1, 2]\n007\n");
