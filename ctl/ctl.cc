@@ -33,9 +33,10 @@ constexpr const char* kUsage =
     "  tenants                     every tenant here: sandboxes running and suspended, quota\n"
     "  usage TENANT                a tenant's usage on this node (CPU, memory, disk, network, runs)\n"
     "  delete-tenant TENANT        delete every sandbox, checkpoint, record and usage of a tenant\n"
-    "  templates                   every template here: built-in, or from an image with its state\n"
-    "  template NAME [IMAGE | log | rm]\n"
-    "                              show one, make it from an image, show its build log, delete it\n"
+    "  templates                   every template here: built-in, from an image or packages, with its state\n"
+    "  template NAME [IMAGE | apt:X,pip:Y,npm:Z | log | rm]\n"
+    "                              show one, make it from an image or from default plus packages,\n"
+    "                              show its build log, delete it\n"
     "  pool [POOL=N]               show the warm pools (TEMPLATE or TEMPLATE:egress), or set a target\n"
     "  drain | undrain             stop or resume taking new sandboxes (existing ones go on)\n";
 
@@ -108,18 +109,33 @@ struct Ctl {
       const json& l = t["limits"];
       printf("%-24s %-9s %6.1f %10lld  %s\n", t.value("name", "").c_str(), t.value("state", "").c_str(),
              l.value("cpu", 0.0), static_cast<long long>(l.value("memory_mb", 0)),
-             t.value("builtin", false) ? "(built-in)" : t.value("image", "").c_str());
+             t.contains("from") ? ("packages over " + t.value("from", "") + (t.value("builtin", false) ? " (built-in)" : "")).c_str()
+             : t.value("builtin", false) ? "(built-in)"
+                                         : t.value("image", "").c_str());
       if (t.contains("error")) printf("  error: %s\n", t.value("error", "").c_str());
     }
     return 0;
   }
 
-  // template NAME: show it; NAME IMAGE: make it; NAME log: its build log; NAME rm: delete it.
+  // template NAME: show it; NAME IMAGE: make it from an image; NAME apt:x,pip:y,npm:z: from
+  // default plus those packages; NAME log: its build log; NAME rm: delete it.
   int template_command(const std::string& name, const std::string& what) const {
     const std::string path = "/v1/templates/" + name;
     if (what == "log") return fputs(call("GET", path + "/log").body.c_str(), stdout), 0;
     if (what == "rm") return call("DELETE", path), 0;
-    json j = json::parse(what.empty() ? call("GET", path).body : call("PUT", path, json{{"image", what}}.dump()).body);
+    json body = {{"image", what}};
+    json packages = {{"apt", json::array()}, {"pip", json::array()}, {"npm", json::array()}};
+    bool all_packages = !what.empty();
+    for (size_t from = 0, comma; from <= what.size() && all_packages; from = comma + 1) {
+      comma = what.find(',', from);
+      if (comma == std::string::npos) comma = what.size();
+      std::string item = what.substr(from, comma - from);
+      std::string manager = item.substr(0, item.find(':'));
+      all_packages = item.find(':') != std::string::npos && packages.contains(manager);
+      if (all_packages) packages[manager].push_back(item.substr(manager.size() + 1));
+    }
+    if (all_packages) body = {{"from", "default"}, {"packages", packages}};
+    json j = json::parse(what.empty() ? call("GET", path).body : call("PUT", path, body.dump()).body);
     puts(j.dump(2).c_str());
     return 0;
   }
