@@ -440,8 +440,7 @@ Result<RunnerLink> RunscDriver::start(const SandboxSpec& spec) {
                          : command({"create", "--bundle", bundle, spec.id}, netstack);
   create.stdin_fd = io->runner.get();
   create.stdout_fd = io->runner.get();
-  // A build's complaints are part of its output (its log); the runner's go to its file.
-  create.stderr_fd = spec.build_command.empty() ? io->log.get() : io->runner.get();
+  create.stderr_fd = io->log.get();
   create.timeout = opts_.command_timeout;
   auto r = run_process(create);
   if (!r) return fail(r.error());

@@ -178,7 +178,7 @@ struct SandboxSpec {
   RootfsLayout root;  // an image or package-layer template's read-only root; empty: the node's
   // A package build's (issue 22): instead of the runner, the sandbox's process runs this as
   // root inside gVisor, with a default container's capabilities, on a writable root (its
-  // binds too); its stdin and its output are the runner link.
+  // binds too); its stdin and stdout are the runner link.
   std::vector<std::string> build_command;
 };
 

@@ -198,7 +198,9 @@ std::string build_script(const PackageSet& set, const PackageIndexes& indexes) {
          "npm install --global --prefix /usr/local --registry '" + indexes.npm_registry + "' --cache /tmp/npm-cache "
          "--no-audit --no-fund --no-update-notifier --loglevel warn" + quoted(set.npm) + "\n";
   }
-  s += ")\n"
+  // The package managers' errors join their output in the subshell (the first process must
+  // keep its own stderr: see package_build.h).
+  s += ") 2>&1\n"
        "echo \"" + std::string(kStatusLine) + "$?\"\n";
   return s;
 }

@@ -4,11 +4,11 @@
 // proxy and only to the configured package indexes. Nothing of a build runs on the host.
 //
 // The sandbox's first process is a shell script written here from validated package names:
-// it waits for the proxy's address on its stdin, runs each package manager in turn (its
-// stdout and stderr are one socket, which the agent copies into the build log) and ends
-// with a status line "swissbox-build: exit N". (The script must not close its stderr:
-// runsc 20240729 ends the sandbox when a process closes a host fd that is also its stdin,
-// measured with `exec 2>&1`.) The build is bounded in time (the sandbox is
+// it waits for the proxy's address on its stdin, runs each package manager in turn in a
+// subshell whose stderr joins its stdout (a socket the agent copies into the build log) and
+// ends with a status line "swissbox-build: exit N". (The first process itself keeps its
+// stderr, runsc's log file: with `exec 2>&1` in it, runsc 20240729 ended the sandbox at
+// once — measured.) The build is bounded in time (the sandbox is
 // destroyed at the deadline), memory and tasks (its cgroup), disk (the layer's own disk,
 // and the sandbox's for downloads and caches) and log size.
 #pragma once
