@@ -24,7 +24,10 @@ std::string ratio_text(const Report& r, const std::string& name, const Stats& s)
   if (b == r.baseline_of.end()) return "";
   auto base = r.latency.find(b->second);
   if (base == r.latency.end() || base->second.ms.empty() || s.pct(50) <= 0) return "";
-  return fmt::format("{:.1f}× faster than {}", base->second.pct(50) / s.pct(50), b->second);
+  const double speedup = base->second.pct(50) / s.pct(50);
+  // Below 1 it is not "faster": the time it takes against the baseline's.
+  if (speedup < 1) return fmt::format("{:.2f}× the time of {}", 1 / speedup, b->second);
+  return fmt::format("{:.{}f}× faster than {}", speedup, speedup < 2 ? 2 : 1, b->second);
 }
 
 json stats_json(const Stats& s) {
