@@ -242,6 +242,8 @@ int main(int argc, char** argv) {
         return ioc.stop();
       }
     }
+    // Package builds start now: their sandboxes would have been the start-up clean-up's.
+    templates.allow_builds();
     log::info("agent serving", {{"listen", cfg->listen},
                                 {"socket", cfg->socket},
                                 {"node", cfg->node_name},

@@ -241,8 +241,7 @@ void TemplateStore::load() {
   }
   for (auto& r : layers_to_build) {
     append_line(log_path(r.name), "the agent restarted during the build: building again");
-    // Once the agent serves (the manager that holds build sandboxes exists by then).
-    asio::post(ioc_, [this, r] { start_layer(r); });
+    start_layer(r);  // held until allow_builds()
   }
   if (packages_.build_builtins) ensure_builtin_layers();
   update_gauges();
@@ -273,7 +272,7 @@ void TemplateStore::ensure_builtin_layers() {
     records_[l.name] = r;
     if (auto st = save(r); !st) log::warn("template record not written", {{"template", l.name}});
     log::info("building a built-in template", {{"template", l.name}, {"packages", packages_json(set).dump()}});
-    asio::post(ioc_, [this, r] { start_layer(r); });
+    start_layer(r);  // held until allow_builds()
   }
 }
 
@@ -409,8 +408,14 @@ Status TemplateStore::room_for_build(const std::string& layer) const {
                                                   " package builds under way or queued; try again later");
 }
 
+void TemplateStore::allow_builds() {
+  builds_allowed_ = true;
+  for (const auto& r : std::exchange(held_builds_, {})) start_layer(r);
+}
+
 void TemplateStore::start_layer(const TemplateRecord& r) {
   records_[r.name].state = TemplateState::kBuilding;
+  if (!builds_allowed_) return held_builds_.push_back(r);
   // Built for another template already: shared as it is.
   for (const auto& [other, o] : records_) {
     if (other == r.name || o.layer != r.layer || o.state != TemplateState::kReady) continue;

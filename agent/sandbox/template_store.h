@@ -97,6 +97,9 @@ class TemplateStore {
   void unmount_images();
   // swissbox_templates{state}: how many are building, ready, failed.
   void update_gauges();
+  // Package builds wait for this (the manager's start-up clean-up would remove a build
+  // sandbox that started before it); then those held back start. On the I/O thread.
+  void allow_builds();
   // Called on the I/O thread when a template became ready or failed.
   void on_change(std::function<void()> fn) { on_change_ = std::move(fn); }
 
@@ -140,6 +143,8 @@ class TemplateStore {
   std::map<std::string, PreparedImage> prepared_;  // ready ones' images, by template
   PackageLayerSupport packages_;
   std::map<std::string, std::vector<std::string>> layer_builds_;  // layer key → templates waiting
+  bool builds_allowed_ = false;
+  std::vector<TemplateRecord> held_builds_;  // start_layer() before allow_builds()
   // Package builds, one at a time, on a thread of their own: a build may take minutes and
   // must not hold a worker that sandbox starts need.
   boost::asio::thread_pool layer_thread_{1};
