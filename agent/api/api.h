@@ -79,6 +79,8 @@ class AgentApi {
   void tenants(Call& c, const std::string& tenant, const std::string& rest);
   // /v1/templates[/{name}[/log]] (agent/api/templates.cc).
   void templates(Call& c, const std::string& name, const std::string& rest);
+  // A template's build log from offset on, as it grows, until its build has ended.
+  void follow_log(std::shared_ptr<http::Responder> res, const std::string& name, size_t offset);
   nlohmann::json tenant_json(const std::string& tenant, const TenantLoad& load) const;
   // Counts a finished run (kind: exec, code, oneshot): its outcome, truncation, the
   // tenant's executions and its latency by template and language.

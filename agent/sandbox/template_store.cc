@@ -580,6 +580,17 @@ Result<std::string> TemplateStore::log(const std::string& name) const {
   return text ? *text : std::string();
 }
 
+Result<std::string> TemplateStore::log_from(const std::string& name, size_t offset, size_t max) const {
+  if (!records_.count(name)) return make_error(Code::kNotFound, "template " + name + " not found");
+  int fd = open(log_path(name).c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return std::string();
+  std::string out(max, '\0');
+  ssize_t n = pread(fd, out.data(), max, static_cast<off_t>(offset));
+  close(fd);
+  out.resize(n > 0 ? static_cast<size_t>(n) : 0);
+  return out;
+}
+
 Status TemplateStore::remove(const std::string& name, int in_use) {
   if (is_builtin_template(name)) return make_error(Code::kConflict, "'" + name + "' is a built-in template");
   auto it = records_.find(name);

@@ -90,6 +90,8 @@ class TemplateStore {
   std::optional<TemplateRecord> get(const std::string& name) const;
   std::vector<TemplateRecord> list() const;
   Result<std::string> log(const std::string& name) const;
+  // Up to max bytes of the build log from offset (what a follower has not seen yet).
+  Result<std::string> log_from(const std::string& name, size_t offset, size_t max) const;
   // Removes a template that no sandbox uses (in_use: the caller's count); its image is
   // released when no other template has it. A built-in or an unknown name is refused.
   Status remove(const std::string& name, int in_use);

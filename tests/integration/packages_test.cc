@@ -43,6 +43,11 @@ TEST_F(PackageLayers, AptPipAndNpmPackagesAreBuiltIntoAReadOnlyLayerUsableFromAn
   auto put = admin("PUT", "/v1/templates/tools", json{{"from", "default"}, {"packages", kPackages}}.dump());
   ASSERT_TRUE(put.ok());
   ASSERT_EQ(put->status, 202u) << put->body;
+  // The log as the build writes it, until the build has ended.
+  http::Client follower("unix:" + dir_ + "/agent.sock", 300s);
+  auto followed = follower.request("GET", "/v1/templates/tools/log?follow=1");
+  ASSERT_TRUE(followed.ok() && followed->status == 200u);
+  EXPECT_NE(followed->body.find("swissbox-build: exit 0"), std::string::npos) << followed->body;
   json t = built("tools", 300s);
   ASSERT_EQ(t.value("state", ""), "ready") << t.dump() << "\n" << admin("GET", "/v1/templates/tools/log")->body;
   EXPECT_GT(t.value("size_bytes", 0), 0) << t.dump();
