@@ -174,8 +174,8 @@ int main(int argc, char** argv) {
     containerd = std::make_unique<cri::ContainerdImages>(cfg->cri_socket);
     images = std::make_unique<ImageRootfs>(*containerd, cfg->state_dir + "/images");
   }
-  // Package layers: built in sandboxes the manager holds from its garbage collection (the
-  // manager exists before the first build runs: builds start from the I/O loop).
+  // Package layers: built in sandboxes the manager holds from its garbage collection; builds
+  // start once the agent serves (allow_builds below), after the manager's start-up clean-up.
   SandboxManager* holder = nullptr;
   std::unique_ptr<PackageLayers> layers;
   if (auto mkfs = SandboxDisk::find_mkfs()) layers = std::make_unique<PackageLayers>(cfg->state_dir + "/layers", *mkfs);
