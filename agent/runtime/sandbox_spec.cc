@@ -160,8 +160,11 @@ std::map<std::string, std::string> template_environment(const Template& t) {
 }
 
 std::map<std::string, std::string> template_environment(const std::string& template_name) {
-  auto t = find_template(template_name);
-  return t ? template_environment(*t) : base_environment();
+  // Every command asks: from the registry's entry, without copying the whole template.
+  Registry& r = registry();
+  std::lock_guard lock(r.mu);
+  auto it = r.templates.find(template_name);
+  return it == r.templates.end() ? base_environment() : template_environment(it->second);
 }
 
 std::vector<std::string> sandbox_environment(const Template& t) {

@@ -22,6 +22,11 @@ namespace {
 constexpr std::string_view kStatusLine = "swissbox-build: exit ";
 constexpr size_t kMaxPackages = 100;
 
+// The set's list for a package manager's name; null for another name.
+std::vector<std::string>* list_of(PackageSet& set, std::string_view manager) {
+  return manager == "apt" ? &set.apt : manager == "pip" ? &set.pip : manager == "npm" ? &set.npm : nullptr;
+}
+
 Status add_spec(std::vector<std::string>* to, const std::string& manager, const json& spec) {
   if (!spec.is_string() || !valid_package_spec(spec.get<std::string>())) {
     return make_error(Code::kInvalidArgument,
@@ -95,7 +100,7 @@ Result<PackageSet> parse_packages(const json& packages) {
   if (!packages.is_object()) return make_error(Code::kInvalidArgument, "packages must be {apt: [], pip: [], npm: []}");
   PackageSet set;
   for (const auto& [manager, list] : packages.items()) {
-    std::vector<std::string>* to = manager == "apt" ? &set.apt : manager == "pip" ? &set.pip : manager == "npm" ? &set.npm : nullptr;
+    std::vector<std::string>* to = list_of(set, manager);
     if (!to) return make_error(Code::kInvalidArgument, "packages: unknown package manager '" + manager + "' (apt, pip, npm)");
     if (!list.is_array()) return make_error(Code::kInvalidArgument, "packages." + manager + " must be an array");
     for (const auto& spec : list) {
@@ -112,7 +117,7 @@ Result<PackageSet> parse_package_list(const json& list) {
     std::string text = item.is_string() ? item.get<std::string>() : "";
     auto colon = text.find(':');
     std::string manager = colon == std::string::npos ? "" : text.substr(0, colon);
-    std::vector<std::string>* to = manager == "apt" ? &set.apt : manager == "pip" ? &set.pip : manager == "npm" ? &set.npm : nullptr;
+    std::vector<std::string>* to = list_of(set, manager);
     if (!to) {
       return make_error(Code::kInvalidArgument, "pre_install_packages: " + (item.is_string() ? "'" + text + "'" : item.dump()) +
                                                     " is not \"apt:NAME\", \"pip:NAME\" or \"npm:NAME\"");

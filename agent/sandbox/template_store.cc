@@ -187,7 +187,6 @@ Status TemplateStore::save(const TemplateRecord& r) const {
 }
 
 void TemplateStore::load() {
-  std::vector<TemplateRecord> layers_to_build;  // after every base is back
   for (const auto& file : fs::list_dir(dir_)) {
     if (!file.ends_with(".json")) continue;
     auto text = fs::read_file(dir_ + "/" + file);
@@ -200,7 +199,8 @@ void TemplateStore::load() {
     if (r->state == TemplateState::kFailed) continue;
     if (!r->from.empty()) {
       if (r->state == TemplateState::kBuilding && packages_.builder) {
-        layers_to_build.push_back(*r);
+        append_line(log_path(r->name), "the agent restarted during the build: building again");
+        start_layer(*r);  // held until allow_builds(), after the clean-up below
         continue;
       }
       // Ready before: its layer's disk and read-only view mounted again.
@@ -239,10 +239,6 @@ void TemplateStore::load() {
         log::warn("package layer not removed", {{"layer", key}, {"error", st.error().to_string()}});
     }
   }
-  for (auto& r : layers_to_build) {
-    append_line(log_path(r.name), "the agent restarted during the build: building again");
-    start_layer(r);  // held until allow_builds()
-  }
   if (packages_.build_builtins) ensure_builtin_layers();
   update_gauges();
 }
@@ -260,17 +256,17 @@ void TemplateStore::ensure_builtin_layers() {
     r.limits = l.limits;
     r.env.insert(r.env.end(), l.env.begin(), l.env.end());
     r.created_at = now_s();
-    (void)unlink(log_path(l.name).c_str());
     if (!made) {
       r.state = TemplateState::kFailed;
       r.error = made.error().message;
-      append_line(log_path(l.name), "not built: " + r.error);
-      records_[l.name] = r;
-      if (auto st = save(r); !st) log::warn("template record not written", {{"template", l.name}});
-      continue;
     }
+    (void)unlink(log_path(l.name).c_str());
     records_[l.name] = r;
     if (auto st = save(r); !st) log::warn("template record not written", {{"template", l.name}});
+    if (!made) {
+      append_line(log_path(l.name), "not built: " + r.error);
+      continue;
+    }
     log::info("building a built-in template", {{"template", l.name}, {"packages", packages_json(set).dump()}});
     start_layer(r);  // held until allow_builds()
   }
@@ -323,10 +319,7 @@ Result<TemplateRecord> TemplateStore::put(const std::string& name, const json& b
   }
   if (auto st = read_limits(body, bounds_, &r.limits); !st) return st.error();
   if (auto st = read_idle_policy(body, &r.idle_timeout, &r.on_idle); !st) return st.error();
-  r.created_at = now_s();
-  if (auto st = save(r); !st) return st.error();
-  (void)unlink(log_path(name).c_str());
-  records_[name] = r;
+  if (auto st = add_record(r); !st) return st.error();
   if (layered) {
     start_layer(r);
   } else {
@@ -392,14 +385,19 @@ Result<std::string> TemplateStore::derive(const std::string& base, const Package
   if (auto st = room_for_build(made->layer); !st) return st.error();
   made->name = name;
   made->derived = true;
-  made->created_at = now_s();
-  if (auto st = save(*made); !st) return st.error();
-  (void)unlink(log_path(name).c_str());
-  records_[name] = *made;
+  if (auto st = add_record(*made); !st) return st.error();
   waiters_[name].push_back(std::move(done));
   start_layer(*made);
   update_gauges();
   return name;
+}
+
+Status TemplateStore::add_record(TemplateRecord& r) {
+  r.created_at = now_s();
+  if (auto st = save(r); !st) return st;
+  (void)unlink(log_path(r.name).c_str());  // an earlier template's of that name
+  records_[r.name] = r;
+  return ok_status();
 }
 
 Status TemplateStore::room_for_build(const std::string& layer) const {
@@ -437,26 +435,26 @@ void TemplateStore::start_layer(const TemplateRecord& r) {
   asio::post(layer_thread_, [this, r] {
     const double started = now_s();
     TemplateRecord built = r;
-    Status st = build_layer(built);
+    Result<RootfsLayout> root = build_layer(built);
     // Stopped by the agent's stop: the record stays "building", the next agent builds it.
     if (packages_.builder->stopping()) return append_line(log_path(r.name), "the agent stopped during the build");
-    append_line(log_path(r.name), st ? "ready" : "failed: " + st.error().message);
-    asio::post(ioc_, [this, built, st, started] {
+    const std::string outcome = root ? "ready" : "failed: " + root.error().message;
+    append_line(log_path(r.name), outcome);
+    asio::post(ioc_, [this, built, root, outcome, started] {
       auto names = std::move(layer_builds_[built.layer]);
       layer_builds_.erase(built.layer);
       for (const auto& name : names) {
         auto it = records_.find(name);
         if (it == records_.end()) continue;
-        if (name != built.name) append_line(log_path(name), st ? "ready" : "failed: " + st.error().message);
+        if (name != built.name) append_line(log_path(name), outcome);
         it->second.size_bytes = built.size_bytes;
-        // Mounted by the build: layer_built() finds it so.
-        finish(name, st ? layer_built(it->second) : Result<Built>(st.error()), started);
+        finish(name, root ? Result<Built>(layer_template(it->second, *root)) : Result<Built>(root.error()), started);
       }
     });
   });
 }
 
-Status TemplateStore::build_layer(TemplateRecord& r) {
+Result<RootfsLayout> TemplateStore::build_layer(TemplateRecord& r) {
   const std::string log = log_path(r.name);
   std::vector<RootPart> base(r.parts.size());
   for (size_t i = 0; i < r.parts.size(); ++i)
@@ -471,29 +469,30 @@ Status TemplateStore::build_layer(TemplateRecord& r) {
   if (auto b = find_template(r.from)) base_template = *b;
   Status built = packages_.builder->run(packages_.new_id(), *root, r.packages, sandbox_environment(base_template), log);
   if (auto st = packages_.layers->close_build(r.layer); !st && built) built = st;
-  if (built) {
-    auto mounted = packages_.layers->mount(r.layer, r.parts);
-    if (!mounted) built = mounted.error();
-  }
-  if (!built) {
+  auto mounted = built ? packages_.layers->mount(r.layer, r.parts) : Result<RootfsLayout>(built.error());
+  if (!mounted) {
     (void)packages_.layers->remove(r.layer);
-    return built;
+    return mounted.error();
   }
   auto size = packages_.layers->size_bytes(r.layer);
   r.size_bytes = size ? *size : 0;
   append_line(log, "the layer holds " + std::to_string(r.size_bytes) + " bytes");
-  return ok_status();
+  return mounted;
+}
+
+TemplateStore::Built TemplateStore::layer_template(const TemplateRecord& r, RootfsLayout root) {
+  Built b;
+  b.tmpl = template_of(r);
+  b.tmpl.root = std::move(root);
+  b.size_bytes = r.size_bytes;
+  return b;
 }
 
 Result<TemplateStore::Built> TemplateStore::layer_built(const TemplateRecord& r) {
   auto root = packages_.layers ? packages_.layers->mount(r.layer, r.parts)
                                : Result<RootfsLayout>(make_error(Code::kUnavailable, "this node builds no package layers"));
   if (!root) return root.error();
-  Built b;
-  b.tmpl = template_of(r);
-  b.tmpl.root = *root;
-  b.size_bytes = r.size_bytes;
-  return b;
+  return layer_template(r, std::move(*root));
 }
 
 Result<TemplateStore::Built> TemplateStore::image_built(const TemplateRecord& r, Result<PreparedImage> image) {

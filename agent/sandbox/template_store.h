@@ -107,8 +107,9 @@ class TemplateStore {
 
  private:
   void build(const TemplateRecord& record, ImageRootfs::Pull pull);
-  // A package layer's build on the workers, for every template waiting for that layer.
-  Status build_layer(TemplateRecord& record);
+  // A package layer's build on its thread, for every template waiting for that layer: the
+  // layer's read-only view once built (its size in record.size_bytes).
+  Result<RootfsLayout> build_layer(TemplateRecord& record);
   // What a build or a mount at the start made: the template to register.
   struct Built {
     Template tmpl;
@@ -116,8 +117,10 @@ class TemplateStore {
     int64_t size_bytes = 0;
     std::optional<PreparedImage> image;
   };
-  // An image template's, once its image is prepared; a package layer's, mounted read-only.
+  // An image template's, once its image is prepared.
   static Result<Built> image_built(const TemplateRecord& r, Result<PreparedImage> image);
+  // A package layer's, on its mounted root; layer_built() mounts it first (again at a start).
+  static Built layer_template(const TemplateRecord& r, RootfsLayout root);
   Result<Built> layer_built(const TemplateRecord& r);
   // started: when the build began (nullopt: a ready template mounted again at the start).
   void finish(const std::string& name, Result<Built> built, std::optional<double> started);
@@ -126,6 +129,8 @@ class TemplateStore {
   // At the start: each of builtin_layers() that is not ready is built (again), or failed
   // with the reason when this node builds no package layers.
   void ensure_builtin_layers();
+  // A new record (created now): saved, an earlier log of its name removed, kept.
+  Status add_record(TemplateRecord& r);
   // Whether a build of `layer` may start (or join one under way): a bounded queue.
   Status room_for_build(const std::string& layer) const;
   // Registers a record as building and starts (or joins) its layer's build.
